@@ -1,0 +1,62 @@
+"""The 2-D view of a tensor, its grid of blocks, and block kinds (spec §6.2, §6.3).
+
+This is the one definition of the block view; the codec and the training code both use it.
+A tensor of shape ``(s0, s1, ..., sk)`` is viewed as a ``s0 x (s1*...*sk)`` matrix (a conv
+weight ``(out, in, kh, kw)`` becomes ``out x (in*kh*kw)``); a 1-D tensor as ``1 x s0``; a
+0-dim tensor as ``1 x 1``. Blocks of ``block_rows x block_cols`` tile the matrix from its
+top-left corner; blocks on the right and bottom edges may be partial.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .format import BlockKind
+
+
+def matrix_shape(shape: tuple[int, ...]) -> tuple[int, int]:
+    """Rows and columns of the 2-D view of a tensor of ``shape``."""
+    if len(shape) == 0:
+        return 1, 1
+    if len(shape) == 1:
+        return 1, shape[0]
+    return shape[0], math.prod(shape[1:])
+
+
+def grid_shape(rows: int, cols: int, block_rows: int, block_cols: int) -> tuple[int, int]:
+    """Number of block rows and block columns (edge blocks counted)."""
+    return -(-rows // block_rows), -(-cols // block_cols)
+
+
+def _padded_blocks(matrix: np.ndarray, block_rows: int, block_cols: int, fill) -> np.ndarray:
+    """View ``matrix`` as ``(grid_rows, block_rows, grid_cols, block_cols)``, padding with ``fill``."""
+    rows, cols = matrix.shape
+    grid_rows, grid_cols = grid_shape(rows, cols, block_rows, block_cols)
+    pad_r, pad_c = grid_rows * block_rows - rows, grid_cols * block_cols - cols
+    if pad_r or pad_c:
+        matrix = np.pad(matrix, ((0, pad_r), (0, pad_c)), constant_values=fill)
+    return matrix.reshape(grid_rows, block_rows, grid_cols, block_cols)
+
+
+def block_kinds(magnitudes: np.ndarray, block_rows: int, block_cols: int) -> np.ndarray:
+    """Kind of every block from the matrix of level magnitudes, as a uint8 grid.
+
+    All zero -> PRUNED; all equal and non-zero -> UNIFIED; otherwise DENSE (§6.3).
+    """
+    rows, cols = magnitudes.shape
+    if rows == 0 or cols == 0:
+        return np.zeros(grid_shape(rows, cols, block_rows, block_cols), dtype=np.uint8)
+    top = np.iinfo(magnitudes.dtype).max
+    largest = _padded_blocks(magnitudes, block_rows, block_cols, 0).max(axis=(1, 3))
+    smallest = _padded_blocks(magnitudes, block_rows, block_cols, top).min(axis=(1, 3))
+    kinds = np.full(largest.shape, BlockKind.DENSE, dtype=np.uint8)
+    kinds[largest == smallest] = BlockKind.UNIFIED
+    kinds[largest == 0] = BlockKind.PRUNED
+    return kinds
+
+
+def expand_blocks(grid: np.ndarray, block_rows: int, block_cols: int, rows: int, cols: int) -> np.ndarray:
+    """Per-element array of a per-block ``grid``, cropped to the ``rows x cols`` matrix."""
+    return np.repeat(np.repeat(grid, block_rows, axis=0), block_cols, axis=1)[:rows, :cols]

@@ -1,0 +1,97 @@
+"""Coding options: how each tensor is coded (mode, qp, block shape), chosen by name pattern."""
+
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+
+from .format import FLOAT_DTYPES, CodingMode, DType
+from .quant import DEFAULT_QP_DENSITY, qp_is_valid
+
+DEFAULT_QP = -32  # step 2**-8 at density 2
+DEFAULT_VECTOR_QP = -56  # step 2**-14: 1-D tensors (biases, norms) are tiny and sensitive
+DEFAULT_BLOCK = (4, 4)
+MAX_BLOCK_SIDE = 255
+
+
+@dataclasses.dataclass(frozen=True)
+class TensorRule:
+    """Overrides for tensors whose name matches ``pattern`` (a shell-style glob, ``*`` etc.).
+
+    ``None`` leaves that option to the defaults. Later rules win over earlier ones.
+    """
+
+    pattern: str
+    mode: CodingMode | None = None
+    qp: int | None = None
+    block: tuple[int, int] | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class TensorCoding:
+    """How one tensor is coded, resolved from an :class:`EncoderConfig`."""
+
+    mode: CodingMode
+    qp: int
+    qp_density: int
+    block: tuple[int, int]
+    explicit_mode: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class EncoderConfig:
+    """Options of :func:`nncodec_unify.encode`.
+
+    Defaults: float tensors with >= 2 dims are coded UNIFIED at ``qp`` in ``block`` blocks;
+    1-D and 0-dim float tensors DENSE at the finer ``vector_qp``; integer and bool tensors RAW.
+    A float tensor that cannot be quantized (nan/inf, levels out of range) falls back to RAW
+    unless a rule asked for its mode explicitly, which is then an :class:`EncodeError`.
+    """
+
+    qp: int = DEFAULT_QP
+    vector_qp: int = DEFAULT_VECTOR_QP
+    qp_density: int = DEFAULT_QP_DENSITY
+    block: tuple[int, int] = DEFAULT_BLOCK
+    rules: tuple[TensorRule, ...] = ()
+    use_contexts: bool = True
+
+    def __post_init__(self) -> None:
+        for field in ("qp", "vector_qp"):
+            if not qp_is_valid(getattr(self, field), self.qp_density):
+                raise ValueError(f"{field} {getattr(self, field)} is outside the format's range "
+                                 f"at qp_density {self.qp_density}")
+        _check_block(self.block)
+        for rule in self.rules:
+            if rule.qp is not None and not qp_is_valid(rule.qp, self.qp_density):
+                raise ValueError(f"rule {rule.pattern!r}: qp {rule.qp} is outside the format's range")
+            if rule.block is not None:
+                _check_block(rule.block)
+
+    def coding_for(self, name: str, dtype: DType, ndim: int) -> TensorCoding:
+        """Resolve the coding of tensor ``name`` from the defaults and the matching rules."""
+        is_float = dtype in FLOAT_DTYPES
+        if not is_float:
+            mode = CodingMode.RAW
+        elif ndim >= 2:
+            mode = CodingMode.UNIFIED
+        else:
+            mode = CodingMode.DENSE
+        qp = self.qp if ndim >= 2 else self.vector_qp
+        block, explicit = self.block, False
+        for rule in self.rules:
+            if not fnmatch.fnmatchcase(name, rule.pattern):
+                continue
+            if rule.mode is not None:
+                mode, explicit = rule.mode, True
+            if rule.qp is not None:
+                qp = rule.qp
+            if rule.block is not None:
+                block = rule.block
+        if not is_float and mode != CodingMode.RAW:
+            mode, explicit = CodingMode.RAW, False  # integers are only ever coded losslessly
+        return TensorCoding(mode, qp, self.qp_density, block, explicit)
+
+
+def _check_block(block: tuple[int, int]) -> None:
+    if (len(block) != 2 or not all(isinstance(side, int) and 1 <= side <= MAX_BLOCK_SIDE for side in block)):
+        raise ValueError(f"block shape {block!r} must be two integers in 1..{MAX_BLOCK_SIDE}")

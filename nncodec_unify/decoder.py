@@ -1,0 +1,198 @@
+"""Decoder: bytes -> integer coded form -> arrays, laid out like spec/bitstream.md.
+
+Imports only numpy, constriction (through ``entropy``) and this package's torch-free modules.
+Every malformed input raises :class:`BitstreamError`; nothing is allocated from a declared
+size before that size is checked against the limits and the bytes present.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from .bitio import ByteReader
+from .blocks import expand_blocks, grid_shape, matrix_shape
+from .errors import BitstreamError, LimitExceededError, NncodecError, TruncatedError
+from .format import (
+    DEFAULT_LIMITS, DTYPE_ITEMSIZE, DTYPE_NAMES, DTYPE_NUMPY, BlockKind, CodingMode, DType, Limits,
+    UnitType,
+)
+from .planes import decode_plane
+from .quant import dequantize, step_size
+from .syntax import (
+    FileHeader, TensorHeader, read_block_shape, read_file_header, read_model_header, read_quant_params,
+    read_raw_payload, read_sign_section, read_tensor_header, read_unit,
+)
+from .tensors import bfloat16_bits_to_float32
+
+
+@dataclasses.dataclass(frozen=True)
+class DecodedTensor:
+    """One decoded tensor. ``dtype`` is the stored element type; ``array`` holds the values
+    (bfloat16 widened exactly to float32)."""
+
+    name: str
+    dtype: DType
+    array: np.ndarray
+    coding_mode: CodingMode
+
+    @property
+    def dtype_name(self) -> str:
+        return DTYPE_NAMES[self.dtype]
+
+
+@dataclasses.dataclass(frozen=True)
+class DecodedModel:
+    header: FileHeader
+    tensors: tuple[DecodedTensor, ...]
+
+
+def decode(data: bytes, *, limits: Limits | None = None) -> dict[str, np.ndarray]:
+    """Decode a stream into ``{name: array}`` in stream order.
+
+    Arrays have the stored dtype, except bfloat16, which is returned widened exactly to
+    float32 (use :func:`decode_tensors` to learn the stored type). Raises
+    :class:`BitstreamError` for any malformed stream.
+    """
+    return {t.name: t.array for t in decode_tensors(data, limits=limits).tensors}
+
+
+def decode_tensors(data: bytes, *, limits: Limits | None = None) -> DecodedModel:
+    """Decode a stream, keeping each tensor's stored dtype and coding mode."""
+    limits = limits or DEFAULT_LIMITS
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise TypeError(f"expected bytes, got {type(data).__name__}")
+    data = bytes(data)
+    try:
+        return _decode(data, limits)
+    except NncodecError:
+        raise
+    except (MemoryError, OverflowError) as exc:
+        raise LimitExceededError(f"cannot allocate the decoded data ({type(exc).__name__})") from None
+
+
+def _decode(data: bytes, limits: Limits) -> DecodedModel:
+    reader = ByteReader(data)
+    header = read_file_header(reader)
+    tensor_count = None
+    tensors: list[DecodedTensor] = []
+    names: set[str] = set()
+    output_bytes = 0
+    while reader.remaining:
+        unit = read_unit(reader, data)
+        payload = ByteReader(data, unit.payload_offset, unit.payload_offset + unit.payload_length)
+        if unit.unit_type == UnitType.MODEL_HEADER and not unit.ancillary:
+            if tensor_count is not None:
+                raise BitstreamError("a second model_header unit", element="unit_type", offset=unit.offset)
+            tensor_count = read_model_header(payload, limits).tensor_count
+        elif tensor_count is None:
+            raise BitstreamError("the first unit must be the model_header (unit_type 1)",
+                                 element="unit_type", offset=unit.offset)
+        elif unit.unit_type == UnitType.TENSOR and not unit.ancillary:
+            if len(tensors) == tensor_count:
+                raise BitstreamError(f"more tensor units than the {tensor_count} the model_header declares",
+                                     element="unit_type", offset=unit.offset)
+            tensor_header = read_tensor_header(payload, limits)
+            if tensor_header.name in names:
+                raise BitstreamError(f"duplicate tensor name {tensor_header.name!r}", element="name",
+                                     offset=unit.payload_offset + 2)
+            names.add(tensor_header.name)
+            output_bytes += tensor_header.element_count * DTYPE_NUMPY[tensor_header.dtype].itemsize
+            if output_bytes > limits.max_total_output_bytes:
+                raise LimitExceededError(
+                    f"decoded tensors would exceed {limits.max_total_output_bytes} bytes", element="dims",
+                    offset=unit.payload_offset)
+            tensors.append(decode_tensor_payload(payload, tensor_header, limits))
+            payload.expect_end("tensor payload")
+        elif unit.unit_type in tuple(UnitType):
+            raise BitstreamError(f"unit_type {unit.unit_type} must not be marked ancillary",
+                                 element="unit_flags", offset=unit.offset + 1)
+        elif not unit.ancillary:
+            raise BitstreamError(f"unknown critical unit_type {unit.unit_type}", element="unit_type",
+                                 offset=unit.offset)
+        # unknown ancillary units are skipped (§4.2)
+    if tensor_count is None:
+        raise TruncatedError("the stream has no model_header unit", element="model_header",
+                             offset=reader.offset)
+    if len(tensors) != tensor_count:
+        raise TruncatedError(f"{len(tensors)} tensor units, the model_header declares {tensor_count}",
+                             element="tensor_count", offset=reader.offset)
+    return DecodedModel(header, tuple(tensors))
+
+
+def decode_tensor_payload(reader: ByteReader, header: TensorHeader, limits: Limits) -> DecodedTensor:
+    """§5.3: the payload after the tensor_header, in the tensor's coding mode."""
+    if header.coding_mode == CodingMode.RAW:
+        array = _raw_array(read_raw_payload(reader, header), header)
+    else:
+        params = read_quant_params(reader)
+        rows, cols = matrix_shape(header.shape)
+        if header.coding_mode == CodingMode.DENSE:
+            levels = _read_dense(reader, rows, cols, limits)
+        else:
+            levels = _read_unified(reader, rows, cols, limits)
+        array = dequantize(levels, step_size(params.qp, params.qp_density), header.dtype).reshape(header.shape)
+    return DecodedTensor(header.name, header.dtype, array, header.coding_mode)
+
+
+def _raw_array(raw: memoryview, header: TensorHeader) -> np.ndarray:
+    if header.dtype == DType.BFLOAT16:
+        return bfloat16_bits_to_float32(np.frombuffer(raw, dtype="<u2")).reshape(header.shape)
+    if header.dtype == DType.BOOL:
+        octets = np.frombuffer(raw, dtype=np.uint8)
+        if octets.size and octets.max() > 1:
+            raise BitstreamError("a bool element is neither 0 nor 1", element="raw_data")
+        return octets.astype(bool).reshape(header.shape)
+    stored = DTYPE_NUMPY[header.dtype].newbyteorder("<")
+    assert DTYPE_ITEMSIZE[header.dtype] == stored.itemsize
+    return np.frombuffer(raw, dtype=stored).astype(stored.newbyteorder("="), copy=True).reshape(header.shape)
+
+
+def _apply_signs(magnitudes: np.ndarray, negative: np.ndarray) -> np.ndarray:
+    levels = magnitudes.copy()
+    levels[negative] = -levels[negative]
+    return levels
+
+
+def _read_dense(reader: ByteReader, rows: int, cols: int, limits: Limits) -> np.ndarray:
+    """§5.5 dense_payload."""
+    magnitudes = decode_plane(reader, rows, cols, None, rows * cols, limits, "dense_levels")
+    nonzero = magnitudes != 0
+    negative = read_sign_section(reader, int(np.count_nonzero(nonzero)), "dense_signs")
+    levels = magnitudes.copy()
+    levels[np.flatnonzero(nonzero)[negative]] *= -1
+    return levels
+
+
+def _read_unified(reader: ByteReader, rows: int, cols: int, limits: Limits) -> np.ndarray:
+    """§5.6 unified_payload."""
+    block_rows, block_cols = read_block_shape(reader)
+    grid_rows, grid_cols = grid_shape(rows, cols, block_rows, block_cols)
+    map_at = reader.offset
+    kinds = decode_plane(reader, grid_rows, grid_cols, None, grid_rows * grid_cols, limits, "block_map")
+    if kinds.size and kinds.max() > BlockKind.DENSE:
+        raise BitstreamError(f"block kind {int(kinds.max())} is reserved (0, 1, 2 allowed)",
+                             element="block_map", offset=map_at)
+    kinds = kinds.reshape(grid_rows, grid_cols).astype(np.uint8)
+    unified_blocks = kinds == BlockKind.UNIFIED
+    unified_count = int(np.count_nonzero(unified_blocks))
+    block_magnitude = np.zeros((grid_rows, grid_cols), dtype=np.int64)
+    block_magnitude[unified_blocks] = decode_plane(reader, grid_rows, grid_cols, unified_blocks, unified_count,
+                                                   limits, "unified_magnitudes") + 1
+    element_kinds = expand_blocks(kinds, block_rows, block_cols, rows, cols)
+    levels = np.zeros((rows, cols), dtype=np.int64)
+    in_unified = element_kinds == BlockKind.UNIFIED
+    unified_elements = int(np.count_nonzero(in_unified))
+    negative = read_sign_section(reader, unified_elements, "unified_signs")
+    if unified_elements:
+        magnitudes = expand_blocks(block_magnitude, block_rows, block_cols, rows, cols)[in_unified]
+        levels[in_unified] = np.where(negative, -magnitudes, magnitudes)
+    in_dense = element_kinds == BlockKind.DENSE
+    dense_count = int(np.count_nonzero(in_dense))
+    dense = decode_plane(reader, rows, cols, in_dense, dense_count, limits, "dense_levels")
+    nonzero = dense != 0
+    negative = read_sign_section(reader, int(np.count_nonzero(nonzero)), "dense_signs")
+    dense[np.flatnonzero(nonzero)[negative]] *= -1
+    levels[in_dense] = dense
+    return levels

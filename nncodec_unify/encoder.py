@@ -1,0 +1,202 @@
+"""Encoder: arrays -> integer coded form -> bytes (spec §4-§6).
+
+Floats end at quantization: from the levels on, everything is integers, and the block kinds are
+derived from the levels alone (§6.3), so any tensor is coded correctly whether or not it was
+trained towards the unified structure.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+
+import numpy as np
+
+from .bitio import ByteWriter
+from .blocks import block_kinds, expand_blocks, grid_shape, matrix_shape
+from .config import EncoderConfig, TensorCoding
+from .errors import EncodeError
+from .format import DEFAULT_LIMITS, DTYPE_ITEMSIZE, BlockKind, CodingMode, DType, UnitType
+from .planes import encode_plane
+from .quant import dequantize, quantize, step_size
+from .syntax import (
+    FileHeader, ModelHeader, QuantParams, TensorHeader, write_file_header, write_level_plane,
+    write_model_header, write_quant_params, write_sign_section, write_tensor_header, write_unit,
+)
+from .tensors import float32_to_bfloat16_bits, to_numpy
+
+_MAX_LEVEL = (1 << 31) - 1
+
+
+@dataclasses.dataclass(frozen=True)
+class TensorReport:
+    """What happened to one tensor: its coding, sizes and (for quantized modes) error."""
+
+    name: str
+    dtype: DType
+    shape: tuple[int, ...]
+    mode: CodingMode
+    qp: int | None
+    original_bytes: int
+    coded_bytes: int
+    max_abs_error: float
+    block_counts: tuple[int, int, int] | None = None  # pruned, unified, dense
+    note: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class EncodeResult:
+    data: bytes
+    reports: tuple[TensorReport, ...]
+
+
+def encode(tensors: Mapping[str, object], *, config: EncoderConfig | None = None) -> bytes:
+    """Encode a mapping of names to numpy arrays or torch tensors into a stream.
+
+    >>> import numpy as np
+    >>> stream = encode({"w": np.zeros((2, 2), np.float32)})
+    >>> stream[:4], len(stream)
+    (b'\\x89NNU', 79)
+    """
+    return encode_with_report(tensors, config=config).data
+
+
+def encode_with_report(tensors: Mapping[str, object], *, config: EncoderConfig | None = None,
+                       measure_error: bool = False,
+                       progress: Callable[[int, int, str], None] | None = None) -> EncodeResult:
+    """Like :func:`encode`, also returning a :class:`TensorReport` per tensor.
+
+    ``measure_error`` computes each quantized tensor's maximum absolute error (costs a
+    reconstruction). ``progress(done, total, name)`` is called before each tensor.
+    """
+    config = config or EncoderConfig()
+    if not isinstance(tensors, Mapping):
+        raise EncodeError(f"expected a mapping of names to tensors, got {type(tensors).__name__}")
+    writer = ByteWriter()
+    write_file_header(writer, FileHeader())
+    header = ByteWriter()
+    write_model_header(header, ModelHeader(len(tensors)))
+    write_unit(writer, UnitType.MODEL_HEADER, header.getvalue())
+    reports = []
+    for index, (name, value) in enumerate(tensors.items()):
+        if progress is not None:
+            progress(index, len(tensors), name)
+        _check_name(name)
+        array, dtype = to_numpy(name, value)
+        _check_shape(name, array.shape)
+        coding = config.coding_for(name, dtype, array.ndim)
+        payload, report = encode_tensor(name, array, dtype, coding, use_contexts=config.use_contexts,
+                                        measure_error=measure_error)
+        write_unit(writer, UnitType.TENSOR, payload)
+        reports.append(report)
+    return EncodeResult(writer.getvalue(), tuple(reports))
+
+
+def _check_name(name: object) -> None:
+    if not isinstance(name, str) or not name:
+        raise EncodeError(f"tensor names must be non-empty strings, got {name!r}")
+    try:
+        size = len(name.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise EncodeError(f"tensor name {name!r} is not encodable as UTF-8") from None
+    if size > DEFAULT_LIMITS.max_name_length:
+        raise EncodeError(f"tensor name {name[:40]!r}... is {size} bytes, over the limit of "
+                          f"{DEFAULT_LIMITS.max_name_length}")
+
+
+def _check_shape(name: str, shape: tuple[int, ...]) -> None:
+    if len(shape) > DEFAULT_LIMITS.max_ndim:
+        raise EncodeError(f"tensor {name!r} has {len(shape)} dimensions, over the limit of {DEFAULT_LIMITS.max_ndim}")
+    if any(dim >= 1 << 32 for dim in shape):
+        raise EncodeError(f"tensor {name!r}: a dimension of {shape} does not fit in 32 bits")
+    if int(np.prod(shape, dtype=object)) > DEFAULT_LIMITS.max_elements_per_tensor:
+        raise EncodeError(f"tensor {name!r} has more than {DEFAULT_LIMITS.max_elements_per_tensor} elements")
+
+
+def encode_tensor(name: str, array: np.ndarray, dtype: DType, coding: TensorCoding, *,
+                  use_contexts: bool = True, measure_error: bool = False) -> tuple[bytes, TensorReport]:
+    """The TENSOR unit payload (§5) of one tensor and its report."""
+    original_bytes = array.size * DTYPE_ITEMSIZE[dtype]
+    mode, note = coding.mode, ""
+    if mode != CodingMode.RAW:
+        problem = _unquantizable(array, coding)
+        if problem:
+            if coding.explicit_mode:
+                raise EncodeError(f"tensor {name!r}: cannot code in {mode.name} mode: {problem}")
+            mode, note = CodingMode.RAW, f"coded RAW: {problem}"
+    writer = ByteWriter()
+    write_tensor_header(writer, TensorHeader(name, dtype, tuple(array.shape), mode))
+    max_error, block_counts = 0.0, None
+    if mode == CodingMode.RAW:
+        writer.bytes(_raw_bytes(array, dtype))
+    else:
+        step = step_size(coding.qp, coding.qp_density)
+        levels = quantize(array, step)
+        write_quant_params(writer, QuantParams(coding.qp, coding.qp_density))
+        rows, cols = matrix_shape(array.shape)
+        matrix = levels.reshape(rows, cols)
+        if mode == CodingMode.DENSE:
+            _write_dense(writer, matrix, use_contexts)
+        else:
+            block_counts = _write_unified(writer, matrix, coding.block, use_contexts)
+        if measure_error and array.size:
+            rebuilt = dequantize(levels, step, dtype).astype(np.float64)
+            max_error = float(np.max(np.abs(rebuilt - array.astype(np.float64))))
+    payload = writer.getvalue()
+    return payload, TensorReport(name, dtype, tuple(array.shape), mode,
+                                 None if mode == CodingMode.RAW else coding.qp, original_bytes,
+                                 len(payload), max_error, block_counts, note)
+
+
+def _unquantizable(array: np.ndarray, coding: TensorCoding) -> str:
+    if array.size == 0:
+        return ""
+    if not np.isfinite(array).all():
+        return "it holds nan or inf"
+    largest = float(np.max(np.abs(array)))
+    if largest / float(step_size(coding.qp, coding.qp_density)) >= _MAX_LEVEL:
+        return f"its largest magnitude {largest:g} needs levels beyond 2**31 at qp {coding.qp}"
+    return ""
+
+
+def _raw_bytes(array: np.ndarray, dtype: DType) -> bytes:
+    if dtype == DType.BFLOAT16:
+        return float32_to_bfloat16_bits(array).astype("<u2").tobytes()
+    return array.astype(array.dtype.newbyteorder("<"), copy=False).tobytes()
+
+
+def _write_dense(writer: ByteWriter, matrix: np.ndarray, use_contexts: bool) -> None:
+    """§5.5 dense_payload: the level plane over the whole matrix, then signs of non-zero levels."""
+    magnitudes = np.abs(matrix)
+    write_level_plane(writer, encode_plane(magnitudes, None, use_contexts=use_contexts))
+    write_sign_section(writer, matrix.ravel()[magnitudes.ravel() != 0] < 0)
+
+
+def _write_unified(writer: ByteWriter, matrix: np.ndarray, block: tuple[int, int],
+                   use_contexts: bool) -> tuple[int, int, int]:
+    """§5.6 unified_payload: block map, unified magnitudes, their signs, dense levels, their signs."""
+    block_rows, block_cols = block
+    rows, cols = matrix.shape
+    writer.u8(block_rows)
+    writer.u8(block_cols)
+    magnitudes = np.abs(matrix)
+    kinds = block_kinds(magnitudes, block_rows, block_cols)
+    write_level_plane(writer, encode_plane(kinds.astype(np.int64), None, use_contexts=use_contexts))
+    unified_blocks = kinds == BlockKind.UNIFIED
+    grid_rows, grid_cols = grid_shape(rows, cols, block_rows, block_cols)
+    if rows and cols:
+        block_magnitude = np.zeros((grid_rows, grid_cols), dtype=np.int64)
+        # any element of a unified block carries its magnitude: take the block's top-left one
+        block_magnitude[unified_blocks] = magnitudes[::block_rows, ::block_cols][unified_blocks]
+    else:
+        block_magnitude = np.zeros((grid_rows, grid_cols), dtype=np.int64)
+    write_level_plane(writer, encode_plane(block_magnitude - 1, unified_blocks, use_contexts=use_contexts))
+    element_kinds = expand_blocks(kinds, block_rows, block_cols, rows, cols)
+    in_unified = element_kinds == BlockKind.UNIFIED
+    write_sign_section(writer, matrix[in_unified] < 0)
+    in_dense = element_kinds == BlockKind.DENSE
+    write_level_plane(writer, encode_plane(magnitudes, in_dense, use_contexts=use_contexts))
+    dense_levels = matrix[in_dense]
+    write_sign_section(writer, dense_levels[dense_levels != 0] < 0)
+    counts = np.bincount(kinds.ravel(), minlength=3)
+    return int(counts[0]), int(counts[1]), int(counts[2])

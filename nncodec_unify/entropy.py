@@ -1,0 +1,125 @@
+"""Range coding of symbol groups with integer frequency tables (spec §6.6, §6.7).
+
+This is the only module that imports constriction. Facts it relies on (constriction 0.5.0):
+
+* ``Categorical(w, perfect=False)`` gives symbol ``i`` the fixed-point probability
+  ``floor(C_i * s) + i`` - ``floor(C_{i-1} * s) - (i-1)`` where ``C_i`` is the running sum of
+  ``w`` and ``s = (2**24 - n) / sum(w)``. We pass integer weights that sum to exactly
+  ``2**24 - n``, so ``s == 1.0`` and every symbol's probability is exactly ``w_i + 1`` out of
+  ``2**24``: the model is defined by integers alone (§6.6) and needs no float rounding rule.
+* The decoder detects nothing and may raise a bare ``AssertionError`` or ``ValueError`` on bad
+  words; integrity is the container's CRC, and we translate every error.
+* ``get_compressed()`` returns native-endian uint32 words; the stream stores little-endian.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import constriction
+import numpy as np
+
+from .errors import BitstreamError
+from .format import MAX_FREQUENCY_BITS, PROBABILITY_BITS
+
+PROBABILITY_TOTAL = 1 << PROBABILITY_BITS
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class FrequencyTable:
+    """A frequency table as carried in the stream: ``frequencies[i]`` for symbol ``i``.
+
+    ``frequencies`` is an int64 array of length ``alphabet_size`` (>= 1). A one-symbol table
+    describes a constant: its symbols take no bits and never reach the range coder.
+    """
+
+    frequencies: np.ndarray
+    frequency_bits: int = 0
+
+    @property
+    def alphabet_size(self) -> int:
+        return int(self.frequencies.size)
+
+    def weights(self) -> np.ndarray:
+        """Integer weights ``w`` summing to ``2**24 - n`` (§6.6), as float64 for constriction.
+
+        ``w_i = floor(f_i * T / F)`` with ``T = 2**24 - n`` and ``F = sum(f)``; the remainder
+        ``T - sum(w)`` goes to the first symbol of largest frequency. The coded probability of
+        symbol ``i`` is then ``(w_i + 1) / 2**24``.
+        """
+        f = self.frequencies.astype(np.int64)
+        total = PROBABILITY_TOTAL - f.size
+        w = (f * total) // int(f.sum())
+        w[int(np.argmax(f))] += total - int(w.sum())
+        return w.astype(np.float64)
+
+    def model(self):
+        return constriction.stream.model.Categorical(self.weights(), perfect=False)
+
+    def code_lengths(self) -> np.ndarray:
+        """Bits each symbol costs under this table (for the encoder's choices)."""
+        if self.alphabet_size == 1:
+            return np.zeros(1)
+        return PROBABILITY_BITS - np.log2(self.weights() + 1)
+
+
+def table_for_counts(counts: np.ndarray) -> FrequencyTable:
+    """The frequency table that codes symbols with these ``counts`` most cheaply.
+
+    The alphabet is trimmed to the largest symbol that occurs. The frequency precision
+    (``frequency_bits``) is chosen to minimize table bits plus coded bits.
+    """
+    counts = np.asarray(counts, dtype=np.int64)
+    used = np.flatnonzero(counts)
+    if used.size == 0:
+        raise ValueError("cannot build a table for no symbols")
+    counts = counts[: used[-1] + 1]
+    if counts.size == 1:
+        return FrequencyTable(np.ones(1, dtype=np.int64))
+    largest = int(counts.max())
+    best, best_cost = None, np.inf
+    for bits in range(1, MAX_FREQUENCY_BITS + 1):
+        top = (1 << bits) - 1
+        f = (counts * top + largest // 2) // largest
+        f[(f == 0) & (counts > 0)] = 1
+        table = FrequencyTable(f, bits)
+        cost = counts.size * bits + float(counts @ table.code_lengths())
+        if cost < best_cost:
+            best, best_cost = table, cost
+        if top >= largest:
+            break  # more precision cannot represent the counts any better
+    return best
+
+
+def encode_groups(groups: list[tuple[np.ndarray, FrequencyTable]]) -> np.ndarray:
+    """Range-code each group's symbols with its table, in order, into one word sequence.
+
+    Groups whose table has one symbol are skipped (they cost nothing). Returns uint32 words.
+    """
+    encoder = constriction.stream.queue.RangeEncoder()
+    for symbols, table in groups:
+        if symbols.size and table.alphabet_size > 1:
+            encoder.encode(np.ascontiguousarray(symbols, dtype=np.int32), table.model())
+    return np.asarray(encoder.get_compressed(), dtype=np.uint32)
+
+
+def decode_groups(words: np.ndarray, groups: list[tuple[int, FrequencyTable]], *,
+                  element: str, offset: int) -> list[np.ndarray]:
+    """Decode ``count`` symbols per group (inverse of :func:`encode_groups`), as int32 arrays.
+
+    Raises :class:`BitstreamError` naming ``element`` for anything the range decoder rejects.
+    """
+    decoded = []
+    try:
+        decoder = constriction.stream.queue.RangeDecoder(np.ascontiguousarray(words, dtype=np.uint32))
+        for count, table in groups:
+            if count == 0:
+                decoded.append(np.zeros(0, dtype=np.int32))
+            elif table.alphabet_size == 1:
+                decoded.append(np.zeros(count, dtype=np.int32))
+            else:
+                decoded.append(np.asarray(decoder.decode(table.model(), count), dtype=np.int32))
+    except Exception as exc:  # constriction signals bad data with bare assertions
+        raise BitstreamError(f"range decoder rejected the data ({type(exc).__name__})",
+                             element=element, offset=offset) from None
+    return decoded

@@ -1,0 +1,51 @@
+"""The exceptions nncodec_unify raises.
+
+Every malformed stream ends in :class:`BitstreamError` (a :class:`ValueError`), which names
+the syntax element, the byte offset and the offending value, so a one-line message tells a
+user or a conformance tester what was wrong and where. Problems with the *input* of the
+encoder end in :class:`EncodeError`.
+"""
+
+from __future__ import annotations
+
+
+class NncodecError(Exception):
+    """Base class of every error this package raises on purpose."""
+
+
+class BitstreamError(NncodecError, ValueError):
+    """A stream that does not conform to spec/bitstream.md.
+
+    ``element`` is the syntax element's name as the spec writes it, ``offset`` the byte offset
+    in the stream at which the element starts (or ``None`` when not known).
+    """
+
+    def __init__(self, message: str, *, element: str | None = None, offset: int | None = None):
+        self.element = element
+        self.offset = offset
+        where = []
+        if element is not None:
+            where.append(element)
+        if offset is not None:
+            where.append(f"at byte {offset}")
+        super().__init__(f"{' '.join(where)}: {message}" if where else message)
+
+
+class TruncatedError(BitstreamError):
+    """The stream ends inside a structure."""
+
+
+class ChecksumError(BitstreamError):
+    """A unit's CRC-32 does not match its header and payload."""
+
+
+class UnsupportedVersionError(BitstreamError):
+    """The stream's major version is not one this decoder implements."""
+
+
+class LimitExceededError(BitstreamError):
+    """A declared size exceeds a decoder limit (see :class:`nncodec_unify.Limits`)."""
+
+
+class EncodeError(NncodecError, ValueError):
+    """The encoder cannot represent its input with the options it was given."""

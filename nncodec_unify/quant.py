@@ -1,0 +1,96 @@
+"""Integer qp <-> step size, and levels <-> values (spec §6.1, §7.1).
+
+Only integers cross the bitstream. The step size is a small integer mantissa times a power of
+two, exactly representable in float32, so the reconstruction ``float32(level) * float32(step)``
+is one IEEE rounding and gives the same bits on every machine.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .format import MAX_QP_DENSITY, MAX_STEP_EXPONENT, MIN_STEP_EXPONENT, DType
+
+DEFAULT_QP_DENSITY = 2
+
+
+def step_exponent(qp: int, qp_density: int) -> int:
+    """Binary exponent ``floor(qp / 2**d) - d`` of the step for ``qp`` at density ``d``."""
+    return (qp >> qp_density) - qp_density
+
+
+def qp_is_valid(qp: int, qp_density: int) -> bool:
+    """Whether (qp, qp_density) names a step the format allows (§6.1)."""
+    if not 0 <= qp_density <= MAX_QP_DENSITY or not -32768 <= qp <= 32767:
+        return False
+    return MIN_STEP_EXPONENT <= step_exponent(qp, qp_density) <= MAX_STEP_EXPONENT
+
+
+def step_size(qp: int, qp_density: int = DEFAULT_QP_DENSITY) -> np.float32:
+    """The step ``(2**d + (qp mod 2**d)) * 2**(floor(qp / 2**d) - d)`` as an exact float32.
+
+    >>> float(step_size(-32)), float(step_size(-31)), float(step_size(0))
+    (0.00390625, 0.0048828125, 1.0)
+    """
+    if not qp_is_valid(qp, qp_density):
+        raise ValueError(f"qp {qp} at qp_density {qp_density} is outside the format's range")
+    mantissa = (1 << qp_density) + (qp & ((1 << qp_density) - 1))
+    return np.float32(np.ldexp(np.float64(mantissa), step_exponent(qp, qp_density)))
+
+
+def qp_for_step(step: float, qp_density: int = DEFAULT_QP_DENSITY) -> int:
+    """The largest qp whose step does not exceed ``step`` (so the error bound is kept).
+
+    >>> qp_for_step(2.0 ** -8)
+    -32
+    """
+    if not step > 0 or not np.isfinite(step):
+        raise ValueError(f"step must be positive and finite, got {step}")
+    exponent = int(np.floor(np.log2(step)))
+    qp = ((exponent + qp_density + 1) << qp_density) + (1 << qp_density)
+    while qp > -32768 and (not qp_is_valid(qp, qp_density) or step_size(qp, qp_density) > step):
+        qp -= 1
+    if not qp_is_valid(qp, qp_density):
+        raise ValueError(f"step {step} is outside the format's range")
+    return qp
+
+
+def quantize(values: np.ndarray, step: np.float32) -> np.ndarray:
+    """Nearest levels (ties to even) as int64: ``rint(value / step)`` computed in float64.
+
+    The caller checks the values are finite and the levels within the format's range.
+    """
+    return np.rint(values.astype(np.float64) / np.float64(step)).astype(np.int64)
+
+
+def dequantize(levels: np.ndarray, step: np.float32, dtype: DType) -> np.ndarray:
+    """Reconstruct values of ``dtype`` from integer levels (§7.1).
+
+    ``float32(level) * float32(step)`` in IEEE float32 (round to nearest even, no fused
+    multiply-add), then rounded to float16 or bfloat16, or widened to float64. bfloat16 is
+    returned widened exactly to float32 (numpy has no bfloat16 type).
+    """
+    with np.errstate(over="ignore"):
+        values = np.multiply(levels.astype(np.float32), np.float32(step), dtype=np.float32)
+        if dtype == DType.FLOAT32:
+            return values
+        if dtype == DType.FLOAT16:
+            return values.astype(np.float16)
+        if dtype == DType.FLOAT64:
+            return values.astype(np.float64)
+        if dtype == DType.BFLOAT16:
+            return round_to_bfloat16(values)
+    raise ValueError(f"dtype {dtype!r} is not a float type")
+
+
+def round_to_bfloat16(values: np.ndarray) -> np.ndarray:
+    """Round float32 values to the nearest bfloat16 (ties to even), returned widened to float32.
+
+    NaN stays NaN (quiet); infinities and overflow become infinities.
+    """
+    bits = np.ascontiguousarray(values, dtype=np.float32).view(np.uint32).astype(np.uint64)
+    rounded = (bits + 0x7FFF + ((bits >> 16) & 1)) >> 16
+    nan = np.isnan(values)
+    if nan.any():
+        rounded[nan] = (bits[nan] >> 16) | 0x0040
+    return (rounded.astype(np.uint32) << 16).view(np.float32)

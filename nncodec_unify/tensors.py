@@ -1,0 +1,62 @@
+"""Conversion of user tensors (numpy arrays, torch tensors) to the stream's element types.
+
+Torch is never imported here: a torch tensor is recognised by its type's module and converted
+through its own methods, so this module serves the torch-free decode path too. bfloat16 values
+are carried as float32 arrays holding the exact widened values (§7.3).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .errors import EncodeError
+from .format import DTYPE_NUMPY, DType
+
+_NUMPY_TO_DTYPE = {np.dtype(v).newbyteorder("="): k for k, v in DTYPE_NUMPY.items() if k != DType.BFLOAT16}
+_NUMPY_TO_DTYPE[np.dtype(np.float32)] = DType.FLOAT32
+
+
+def to_numpy(name: str, value) -> tuple[np.ndarray, DType]:
+    """A C-contiguous native-endian numpy array and the stream dtype for ``value``.
+
+    Accepts numpy arrays, numpy scalars and torch tensors (any device; bfloat16 included).
+    """
+    if type(value).__module__.split(".")[0] == "torch":
+        return _torch_to_numpy(name, value)
+    array = np.asarray(value)
+    dtype = _NUMPY_TO_DTYPE.get(array.dtype.newbyteorder("="))
+    if dtype is None:
+        raise EncodeError(f"tensor {name!r}: dtype {array.dtype} is not supported "
+                          "(float16/32/64, bfloat16, int8-64, uint8-64 and bool are)")
+    return np.asarray(array, dtype=array.dtype.newbyteorder("="), order="C"), dtype
+
+
+def _torch_to_numpy(name: str, tensor) -> tuple[np.ndarray, DType]:
+    tensor = tensor.detach().cpu()
+    if not tensor.is_contiguous():
+        tensor = tensor.contiguous()
+    dtype_name = str(tensor.dtype).removeprefix("torch.")
+    if dtype_name == "bfloat16":
+        bits = tensor.view(tensor.new_empty(0, dtype=_int16_of(tensor)).dtype).numpy().view(np.uint16)
+        return bfloat16_bits_to_float32(bits), DType.BFLOAT16
+    try:
+        array = tensor.numpy()
+    except (TypeError, RuntimeError) as exc:
+        raise EncodeError(f"tensor {name!r}: dtype {tensor.dtype} is not supported ({exc})") from None
+    return to_numpy(name, array)
+
+
+def _int16_of(tensor):
+    import torch  # only reached with a torch tensor in hand
+
+    return torch.int16
+
+
+def bfloat16_bits_to_float32(bits: np.ndarray) -> np.ndarray:
+    """Widen bfloat16 bit patterns (uint16) exactly to float32."""
+    return (bits.astype(np.uint32) << 16).view(np.float32)
+
+
+def float32_to_bfloat16_bits(values: np.ndarray) -> np.ndarray:
+    """Bit patterns of float32 values that are exact bfloat16 values (low 16 bits dropped)."""
+    return (np.ascontiguousarray(values, dtype=np.float32).view(np.uint32) >> 16).astype(np.uint16)
