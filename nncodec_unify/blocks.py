@@ -44,6 +44,7 @@ def block_kinds(magnitudes: np.ndarray, block_rows: int, block_cols: int) -> np.
     """Kind of every block from the matrix of level magnitudes, as a uint8 grid.
 
     All zero -> PRUNED; all equal and non-zero -> UNIFIED; otherwise DENSE (§6.3).
+    Works on numpy integer arrays.
     """
     rows, cols = magnitudes.shape
     if rows == 0 or cols == 0:

@@ -19,7 +19,7 @@ from .format import (
     UnitType,
 )
 from .planes import decode_plane
-from .quant import dequantize, step_size
+from .quant import MAX_LEVEL, dequantize, step_size
 from .syntax import (
     FileHeader, TensorHeader, read_block_shape, read_file_header, read_model_header, read_quant_params,
     read_raw_payload, read_sign_section, read_tensor_header, read_unit,
@@ -155,14 +155,21 @@ def _apply_signs(magnitudes: np.ndarray, negative: np.ndarray) -> np.ndarray:
     return levels
 
 
+def _negate_where(values: np.ndarray, negative: np.ndarray) -> np.ndarray:
+    """Apply sign bits, in scan order, to the non-zero entries of ``values`` (§6.8)."""
+    nonzero = np.flatnonzero(values)
+    if negative.size != nonzero.size:
+        raise AssertionError("the sign section was read for another count")
+    flip = nonzero[negative]
+    values[flip] = -values[flip]
+    return values
+
+
 def _read_dense(reader: ByteReader, rows: int, cols: int, limits: Limits) -> np.ndarray:
     """§5.5 dense_payload."""
     magnitudes = decode_plane(reader, rows, cols, None, rows * cols, limits, "dense_levels")
-    nonzero = magnitudes != 0
-    negative = read_sign_section(reader, int(np.count_nonzero(nonzero)), "dense_signs")
-    levels = magnitudes.copy()
-    levels[np.flatnonzero(nonzero)[negative]] *= -1
-    return levels
+    negative = read_sign_section(reader, int(np.count_nonzero(magnitudes)), "dense_signs")
+    return _negate_where(magnitudes, negative)
 
 
 def _read_unified(reader: ByteReader, rows: int, cols: int, limits: Limits) -> np.ndarray:
@@ -171,28 +178,38 @@ def _read_unified(reader: ByteReader, rows: int, cols: int, limits: Limits) -> n
     grid_rows, grid_cols = grid_shape(rows, cols, block_rows, block_cols)
     map_at = reader.offset
     kinds = decode_plane(reader, grid_rows, grid_cols, None, grid_rows * grid_cols, limits, "block_map")
-    if kinds.size and kinds.max() > BlockKind.DENSE:
+    if kinds.size and kinds.max() > max(BlockKind):
         raise BitstreamError(f"block kind {int(kinds.max())} is reserved (0, 1, 2 allowed)",
                              element="block_map", offset=map_at)
     kinds = kinds.reshape(grid_rows, grid_cols).astype(np.uint8)
     unified_blocks = kinds == BlockKind.UNIFIED
     unified_count = int(np.count_nonzero(unified_blocks))
-    block_magnitude = np.zeros((grid_rows, grid_cols), dtype=np.int64)
-    block_magnitude[unified_blocks] = decode_plane(reader, grid_rows, grid_cols, unified_blocks, unified_count,
-                                                   limits, "unified_magnitudes") + 1
+    at = reader.offset
+    unified_magnitudes = decode_plane(reader, grid_rows, grid_cols, unified_blocks, unified_count, limits,
+                                      "unified_magnitudes")
+    if unified_count and int(unified_magnitudes.max()) >= MAX_LEVEL:
+        raise BitstreamError(f"a unified magnitude exceeds {MAX_LEVEL}", element="unified_magnitudes", offset=at)
+    if not (kinds == BlockKind.DENSE).all():
+        return _read_structured(reader, rows, cols, block_rows, block_cols, kinds, unified_magnitudes, limits)
+    read_sign_section(reader, 0, "unified_signs")
+    dense = decode_plane(reader, rows, cols, None, rows * cols, limits, "dense_levels")
+    negative = read_sign_section(reader, int(np.count_nonzero(dense)), "dense_signs")
+    return _negate_where(dense, negative).reshape(rows, cols)
+
+
+def _read_structured(reader: ByteReader, rows: int, cols: int, block_rows: int, block_cols: int,
+                     kinds: np.ndarray, unified_magnitudes: np.ndarray, limits: Limits) -> np.ndarray:
+    """The rest of §5.6 when some blocks are unified or pruned."""
+    block_magnitude = np.zeros(kinds.shape, dtype=np.int32)
+    block_magnitude[kinds == BlockKind.UNIFIED] = unified_magnitudes + 1
     element_kinds = expand_blocks(kinds, block_rows, block_cols, rows, cols)
-    levels = np.zeros((rows, cols), dtype=np.int64)
+    levels = np.zeros((rows, cols), dtype=np.int32)
     in_unified = element_kinds == BlockKind.UNIFIED
-    unified_elements = int(np.count_nonzero(in_unified))
-    negative = read_sign_section(reader, unified_elements, "unified_signs")
-    if unified_elements:
-        magnitudes = expand_blocks(block_magnitude, block_rows, block_cols, rows, cols)[in_unified]
-        levels[in_unified] = np.where(negative, -magnitudes, magnitudes)
+    negative = read_sign_section(reader, int(np.count_nonzero(in_unified)), "unified_signs")
+    magnitudes = expand_blocks(block_magnitude, block_rows, block_cols, rows, cols)[in_unified]
+    levels[in_unified] = np.where(negative, -magnitudes, magnitudes)
     in_dense = element_kinds == BlockKind.DENSE
-    dense_count = int(np.count_nonzero(in_dense))
-    dense = decode_plane(reader, rows, cols, in_dense, dense_count, limits, "dense_levels")
-    nonzero = dense != 0
-    negative = read_sign_section(reader, int(np.count_nonzero(nonzero)), "dense_signs")
-    dense[np.flatnonzero(nonzero)[negative]] *= -1
-    levels[in_dense] = dense
+    dense = decode_plane(reader, rows, cols, in_dense, int(np.count_nonzero(in_dense)), limits, "dense_levels")
+    negative = read_sign_section(reader, int(np.count_nonzero(dense)), "dense_signs")
+    levels[in_dense] = _negate_where(dense, negative)
     return levels

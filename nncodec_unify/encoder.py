@@ -18,15 +18,12 @@ from .config import EncoderConfig, TensorCoding
 from .errors import EncodeError
 from .format import DEFAULT_LIMITS, DTYPE_ITEMSIZE, BlockKind, CodingMode, DType, UnitType
 from .planes import encode_plane
-from .quant import dequantize, quantize, step_size
+from .quant import MAX_LEVEL, dequantize, quantize, step_size
 from .syntax import (
     FileHeader, ModelHeader, QuantParams, TensorHeader, write_file_header, write_level_plane,
     write_model_header, write_quant_params, write_sign_section, write_tensor_header, write_unit,
 )
 from .tensors import float32_to_bfloat16_bits, to_numpy
-
-_MAX_LEVEL = (1 << 31) - 1
-
 
 @dataclasses.dataclass(frozen=True)
 class TensorReport:
@@ -154,7 +151,7 @@ def _unquantizable(array: np.ndarray, coding: TensorCoding) -> str:
     if not np.isfinite(array).all():
         return "it holds nan or inf"
     largest = float(np.max(np.abs(array)))
-    if largest / float(step_size(coding.qp, coding.qp_density)) >= _MAX_LEVEL:
+    if largest / float(step_size(coding.qp, coding.qp_density)) >= MAX_LEVEL:
         return f"its largest magnitude {largest:g} needs levels beyond 2**31 at qp {coding.qp}"
     return ""
 
@@ -194,9 +191,9 @@ def _write_unified(writer: ByteWriter, matrix: np.ndarray, block: tuple[int, int
     element_kinds = expand_blocks(kinds, block_rows, block_cols, rows, cols)
     in_unified = element_kinds == BlockKind.UNIFIED
     write_sign_section(writer, matrix[in_unified] < 0)
-    in_dense = element_kinds == BlockKind.DENSE
+    in_dense = None if bool((kinds == BlockKind.DENSE).all()) else element_kinds == BlockKind.DENSE
     write_level_plane(writer, encode_plane(magnitudes, in_dense, use_contexts=use_contexts))
-    dense_levels = matrix[in_dense]
+    dense_levels = matrix.ravel() if in_dense is None else matrix[in_dense]
     write_sign_section(writer, dense_levels[dense_levels != 0] < 0)
     counts = np.bincount(kinds.ravel(), minlength=3)
     return int(counts[0]), int(counts[1]), int(counts[2])

@@ -103,23 +103,25 @@ def encode_groups(groups: list[tuple[np.ndarray, FrequencyTable]]) -> np.ndarray
     return np.asarray(encoder.get_compressed(), dtype=np.uint32)
 
 
-def decode_groups(words: np.ndarray, groups: list[tuple[int, FrequencyTable]], *,
-                  element: str, offset: int) -> list[np.ndarray]:
-    """Decode ``count`` symbols per group (inverse of :func:`encode_groups`), as int32 arrays.
+class RangeDecoder:
+    """Decodes symbol groups from one word sequence (inverse of :func:`encode_groups`).
 
-    Raises :class:`BitstreamError` naming ``element`` for anything the range decoder rejects.
+    Every error of the underlying decoder becomes a :class:`BitstreamError` naming ``element``.
     """
-    decoded = []
-    try:
-        decoder = constriction.stream.queue.RangeDecoder(np.ascontiguousarray(words, dtype=np.uint32))
-        for count, table in groups:
-            if count == 0:
-                decoded.append(np.zeros(0, dtype=np.int32))
-            elif table.alphabet_size == 1:
-                decoded.append(np.zeros(count, dtype=np.int32))
-            else:
-                decoded.append(np.asarray(decoder.decode(table.model(), count), dtype=np.int32))
-    except Exception as exc:  # constriction signals bad data with bare assertions
-        raise BitstreamError(f"range decoder rejected the data ({type(exc).__name__})",
-                             element=element, offset=offset) from None
-    return decoded
+
+    def __init__(self, words: np.ndarray, *, element: str, offset: int):
+        self._element, self._offset = element, offset
+        self._decoder = None
+        self._words = np.ascontiguousarray(words, dtype=np.uint32)
+
+    def decode(self, count: int, table: FrequencyTable) -> np.ndarray:
+        """``count`` symbols (int32) under ``table``; a one-symbol table yields zeros."""
+        if count == 0 or table.alphabet_size == 1:
+            return np.zeros(count, dtype=np.int32)
+        try:
+            if self._decoder is None:
+                self._decoder = constriction.stream.queue.RangeDecoder(self._words)
+            return np.asarray(self._decoder.decode(table.model(), count), dtype=np.int32)
+        except Exception as exc:  # constriction signals bad data with bare assertions
+            raise BitstreamError(f"range decoder rejected the data ({type(exc).__name__})",
+                                 element=self._element, offset=self._offset) from None

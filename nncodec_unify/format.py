@@ -86,11 +86,15 @@ class CodingMode(enum.IntEnum):
 
 
 class BlockKind(enum.IntEnum):
-    """§6.3 block kinds as coded in the block map."""
+    """§6.3 block kinds as coded in the block map.
 
-    PRUNED = 0
+    DENSE is 0 so that the map of an unstructured tensor is a constant plane, which costs no
+    coded bits and no decoding work.
+    """
+
+    DENSE = 0
     UNIFIED = 1
-    DENSE = 2
+    PRUNED = 2
 
 
 # §6.1 quantization: qp_density range and the range of the step's binary exponent, chosen so
@@ -103,7 +107,7 @@ MAX_STEP_EXPONENT = 100
 MAX_DIRECT_BITS = 8
 MAX_MANTISSA_BITS = 4
 MAX_MAGNITUDE_EXPONENT = 30  # magnitudes are < 2**31
-MAX_CLASS_COUNT = 32  # row_class_count / col_class_count (§6.5)
+MAX_CLASS_COUNT = 64  # row_class_count / col_class_count (§6.5)
 
 # §6.6 frequency tables.
 PROBABILITY_BITS = 24

@@ -10,9 +10,12 @@ decodes any magnitude and decodes each context's symbols in one call.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
-from .entropy import FrequencyTable, decode_groups, encode_groups, table_for_counts
+from .bitio import padding_is_zero
+from .entropy import FrequencyTable, RangeDecoder, encode_groups, table_for_counts
 from .errors import BitstreamError, EncodeError
 from .format import MAX_CLASS_COUNT, MAX_DIRECT_BITS, MAX_MAGNITUDE_EXPONENT, Limits
 from .syntax import ByteReader, LevelPlane, magnitude_alphabet_limit, read_level_plane
@@ -31,7 +34,7 @@ def binarize(values: np.ndarray, direct_bits: int, mantissa_bits: int) -> tuple[
     ``2**q + (e - q) * 2**M + ((m >> (e - M)) mod 2**M)`` and the ``e - M`` low bits of ``m``
     are sent raw.
     """
-    values = values.astype(np.int64, copy=False)
+    values = np.asarray(values, dtype=np.int64)
     symbols = values.copy()
     raw_bits = np.zeros(values.shape, dtype=np.int64)
     escaped = values >= (1 << direct_bits)
@@ -44,18 +47,30 @@ def binarize(values: np.ndarray, direct_bits: int, mantissa_bits: int) -> tuple[
     return symbols, raw_bits
 
 
-def _symbol_raw_bits(symbol: np.ndarray, direct_bits: int, mantissa_bits: int) -> np.ndarray:
-    """Raw-bit count of each (escape) symbol: ``e - M``."""
-    exponent = direct_bits + ((symbol - (1 << direct_bits)) >> mantissa_bits)
-    return np.where(symbol >= (1 << direct_bits), exponent - mantissa_bits, 0)
-
-
-def _symbol_base(symbol: np.ndarray, direct_bits: int, mantissa_bits: int) -> np.ndarray:
-    """The magnitude a symbol stands for before its raw bits are added."""
+@functools.lru_cache(maxsize=64)
+def symbol_tables(direct_bits: int, mantissa_bits: int) -> tuple[np.ndarray, np.ndarray]:
+    """For every symbol of the binarization: the magnitude it stands for before its raw bits
+    are added, and its number of raw bits (§6.4)."""
+    count = magnitude_alphabet_limit(direct_bits, mantissa_bits)
+    symbol = np.arange(count, dtype=np.int64)
     k = symbol - (1 << direct_bits)
     exponent = direct_bits + (k >> mantissa_bits)
-    base = ((1 << mantissa_bits) + (k & ((1 << mantissa_bits) - 1))) << (exponent - mantissa_bits)
-    return np.where(symbol >= (1 << direct_bits), base, symbol)
+    escaped = symbol >= (1 << direct_bits)
+    base = np.where(escaped, ((1 << mantissa_bits) + (k & ((1 << mantissa_bits) - 1)))
+                    << np.where(escaped, exponent - mantissa_bits, 0), symbol)
+    width = np.where(escaped, exponent - mantissa_bits, 0)
+    return base.astype(np.int32), width.astype(np.int32)
+
+
+_LOOKUP_LIMIT = 1 << 16
+
+
+def _binarize_fast(values: np.ndarray, largest: int, direct_bits: int, mantissa_bits: int) -> np.ndarray:
+    """Symbols of ``values`` (uint16), by table lookup when the values are small."""
+    if largest < _LOOKUP_LIMIT:
+        lookup, _ = binarize(np.arange(largest + 1), direct_bits, mantissa_bits)
+        return lookup.astype(np.uint16)[values]
+    return binarize(values, direct_bits, mantissa_bits)[0].astype(np.uint16)
 
 
 def _entropy_bits(counts: np.ndarray) -> float:
@@ -64,36 +79,55 @@ def _entropy_bits(counts: np.ndarray) -> float:
     return float(-(counts * np.log2(counts / total)).sum()) if total else 0.0
 
 
-def _subsample(values: np.ndarray, size: int = 1 << 18) -> np.ndarray:
-    step = max(1, values.size // size)
-    return values[::step]
+def _table_bits(counts: np.ndarray) -> float:
+    """Rough size of a frequency table for ``counts``: each used symbol costs a few bits plus
+    half the log of its share (the usual cost of a learned parameter)."""
+    used = counts[counts > 0]
+    if used.size <= 1:
+        return 16.0
+    return 24.0 + float(np.sum(3.0 + 0.5 * np.log2(used + 1.0)))
 
 
-def choose_binarization(values: np.ndarray) -> tuple[int, int]:
-    """(direct_bits, mantissa_bits) with the fewest estimated bits, preferring small alphabets."""
-    sample = _subsample(values)
-    largest = int(sample.max()) if sample.size else 0
+def choose_binarization(distinct_values: np.ndarray, counts: np.ndarray) -> tuple[int, int]:
+    """(direct_bits, mantissa_bits) with the fewest estimated bits for a histogram of values.
+
+    Sizes differ little between binarizations (raw low bits of large magnitudes are nearly
+    uniform), so speed breaks near-ties: each escaped value is charged a quarter bit, for the
+    work of reading its raw bits, and each alphabet symbol slows the range decoder's search.
+    """
+    largest = int(distinct_values[-1])
     best, best_cost = (0, 0), np.inf
     for direct_bits in range(0, MAX_DIRECT_BITS + 1):
-        mantissa_bits = min(2, direct_bits)
-        symbols, raw = binarize(sample, direct_bits, mantissa_bits)
-        alphabet = int(symbols.max()) + 1
-        # table bits, coded bits, raw bits; plus a small charge per symbol of alphabet, which
-        # buys decoding speed for a negligible loss.
-        cost = (_entropy_bits(np.bincount(symbols)) + raw.sum()) * (1 + 0.0005 * np.log2(alphabet + 1))
-        cost += alphabet * 8 * sample.size / max(values.size, 1)
-        if cost < best_cost:
-            best, best_cost = (direct_bits, mantissa_bits), cost
+        for mantissa_bits in sorted({min(2, direct_bits), min(3, direct_bits)}):
+            symbols, raw = binarize(distinct_values, direct_bits, mantissa_bits)
+            symbol_counts = np.bincount(symbols, weights=counts)
+            alphabet = int(symbols.max()) + 1
+            escaped = float(counts[distinct_values >= (1 << direct_bits)].sum())
+            cost = (_entropy_bits(symbol_counts) + float(counts @ raw)) * (1 + 0.002 * np.log2(alphabet))
+            cost += _table_bits(symbol_counts) + 0.25 * escaped
+            if cost < best_cost:
+                best, best_cost = (direct_bits, mantissa_bits), cost
         if (1 << direct_bits) > largest:
             break
     return best
+
+
+def _value_histogram(values: np.ndarray, largest: int) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct values and their counts. Huge values are rounded down to 3 significant bits,
+    which keeps their exponent: all the binarization choice depends on."""
+    if largest < (1 << 20):
+        histogram = np.bincount(values, minlength=largest + 1)
+        distinct = np.flatnonzero(histogram)
+        return distinct, histogram[distinct]
+    shift = np.maximum(np.frexp(values.astype(np.float64))[1] - 4, 0)
+    return np.unique((values >> shift) << shift, return_counts=True)
 
 
 # ---------------------------------------------------------------------------------------------
 # §6.5 contexts
 
 
-def _log_means(magnitudes: np.ndarray, mask: np.ndarray | None, axis: int) -> tuple[np.ndarray, np.ndarray]:
+def _line_log_means(magnitudes: np.ndarray, mask: np.ndarray | None, axis: int) -> tuple[np.ndarray, np.ndarray]:
     """log2 of the mean magnitude along ``axis`` over masked positions, and which lines have any."""
     if mask is None:
         sums = magnitudes.sum(axis=axis, dtype=np.float64)
@@ -105,13 +139,16 @@ def _log_means(magnitudes: np.ndarray, mask: np.ndarray | None, axis: int) -> tu
     return np.log2(np.divide(sums, np.maximum(counts, 1)) + 0.5), present
 
 
-def _classes(log_means: np.ndarray, present: np.ndarray, resolution: float) -> tuple[np.ndarray, int]:
+def _classes(log_means: np.ndarray, present: np.ndarray, resolution: float, limit: int) -> np.ndarray:
+    """Class index of each line: its log mean in steps of ``resolution`` from a low percentile,
+    clipped to ``limit`` classes so that a few outlying lines do not spread the classes thin."""
     if not present.any():
-        return np.zeros(log_means.size, dtype=np.int64), 1
-    low = log_means[present].min()
-    classes = np.clip(np.rint((log_means - low) / resolution), 0, MAX_CLASS_COUNT - 1).astype(np.int64)
+        return np.zeros(log_means.size, dtype=np.int64)
+    low, high = np.percentile(log_means[present], [0.5, 99.5])
+    count = min(limit, int(np.floor((high - low) / resolution)) + 1)
+    classes = np.clip(np.rint((log_means - low) / resolution), 0, count - 1).astype(np.int64)
     classes[~present] = 0
-    return classes, int(classes.max()) + 1
+    return classes
 
 
 def choose_classes(symbols: np.ndarray, magnitudes: np.ndarray, mask: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
@@ -124,33 +161,40 @@ def choose_classes(symbols: np.ndarray, magnitudes: np.ndarray, mask: np.ndarray
     one = (np.zeros(rows, dtype=np.int64), np.zeros(cols, dtype=np.int64))
     if symbols.size < 4096:
         return one
-    row_log, row_present = _log_means(magnitudes, mask, 1)
-    col_log, col_present = _log_means(magnitudes, mask, 0)
-    sample_step = max(1, symbols.size // (1 << 19))
-    sample_symbols = symbols[::sample_step]
+    row_log, row_present = _line_log_means(magnitudes, mask, 1)
+    col_log, col_present = _line_log_means(magnitudes, mask, 0)
+    # Estimate on a regular sample of the plane's positions (row, col) in scan order.
+    sample_step = max(1, symbols.size // (1 << 18))
+    positions = np.flatnonzero(mask) if mask is not None else None
+    picked = (positions[::sample_step] if positions is not None
+              else np.arange(0, rows * cols, sample_step))
+    sample_rows, sample_cols = np.divmod(picked, cols)
+    sample_symbols = symbols[::sample_step].astype(np.int64)
     alphabet = int(symbols.max()) + 1
     scale = symbols.size / sample_symbols.size
 
-    def estimated_bits(row_classes, col_classes, row_count, col_count):
-        ctx = row_classes[:, None] + col_classes[None, :]
-        ctx = (ctx[mask] if mask is not None else ctx.ravel())[::sample_step]
-        joint = np.bincount(ctx * alphabet + sample_symbols, minlength=(row_count + col_count - 1) * alphabet)
-        joint = joint.reshape(-1, alphabet)
+    def estimated_bits(row_classes, col_classes):
+        context_count = int(row_classes.max() + col_classes.max()) + 1
+        ctx = row_classes[sample_rows] + col_classes[sample_cols]
+        joint = np.bincount(ctx * alphabet + sample_symbols, minlength=context_count * alphabet)
+        joint = joint.reshape(context_count, alphabet)
         coded = sum(_entropy_bits(t) for t in joint) * scale
-        tables = sum(np.count_nonzero(t) for t in joint) * 10 + joint.shape[0] * 16
-        side = (_entropy_bits(np.bincount(row_classes)) + _entropy_bits(np.bincount(col_classes))
-                + 8 * (row_count + col_count))
+        tables = sum(_table_bits(t * scale) for t in joint)
+        side = 0.0
+        for classes in (row_classes, col_classes):
+            if classes.max() > 0:
+                side += _entropy_bits(np.bincount(classes)) + _table_bits(np.bincount(classes))
         return coded + tables + side
 
-    best, best_cost = one, estimated_bits(*one, 1, 1)
-    for resolution in (0.25, 0.5):
-        row_classes, row_count = _classes(row_log, row_present, resolution)
-        col_classes, col_count = _classes(col_log, col_present, resolution)
-        for candidate in ((row_classes, col_classes, row_count, col_count),
-                          (row_classes, one[1], row_count, 1), (one[0], col_classes, 1, col_count)):
+    best, best_cost = one, estimated_bits(*one)
+    limit = MAX_CLASS_COUNT // 2
+    for resolution in (0.125, 0.25, 0.5):
+        row_classes = _classes(row_log, row_present, resolution, limit) if rows > 1 else one[0]
+        col_classes = _classes(col_log, col_present, resolution, limit) if cols > 1 else one[1]
+        for candidate in ((row_classes, col_classes), (row_classes, one[1]), (one[0], col_classes)):
             cost = estimated_bits(*candidate)
             if cost < best_cost:
-                best, best_cost = candidate[:2], cost
+                best, best_cost = candidate, cost
     return best
 
 
@@ -163,10 +207,11 @@ def encode_plane(magnitudes: np.ndarray, mask: np.ndarray | None = None, *, use_
     values = magnitudes[mask] if mask is not None else magnitudes.ravel()
     if values.size == 0:
         return LevelPlane(0)
-    if int(values.max()) > _MAX_VALUE or int(values.min()) < 0:
+    largest = int(values.max())
+    if largest > _MAX_VALUE or int(values.min()) < 0:
         raise EncodeError(f"a magnitude is outside 0..{_MAX_VALUE}: use a larger qp or RAW mode")
-    direct_bits, mantissa_bits = choose_binarization(values)
-    symbols, raw_bits = binarize(values, direct_bits, mantissa_bits)
+    direct_bits, mantissa_bits = choose_binarization(*_value_histogram(values, largest))
+    symbols = _binarize_fast(values, largest, direct_bits, mantissa_bits)
     rows, cols = magnitudes.shape
     if use_contexts:
         row_classes, col_classes = choose_classes(symbols, magnitudes, mask)
@@ -185,40 +230,60 @@ def encode_plane(magnitudes: np.ndarray, mask: np.ndarray | None = None, *, use_
     if context_count > 1:
         contexts = _contexts(row_classes, col_classes, mask)
         order = np.argsort(contexts, kind="stable")
-        bounds = np.cumsum(np.bincount(contexts, minlength=context_count))
+        bounds = np.concatenate([[0], np.cumsum(_context_sizes(row_classes, col_classes, mask, context_count))])
         grouped = symbols[order]
         tables = []
         for c in range(context_count):
-            group = grouped[(bounds[c - 1] if c else 0):bounds[c]]
-            table = table_for_counts(np.bincount(group)) if group.size else FrequencyTable(np.ones(1, dtype=np.int64))
-            tables.append(table)
-            groups.append((group, table))
+            group = grouped[bounds[c]:bounds[c + 1]]
+            tables.append(table_for_counts(np.bincount(group)) if group.size else _CONSTANT)
+            groups.append((group, tables[-1]))
     else:
         tables = [table_for_counts(np.bincount(symbols))]
         groups.append((symbols, tables[0]))
     words = encode_groups(groups)
+    raw = _pack_raw_bits(values, symbols, direct_bits, mantissa_bits)
     return LevelPlane(values.size, direct_bits, mantissa_bits, row_table, col_table, row_count, col_count,
-                      tuple(tables), words, 0, _pack_raw_bits(values, symbols, raw_bits))
+                      tuple(tables), words, 0, raw)
+
+
+_CONSTANT = FrequencyTable(np.ones(1, dtype=np.int64))
 
 
 def _contexts(row_classes: np.ndarray, col_classes: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
+    """The context ``row_class + col_class`` of every position of the plane, in scan order."""
     grid = row_classes.astype(np.uint8)[:, None] + col_classes.astype(np.uint8)[None, :]
     return grid[mask] if mask is not None else grid.ravel()
 
 
-def _pack_raw_bits(values: np.ndarray, symbols: np.ndarray, raw_bits: np.ndarray) -> bytes:
+def _context_sizes(row_classes: np.ndarray, col_classes: np.ndarray, mask: np.ndarray | None,
+                   context_count: int) -> np.ndarray:
+    """How many positions of the plane fall in each context, without a pass per element."""
+    row_classes = row_classes.astype(np.int64)
+    col_classes = col_classes.astype(np.int64)
+    sizes = np.zeros(context_count, dtype=np.int64)
+    for col_class in np.unique(col_classes):
+        columns = col_classes == col_class
+        per_row = (mask[:, columns].sum(axis=1) if mask is not None
+                   else np.full(row_classes.size, int(columns.sum())))
+        sizes += np.bincount(row_classes + col_class, weights=per_row, minlength=context_count).astype(np.int64)
+    return sizes
+
+
+def _pack_raw_bits(values: np.ndarray, symbols: np.ndarray, direct_bits: int, mantissa_bits: int) -> bytes:
     """§6.7: for each escape symbol in ascending order, the raw bits of its values in scan order."""
-    escaped = np.flatnonzero(raw_bits)
+    _, width_of = symbol_tables(direct_bits, mantissa_bits)
+    escaped = np.flatnonzero(symbols >= (1 << direct_bits))
     if escaped.size == 0:
         return b""
-    order = escaped[np.argsort(symbols[escaped], kind="stable")]
-    widths = raw_bits[order]
-    low = values[order] & ((np.int64(1) << widths) - 1)
+    order = escaped[np.argsort(symbols[escaped].astype(np.uint16), kind="stable")]
+    widths = width_of[symbols[order]]
+    low = (values[order] & ((np.int64(1) << widths) - 1)).astype(np.uint64)
     chunks = []
-    for width in np.unique(widths):  # equal widths are contiguous: widths grow with the symbol
-        part = low[widths == width].astype(np.uint64)
+    boundaries = np.flatnonzero(np.diff(widths)) + 1
+    for start, stop in zip(np.concatenate([[0], boundaries]), np.concatenate([boundaries, [widths.size]])):
+        width = int(widths[start])
         shifts = np.arange(width - 1, -1, -1, dtype=np.uint64)
-        chunks.append(((part[:, None] >> shifts) & np.uint64(1)).astype(np.uint8).ravel())
+        chunks.append(((low[start:stop, None] >> shifts) & np.uint64(1)).astype(np.uint8).ravel())
     return np.packbits(np.concatenate(chunks)).tobytes()
 
 
@@ -228,61 +293,65 @@ def _pack_raw_bits(values: np.ndarray, symbols: np.ndarray, raw_bits: np.ndarray
 
 def decode_plane(reader: ByteReader, rows: int, cols: int, mask: np.ndarray | None, expected_count: int,
                  limits: Limits, element: str) -> np.ndarray:
-    """Read and decode a level plane; returns its int64 values in scan order."""
+    """Read and decode a level plane (§6.5); returns its int32 values in scan order."""
     plane = read_level_plane(reader, expected_count, limits, element)
     if plane.value_count == 0:
-        return np.zeros(0, dtype=np.int64)
-    groups: list[tuple[int, FrequencyTable]] = []
+        return np.zeros(0, dtype=np.int32)
+    class_groups: list[tuple[int, FrequencyTable]] = []
     if plane.row_class_table is not None:
-        groups.append((rows, plane.row_class_table))
+        class_groups.append((rows, plane.row_class_table))
     if plane.col_class_table is not None:
-        groups.append((cols, plane.col_class_table))
-    class_part = decode_groups(plane.words, groups, element=f"{element}.words", offset=plane.words_offset)
-    row_classes = class_part.pop(0) if plane.row_class_table is not None else np.zeros(rows, dtype=np.int32)
-    col_classes = class_part.pop(0) if plane.col_class_table is not None else np.zeros(cols, dtype=np.int32)
-    context_count = plane.context_count
-    if context_count > 1:
-        contexts = _contexts(row_classes, col_classes, mask)
-        context_sizes = np.bincount(contexts, minlength=context_count)
+        class_groups.append((cols, plane.col_class_table))
+    # One range decoder runs through the class indices, then every context's symbols.
+    decoder = RangeDecoder(plane.words, element=f"{element}.words", offset=plane.words_offset)
+    class_indices = [decoder.decode(count, table) for count, table in class_groups]
+    row_classes = class_indices.pop(0) if plane.row_class_table is not None else np.zeros(rows, dtype=np.int32)
+    col_classes = class_indices.pop(0) if plane.col_class_table is not None else np.zeros(cols, dtype=np.int32)
+    if plane.context_count > 1:
+        sizes = _context_sizes(row_classes, col_classes, mask, plane.context_count)
+        grouped = np.concatenate([decoder.decode(int(size), table)
+                                  for size, table in zip(sizes, plane.magnitude_tables)])
+        symbols = np.empty_like(grouped)
+        symbols[np.argsort(_contexts(row_classes, col_classes, mask), kind="stable")] = grouped
     else:
-        contexts = None
-        context_sizes = np.array([plane.value_count])
-    # One decoder runs through the classes and then every context's symbols, in stream order.
-    decoded = decode_groups(plane.words, groups + list(zip(context_sizes.tolist(), plane.magnitude_tables)),
-                            element=f"{element}.words", offset=plane.words_offset)[len(groups):]
-    symbols = np.concatenate(decoded).astype(np.int64) if len(decoded) > 1 else decoded[0].astype(np.int64)
-    if contexts is not None:
-        in_scan_order = np.empty_like(symbols)
-        in_scan_order[np.argsort(contexts, kind="stable")] = symbols
-        symbols = in_scan_order
+        symbols = decoder.decode(plane.value_count, plane.magnitude_tables[0])
     return _add_raw_bits(plane, symbols, element)
 
 
+def _fields_value(fields: np.ndarray) -> np.ndarray:
+    """Each row of a 0/1 matrix read as an unsigned integer, most significant bit first."""
+    value = np.zeros(fields.shape[0], dtype=np.int32)
+    for column in range(fields.shape[1]):
+        value <<= 1
+        value |= fields[:, column]
+    return value
+
+
 def _add_raw_bits(plane: LevelPlane, symbols: np.ndarray, element: str) -> np.ndarray:
-    direct_bits, mantissa_bits = plane.direct_bits, plane.mantissa_bits
-    values = _symbol_base(symbols, direct_bits, mantissa_bits)
-    escaped = np.flatnonzero(symbols >= (1 << direct_bits))
-    widths_all = _symbol_raw_bits(symbols[escaped], direct_bits, mantissa_bits) if escaped.size else escaped
-    total_bits = int(widths_all.sum()) if escaped.size else 0
+    """§6.7: magnitudes from symbols plus the raw low-order bits of escape symbols."""
+    base_of, width_of = symbol_tables(plane.direct_bits, plane.mantissa_bits)
+    values = base_of[symbols]
+    escaped = np.flatnonzero(symbols >= (1 << plane.direct_bits))
+    order = escaped[np.argsort(symbols[escaped].astype(np.uint16), kind="stable")]
+    widths = width_of[symbols[order]]
+    total_bits = int(widths.sum())
     if len(plane.raw_bits) != -(-total_bits // 8):
         raise BitstreamError(f"raw_byte_count {len(plane.raw_bits)} contradicts the {total_bits} raw bits "
-                             "the symbols need", element=f"{element}.raw_byte_count", offset=plane.raw_bits_offset - 4)
+                             "the symbols need", element=f"{element}.raw_byte_count",
+                             offset=plane.raw_bits_offset - 4)
     if total_bits == 0:
         return values
-    packed = np.frombuffer(plane.raw_bits, dtype=np.uint8)
-    if total_bits % 8 and packed[-1] & ((1 << (8 - total_bits % 8)) - 1):
+    if not padding_is_zero(plane.raw_bits, total_bits):
         raise BitstreamError("padding bits are not zero", element=f"{element}.raw_bits",
                              offset=plane.raw_bits_offset + len(plane.raw_bits) - 1)
-    bits = np.unpackbits(packed, count=total_bits)
-    order = escaped[np.argsort(symbols[escaped], kind="stable")]
-    widths = widths_all[np.argsort(symbols[escaped], kind="stable")]
-    low = np.empty(order.size, dtype=np.int64)
+    bits = np.unpackbits(np.frombuffer(plane.raw_bits, dtype=np.uint8), count=total_bits)
+    low = np.empty(order.size, dtype=np.int32)
     start_bit = 0
     boundaries = np.flatnonzero(np.diff(widths)) + 1
-    for part in np.split(np.arange(order.size), boundaries):
-        width = int(widths[part[0]])
-        field_bits = bits[start_bit:start_bit + part.size * width].reshape(part.size, width)
-        low[part] = field_bits.astype(np.int64) @ (np.int64(1) << np.arange(width - 1, -1, -1, dtype=np.int64))
-        start_bit += part.size * width
+    for start, stop in zip(np.concatenate([[0], boundaries]), np.concatenate([boundaries, [widths.size]])):
+        width = int(widths[start])
+        fields = bits[start_bit:start_bit + (stop - start) * width].reshape(stop - start, width)
+        low[start:stop] = _fields_value(fields)
+        start_bit += (stop - start) * width
     values[order] += low
     return values

@@ -12,6 +12,7 @@ import numpy as np
 from .format import MAX_QP_DENSITY, MAX_STEP_EXPONENT, MIN_STEP_EXPONENT, DType
 
 DEFAULT_QP_DENSITY = 2
+MAX_LEVEL = (1 << 31) - 1  # §6.4: level magnitudes are below 2**31
 
 
 def step_exponent(qp: int, qp_density: int) -> int:
