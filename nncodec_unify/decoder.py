@@ -73,10 +73,55 @@ def decode_tensors(data: bytes, *, limits: Limits | None = None) -> DecodedModel
 
 
 def _decode(data: bytes, limits: Limits) -> DecodedModel:
+    header, tensors = _walk(data, limits, decode_tensor_payload)
+    return DecodedModel(header, tuple(tensors))
+
+
+@dataclasses.dataclass(frozen=True)
+class TensorInfo:
+    """A tensor's header fields and coded size, as ``nncodec info`` shows them."""
+
+    name: str
+    dtype: DType
+    shape: tuple[int, ...]
+    coding_mode: CodingMode
+    qp: int | None
+    qp_density: int | None
+    block: tuple[int, int] | None
+    payload_bytes: int
+
+
+def describe(data: bytes, *, limits: Limits | None = None) -> tuple[FileHeader, list[TensorInfo]]:
+    """Parse the container and every tensor header without decoding any tensor.
+
+    Checks the framing and every CRC; only :func:`decode` validates the coded data itself.
+    """
+    def header_only(reader: ByteReader, header: TensorHeader, limits: Limits) -> TensorInfo:
+        size = reader.remaining
+        qp = density = block = None
+        if header.coding_mode != CodingMode.RAW:
+            params = read_quant_params(reader)
+            qp, density = params.qp, params.qp_density
+            if header.coding_mode == CodingMode.UNIFIED:
+                block = read_block_shape(reader)
+        reader.view(reader.remaining, "tensor payload")
+        return TensorInfo(header.name, header.dtype, header.shape, header.coding_mode, qp, density, block, size)
+
+    try:
+        return _walk(bytes(data), limits or DEFAULT_LIMITS, header_only)
+    except NncodecError:
+        raise
+    except (MemoryError, OverflowError) as exc:
+        raise LimitExceededError(f"cannot allocate ({type(exc).__name__})") from None
+
+
+def _walk(data: bytes, limits: Limits, on_tensor) -> tuple[FileHeader, list]:
+    """§4: the file header, then units until the end of the data. ``on_tensor(reader,
+    tensor_header, limits)`` handles each tensor unit's payload after its header."""
     reader = ByteReader(data)
     header = read_file_header(reader)
     tensor_count = None
-    tensors: list[DecodedTensor] = []
+    results: list = []
     names: set[str] = set()
     output_bytes = 0
     while reader.remaining:
@@ -90,7 +135,7 @@ def _decode(data: bytes, limits: Limits) -> DecodedModel:
             raise BitstreamError("the first unit must be the model_header (unit_type 1)",
                                  element="unit_type", offset=unit.offset)
         elif unit.unit_type == UnitType.TENSOR and not unit.ancillary:
-            if len(tensors) == tensor_count:
+            if len(results) == tensor_count:
                 raise BitstreamError(f"more tensor units than the {tensor_count} the model_header declares",
                                      element="unit_type", offset=unit.offset)
             tensor_header = read_tensor_header(payload, limits)
@@ -103,7 +148,7 @@ def _decode(data: bytes, limits: Limits) -> DecodedModel:
                 raise LimitExceededError(
                     f"decoded tensors would exceed {limits.max_total_output_bytes} bytes", element="dims",
                     offset=unit.payload_offset)
-            tensors.append(decode_tensor_payload(payload, tensor_header, limits))
+            results.append(on_tensor(payload, tensor_header, limits))
             payload.expect_end("tensor payload")
         elif unit.unit_type in tuple(UnitType):
             raise BitstreamError(f"unit_type {unit.unit_type} must not be marked ancillary",
@@ -115,10 +160,10 @@ def _decode(data: bytes, limits: Limits) -> DecodedModel:
     if tensor_count is None:
         raise TruncatedError("the stream has no model_header unit", element="model_header",
                              offset=reader.offset)
-    if len(tensors) != tensor_count:
-        raise TruncatedError(f"{len(tensors)} tensor units, the model_header declares {tensor_count}",
+    if len(results) != tensor_count:
+        raise TruncatedError(f"{len(results)} tensor units, the model_header declares {tensor_count}",
                              element="tensor_count", offset=reader.offset)
-    return DecodedModel(header, tuple(tensors))
+    return header, results
 
 
 def decode_tensor_payload(reader: ByteReader, header: TensorHeader, limits: Limits) -> DecodedTensor:

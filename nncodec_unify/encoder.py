@@ -195,5 +195,5 @@ def _write_unified(writer: ByteWriter, matrix: np.ndarray, block: tuple[int, int
     write_level_plane(writer, encode_plane(magnitudes, in_dense, use_contexts=use_contexts))
     dense_levels = matrix.ravel() if in_dense is None else matrix[in_dense]
     write_sign_section(writer, dense_levels[dense_levels != 0] < 0)
-    counts = np.bincount(kinds.ravel(), minlength=3)
-    return int(counts[0]), int(counts[1]), int(counts[2])
+    counts = np.bincount(kinds.ravel(), minlength=len(BlockKind))
+    return int(counts[BlockKind.PRUNED]), int(counts[BlockKind.UNIFIED]), int(counts[BlockKind.DENSE])

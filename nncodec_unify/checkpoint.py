@@ -1,0 +1,168 @@
+"""Reading and writing weight files: ``.pt``/``.pth`` state_dicts, ``.safetensors`` and streams.
+
+Loading never unpickles code: ``torch.load`` always runs with ``weights_only=True`` and there
+is no unsafe fallback. Every file is written to a temporary file in the target's folder and
+renamed into place, so a failed or interrupted run leaves no partial file behind and never
+clobbers an existing one unless ``overwrite`` was asked for.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+import numpy as np
+
+from .decoder import DecodedModel
+from .errors import NncodecError
+from .format import DType
+
+STATE_DICT_KEYS = ("state_dict", "model_state_dict", "model", "module", "weights")
+
+
+class CheckpointError(NncodecError, ValueError):
+    """A weight file that cannot be read or written as asked."""
+
+
+def checkpoint_format(path: str | os.PathLike) -> str:
+    """'pt' or 'safetensors' by the file's extension; CheckpointError otherwise."""
+    suffix = Path(path).suffix.lower()
+    if suffix in (".pt", ".pth", ".bin"):
+        return "pt"
+    if suffix == ".safetensors":
+        return "safetensors"
+    raise CheckpointError(f"{path}: unknown weight file extension {suffix!r} (use .pt, .pth or .safetensors)")
+
+
+def load_tensors(path: str | os.PathLike) -> dict[str, object]:
+    """Tensors of a ``.pt``/``.pth`` state_dict (or a checkpoint dict holding one) or a
+    ``.safetensors`` file, by name. Values are torch tensors when torch loaded them."""
+    path = Path(path)
+    kind = checkpoint_format(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file")
+    if kind == "safetensors":
+        return _load_safetensors(path)
+    return _load_torch(path)
+
+
+def _load_safetensors(path: Path) -> dict[str, object]:
+    try:
+        try:
+            from safetensors.torch import load_file
+        except ImportError:  # no torch: numpy covers every dtype but bfloat16
+            from safetensors.numpy import load_file
+        return dict(load_file(str(path)))
+    except Exception as exc:  # safetensors reports bad headers with its own exception types
+        raise CheckpointError(f"{path}: not a readable safetensors file ({_first_line(exc)})") from None
+
+
+def _load_torch(path: Path) -> dict[str, object]:
+    try:
+        import torch
+    except ImportError:
+        raise CheckpointError(f"{path}: reading .pt files needs torch (pip install torch)") from None
+    try:
+        loaded = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as exc:  # weights_only refuses pickled code with UnpicklingError
+        message = _first_line(exc)
+        if "weights_only" in message or "Unsupported global" in message or "Unpickl" in type(exc).__name__:
+            raise CheckpointError(
+                f"{path}: refused to unpickle code (the file holds a pickled object, e.g. a whole "
+                "nn.Module); save the weights instead: torch.save(model.state_dict(), path)") from None
+        raise CheckpointError(f"{path}: not a readable torch file ({message})") from None
+    return _state_dict_of(loaded, path)
+
+
+def _state_dict_of(loaded: object, path: Path) -> dict[str, object]:
+    if isinstance(loaded, Mapping):
+        if loaded and all(_is_tensor(v) for v in loaded.values()):
+            return {str(k): v for k, v in loaded.items()}
+        for key in STATE_DICT_KEYS:
+            inner = loaded.get(key)
+            if isinstance(inner, Mapping) and inner and all(_is_tensor(v) for v in inner.values()):
+                return {str(k): v for k, v in inner.items()}
+        if not loaded:
+            return {}
+    raise CheckpointError(
+        f"{path}: holds no state_dict (expected a dict of tensors, or a checkpoint dict with one of "
+        f"the keys {', '.join(STATE_DICT_KEYS)})")
+
+
+def _is_tensor(value: object) -> bool:
+    return type(value).__module__.split(".")[0] == "torch" and hasattr(value, "dtype") or isinstance(value, np.ndarray)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def save_decoded(path: str | os.PathLike, model: DecodedModel, *, overwrite: bool = False) -> None:
+    """Write decoded tensors as ``.pt`` or ``.safetensors`` (by extension) with their names,
+    shapes and stored dtypes (bfloat16 restored), atomically."""
+    path = Path(path)
+    kind = checkpoint_format(path)
+    needs_torch = kind == "pt" or any(t.dtype == DType.BFLOAT16 for t in model.tensors)
+    if needs_torch:
+        try:
+            import torch
+        except ImportError:
+            raise CheckpointError(f"{path}: writing .pt files or bfloat16 tensors needs torch") from None
+        tensors = {t.name: _to_torch(torch, t) for t in model.tensors}
+        with atomic_output(path, overwrite=overwrite) as temporary:
+            if kind == "pt":
+                torch.save(tensors, temporary)
+            else:
+                from safetensors.torch import save_file
+
+                save_file(tensors, temporary)
+    else:
+        from safetensors.numpy import save_file
+
+        with atomic_output(path, overwrite=overwrite) as temporary:
+            save_file({t.name: np.ascontiguousarray(t.array) for t in model.tensors}, temporary)
+
+
+def _to_torch(torch, tensor):
+    array = np.array(tensor.array, copy=True)  # writable, owned: torch.from_numpy shares memory
+    value = torch.from_numpy(array) if array.ndim else torch.tensor(array)
+    if tensor.dtype == DType.BFLOAT16:
+        value = value.to(torch.bfloat16)  # exact: the float32 values are bfloat16 values
+    return value
+
+
+def write_bytes(path: str | os.PathLike, data: bytes, *, overwrite: bool = False) -> None:
+    """Write ``data`` to ``path`` atomically."""
+    with atomic_output(Path(path), overwrite=overwrite) as temporary, open(temporary, "wb") as handle:
+        handle.write(data)
+
+
+@contextlib.contextmanager
+def atomic_output(path: Path, *, overwrite: bool) -> Iterator[str]:
+    """Yield a temporary path beside ``path``; on success rename it to ``path``.
+
+    Raises FileExistsError if ``path`` exists and ``overwrite`` is false. On any failure the
+    temporary file is removed and ``path`` is untouched.
+    """
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path}: already exists (use -f to overwrite)")
+    if path.is_dir():
+        raise IsADirectoryError(f"{path}: is a directory")
+    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent or ".")
+    os.close(descriptor)
+    try:
+        yield temporary
+        with open(temporary, "rb+") as handle:
+            os.fsync(handle.fileno())
+        if path.exists() and not overwrite:
+            raise FileExistsError(f"{path}: already exists (use -f to overwrite)")
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+        raise

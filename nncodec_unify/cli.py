@@ -1,0 +1,275 @@
+"""The ``nncodec`` command: argument parsing and printing only.
+
+Results go to stdout; progress goes to stderr, and only when stderr is a terminal. Every user
+error (bad arguments, missing files, bad data) ends in one line on stderr and a distinct exit
+code, with no traceback and no output file left behind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from . import __version__
+from .checkpoint import CheckpointError, load_tensors, save_decoded, write_bytes
+from .config import EncoderConfig, TensorRule
+from .decoder import decode_tensors, describe
+from .errors import BitstreamError, EncodeError, NncodecError
+from .format import DTYPE_NAMES, CodingMode
+from .quant import step_size
+
+EXIT_OK = 0
+EXIT_FAILURES = 1  # a command ran but found failures (e.g. conformance)
+EXIT_USAGE = 2  # bad arguments (argparse uses 2 too)
+EXIT_IO = 3  # a file could not be read or written
+EXIT_BAD_INPUT = 4  # the input is not a valid stream or weight file
+EXIT_ENCODE = 5  # the encoder cannot represent the input with these options
+EXIT_EXISTS = 6  # the output exists and -f was not given
+
+
+class UsageError(Exception):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, our exit code
+        raise UsageError(message)
+
+
+def _block(text: str) -> tuple[int, int]:
+    match = re.fullmatch(r"(\d+)[xX](\d+)", text.strip())
+    if not match:
+        raise argparse.ArgumentTypeError(f"block shape must look like 4x4, got {text!r}")
+    return int(match.group(1)), int(match.group(2))
+
+
+def _pattern_value(text: str) -> tuple[str, str]:
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"expected PATTERN=VALUE, got {text!r}")
+    pattern, value = text.rsplit("=", 1)
+    return pattern, value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="nncodec", description="Compress neural-network weights with micro-structured "
+                     "unification and pruning into a versioned, bit-exact bitstream.")
+    parser.add_argument("--version", action="version", version=f"nncodec_unify {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    encode = commands.add_parser("encode", help="encode a .pt/.pth/.safetensors file into a stream")
+    encode.add_argument("input", help="a .pt/.pth state_dict (or checkpoint holding one) or .safetensors")
+    encode.add_argument("output", help="the stream to write (.nnu)")
+    encode.add_argument("--qp", type=int, default=EncoderConfig.qp,
+                        help="quantization parameter of >=2-D float tensors (step 2**(qp/4); default %(default)s = 2**-8)")
+    encode.add_argument("--vector-qp", type=int, default=EncoderConfig.vector_qp,
+                        help="qp of 1-D and 0-D float tensors (default %(default)s)")
+    encode.add_argument("--block", type=_block, default=EncoderConfig.block, metavar="RxC",
+                        help="block shape of UNIFIED tensors (default 4x4)")
+    encode.add_argument("--mode", type=_pattern_value, action="append", default=[], metavar="PATTERN=MODE",
+                        help="code tensors matching the glob PATTERN as raw, dense or unified (repeatable)")
+    encode.add_argument("--tensor-qp", type=_pattern_value, action="append", default=[], metavar="PATTERN=QP",
+                        help="qp for tensors matching PATTERN (repeatable)")
+    encode.add_argument("--tensor-block", type=_pattern_value, action="append", default=[], metavar="PATTERN=RxC",
+                        help="block shape for tensors matching PATTERN (repeatable)")
+    encode.add_argument("--no-contexts", action="store_true", help="code levels without row/column contexts (faster)")
+    encode.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    encode.add_argument("-f", "--force", action="store_true", help="overwrite the output if it exists")
+
+    decode = commands.add_parser("decode", help="decode a stream into .pt or .safetensors")
+    decode.add_argument("input")
+    decode.add_argument("output", help="ends in .pt/.pth or .safetensors")
+    decode.add_argument("-f", "--force", action="store_true", help="overwrite the output if it exists")
+
+    info = commands.add_parser("info", help="show a stream's version and tensors")
+    info.add_argument("input")
+    info.add_argument("--json", action="store_true", help="print one JSON object")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except UsageError as exc:
+        print(f"nncodec: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    handler = {"encode": _encode, "decode": _decode, "info": _info}[args.command]
+    try:
+        return handler(args)
+    except UsageError as exc:
+        return _fail(str(exc), EXIT_USAGE)
+    except FileExistsError as exc:
+        return _fail(str(exc), EXIT_EXISTS)
+    except (FileNotFoundError, IsADirectoryError, PermissionError) as exc:
+        return _fail(str(exc) if not exc.filename else f"{exc.filename}: {exc.strerror}", EXIT_IO)
+    except EncodeError as exc:
+        return _fail(f"cannot encode: {exc}", EXIT_ENCODE)
+    except BitstreamError as exc:
+        return _fail(f"{getattr(args, 'input', '')}: invalid stream: {exc}", EXIT_BAD_INPUT)
+    except (CheckpointError, NncodecError) as exc:
+        return _fail(str(exc), EXIT_BAD_INPUT)
+    except OSError as exc:
+        return _fail(f"{exc.filename or ''}: {exc.strerror or exc}", EXIT_IO)
+    except KeyboardInterrupt:
+        return _fail("interrupted; no output was written", 130)
+
+
+def _fail(message: str, code: int) -> int:
+    print(f"nncodec: error: {message}", file=sys.stderr)
+    return code
+
+
+def _progress_printer():
+    if not sys.stderr.isatty():
+        return None
+
+    def report(done: int, total: int, name: str) -> None:
+        print(f"\r[{done + 1}/{total}] {name[:60]:<60}", end="" if done + 1 < total else "\n",
+              file=sys.stderr, flush=True)
+
+    return report
+
+
+def _same_file(a: str, b: str) -> bool:
+    try:
+        return os.path.exists(b) and os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def _config(args: argparse.Namespace) -> EncoderConfig:
+    rules = []
+    for pattern, mode in args.mode:
+        try:
+            rules.append(TensorRule(pattern, mode=CodingMode[mode.upper()]))
+        except KeyError:
+            raise UsageError(f"--mode {pattern}={mode}: mode must be raw, dense or unified") from None
+    for pattern, qp in args.tensor_qp:
+        try:
+            rules.append(TensorRule(pattern, qp=int(qp)))
+        except ValueError:
+            raise UsageError(f"--tensor-qp {pattern}={qp}: qp must be an integer") from None
+    for pattern, block in args.tensor_block:
+        try:
+            rules.append(TensorRule(pattern, block=_block(block)))
+        except argparse.ArgumentTypeError as exc:
+            raise UsageError(f"--tensor-block: {exc}") from None
+    try:
+        return EncoderConfig(qp=args.qp, vector_qp=args.vector_qp, block=args.block, rules=tuple(rules),
+                             use_contexts=not args.no_contexts)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _encode(args: argparse.Namespace) -> int:
+    from .encoder import encode_with_report
+
+    config = _config(args)
+    if _same_file(args.input, args.output):
+        raise UsageError("input and output are the same file")
+    if os.path.exists(args.output) and not args.force:
+        raise FileExistsError(f"{args.output}: already exists (use -f to overwrite)")
+    tensors = load_tensors(args.input)
+    result = encode_with_report(tensors, config=config, measure_error=True, progress=_progress_printer())
+    write_bytes(args.output, result.data, overwrite=args.force)
+    summary = _summary(args.input, args.output, result)
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        _print_summary(summary)
+    return EXIT_OK
+
+
+def _summary(source: str, target: str, result) -> dict:
+    original = sum(r.original_bytes for r in result.reports)
+    parameters = sum(int(_count(r.shape)) for r in result.reports)
+    kinds: dict[str, dict] = {}
+    for report in result.reports:
+        kind = kinds.setdefault(report.mode.name.lower(), {"tensors": 0, "original_bytes": 0, "coded_bytes": 0,
+                                                            "max_abs_error": 0.0})
+        kind["tensors"] += 1
+        kind["original_bytes"] += report.original_bytes
+        kind["coded_bytes"] += report.coded_bytes
+        kind["max_abs_error"] = max(kind["max_abs_error"], report.max_abs_error)
+    blocks = [r.block_counts for r in result.reports if r.block_counts]
+    return {
+        "input": source, "output": target, "tensors": len(result.reports), "parameters": parameters,
+        "original_bytes": original, "compressed_bytes": len(result.data),
+        "compression_ratio": original / len(result.data) if result.data else 0.0,
+        "bits_per_parameter": 8 * len(result.data) / parameters if parameters else 0.0,
+        "by_mode": kinds,
+        "blocks": {"pruned": sum(b[0] for b in blocks), "unified": sum(b[1] for b in blocks),
+                   "dense": sum(b[2] for b in blocks)},
+        "notes": [f"{r.name}: {r.note}" for r in result.reports if r.note],
+    }
+
+
+def _count(shape) -> int:
+    count = 1
+    for dim in shape:
+        count *= dim
+    return count
+
+
+def _print_summary(summary: dict) -> None:
+    print(f"{summary['input']} -> {summary['output']}: {summary['original_bytes']:,} -> "
+          f"{summary['compressed_bytes']:,} bytes, ratio {summary['compression_ratio']:.2f}x, "
+          f"{summary['bits_per_parameter']:.3f} bits/parameter ({summary['tensors']} tensors, "
+          f"{summary['parameters']:,} parameters)")
+    for mode, kind in summary["by_mode"].items():
+        error = f", max abs error {kind['max_abs_error']:.3g}" if mode != "raw" else ", lossless"
+        print(f"  {mode:<8} {kind['tensors']:>5} tensors  {kind['original_bytes']:>14,} -> "
+              f"{kind['coded_bytes']:>12,} bytes{error}")
+    blocks = summary["blocks"]
+    if any(blocks.values()):
+        print(f"  blocks: {blocks['pruned']:,} pruned, {blocks['unified']:,} unified, {blocks['dense']:,} dense")
+    for note in summary["notes"]:
+        print(f"  note: {note}")
+
+
+def _read_stream(path: str) -> bytes:
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: no such file")
+    return Path(path).read_bytes()
+
+
+def _decode(args: argparse.Namespace) -> int:
+    if _same_file(args.input, args.output):
+        raise UsageError("input and output are the same file")
+    if os.path.exists(args.output) and not args.force:
+        raise FileExistsError(f"{args.output}: already exists (use -f to overwrite)")
+    model = decode_tensors(_read_stream(args.input))
+    save_decoded(args.output, model, overwrite=args.force)
+    parameters = sum(t.array.size for t in model.tensors)
+    print(f"{args.input} -> {args.output}: {len(model.tensors)} tensors, {parameters:,} parameters")
+    return EXIT_OK
+
+
+def _info(args: argparse.Namespace) -> int:
+    data = _read_stream(args.input)
+    header, tensors = describe(data)
+    if args.json:
+        print(json.dumps({
+            "version": f"{header.version_major}.{header.version_minor}", "bytes": len(data),
+            "tensors": [{"name": t.name, "dtype": DTYPE_NAMES[t.dtype], "shape": list(t.shape),
+                         "mode": t.coding_mode.name.lower(), "qp": t.qp,
+                         "step": float(step_size(t.qp, t.qp_density)) if t.qp is not None else None,
+                         "block": list(t.block) if t.block else None, "payload_bytes": t.payload_bytes}
+                        for t in tensors]}))
+        return EXIT_OK
+    print(f"{args.input}: nncodec_unify stream, format {header.version_major}.{header.version_minor}, "
+          f"{len(data):,} bytes, {len(tensors)} tensors")
+    for t in tensors:
+        coding = t.coding_mode.name.lower()
+        if t.qp is not None:
+            coding += f" qp={t.qp}"
+        if t.block:
+            coding += f" block={t.block[0]}x{t.block[1]}"
+        print(f"  {t.name}  {DTYPE_NAMES[t.dtype]}{list(t.shape)}  {coding}  {t.payload_bytes:,} bytes")
+    return EXIT_OK
