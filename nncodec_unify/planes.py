@@ -202,18 +202,29 @@ def choose_classes(symbols: np.ndarray, magnitudes: np.ndarray, mask: np.ndarray
 # encoding
 
 
-def encode_plane(magnitudes: np.ndarray, mask: np.ndarray | None = None, *, use_contexts: bool = True) -> LevelPlane:
-    """Code the masked values of the non-negative integer grid ``magnitudes`` (§6.5)."""
+def encode_plane(magnitudes: np.ndarray, mask: np.ndarray | None = None, *, use_contexts: bool = True,
+                 binarization: tuple[int, int] | None = None,
+                 classes: tuple[np.ndarray, np.ndarray] | None = None) -> LevelPlane:
+    """Code the masked values of the non-negative integer grid ``magnitudes`` (§6.5).
+
+    The encoder's choices can be fixed instead of searched for: ``binarization`` as
+    ``(direct_bits, mantissa_bits)`` and ``classes`` as (row class per grid row, column class
+    per grid column); conformance streams use this to exercise chosen syntax paths.
+    """
     values = magnitudes[mask] if mask is not None else magnitudes.ravel()
     if values.size == 0:
         return LevelPlane(0)
     largest = int(values.max())
     if largest > _MAX_VALUE or int(values.min()) < 0:
         raise EncodeError(f"a magnitude is outside 0..{_MAX_VALUE}: use a larger qp or RAW mode")
-    direct_bits, mantissa_bits = choose_binarization(*_value_histogram(values, largest))
+    if binarization is None:
+        binarization = choose_binarization(*_value_histogram(values, largest))
+    direct_bits, mantissa_bits = binarization
     symbols = _binarize_fast(values, largest, direct_bits, mantissa_bits)
     rows, cols = magnitudes.shape
-    if use_contexts:
+    if classes is not None:
+        row_classes, col_classes = (np.asarray(c, dtype=np.int64) for c in classes)
+    elif use_contexts:
         row_classes, col_classes = choose_classes(symbols, magnitudes, mask)
     else:
         row_classes, col_classes = np.zeros(rows, dtype=np.int64), np.zeros(cols, dtype=np.int64)
