@@ -1,0 +1,345 @@
+"""ADMM towards micro-structured unification and pruning, masked fine-tuning, snap to grid.
+
+This module plugs into **your** training loop; it owns no loop (DESIGN §6). The recipe:
+
+1. ``admm = ADMM(model, Target(prune_ratio=0.6, unify_ratio=0.3, block=(4, 4)))`` picks the
+   constrained parameters (by default every parameter with >= 2 dimensions; ``rules`` override
+   by name pattern, ``exclude_first_last`` leaves out the first and last layers) and sets
+   ``Z = Proj(W)``, ``U = 0``.
+2. Train with the augmented loss ``f(W) + sum rho/2 ||W - Z + U||^2``: either add
+   ``admm.penalty()`` to the loss, or call ``admm.attach(optimizer)`` once, which adds
+   ``rho (W - Z + U)`` to the gradients just before every ``optimizer.step()`` (the same
+   update for SGD; within float rounding for Adam). Every few hundred steps, call
+   ``admm.update()``: ``Z <- Proj(W + U)``, ``U <- U + W - Z``, then ``rho`` grows by
+   ``rho_growth`` up to ``rho_max`` (the scaled dual ``U`` is rescaled by ``rho_old / rho_new``
+   so that the dual ``rho U`` is unchanged, unless ``rescale_dual=False``).
+3. ``structure = admm.hard_project()`` sets ``W = Proj(W)`` and returns the :class:`Structure`
+   (kinds of every block, signs of every unified block).
+4. Fine-tune with ``structure.attach(optimizer)``: pruned weights stay exactly zero, each
+   unified block keeps its signs and trains one shared magnitude (gradient
+   ``sum_j sign_j df/dw_j``), dense weights train freely. The structure is re-imposed after every
+   step, so it holds exactly whatever the optimizer (momentum, Adam, weight decay) does.
+5. ``state = snap_to_grid(model, config)`` rounds every float tensor of the state dict onto the
+   codec's quantization grid in place and returns ``{name: array}``; then
+   ``decode(encode(state, config=config))`` gives those arrays bit for bit, so the model you
+   evaluate after snapping is exactly the model that decodes. (Rounding can turn a unified
+   block of tiny magnitude into a pruned one, or a dense block into a unified one; the encoder
+   derives kinds from the levels, so that costs nothing.)
+
+Distributed: under ``DistributedDataParallel`` the parameters are identical on every rank
+after each step, and the projection (numpy, float64, ties broken by position) is
+deterministic, so ``Z`` and ``U`` stay identical without communication. Pass the DDP-wrapped
+or the bare module; names are those of the bare module.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Iterable, Mapping, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .blocks import matrix_shape
+from .config import EncoderConfig
+from .format import BlockKind, CodingMode, DType
+from .quant import MAX_LEVEL, dequantize, quantize, step_size
+from .unify import Target, plan_kinds, project, selected_targets
+
+__all__ = ["ADMM", "Structure", "same_bits", "snap_to_grid", "structure_from_weights", "unwrap"]
+
+_TORCH_TO_DTYPE = {torch.float32: DType.FLOAT32, torch.float16: DType.FLOAT16, torch.bfloat16: DType.BFLOAT16,
+                   torch.float64: DType.FLOAT64}
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The bare module inside ``DistributedDataParallel`` / ``DataParallel``, else ``model``."""
+    if isinstance(model, (torch.nn.parallel.DistributedDataParallel, torch.nn.DataParallel)):
+        return model.module
+    return model
+
+
+def _to_numpy(tensor: torch.Tensor) -> np.ndarray:
+    tensor = tensor.detach()
+    if tensor.dtype == torch.bfloat16:
+        tensor = tensor.float()
+    return tensor.cpu().numpy()
+
+
+def _from_numpy(array: np.ndarray, like: torch.Tensor) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(array)).to(device=like.device, dtype=like.dtype)
+
+
+class ADMM:
+    """ADMM state for the constrained parameters of ``model``; see the module docstring.
+
+    ``target`` applies to every parameter the defaults constrain (>= 2-D); ``rules`` are
+    ``(glob, Target or None)`` pairs on parameter names, later ones winning (``None`` frees a
+    parameter). With a global ``budget`` (a :class:`Target` whose ratios count all constrained
+    blocks together), the blocks to prune and unify are chosen across layers by relative cost
+    (:func:`nncodec_unify.unify.plan_kinds`); each parameter keeps its own target's block shape.
+    """
+
+    def __init__(self, model: torch.nn.Module, target: Target | None = None, *,
+                 rules: Sequence[tuple[str, Target | None]] = (), exclude_first_last: bool = False,
+                 budget: Target | None = None, normalize: str = "relative",
+                 rho: float = 1e-3, rho_growth: float = 1.3, rho_max: float = 1.0,
+                 rescale_dual: bool = True) -> None:
+        if not rho > 0 or not rho_growth >= 1 or not rho_max >= rho:
+            raise ValueError(f"need rho > 0, rho_growth >= 1 and rho_max >= rho; got {rho}, {rho_growth}, {rho_max}")
+        self.model = unwrap(model)
+        named = dict(self.model.named_parameters())
+        default = target if target is not None else (budget if budget is not None else Target())
+        self.targets = selected_targets(list(named), {n: tuple(p.shape) for n, p in named.items()}, default,
+                                        rules=rules, exclude_first_last=exclude_first_last)
+        self.params = {name: named[name] for name in self.targets}
+        self.budget, self.normalize = budget, normalize
+        self.rho, self.rho_growth, self.rho_max, self.rescale_dual = rho, rho_growth, rho_max, rescale_dual
+        self.kinds: dict[str, np.ndarray] = {}
+        with torch.no_grad():
+            self.Z = self._project({name: p.detach() for name, p in self.params.items()})
+            self.U = {name: torch.zeros_like(p) for name, p in self.params.items()}
+
+    def _project(self, tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        arrays = {name: _to_numpy(t) for name, t in tensors.items()}
+        self.kinds = plan_kinds(arrays, self.targets, budget=self.budget, normalize=self.normalize)
+        return {name: _from_numpy(project(arrays[name], self.kinds[name], self.targets[name].block), tensors[name])
+                for name in tensors}
+
+    def penalty(self) -> torch.Tensor:
+        """``sum rho/2 ||W - Z + U||^2`` over the constrained parameters, differentiable in W."""
+        terms = [((p - self.Z[n] + self.U[n]) ** 2).sum() for n, p in self.params.items()]
+        if not terms:
+            return torch.zeros(())
+        return 0.5 * self.rho * torch.stack([t.float() for t in terms]).sum()
+
+    @torch.no_grad()
+    def add_penalty_grad_(self) -> None:
+        """Add ``rho (W - Z + U)`` to each constrained parameter's ``.grad`` (the penalty's gradient)."""
+        for name, param in self.params.items():
+            term = self.rho * (param - self.Z[name] + self.U[name])
+            if param.grad is None:
+                param.grad = term.clone()
+            else:
+                param.grad.add_(term)
+
+    def attach(self, optimizer: torch.optim.Optimizer):
+        """Make ``optimizer.step()`` include the penalty's gradient; returns a removable handle."""
+        return optimizer.register_step_pre_hook(lambda *_: self.add_penalty_grad_())
+
+    @torch.no_grad()
+    def update(self) -> dict[str, float]:
+        """One ADMM dual step: ``Z <- Proj(W + U)``, ``U <- U + W - Z``, then grow ``rho``.
+
+        Returns ``primal`` (``||W - Z|| / ||W||`` over all constrained parameters, after the
+        update) and ``rho`` (the new value).
+        """
+        self.Z = self._project({n: p.detach() + self.U[n] for n, p in self.params.items()})
+        for name, param in self.params.items():
+            self.U[name].add_(param - self.Z[name])
+        primal = self.distance()
+        new_rho = min(self.rho * self.rho_growth, self.rho_max)
+        if self.rescale_dual and new_rho != self.rho:
+            for u in self.U.values():
+                u.mul_(self.rho / new_rho)
+        self.rho = new_rho
+        return {"primal": primal, "rho": self.rho}
+
+    @torch.no_grad()
+    def distance(self) -> float:
+        """``||W - Z|| / ||W||`` over all constrained parameters."""
+        num = sum(float(((p - self.Z[n]).double() ** 2).sum()) for n, p in self.params.items())
+        den = sum(float((p.double() ** 2).sum()) for p in self.params.values())
+        return math.sqrt(num / den) if den > 0 else 0.0
+
+    @torch.no_grad()
+    def hard_project(self) -> Structure:
+        """Set every constrained ``W`` to ``Proj(W)`` and return the resulting :class:`Structure`."""
+        projected = self._project({n: p.detach() for n, p in self.params.items()})
+        for name, param in self.params.items():
+            param.copy_(projected[name])
+        return Structure(self.model, self.kinds, {n: t.block for n, t in self.targets.items()})
+
+    def state_dict(self) -> dict:
+        """Z, U and rho, for checkpointing alongside the model and optimizer."""
+        return {"Z": {n: z.clone() for n, z in self.Z.items()}, "U": {n: u.clone() for n, u in self.U.items()},
+                "rho": self.rho}
+
+    def load_state_dict(self, state: Mapping) -> None:
+        self.Z = {n: state["Z"][n].to(self.params[n]) for n in self.params}
+        self.U = {n: state["U"][n].to(self.params[n]) for n in self.params}
+        self.rho = float(state["rho"])
+
+
+@dataclasses.dataclass
+class _Masks:
+    param: torch.nn.Parameter
+    block: tuple[int, int]
+    kinds: np.ndarray
+    keep: torch.Tensor  # 1 on dense elements, else 0 (param's shape)
+    sign: torch.Tensor  # +-1 on unified elements, else 0
+    unified: torch.Tensor  # bool grid of unified blocks
+    count: torch.Tensor  # elements per block (grid, float)
+
+
+def _block_sum(matrix: torch.Tensor, block: tuple[int, int]) -> torch.Tensor:
+    """Per-block sums of a 2-D tensor (partial edge blocks padded with zeros); deterministic."""
+    rows, cols = matrix.shape
+    block_rows, block_cols = block
+    grid_rows, grid_cols = -(-rows // block_rows), -(-cols // block_cols)
+    padded = F.pad(matrix, (0, grid_cols * block_cols - cols, 0, grid_rows * block_rows - rows))
+    return padded.reshape(grid_rows, block_rows, grid_cols, block_cols).sum(dim=(1, 3))
+
+
+def _block_expand(grid: torch.Tensor, block: tuple[int, int], rows: int, cols: int) -> torch.Tensor:
+    return grid.repeat_interleave(block[0], dim=0).repeat_interleave(block[1], dim=1)[:rows, :cols]
+
+
+class Structure:
+    """A fixed pattern of block kinds and unified signs, kept exactly during fine-tuning.
+
+    ``kinds`` maps parameter names (of the bare module) to uint8 :class:`BlockKind` grids and
+    ``blocks`` to block shapes. The signs of unified blocks are read from the current weights
+    (zero counts as +), so build it right after the projection.
+    """
+
+    def __init__(self, model: torch.nn.Module, kinds: Mapping[str, np.ndarray],
+                 blocks: Mapping[str, tuple[int, int]]) -> None:
+        self.model = unwrap(model)
+        named = dict(self.model.named_parameters())
+        self.masks: dict[str, _Masks] = {}
+        for name, grid in kinds.items():
+            param, block = named[name], tuple(blocks[name])
+            rows, cols = matrix_shape(tuple(param.shape))
+            grid_t = torch.from_numpy(np.asarray(grid, dtype=np.int64)).to(param.device)
+            element = _block_expand(grid_t, block, rows, cols)
+            with torch.no_grad():
+                positive = torch.where(param.detach().reshape(rows, cols) < 0, -1.0, 1.0).to(param.dtype)
+            sign = torch.where(element == BlockKind.UNIFIED, positive, torch.zeros_like(positive))
+            ones = torch.ones(rows, cols, dtype=torch.float64, device=param.device)
+            self.masks[name] = _Masks(
+                param, block, np.asarray(grid, dtype=np.uint8),
+                (element == BlockKind.DENSE).to(param.dtype).reshape(param.shape), sign.reshape(param.shape),
+                grid_t == BlockKind.UNIFIED, _block_sum(ones, block))
+        self.enforce_()
+
+    @property
+    def kinds(self) -> dict[str, np.ndarray]:
+        return {name: m.kinds for name, m in self.masks.items()}
+
+    @torch.no_grad()
+    def project_gradients_(self) -> None:
+        """Pruned: gradient 0. Unified: ``sign_j * sum_k sign_k g_k`` (the shared magnitude's gradient)."""
+        for m in self.masks.values():
+            grad = m.param.grad
+            if grad is None:
+                continue
+            rows, cols = matrix_shape(tuple(grad.shape))
+            shared = _block_sum((grad * m.sign).reshape(rows, cols).double(), m.block)
+            unified = _block_expand(shared, m.block, rows, cols).to(grad.dtype).reshape(grad.shape) * m.sign
+            grad.mul_(m.keep).add_(unified)
+
+    @torch.no_grad()
+    def enforce_(self) -> None:
+        """Re-impose the structure on the weights: pruned 0, unified ``sign * mean(sign * w)``."""
+        for m in self.masks.values():
+            param = m.param
+            rows, cols = matrix_shape(tuple(param.shape))
+            signed = (param * m.sign).reshape(rows, cols).double()
+            magnitude = (_block_sum(signed, m.block) / m.count).to(param.dtype)
+            unified = _block_expand(magnitude, m.block, rows, cols).reshape(param.shape) * m.sign
+            param.mul_(m.keep).add_(unified)
+
+    def attach(self, optimizer: torch.optim.Optimizer) -> list:
+        """Project gradients before and re-impose the structure after every ``optimizer.step()``."""
+        return [optimizer.register_step_pre_hook(lambda *_: self.project_gradients_()),
+                optimizer.register_step_post_hook(lambda *_: self.enforce_())]
+
+    @torch.no_grad()
+    def holds(self) -> bool:
+        """Whether the weights have the structure exactly (pruned 0, unified magnitudes all equal)."""
+        for m in self.masks.values():
+            rows, cols = matrix_shape(tuple(m.param.shape))
+            value = m.param.detach().reshape(rows, cols)
+            keep = m.keep.reshape(rows, cols)
+            sign = m.sign.reshape(rows, cols)
+            if bool(((value != 0) & (keep == 0) & (sign == 0)).any()):
+                return False
+            signed = torch.where(sign != 0, value * sign, torch.full_like(value, math.nan))
+            first = _block_expand(_top_left(signed, m.block), m.block, rows, cols)
+            if bool(((signed != first) & (sign != 0)).any()):
+                return False
+        return True
+
+
+def _top_left(matrix: torch.Tensor, block: tuple[int, int]) -> torch.Tensor:
+    return matrix[::block[0], ::block[1]]
+
+
+def structure_from_weights(model: torch.nn.Module, kinds: Mapping[str, np.ndarray],
+                           blocks: Mapping[str, tuple[int, int]]) -> Structure:
+    """Project the named parameters onto ``kinds`` (as :func:`nncodec_unify.unify.project`) and
+    return the :class:`Structure` that keeps them there: a structure chosen without ADMM, e.g.
+    for magnitude-pruning baselines."""
+    named = dict(unwrap(model).named_parameters())
+    with torch.no_grad():
+        for name, grid in kinds.items():
+            param = named[name]
+            param.copy_(_from_numpy(project(_to_numpy(param), grid, tuple(blocks[name])), param))
+    return Structure(model, kinds, blocks)
+
+
+def _snap_array(array: np.ndarray, dtype: DType, qp: int, qp_density: int) -> np.ndarray | None:
+    """The array on the codec's grid, or None where the encoder would code it RAW (exactly)."""
+    if array.size == 0 or not np.isfinite(array).all():
+        return None
+    step = step_size(qp, qp_density)
+    if float(np.max(np.abs(array))) / float(step) >= MAX_LEVEL:
+        return None
+    for _ in range(4):  # float16/bfloat16: rounding l*step to the type can move to another level
+        snapped = dequantize(quantize(array, step), step, dtype)
+        if np.array_equal(snapped, array):
+            break
+        array = snapped
+    return array
+
+
+@torch.no_grad()
+def snap_to_grid(model: torch.nn.Module | Mapping[str, torch.Tensor], config: EncoderConfig | None = None,
+                 *, names: Iterable[str] | None = None) -> dict[str, np.ndarray]:
+    """Round every float tensor of the state dict onto the codec's grid, in place.
+
+    Each tensor is quantized as :func:`nncodec_unify.encode` with ``config`` will quantize it
+    (its qp from ``config.coding_for``; RAW-coded tensors are left alone) and replaced by the
+    exact reconstruction ``float32(level) * float32(step)``. Returns ``{name: numpy array}`` of
+    the whole state (``names`` restricts it), ready for ``encode(state, config=config)``, whose
+    decoding is bit-identical to the model as it now is.
+    """
+    config = config or EncoderConfig()
+    state = unwrap(model).state_dict() if isinstance(model, torch.nn.Module) else dict(model)
+    wanted = set(names) if names is not None else None
+    out: dict[str, np.ndarray] = {}
+    for name, tensor in state.items():
+        if wanted is not None and name not in wanted:
+            continue
+        dtype = _TORCH_TO_DTYPE.get(tensor.dtype)
+        if dtype is not None:
+            coding = config.coding_for(name, dtype, tensor.dim())
+            if coding.mode != CodingMode.RAW:
+                snapped = _snap_array(_to_numpy(tensor), dtype, coding.qp, coding.qp_density)
+                if snapped is not None:
+                    tensor.copy_(torch.from_numpy(np.ascontiguousarray(snapped)).reshape(tensor.shape))
+        out[name] = _to_numpy(tensor).copy()
+    return out
+
+
+def same_bits(left: Mapping[str, np.ndarray], right: Mapping[str, np.ndarray]) -> bool:
+    """Whether two ``{name: array}`` states hold the same names, shapes, dtypes and bytes."""
+    if list(left) != list(right):
+        return False
+    return all(a.shape == right[n].shape and a.dtype == right[n].dtype
+               and np.ascontiguousarray(a).tobytes() == np.ascontiguousarray(right[n]).tobytes()
+               for n, a in left.items())
+

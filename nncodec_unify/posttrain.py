@@ -1,0 +1,185 @@
+"""Post-training unification and pruning: project the weights without any training data.
+
+For users who have a trained model and no data: every selected weight tensor is projected onto
+the unified/pruned structure at least squared distance (:mod:`nncodec_unify.unify`), and the
+distortion this caused is reported. Encoding the result with the same block shape then codes
+the chosen blocks as pruned or unified (the encoder derives block kinds from the levels).
+
+CLI wiring (``nncodec encode IN OUT --prune-ratio P --unify-ratio U --unify-threshold T
+--block RxC --global-budget``)::
+
+    from nncodec_unify.posttrain import project_tensors
+    projected, report = project_tensors(tensors, prune_ratio=P, unify_ratio=U, unify_threshold=T,
+                                        block=(R, C), global_budget=True)
+    for line in report.lines():
+        print(line, file=sys.stderr)
+    data = encode(projected, config=EncoderConfig(block=(R, C), ...))
+
+Signature::
+
+    project_tensors(tensors: Mapping[str, np.ndarray], *, prune_ratio: float = 0.0,
+                    unify_ratio: float = 0.0, unify_threshold: float | None = None,
+                    block: tuple[int, int] = (4, 4), global_budget: bool = False,
+                    normalize: str = "relative", exclude: Sequence[str] = (),
+                    only: Sequence[str] | None = None, exclude_first_last: bool = False,
+                    ) -> tuple[dict[str, np.ndarray], ProjectionReport]
+
+* ``prune_ratio``, ``unify_ratio``: fractions of **all** blocks of each tensor to prune and to
+  unify (sum at most 1); with ``global_budget`` fractions of all blocks of all selected tensors
+  together, spread over layers by relative cost (a layer's squared distance divided by its
+  squared norm).
+* ``unify_threshold``: replaces ``unify_ratio``: unify every block that is not pruned whose
+  relative unification loss ``n Var(|v|) / ||v||^2`` is at most the threshold.
+* Selected tensors: floating-point arrays with at least 2 dimensions, except those matching an
+  ``exclude`` glob; ``only`` (globs) narrows the selection further; ``exclude_first_last``
+  leaves out the first and the last of them in mapping order. Other tensors pass through
+  unchanged (the same objects).
+* Raises ``ValueError`` for invalid options (ratios out of range, a bad block shape).
+
+The returned dict keeps the input's order, shapes and dtypes. The report
+(:class:`ProjectionReport`) has one :class:`TensorDistortion` per projected tensor and the
+totals; ``report.to_dict()`` is JSON-serialisable, ``report.lines()`` gives a readable table.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+import math
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from .format import BlockKind
+from .unify import Target, plan_kinds, project
+
+__all__ = ["ProjectionReport", "TensorDistortion", "project_tensors"]
+
+
+@dataclasses.dataclass(frozen=True)
+class TensorDistortion:
+    """What the projection did to one tensor.
+
+    ``squared_error = ||W' - W||^2`` and ``energy = ||W||^2`` (float64, after casting back to the
+    tensor's dtype); ``blocks`` is ``(pruned, unified, dense)``.
+    """
+
+    name: str
+    shape: tuple[int, ...]
+    block: tuple[int, int]
+    blocks: tuple[int, int, int]
+    squared_error: float
+    energy: float
+    max_abs_error: float
+
+    @property
+    def relative_error(self) -> float:
+        """``||W' - W|| / ||W||`` (0 for an all-zero tensor)."""
+        return math.sqrt(self.squared_error / self.energy) if self.energy > 0 else 0.0
+
+    @property
+    def sqnr_db(self) -> float:
+        """Signal-to-noise ratio ``10 log10(||W||^2 / ||W' - W||^2)`` in dB (inf when exact)."""
+        if self.squared_error == 0:
+            return math.inf
+        return 10.0 * math.log10(self.energy / self.squared_error) if self.energy > 0 else -math.inf
+
+
+@dataclasses.dataclass(frozen=True)
+class ProjectionReport:
+    """Distortion of a post-training projection, per tensor and in total."""
+
+    tensors: tuple[TensorDistortion, ...]
+
+    @property
+    def squared_error(self) -> float:
+        return sum(t.squared_error for t in self.tensors)
+
+    @property
+    def energy(self) -> float:
+        return sum(t.energy for t in self.tensors)
+
+    @property
+    def relative_error(self) -> float:
+        """``||W' - W|| / ||W||`` over all projected tensors together."""
+        return math.sqrt(self.squared_error / self.energy) if self.energy > 0 else 0.0
+
+    @property
+    def blocks(self) -> tuple[int, int, int]:
+        """Total ``(pruned, unified, dense)`` blocks."""
+        return tuple(sum(t.blocks[i] for t in self.tensors) for i in range(3))  # type: ignore[return-value]
+
+    def to_dict(self) -> dict:
+        pruned, unified, dense = self.blocks
+        return {
+            "relative_error": self.relative_error,
+            "squared_error": self.squared_error,
+            "blocks": {"pruned": pruned, "unified": unified, "dense": dense},
+            "tensors": [{"name": t.name, "shape": list(t.shape), "block": list(t.block),
+                         "blocks": {"pruned": t.blocks[0], "unified": t.blocks[1], "dense": t.blocks[2]},
+                         "relative_error": t.relative_error, "squared_error": t.squared_error,
+                         "max_abs_error": t.max_abs_error} for t in self.tensors],
+        }
+
+    def lines(self) -> list[str]:
+        """A small table: one line per tensor and a total line."""
+        out = [f"{'tensor':<40} {'pruned':>8} {'unified':>8} {'dense':>8} {'rel.err':>8} {'SQNR dB':>8}"]
+        for t in self.tensors:
+            out.append(f"{t.name[:40]:<40} {t.blocks[0]:>8} {t.blocks[1]:>8} {t.blocks[2]:>8} "
+                       f"{t.relative_error:>8.4f} {t.sqnr_db:>8.2f}")
+        pruned, unified, dense = self.blocks
+        total = 10 * math.log10(self.energy / self.squared_error) if self.squared_error > 0 else math.inf
+        out.append(f"{'total':<40} {pruned:>8} {unified:>8} {dense:>8} {self.relative_error:>8.4f} {total:>8.2f}")
+        return out
+
+
+def _selected(tensors: Mapping[str, np.ndarray], exclude: Sequence[str], only: Sequence[str] | None,
+              exclude_first_last: bool) -> list[str]:
+    names = [name for name, array in tensors.items()
+             if np.asarray(array).ndim >= 2 and np.issubdtype(np.asarray(array).dtype, np.floating)
+             and not any(fnmatch.fnmatchcase(name, p) for p in exclude)
+             and (only is None or any(fnmatch.fnmatchcase(name, p) for p in only))]
+    if exclude_first_last and names:
+        names = names[1:-1]
+    return names
+
+
+def project_tensors(tensors: Mapping[str, np.ndarray], *, prune_ratio: float = 0.0, unify_ratio: float = 0.0,
+                    unify_threshold: float | None = None, block: tuple[int, int] = (4, 4),
+                    global_budget: bool = False, normalize: str = "relative", exclude: Sequence[str] = (),
+                    only: Sequence[str] | None = None, exclude_first_last: bool = False,
+                    ) -> tuple[dict[str, np.ndarray], ProjectionReport]:
+    """Project the selected tensors onto the unified/pruned structure; see the module docstring.
+
+    >>> import numpy as np
+    >>> w = np.array([[1.0, -3.0, 0.1, 0.2], [2.0, -2.0, -0.1, 0.0]], dtype=np.float32)
+    >>> out, report = project_tensors({"w": w, "b": np.ones(2, np.float32)}, prune_ratio=0.5,
+    ...                               unify_ratio=0.5, block=(2, 2))
+    >>> out["w"].tolist()
+    [[2.0, -2.0, 0.0, 0.0], [2.0, -2.0, 0.0, 0.0]]
+    >>> report.blocks, round(report.relative_error, 4)
+    ((1, 1, 0), 0.3377)
+    """
+    target = Target(prune_ratio=prune_ratio, unify_ratio=unify_ratio, unify_threshold=unify_threshold,
+                    block=tuple(block))
+    names = _selected(tensors, exclude, only, exclude_first_last)
+    arrays = {name: np.asarray(tensors[name]) for name in names}
+    kinds = plan_kinds(arrays, {name: target for name in names}, budget=target if global_budget else None,
+                       normalize=normalize)
+    out: dict[str, np.ndarray] = {}
+    reports = []
+    for name, value in tensors.items():
+        if name not in kinds:
+            out[name] = value
+            continue
+        array = arrays[name]
+        projected = project(array, kinds[name], target.block)
+        difference = projected.astype(np.float64) - array.astype(np.float64)
+        counts = np.bincount(kinds[name].ravel(), minlength=3)
+        reports.append(TensorDistortion(
+            name, tuple(array.shape), target.block,
+            (int(counts[BlockKind.PRUNED]), int(counts[BlockKind.UNIFIED]), int(counts[BlockKind.DENSE])),
+            float(np.sum(difference * difference)), float(np.sum(array.astype(np.float64) ** 2)),
+            float(np.max(np.abs(difference))) if difference.size else 0.0))
+        out[name] = projected
+    return out, ProjectionReport(tuple(reports))
