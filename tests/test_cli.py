@@ -1,0 +1,111 @@
+"""The nncodec command, called through main(argv) (issue 2, item 6)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import nncodec_unify as nu
+from nncodec_unify.cli import EXIT_BAD_INPUT, EXIT_EXISTS, EXIT_IO, EXIT_OK, EXIT_USAGE, main
+
+torch = pytest.importorskip("torch")
+
+
+@pytest.fixture()
+def state_dict():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU(), torch.nn.Flatten(),
+                                torch.nn.Linear(8 * 6 * 6, 10))
+    state = model.state_dict()
+    state["extra.bf16"] = torch.randn(4, 4).bfloat16()
+    state["extra.steps"] = torch.tensor(7)
+    return state
+
+
+def test_encode_decode_pt_round_trip_restores_names_shapes_and_dtypes(tmp_path, state_dict, capsys):
+    source, stream, target = tmp_path / "m.pt", tmp_path / "m.nnu", tmp_path / "back.pt"
+    torch.save(state_dict, source)
+    assert main(["encode", str(source), str(stream)]) == EXIT_OK
+    out = capsys.readouterr().out
+    assert "->" in out and "ratio" in out and "bits/parameter" in out and "max abs error" in out
+    assert main(["decode", str(stream), str(target)]) == EXIT_OK
+    back = torch.load(target, weights_only=True)
+    assert list(back) == list(state_dict)
+    for name, tensor in state_dict.items():
+        assert back[name].dtype == tensor.dtype and back[name].shape == tensor.shape
+    assert torch.equal(back["extra.steps"], state_dict["extra.steps"])
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU(), torch.nn.Flatten(),
+                                torch.nn.Linear(8 * 6 * 6, 10))
+    model.load_state_dict({k: v for k, v in back.items() if not k.startswith("extra")})
+    assert (model[0].weight - state_dict["0.weight"]).abs().max() <= 2.0**-9
+
+
+def test_safetensors_in_and_out(tmp_path, state_dict):
+    from safetensors.torch import load_file, save_file
+
+    source, stream, target = tmp_path / "m.safetensors", tmp_path / "m.nnu", tmp_path / "o.safetensors"
+    save_file({k: v.contiguous() for k, v in state_dict.items()}, source)
+    assert main(["encode", str(source), str(stream), "--qp", "-40", "--block", "2x2"]) == EXIT_OK
+    assert main(["decode", str(stream), str(target)]) == EXIT_OK
+    back = load_file(target)
+    assert back["extra.bf16"].dtype == torch.bfloat16
+    assert (back["3.weight"] - state_dict["3.weight"]).abs().max() <= 2.0**-11
+
+
+def test_info_json_lists_tensors(tmp_path, state_dict, capsys):
+    torch.save(state_dict, tmp_path / "m.pt")
+    main(["encode", str(tmp_path / "m.pt"), str(tmp_path / "m.nnu"), "--mode", "*.bias=raw",
+          "--tensor-qp", "3.*=-20", "--json"])
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["compressed_bytes"] == (tmp_path / "m.nnu").stat().st_size
+    assert main(["info", str(tmp_path / "m.nnu"), "--json"]) == EXIT_OK
+    info = json.loads(capsys.readouterr().out)
+    by_name = {t["name"]: t for t in info["tensors"]}
+    assert info["version"] == "1.0"
+    assert by_name["0.bias"]["mode"] == "raw"
+    assert by_name["3.weight"]["qp"] == -20 and by_name["0.weight"]["qp"] == -32
+    assert by_name["0.weight"]["block"] == [4, 4] and by_name["0.weight"]["shape"] == [8, 3, 3, 3]
+
+
+def test_existing_output_needs_force(tmp_path, state_dict, capsys):
+    torch.save(state_dict, tmp_path / "m.pt")
+    (tmp_path / "m.nnu").write_bytes(b"keep me")
+    assert main(["encode", str(tmp_path / "m.pt"), str(tmp_path / "m.nnu")]) == EXIT_EXISTS
+    assert (tmp_path / "m.nnu").read_bytes() == b"keep me"
+    assert "use -f" in capsys.readouterr().err
+    assert main(["encode", str(tmp_path / "m.pt"), str(tmp_path / "m.nnu"), "-f"]) == EXIT_OK
+    assert nu.decode((tmp_path / "m.nnu").read_bytes())
+
+
+def test_errors_are_one_line_with_distinct_codes_and_leave_no_file(tmp_path, capsys):
+    assert main(["decode", str(tmp_path / "missing.nnu"), str(tmp_path / "o.pt")]) == EXIT_IO
+    (tmp_path / "bad.nnu").write_bytes(b"\x89NNU\r\n\x1a\n\x01\x00\x00\x00\x01")
+    assert main(["decode", str(tmp_path / "bad.nnu"), str(tmp_path / "o.pt")]) == EXIT_BAD_INPUT
+    assert main(["encode", "a.pt", "b.nnu", "--block", "4by4"]) == EXIT_USAGE
+    assert main(["encode", str(tmp_path / "x.txt"), str(tmp_path / "o.nnu")]) == EXIT_BAD_INPUT
+    err = capsys.readouterr().err
+    assert all(line.startswith("nncodec: error: ") for line in err.strip().splitlines())
+    assert len(err.strip().splitlines()) == 4 and "Traceback" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.nnu"]
+
+
+def test_pickled_module_is_refused_with_a_fix(tmp_path, capsys):
+    torch.save(torch.nn.Linear(2, 2), tmp_path / "module.pt")
+    assert main(["encode", str(tmp_path / "module.pt"), str(tmp_path / "o.nnu")]) == EXIT_BAD_INPUT
+    err = capsys.readouterr().err
+    assert "torch.save(model.state_dict()" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "o.nnu").exists()
+
+
+def test_checkpoint_dict_holding_a_state_dict(tmp_path, state_dict):
+    torch.save({"epoch": 3, "model_state_dict": state_dict, "optimizer": {"lr": 0.1}}, tmp_path / "ckpt.pt")
+    assert main(["encode", str(tmp_path / "ckpt.pt"), str(tmp_path / "o.nnu")]) == EXIT_OK
+    assert set(nu.decode((tmp_path / "o.nnu").read_bytes())) == set(state_dict)
+
+
+def test_same_input_and_output_is_refused(tmp_path, state_dict):
+    torch.save(state_dict, tmp_path / "m.pt")
+    assert main(["encode", str(tmp_path / "m.pt"), str(tmp_path / "m.pt"), "-f"]) == EXIT_USAGE
+    assert torch.load(tmp_path / "m.pt", weights_only=True).keys() == state_dict.keys()

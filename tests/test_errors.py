@@ -1,0 +1,163 @@
+"""Malformed streams raise BitstreamError naming what and where (issue 2, items 4-5)."""
+
+from __future__ import annotations
+
+import zlib
+
+import numpy as np
+import pytest
+
+import nncodec_unify as nu
+from nncodec_unify import BitstreamError, Limits
+from nncodec_unify.bitio import ByteWriter
+from nncodec_unify.format import MAGIC, CodingMode, DType, UnitType
+from nncodec_unify.syntax import ModelHeader, TensorHeader, write_file_header, write_model_header, write_tensor_header, write_unit
+
+MODEL = {
+    "w": (np.arange(60, dtype=np.float32).reshape(6, 10) - 30) / 64,
+    "b": np.linspace(-1, 1, 10, dtype=np.float32),
+    "i": np.arange(4, dtype=np.int32),
+}
+
+
+@pytest.fixture(scope="module")
+def stream() -> bytes:
+    return nu.encode(MODEL)
+
+
+def _stream_of(units: list[tuple[int, bytes, bool]], *, version=(1, 0)) -> bytes:
+    writer = ByteWriter()
+    writer.bytes(MAGIC)
+    writer.u8(version[0])
+    writer.u8(version[1])
+    writer.u16(0)
+    for unit_type, payload, ancillary in units:
+        write_unit(writer, unit_type, payload, ancillary=ancillary)
+    return writer.getvalue()
+
+
+def _model_header(count: int) -> bytes:
+    writer = ByteWriter()
+    write_model_header(writer, ModelHeader(count))
+    return writer.getvalue()
+
+
+def _raw_tensor(name: str, values: np.ndarray, dtype: DType = DType.INT8) -> bytes:
+    writer = ByteWriter()
+    write_tensor_header(writer, TensorHeader(name, dtype, values.shape, CodingMode.RAW))
+    writer.bytes(values.tobytes())
+    return writer.getvalue()
+
+
+def test_every_truncation_is_rejected(stream):
+    for length in range(len(stream)):
+        with pytest.raises(BitstreamError):
+            nu.decode(stream[:length])
+
+
+def test_every_flipped_byte_is_rejected_or_harmless(stream):
+    original = nu.decode(stream)
+    for offset in range(len(stream)):
+        corrupted = bytearray(stream)
+        corrupted[offset] ^= 0x41
+        if offset == 9:  # version_minor: a newer minor version is read like this one (§4.1)
+            decoded = nu.decode(bytes(corrupted))
+            assert all(decoded[k].tobytes() == original[k].tobytes() for k in original)
+            continue
+        with pytest.raises(BitstreamError):
+            nu.decode(bytes(corrupted))
+
+
+def test_trailing_bytes_are_rejected(stream):
+    with pytest.raises(BitstreamError, match="payload_length|unit_type|trailing|remain"):
+        nu.decode(stream + b"\x00")
+
+
+def test_bad_magic_says_so():
+    with pytest.raises(BitstreamError, match="magic"):
+        nu.decode(b"PK\x03\x04" + bytes(20))
+
+
+def test_unknown_major_version_is_rejected_and_newer_minor_read():
+    units = [(UnitType.MODEL_HEADER, _model_header(1), False), (UnitType.TENSOR, _raw_tensor("a", np.ones(2, np.int8)), False)]
+    with pytest.raises(nu.UnsupportedVersionError, match="major version 2"):
+        nu.decode(_stream_of(units, version=(2, 0)))
+    assert nu.decode(_stream_of(units, version=(1, 7)))["a"].tolist() == [1, 1]
+
+
+def test_reserved_header_flags_are_rejected(stream):
+    corrupted = bytearray(stream)
+    corrupted[11] = 1
+    with pytest.raises(BitstreamError, match="header_flags"):
+        nu.decode(bytes(corrupted))
+
+
+def test_duplicate_names_are_rejected():
+    tensor = _raw_tensor("a", np.ones(2, np.int8))
+    units = [(UnitType.MODEL_HEADER, _model_header(2), False), (UnitType.TENSOR, tensor, False),
+             (UnitType.TENSOR, tensor, False)]
+    with pytest.raises(BitstreamError, match="duplicate tensor name 'a'"):
+        nu.decode(_stream_of(units))
+
+
+def test_unknown_units_are_skipped_if_ancillary_and_rejected_if_critical():
+    base = [(UnitType.MODEL_HEADER, _model_header(1), False), (UnitType.TENSOR, _raw_tensor("a", np.ones(2, np.int8)), False)]
+    assert "a" in nu.decode(_stream_of(base + [(200, b"metadata", True)]))
+    with pytest.raises(BitstreamError, match="unknown critical unit_type 200"):
+        nu.decode(_stream_of(base + [(200, b"metadata", False)]))
+
+
+def test_tensor_count_must_match():
+    units = [(UnitType.MODEL_HEADER, _model_header(2), False), (UnitType.TENSOR, _raw_tensor("a", np.ones(2, np.int8)), False)]
+    with pytest.raises(nu.TruncatedError, match="declares 2"):
+        nu.decode(_stream_of(units))
+
+
+def test_raw_length_must_match_the_shape():
+    writer = ByteWriter()
+    write_tensor_header(writer, TensorHeader("a", DType.INT32, (3,), CodingMode.RAW))
+    writer.bytes(bytes(8))
+    units = [(UnitType.MODEL_HEADER, _model_header(1), False), (UnitType.TENSOR, writer.getvalue(), False)]
+    with pytest.raises(BitstreamError, match="raw_data"):
+        nu.decode(_stream_of(units))
+
+
+def test_crc_mismatch_names_the_unit_crc(stream):
+    corrupted = bytearray(stream)
+    corrupted[-1] ^= 1
+    with pytest.raises(nu.ChecksumError, match="unit_crc"):
+        nu.decode(bytes(corrupted))
+
+
+def test_limits_are_checked_before_allocating():
+    huge = TensorHeader("a", DType.FLOAT32, (1 << 20, 1 << 20), CodingMode.RAW)
+    writer = ByteWriter()
+    write_tensor_header(writer, huge)
+    units = [(UnitType.MODEL_HEADER, _model_header(1), False), (UnitType.TENSOR, writer.getvalue(), False)]
+    with pytest.raises(nu.LimitExceededError, match="elements"):
+        nu.decode(_stream_of(units))
+    small = _stream_of([(UnitType.MODEL_HEADER, _model_header(1), False),
+                        (UnitType.TENSOR, _raw_tensor("abc", np.ones(100, np.int8)), False)])
+    with pytest.raises(nu.LimitExceededError, match="exceed 50 bytes"):
+        nu.decode(small, limits=Limits(max_total_output_bytes=50))
+    with pytest.raises(nu.LimitExceededError, match="name_length"):
+        nu.decode(small, limits=Limits(max_name_length=2))
+    two = _stream_of([(UnitType.MODEL_HEADER, _model_header(2), False),
+                      (UnitType.TENSOR, _raw_tensor("a", np.ones(1, np.int8)), False),
+                      (UnitType.TENSOR, _raw_tensor("b", np.ones(1, np.int8)), False)])
+    with pytest.raises(nu.LimitExceededError, match="tensor_count"):
+        nu.decode(two, limits=Limits(max_tensor_count=1))
+
+
+def test_errors_carry_element_and_offset(stream):
+    corrupted = bytearray(stream)
+    corrupted[8] = 9
+    with pytest.raises(BitstreamError) as info:
+        nu.decode(bytes(corrupted))
+    assert info.value.element == "version_major" and info.value.offset == 8
+
+
+def test_crc_covers_header_and_payload(stream):
+    # the first unit starts at byte 12: type, flags, u32 length, payload, u32 crc
+    length = int.from_bytes(stream[14:18], "little")
+    assert int.from_bytes(stream[18 + length:22 + length], "little") == zlib.crc32(stream[12:18 + length])

@@ -1,0 +1,37 @@
+"""A golden stream: the exact bytes of a tiny model (integer-exact path only).
+
+If this test fails, the format or constriction's output changed: that needs a format version
+bump and a change-log entry, never a silent update of these bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+
+import nncodec_unify as nu
+from nncodec_unify import EncoderConfig
+
+TINY = {
+    "w": np.array([[0.5, -0.5, 0.25, 0.0], [0.5, 0.5, -0.75, 0.0]], dtype=np.float32),
+    "n": np.array([1, 2], dtype=np.int8),
+}
+TINY_STREAM = bytes.fromhex(
+    "894e4e550d0a1a0a010000000100040000000200000039c50b220200650000000100770102020000000400000002f8ff02"
+    "02020200000001010101020001c001000000000000800000000001000000010101010200014001000000000100000000"
+    "000001000000400400000002020101040001d001000000a2d94b68000000000100000040d0e948ac02000c0000000100"
+    "6e0501020000000001023f0bd177"
+)
+
+
+def test_tiny_model_encodes_to_the_golden_bytes():
+    assert nu.encode(TINY, config=EncoderConfig(qp=-8, block=(2, 2))) == TINY_STREAM
+
+
+def test_golden_bytes_decode_to_the_model():
+    decoded = nu.decode(TINY_STREAM)
+    assert list(decoded) == ["w", "n"]
+    assert decoded["w"].tobytes() == TINY["w"].tobytes()  # all values lie on the 2**-2 grid
+    assert decoded["n"].tobytes() == TINY["n"].tobytes()
+    assert hashlib.sha256(decoded["w"].tobytes()).hexdigest() == hashlib.sha256(TINY["w"].tobytes()).hexdigest()

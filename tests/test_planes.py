@@ -1,0 +1,81 @@
+"""§6.4 binarization and §6.5 level planes, directly."""
+
+from __future__ import annotations
+
+import numpy as np
+from hypothesis import given
+from hypothesis import strategies as st
+
+from nncodec_unify.bitio import ByteReader, ByteWriter
+from nncodec_unify.entropy import FrequencyTable, table_for_counts
+from nncodec_unify.format import MAX_DIRECT_BITS, PROBABILITY_BITS, Limits
+from nncodec_unify.planes import binarize, decode_plane, encode_plane, symbol_tables
+from nncodec_unify.syntax import write_level_plane
+
+
+@given(st.lists(st.integers(0, 2**31 - 1), min_size=1, max_size=50), st.integers(0, MAX_DIRECT_BITS),
+       st.integers(0, 4))
+def test_binarization_is_invertible(values, direct_bits, mantissa_bits):
+    mantissa_bits = min(mantissa_bits, direct_bits)
+    values = np.array(values, dtype=np.int64)
+    symbols, raw_bits = binarize(values, direct_bits, mantissa_bits)
+    base, width = symbol_tables(direct_bits, mantissa_bits)
+    assert (width[symbols] == raw_bits).all()
+    low = values - base[symbols]
+    assert ((low >= 0) & (low < (np.int64(1) << raw_bits))).all()
+
+
+def _round_trip(magnitudes, mask, **options):
+    plane = encode_plane(magnitudes, mask, **options)
+    writer = ByteWriter()
+    write_level_plane(writer, plane)
+    count = int(mask.sum()) if mask is not None else magnitudes.size
+    data = writer.getvalue()
+    reader = ByteReader(data)
+    values = decode_plane(reader, *magnitudes.shape, mask, count, Limits(), "plane")
+    reader.expect_end("plane")
+    return values, plane
+
+
+@given(st.integers(1, 70), st.integers(1, 90), st.integers(0, 2**32 - 1), st.booleans())
+def test_planes_round_trip_with_contexts_and_masks(rows, cols, seed, masked):
+    rng = np.random.default_rng(seed)
+    scale = rng.lognormal(0, 1.5, (rows, 1)) * rng.lognormal(0, 1, (1, cols))
+    magnitudes = np.abs(np.rint(rng.normal(0, 1, (rows, cols)) * scale * 8)).astype(np.int64)
+    mask = rng.random((rows, cols)) < 0.6 if masked else None
+    values, _ = _round_trip(magnitudes, mask)
+    assert (values == (magnitudes[mask] if masked else magnitudes.ravel())).all()
+
+
+def test_contexts_are_used_when_line_scales_differ_and_pay_off():
+    rng = np.random.default_rng(1)
+    scale = np.exp(np.linspace(-2, 2, 300))[:, None]
+    magnitudes = np.abs(np.rint(rng.normal(0, 1, (300, 200)) * scale * 30)).astype(np.int64)
+    values, plane = _round_trip(magnitudes, None)
+    assert (values == magnitudes.ravel()).all()
+    assert plane.row_class_count > 1
+    _, flat = _round_trip(magnitudes, None, use_contexts=False)
+    assert plane.words.nbytes < 0.97 * flat.words.nbytes
+
+
+def test_fixed_choices_are_honoured_and_escapes_carry_raw_bits():
+    magnitudes = np.array([[0, 1, 2, 3, 1000, 2**31 - 1]], dtype=np.int64)
+    values, plane = _round_trip(magnitudes, None, binarization=(1, 1), classes=(np.zeros(1), np.array([0, 0, 1, 1, 2, 2])))
+    assert (values == magnitudes.ravel()).all()
+    assert (plane.direct_bits, plane.mantissa_bits, plane.col_class_count) == (1, 1, 3)
+    assert len(plane.raw_bits) > 0
+
+
+def test_constant_plane_costs_no_words():
+    values, plane = _round_trip(np.zeros((50, 40), dtype=np.int64), None)
+    assert (values == 0).all() and plane.words.size == 0
+
+
+def test_table_weights_sum_to_the_probability_total():
+    table = table_for_counts(np.array([5, 0, 1000, 3, 0, 0, 1]))
+    weights = table.weights()
+    assert weights.sum() + table.alphabet_size == 2**PROBABILITY_BITS
+    assert (weights >= 0).all() and table.alphabet_size == 7
+    uniform = FrequencyTable(np.ones(3, dtype=np.int64), 1).weights()
+    # T = 2**24 - 3 = 16777213; floor(T / 3) = 5592404 each; the remainder 1 goes to symbol 0
+    assert uniform.tolist() == [5592405.0, 5592404.0, 5592404.0]

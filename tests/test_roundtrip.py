@@ -1,0 +1,140 @@
+"""Round trips through encode and decode (issue 2, item 7)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from strategies import raw_arrays, shapes, structured_levels
+
+import nncodec_unify as nu
+from nncodec_unify import CodingMode, DType, EncoderConfig, TensorRule
+from nncodec_unify.format import BlockKind
+from nncodec_unify.quant import dequantize, step_size
+
+
+def _config(mode: CodingMode, **kwargs) -> EncoderConfig:
+    return EncoderConfig(rules=(TensorRule("*", mode=mode),), **kwargs)
+
+
+@given(raw_arrays())
+def test_raw_is_bit_exact_for_every_dtype_and_value(array):
+    stream = nu.encode({"t": array}, config=_config(CodingMode.RAW))
+    decoded = nu.decode(stream)["t"]
+    assert decoded.dtype == array.dtype.newbyteorder("=")
+    assert decoded.shape == array.shape
+    assert decoded.tobytes() == array.tobytes()
+
+
+@given(structured_levels(), st.sampled_from([CodingMode.UNIFIED, CodingMode.DENSE]), st.integers(-60, 8))
+def test_values_on_the_grid_come_back_bit_exactly(levels_and_block, mode, qp):
+    levels, block = levels_and_block
+    step = step_size(qp)
+    values = dequantize(levels, step, DType.FLOAT32)
+    config = _config(mode, qp=qp, vector_qp=qp, block=block)
+    result = nu.encode_with_report({"w": values}, config=config)
+    decoded = nu.decode(result.data)["w"]
+    assert decoded.tobytes() == values.tobytes()
+    if mode == CodingMode.UNIFIED and levels.size:
+        pruned, unified, dense = result.reports[0].block_counts
+        assert pruned + unified + dense == -(-levels.shape[0] // block[0]) * -(-levels.shape[1] // block[1])
+
+
+def test_unified_and_pruned_blocks_are_coded_as_such():
+    step = step_size(-32)
+    levels = np.zeros((8, 8), dtype=np.int64)
+    levels[:4, :4] = 5 * np.array([1, -1, 1, 1] * 4).reshape(4, 4)  # unified
+    levels[4:, 4:] = np.arange(16).reshape(4, 4) - 8  # dense
+    values = dequantize(levels, step, DType.FLOAT32)
+    result = nu.encode_with_report({"w": values})
+    assert result.reports[0].block_counts == (2, 1, 1)
+    assert nu.decode(result.data)["w"].tobytes() == values.tobytes()
+
+
+@given(shapes(min_dims=1, max_dims=4, max_side=12), st.integers(-40, -8), st.integers(0, 2**32 - 1))
+def test_quantized_values_are_within_half_a_step(shape, qp, seed):
+    values = np.random.default_rng(seed).normal(0, 0.3, size=shape).astype(np.float32)
+    config = EncoderConfig(qp=qp, vector_qp=qp)
+    decoded = nu.decode(nu.encode({"w": values}, config=config))["w"]
+    step = float(step_size(qp))
+    error = np.abs(decoded.astype(np.float64) - values.astype(np.float64))
+    # half a step, plus one float32 rounding of the product
+    assert (error <= step / 2 + np.abs(values) * 2.0**-23 + 1e-45).all()
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float64])
+def test_quantized_float16_and_float64_keep_their_dtype(dtype):
+    values = np.linspace(-1, 1, 60).astype(dtype).reshape(6, 10)
+    decoded = nu.decode(nu.encode({"w": values}))["w"]
+    assert decoded.dtype == dtype
+    assert np.abs(decoded.astype(np.float64) - values.astype(np.float64)).max() <= 2.0**-9 + 2.0**-11
+
+
+def test_bfloat16_torch_tensors_round_trip_and_report_their_dtype():
+    torch = pytest.importorskip("torch")
+    weight = torch.randn(9, 7).bfloat16()
+    bias = torch.randn(7).bfloat16()
+    model = nu.decode_tensors(nu.encode({"w": weight, "b": bias, "r": weight.clone()},
+                                        config=EncoderConfig(rules=(TensorRule("r", mode=CodingMode.RAW),))))
+    by_name = {t.name: t for t in model.tensors}
+    assert all(t.dtype == DType.BFLOAT16 for t in model.tensors)
+    assert np.array_equal(by_name["r"].array, weight.float().numpy())
+    assert (by_name["w"].array.view(np.uint32) & 0xFFFF == 0).all()  # values are bfloat16 values
+    assert np.abs(by_name["w"].array - weight.float().numpy()).max() <= 2.0**-9 + 2.0**-7
+
+
+@given(structured_levels())
+def test_encoding_is_deterministic(levels_and_block):
+    levels, block = levels_and_block
+    values = {"a": levels.astype(np.float32) * 0.01, "b": np.arange(5, dtype=np.int16)}
+    config = EncoderConfig(block=block)
+    assert nu.encode(values, config=config) == nu.encode(dict(values), config=config)
+
+
+def test_zero_dim_empty_and_many_tensors():
+    tensors = {"scalar": np.float32(2.5), "empty": np.zeros((0, 4), np.float32), "vec": np.zeros(0, np.float32)}
+    tensors.update({f"layer.{i}.ü": np.full((3, 5), i / 7, np.float32) for i in range(40)})
+    decoded = nu.decode(nu.encode(tensors))
+    assert list(decoded) == list(tensors)
+    assert decoded["scalar"].shape == () and decoded["scalar"] == np.float32(2.5)
+    assert decoded["empty"].shape == (0, 4) and decoded["vec"].shape == (0,)
+    assert np.abs(decoded["layer.39.ü"] - 39 / 7).max() <= 2.0**-9
+
+
+def test_nan_falls_back_to_raw_unless_a_mode_was_asked_for():
+    values = np.array([[1.0, np.nan], [np.inf, -2.0]], dtype=np.float32)
+    result = nu.encode_with_report({"w": values})
+    assert result.reports[0].mode == CodingMode.RAW and "nan" in result.reports[0].note
+    assert nu.decode(result.data)["w"].tobytes() == values.tobytes()
+    with pytest.raises(nu.EncodeError, match="nan or inf"):
+        nu.encode({"w": values}, config=_config(CodingMode.UNIFIED))
+
+
+def test_levels_beyond_31_bits_fall_back_to_raw():
+    values = np.array([[1e30, 0.0]], dtype=np.float32)
+    result = nu.encode_with_report({"w": values})
+    assert result.reports[0].mode == CodingMode.RAW
+    assert nu.decode(result.data)["w"].tobytes() == values.tobytes()
+
+
+def test_integers_are_always_raw():
+    config = _config(CodingMode.UNIFIED)
+    result = nu.encode_with_report({"ids": np.arange(12).reshape(3, 4)}, config=config)
+    assert result.reports[0].mode == CodingMode.RAW
+
+
+def test_rules_pick_mode_qp_and_block_by_name():
+    config = EncoderConfig(rules=(TensorRule("*.bias", mode=CodingMode.RAW), TensorRule("enc.*", qp=-20, block=(2, 8))))
+    assert config.coding_for("enc.bias", DType.FLOAT32, 1).mode == CodingMode.RAW
+    coding = config.coding_for("enc.weight", DType.FLOAT32, 2)
+    assert (coding.mode, coding.qp, coding.block) == (CodingMode.UNIFIED, -20, (2, 8))
+    assert config.coding_for("dec.weight", DType.FLOAT32, 2).qp == -32
+
+
+def test_block_kinds_follow_the_levels():
+    from nncodec_unify.blocks import block_kinds
+
+    magnitudes = np.array([[0, 0, 3, 3, 1], [0, 0, 3, 3, 2]])
+    kinds = block_kinds(magnitudes, 2, 2)
+    assert kinds.tolist() == [[BlockKind.PRUNED, BlockKind.UNIFIED, BlockKind.DENSE]]
