@@ -34,6 +34,9 @@ def _padded_blocks(matrix: np.ndarray, block_rows: int, block_cols: int, fill) -
     """View ``matrix`` as ``(grid_rows, block_rows, grid_cols, block_cols)``, padding with ``fill``."""
     rows, cols = matrix.shape
     grid_rows, grid_cols = grid_shape(rows, cols, block_rows, block_cols)
+    # A block longer than the matrix covers what a block of the matrix's length covers: clamp,
+    # so a 255x1 block over a 1-row matrix does not pad it 255-fold.
+    block_rows, block_cols = min(block_rows, max(rows, 1)), min(block_cols, max(cols, 1))
     pad_r, pad_c = grid_rows * block_rows - rows, grid_cols * block_cols - cols
     if pad_r or pad_c:
         matrix = np.pad(matrix, ((0, pad_r), (0, pad_c)), constant_values=fill)
@@ -59,5 +62,11 @@ def block_kinds(magnitudes: np.ndarray, block_rows: int, block_cols: int) -> np.
 
 
 def expand_blocks(grid: np.ndarray, block_rows: int, block_cols: int, rows: int, cols: int) -> np.ndarray:
-    """Per-element array of a per-block ``grid``, cropped to the ``rows x cols`` matrix."""
-    return np.repeat(np.repeat(grid, block_rows, axis=0), block_cols, axis=1)[:rows, :cols]
+    """Per-element array of a per-block ``grid``, cropped to the ``rows x cols`` matrix.
+
+    Crops after each repeat and clamps the block to the matrix, so memory stays within twice
+    the matrix: the sides come from the stream, and a 255x255 block over a 1 x n matrix must
+    not allocate 255 x n elements.
+    """
+    block_rows, block_cols = min(block_rows, max(rows, 1)), min(block_cols, max(cols, 1))
+    return np.repeat(np.repeat(grid, block_rows, axis=0)[:rows], block_cols, axis=1)[:, :cols]
