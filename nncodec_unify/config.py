@@ -5,6 +5,9 @@ from __future__ import annotations
 import dataclasses
 import fnmatch
 
+import numpy as np
+
+from .errors import EncodeError
 from .format import FLOAT_DTYPES, CodingMode, DType
 from .quant import DEFAULT_QP_DENSITY, qp_is_valid
 
@@ -56,14 +59,25 @@ class EncoderConfig:
     use_contexts: bool = True
 
     def __post_init__(self) -> None:
+        # Invalid options raise EncodeError (a ValueError) here, not a TypeError deep in the
+        # encoder or, worse, a stream with an undefined coding_mode.
+        if not _is_int(self.qp_density):
+            raise EncodeError(f"qp_density must be an integer, got {self.qp_density!r}")
         for field in ("qp", "vector_qp"):
-            if not qp_is_valid(getattr(self, field), self.qp_density):
-                raise ValueError(f"{field} {getattr(self, field)} is outside the format's range "
-                                 f"at qp_density {self.qp_density}")
+            value = getattr(self, field)
+            if not _is_int(value) or not qp_is_valid(value, self.qp_density):
+                raise EncodeError(f"{field} {value!r} is outside the format's range "
+                                  f"at qp_density {self.qp_density}")
         _check_block(self.block)
+        if not isinstance(self.rules, tuple) or not all(isinstance(r, TensorRule) for r in self.rules):
+            raise EncodeError(f"rules must be a tuple of TensorRule, got {self.rules!r}")
         for rule in self.rules:
-            if rule.qp is not None and not qp_is_valid(rule.qp, self.qp_density):
-                raise ValueError(f"rule {rule.pattern!r}: qp {rule.qp} is outside the format's range")
+            if not isinstance(rule.pattern, str):
+                raise EncodeError(f"rule pattern must be a string, got {rule.pattern!r}")
+            if rule.mode is not None and not isinstance(rule.mode, CodingMode):
+                raise EncodeError(f"rule {rule.pattern!r}: mode must be a CodingMode, got {rule.mode!r}")
+            if rule.qp is not None and (not _is_int(rule.qp) or not qp_is_valid(rule.qp, self.qp_density)):
+                raise EncodeError(f"rule {rule.pattern!r}: qp {rule.qp!r} is outside the format's range")
             if rule.block is not None:
                 _check_block(rule.block)
 
@@ -92,6 +106,11 @@ class EncoderConfig:
         return TensorCoding(mode, qp, self.qp_density, block, explicit)
 
 
+def _is_int(value: object) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
 def _check_block(block: tuple[int, int]) -> None:
-    if (len(block) != 2 or not all(isinstance(side, int) and 1 <= side <= MAX_BLOCK_SIDE for side in block)):
-        raise ValueError(f"block shape {block!r} must be two integers in 1..{MAX_BLOCK_SIDE}")
+    if (not isinstance(block, (tuple, list)) or len(block) != 2
+            or not all(_is_int(side) and 1 <= side <= MAX_BLOCK_SIDE for side in block)):
+        raise EncodeError(f"block shape {block!r} must be two integers in 1..{MAX_BLOCK_SIDE}")

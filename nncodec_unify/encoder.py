@@ -66,7 +66,9 @@ def encode_with_report(tensors: Mapping[str, object], *, config: EncoderConfig |
     ``measure_error`` computes each quantized tensor's maximum absolute error (costs a
     reconstruction). ``progress(done, total, name)`` is called before each tensor.
     """
-    config = config or EncoderConfig()
+    config = EncoderConfig() if config is None else config
+    if not isinstance(config, EncoderConfig):
+        raise EncodeError(f"config must be an EncoderConfig, got {type(config).__name__}")
     if not isinstance(tensors, Mapping):
         raise EncodeError(f"expected a mapping of names to tensors, got {type(tensors).__name__}")
     writer = ByteWriter()
@@ -79,7 +81,14 @@ def encode_with_report(tensors: Mapping[str, object], *, config: EncoderConfig |
         if progress is not None:
             progress(index, len(tensors), name)
         _check_name(name)
-        array, dtype = to_numpy(name, value)
+        try:
+            array, dtype = to_numpy(name, value)
+        except (TypeError, ValueError, RuntimeError, NotImplementedError) as exc:
+            if isinstance(exc, EncodeError):
+                raise
+            # e.g. a ragged list, a sparse or meta torch tensor
+            detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise EncodeError(f"tensor {name!r}: cannot read its values as an array ({detail})") from None
         _check_shape(name, array.shape)
         coding = config.coding_for(name, dtype, array.ndim)
         payload, report = encode_tensor(name, array, dtype, coding, use_contexts=config.use_contexts,
