@@ -104,7 +104,7 @@ def describe(data: bytes, *, limits: Limits | None = None) -> tuple[FileHeader, 
             qp, density = params.qp, params.qp_density
             if header.coding_mode == CodingMode.UNIFIED:
                 block = read_block_shape(reader)
-        reader.view(reader.remaining, "tensor payload")
+        reader.view(reader.remaining, "tensor_payload")
         return TensorInfo(header.name, header.dtype, header.shape, header.coding_mode, qp, density, block, size)
 
     try:
@@ -143,13 +143,13 @@ def _walk(data: bytes, limits: Limits, on_tensor) -> tuple[FileHeader, list]:
                 raise BitstreamError(f"duplicate tensor name {tensor_header.name!r}", element="name",
                                      offset=unit.payload_offset + 2)
             names.add(tensor_header.name)
-            output_bytes += tensor_header.element_count * DTYPE_NUMPY[tensor_header.dtype].itemsize
+            output_bytes += tensor_header.element_count * DTYPE_ITEMSIZE[tensor_header.dtype]  # §8: stored sizes
             if output_bytes > limits.max_total_output_bytes:
                 raise LimitExceededError(
                     f"decoded tensors would exceed {limits.max_total_output_bytes} bytes", element="dims",
                     offset=unit.payload_offset)
             results.append(on_tensor(payload, tensor_header, limits))
-            payload.expect_end("tensor payload")
+            payload.expect_end("tensor_payload")
         elif unit.unit_type in tuple(UnitType):
             raise BitstreamError(f"unit_type {unit.unit_type} must not be marked ancillary",
                                  element="unit_flags", offset=unit.offset + 1)

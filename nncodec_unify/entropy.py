@@ -1,4 +1,4 @@
-"""Range coding of symbol groups with integer frequency tables (spec §6.6, §6.7).
+"""Range coding of symbol groups with integer frequency tables (spec §6.6, §6.9).
 
 This is the only module that imports constriction. Facts it relies on (constriction 0.5.0):
 
@@ -113,6 +113,7 @@ class RangeDecoder:
         self._element, self._offset = element, offset
         self._decoder = None
         self._words = np.ascontiguousarray(words, dtype=np.uint32)
+        self._decoded: list[tuple[np.ndarray, object]] = []
 
     def decode(self, count: int, table: FrequencyTable) -> np.ndarray:
         """``count`` symbols (int32) under ``table``; a one-symbol table yields zeros."""
@@ -121,7 +122,27 @@ class RangeDecoder:
         try:
             if self._decoder is None:
                 self._decoder = constriction.stream.queue.RangeDecoder(self._words)
-            return np.asarray(self._decoder.decode(table.model(), count), dtype=np.int32)
+            model = table.model()
+            symbols = np.asarray(self._decoder.decode(model, count), dtype=np.int32)
         except Exception as exc:  # constriction signals bad data with bare assertions
             raise BitstreamError(f"range decoder rejected the data ({type(exc).__name__})",
                                  element=self._element, offset=self._offset) from None
+        self._decoded.append((symbols, model))
+        return symbols
+
+    def finish(self, *, element: str, offset: int) -> None:
+        """§6.9.4: ``word_count`` must be exactly the number of words the decoded symbols take.
+
+        constriction's decoder does not tell how many words it read, so the symbols are coded
+        again: the encoder's (lower, range) follows the decoder's step for step, so its word
+        count is the one §6.9.4 requires (no words when no symbol went through the coder).
+        """
+        expected = 0
+        if self._decoded:
+            encoder = constriction.stream.queue.RangeEncoder()
+            for symbols, model in self._decoded:
+                encoder.encode(symbols, model)
+            expected = encoder.num_words()
+        if expected != self._words.size:
+            raise BitstreamError(f"word_count {self._words.size} contradicts the {expected} words the "
+                                 "decoded symbols take", element=element, offset=offset)

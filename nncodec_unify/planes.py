@@ -326,6 +326,7 @@ def decode_plane(reader: ByteReader, rows: int, cols: int, mask: np.ndarray | No
         symbols[np.argsort(_contexts(row_classes, col_classes, mask), kind="stable")] = grouped
     else:
         symbols = decoder.decode(plane.value_count, plane.magnitude_tables[0])
+    decoder.finish(element=f"{element}.word_count", offset=plane.words_offset - 4)
     return _add_raw_bits(plane, symbols, element)
 
 

@@ -17,7 +17,7 @@ from .entropy import FrequencyTable
 from .errors import BitstreamError, ChecksumError, LimitExceededError, TruncatedError, UnsupportedVersionError
 from .format import (
     DTYPE_ITEMSIZE, FILE_HEADER_SIZE, FLOAT_DTYPES, MAGIC, MAX_CLASS_COUNT, MAX_DIRECT_BITS,
-    MAX_FREQUENCY_BITS, MAX_MAGNITUDE_EXPONENT, MAX_MANTISSA_BITS, UNIT_CRC_SIZE,
+    MAX_FREQUENCY_BITS, MAX_MAGNITUDE_EXPONENT, MAX_MANTISSA_BITS, MAX_QP_DENSITY, UNIT_CRC_SIZE,
     UNIT_FLAG_ANCILLARY, UNIT_HEADER_SIZE, VERSION_MAJOR, VERSION_MINOR, CodingMode, DType,
     Limits,
 )
@@ -238,7 +238,11 @@ class QuantParams:
 def read_quant_params(reader: ByteReader) -> QuantParams:
     at = reader.offset
     qp = reader.i16("qp")
+    density_at = reader.offset
     density = reader.u8("qp_density")
+    if density > MAX_QP_DENSITY:
+        raise BitstreamError(f"qp_density {density} outside 0..{MAX_QP_DENSITY}", element="qp_density",
+                             offset=density_at)
     if not qp_is_valid(qp, density):
         raise BitstreamError(f"qp {qp} with qp_density {density} is outside the allowed range",
                              element="qp", offset=at)
@@ -256,7 +260,8 @@ def read_block_shape(reader: ByteReader) -> tuple[int, int]:
     block_cols = reader.u8("block_cols")
     if block_rows == 0 or block_cols == 0:
         raise BitstreamError(f"block shape {block_rows}x{block_cols} has a zero side",
-                             element="block_rows", offset=at)
+                             element="block_rows" if block_rows == 0 else "block_cols",
+                             offset=at if block_rows == 0 else at + 1)
     return block_rows, block_cols
 
 
