@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+import warnings
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from .errors import NncodecError
 from .format import DType
 
 STATE_DICT_KEYS = ("state_dict", "model_state_dict", "model", "module", "weights")
+SAFETENSORS_RESERVED = "__metadata__"
 
 
 class CheckpointError(NncodecError, ValueError):
@@ -66,7 +68,9 @@ def _load_torch(path: Path) -> dict[str, object]:
     except ImportError:
         raise CheckpointError(f"{path}: reading .pt files needs torch (pip install torch)") from None
     try:
-        loaded = torch.load(str(path), map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # e.g. "Detected pickle protocol 4": the error says it all
+            warnings.simplefilter("ignore")
+            loaded = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:  # weights_only refuses pickled code with UnpicklingError
         message = _first_line(exc)
         if "weights_only" in message or "Unsupported global" in message or "Unpickl" in type(exc).__name__:
@@ -106,6 +110,10 @@ def save_decoded(path: str | os.PathLike, model: DecodedModel, *, overwrite: boo
     shapes and stored dtypes (bfloat16 restored), atomically."""
     path = Path(path)
     kind = checkpoint_format(path)
+    if kind == "safetensors" and any(t.name == SAFETENSORS_RESERVED for t in model.tensors):
+        # safetensors writes such a tensor into its header's metadata slot: a corrupt file
+        raise CheckpointError(f"{path}: a tensor is named {SAFETENSORS_RESERVED!r}, which safetensors "
+                              "reserves; write a .pt file instead")
     needs_torch = kind == "pt" or any(t.dtype == DType.BFLOAT16 for t in model.tensors)
     if needs_torch:
         try:
@@ -153,16 +161,41 @@ def atomic_output(path: Path, *, overwrite: bool) -> Iterator[str]:
         raise FileExistsError(f"{path}: already exists (use -f to overwrite)")
     if path.is_dir():
         raise IsADirectoryError(f"{path}: is a directory")
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent or ".")
+    if not path.parent.is_dir():
+        raise FileNotFoundError(f"{path.parent}: no such directory")
+    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
     os.close(descriptor)
     try:
         yield temporary
         with open(temporary, "rb+") as handle:
             os.fsync(handle.fileno())
-        if path.exists() and not overwrite:
-            raise FileExistsError(f"{path}: already exists (use -f to overwrite)")
-        os.replace(temporary, path)
+        os.chmod(temporary, 0o666 & ~_umask())  # mkstemp makes 0600; give what open() would
+        if overwrite:
+            os.replace(temporary, path)
+        else:
+            _rename_no_clobber(temporary, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temporary)
         raise
+
+
+def _rename_no_clobber(temporary: str, path: Path) -> None:
+    """Move ``temporary`` to ``path`` unless ``path`` exists, atomically where hard links work:
+    a file created at ``path`` since the caller's check is never replaced."""
+    try:
+        os.link(temporary, path)
+    except FileExistsError:
+        raise FileExistsError(f"{path}: already exists (use -f to overwrite)") from None
+    except OSError:  # a file system without hard links: check, then rename
+        if path.exists():
+            raise FileExistsError(f"{path}: already exists (use -f to overwrite)") from None
+        os.replace(temporary, path)
+        return
+    os.unlink(temporary)
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask

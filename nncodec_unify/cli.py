@@ -230,7 +230,13 @@ def _print_summary(summary: dict) -> None:
     if any(blocks.values()):
         print(f"  blocks: {blocks['pruned']:,} pruned, {blocks['unified']:,} unified, {blocks['dense']:,} dense")
     for note in summary["notes"]:
-        print(f"  note: {note}")
+        print(f"  note: {_shown(note)}")
+
+
+def _shown(text: str) -> str:
+    """Text from a stream or weight file as printed: control characters (terminal escapes,
+    newlines that would fake output lines) are shown escaped instead of being sent."""
+    return text if text.isprintable() else repr(text)[1:-1]
 
 
 def _read_stream(path: str) -> bytes:
@@ -271,5 +277,5 @@ def _info(args: argparse.Namespace) -> int:
             coding += f" qp={t.qp}"
         if t.block:
             coding += f" block={t.block[0]}x{t.block[1]}"
-        print(f"  {t.name}  {DTYPE_NAMES[t.dtype]}{list(t.shape)}  {coding}  {t.payload_bytes:,} bytes")
+        print(f"  {_shown(t.name)}  {DTYPE_NAMES[t.dtype]}{list(t.shape)}  {coding}  {t.payload_bytes:,} bytes")
     return EXIT_OK
