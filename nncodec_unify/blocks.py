@@ -30,19 +30,6 @@ def grid_shape(rows: int, cols: int, block_rows: int, block_cols: int) -> tuple[
     return -(-rows // block_rows), -(-cols // block_cols)
 
 
-def _padded_blocks(matrix: np.ndarray, block_rows: int, block_cols: int, fill) -> np.ndarray:
-    """View ``matrix`` as ``(grid_rows, block_rows, grid_cols, block_cols)``, padding with ``fill``."""
-    rows, cols = matrix.shape
-    grid_rows, grid_cols = grid_shape(rows, cols, block_rows, block_cols)
-    # A block longer than the matrix covers what a block of the matrix's length covers: clamp,
-    # so a 255x1 block over a 1-row matrix does not pad it 255-fold.
-    block_rows, block_cols = min(block_rows, max(rows, 1)), min(block_cols, max(cols, 1))
-    pad_r, pad_c = grid_rows * block_rows - rows, grid_cols * block_cols - cols
-    if pad_r or pad_c:
-        matrix = np.pad(matrix, ((0, pad_r), (0, pad_c)), constant_values=fill)
-    return matrix.reshape(grid_rows, block_rows, grid_cols, block_cols)
-
-
 def block_kinds(magnitudes: np.ndarray, block_rows: int, block_cols: int) -> np.ndarray:
     """Kind of every block from the matrix of level magnitudes, as a uint8 grid.
 
@@ -52,9 +39,12 @@ def block_kinds(magnitudes: np.ndarray, block_rows: int, block_cols: int) -> np.
     rows, cols = magnitudes.shape
     if rows == 0 or cols == 0:
         return np.zeros(grid_shape(rows, cols, block_rows, block_cols), dtype=np.uint8)
-    top = np.iinfo(magnitudes.dtype).max
-    largest = _padded_blocks(magnitudes, block_rows, block_cols, 0).max(axis=(1, 3))
-    smallest = _padded_blocks(magnitudes, block_rows, block_cols, top).min(axis=(1, 3))
+    row_starts = np.arange(0, rows, block_rows)
+    col_starts = np.arange(0, cols, block_cols)
+    # reduceat reduces each run between starts, so partial edge blocks need no padding
+    # reduce along the contiguous axis first: it is the cheap pass over the whole matrix
+    largest = np.maximum.reduceat(np.maximum.reduceat(magnitudes, col_starts, axis=1), row_starts, axis=0)
+    smallest = np.minimum.reduceat(np.minimum.reduceat(magnitudes, col_starts, axis=1), row_starts, axis=0)
     kinds = np.full(largest.shape, BlockKind.DENSE, dtype=np.uint8)
     kinds[largest == smallest] = BlockKind.UNIFIED
     kinds[largest == 0] = BlockKind.PRUNED

@@ -137,7 +137,7 @@ def encode_tensor(name: str, array: np.ndarray, dtype: DType, coding: TensorCodi
         writer.bytes(_raw_bytes(array, dtype))
     else:
         step = step_size(coding.qp, coding.qp_density)
-        levels = quantize(array, step)
+        levels = quantize(array, step, np.int32)  # |level| < 2**31 was checked above
         write_quant_params(writer, QuantParams(coding.qp, coding.qp_density))
         rows, cols = matrix_shape(array.shape)
         matrix = levels.reshape(rows, cols)

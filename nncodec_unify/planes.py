@@ -164,7 +164,7 @@ def choose_classes(symbols: np.ndarray, magnitudes: np.ndarray, mask: np.ndarray
     row_log, row_present = _line_log_means(magnitudes, mask, 1)
     col_log, col_present = _line_log_means(magnitudes, mask, 0)
     # Estimate on a regular sample of the plane's positions (row, col) in scan order.
-    sample_step = max(1, symbols.size // (1 << 18))
+    sample_step = max(1, symbols.size // (1 << 16))
     positions = np.flatnonzero(mask) if mask is not None else None
     picked = (positions[::sample_step] if positions is not None
               else np.arange(0, rows * cols, sample_step))
@@ -177,9 +177,12 @@ def choose_classes(symbols: np.ndarray, magnitudes: np.ndarray, mask: np.ndarray
         context_count = int(row_classes.max() + col_classes.max()) + 1
         ctx = row_classes[sample_rows] + col_classes[sample_cols]
         joint = np.bincount(ctx * alphabet + sample_symbols, minlength=context_count * alphabet)
-        joint = joint.reshape(context_count, alphabet)
-        coded = sum(_entropy_bits(t) for t in joint) * scale
-        tables = sum(_table_bits(t * scale) for t in joint)
+        joint = joint.reshape(context_count, alphabet).astype(np.float64)
+        totals = joint.sum(axis=1, keepdims=True)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            coded = -np.nansum(joint * np.log2(joint / totals)) * scale
+        used = joint > 0
+        tables = float(np.sum(used * (3.0 + 0.5 * np.log2(joint * scale + 1.0)))) + 24.0 * context_count
         side = 0.0
         for classes in (row_classes, col_classes):
             if classes.max() > 0:

@@ -56,12 +56,13 @@ def qp_for_step(step: float, qp_density: int = DEFAULT_QP_DENSITY) -> int:
     return qp
 
 
-def quantize(values: np.ndarray, step: np.float32) -> np.ndarray:
-    """Nearest levels (ties to even) as int64: ``rint(value / step)`` computed in float64.
+def quantize(values: np.ndarray, step: np.float32, dtype=np.int64) -> np.ndarray:
+    """Nearest levels (ties to even): ``rint(value / step)`` computed in float64.
 
-    The caller checks the values are finite and the levels within the format's range.
+    The caller checks the values are finite and the levels within the format's range (and
+    within ``dtype``).
     """
-    return np.rint(values.astype(np.float64) / np.float64(step)).astype(np.int64)
+    return np.rint(values.astype(np.float64) / np.float64(step)).astype(dtype)
 
 
 def dequantize(levels: np.ndarray, step: np.float32, dtype: DType) -> np.ndarray:
