@@ -19,7 +19,7 @@ import dataclasses
 import constriction
 import numpy as np
 
-from .errors import BitstreamError
+from .errors import BitstreamError, LimitExceededError
 from .format import MAX_FREQUENCY_BITS, PROBABILITY_BITS
 
 PROBABILITY_TOTAL = 1 << PROBABILITY_BITS
@@ -124,7 +124,14 @@ class RangeDecoder:
                 self._decoder = constriction.stream.queue.RangeDecoder(self._words)
             model = table.model()
             symbols = np.asarray(self._decoder.decode(model, count), dtype=np.int32)
-        except Exception as exc:  # constriction signals bad data with bare assertions
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except MemoryError:
+            raise LimitExceededError(f"cannot allocate {count} symbols", element=self._element,
+                                     offset=self._offset) from None
+        # constriction signals bad data with bare assertions; a Rust panic would arrive as
+        # pyo3's PanicException, which derives from BaseException
+        except BaseException as exc:
             raise BitstreamError(f"range decoder rejected the data ({type(exc).__name__})",
                                  element=self._element, offset=self._offset) from None
         self._decoded.append((symbols, model))
