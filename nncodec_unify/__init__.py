@@ -4,6 +4,7 @@ The decode path (``decode``, ``decode_tensors``) needs only numpy and constricti
 imported lazily, and only on the encoder and training side.
 """
 
+from .checkpoint import decode_file, encode_file
 from .config import EncoderConfig, TensorRule
 from .decoder import DecodedModel, DecodedTensor, decode, decode_tensors
 from .encoder import EncodeResult, TensorReport, encode, encode_with_report
@@ -19,5 +20,6 @@ __all__ = [
     "BitstreamError", "BlockKind", "ChecksumError", "CodingMode", "DType", "DecodedModel",
     "DecodedTensor", "EncodeError", "EncodeResult", "EncoderConfig", "LimitExceededError", "Limits",
     "NncodecError", "TensorReport", "TensorRule", "TruncatedError", "UnsupportedVersionError",
-    "VERSION_MAJOR", "VERSION_MINOR", "decode", "decode_tensors", "encode", "encode_with_report",
+    "VERSION_MAJOR", "VERSION_MINOR", "decode", "decode_file", "decode_tensors", "encode", "encode_file",
+    "encode_with_report",
 ]

@@ -199,3 +199,40 @@ def _umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
+
+
+def encode_file(source: str | os.PathLike, target: str | os.PathLike, *, config=None,
+                overwrite: bool = False):
+    """Encode the weight file ``source`` into the stream file ``target``; returns the
+    :class:`~nncodec_unify.encoder.EncodeResult` (stream bytes and per-tensor reports)."""
+    from .encoder import encode_with_report
+
+    if _same_path(source, target):
+        raise CheckpointError(f"{target}: input and output are the same file")
+    if Path(target).exists() and not overwrite:
+        raise FileExistsError(f"{target}: already exists (use -f to overwrite)")
+    result = encode_with_report(load_tensors(source), config=config, measure_error=True)
+    write_bytes(target, result.data, overwrite=overwrite)
+    return result
+
+
+def decode_file(source: str | os.PathLike, target: str | os.PathLike, *, limits=None,
+                overwrite: bool = False) -> DecodedModel:
+    """Decode the stream file ``source`` into ``target`` (.pt/.pth or .safetensors)."""
+    from .decoder import decode_tensors
+
+    if _same_path(source, target):
+        raise CheckpointError(f"{target}: input and output are the same file")
+    checkpoint_format(target)
+    if Path(target).exists() and not overwrite:
+        raise FileExistsError(f"{target}: already exists (use -f to overwrite)")
+    model = decode_tensors(Path(source).read_bytes(), limits=limits)
+    save_decoded(target, model, overwrite=overwrite)
+    return model
+
+
+def _same_path(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    try:
+        return Path(b).exists() and os.path.samefile(a, b)
+    except OSError:
+        return False

@@ -202,11 +202,9 @@ def _apply_signs(magnitudes: np.ndarray, negative: np.ndarray) -> np.ndarray:
 
 def _negate_where(values: np.ndarray, negative: np.ndarray) -> np.ndarray:
     """Apply sign bits, in scan order, to the non-zero entries of ``values`` (§6.8)."""
-    nonzero = np.flatnonzero(values)
-    if negative.size != nonzero.size:
-        raise AssertionError("the sign section was read for another count")
-    flip = nonzero[negative]
-    values[flip] = -values[flip]
+    flip = np.zeros(values.shape, dtype=bool)
+    flip[values != 0] = negative  # the caller read exactly one sign per non-zero value
+    np.negative(values, out=values, where=flip)
     return values
 
 

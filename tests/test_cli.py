@@ -109,3 +109,14 @@ def test_same_input_and_output_is_refused(tmp_path, state_dict):
     torch.save(state_dict, tmp_path / "m.pt")
     assert main(["encode", str(tmp_path / "m.pt"), str(tmp_path / "m.pt"), "-f"]) == EXIT_USAGE
     assert torch.load(tmp_path / "m.pt", weights_only=True).keys() == state_dict.keys()
+
+
+def test_file_helpers_round_trip_and_refuse_overwrite(tmp_path, state_dict):
+    torch.save(state_dict, tmp_path / "m.pt")
+    result = nu.encode_file(tmp_path / "m.pt", tmp_path / "m.nnu")
+    assert (tmp_path / "m.nnu").read_bytes() == result.data
+    with pytest.raises(FileExistsError):
+        nu.encode_file(tmp_path / "m.pt", tmp_path / "m.nnu")
+    model = nu.decode_file(tmp_path / "m.nnu", tmp_path / "back.safetensors")
+    assert [t.name for t in model.tensors] == list(state_dict)
+    assert (tmp_path / "back.safetensors").stat().st_size > 0
