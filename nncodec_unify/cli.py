@@ -77,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     encode.add_argument("--tensor-block", type=_pattern_value, action="append", default=[], metavar="PATTERN=RxC",
                         help="block shape for tensors matching PATTERN (repeatable)")
     encode.add_argument("--no-contexts", action="store_true", help="code levels without row/column contexts (faster)")
+    encode.add_argument("--workers", type=int, default=1, help="code tensors in N processes (same output)")
     encode.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     encode.add_argument("-f", "--force", action="store_true", help="overwrite the output if it exists")
 
@@ -176,7 +177,10 @@ def _encode(args: argparse.Namespace) -> int:
     if os.path.exists(args.output) and not args.force:
         raise FileExistsError(f"{args.output}: already exists (use -f to overwrite)")
     tensors = load_tensors(args.input)
-    result = encode_with_report(tensors, config=config, measure_error=True, progress=_progress_printer())
+    if args.workers < 1:
+        raise UsageError(f"--workers must be at least 1, got {args.workers}")
+    result = encode_with_report(tensors, config=config, measure_error=True, progress=_progress_printer(),
+                                workers=args.workers)
     write_bytes(args.output, result.data, overwrite=args.force)
     summary = _summary(args.input, args.output, result)
     if args.json:

@@ -138,3 +138,9 @@ def test_block_kinds_follow_the_levels():
     magnitudes = np.array([[0, 0, 3, 3, 1], [0, 0, 3, 3, 2]])
     kinds = block_kinds(magnitudes, 2, 2)
     assert kinds.tolist() == [[BlockKind.PRUNED, BlockKind.UNIFIED, BlockKind.DENSE]]
+
+
+def test_workers_give_the_same_bytes():
+    rng = np.random.default_rng(3)
+    tensors = {f"t{i}": rng.normal(0, 0.1, (20 + i, 30)).astype(np.float32) for i in range(4)}
+    assert nu.encode_with_report(tensors, workers=2).data == nu.encode(tensors)
