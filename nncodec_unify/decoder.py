@@ -177,7 +177,11 @@ def decode_tensor_payload(reader: ByteReader, header: TensorHeader, limits: Limi
             levels = _read_dense(reader, rows, cols, limits)
         else:
             levels = _read_unified(reader, rows, cols, limits)
-        array = dequantize(levels, step_size(params.qp, params.qp_density), header.dtype).reshape(header.shape)
+        # §7.1: underflow to subnormals or zero and overflow to infinity are defined results,
+        # so they must not raise under a caller's np.seterr(all="raise").
+        with np.errstate(over="ignore", under="ignore"):
+            array = dequantize(levels, step_size(params.qp, params.qp_density), header.dtype)
+        array = array.reshape(header.shape)
     return DecodedTensor(header.name, header.dtype, array, header.coding_mode)
 
 
