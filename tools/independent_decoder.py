@@ -1,0 +1,713 @@
+#!/usr/bin/env python3
+"""An independent decoder for nncodec_unify streams, written from ``spec/bitstream.md`` alone.
+
+It imports neither ``nncodec_unify`` nor ``constriction``: the range decoder, the probability
+tables, the CRC-32 and the reconstruction are implemented here exactly as the spec describes
+them, function by function in the spec's order, so that where this decoder and the reference
+decoder agree, the spec is complete. It is written for clarity, not speed (the range decoder
+is a plain Python loop).
+
+    python tools/independent_decoder.py STREAM            # list tensors with their SHA-256
+    python tools/independent_decoder.py --suite conformance/   # check a conformance suite
+
+Every rejection is a :class:`DecodeError` with the spec's ``category`` and ``element`` (§3.6).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+# ---------------------------------------------------------------------------------------------
+# §3.6 errors
+
+
+class DecodeError(Exception):
+    """A rejected stream: ``category`` is one of the five of §3.6, ``element`` the spec's name."""
+
+    def __init__(self, category: str, element: str, message: str):
+        super().__init__(f"{category} at {element}: {message}")
+        self.category = category
+        self.element = element
+
+
+def malformed(element: str, message: str) -> DecodeError:
+    return DecodeError("malformed", element, message)
+
+
+# ---------------------------------------------------------------------------------------------
+# §8 limits
+
+DEFAULT_LIMITS = {
+    "max_tensor_count": 1 << 20,
+    "max_name_length": 1024,
+    "max_ndim": 8,
+    "max_elements_per_tensor": 1 << 32,
+    "max_total_output_bytes": 1 << 36,
+    "max_alphabet_size": 1024,
+}
+
+
+def limit_error(element: str, message: str) -> DecodeError:
+    return DecodeError("limit", element, message)
+
+
+# ---------------------------------------------------------------------------------------------
+# §3.2, §3.5 descriptors, read from a window; reading past its end is `truncated`
+
+
+class Window:
+    def __init__(self, data: bytes, start: int, end: int):
+        self.data, self.pos, self.end = data, start, end
+
+    @property
+    def remaining(self) -> int:
+        return self.end - self.pos
+
+    def take(self, n: int, element: str) -> bytes:
+        if n > self.end - self.pos:
+            raise DecodeError("truncated", element, f"needs {n} bytes, {self.end - self.pos} remain")
+        chunk = self.data[self.pos:self.pos + n]
+        self.pos += n
+        return chunk
+
+    def u8(self, element: str) -> int:
+        return self.take(1, element)[0]
+
+    def u16(self, element: str) -> int:
+        return int.from_bytes(self.take(2, element), "little")
+
+    def i16(self, element: str) -> int:
+        return int.from_bytes(self.take(2, element), "little", signed=True)
+
+    def u32(self, element: str) -> int:
+        return int.from_bytes(self.take(4, element), "little")
+
+
+# §3.3 bit packing: MSB first, zero padding
+
+
+class BitReader:
+    def __init__(self, data: bytes):
+        self.data, self.bit = data, 0
+
+    def read(self, width: int) -> int:
+        value = 0
+        for _ in range(width):
+            byte = self.data[self.bit >> 3]
+            value = (value << 1) | ((byte >> (7 - (self.bit & 7))) & 1)
+            self.bit += 1
+        return value
+
+
+def padding_is_zero(data: bytes, used_bits: int) -> bool:
+    if used_bits % 8 == 0:
+        return True
+    return data[used_bits // 8] & ((1 << (8 - used_bits % 8)) - 1) == 0
+
+
+def ceil_div(a: int, b: int) -> int:
+    return (a + b - 1) // b
+
+
+# ---------------------------------------------------------------------------------------------
+# Appendix A: CRC-32
+
+
+def _crc_table() -> list[int]:
+    table = []
+    for n in range(256):
+        c = n
+        for _ in range(8):
+            c = (c >> 1) ^ 0xEDB88320 if c & 1 else c >> 1
+        table.append(c)
+    return table
+
+
+_CRC_TABLE = _crc_table()
+
+
+def crc32(data: bytes) -> int:
+    crc = 0xFFFFFFFF
+    for b in data:
+        crc = (crc >> 8) ^ _CRC_TABLE[(crc ^ b) & 0xFF]
+    return crc ^ 0xFFFFFFFF
+
+
+# ---------------------------------------------------------------------------------------------
+# §5.2 dtypes: name, is float, item size
+
+DTYPES = {
+    1: ("float32", True, 4), 2: ("float16", True, 2), 3: ("bfloat16", True, 2), 4: ("float64", True, 8),
+    5: ("int8", False, 1), 6: ("int16", False, 2), 7: ("int32", False, 4), 8: ("int64", False, 8),
+    9: ("uint8", False, 1), 10: ("bool", False, 1), 11: ("uint16", False, 2), 12: ("uint32", False, 4),
+    13: ("uint64", False, 8),
+}
+RAW, DENSE, UNIFIED = 0, 1, 2
+MODE_NAMES = {RAW: "raw", DENSE: "dense", UNIFIED: "unified"}
+KIND_DENSE, KIND_UNIFIED, KIND_PRUNED = 0, 1, 2
+
+
+@dataclasses.dataclass
+class Tensor:
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+    coding_mode: str
+    data: bytes  # §7.3 canonical bytes
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.data).hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------
+# §4 container
+
+
+MAGIC = b"\x89NNU\r\n\x1a\n"
+
+
+def decode(data: bytes, limits: dict | None = None) -> list[Tensor]:
+    """§4: the whole stream. Returns the tensors in stream order."""
+    lim = dict(DEFAULT_LIMITS)
+    lim.update(limits or {})
+    data = bytes(data)
+    stream = Window(data, 0, len(data))
+    read_file_header(stream)
+    tensor_count = None
+    tensors: list[Tensor] = []
+    names: set[bytes] = set()
+    output_bytes = 0
+    while stream.remaining:
+        unit_type, ancillary, payload = read_unit(stream, data)
+        if unit_type == 1 and not ancillary:  # §4.3 rule 1
+            if tensor_count is not None:
+                raise malformed("unit_type", "a second model_header")
+            tensor_count = read_model_header(payload, lim)
+        elif tensor_count is None:  # rule 2
+            raise malformed("unit_type", "the first unit must be a critical model_header")
+        elif unit_type == 2 and not ancillary:  # rule 3
+            if len(tensors) == tensor_count:
+                raise malformed("unit_type", "more tensor units than tensor_count")
+            header = read_tensor_header(payload, lim)
+            if header["raw_name"] in names:
+                raise malformed("name", "duplicate tensor name")
+            names.add(header["raw_name"])
+            output_bytes += header["element_count"] * DTYPES[header["dtype"]][2]
+            if output_bytes > lim["max_total_output_bytes"]:
+                raise limit_error("dims", "total output size exceeds max_total_output_bytes")
+            tensors.append(read_tensor_payload(payload, header, lim))
+        elif unit_type in (1, 2):  # rule 4
+            raise malformed("unit_flags", "a known unit type marked ancillary")
+        elif not ancillary:  # rule 5
+            raise malformed("unit_type", f"unknown critical unit type {unit_type}")
+        # rule 6: unknown ancillary unit, skipped
+    if tensor_count is None:
+        raise DecodeError("truncated", "model_header", "no model_header unit")
+    if len(tensors) < tensor_count:
+        raise DecodeError("truncated", "tensor_count", f"{len(tensors)} of {tensor_count} tensor units")
+    return tensors
+
+
+def read_file_header(stream: Window) -> None:
+    """§4.1."""
+    if stream.remaining < 8 or stream.take(8, "magic") != MAGIC:
+        raise malformed("magic", "not an nncodec_unify stream")
+    major = stream.u8("version_major")
+    stream.u8("version_minor")  # every minor version is accepted
+    if major != 1:
+        raise DecodeError("unsupported_version", "version_major", f"major version {major}")
+    if stream.u16("header_flags") != 0:
+        raise malformed("header_flags", "reserved bits set")
+
+
+def read_unit(stream: Window, data: bytes) -> tuple[int, bool, Window]:
+    """§4.2: returns unit_type, ancillary, and the payload window (CRC checked)."""
+    start = stream.pos
+    unit_type = stream.u8("unit_type")
+    flags = stream.u8("unit_flags")
+    if flags & 0xFE:
+        raise malformed("unit_flags", "reserved bits set")
+    length = stream.u32("payload_length")
+    if length + 4 > stream.remaining:
+        raise DecodeError("truncated", "payload_length", "payload and CRC reach past the stream")
+    payload_start = stream.pos
+    stream.take(length, "payload")
+    crc = stream.u32("unit_crc")
+    if crc != crc32(data[start:payload_start + length]):
+        raise DecodeError("checksum", "unit_crc", "CRC-32 mismatch")
+    return unit_type, bool(flags & 1), Window(data, payload_start, payload_start + length)
+
+
+# ---------------------------------------------------------------------------------------------
+# §5 model and tensors
+
+
+def read_model_header(payload: Window, lim: dict) -> int:
+    """§5.1."""
+    count = payload.u32("tensor_count")
+    if count > lim["max_tensor_count"]:
+        raise limit_error("tensor_count", f"{count} tensors")
+    if payload.remaining:
+        raise malformed("model_header", "trailing bytes")
+    return count
+
+
+def read_tensor_header(payload: Window, lim: dict) -> dict:
+    """§5.2."""
+    name_length = payload.u16("name_length")
+    if name_length == 0:
+        raise malformed("name_length", "empty name")
+    if name_length > lim["max_name_length"]:
+        raise limit_error("name_length", f"{name_length} bytes")
+    raw_name = payload.take(name_length, "name")
+    try:
+        name = raw_name.decode("utf-8", errors="strict")
+    except UnicodeDecodeError:
+        raise malformed("name", "not well-formed UTF-8") from None
+    dtype = payload.u8("dtype")
+    if dtype not in DTYPES:
+        raise malformed("dtype", f"reserved value {dtype}")
+    ndim = payload.u8("ndim")
+    if ndim > lim["max_ndim"]:
+        raise limit_error("ndim", f"{ndim} dimensions")
+    dims = tuple(payload.u32("dims") for _ in range(ndim))
+    element_count = 1
+    for d in dims:
+        element_count *= d
+    if element_count > lim["max_elements_per_tensor"]:
+        raise limit_error("dims", f"{element_count} elements")
+    mode = payload.u8("coding_mode")
+    if mode not in MODE_NAMES:
+        raise malformed("coding_mode", f"reserved value {mode}")
+    if mode != RAW and not DTYPES[dtype][1]:
+        raise malformed("coding_mode", "quantized mode for a non-float dtype")
+    return {"name": name, "raw_name": raw_name, "dtype": dtype, "dims": dims,
+            "element_count": element_count, "mode": mode}
+
+
+def read_tensor_payload(payload: Window, header: dict, lim: dict) -> Tensor:
+    """§5.2 tensor_payload, §5.3."""
+    dtype_name, _, item_size = DTYPES[header["dtype"]]
+    rows, cols = matrix_shape(header["dims"])
+    if header["mode"] == RAW:
+        data = read_raw_payload(payload, header, item_size)
+    else:
+        qp, density = read_quant_params(payload)
+        if header["mode"] == DENSE:
+            levels = read_dense_payload(payload, rows, cols, lim)
+        else:
+            levels = read_unified_payload(payload, rows, cols, lim)
+        if payload.remaining:
+            raise malformed("tensor_payload", "trailing bytes")
+        data = reconstruct(levels, qp, density, dtype_name)
+    return Tensor(header["name"], dtype_name, header["dims"], MODE_NAMES[header["mode"]], data)
+
+
+def read_raw_payload(payload: Window, header: dict, item_size: int) -> bytes:
+    """§5.4."""
+    size = header["element_count"] * item_size
+    if payload.remaining != size:
+        raise malformed("raw_data", f"{payload.remaining} bytes, {size} expected")
+    raw = payload.take(size, "raw_data")
+    if DTYPES[header["dtype"]][0] == "bool" and any(b > 1 for b in raw):
+        raise malformed("raw_data", "a bool byte is neither 0 nor 1")
+    return raw
+
+
+def read_dense_payload(payload: Window, rows: int, cols: int, lim: dict) -> list[int]:
+    """§5.5: levels of the matrix in row-major order."""
+    everything = [[True] * cols for _ in range(rows)]
+    magnitudes = level_plane(payload, "dense_levels", rows, cols, everything, lim)
+    return apply_signs(payload, "dense_signs", magnitudes)
+
+
+def apply_signs(payload: Window, section: str, magnitudes: list[int]) -> list[int]:
+    """Signs of the non-zero values (§6.8)."""
+    nonzero = [i for i, m in enumerate(magnitudes) if m]
+    negative = sign_section(payload, section, len(nonzero))
+    levels = list(magnitudes)
+    for i, neg in zip(nonzero, negative):
+        if neg:
+            levels[i] = -levels[i]
+    return levels
+
+
+def read_unified_payload(payload: Window, rows: int, cols: int, lim: dict) -> list[int]:
+    """§5.6: levels of the matrix in row-major order."""
+    block_rows = payload.u8("block_rows")
+    block_cols = payload.u8("block_cols")
+    if block_rows == 0:
+        raise malformed("block_rows", "zero")
+    if block_cols == 0:
+        raise malformed("block_cols", "zero")
+    grid_rows, grid_cols = ceil_div(rows, block_rows), ceil_div(cols, block_cols)
+    everything = [[True] * grid_cols for _ in range(grid_rows)]
+    kinds_flat = level_plane(payload, "block_map", grid_rows, grid_cols, everything, lim)
+    if any(k > 2 for k in kinds_flat):
+        raise malformed("block_map", "block kind above 2")
+    kinds = [kinds_flat[r * grid_cols:(r + 1) * grid_cols] for r in range(grid_rows)]
+    unified_mask = [[k == KIND_UNIFIED for k in row] for row in kinds]
+    stored = level_plane(payload, "unified_magnitudes", grid_rows, grid_cols, unified_mask, lim)
+    if any(v > (1 << 31) - 2 for v in stored):
+        raise malformed("unified_magnitudes", "magnitude above 2**31 - 1")
+    block_magnitude = {}
+    it = iter(stored)
+    for r in range(grid_rows):
+        for c in range(grid_cols):
+            if unified_mask[r][c]:
+                block_magnitude[(r, c)] = next(it) + 1
+
+    def kind_of(r: int, c: int) -> int:
+        return kinds[r // block_rows][c // block_cols]
+
+    unified_elements = [(r, c) for r in range(rows) for c in range(cols) if kind_of(r, c) == KIND_UNIFIED]
+    negative = sign_section(payload, "unified_signs", len(unified_elements))
+    levels = [0] * (rows * cols)
+    for (r, c), neg in zip(unified_elements, negative):
+        m = block_magnitude[(r // block_rows, c // block_cols)]
+        levels[r * cols + c] = -m if neg else m
+    dense_mask = [[kind_of(r, c) == KIND_DENSE for c in range(cols)] for r in range(rows)]
+    dense = level_plane(payload, "dense_levels", rows, cols, dense_mask, lim)
+    dense_levels = apply_signs(payload, "dense_signs", dense)
+    positions = [r * cols + c for r in range(rows) for c in range(cols) if dense_mask[r][c]]
+    for p, level in zip(positions, dense_levels):
+        levels[p] = level
+    return levels
+
+
+# ---------------------------------------------------------------------------------------------
+# §6.1 quantization parameters, §6.2 matrix view
+
+
+def read_quant_params(payload: Window) -> tuple[int, int]:
+    qp = payload.i16("qp")
+    density = payload.u8("qp_density")
+    if density > 4:
+        raise malformed("qp_density", f"{density} > 4")
+    exponent = (qp >> density) - density  # Python's >> is floor division by 2**density
+    if not -126 <= exponent <= 100:
+        raise malformed("qp", f"step exponent {exponent} outside -126..100")
+    return qp, density
+
+
+def step_of(qp: int, density: int) -> float:
+    mantissa = (1 << density) + (qp % (1 << density))
+    return float(mantissa) * 2.0 ** ((qp >> density) - density)  # exact in binary64 and binary32
+
+
+def matrix_shape(dims: tuple[int, ...]) -> tuple[int, int]:
+    if len(dims) == 0:
+        return 1, 1
+    if len(dims) == 1:
+        return 1, dims[0]
+    cols = 1
+    for d in dims[1:]:
+        cols *= d
+    return dims[0], cols
+
+
+# ---------------------------------------------------------------------------------------------
+# §6.4 binarization
+
+
+def magnitude_alphabet(q: int, m: int) -> int:
+    return (1 << q) + (31 - q) * (1 << m)
+
+
+def symbol_base_and_width(s: int, q: int, m: int) -> tuple[int, int]:
+    if s < (1 << q):
+        return s, 0
+    k = s - (1 << q)
+    e = q + (k >> m)
+    width = e - m
+    return ((1 << m) + (k % (1 << m))) << width, width
+
+
+# ---------------------------------------------------------------------------------------------
+# §6.6 frequency tables and §6.6.1 probability tables
+
+
+def frequency_table(payload: Window, element: str, max_alphabet: int, lim: dict) -> list[int] | None:
+    """Returns the CDF ``cdf[0..n]``, or None for a one-symbol table."""
+    n = payload.u16(f"{element}.alphabet_size")
+    if not 1 <= n <= max_alphabet:
+        raise malformed(f"{element}.alphabet_size", f"{n} outside 1..{max_alphabet}")
+    if n > lim["max_alphabet_size"]:
+        raise limit_error(f"{element}.alphabet_size", f"{n} symbols")
+    if n == 1:
+        return None
+    bits = payload.u8(f"{element}.frequency_bits")
+    if not 1 <= bits <= 24:
+        raise malformed(f"{element}.frequency_bits", f"{bits} outside 1..24")
+    packed = payload.take(ceil_div(n * bits, 8), f"{element}.frequencies")
+    if not padding_is_zero(packed, n * bits):
+        raise malformed(f"{element}.frequencies", "padding bits set")
+    reader = BitReader(packed)
+    f = [reader.read(bits) for _ in range(n)]
+    if not any(f):
+        raise malformed(f"{element}.frequencies", "all frequencies are zero")
+    total = (1 << 24) - n
+    big = sum(f)
+    w = [fi * total // big for fi in f]
+    k = f.index(max(f))
+    w[k] += total - sum(w)
+    cdf = [0]
+    for wi in w:
+        cdf.append(cdf[-1] + wi + 1)
+    assert cdf[-1] == 1 << 24
+    return cdf
+
+
+# ---------------------------------------------------------------------------------------------
+# §6.9 range decoder
+
+MASK64 = (1 << 64) - 1
+
+
+class RangeDecoder:
+    def __init__(self, words: list[int], element: str):
+        self.words, self.element = words, element
+        self.initialised = False
+        self.next_word = 0
+        self.reads = 0
+
+    def read_word(self) -> int:
+        self.reads += 1
+        if self.next_word < len(self.words):
+            self.next_word += 1
+            return self.words[self.next_word - 1]
+        return 0
+
+    def _initialise(self) -> None:
+        self.initialised = True
+        self.lower = 0
+        self.range = MASK64
+        self.point = self.read_word() << 32
+        self.point |= self.read_word()
+
+    def step(self, cdf: list[int]) -> int:
+        if not self.initialised:
+            self._initialise()
+        scale = self.range >> 24
+        quantile = ((self.point - self.lower) & MASK64) // scale
+        if quantile >= 1 << 24:
+            raise malformed(f"{self.element}.words", "quantile outside the probability range")
+        lo, hi = 0, len(cdf) - 1  # cdf[lo] <= quantile < cdf[hi]
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            if cdf[mid] <= quantile:
+                lo = mid
+            else:
+                hi = mid
+        s = lo
+        self.lower = (self.lower + scale * cdf[s]) & MASK64
+        self.range = scale * (cdf[s + 1] - cdf[s])
+        if self.range < 1 << 32:
+            self.lower = (self.lower << 32) & MASK64
+            self.range <<= 32
+            self.point = ((self.point << 32) & MASK64) | self.read_word()
+        return s
+
+    def symbols(self, count: int, cdf: list[int] | None) -> list[int]:
+        """§6.5.1 "decode n symbols with table T"."""
+        if count == 0:
+            return []
+        if cdf is None:
+            return [0] * count
+        return [self.step(cdf) for _ in range(count)]
+
+    def end_check(self) -> None:
+        """§6.9.4."""
+        if not self.initialised:
+            expected = 0
+        else:
+            upper_word = ((self.lower + self.range) & MASK64) >> 32
+            point_word = ((self.lower + (1 << 32) - 1) & MASK64) >> 32
+            expected = self.reads - 1 + (1 if upper_word == point_word else 0)
+        if len(self.words) != expected:
+            raise malformed(f"{self.element}.word_count", f"{len(self.words)} words, {expected} expected")
+
+
+# ---------------------------------------------------------------------------------------------
+# §6.5 level_plane, §6.7 raw bits
+
+
+def level_plane(payload: Window, plane: str, rows: int, cols: int, mask: list[list[bool]], lim: dict) -> list[int]:
+    """The plane's values in scan order."""
+    positions = [(i, j) for i in range(rows) for j in range(cols) if mask[i][j]]
+    value_count = payload.u32(f"{plane}.value_count")
+    if value_count != len(positions):
+        raise malformed(f"{plane}.value_count", f"{value_count}, the shape implies {len(positions)}")
+    if value_count == 0:
+        return []
+    q = payload.u8(f"{plane}.direct_bits")
+    if q > 8:
+        raise malformed(f"{plane}.direct_bits", f"{q} > 8")
+    m = payload.u8(f"{plane}.mantissa_bits")
+    if m > min(4, q):
+        raise malformed(f"{plane}.mantissa_bits", f"{m} > {min(4, q)}")
+    row_class_count = payload.u8(f"{plane}.row_class_count")
+    if not 1 <= row_class_count <= 64:
+        raise malformed(f"{plane}.row_class_count", f"{row_class_count} outside 1..64")
+    col_class_count = payload.u8(f"{plane}.col_class_count")
+    if not 1 <= col_class_count <= 64:
+        raise malformed(f"{plane}.col_class_count", f"{col_class_count} outside 1..64")
+    row_table = (frequency_table(payload, f"{plane}.row_class_table", row_class_count, lim)
+                 if row_class_count > 1 else None)
+    col_table = (frequency_table(payload, f"{plane}.col_class_table", col_class_count, lim)
+                 if col_class_count > 1 else None)
+    context_count = row_class_count + col_class_count - 1
+    alphabet = magnitude_alphabet(q, m)
+    tables = [frequency_table(payload, f"{plane}.magnitude_table[{c}]", alphabet, lim)
+              for c in range(context_count)]
+    word_count = payload.u32(f"{plane}.word_count")
+    if 4 * word_count > payload.remaining:
+        raise DecodeError("truncated", f"{plane}.word_count", "words reach past the payload")
+    raw_words = payload.take(4 * word_count, f"{plane}.words")
+    words = [int.from_bytes(raw_words[4 * i:4 * i + 4], "little") for i in range(word_count)]
+    raw_byte_count = payload.u32(f"{plane}.raw_byte_count")
+    if raw_byte_count > payload.remaining:
+        raise DecodeError("truncated", f"{plane}.raw_byte_count", "raw bits reach past the payload")
+    raw_bits = payload.take(raw_byte_count, f"{plane}.raw_bits")
+
+    # §6.5.1 decoding process
+    decoder = RangeDecoder(words, plane)
+    row_class = decoder.symbols(rows, row_table) if row_class_count > 1 else [0] * rows
+    col_class = decoder.symbols(cols, col_table) if col_class_count > 1 else [0] * cols
+    by_context: list[list[int]] = [[] for _ in range(context_count)]
+    for index, (i, j) in enumerate(positions):
+        by_context[row_class[i] + col_class[j]].append(index)
+    symbols = [0] * value_count
+    for c in range(context_count):
+        for index, s in zip(by_context[c], decoder.symbols(len(by_context[c]), tables[c])):
+            symbols[index] = s
+    decoder.end_check()
+
+    # §6.7 raw bits: escape positions by (symbol, scan index)
+    values = [0] * value_count
+    escapes = []
+    for index, s in enumerate(symbols):
+        base, width = symbol_base_and_width(s, q, m)
+        values[index] = base
+        if s >= (1 << q):
+            escapes.append((s, index, width))
+    escapes.sort()
+    total_bits = sum(width for _, _, width in escapes)
+    if raw_byte_count != ceil_div(total_bits, 8):
+        raise malformed(f"{plane}.raw_byte_count", f"{raw_byte_count} bytes for {total_bits} raw bits")
+    if not padding_is_zero(raw_bits, total_bits):
+        raise malformed(f"{plane}.raw_bits", "padding bits set")
+    reader = BitReader(raw_bits)
+    for _, index, width in escapes:
+        values[index] += reader.read(width)
+    return values
+
+
+# ---------------------------------------------------------------------------------------------
+# §6.8 sign_section
+
+
+def sign_section(payload: Window, section: str, bit_count: int) -> list[bool]:
+    byte_count = payload.u32(f"{section}.sign_byte_count")
+    if byte_count != ceil_div(bit_count, 8):
+        raise malformed(f"{section}.sign_byte_count", f"{byte_count} bytes for {bit_count} signs")
+    packed = payload.take(byte_count, f"{section}.sign_bits")
+    if not padding_is_zero(packed, bit_count):
+        raise malformed(f"{section}.sign_bits", "padding bits set")
+    reader = BitReader(packed)
+    return [reader.read(1) == 1 for _ in range(bit_count)]
+
+
+# ---------------------------------------------------------------------------------------------
+# §7 reconstruction and §7.3 canonical bytes
+
+
+def reconstruct(levels: list[int], qp: int, density: int, dtype: str) -> bytes:
+    """§7.1: float32(level) * float32(step), one binary32 rounding, then the dtype's rounding."""
+    # int -> binary64 is exact (|level| < 2**31); binary64 -> binary32 rounds to nearest even.
+    x = np.array(levels, dtype=np.float64).astype(np.float32)
+    step = np.float32(step_of(qp, density))
+    with np.errstate(over="ignore"):
+        # x * step is exact in binary64; one rounding to binary32 gives the binary32 product.
+        y = (x.astype(np.float64) * np.float64(step)).astype(np.float32)
+        if dtype == "float32":
+            return y.astype("<f4").tobytes()
+        if dtype == "float64":
+            return y.astype("<f8").tobytes()
+        if dtype == "float16":
+            return y.astype("<f2").tobytes()
+    # bfloat16: round the binary32 pattern to its upper 16 bits, nearest, ties to even
+    b = y.view(np.uint32).astype(np.uint64)
+    bits = (b + 0x7FFF + ((b >> np.uint64(16)) & np.uint64(1))) >> np.uint64(16)
+    return bits.astype("<u2").tobytes()
+
+
+# ---------------------------------------------------------------------------------------------
+# conformance suite runner
+
+
+def check_suite(directory: Path, *, verbose: bool = True) -> int:
+    """Check every entry of ``valid/manifest.json`` and ``invalid/manifest.json``; returns failures."""
+    failures = 0
+    for group in ("valid", "invalid"):
+        manifest = json.loads((directory / group / "manifest.json").read_text(encoding="utf-8"))
+        for entry in manifest["streams"]:
+            problem = check_entry(directory / group, entry)
+            failures += problem is not None
+            if verbose:
+                print(f"{'FAIL' if problem else 'ok  '} {group}/{entry['file']}" + (f": {problem}" if problem else ""))
+    return failures
+
+
+def check_entry(folder: Path, entry: dict) -> str | None:
+    data = (folder / entry["file"]).read_bytes()
+    try:
+        tensors = decode(data, entry.get("limits"))
+    except DecodeError as exc:
+        if "error" not in entry:
+            return f"rejected: {exc}"
+        want = entry["error"]
+        if (exc.category, exc.element) != (want["category"], want["element"]):
+            return f"expected {want['category']} at {want['element']}, got {exc}"
+        return None
+    if "error" in entry:
+        return f"accepted, expected {entry['error']['category']} at {entry['error']['element']}"
+    got = [{"name": t.name, "dtype": t.dtype, "shape": list(t.shape), "sha256": t.sha256} for t in tensors]
+    want = [{k: t[k] for k in ("name", "dtype", "shape", "sha256")} for t in entry["tensors"]]
+    if got != want:
+        for g, w in zip(got, want):
+            if g != w:
+                return f"tensor {w['name']!r}: expected {w}, got {g}"
+        return f"{len(got)} tensors decoded, {len(want)} expected"
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("path", help="a stream, or with --suite a conformance directory")
+    parser.add_argument("--suite", action="store_true", help="check a conformance suite")
+    args = parser.parse_args(argv)
+    if args.suite:
+        failures = check_suite(Path(args.path))
+        print(f"{failures} failure(s)")
+        return 1 if failures else 0
+    try:
+        tensors = decode(Path(args.path).read_bytes())
+    except DecodeError as exc:
+        print(f"rejected: {exc}")
+        return 1
+    for t in tensors:
+        print(f"{t.name}\t{t.dtype}{list(t.shape)}\t{t.coding_mode}\t{t.sha256}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
