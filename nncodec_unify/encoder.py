@@ -69,7 +69,9 @@ def encode_with_report(tensors: Mapping[str, object], *, config: EncoderConfig |
     ``workers > 1`` codes tensors in that many processes (constriction holds the GIL, so
     threads would not help); the stream is byte-identical to a single-process run.
     """
-    config = config or EncoderConfig()
+    config = EncoderConfig() if config is None else config
+    if not isinstance(config, EncoderConfig):
+        raise EncodeError(f"config must be an EncoderConfig, got {type(config).__name__}")
     if not isinstance(tensors, Mapping):
         raise EncodeError(f"expected a mapping of names to tensors, got {type(tensors).__name__}")
     writer = ByteWriter()
@@ -108,7 +110,17 @@ def _jobs(tensors: Mapping[str, object], config: EncoderConfig, measure_error: b
     so that only one converted tensor is alive at a time in a single-process run."""
     for name, value in tensors.items():
         _check_name(name)
-        array, dtype = to_numpy(name, value)
+        declared = getattr(value, "shape", None)
+        if isinstance(declared, tuple):  # before converting: a broadcast view may be huge
+            _check_shape(name, tuple(int(dim) for dim in declared))
+        try:
+            array, dtype = to_numpy(name, value)
+        except (TypeError, ValueError, RuntimeError, NotImplementedError) as exc:
+            if isinstance(exc, EncodeError):
+                raise
+            # e.g. a ragged list, a sparse or meta torch tensor
+            detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise EncodeError(f"tensor {name!r}: cannot read its values as an array ({detail})") from None
         _check_shape(name, array.shape)
         yield name, array, dtype, config.coding_for(name, dtype, array.ndim), config.use_contexts, measure_error
 
