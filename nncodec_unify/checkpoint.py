@@ -226,6 +226,8 @@ def decode_file(source: str | os.PathLike, target: str | os.PathLike, *, limits=
     checkpoint_format(target)
     if Path(target).exists() and not overwrite:
         raise FileExistsError(f"{target}: already exists (use -f to overwrite)")
+    if not Path(source).is_file():  # not a FIFO or /dev/zero, which read_bytes would never finish
+        raise FileNotFoundError(f"{source}: no such file (or not a regular file)")
     model = decode_tensors(Path(source).read_bytes(), limits=limits)
     save_decoded(target, model, overwrite=overwrite)
     return model

@@ -1,0 +1,265 @@
+"""Safe file handling in the CLI and the file API (issue 5, item 4).
+
+* weights are loaded with ``weights_only=True``, always, with no unsafe fallback: pickled code
+  never runs, and a pickled module is refused with a one-line fix;
+* outputs go to a temporary file renamed into place: a failed or interrupted run leaves no
+  partial file and does not clobber an existing one; ``-f`` is needed to overwrite;
+* input and output being the same file is refused;
+* nothing in a stream is used as a file-system path, and names are printed escaped.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import pathlib
+
+import numpy as np
+import pytest
+
+import nncodec_unify as nu
+from nncodec_unify import checkpoint
+from nncodec_unify.checkpoint import CheckpointError, atomic_output, decode_file, encode_file, write_bytes
+from nncodec_unify.cli import EXIT_BAD_INPUT, EXIT_EXISTS, EXIT_IO, EXIT_OK, EXIT_USAGE, main
+
+torch = pytest.importorskip("torch")
+
+
+class Payload:
+    """Pickles to a call of ``Path.touch(marker)``: loading it must never create the marker."""
+
+    def __init__(self, marker: pathlib.Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (pathlib.Path.touch, (self.marker,))
+
+
+def _files(folder: pathlib.Path) -> set[str]:
+    return {str(p.relative_to(folder)) for p in folder.rglob("*")}
+
+
+def _one_line(text: str) -> str:
+    lines = text.strip().splitlines()
+    assert len(lines) == 1, text
+    return lines[0]
+
+
+@pytest.fixture()
+def stream(tmp_path) -> pathlib.Path:
+    path = tmp_path / "m.nnu"
+    path.write_bytes(nu.encode({"w": np.arange(12, dtype=np.float32).reshape(3, 4) / 8,
+                                "b": np.ones(3, np.float32)}))
+    return path
+
+
+# ---------------------------------------------------------------------------------------------
+# loading never unpickles code
+
+
+@pytest.mark.parametrize("how", ["torch.save", "pickle.dump"])
+def test_pickled_code_never_runs_and_is_refused_in_one_line(tmp_path, capsys, how):
+    marker = tmp_path / "PWNED"
+    source = tmp_path / "evil.pt"
+    if how == "torch.save":
+        torch.save({"w": torch.ones(2), "x": Payload(marker)}, source)
+    else:
+        import pickle
+
+        source.write_bytes(pickle.dumps(Payload(marker)))
+    assert main(["encode", str(source), str(tmp_path / "out.nnu")]) == EXIT_BAD_INPUT
+    assert not marker.exists()
+    message = _one_line(capsys.readouterr().err)
+    assert "refused to unpickle" in message and "state_dict()" in message
+    assert _files(tmp_path) == {"evil.pt"}
+
+
+def test_a_pickled_module_is_refused_with_the_fix(tmp_path, capsys):
+    torch.save(torch.nn.Linear(3, 2), tmp_path / "module.pt")
+    assert main(["encode", str(tmp_path / "module.pt"), str(tmp_path / "out.nnu")]) == EXIT_BAD_INPUT
+    assert "torch.save(model.state_dict(), path)" in _one_line(capsys.readouterr().err)
+
+
+def test_torch_load_is_always_weights_only_with_no_fallback(tmp_path, monkeypatch):
+    calls = []
+    real_load = torch.load
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs.get("weights_only"))
+        return real_load(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", spy)
+    torch.save({"x": Payload(tmp_path / "PWNED")}, tmp_path / "evil.pt")
+    torch.save({"w": torch.ones(2, 2)}, tmp_path / "good.pt")
+    with pytest.raises(CheckpointError):
+        checkpoint.load_tensors(tmp_path / "evil.pt")
+    assert set(checkpoint.load_tensors(tmp_path / "good.pt")) == {"w"}
+    assert main(["encode", str(tmp_path / "evil.pt"), str(tmp_path / "e.nnu")]) == EXIT_BAD_INPUT
+    assert calls == [True, True, True]  # one call per load, none without weights_only
+
+
+def test_a_hostile_safetensors_header_is_refused_in_one_line(tmp_path, capsys):
+    source = tmp_path / "bomb.safetensors"
+    source.write_bytes((1 << 62).to_bytes(8, "little") + b'{"w": {"dtype": "F32", "shape": [1000000000000]')
+    assert main(["encode", str(source), str(tmp_path / "out.nnu")]) == EXIT_BAD_INPUT
+    assert "not a readable safetensors file" in _one_line(capsys.readouterr().err)
+    assert _files(tmp_path) == {"bomb.safetensors"}
+
+
+# ---------------------------------------------------------------------------------------------
+# no partial outputs, no clobbering
+
+
+def test_a_failed_decode_leaves_no_file(tmp_path, stream, capsys):
+    data = bytearray(stream.read_bytes())
+    data[-1] ^= 1
+    stream.write_bytes(bytes(data))
+    for target in ("out.pt", "out.safetensors"):
+        assert main(["decode", str(stream), str(tmp_path / target)]) == EXIT_BAD_INPUT
+        assert "invalid stream" in _one_line(capsys.readouterr().err)
+    assert _files(tmp_path) == {"m.nnu"}
+
+
+@pytest.mark.parametrize("target", ["out.pt", "out.safetensors"])
+@pytest.mark.parametrize("failure", [KeyboardInterrupt(), OSError(errno.ENOSPC, "No space left on device")])
+def test_an_interrupted_write_leaves_no_partial_file_and_keeps_the_old_one(tmp_path, stream, monkeypatch,
+                                                                           capsys, target, failure):
+    existing = tmp_path / target
+    existing.write_bytes(b"the previous output")
+
+    def half_written(tensors, path, *args, **kwargs):
+        pathlib.Path(path).write_bytes(b"half a file")
+        raise failure
+
+    monkeypatch.setattr(torch, "save", half_written)
+    import safetensors.numpy
+    import safetensors.torch
+
+    monkeypatch.setattr(safetensors.numpy, "save_file", half_written)
+    monkeypatch.setattr(safetensors.torch, "save_file", half_written)
+    code = main(["decode", str(stream), str(existing), "-f"])
+    assert code == (130 if isinstance(failure, KeyboardInterrupt) else EXIT_IO)
+    _one_line(capsys.readouterr().err)
+    assert existing.read_bytes() == b"the previous output"
+    assert _files(tmp_path) == {"m.nnu", target}
+
+
+def test_a_failure_after_writing_the_stream_leaves_no_file(tmp_path, stream, monkeypatch, capsys):
+    torch.save({"w": torch.ones(3, 3)}, tmp_path / "m.pt")
+
+    def no_space(descriptor):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", no_space)
+    assert main(["encode", str(tmp_path / "m.pt"), str(tmp_path / "new.nnu")]) == EXIT_IO
+    assert "No space left" in _one_line(capsys.readouterr().err)
+    assert _files(tmp_path) == {"m.nnu", "m.pt"}
+
+
+def test_overwriting_needs_force(tmp_path, stream, capsys):
+    torch.save({"w": torch.ones(3, 3)}, tmp_path / "m.pt")
+    for argv, target in ((["encode", str(tmp_path / "m.pt")], tmp_path / "m.nnu"),
+                         (["decode", str(stream)], tmp_path / "o.pt")):
+        target.write_bytes(b"keep me") if not target.exists() else None
+        before = target.read_bytes()
+        assert main(argv + [str(target)]) == EXIT_EXISTS
+        assert "use -f to overwrite" in _one_line(capsys.readouterr().err)
+        assert target.read_bytes() == before
+    assert main(["decode", str(stream), str(tmp_path / "o.pt"), "-f"]) == EXIT_OK
+    assert set(torch.load(tmp_path / "o.pt", weights_only=True)) == {"w", "b"}
+
+
+def test_a_file_that_appears_during_the_write_is_not_clobbered(tmp_path):
+    """The final move is a hard link, which fails if the target exists: no check-then-rename race."""
+    target = tmp_path / "out.nnu"
+    with pytest.raises(FileExistsError), atomic_output(target, overwrite=False) as temporary:
+        pathlib.Path(temporary).write_bytes(b"ours")
+        target.write_bytes(b"theirs")  # another process wins the race
+    assert target.read_bytes() == b"theirs"
+    assert _files(tmp_path) == {"out.nnu"}
+
+
+def test_outputs_get_the_usual_permissions(tmp_path):
+    previous = os.umask(0o022)
+    try:
+        write_bytes(tmp_path / "a.nnu", b"x")
+        os.umask(0o077)
+        write_bytes(tmp_path / "b.nnu", b"x")
+    finally:
+        os.umask(previous)
+    assert (tmp_path / "a.nnu").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "b.nnu").stat().st_mode & 0o777 == 0o600
+
+
+def test_a_missing_output_folder_is_named(tmp_path, stream, capsys):
+    assert main(["decode", str(stream), str(tmp_path / "no" / "such" / "o.pt")]) == EXIT_IO
+    message = _one_line(capsys.readouterr().err)
+    assert "no such directory" in message and ".partial" not in message
+
+
+# ---------------------------------------------------------------------------------------------
+# same file, non-regular files
+
+
+def test_input_and_output_being_the_same_file_is_refused(tmp_path, stream, capsys):
+    torch.save({"w": torch.ones(3, 3)}, tmp_path / "m.pt")
+    os.symlink(tmp_path / "m.pt", tmp_path / "link.pt")
+    os.link(stream, tmp_path / "hard.nnu")
+    original = stream.read_bytes()
+    for argv in (["encode", "m.pt", "m.pt"], ["encode", "m.pt", "link.pt", "-f"],
+                 ["decode", "m.nnu", "hard.nnu", "-f"], ["decode", "m.nnu", "m.nnu", "-f"]):
+        assert main([argv[0]] + [str(tmp_path / a) if not a.startswith("-") else a for a in argv[1:]]) == EXIT_USAGE
+        assert "same file" in _one_line(capsys.readouterr().err)
+    assert stream.read_bytes() == original
+    with pytest.raises(CheckpointError, match="same file"):
+        decode_file(stream, tmp_path / "hard.nnu", overwrite=True)
+    with pytest.raises(CheckpointError, match="same file"):
+        encode_file(tmp_path / "m.pt", tmp_path / "link.pt", overwrite=True)
+
+
+def test_a_non_regular_input_is_refused_without_reading_it(tmp_path, capsys):
+    assert main(["decode", "/dev/zero", str(tmp_path / "o.pt")]) == EXIT_IO
+    _one_line(capsys.readouterr().err)
+    with pytest.raises(FileNotFoundError):
+        decode_file("/dev/zero", tmp_path / "o.pt")
+    assert _files(tmp_path) == set()
+
+
+# ---------------------------------------------------------------------------------------------
+# names from a stream are data, never paths or terminal controls
+
+
+HOSTILE_NAMES = ["../../escaped.pt", "/tmp/absolute.pt", "sub/dir/x", "..", "con", "a\x00b", "\u202eevil"]
+
+
+@pytest.mark.parametrize("target", ["out.pt", "out.safetensors"])
+def test_stream_names_are_never_used_as_paths(tmp_path, capsys, target):
+    work = tmp_path / "work"
+    work.mkdir()
+    model = {name: np.full(2, i, np.float32) for i, name in enumerate(HOSTILE_NAMES)}
+    (work / "m.nnu").write_bytes(nu.encode(model))
+    assert main(["decode", str(work / "m.nnu"), str(work / target)]) == EXIT_OK
+    assert _files(tmp_path) == {"work", "work/m.nnu", f"work/{target}"}
+    back = checkpoint.load_tensors(work / target)
+    assert list(back) == HOSTILE_NAMES or set(back) == set(HOSTILE_NAMES)
+    for i, name in enumerate(HOSTILE_NAMES):
+        assert np.asarray(back[name]).tolist() == [i, i]
+
+
+def test_a_name_safetensors_reserves_is_refused_not_written_corrupt(tmp_path, capsys):
+    (tmp_path / "m.nnu").write_bytes(nu.encode({"__metadata__": np.ones(2, np.float32)}))
+    assert main(["decode", str(tmp_path / "m.nnu"), str(tmp_path / "o.safetensors")]) == EXIT_BAD_INPUT
+    assert "__metadata__" in _one_line(capsys.readouterr().err)
+    assert _files(tmp_path) == {"m.nnu"}
+    assert main(["decode", str(tmp_path / "m.nnu"), str(tmp_path / "o.pt")]) == EXIT_OK
+    assert set(torch.load(tmp_path / "o.pt", weights_only=True)) == {"__metadata__"}
+
+
+def test_info_prints_names_with_control_characters_escaped(tmp_path, capsys):
+    names = ["plain.weight", "\x1b[2J\x1b[31mred", "two\nlines", "tab\there", "ünïcode"]
+    (tmp_path / "m.nnu").write_bytes(nu.encode({n: np.ones(1, np.float32) for n in names}))
+    assert main(["info", str(tmp_path / "m.nnu")]) == EXIT_OK
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "\t" not in out
+    assert len(out.strip().splitlines()) == 1 + len(names)
+    assert "ünïcode" in out and "\\x1b[2J" in out and "two\\nlines" in out
