@@ -78,13 +78,13 @@ class ADMM:
     ``target`` applies to every parameter the defaults constrain (>= 2-D); ``rules`` are
     ``(glob, Target or None)`` pairs on parameter names, later ones winning (``None`` frees a
     parameter). With a global ``budget`` (a :class:`Target` whose ratios count all constrained
-    blocks together), the blocks to prune and unify are chosen across layers by relative cost
+    blocks together), the blocks to prune and unify are chosen across layers by cost
     (:func:`nncodec_unify.unify.plan_kinds`); each parameter keeps its own target's block shape.
     """
 
     def __init__(self, model: torch.nn.Module, target: Target | None = None, *,
                  rules: Sequence[tuple[str, Target | None]] = (), exclude_first_last: bool = False,
-                 budget: Target | None = None, normalize: str = "relative",
+                 budget: Target | None = None, normalize: str = "none",
                  rho: float = 1e-3, rho_growth: float = 1.3, rho_max: float = 1.0,
                  rescale_dual: bool = True) -> None:
         if not rho > 0 or not rho_growth >= 1 or not rho_max >= rho:

@@ -20,14 +20,14 @@ Signature::
     project_tensors(tensors: Mapping[str, np.ndarray], *, prune_ratio: float = 0.0,
                     unify_ratio: float = 0.0, unify_threshold: float | None = None,
                     block: tuple[int, int] = (4, 4), global_budget: bool = False,
-                    normalize: str = "relative", exclude: Sequence[str] = (),
+                    normalize: str = "none", exclude: Sequence[str] = (),
                     only: Sequence[str] | None = None, exclude_first_last: bool = False,
                     ) -> tuple[dict[str, np.ndarray], ProjectionReport]
 
 * ``prune_ratio``, ``unify_ratio``: fractions of **all** blocks of each tensor to prune and to
   unify (sum at most 1); with ``global_budget`` fractions of all blocks of all selected tensors
-  together, spread over layers by relative cost (a layer's squared distance divided by its
-  squared norm).
+  together, spread over layers by cost (absolute squared distance; ``normalize="rms"``
+  divides each tensor's costs by its mean square weight instead).
 * ``unify_threshold``: replaces ``unify_ratio``: unify every block that is not pruned whose
   relative unification loss ``n Var(|v|) / ||v||^2`` is at most the threshold.
 * Selected tensors: floating-point arrays with at least 2 dimensions, except those matching an
@@ -146,7 +146,7 @@ def _selected(tensors: Mapping[str, np.ndarray], exclude: Sequence[str], only: S
 
 def project_tensors(tensors: Mapping[str, np.ndarray], *, prune_ratio: float = 0.0, unify_ratio: float = 0.0,
                     unify_threshold: float | None = None, block: tuple[int, int] = (4, 4),
-                    global_budget: bool = False, normalize: str = "relative", exclude: Sequence[str] = (),
+                    global_budget: bool = False, normalize: str = "none", exclude: Sequence[str] = (),
                     only: Sequence[str] | None = None, exclude_first_last: bool = False,
                     ) -> tuple[dict[str, np.ndarray], ProjectionReport]:
     """Project the selected tensors onto the unified/pruned structure; see the module docstring.

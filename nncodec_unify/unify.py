@@ -32,10 +32,13 @@ Modes (:class:`Target`)
   those that save the most (``p_b - c_b`` least, ``c_b`` the block's cost if not pruned), which
   is exact for that rule;
 * global budget (:func:`plan_kinds` with ``budget=Target(...)``): the ratios count blocks over
-  all selected tensors together and the exact selection runs on their union, with each
-  tensor's costs divided by its squared norm (``normalize="relative"``, the default) so that
-  every layer's distortion is weighed relative to its size; ``normalize="none"`` compares
-  absolute squared distances.
+  all selected tensors together and the exact selection runs on their union, so the budget is
+  spread over layers by cost: by absolute squared distance (``normalize="none"``, the default:
+  like global magnitude pruning, layers of small weights give more), or with each tensor's
+  costs divided by its mean square weight (``normalize="rms"``: close to the same share in
+  every layer, leaning towards layers whose weights are heavy-tailed). A normalization by each
+  tensor's total energy was tried and dropped: it makes a block of a large layer look cheap
+  because the layer is large, and pruned LeNet-5's biggest layer entirely.
 
 Everything here is numpy, in float64, and deterministic: the same input gives the same
 selection on every machine and every rank of a distributed job.
@@ -300,18 +303,17 @@ def selected_targets(names: Sequence[str], shapes: Mapping[str, tuple[int, ...]]
 
 
 def plan_kinds(arrays: Mapping[str, np.ndarray], targets: Mapping[str, Target], *,
-               budget: Target | None = None, normalize: str = "relative") -> dict[str, np.ndarray]:
+               budget: Target | None = None, normalize: str = "none") -> dict[str, np.ndarray]:
     """Block kinds grid for every tensor named in ``targets``.
 
     Per tensor by default, each at its own target's ratios. With a global ``budget`` its ratios
     (or threshold) apply to the total number of blocks of all these tensors (each keeps its own
     target's block shape, the per-tensor ratios are ignored) and the exact selection runs over
-    the union of their blocks, with costs scaled per tensor by ``1 / ||W||^2``
-    (``normalize="relative"``: every layer's distortion weighed relative to its energy) or not
-    (``"none"``: absolute squared distances).
+    the union of their blocks, comparing absolute squared distances (``normalize="none"``) or
+    distances divided by each tensor's mean square weight (``"rms"``).
     """
-    if normalize not in ("relative", "none"):
-        raise ValueError(f"normalize must be 'relative' or 'none', got {normalize!r}")
+    if normalize not in ("none", "rms"):
+        raise ValueError(f"normalize must be 'none' or 'rms', got {normalize!r}")
     names = [name for name in arrays if name in targets]
     if budget is None:
         return {name: select_kinds(arrays[name], targets[name]) for name in names}
@@ -321,9 +323,9 @@ def plan_kinds(arrays: Mapping[str, np.ndarray], targets: Mapping[str, Target], 
     prunes, unifies = [], []
     for name in names:
         scale = 1.0
-        if normalize == "relative":
-            energy = float(costs[name].square_sum.sum())
-            scale = 1.0 / energy if energy > 0 else 1.0
+        if normalize == "rms":
+            mean_square = float(costs[name].square_sum.sum() / costs[name].count.sum())
+            scale = 1.0 / mean_square if mean_square > 0 else 1.0
         prunes.append(costs[name].prune.ravel() * scale)
         unifies.append(costs[name].unify.ravel() * scale)
     prune_all, unify_all = np.concatenate(prunes), np.concatenate(unifies)
@@ -342,7 +344,7 @@ def plan_kinds(arrays: Mapping[str, np.ndarray], targets: Mapping[str, Target], 
 
 
 def project_arrays(arrays: Mapping[str, np.ndarray], targets: Mapping[str, Target], *,
-                   budget: Target | None = None, normalize: str = "relative",
+                   budget: Target | None = None, normalize: str = "none",
                    ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """Project every tensor named in ``targets`` (see :func:`plan_kinds`); others pass unchanged.
 

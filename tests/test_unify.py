@@ -227,23 +227,30 @@ def test_global_budget_is_the_exact_optimum_over_the_union():
     assert kinds_cost(flat, prune_cost, unify_cost) == pytest.approx(brute_force(prune_cost, unify_cost, 1, 1))
 
 
-def test_global_budget_spreads_by_relative_cost():
+def test_global_budget_spreads_by_cost():
     rng = np.random.default_rng(6)
-    # "big" is redundant (most of its energy in few blocks); "small" is sensitive (flat)
-    big = rng.normal(size=(16, 64)) * (rng.random((1, 64)) < 0.2)
-    small = np.ones((8, 8)) + 0.01 * rng.normal(size=(8, 8))
-    target = Target(prune_ratio=0.5, block=(4, 4))
-    arrays, targets = {"big": big, "small": small}, {"big": target, "small": target}
-    kinds = plan_kinds(arrays, targets, budget=target)
+    # "wide" has small weights (like a layer with a large fan-in), "narrow" large ones
+    wide = 0.05 * rng.normal(size=(16, 64))
+    narrow = rng.normal(size=(8, 8))
+    target = Target(prune_ratio=0.5, unify_ratio=0.25, block=(4, 4))
+    arrays, targets = {"wide": wide, "narrow": narrow}, {"wide": target, "narrow": target}
+    by_cost = plan_kinds(arrays, targets, budget=target)
     per_layer = plan_kinds(arrays, targets)
-    pruned = {n: int(np.count_nonzero(k == PRUNED)) for n, k in kinds.items()}
-    assert sum(pruned.values()) == round(0.5 * (64 + 4))
-    assert pruned["small"] == 0
-    assert np.count_nonzero(per_layer["small"] == PRUNED) == 2
+    share = plan_kinds(arrays, targets, budget=target, normalize="rms")
+    pruned = {n: int(np.count_nonzero(k == PRUNED)) for n, k in by_cost.items()}
+    assert pruned == {"wide": 34, "narrow": 0}  # round(0.5 * (64 + 4)) blocks, all in the cheap layer
+    assert np.count_nonzero(per_layer["narrow"] == PRUNED) == 2
+    assert sum(np.count_nonzero(k == UNIFIED) for k in by_cost.values()) == 17
 
-    def relative(k):
-        return sum(projection_cost(arrays[n], k[n], (4, 4)) / np.sum(arrays[n] ** 2) for n in arrays)
-    assert relative(kinds) < relative(per_layer)
+    def total(kinds, scale):
+        return sum(projection_cost(arrays[n], kinds[n], (4, 4)) * scale(n) for n in arrays)
+
+    assert total(by_cost, lambda n: 1.0) < total(per_layer, lambda n: 1.0)
+    rms = {n: 1.0 / np.mean(arrays[n] ** 2) for n in arrays}
+    assert total(share, rms.get) <= total(by_cost, rms.get)
+    assert 0 < np.count_nonzero(share["narrow"] == PRUNED) <= 3  # close to the same share per layer
+    with pytest.raises(ValueError, match="normalize"):
+        plan_kinds(arrays, targets, budget=target, normalize="relative")
 
 
 def test_target_validation():
