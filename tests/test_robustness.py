@@ -1,0 +1,184 @@
+"""Encoder robustness (issue 5, item 5): every odd input is handled by a documented fallback or
+refused with a clear EncodeError, and encoding memory follows the largest tensor, not the
+model."""
+
+from __future__ import annotations
+
+import tracemalloc
+
+import numpy as np
+import pytest
+
+import nncodec_unify as nu
+from nncodec_unify import CodingMode, EncodeError, EncoderConfig, TensorRule
+from nncodec_unify.decoder import describe
+from nncodec_unify.encoder import encode_with_report
+
+QUANTIZED = [CodingMode.DENSE, CodingMode.UNIFIED]
+
+
+def _explicit(mode: CodingMode, **kwargs) -> EncoderConfig:
+    return EncoderConfig(rules=(TensorRule("*", mode=mode),), **kwargs)
+
+
+# ---------------------------------------------------------------------------------------------
+# values a quantized mode cannot represent
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("dtype", [np.float32, np.float16, np.float64])
+def test_non_finite_values_fall_back_to_raw_losslessly(bad, dtype):
+    values = np.array([[1.0, bad], [0.5, -0.25]], dtype=dtype)
+    result = encode_with_report({"w": values})
+    (report,) = result.reports
+    assert report.mode == CodingMode.RAW and "nan or inf" in report.note
+    back = nu.decode(result.data)["w"]
+    assert back.dtype == values.dtype and back.tobytes() == values.tobytes()  # NaN payload included
+
+
+@pytest.mark.parametrize("mode", QUANTIZED)
+def test_non_finite_values_in_an_explicit_quantized_mode_are_refused(mode):
+    with pytest.raises(EncodeError, match=r"tensor 'w'.*nan or inf"):
+        nu.encode({"w": np.array([[1.0, np.nan]], np.float32)}, config=_explicit(mode))
+
+
+def test_levels_beyond_2_to_the_31_fall_back_to_raw_or_are_refused():
+    values = np.array([[3.0e38, -1.0]], np.float32)
+    (report,) = encode_with_report({"w": values}).reports
+    assert report.mode == CodingMode.RAW and "2**31" in report.note
+    for mode in QUANTIZED:
+        with pytest.raises(EncodeError, match="2\\*\\*31"):
+            nu.encode({"w": values}, config=_explicit(mode))
+
+
+@pytest.mark.parametrize("qp", [-496, -200, 0, 200, 411])
+def test_extreme_but_valid_qps_round_trip_or_fall_back(qp):
+    """The finest steps overflow the levels (RAW fallback), the coarsest zero everything."""
+    values = np.random.default_rng(0).normal(size=(6, 6)).astype(np.float32)
+    result = encode_with_report({"w": values}, config=EncoderConfig(qp=qp))
+    back = nu.decode(result.data)["w"]
+    if result.reports[0].mode == CodingMode.RAW:
+        assert back.tobytes() == values.tobytes()
+    else:
+        step = float(2.0 ** ((qp >> 2) - 2) * (4 + (qp & 3)))
+        assert np.abs(back.astype(np.float64) - values).max() <= step / 2
+
+
+# ---------------------------------------------------------------------------------------------
+# options
+
+
+@pytest.mark.parametrize("options", [
+    {"qp": 10**6}, {"qp": -(10**6)}, {"qp": 1.5}, {"qp": None}, {"qp": True}, {"vector_qp": 40000},
+    {"qp_density": 9}, {"qp_density": -1}, {"qp_density": 2.0},
+    {"block": (0, 4)}, {"block": (4, 256)}, {"block": (4,)}, {"block": (4, 4, 4)}, {"block": None},
+    {"block": (4.0, 4)}, {"block": "4x4"},
+    {"rules": (TensorRule("*", mode="dense"),)}, {"rules": (TensorRule("*", mode=7),)},
+    {"rules": (TensorRule("*", qp=40000),)}, {"rules": (TensorRule("*", block=(0, 0)),)},
+    {"rules": (TensorRule(None),)}, {"rules": [TensorRule("*")]}, {"rules": ("*",)},
+])
+def test_invalid_options_are_refused_up_front(options):
+    with pytest.raises(EncodeError):
+        EncoderConfig(**options)
+
+
+def test_a_config_of_the_wrong_type_is_refused():
+    with pytest.raises(EncodeError, match="EncoderConfig"):
+        nu.encode({"w": np.ones(2, np.float32)}, config={"qp": -32})
+
+
+@pytest.mark.parametrize("shape", [(), (1,), (2,), (1, 1), (3, 2), (2, 3, 1, 1), (5, 1), (1, 7)])
+@pytest.mark.parametrize("block", [(255, 255), (255, 1), (1, 255), (8, 8)])
+def test_blocks_larger_than_the_tensor_are_handled(shape, block):
+    levels = np.arange(int(np.prod(shape)), dtype=np.int64).reshape(shape) % 5 - 2
+    values = (levels * 2.0 ** -8).astype(np.float32)
+    back = nu.decode(nu.encode({"w": values}, config=_explicit(CodingMode.UNIFIED, block=block)))["w"]
+    assert back.shape == values.shape and np.array_equal(back, values)
+
+
+# ---------------------------------------------------------------------------------------------
+# degenerate and huge models
+
+
+def test_an_empty_state_dict_is_a_valid_empty_stream():
+    data = nu.encode({})
+    assert nu.decode(data) == {}
+    assert describe(data)[1] == []
+
+
+@pytest.mark.parametrize("mode", [CodingMode.RAW, *QUANTIZED])
+@pytest.mark.parametrize("shape", [(0,), (0, 4), (4, 0), (3, 0, 2), (0, 0)])
+def test_empty_tensors_in_every_mode(mode, shape):
+    back = nu.decode(nu.encode({"e": np.zeros(shape, np.float32)}, config=_explicit(mode)))["e"]
+    assert back.shape == shape and back.dtype == np.float32
+
+
+def test_huge_tensors_are_refused_before_anything_is_allocated():
+    """A broadcast view of 2**33 elements costs no memory; converting it would cost 32 GiB."""
+    huge = np.broadcast_to(np.float32(0), (1 << 17, 1 << 16))
+    wide = np.broadcast_to(np.float32(0), (1, 1 << 32))
+    tracemalloc.start()
+    try:
+        with pytest.raises(EncodeError, match="elements"):
+            nu.encode({"huge": huge})
+        with pytest.raises(EncodeError, match="32 bits"):
+            nu.encode({"wide": np.broadcast_to(np.float32(0), (1 << 32, 1))})
+        with pytest.raises(EncodeError):
+            nu.encode({"wide": wide})
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 1 << 20
+
+
+def test_huge_torch_views_are_refused_before_conversion():
+    torch = pytest.importorskip("torch")
+    with pytest.raises(EncodeError, match="elements"):
+        nu.encode({"huge": torch.zeros(1).expand(1 << 17, 1 << 16)})
+
+
+@pytest.mark.parametrize("value, match", [
+    (np.zeros((1,) * 9, np.float32), "dimensions"),
+    ([[1.0, 2.0], [3.0]], "cannot read its values"),
+    (np.array([object()]), "not supported"),
+    (np.ones(2, np.complex64), "not supported"),
+    (None, "not supported"),
+    ("weights", "not supported"),
+    (np.zeros(2, [("a", "f4")]), "not supported"),
+])
+def test_values_that_are_not_tensors_are_refused(value, match):
+    with pytest.raises(EncodeError, match=match):
+        nu.encode({"w": value})
+
+
+def test_torch_tensors_without_plain_storage_are_refused():
+    torch = pytest.importorskip("torch")
+    for value in (torch.eye(3).to_sparse(), torch.empty(3, device="meta"), torch.ones(2, dtype=torch.complex64)):
+        with pytest.raises(EncodeError, match="tensor 'w'"):
+            nu.encode({"w": value})
+
+
+@pytest.mark.parametrize("name", ["", 7, None, "\ud800", "x" * 1025])
+def test_bad_names_are_refused(name):
+    with pytest.raises(EncodeError):
+        nu.encode({name: np.ones(1, np.float32)})
+
+
+def test_encoding_memory_follows_the_largest_tensor_not_the_model():
+    """Peak memory for 16 copies of a tensor is about that for one, plus the compressed output."""
+    tensor = (np.random.default_rng(0).normal(size=(256, 256)) * 0.05).astype(np.float32)
+
+    def peak(count: int) -> tuple[int, int]:
+        model = {f"t{i}": tensor.copy() for i in range(count)}
+        tracemalloc.start()
+        try:
+            base = tracemalloc.get_traced_memory()[0]
+            data = nu.encode(model)
+            return tracemalloc.get_traced_memory()[1] - base, len(data)
+        finally:
+            tracemalloc.stop()
+
+    one, _ = peak(1)
+    many, output = peak(16)
+    assert one < 40 * tensor.nbytes
+    assert many < one + 3 * output + 4 * tensor.nbytes, (one, many, output)
