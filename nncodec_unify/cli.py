@@ -89,6 +89,10 @@ def build_parser() -> argparse.ArgumentParser:
     info = commands.add_parser("info", help="show a stream's version and tensors")
     info.add_argument("input")
     info.add_argument("--json", action="store_true", help="print one JSON object")
+
+    conform = commands.add_parser("conform", help="check the decoder against a conformance suite "
+                                  "(a directory with valid/ and invalid/)")
+    conform.add_argument("directory", help="e.g. conformance/")
     return parser
 
 
@@ -100,7 +104,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         print(f"nncodec: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    handler = {"encode": _encode, "decode": _decode, "info": _info}[args.command]
+    handler = {"encode": _encode, "decode": _decode, "info": _info, "conform": _conform}[args.command]
     try:
         return handler(args)
     except UsageError as exc:
@@ -283,3 +287,9 @@ def _info(args: argparse.Namespace) -> int:
             coding += f" block={t.block[0]}x{t.block[1]}"
         print(f"  {_shown(t.name)}  {DTYPE_NAMES[t.dtype]}{list(t.shape)}  {coding}  {t.payload_bytes:,} bytes")
     return EXIT_OK
+
+
+def _conform(args: argparse.Namespace) -> int:
+    from .conform import main as conform_main
+
+    return EXIT_FAILURES if conform_main([args.directory]) else EXIT_OK

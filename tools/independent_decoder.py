@@ -322,10 +322,19 @@ def read_raw_payload(payload: Window, header: dict, item_size: int) -> bytes:
     return raw
 
 
+def scan(rows: int, cols: int, keep=None) -> list[tuple[int, int]]:
+    """The positions of a rows x cols grid in scan order (§2), optionally only those ``keep``s.
+
+    An empty grid yields nothing without looping over its other side, which may be 2**32 - 1.
+    """
+    if rows == 0 or cols == 0:
+        return []
+    return [(i, j) for i in range(rows) for j in range(cols) if keep is None or keep(i, j)]
+
+
 def read_dense_payload(payload: Window, rows: int, cols: int, lim: dict) -> list[int]:
     """§5.5: levels of the matrix in row-major order."""
-    everything = [[True] * cols for _ in range(rows)]
-    magnitudes = level_plane(payload, "dense_levels", rows, cols, everything, lim)
+    magnitudes = level_plane(payload, "dense_levels", rows, cols, scan(rows, cols), lim)
     return apply_signs(payload, "dense_signs", magnitudes)
 
 
@@ -349,37 +358,29 @@ def read_unified_payload(payload: Window, rows: int, cols: int, lim: dict) -> li
     if block_cols == 0:
         raise malformed("block_cols", "zero")
     grid_rows, grid_cols = ceil_div(rows, block_rows), ceil_div(cols, block_cols)
-    everything = [[True] * grid_cols for _ in range(grid_rows)]
-    kinds_flat = level_plane(payload, "block_map", grid_rows, grid_cols, everything, lim)
+    kinds_flat = level_plane(payload, "block_map", grid_rows, grid_cols, scan(grid_rows, grid_cols), lim)
     if any(k > 2 for k in kinds_flat):
         raise malformed("block_map", "block kind above 2")
-    kinds = [kinds_flat[r * grid_cols:(r + 1) * grid_cols] for r in range(grid_rows)]
-    unified_mask = [[k == KIND_UNIFIED for k in row] for row in kinds]
-    stored = level_plane(payload, "unified_magnitudes", grid_rows, grid_cols, unified_mask, lim)
+    kind = {position: k for position, k in zip(scan(grid_rows, grid_cols), kinds_flat)}
+    unified_blocks = scan(grid_rows, grid_cols, lambda r, c: kind[(r, c)] == KIND_UNIFIED)
+    stored = level_plane(payload, "unified_magnitudes", grid_rows, grid_cols, unified_blocks, lim)
     if any(v > (1 << 31) - 2 for v in stored):
         raise malformed("unified_magnitudes", "magnitude above 2**31 - 1")
-    block_magnitude = {}
-    it = iter(stored)
-    for r in range(grid_rows):
-        for c in range(grid_cols):
-            if unified_mask[r][c]:
-                block_magnitude[(r, c)] = next(it) + 1
+    block_magnitude = {block: v + 1 for block, v in zip(unified_blocks, stored)}
 
     def kind_of(r: int, c: int) -> int:
-        return kinds[r // block_rows][c // block_cols]
+        return kind[(r // block_rows, c // block_cols)]
 
-    unified_elements = [(r, c) for r in range(rows) for c in range(cols) if kind_of(r, c) == KIND_UNIFIED]
+    unified_elements = scan(rows, cols, lambda r, c: kind_of(r, c) == KIND_UNIFIED)
     negative = sign_section(payload, "unified_signs", len(unified_elements))
     levels = [0] * (rows * cols)
     for (r, c), neg in zip(unified_elements, negative):
         m = block_magnitude[(r // block_rows, c // block_cols)]
         levels[r * cols + c] = -m if neg else m
-    dense_mask = [[kind_of(r, c) == KIND_DENSE for c in range(cols)] for r in range(rows)]
-    dense = level_plane(payload, "dense_levels", rows, cols, dense_mask, lim)
-    dense_levels = apply_signs(payload, "dense_signs", dense)
-    positions = [r * cols + c for r in range(rows) for c in range(cols) if dense_mask[r][c]]
-    for p, level in zip(positions, dense_levels):
-        levels[p] = level
+    dense_elements = scan(rows, cols, lambda r, c: kind_of(r, c) == KIND_DENSE)
+    dense = level_plane(payload, "dense_levels", rows, cols, dense_elements, lim)
+    for (r, c), level in zip(dense_elements, apply_signs(payload, "dense_signs", dense)):
+        levels[r * cols + c] = level
     return levels
 
 
@@ -540,9 +541,9 @@ class RangeDecoder:
 # §6.5 level_plane, §6.7 raw bits
 
 
-def level_plane(payload: Window, plane: str, rows: int, cols: int, mask: list[list[bool]], lim: dict) -> list[int]:
-    """The plane's values in scan order."""
-    positions = [(i, j) for i in range(rows) for j in range(cols) if mask[i][j]]
+def level_plane(payload: Window, plane: str, rows: int, cols: int, positions: list[tuple[int, int]],
+                lim: dict) -> list[int]:
+    """§6.5: the values of the plane's masked ``positions`` (given in scan order)."""
     value_count = payload.u32(f"{plane}.value_count")
     if value_count != len(positions):
         raise malformed(f"{plane}.value_count", f"{value_count}, the shape implies {len(positions)}")

@@ -1,0 +1,141 @@
+"""Check this package's decoder against a conformance suite (``conformance/``, spec §3.6, §7.3).
+
+A suite directory holds ``valid/`` and ``invalid/``, each with a ``manifest.json``. A valid
+stream passes when it decodes into exactly the listed tensors (name, dtype, shape and the
+SHA-256 of the canonical bytes, in order); an invalid stream passes when the decoder rejects
+it with the listed error category and element. Either group directory may also be given
+alone.
+
+>>> results = check_suite("conformance")            # doctest: +SKIP
+>>> all(r.passed for r in results)                  # doctest: +SKIP
+True
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from .decoder import decode_tensors
+from .errors import BitstreamError, ChecksumError, LimitExceededError, TruncatedError, UnsupportedVersionError
+from .format import Limits
+
+GROUPS = ("valid", "invalid")
+
+
+@dataclasses.dataclass(frozen=True)
+class FileResult:
+    """The outcome for one stream of the suite."""
+
+    group: str
+    file: str
+    passed: bool
+    detail: str  # what was found (decoded tensors, or the error) and, on failure, what was expected
+
+    def line(self) -> str:
+        return f"{'PASS' if self.passed else 'FAIL'} {self.group}/{self.file}: {self.detail}"
+
+
+def error_category(exc: BitstreamError) -> str:
+    """The implementation-neutral category of spec §3.6 for one of our errors."""
+    for cls, name in ((UnsupportedVersionError, "unsupported_version"), (ChecksumError, "checksum"),
+                      (TruncatedError, "truncated"), (LimitExceededError, "limit")):
+        if isinstance(exc, cls):
+            return name
+    return "malformed"
+
+
+def canonical_bytes(array: np.ndarray, dtype_name: str) -> bytes:
+    """Spec §7.3: little-endian, C order; bfloat16 as its 16-bit patterns; bool one byte each."""
+    if dtype_name == "bfloat16":  # returned widened exactly to float32: the low 16 bits are zero
+        return (np.ascontiguousarray(array, dtype=np.float32).view(np.uint32) >> 16).astype("<u2").tobytes()
+    return np.ascontiguousarray(array).astype(array.dtype.newbyteorder("<"), copy=False).tobytes()
+
+
+def check_stream(data: bytes, entry: dict, group: str) -> FileResult:
+    """Decode one stream and compare with its manifest ``entry``."""
+    name = entry["file"]
+    limits = Limits(**entry["limits"]) if entry.get("limits") else None
+    try:
+        model = decode_tensors(data, limits=limits)
+    except BitstreamError as exc:
+        got = (error_category(exc), exc.element)
+        if "error" not in entry:
+            return FileResult(group, name, False, f"rejected ({got[0]} at {got[1]}: {exc}), expected to decode")
+        want = (entry["error"]["category"], entry["error"]["element"])
+        if got != want:
+            return FileResult(group, name, False, f"rejected as {got[0]} at {got[1]} ({exc}), "
+                                                  f"expected {want[0]} at {want[1]}")
+        return FileResult(group, name, True, f"rejected: {got[0]} at {got[1]}")
+    if "error" in entry:
+        return FileResult(group, name, False, f"decoded {len(model.tensors)} tensors, expected "
+                                              f"{entry['error']['category']} at {entry['error']['element']}")
+    got = [{"name": t.name, "dtype": t.dtype_name, "shape": list(t.array.shape),
+            "sha256": hashlib.sha256(canonical_bytes(t.array, t.dtype_name)).hexdigest()} for t in model.tensors]
+    want = [{key: t[key] for key in ("name", "dtype", "shape", "sha256")} for t in entry["tensors"]]
+    if len(got) != len(want):
+        return FileResult(group, name, False, f"decoded {len(got)} tensors, expected {len(want)}")
+    for g, w in zip(got, want):
+        if g != w:
+            fields = ", ".join(k for k in w if g[k] != w[k])
+            return FileResult(group, name, False, f"tensor {w['name']!r}: {fields} differ (got {g}, expected {w})")
+    return FileResult(group, name, True, f"{len(got)} tensor{'s' if len(got) != 1 else ''} match")
+
+
+def check_group(folder: str | Path, group: str | None = None) -> list[FileResult]:
+    """Check every stream listed in ``folder/manifest.json``, and flag streams it does not list."""
+    folder = Path(folder)
+    group = group or folder.name
+    manifest_path = folder / "manifest.json"
+    if not manifest_path.is_file():
+        raise FileNotFoundError(f"{manifest_path}: no such file (not a conformance group)")
+    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    results = []
+    listed = set()
+    for entry in manifest["streams"]:
+        listed.add(entry["file"])
+        path = folder / entry["file"]
+        if not path.is_file():
+            results.append(FileResult(group, entry["file"], False, "listed in the manifest but missing"))
+            continue
+        results.append(check_stream(path.read_bytes(), entry, group))
+    for path in sorted(folder.glob("*.nnu")):
+        if path.name not in listed:
+            results.append(FileResult(group, path.name, False, "not listed in the manifest"))
+    return results
+
+
+def check_suite(directory: str | Path) -> list[FileResult]:
+    """Check a suite directory (holding ``valid/`` and ``invalid/``) or a single group directory."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise FileNotFoundError(f"{directory}: no such directory")
+    if (directory / "manifest.json").is_file():
+        return check_group(directory)
+    groups = [g for g in GROUPS if (directory / g).is_dir()]
+    if not groups:
+        raise FileNotFoundError(f"{directory}: holds neither valid/ nor invalid/ nor a manifest.json")
+    results: list[FileResult] = []
+    for group in groups:
+        results += check_group(directory / group, group)
+    return results
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``nncodec conform DIR``: one line per stream on stdout, then a summary; 1 if any failed."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if len(args) != 1:
+        print("usage: nncodec conform DIR", file=sys.stderr)
+        return 2
+    results = check_suite(args[0])
+    for result in results:
+        print(result.line())
+    failed = sum(not r.passed for r in results)
+    print(f"{len(results) - failed} passed, {failed} failed ({len(results)} streams)")
+    return 1 if failed else 0

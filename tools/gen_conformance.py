@@ -1,0 +1,1478 @@
+#!/usr/bin/env python3
+"""Build the conformance suite in ``conformance/`` byte for byte.
+
+    python tools/gen_conformance.py            # (re)write conformance/
+    python tools/gen_conformance.py --check    # compare with conformance/, exit 1 on a difference
+    python tools/gen_conformance.py --out DIR  # write elsewhere
+
+Every stream is assembled field by field from ``spec/bitstream.md``, with every choice explicit
+(binarization, classes, frequency tables, block kinds, qp), so nothing here depends on the
+encoder's heuristics. The only code borrowed from ``nncodec_unify`` is the range coder
+(``entropy.encode_groups``, i.e. constriction; every plane's words are checked against this
+file's own Appendix B encoder), the reconstruction rule (``quant``) for the expected values,
+and the reference decoder, which must accept every valid stream with the expected results and
+reject every invalid one as expected before anything is written. Pseudo-random data come from
+a SplitMix64 generator defined here, so the output never depends on numpy's generators.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import sys
+import unicodedata
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+from nncodec_unify.entropy import FrequencyTable, encode_groups
+from nncodec_unify.errors import (
+    BitstreamError, ChecksumError, LimitExceededError, TruncatedError, UnsupportedVersionError,
+)
+from nncodec_unify.format import DType, Limits
+from nncodec_unify.quant import dequantize, step_size
+
+SPEC_REVISION = "1.0.0"
+FORMAT_VERSION = "1.0"
+MAGIC = b"\x89NNU\r\n\x1a\n"
+M64 = (1 << 64) - 1
+
+DTYPE = {"float32": 1, "float16": 2, "bfloat16": 3, "float64": 4, "int8": 5, "int16": 6, "int32": 7,
+         "int64": 8, "uint8": 9, "bool": 10, "uint16": 11, "uint32": 12, "uint64": 13}
+DTYPE_NAME = {v: k for k, v in DTYPE.items()}
+ITEM_SIZE = {"float32": 4, "float16": 2, "bfloat16": 2, "float64": 8, "int8": 1, "int16": 2, "int32": 4,
+             "int64": 8, "uint8": 1, "bool": 1, "uint16": 2, "uint32": 4, "uint64": 8}
+RAW, DENSE, UNIFIED = 0, 1, 2
+MODE_NAME = {RAW: "raw", DENSE: "dense", UNIFIED: "unified"}
+K_DENSE, K_UNIFIED, K_PRUNED = 0, 1, 2
+
+
+# ---------------------------------------------------------------------------------------------
+# deterministic pseudo-random numbers (SplitMix64)
+
+
+class Rng:
+    def __init__(self, seed: int):
+        self.state = seed & M64
+
+    def next(self) -> int:
+        self.state = (self.state + 0x9E3779B97F4A7C15) & M64
+        z = self.state
+        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & M64
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & M64
+        return z ^ (z >> 31)
+
+    def below(self, n: int) -> int:
+        return self.next() % n
+
+    def laplace_levels(self, count: int, scale: int) -> list[int]:
+        """Small signed integers, mostly near zero (a crude geometric distribution)."""
+        out = []
+        for _ in range(count):
+            m = 0
+            while self.below(scale + 1) != 0 and m < 60 * scale:
+                m += 1
+            out.append(-m if self.below(2) else m)
+        return out
+
+
+# ---------------------------------------------------------------------------------------------
+# an annotated byte writer: every field remembers its element name and offset, so invalid
+# streams can mutate or cut a named field and spec/examples.md can show the layout
+
+
+@dataclasses.dataclass
+class Field:
+    element: str
+    offset: int
+    size: int
+    value: str
+
+
+class W:
+    def __init__(self) -> None:
+        self.buf = bytearray()
+        self.fields: list[Field] = []
+
+    def _put(self, element: str, b: bytes, value) -> None:
+        self.fields.append(Field(element, len(self.buf), len(b), str(value)))
+        self.buf += b
+
+    def u8(self, element: str, v: int) -> None:
+        self._put(element, bytes([v]), v)
+
+    def u16(self, element: str, v: int) -> None:
+        self._put(element, v.to_bytes(2, "little"), v)
+
+    def i16(self, element: str, v: int) -> None:
+        self._put(element, v.to_bytes(2, "little", signed=True), v)
+
+    def u32(self, element: str, v: int) -> None:
+        self._put(element, v.to_bytes(4, "little"), v)
+
+    def raw(self, element: str, b: bytes, value: str | None = None) -> None:
+        self._put(element, bytes(b), value if value is not None else (b.hex(" ") if len(b) <= 16 else f"{len(b)} bytes"))
+
+    def extend(self, other: W, prefix: str = "") -> None:
+        base = len(self.buf)
+        for f in other.fields:
+            self.fields.append(Field(prefix + f.element, base + f.offset, f.size, f.value))
+        self.buf += other.buf
+
+    def find(self, element: str, occurrence: int = 0) -> Field:
+        matches = [f for f in self.fields if f.element == element]
+        return matches[occurrence]
+
+    def bytes(self) -> bytes:
+        return bytes(self.buf)
+
+
+def pack_bits(fields: list[tuple[int, int]], padding: int = 0) -> bytes:
+    """§3.3: (value, width) fields MSB first; the padding bits of the last byte set from ``padding``."""
+    bits = []
+    for value, width in fields:
+        bits.extend((value >> (width - 1 - k)) & 1 for k in range(width))
+    pad = (-len(bits)) % 8
+    bits.extend((padding >> (pad - 1 - k)) & 1 for k in range(pad))
+    out = bytearray()
+    for i in range(0, len(bits), 8):
+        byte = 0
+        for bit in bits[i:i + 8]:
+            byte = (byte << 1) | bit
+        out.append(byte)
+    return bytes(out)
+
+
+# ---------------------------------------------------------------------------------------------
+# Appendix B: the range encoder, to cross-check constriction and to observe carries
+
+
+class TracingEncoder:
+    def __init__(self) -> None:
+        self.lower, self.range, self.words, self.inverted = 0, M64, [], None
+        self.inversions = self.carries = self.renormalisations = self.max_held = 0
+        self.started = False
+
+    def encode(self, s: int, cdf: list[int]) -> None:
+        self.started = True
+        scale = self.range >> 24
+        new_range = scale * (cdf[s + 1] - cdf[s])
+        new_lower = (self.lower + scale * cdf[s]) & M64
+        if self.inverted is not None and ((new_lower + new_range) & M64) > new_lower:
+            held, first = self.inverted
+            if new_lower < self.lower:
+                self.carries += 1
+                self.words += [first + 1] + [0] * (held - 1)
+            else:
+                self.words += [first] + [0xFFFFFFFF] * (held - 1)
+            self.inverted = None
+        self.lower, self.range = new_lower, new_range
+        if self.range < 1 << 32:
+            self.renormalisations += 1
+            self.range <<= 32
+            word = self.lower >> 32
+            self.lower = (self.lower << 32) & M64
+            if self.inverted is not None:
+                self.inverted = (self.inverted[0] + 1, self.inverted[1])
+                self.max_held = max(self.max_held, self.inverted[0])
+            elif ((self.lower + self.range) & M64) > self.lower:
+                self.words.append(word)
+            else:
+                self.inversions += 1
+                self.inverted = (1, word)
+
+    def finish(self) -> tuple[list[int], int]:
+        """The words, and ``extra`` (whether the final zero word was written)."""
+        if not self.started:
+            return [], 0
+        words = list(self.words)
+        point = (self.lower + (1 << 32) - 1) & M64
+        if self.inverted is not None:
+            held, first = self.inverted
+            if point >= self.lower:
+                words += [first] + [0xFFFFFFFF] * (held - 1)
+            else:
+                self.carries += 1
+                words += [first + 1] + [0] * (held - 1)
+        words.append(point >> 32)
+        extra = int(((self.lower + self.range) & M64) >> 32 == point >> 32)
+        if extra:
+            words.append(0)
+        return words, extra
+
+
+def cdf_of(frequencies: list[int]) -> list[int]:
+    """§6.6.1."""
+    n = len(frequencies)
+    total = (1 << 24) - n
+    big = sum(frequencies)
+    w = [f * total // big for f in frequencies]
+    w[frequencies.index(max(frequencies))] += total - sum(w)
+    cdf = [0]
+    for x in w:
+        cdf.append(cdf[-1] + x + 1)
+    return cdf
+
+
+# ---------------------------------------------------------------------------------------------
+# frequency tables (§6.6)
+
+
+@dataclasses.dataclass
+class Table:
+    frequencies: list[int]
+    bits: int = 0
+    padding: int = 0  # value of the padding bits (invalid streams only)
+    alphabet_size: int | None = None  # written instead of len(frequencies) (invalid streams only)
+
+    @property
+    def n(self) -> int:
+        return len(self.frequencies)
+
+
+def table_for(symbols: list[int], alphabet: int | None = None, bits: int | None = None) -> Table:
+    """A table with the exact symbol counts (scaled down only if a count needs more than 24 bits)."""
+    n = alphabet if alphabet is not None else (max(symbols) + 1 if symbols else 1)
+    counts = [0] * n
+    for s in symbols:
+        counts[s] += 1
+    if n == 1:
+        return Table([1])
+    top = max(max(counts), 1)
+    if bits is None:
+        bits = min(24, max(1, top.bit_length()))
+    limit = (1 << bits) - 1
+    if top > limit:
+        counts = [0 if c == 0 else max(1, c * limit // top) for c in counts]
+    if not any(counts):
+        counts[0] = 1
+    return Table(counts, bits)
+
+
+def write_table(w: W, t: Table) -> None:
+    w.u16("alphabet_size", t.alphabet_size if t.alphabet_size is not None else t.n)
+    if t.n > 1:
+        w.u8("frequency_bits", t.bits)
+        w.raw("frequencies", pack_bits([(f, t.bits) for f in t.frequencies], t.padding),
+              ",".join(map(str, t.frequencies)) if t.n <= 8 else f"{t.n} frequencies")
+
+
+# ---------------------------------------------------------------------------------------------
+# §6.4 binarization and §6.5 level planes
+
+
+def magnitude_alphabet(q: int, m: int) -> int:
+    return (1 << q) + (31 - q) * (1 << m)
+
+
+def binarize(v: int, q: int, m: int) -> tuple[int, int, int]:
+    """(symbol, raw bits value, raw width)."""
+    if v < (1 << q):
+        return v, 0, 0
+    e = v.bit_length() - 1
+    symbol = (1 << q) + ((e - q) << m) + ((v >> (e - m)) & ((1 << m) - 1))
+    width = e - m
+    return symbol, v & ((1 << width) - 1), width
+
+
+@dataclasses.dataclass
+class PlaneOptions:
+    """Every choice an encoder makes for one plane. ``None`` fields take simple defaults."""
+
+    q: int = 8
+    m: int = 0
+    row_classes: list[int] | None = None
+    col_classes: list[int] | None = None
+    row_class_count: int | None = None
+    col_class_count: int | None = None
+    row_table: Table | None = None
+    col_table: Table | None = None
+    tables: dict[int, Table] | None = None  # per context
+    table_bits: int | None = None
+    alphabet: int | None = None  # magnitude tables' alphabet size (default: largest symbol + 1)
+    # invalid streams only
+    fields: dict[str, int] = dataclasses.field(default_factory=dict)
+    words: list[int] | None = None
+    extra_words: list[int] = dataclasses.field(default_factory=list)
+    drop_words: int = 0
+    raw_bits: bytes | None = None
+    raw_padding: int = 0
+
+
+@dataclasses.dataclass
+class PlaneStats:
+    words: int = 0
+    extra: int = 0
+    carries: int = 0
+    inversions: int = 0
+    escapes: int = 0
+    zero_width_escapes: int = 0
+    contexts: int = 1
+    max_held: int = 0
+
+
+def write_plane(w: W, values: list[list[int]], mask, opt: PlaneOptions, stats: list[PlaneStats]) -> None:
+    """§6.5 level_plane over the grid ``values`` (rows of ints) with ``mask`` (same shape or None)."""
+    rows = len(values)
+    cols = len(values[0]) if rows else 0
+    positions = [(i, j) for i in range(rows) for j in range(cols) if mask is None or mask[i][j]]
+    f = opt.fields
+    w.u32("value_count", f.get("value_count", len(positions)))
+    if not positions and "direct_bits" not in f:
+        return
+    q, m = opt.q, opt.m
+    coded = [binarize(values[i][j], q, m) for i, j in positions]
+    symbols = [c[0] for c in coded]
+    row_classes = opt.row_classes or [0] * rows
+    col_classes = opt.col_classes or [0] * cols
+    rcc = opt.row_class_count or max(row_classes) + 1
+    ccc = opt.col_class_count or max(col_classes) + 1
+    contexts = rcc + ccc - 1
+    w.u8("direct_bits", f.get("direct_bits", q))
+    w.u8("mantissa_bits", f.get("mantissa_bits", m))
+    w.u8("row_class_count", f.get("row_class_count", rcc))
+    w.u8("col_class_count", f.get("col_class_count", ccc))
+    groups: list[tuple[list[int], Table]] = []
+    if rcc > 1:
+        t = opt.row_table or table_for(row_classes)
+        sub = W()
+        write_table(sub, t)
+        w.extend(sub, "row_class_table.")
+        groups.append((row_classes, t))
+    if ccc > 1:
+        t = opt.col_table or table_for(col_classes)
+        sub = W()
+        write_table(sub, t)
+        w.extend(sub, "col_class_table.")
+        groups.append((col_classes, t))
+    by_context: list[list[int]] = [[] for _ in range(contexts)]
+    for (i, j), s in zip(positions, symbols):
+        by_context[row_classes[i] + col_classes[j]].append(s)
+    for c in range(contexts):
+        t = (opt.tables or {}).get(c) or table_for(by_context[c], opt.alphabet if by_context[c] else None,
+                                                  opt.table_bits)
+        sub = W()
+        write_table(sub, t)
+        w.extend(sub, f"magnitude_table[{c}].")
+        groups.append((by_context[c], t))
+    # range coding: constriction through nncodec_unify, checked against Appendix B
+    tracer = TracingEncoder()
+    for syms, t in groups:
+        if syms and t.n > 1:
+            cdf = cdf_of(t.frequencies)
+            for s in syms:
+                tracer.encode(s, cdf)
+    mine, extra = tracer.finish()
+    coded_groups = [(np.array(syms, dtype=np.int32), FrequencyTable(np.array(t.frequencies, dtype=np.int64), t.bits))
+                    for syms, t in groups if syms]
+    words = [int(x) for x in encode_groups(coded_groups)] if coded_groups else []
+    assert words == mine, "Appendix B encoder disagrees with constriction"
+    if opt.words is not None:
+        words = list(opt.words)
+    words = words[:len(words) - opt.drop_words] + list(opt.extra_words)
+    w.u32("word_count", f.get("word_count", len(words)))
+    w.raw("words", b"".join(x.to_bytes(4, "little") for x in words),
+          " ".join(f"{x:08x}" for x in words) if len(words) <= 4 else f"{len(words)} words")
+    escapes = sorted((s, k, raw, width) for k, (s, raw, width) in enumerate(coded) if s >= (1 << q))
+    raw = opt.raw_bits if opt.raw_bits is not None else pack_bits([(r, wd) for _, _, r, wd in escapes], opt.raw_padding)
+    w.u32("raw_byte_count", f.get("raw_byte_count", len(raw)))
+    w.raw("raw_bits", raw)
+    stats.append(PlaneStats(len(words), extra, tracer.carries, tracer.inversions, len(escapes),
+                            sum(1 for e in escapes if e[3] == 0), contexts, tracer.max_held))
+
+
+# ---------------------------------------------------------------------------------------------
+# tensors (§5)
+
+
+def matrix_shape(shape: tuple[int, ...]) -> tuple[int, int]:
+    if len(shape) == 0:
+        return 1, 1
+    if len(shape) == 1:
+        return 1, shape[0]
+    cols = 1
+    for d in shape[1:]:
+        cols *= d
+    return shape[0], cols
+
+
+@dataclasses.dataclass
+class T:
+    """One tensor to write: its header, its coding and its expected canonical bytes."""
+
+    name: str | bytes
+    dtype: str
+    shape: tuple[int, ...]
+    mode: int
+    raw: bytes = b""  # RAW: raw_data
+    levels: list[int] | None = None  # DENSE/UNIFIED: levels in C order
+    qp: int = -32
+    density: int = 2
+    block: tuple[int, int] = (4, 4)
+    kinds: list[list[int]] | None = None  # UNIFIED: explicit block kinds
+    planes: dict[str, PlaneOptions] = dataclasses.field(default_factory=dict)
+    header: dict[str, int] = dataclasses.field(default_factory=dict)  # invalid: field overrides
+    sign_counts: dict[str, int] = dataclasses.field(default_factory=dict)  # invalid: sign_byte_count
+    sign_padding: dict[str, int] = dataclasses.field(default_factory=dict)  # invalid: padding bits
+    trailing: bytes = b""  # invalid: bytes after the payload
+    unified_writer: object = None  # invalid: writes the unified payload instead of _unified
+    stats: list[PlaneStats] = dataclasses.field(default_factory=list)
+
+    def expected(self) -> dict:
+        if self.mode == RAW:
+            data = self.raw
+        else:
+            step = step_size(self.qp, self.density)
+            values = dequantize(np.array(self.levels, dtype=np.int64).astype(np.int32), step,
+                                DType(DTYPE[self.dtype]))
+            if self.dtype == "bfloat16":
+                data = (np.ascontiguousarray(values, dtype=np.float32).view(np.uint32) >> 16).astype("<u2").tobytes()
+            else:
+                data = values.astype(values.dtype.newbyteorder("<")).tobytes()
+        name = self.name if isinstance(self.name, str) else self.name.decode("utf-8")
+        return {"name": name, "dtype": self.dtype, "shape": list(self.shape), "coding_mode": MODE_NAME[self.mode],
+                "sha256": hashlib.sha256(data).hexdigest()}
+
+
+def tensor_payload(t: T) -> W:
+    w = W()
+    h = t.header
+    name = t.name.encode("utf-8") if isinstance(t.name, str) else t.name
+    w.u16("name_length", h.get("name_length", len(name)))
+    w.raw("name", name, repr(name.decode("utf-8", "replace")) if len(name) <= 40 else f"{len(name)} bytes")
+    w.u8("dtype", h.get("dtype", DTYPE[t.dtype]))
+    w.u8("ndim", h.get("ndim", len(t.shape)))
+    for d in t.shape:
+        w.u32("dims", d)
+    w.u8("coding_mode", h.get("coding_mode", t.mode))
+    if t.mode == RAW:
+        w.raw("raw_data", t.raw)
+    else:
+        w.i16("qp", t.qp)
+        w.u8("qp_density", t.density)
+        rows, cols = matrix_shape(t.shape)
+        levels = [t.levels[r * cols:(r + 1) * cols] for r in range(rows)] if rows * cols else []
+        if t.mode == DENSE:
+            _dense(w, t, levels, rows, cols)
+        else:
+            (t.unified_writer or _unified)(w, t, levels, rows, cols)
+    if t.trailing:
+        w.raw("trailing", t.trailing)
+    return w
+
+
+def _signs(w: W, t: T, section: str, negative: list[bool]) -> None:
+    packed = pack_bits([(int(n), 1) for n in negative], t.sign_padding.get(section, 0))
+    w.u32(f"{section}.sign_byte_count", t.sign_counts.get(section, len(packed)))
+    w.raw(f"{section}.sign_bits", packed)
+
+
+def _plane(w: W, t: T, name: str, grid, mask) -> None:
+    sub = W()
+    write_plane(sub, grid, mask, t.planes.get(name, PlaneOptions()), t.stats)
+    w.extend(sub, f"{name}.")
+
+
+def _dense(w: W, t: T, levels, rows: int, cols: int) -> None:
+    _plane(w, t, "dense_levels", [[abs(v) for v in row] for row in levels] if rows * cols else [], None)
+    _signs(w, t, "dense_signs", [v < 0 for row in levels for v in row if v])
+
+
+def block_kinds(levels, rows: int, cols: int, br: int, bc: int) -> list[list[int]]:
+    """§6.3's recommended derivation."""
+    gr, gc = -(-rows // br), -(-cols // bc)
+    kinds = []
+    for a in range(gr):
+        row = []
+        for b in range(gc):
+            mags = {abs(levels[r][c]) for r in range(a * br, min(rows, (a + 1) * br))
+                    for c in range(b * bc, min(cols, (b + 1) * bc))}
+            row.append(K_PRUNED if mags == {0} else K_UNIFIED if len(mags) == 1 else K_DENSE)
+        kinds.append(row)
+    return kinds
+
+
+def _unified(w: W, t: T, levels, rows: int, cols: int) -> None:
+    br, bc = t.block
+    w.u8("block_rows", t.header.get("block_rows", br))
+    w.u8("block_cols", t.header.get("block_cols", bc))
+    if rows * cols == 0:
+        gr, gc = -(-rows // br), -(-cols // bc)
+        for name in ("block_map", "unified_magnitudes"):
+            _plane(w, t, name, [[0] * gc for _ in range(gr)] if gr * gc else [], None if gr * gc else [])
+        _signs(w, t, "unified_signs", [])
+        _plane(w, t, "dense_levels", [], [])
+        _signs(w, t, "dense_signs", [])
+        return
+    kinds = t.kinds or block_kinds(levels, rows, cols, br, bc)
+    gr, gc = len(kinds), len(kinds[0])
+    _plane(w, t, "block_map", kinds, None)
+    unified = [[k == K_UNIFIED for k in row] for row in kinds]
+    mags = [[0] * gc for _ in range(gr)]
+    for a in range(gr):
+        for b in range(gc):
+            if unified[a][b]:
+                block = {abs(levels[r][c]) for r in range(a * br, min(rows, (a + 1) * br))
+                         for c in range(b * bc, min(cols, (b + 1) * bc))}
+                assert len(block) == 1 and 0 not in block, "a UNIFIED block needs one non-zero magnitude"
+                mags[a][b] = block.pop() - 1
+            elif kinds[a][b] == K_PRUNED:
+                assert all(levels[r][c] == 0 for r in range(a * br, min(rows, (a + 1) * br))
+                           for c in range(b * bc, min(cols, (b + 1) * bc)))
+    _plane(w, t, "unified_magnitudes", mags, unified)
+    kind_of = [[kinds[r // br][c // bc] for c in range(cols)] for r in range(rows)]
+    _signs(w, t, "unified_signs", [levels[r][c] < 0 for r in range(rows) for c in range(cols)
+                                   if kind_of[r][c] == K_UNIFIED])
+    dense_mask = [[k == K_DENSE for k in row] for row in kind_of]
+    _plane(w, t, "dense_levels", [[abs(v) for v in row] for row in levels], dense_mask)
+    _signs(w, t, "dense_signs", [levels[r][c] < 0 for r in range(rows) for c in range(cols)
+                                 if dense_mask[r][c] and levels[r][c]])
+
+
+# ---------------------------------------------------------------------------------------------
+# units and streams (§4)
+
+
+@dataclasses.dataclass
+class Unit:
+    unit_type: int
+    payload: W
+    flags: int = 0
+    crc_xor: int = 0  # invalid: corrupt the CRC
+    length: int | None = None  # invalid: declared payload_length
+
+
+def model_header(count: int, extra: bytes = b"") -> Unit:
+    w = W()
+    w.u32("tensor_count", count)
+    if extra:
+        w.raw("trailing", extra)
+    return Unit(1, w)
+
+
+def ancillary(unit_type: int, payload: bytes) -> Unit:
+    w = W()
+    w.raw("payload", payload)
+    return Unit(unit_type, w, flags=1)
+
+
+def tensor_unit(t: T) -> Unit:
+    return Unit(2, tensor_payload(t))
+
+
+def assemble(units: list[Unit], *, major: int = 1, minor: int = 0, flags: int = 0) -> W:
+    w = W()
+    w.raw("magic", MAGIC, "89 4e 4e 55 0d 0a 1a 0a")
+    w.u8("version_major", major)
+    w.u8("version_minor", minor)
+    w.u16("header_flags", flags)
+    for u in units:
+        start = len(w.buf)
+        w.u8("unit_type", u.unit_type)
+        w.u8("unit_flags", u.flags)
+        w.u32("payload_length", u.payload.buf.__len__() if u.length is None else u.length)
+        w.extend(u.payload)
+        crc = zlib.crc32(bytes(w.buf[start:])) ^ u.crc_xor
+        w.u32("unit_crc", crc)
+    return w
+
+
+def stream(tensors: list[T], *, extra_units: dict[int, list[Unit]] | None = None, **kw) -> W:
+    """A stream with a model header and one unit per tensor; ``extra_units[i]`` go before tensor i."""
+    units = [model_header(len(tensors))]
+    for i, t in enumerate(tensors):
+        units += (extra_units or {}).get(i, [])
+        units.append(tensor_unit(t))
+    units += (extra_units or {}).get(len(tensors), [])
+    return assemble(units, **kw)
+
+
+def reframe_last_unit(w: W, payload_cut: int | None = None) -> bytes:
+    """Cut the last unit's payload to ``payload_cut`` bytes and fix its length and CRC."""
+    data = w.bytes()
+    start = w.find("unit_type", sum(1 for f in w.fields if f.element == "unit_type") - 1).offset
+    payload = data[start + 6:len(data) - 4][:payload_cut]
+    header = data[start:start + 2] + len(payload).to_bytes(4, "little")
+    return data[:start] + header + payload + zlib.crc32(header + payload).to_bytes(4, "little")
+
+
+def patch(w: W, element: str, value: bytes, occurrence: int = 0) -> bytes:
+    """Overwrite a field inside the last unit and recompute that unit's CRC."""
+    data = bytearray(w.bytes())
+    f = w.find(element, occurrence)
+    data[f.offset:f.offset + len(value)] = value
+    return refresh_crcs(w, bytes(data))
+
+
+def refresh_crcs(w: W, data: bytes) -> bytes:
+    """Recompute every unit's CRC (the layout of ``w`` must still hold)."""
+    data = bytearray(data)
+    for k, f in enumerate(w.fields):
+        if f.element == "unit_crc":
+            start = max(g.offset for g in w.fields[:k] if g.element == "unit_type")
+            data[f.offset:f.offset + 4] = zlib.crc32(bytes(data[start:f.offset])).to_bytes(4, "little")
+    return bytes(data)
+
+
+def cut_inside(w: W, element: str, occurrence: int = 0, keep: int | None = None) -> bytes:
+    """Cut the last unit's payload inside ``element`` (its first ``keep`` bytes kept, default
+    all but one) and reframe the unit, so the parser meets the end of the payload there."""
+    f = w.find(element, occurrence)
+    data = w.bytes()
+    start = w.find("unit_type", sum(1 for g in w.fields if g.element == "unit_type") - 1).offset
+    keep = f.size - 1 if keep is None else keep
+    return reframe_last_unit(w, f.offset + keep - (start + 6))
+
+
+# ---------------------------------------------------------------------------------------------
+# the cases
+
+
+@dataclasses.dataclass
+class Case:
+    slug: str
+    description: str
+    sections: list[str]
+    data: bytes
+    tensors: list[T] | None = None  # valid streams
+    error: tuple[str, str] | None = None  # invalid streams: (category, element)
+    limits: dict[str, int] | None = None
+    layout: W | None = None
+
+
+def f32_bits(values: list[int]) -> bytes:
+    return b"".join(v.to_bytes(4, "little") for v in values)
+
+
+def ints(values: list[int], size: int, signed: bool) -> bytes:
+    return b"".join(v.to_bytes(size, "little", signed=signed) for v in values)
+
+
+def levels_grid(rng: Rng, rows: int, cols: int, scale: int) -> list[int]:
+    return rng.laplace_levels(rows * cols, scale)
+
+
+def valid_cases() -> list[Case]:
+    cases: list[Case] = []
+
+    def add(slug, description, sections, tensors, *, limits=None, extra_units=None, **kw):
+        w = stream(tensors, extra_units=extra_units, **kw)
+        cases.append(Case(slug, description, sections, w.bytes(), tensors=tensors, limits=limits, layout=w))
+
+    rng = Rng(2024)
+    add("empty-model", "a model header with tensor_count 0 and nothing else: the smallest valid stream",
+        ["4.1", "4.2", "4.3", "5.1"], [])
+    add("raw-int8-tiny", "one RAW int8 tensor of shape (3,): the first example of spec/examples.md",
+        ["5.2", "5.4"], [T("w", "int8", (3,), RAW, ints([-128, 0, 127], 1, True))])
+    dense_tiny = T("w", "float32", (2, 2), DENSE, levels=[0, 3, -1, 0], qp=-8, density=2,
+                   planes={"dense_levels": PlaneOptions(q=2, m=0)})
+    add("dense-tiny", "one DENSE float32 2x2 tensor, single context: the second example of spec/examples.md",
+        ["5.5", "6.1", "6.5", "6.6", "6.8", "6.9", "7.1"], [dense_tiny])
+
+    # RAW of every dtype, with extreme and special values
+    specials32 = [0x00000000, 0x80000000, 0x3F800000, 0xBFC00000, 0x7F800000, 0xFF800000, 0x7FC00000,
+                  0x7FA00001, 0xFFFFFFFF, 0x00000001, 0x807FFFFF, 0x7F7FFFFF]
+    raw_sets = {
+        "float32": (specials32, 4, False, (3, 4)),
+        "float16": ([0x0000, 0x8000, 0x3C00, 0x7C00, 0xFC00, 0x7E00, 0x7D01, 0x0001, 0x83FF, 0x7BFF, 0xFFFF, 0x3555],
+                    2, False, (2, 2, 3)),
+        "bfloat16": ([0x0000, 0x8000, 0x3F80, 0x7F80, 0xFF80, 0x7FC0, 0x7F81, 0x0001, 0x807F, 0x7F7F, 0xFFFF, 0x3EAB],
+                     2, False, (12,)),
+        "float64": ([0, 1 << 63, 0x3FF0000000000000, 0x7FF0000000000000, 0xFFF0000000000000, 0x7FF8000000000000,
+                     0x7FF0000000000001, 1, 0x800FFFFFFFFFFFFF, 0x7FEFFFFFFFFFFFFF], 8, False, (5, 2)),
+        "int8": ([-128, -1, 0, 1, 127], 1, True, (5,)),
+        "int16": ([-32768, -1, 0, 1, 32767, 258], 2, True, (2, 3)),
+        "int32": ([-(1 << 31), -1, 0, 1, (1 << 31) - 1, 0x01020304], 4, True, (6, 1)),
+        "int64": ([-(1 << 63), -1, 0, 1, (1 << 63) - 1, 0x0102030405060708], 8, True, (3, 2)),
+        "uint8": ([0, 1, 127, 128, 255], 1, False, (5,)),
+        "bool": ([0, 1, 1, 0, 1, 0], 1, False, (2, 3)),
+        "uint16": ([0, 1, 0x8000, 0xFFFF], 2, False, (4,)),
+        "uint32": ([0, 1, 0x80000000, 0xFFFFFFFF], 4, False, (2, 2)),
+        "uint64": ([0, 1, 1 << 63, M64], 8, False, (1, 4)),
+    }
+    for dtype, (values, size, signed, shape) in raw_sets.items():
+        add(f"raw-{dtype}", f"RAW {dtype}{list(shape)}: extreme values"
+            + (", NaN payloads, infinities, signed zeros, subnormals (bits kept exactly)" if dtype.startswith(("f", "b"))
+               and dtype != "bool" else ""),
+            ["5.2", "5.4", "7.3"], [T(f"{dtype}.tensor", dtype, shape, RAW, ints(values, size, signed))])
+    add("raw-shapes", "RAW tensors of rank 0 (a scalar), rank 8 (the default max_ndim), empty shapes (0,) and "
+        "(2,0,3), and an empty tensor with a dimension of 2**32-1",
+        ["5.2", "5.4", "8"],
+        [T("scalar", "float32", (), RAW, f32_bits([0x40490FDB])),
+         T("rank8", "int16", (1, 2, 1, 1, 2, 1, 1, 1), RAW, ints([1, -2, 3, -4], 2, True)),
+         T("empty", "float64", (0,), RAW, b""),
+         T("empty3", "uint8", (2, 0, 3), RAW, b""),
+         T("empty-huge", "float32", (0, 0xFFFFFFFF), RAW, b"")])
+
+    # DENSE
+    lv = levels_grid(rng, 6, 9, 3)
+    add("dense-single-context", "DENSE float32 6x9, direct_bits 3, mantissa_bits 1, one context, escapes with raw bits",
+        ["5.5", "6.4", "6.5", "6.7", "6.8", "7.1"],
+        [T("layer.weight", "float32", (6, 9), DENSE, levels=lv, qp=-20, planes={"dense_levels": PlaneOptions(q=3, m=1)})])
+    lv = levels_grid(rng, 12, 16, 4)
+    rc = [i % 3 for i in range(12)]
+    cc = [(j // 3) % 4 for j in range(16)]
+    add("dense-row-and-column-classes", "DENSE 12x16 with 3 row classes and 4 column classes: 6 contexts, "
+        "class tables, symbols grouped by context",
+        ["5.5", "6.5", "6.5.1", "6.6"],
+        [T("ctx", "float32", (12, 16), DENSE, levels=lv, qp=-12,
+           planes={"dense_levels": PlaneOptions(q=2, m=1, row_classes=rc, col_classes=cc)})])
+    lv = levels_grid(rng, 5, 8, 2)
+    add("dense-classes-with-empty-contexts", "DENSE 5x8 with row_class_count 5 and col_class_count 4 but few "
+        "contexts used: empty contexts have one-symbol magnitude tables; a class table whose alphabet is "
+        "smaller than its class count",
+        ["6.5", "6.5.1", "6.6"],
+        [T("sparse-ctx", "float32", (5, 8), DENSE, levels=lv,
+           planes={"dense_levels": PlaneOptions(q=2, m=0, row_classes=[0, 0, 2, 2, 0], col_classes=[1] * 8,
+                                                 row_class_count=5, col_class_count=4)})])
+    big = [0, 1, 2, 3, 4, 5, 7, 8, 100, 1000, 65535, 65536, (1 << 24) + 1, (1 << 30), (1 << 31) - 1, 6]
+    lv = [v if k % 2 else -v for k, v in enumerate(big)]
+    add("dense-escapes-q0", "DENSE with direct_bits 0 and mantissa_bits 0: every non-zero magnitude escapes; "
+        "levels up to 2**31-1 (the largest), raw bits of every width; float32(level) rounds for |level| > 2**24",
+        ["6.4", "6.7", "7.1"],
+        [T("escapes", "float32", (4, 4), DENSE, levels=lv, qp=-124, density=0,
+           planes={"dense_levels": PlaneOptions(q=0, m=0)})])
+    vals = [0, 255, 256, 257, 511, 4095, 4096, 99999, (1 << 24) - 1, (1 << 29) + 12345, (1 << 31) - 1, 300]
+    add("dense-escapes-q8-m4", "DENSE with direct_bits 8 and mantissa_bits 4, the largest binarization "
+        "(624 symbols): the magnitude table has the maximum alphabet, most frequencies zero",
+        ["6.4", "6.6", "6.7"],
+        [T("q8m4", "float32", (12,), DENSE, levels=[-v if k % 3 == 0 else v for k, v in enumerate(vals)], qp=-40,
+           planes={"dense_levels": PlaneOptions(q=8, m=4, alphabet=magnitude_alphabet(8, 4))})])
+    add("dense-zero-width-escapes", "escape symbols whose raw width is 0 (direct_bits = mantissa_bits = 2, "
+        "magnitudes 4..7): raw_byte_count 0 although escapes occur",
+        ["6.4", "6.7"],
+        [T("zw", "float32", (2, 4), DENSE, levels=[4, -5, 6, 7, 0, 1, -3, 4],
+           planes={"dense_levels": PlaneOptions(q=2, m=2)})])
+    add("dense-all-zero", "DENSE 3x7 of zeros: a one-symbol table, no words, no signs",
+        ["5.5", "6.5.1", "6.6", "6.9.4"],
+        [T("zeros", "float32", (3, 7), DENSE, levels=[0] * 21)])
+    add("dense-scalar-vector-empty", "DENSE tensors of rank 0 (1x1 matrix), rank 1 (1xN), and empty shapes "
+        "(0,), (3,0) and (4294967295,0): an empty plane is its value_count",
+        ["5.5", "6.2", "6.5"],
+        [T("s", "float32", (), DENSE, levels=[-7], qp=-10, planes={"dense_levels": PlaneOptions(q=1, m=1)}),
+         T("v", "float32", (5,), DENSE, levels=[1, 0, -2, 3, 0]),
+         T("e0", "float32", (0,), DENSE, levels=[]),
+         T("e1", "float32", (3, 0), DENSE, levels=[]),
+         T("e2", "float16", (0xFFFFFFFF, 0), DENSE, levels=[])])
+
+    # UNIFIED
+    def unified_levels(rows, cols, br, bc, kinds, rng, scale=3):
+        lv = [[0] * cols for _ in range(rows)]
+        for a in range(len(kinds)):
+            for b in range(len(kinds[0])):
+                cells = [(r, c) for r in range(a * br, min(rows, (a + 1) * br)) for c in range(b * bc, min(cols, (b + 1) * bc))]
+                if kinds[a][b] == K_UNIFIED:
+                    m = 1 + rng.below(5)
+                    for r, c in cells:
+                        lv[r][c] = m if rng.below(2) else -m
+                elif kinds[a][b] == K_DENSE:
+                    vals = rng.laplace_levels(len(cells), scale)
+                    if len({abs(v) for v in vals}) < 2:
+                        vals[0] = abs(vals[0]) + 1
+                        vals[-1] = 0
+                    for (r, c), v in zip(cells, vals):
+                        lv[r][c] = v
+        return [v for row in lv for v in row]
+
+    kinds = [[K_UNIFIED, K_PRUNED, K_DENSE], [K_DENSE, K_UNIFIED, K_PRUNED], [K_PRUNED, K_DENSE, K_UNIFIED]]
+    add("unified-three-kinds-partial-edges", "UNIFIED 7x10 in 3x4 blocks (grid 3x3, partial bottom and right "
+        "blocks) with all three block kinds; unified_signs in matrix scan order",
+        ["5.6", "6.2", "6.3", "6.5", "6.8"],
+        [T("fc.weight", "float32", (7, 10), UNIFIED, levels=unified_levels(7, 10, 3, 4, kinds, rng), block=(3, 4),
+           qp=-30, planes={"block_map": PlaneOptions(q=2), "unified_magnitudes": PlaneOptions(q=1, m=1),
+                           "dense_levels": PlaneOptions(q=2, m=1)})])
+    kinds = [[(a + 2 * b) % 3 for b in range(4)] for a in range(3)]
+    add("unified-conv4d", "UNIFIED convolution weight (6,3,3,3) viewed as 6x27 in 2x7 blocks (grid 3x4, partial "
+        "right column)",
+        ["5.6", "6.2"],
+        [T("conv1.weight", "float32", (6, 3, 3, 3), UNIFIED, levels=unified_levels(6, 27, 2, 7, kinds, rng),
+           block=(2, 7), planes={"block_map": PlaneOptions(q=2), "unified_magnitudes": PlaneOptions(q=3),
+                                 "dense_levels": PlaneOptions(q=3)})])
+    lv = levels_grid(rng, 5, 6, 2)
+    add("unified-all-dense", "UNIFIED where every block is DENSE: the block map is a constant (one-symbol, no "
+        "words), no unified magnitudes, no unified signs, the dense plane covers every element",
+        ["5.6", "6.3", "6.5.1"],
+        [T("all-dense", "float32", (5, 6), UNIFIED, levels=lv, block=(2, 2), kinds=[[K_DENSE] * 3 for _ in range(3)],
+           planes={"dense_levels": PlaneOptions(q=2)})])
+    add("unified-all-pruned", "UNIFIED of zeros: every block PRUNED (block map symbols 2 only), empty unified and "
+        "dense planes",
+        ["5.6", "6.3"],
+        [T("all-pruned", "float32", (4, 8), UNIFIED, levels=[0] * 32, block=(2, 4), planes={"block_map": PlaneOptions(q=2)})])
+    lv = [(-1 if rng.below(2) else 1) for _ in range(6 * 8)]
+    add("unified-all-magnitude-one", "UNIFIED where every block is UNIFIED with magnitude 1: unified_magnitudes "
+        "stores 0 for each (a one-symbol table), only signs vary",
+        ["5.6", "6.3", "6.5"],
+        [T("ones", "float32", (6, 8), UNIFIED, levels=lv, block=(3, 4), planes={"block_map": PlaneOptions(q=1)})])
+    lv = [0, 0, 5, 5, 5, 5, 0, 0, -2, 2, 3, 1] + [0, 0, 5, -5, 5, 5, 0, 0, 2, 2, 1, 1]
+    add("unified-noncanonical-kinds", "UNIFIED with DENSE blocks that an encoder would call PRUNED or UNIFIED (all "
+        "zero, all equal): valid, decoded as coded",
+        ["6.3"],
+        [T("noncanonical", "float32", (2, 12), UNIFIED, levels=lv, block=(2, 2),
+           kinds=[[K_DENSE, K_DENSE, K_UNIFIED, K_PRUNED, K_DENSE, K_DENSE]],
+           planes={"block_map": PlaneOptions(q=1), "dense_levels": PlaneOptions(q=3)})])
+    lv1 = levels_grid(rng, 3, 4, 1)
+    lv2 = [[-3, 3, 3, -3, 3, 3], [3, 3, -3, 3, 3, 3], [3, -3, 3, 3, 3, 3], [3, 3, 3, 3, 3, -3], [-3, 3, 3, 3, 3, 3]]
+    add("unified-extreme-block-shapes", "UNIFIED with 1x1 blocks (every element a block) and with 255x255 blocks "
+        "(one partial block larger than the 5x6 matrix)",
+        ["5.6", "6.2"],
+        [T("b1x1", "float32", (3, 4), UNIFIED, levels=lv1, block=(1, 1), planes={"block_map": PlaneOptions(q=2)}),
+         T("b255", "float32", (5, 6), UNIFIED, levels=[v for row in lv2 for v in row], block=(255, 255))])
+    add("unified-scalar-vector-empty", "UNIFIED tensors of rank 0, rank 1 (1x9 in 1x4 blocks), and empty shapes "
+        "(0,4), (3,0), (0,4294967295) and (4294967295,0) in 2x2 blocks",
+        ["5.6", "6.2", "6.5"],
+        [T("s", "bfloat16", (), UNIFIED, levels=[-9], block=(2, 2)),
+         T("v", "float32", (9,), UNIFIED, levels=[2, -2, 2, 2, 0, 0, 0, 0, 7], block=(1, 4),
+           planes={"block_map": PlaneOptions(q=2), "unified_magnitudes": PlaneOptions(q=2)}),
+         T("e0", "float32", (0, 4), UNIFIED, levels=[], block=(2, 2)),
+         T("e1", "float32", (3, 0), UNIFIED, levels=[], block=(2, 2)),
+         T("e2", "float32", (0, 0xFFFFFFFF), UNIFIED, levels=[], block=(2, 2)),
+         T("e3", "float64", (0xFFFFFFFF, 0), UNIFIED, levels=[], block=(2, 2))])
+    kinds = [[(a * 7 + b * 3 + (a * b) % 5) % 3 if a != 4 and b != 4 else 1 + (a + b) % 2 for b in range(6)]
+             for a in range(5)]
+    lv = unified_levels(10, 18, 2, 3, kinds, rng, scale=5)
+    add("unified-planes-with-contexts", "UNIFIED 10x18 in 2x3 blocks where every plane has classes: the block map "
+        "and unified magnitudes over the 5x6 grid, the masked dense plane over the matrix (rows and columns without "
+        "dense elements still carry classes)",
+        ["5.6", "6.5", "6.5.1"],
+        [T("ctx", "float32", (10, 18), UNIFIED, levels=lv, block=(2, 3),
+           planes={"block_map": PlaneOptions(q=2, row_classes=[0, 1, 1, 0, 2], col_classes=[0, 0, 1, 1, 0, 1]),
+                   "unified_magnitudes": PlaneOptions(q=2, m=1, row_classes=[1, 0, 1, 0, 1], col_classes=[0] * 6),
+                   "dense_levels": PlaneOptions(q=3, m=2, row_classes=[r % 4 for r in range(10)],
+                                                col_classes=[(c // 2) % 3 for c in range(18)])})])
+    top = (1 << 31) - 1
+    add("unified-largest-magnitudes", "UNIFIED block of magnitude 2**31-1 (stored 2**31-2, the largest) and a "
+        "dense level of 2**31-1",
+        ["5.6", "6.4", "7.1"],
+        [T("top", "float32", (2, 4), UNIFIED, levels=[top, -top, 5, -top, top, top, 0, 2], block=(2, 2), qp=-120,
+           density=0, planes={"block_map": PlaneOptions(q=2), "unified_magnitudes": PlaneOptions(q=0),
+                              "dense_levels": PlaneOptions(q=0)})])
+
+    # reconstruction and output types
+    lv = [1, -1, 2, 3, -1000, 1 << 20, -(1 << 24) - 1, (1 << 24) + 3, 0, 7, -7, 65519]
+    add("output-float16", "DENSE float16: results below the normal range (subnormal, negative ones rounding to -0), "
+        "ties to even, overflow to infinity",
+        ["7.1", "7.3"],
+        [T("tiny", "float16", (12,), DENSE, levels=lv, qp=-100, density=2, planes={"dense_levels": PlaneOptions(q=0)}),
+         T("huge", "float16", (12,), DENSE, levels=lv, qp=-4, density=2, planes={"dense_levels": PlaneOptions(q=0)}),
+         T("edges", "float16", (8,), DENSE, levels=[65504, 65519, 65520, -65520, 2049, 2051, 1, -1], qp=0,
+           density=2, planes={"dense_levels": PlaneOptions(q=0)})])
+    lv = [1, 3, 257, 259, 65793, -65795, (1 << 31) - 1, -12345, 0, 129, 385, 511]
+    add("output-bfloat16", "DENSE and UNIFIED bfloat16: rounding of the binary32 product to bfloat16, ties to even, "
+        "overflow to infinity; canonical bytes are the 16-bit patterns",
+        ["7.1", "7.3"],
+        [T("bf", "bfloat16", (3, 4), DENSE, levels=lv, qp=0, density=2, planes={"dense_levels": PlaneOptions(q=0)}),
+         T("bf-big", "bfloat16", (12,), DENSE, levels=lv, qp=387, density=2, planes={"dense_levels": PlaneOptions(q=0)}),
+         T("bf-unified", "bfloat16", (2, 2), UNIFIED, levels=[-5, 5, 5, 5], block=(2, 2), qp=-3),
+         T("bf-edges", "bfloat16", (4,), DENSE, levels=[0xFF8000 * 16, -0xFF8000 * 16, 0xFF0000 * 16, 0xFF7FFF * 16],
+           qp=100, density=0, planes={"dense_levels": PlaneOptions(q=0)})])
+    add("output-float64", "DENSE float64: the binary32 product widened exactly",
+        ["7.1", "7.3"],
+        [T("f64", "float64", (2, 3), DENSE, levels=[1, -3, 5, (1 << 24) + 1, 0, -(1 << 30) - 1], qp=-57, density=3,
+           planes={"dense_levels": PlaneOptions(q=0)})])
+    qps = []
+    lv = [1, -1, 3, (1 << 24) + 1, -(1 << 31) + 1, 0]
+    for d, (lo, hi) in enumerate([(-126, 100), (-250, 203), (-496, 411), (-984, 831), (-1952, 1679)]):
+        qps += [T(f"d{d}.min", "float32", (6,), DENSE, levels=lv, qp=lo, density=d, planes={"dense_levels": PlaneOptions(q=0)}),
+                T(f"d{d}.max", "float32", (6,), DENSE, levels=lv, qp=hi, density=d, planes={"dense_levels": PlaneOptions(q=0)})]
+    add("qp-extremes", "the smallest and largest legal qp at every qp_density 0..4 (step 2**-126 to just under "
+        "2**105): products that overflow to infinity",
+        ["6.1", "7.1"], qps)
+
+    # many tensors, names, units, versions
+    many = []
+    for k in range(300):
+        mode = k % 3
+        if mode == RAW:
+            many.append(T(f"t{k:03d}", "int8", (2,), RAW, ints([k % 128, -(k % 100)], 1, True)))
+        else:
+            many.append(T(f"t{k:03d}", "float32", (2, 2), mode, levels=[k % 5, -(k % 3), 0, 1], block=(2, 1)))
+    add("many-tensors", "300 small tensors in all three modes", ["4.3", "5.1"], many)
+    names = ["é", unicodedata.normalize("NFD", "é"), "层.权重", "🧠.weight", "Ω" * 512, "a/b:c d\\e", "x" * 1024,
+             "\u0000nul", "\u202eRTL"]
+    add("unicode-names", "names with 2-, 3- and 4-byte UTF-8, é in NFC and NFD as two different names, a name of "
+        "1024 bytes (the default max_name_length), U+0000 and U+202E",
+        ["5.2"], [T(n, "uint8", (1,), RAW, bytes([k])) for k, n in enumerate(names)])
+    add("ancillary-units", "unknown ancillary units (types 0, 3, 200, 255; empty and 70000-byte payloads) after "
+        "the model header, between tensors and at the end: skipped",
+        ["4.2", "4.3"],
+        [T("a", "int32", (1,), RAW, ints([1], 4, True)), T("b", "int32", (1,), RAW, ints([2], 4, True))],
+        extra_units={0: [ancillary(3, b"")], 1: [ancillary(0, b"meta"), ancillary(255, bytes(70000))],
+                     2: [ancillary(200, b"\x00\x01")]})
+    add("newer-minor-version", "version_minor 255: a 1.0 decoder reads any 1.x stream",
+        ["4.1", "10"], [T("w", "uint16", (2,), RAW, ints([1, 2], 2, False))], minor=255)
+
+    # frequency tables, classes and range coder edge cases
+    lv = [rng.below(3) for _ in range(40)] + [2, 1]
+    add("frequency-table-extremes", "frequency_bits 24 with 2**24-1 and 0 entries, frequency_bits 1, tied "
+        "largest frequencies (the remainder goes to the first), trailing zero-frequency symbols, and a coded "
+        "symbol whose frequency is 0 (probability 1/2**24)",
+        ["6.6", "6.6.1", "6.9"],
+        [T("f24", "float32", (42,), DENSE, levels=lv,
+           planes={"dense_levels": PlaneOptions(q=2, tables={0: Table([(1 << 24) - 1, 0, 3, 0, 0], 24)})}),
+         T("f1", "float32", (8,), DENSE, levels=[0, 1, 1, 0, 2, 1, 0, 1],
+           planes={"dense_levels": PlaneOptions(q=2, tables={0: Table([1, 1, 0, 1], 1)})}),
+         T("tie", "float32", (6,), DENSE, levels=[0, 1, 2, 2, 1, 0],
+           planes={"dense_levels": PlaneOptions(q=2, tables={0: Table([5, 7, 7, 2, 0, 0, 0, 0, 0, 0, 0, 0], 3)})})])
+    rcs = list(range(64)) + [0] * 6
+    add("class-extremes", "row_class_count 64 and col_class_count 64 (127 contexts, most of them empty, each with "
+        "its table); 64-symbol class tables",
+        ["6.5", "6.5.1"],
+        [T("classes", "float32", (70, 64), DENSE, levels=[(r + c) % 3 for r in range(70) for c in range(64)],
+           planes={"dense_levels": PlaneOptions(q=2, row_classes=rcs, col_classes=list(range(63, -1, -1)))})])
+    add("range-coder-word-counts", "planes whose words end without and with the final zero word (extra 0 and 1), "
+        "a plane of one word, and a long run of near-certain symbols",
+        ["6.9", "6.9.4"], range_coder_tensors(rng))
+    add("range-coder-carry", "a plane whose encoding propagates carries into held-back words (both resolutions), "
+        "so lower + range wraps past 2**64 while decoding",
+        ["6.9.3", "Appendix B"], carry_tensors())
+
+    # limits
+    add("limits-at-maximum", "every limit met exactly (custom limits in the manifest): tensor count, name "
+        "length, ndim, elements per tensor, total output bytes, alphabet size",
+        ["8"],
+        [T("abcdefghij", "float32", (1, 3, 4), DENSE, levels=[k % 5 for k in range(12)],
+           planes={"dense_levels": PlaneOptions(q=3)}),
+         T("b", "bfloat16", (2, 2), RAW, ints([0x3F80, 0, 0x4000, 0xBF80], 2, False)),
+         T("c", "uint8", (4,), RAW, b"\x01\x02\x03\x04")],
+        limits={"max_tensor_count": 3, "max_name_length": 10, "max_ndim": 3, "max_elements_per_tensor": 12,
+                "max_total_output_bytes": 12 * 4 + 4 * 2 + 4, "max_alphabet_size": 5})
+    return cases
+
+
+def random_table_tensor(name: str, seed: int, shortest: int, longest: int) -> T:
+    """A DENSE vector coded with a pseudo-random 24-bit frequency table (seeds below were found by search)."""
+    r = Rng(seed)
+    n = 2 + r.below(6)
+    levels = [r.below(n) for _ in range(shortest + r.below(longest - shortest))]
+    frequencies = [r.below(1 << (1 + r.below(24))) for _ in range(n)]
+    return T(name, "float32", (len(levels),), DENSE, levels=levels,
+             planes={"dense_levels": PlaneOptions(q=3, tables={0: Table(frequencies, 24)})})
+
+
+def observed(t: T) -> PlaneStats:
+    t.stats = []
+    tensor_payload(t)
+    stats, t.stats = t.stats[0], []
+    return stats
+
+
+def range_coder_tensors(rng: Rng) -> list[T]:
+    """Planes whose words end with extra = 0 and extra = 1, a one-word plane, and a long skewed run."""
+    extra0 = random_table_tensor("extra-0", 7, 1, 31)
+    extra1 = random_table_tensor("extra-1", 313, 1, 31)
+    assert (observed(extra0).extra, observed(extra1).extra) == (0, 1)
+    assert observed(extra1).words == 2  # no renormalisation: the point word and the extra zero word
+    one = T("one-word", "float32", (2,), DENSE, levels=[0, 1], planes={"dense_levels": PlaneOptions(q=1)})
+    assert observed(one).words == 1
+    near = T("near-certain", "float32", (600,), DENSE, levels=[0] * 599 + [1],
+             planes={"dense_levels": PlaneOptions(q=1, tables={0: Table([(1 << 20) - 1, 0], 20)})})
+    return [extra0, extra1, one, near]
+
+
+def carry_tensors() -> list[T]:
+    """Planes whose encoding holds words back and resolves them both ways (Appendix B)."""
+    short = random_table_tensor("carry-short", 2, 30, 230)
+    held2 = random_table_tensor("carry-held-2", 96, 30, 230)
+    s, h = observed(short), observed(held2)
+    assert s.carries >= 1 and s.inversions > s.carries, s
+    assert h.max_held >= 2 and h.carries >= 1 and h.inversions > h.carries, h
+    return [short, held2]
+
+
+# ---------------------------------------------------------------------------------------------
+# invalid streams
+
+
+def invalid_cases() -> list[Case]:
+    cases: list[Case] = []
+
+    def add(slug, description, sections, data, error, limits=None):
+        cases.append(Case(slug, description, sections, data, error=error, limits=limits))
+
+    def one(t: T, **kw) -> W:
+        return stream([t], **kw)
+
+    raw = T("w", "int8", (3,), RAW, ints([1, 2, 3], 1, True))
+    good = stream([raw])
+    data = good.bytes()
+    dense = T("d", "float32", (3, 5), DENSE, levels=[0, 1, -2, 3, 0, 0, 5, 1, -1, 0, 9, 0, 2, -3, 1],
+              planes={"dense_levels": PlaneOptions(q=2, m=1)})
+    # A DENSE tensor whose plane has classes, tables, words and raw bits, for cuts and field patches.
+    rich = lambda **kw: T("r", "float32", (4, 6), DENSE,  # noqa: E731
+                          levels=[0, 1, -2, 3, 0, 0, 5, 1, -1, 0, 9, 0, 2, -3, 1, 40, 0, 1, 1, -1, 0, 2, 0, 3],
+                          planes={"dense_levels": PlaneOptions(q=2, m=1, row_classes=[0, 1, 1, 0],
+                                                               col_classes=[0, 0, 1, 1, 0, 1], **kw)})
+    unified = lambda **kw: T("u", "float32", (4, 6), UNIFIED,  # noqa: E731
+                             levels=[3, -3, 0, 0, 1, 2, 3, 3, 0, 0, 0, 4, 0, 0, -1, 1, 7, 7, 0, 0, 1, -1, 7, -7],
+                             block=(2, 2), planes={"block_map": PlaneOptions(q=2), "unified_magnitudes": PlaneOptions(q=3),
+                                                   "dense_levels": PlaneOptions(q=3)}, **kw)
+
+    # §4.1 file header
+    add("empty-file", "a stream of 0 bytes", ["4.1"], b"", ("malformed", "magic"))
+    add("short-magic", "the first 5 bytes of the magic number only", ["4.1"], MAGIC[:5], ("malformed", "magic"))
+    add("bad-magic", "one byte of the magic number changed (0x0A to 0x0D: newline translation)", ["4.1"],
+        data[:7] + b"\x0d" + data[8:], ("malformed", "magic"))
+    add("truncated-version-major", "the magic number and nothing else", ["4.1", "3.5"], MAGIC, ("truncated", "version_major"))
+    add("truncated-version-minor", "the stream ends after version_major", ["4.1", "3.5"], data[:9],
+        ("truncated", "version_minor"))
+    add("truncated-header-flags", "the stream ends inside header_flags", ["4.1", "3.5"], data[:11],
+        ("truncated", "header_flags"))
+    add("major-version-0", "version_major 0", ["4.1", "10"], stream([raw], major=0).bytes(),
+        ("unsupported_version", "version_major"))
+    add("major-version-2", "version_major 2 (a future major version)", ["4.1", "10"], stream([raw], major=2).bytes(),
+        ("unsupported_version", "version_major"))
+    add("header-flags-bit0", "header_flags 0x0001 (reserved)", ["4.1"], stream([raw], flags=1).bytes(),
+        ("malformed", "header_flags"))
+    add("header-flags-bit15-newer-minor", "header_flags 0x8000 with version_minor 7: reserved bits are rejected "
+        "whatever the minor version", ["4.1", "10"], stream([raw], flags=0x8000, minor=7).bytes(),
+        ("malformed", "header_flags"))
+    # §4.2 units
+    add("no-units", "a file header and no unit", ["4.3"], data[:12], ("truncated", "model_header"))
+    add("truncated-unit-flags", "one byte after the file header", ["4.2", "3.5"], data[:13], ("truncated", "unit_flags"))
+    add("truncated-payload-length", "the stream ends inside the first payload_length", ["4.2", "3.5"], data[:16],
+        ("truncated", "payload_length"))
+    add("truncated-payload", "the stream ends inside the model header's payload", ["4.2"], data[:20],
+        ("truncated", "payload_length"))
+    add("truncated-unit-crc", "the stream ends inside the last unit's CRC", ["4.2"], data[:-1],
+        ("truncated", "payload_length"))
+    w = good
+    bad = bytearray(data)
+    bad[good.find("tensor_count").offset] ^= 0x04
+    add("crc-payload-bit-flipped", "one bit of the model header's payload flipped", ["4.2"], bytes(bad),
+        ("checksum", "unit_crc"))
+    bad = bytearray(data)
+    bad[-1] ^= 0x80
+    add("crc-bit-flipped", "one bit of the last unit_crc flipped", ["4.2"], bytes(bad), ("checksum", "unit_crc"))
+    add("crc-of-skipped-unit", "a wrong CRC on an unknown ancillary unit: checked although the unit is skipped",
+        ["4.2", "4.3"], assemble([model_header(0), dataclasses.replace(ancillary(9, b"abc"), crc_xor=1)]).bytes(),
+        ("checksum", "unit_crc"))
+    for bit in (0x02, 0x80):
+        add(f"unit-flags-{bit:#04x}", f"unit_flags {bit:#04x} (a reserved bit) on the model header", ["4.2"],
+            assemble([dataclasses.replace(model_header(0), flags=bit)]).bytes(), ("malformed", "unit_flags"))
+    add("payload-length-overruns", "payload_length of the last unit one larger than the bytes present", ["4.2"],
+        assemble([model_header(1), dataclasses.replace(tensor_unit(raw), length=len(tensor_payload(raw).buf) + 1)]).bytes(),
+        ("truncated", "payload_length"))
+    add("payload-length-huge", "payload_length 0xFFFFFFFF", ["4.2", "8"],
+        assemble([dataclasses.replace(model_header(0), length=0xFFFFFFFF)]).bytes(), ("truncated", "payload_length"))
+    # §4.3 unit sequence
+    add("first-unit-is-tensor", "a TENSOR unit before the model header", ["4.3"],
+        assemble([tensor_unit(raw), model_header(1)]).bytes(), ("malformed", "unit_type"))
+    add("ancillary-before-model-header", "an ancillary unit before the model header", ["4.3"],
+        assemble([ancillary(7, b""), model_header(0)]).bytes(), ("malformed", "unit_type"))
+    add("model-header-ancillary-first", "the only model header is marked ancillary", ["4.3"],
+        assemble([dataclasses.replace(model_header(0), flags=1)]).bytes(), ("malformed", "unit_type"))
+    add("second-model-header", "two model headers", ["4.3"], assemble([model_header(0), model_header(0)]).bytes(),
+        ("malformed", "unit_type"))
+    add("ancillary-model-header-later", "a second model header marked ancillary: known types must be critical",
+        ["4.3"], assemble([model_header(0), dataclasses.replace(model_header(0), flags=1)]).bytes(),
+        ("malformed", "unit_flags"))
+    add("ancillary-tensor-unit", "a TENSOR unit marked ancillary", ["4.3"],
+        assemble([model_header(1), dataclasses.replace(tensor_unit(raw), flags=1)]).bytes(), ("malformed", "unit_flags"))
+    for t_ in (0, 3, 255):
+        add(f"unknown-critical-unit-{t_}", f"a critical unit of unknown type {t_}", ["4.2", "4.3"],
+            assemble([model_header(0), Unit(t_, W())]).bytes(), ("malformed", "unit_type"))
+    add("more-tensors-than-declared", "tensor_count 1 and two TENSOR units", ["4.3", "5.1"],
+        assemble([model_header(1), tensor_unit(raw), tensor_unit(dataclasses.replace(raw, name="x"))]).bytes(),
+        ("malformed", "unit_type"))
+    add("fewer-tensors-than-declared", "tensor_count 2 and one TENSOR unit", ["4.3", "5.1"],
+        assemble([model_header(2), tensor_unit(raw)]).bytes(), ("truncated", "tensor_count"))
+    add("trailing-byte", "one byte after the last unit", ["4.3"], data + b"\x00", ("truncated", "unit_flags"))
+    add("trailing-zero-bytes", "ten zero bytes after the last unit: an all-zero 'unit' whose CRC fails", ["4.3"],
+        data + bytes(10), ("checksum", "unit_crc"))
+    # §5.1 model header
+    add("model-header-short", "a model header payload of 3 bytes", ["5.1"],
+        assemble([Unit(1, _w_raw(b"\x00\x00\x00"))]).bytes(), ("truncated", "tensor_count"))
+    add("model-header-trailing", "a model header payload of 5 bytes", ["5.1"],
+        assemble([model_header(0, b"\x00")]).bytes(), ("malformed", "model_header"))
+    add("limit-tensor-count", "tensor_count 2**20 + 1, above the default max_tensor_count", ["5.1", "8"],
+        assemble([model_header((1 << 20) + 1)]).bytes(), ("limit", "tensor_count"))
+    add("limit-tensor-count-custom", "three tensors with max_tensor_count 2", ["5.1", "8"],
+        stream([raw, dataclasses.replace(raw, name="b"), dataclasses.replace(raw, name="c")]).bytes(),
+        ("limit", "tensor_count"), {"max_tensor_count": 2})
+    # §5.2 tensor header
+    add("name-length-zero", "name_length 0", ["5.2"], one(dataclasses.replace(raw, name=b"")).bytes(),
+        ("malformed", "name_length"))
+    add("limit-name-length", "name_length 1025 (the payload ends there)", ["5.2", "8"],
+        assemble([model_header(1), Unit(2, _w_raw((1025).to_bytes(2, "little")))]).bytes(), ("limit", "name_length"))
+    add("limit-name-length-custom", "a 4-byte name with max_name_length 3", ["5.2", "8"],
+        one(dataclasses.replace(raw, name="abcd")).bytes(), ("limit", "name_length"), {"max_name_length": 3})
+    for slug, name in [("lone-continuation", b"a\x80b"), ("overlong", b"\xc0\xaf"), ("surrogate", b"\xed\xa0\x80"),
+                       ("above-10ffff", b"\xf4\x90\x80\x80"), ("cut-sequence", b"ab\xe2\x82"), ("byte-ff", b"\xff")]:
+        add(f"name-utf8-{slug}", f"a name that is not well-formed UTF-8 ({slug.replace('-', ' ')})", ["5.2"],
+            one(dataclasses.replace(raw, name=name)).bytes(), ("malformed", "name"))
+    add("duplicate-names", "two tensors named 'w'", ["5.2"], stream([raw, raw]).bytes(), ("malformed", "name"))
+    for v in (0, 14, 255):
+        add(f"dtype-{v}", f"dtype {v} (reserved)", ["5.2"], one(dataclasses.replace(raw, header={"dtype": v})).bytes(),
+            ("malformed", "dtype"))
+    add("limit-ndim", "ndim 9, above the default max_ndim (the payload ends there)", ["5.2", "8"],
+        assemble([model_header(1), Unit(2, _w_raw(b"\x01\x00w\x05\x09"))]).bytes(), ("limit", "ndim"))
+    add("limit-ndim-custom", "a 3-D tensor with max_ndim 2", ["5.2", "8"],
+        one(T("w", "int8", (1, 1, 3), RAW, b"\x01\x02\x03")).bytes(), ("limit", "ndim"), {"max_ndim": 2})
+    add("limit-elements", "dims (65536, 65537): more than 2**32 elements", ["5.2", "8"],
+        one(T("w", "int8", (65536, 65537), RAW, b"")).bytes(), ("limit", "dims"))
+    add("limit-elements-custom", "12 elements with max_elements_per_tensor 11", ["5.2", "8"],
+        one(T("w", "uint8", (3, 4), RAW, bytes(12))).bytes(), ("limit", "dims"), {"max_elements_per_tensor": 11})
+    add("limit-total-output", "two tensors of 40 and 24 bytes with max_total_output_bytes 63 (bfloat16 counts 2 "
+        "bytes)", ["5.2", "8"],
+        stream([T("a", "float32", (10,), RAW, bytes(40)), T("b", "bfloat16", (12,), RAW, bytes(24))]).bytes(),
+        ("limit", "dims"), {"max_total_output_bytes": 63})
+    for v in (3, 255):
+        add(f"coding-mode-{v}", f"coding_mode {v} (reserved)", ["5.2"],
+            one(dataclasses.replace(raw, header={"coding_mode": v})).bytes(), ("malformed", "coding_mode"))
+    add("dense-mode-for-int32", "coding_mode DENSE with dtype int32", ["5.2", "5.3"],
+        one(T("w", "int32", (2,), DENSE, levels=[1, 2], header={"dtype": 7})).bytes(), ("malformed", "coding_mode"))
+    add("unified-mode-for-bool", "coding_mode UNIFIED with dtype bool", ["5.2", "5.3"],
+        one(T("w", "bool", (2,), UNIFIED, levels=[1, 1], header={"dtype": 10})).bytes(), ("malformed", "coding_mode"))
+    tw = one(T("w", "int16", (2, 3), RAW, bytes(12)))
+    for element in ("name_length", "name", "dtype", "ndim", "dims", "coding_mode"):
+        add(f"truncated-in-{element.replace('_', '-')}", f"the TENSOR payload ends inside {element} (length and CRC "
+            "fixed)", ["5.2", "3.5"], cut_inside(tw, element, occurrence=1 if element == "dims" else 0),
+            ("truncated", element))
+    # §5.4 raw
+    add("raw-data-short", "RAW int16 (2,3) with 11 bytes of data", ["5.4"], cut_inside(tw, "raw_data", keep=11),
+        ("malformed", "raw_data"))
+    add("raw-data-long", "RAW int8 (3,) with 4 bytes of data", ["5.4"],
+        one(dataclasses.replace(raw, trailing=b"\x00")).bytes(), ("malformed", "raw_data"))
+    add("raw-bool-2", "a bool element stored as 0x02", ["5.4"], one(T("w", "bool", (3,), RAW, b"\x01\x02\x00")).bytes(),
+        ("malformed", "raw_data"))
+    # §6.1, §5.6 fixed fields
+    add("qp-density-5", "qp_density 5", ["6.1"], one(dataclasses.replace(dense, density=5, qp=0)).bytes(),
+        ("malformed", "qp_density"))
+    add("qp-below-range", "qp -127 at qp_density 0 (step 2**-127)", ["6.1"],
+        one(dataclasses.replace(dense, density=0, qp=-127)).bytes(), ("malformed", "qp"))
+    add("qp-above-range", "qp 1680 at qp_density 4", ["6.1"], one(dataclasses.replace(dense, density=4, qp=1680)).bytes(),
+        ("malformed", "qp"))
+    dw = one(dense)
+    for element in ("qp", "qp_density"):
+        add(f"truncated-in-{element.replace('_', '-')}", f"the payload ends inside {element}", ["6.1", "3.5"],
+            cut_inside(dw, element), ("truncated", element))
+    uw = one(unified())
+    for element in ("block_rows", "block_cols"):
+        add(f"truncated-in-{element.replace('_', '-')}", f"the payload ends inside {element}", ["5.6", "3.5"],
+            cut_inside(uw, element), ("truncated", element))
+        add(f"{element.replace('_', '-')}-zero", f"{element} 0", ["5.6"],
+            one(unified(header={element: 0})).bytes(), ("malformed", element))
+    # level planes: field values
+    for element, value, err in [("value_count", 16, "malformed"), ("direct_bits", 9, "malformed"),
+                                ("mantissa_bits", 3, "malformed"), ("row_class_count", 0, "malformed"),
+                                ("row_class_count", 65, "malformed"), ("col_class_count", 0, "malformed"),
+                                ("col_class_count", 65, "malformed")]:
+        add(f"plane-{element.replace('_', '-')}-{value}", f"dense_levels.{element} {value}", ["6.5"],
+            patch(dw, f"dense_levels.{element}", bytes([value]) if element != "value_count" else value.to_bytes(4, "little")),
+            (err, f"dense_levels.{element}"))
+    add("plane-mantissa-bits-5", "mantissa_bits 5 with direct_bits 8", ["6.5"],
+        one(T("m", "float32", (3,), DENSE, levels=[1, 2, 300], planes={"dense_levels": PlaneOptions(q=8, fields={"mantissa_bits": 5})})).bytes(),
+        ("malformed", "dense_levels.mantissa_bits"))
+    add("block-map-value-count", "block_map.value_count 5 for a 2x3 block grid", ["5.6", "6.5"],
+        patch(uw, "block_map.value_count", (5).to_bytes(4, "little")), ("malformed", "block_map.value_count"))
+    add("unified-magnitudes-value-count", "unified_magnitudes.value_count one more than the unified blocks",
+        ["5.6", "6.5"], patch(uw, "unified_magnitudes.value_count",
+                              (int(uw.find("unified_magnitudes.value_count").value) + 1).to_bytes(4, "little")),
+        ("malformed", "unified_magnitudes.value_count"))
+    rw = one(rich())
+    for element in ("value_count", "direct_bits", "mantissa_bits", "row_class_count", "col_class_count",
+                    "row_class_table.alphabet_size", "row_class_table.frequency_bits", "row_class_table.frequencies",
+                    "col_class_table.alphabet_size", "magnitude_table[1].frequencies", "word_count", "words",
+                    "raw_byte_count", "raw_bits"):
+        plane_element = f"dense_levels.{element}"
+        expected = plane_element
+        if element == "words":
+            expected = "dense_levels.word_count"
+        if element == "raw_bits":
+            expected = "dense_levels.raw_byte_count"
+        add(f"truncated-in-plane-{element.replace('_', '-').replace('[', '').replace(']', '').replace('.', '-')}",
+            f"the payload ends inside {plane_element}", ["6.5", "6.6", "3.5"], cut_inside(rw, plane_element),
+            ("truncated", expected))
+    # frequency tables
+    add("table-alphabet-zero", "a magnitude table with alphabet_size 0", ["6.6"],
+        one(rich(tables={0: Table([1, 2, 3], 2, alphabet_size=0)})).bytes(),
+        ("malformed", "dense_levels.magnitude_table[0].alphabet_size"))
+    add("table-alphabet-above-classes", "a row class table with alphabet_size 3 for row_class_count 2", ["6.5", "6.6"],
+        one(rich(row_table=Table([1, 1, 1], 1))).bytes(), ("malformed", "dense_levels.row_class_table.alphabet_size"))
+    add("table-alphabet-above-binarization", "a magnitude table of 63 symbols where direct_bits 2 and "
+        "mantissa_bits 1 allow 4 + 29*2 = 62", ["6.4", "6.6"],
+        one(rich(tables={0: Table([1] * 63, 1)})).bytes(), ("malformed", "dense_levels.magnitude_table[0].alphabet_size"))
+    add("limit-alphabet-custom", "a magnitude table of 6 symbols with max_alphabet_size 5", ["6.6", "8"],
+        one(T("a", "float32", (6,), DENSE, levels=[0, 1, 2, 3, 4, 5], planes={"dense_levels": PlaneOptions(q=3)})).bytes(), ("limit", "dense_levels.magnitude_table[0].alphabet_size"), {"max_alphabet_size": 5})
+    for bits in (0, 25):
+        add(f"table-frequency-bits-{bits}", f"frequency_bits {bits}", ["6.6"],
+            one(rich(tables={0: Table([1, 2, 3, 4, 5, 6, 7], bits if bits else 3)})).bytes() if bits else
+            patch(rw, "dense_levels.magnitude_table[0].frequency_bits", b"\x00"),
+            ("malformed", "dense_levels.magnitude_table[0].frequency_bits"))
+    zero_at = "dense_levels.magnitude_table[1].frequencies"
+    add("table-all-zero", "a magnitude table whose frequencies are all zero", ["6.6"],
+        patch(rw, zero_at, bytes(rw.find(zero_at).size)),
+        ("malformed", "dense_levels.magnitude_table[1].frequencies"))
+    add("table-padding-bits", "a frequency table whose padding bits are not zero", ["3.3", "6.6"],
+        one(rich(tables={0: Table([3, 1, 2], 3, padding=1)})).bytes(),
+        ("malformed", "dense_levels.magnitude_table[0].frequencies"))
+    # range-coded words
+    add("words-quantile-out-of-range", "words ffffffff ffffffff: the first decoding step's quantile is 2**24",
+        ["6.9.3"], one(rich(words=[0xFFFFFFFF, 0xFFFFFFFF])).bytes(), ("malformed", "dense_levels.words"))
+    add("words-surplus", "one word more than the symbols take", ["6.9.4"], one(rich(extra_words=[0])).bytes(),
+        ("malformed", "dense_levels.word_count"))
+    add("words-missing", "the last word left out (decoding reads zeros past the end)", ["6.9.4"],
+        one(rich(drop_words=2)).bytes(), ("malformed", "dense_levels.word_count"))
+    add("words-for-constant-plane", "a plane of zeros (one-symbol table) with one word", ["6.5.1", "6.9.4"],
+        one(T("z", "float32", (2, 2), DENSE, levels=[0] * 4, planes={"dense_levels": PlaneOptions(extra_words=[0])})).bytes(),
+        ("malformed", "dense_levels.word_count"))
+    add("word-count-overruns", "word_count larger than the bytes left", ["6.5"],
+        patch(rw, "dense_levels.word_count", (1000).to_bytes(4, "little")), ("truncated", "dense_levels.word_count"))
+    add("raw-byte-count-overruns", "raw_byte_count larger than the bytes left", ["6.5"],
+        patch(rw, "dense_levels.raw_byte_count", (1000).to_bytes(4, "little")),
+        ("truncated", "dense_levels.raw_byte_count"))
+    add("raw-bits-surplus-byte", "one raw byte more than the escapes need", ["6.7"],
+        one(rich(raw_bits=_rich_raw(rich) + b"\x00")).bytes(), ("malformed", "dense_levels.raw_byte_count"))
+    add("raw-bits-missing-byte", "one raw byte fewer than the escapes need", ["6.7"],
+        one(rich(raw_bits=_rich_raw(rich)[:-1])).bytes(), ("malformed", "dense_levels.raw_byte_count"))
+    add("raw-bits-padding", "raw bits with a padding bit set", ["3.3", "6.7"], one(rich(raw_padding=1)).bytes(),
+        ("malformed", "dense_levels.raw_bits"))
+    # signs
+    add("sign-byte-count-contradicts", "dense_signs.sign_byte_count one too large", ["6.8"],
+        one(dataclasses.replace(dense, sign_counts={"dense_signs": 3})).bytes(), ("malformed", "dense_signs.sign_byte_count"))
+    add("sign-padding", "a padding bit set after the dense signs", ["3.3", "6.8"],
+        one(dataclasses.replace(dense, sign_padding={"dense_signs": 1})).bytes(), ("malformed", "dense_signs.sign_bits"))
+    add("truncated-in-sign-bits", "the payload ends inside dense_signs.sign_bits", ["6.8", "3.5"],
+        cut_inside(dw, "dense_signs.sign_bits", keep=0), ("truncated", "dense_signs.sign_bits"))
+    add("truncated-in-sign-byte-count", "the payload ends inside dense_signs.sign_byte_count", ["6.8", "3.5"],
+        cut_inside(dw, "dense_signs.sign_byte_count"), ("truncated", "dense_signs.sign_byte_count"))
+    add("unified-sign-count-contradicts", "unified_signs.sign_byte_count 0 although unified blocks exist", ["5.6", "6.8"],
+        one(unified(sign_counts={"unified_signs": 0})).bytes(), ("malformed", "unified_signs.sign_byte_count"))
+    add("unified-sign-padding", "a padding bit set after the unified signs", ["5.6", "6.8"],
+        one(unified(sign_padding={"unified_signs": 1})).bytes(), ("malformed", "unified_signs.sign_bits"))
+    # block map and unified magnitudes
+    add("block-kind-3", "a block map value of 3 (reserved)", ["5.6", "6.3"], one(_kind3()).bytes(), ("malformed", "block_map"))
+    add("unified-magnitude-overflow", "a unified magnitude of 2**31 (stored 2**31-1)", ["5.6"],
+        one(_overflow()).bytes(), ("malformed", "unified_magnitudes"))
+    add("dense-trailing-bytes", "one byte after the dense payload's last sign section", ["5.3"],
+        one(dataclasses.replace(dense, trailing=b"\x00")).bytes(), ("malformed", "tensor_payload"))
+    add("unified-trailing-bytes", "one byte after the unified payload", ["5.3"],
+        one(unified(trailing=b"\x00")).bytes(), ("malformed", "tensor_payload"))
+    add("unified-words-surplus", "one surplus word in the unified_magnitudes plane", ["6.9.4"],
+        one(T("u", "float32", (2, 4), UNIFIED, levels=[3, 3, 2, -2, 3, -3, 2, 2], block=(2, 2),
+              planes={"unified_magnitudes": PlaneOptions(q=2, extra_words=[7])})).bytes(),
+        ("malformed", "unified_magnitudes.word_count"))
+    return cases
+
+
+def _w_raw(b: bytes) -> W:
+    w = W()
+    w.raw("payload", b)
+    return w
+
+
+def _rich_raw(rich) -> bytes:
+    w = tensor_payload(rich())
+    return bytes(w.buf[w.find("dense_levels.raw_bits").offset:][:w.find("dense_levels.raw_bits").size])
+
+
+def _kind3() -> T:
+    """A block map whose second block has kind 3; the rest is a consistent all-dense payload."""
+    def writer(w, t_, levels, rows, cols):
+        w.u8("block_rows", 2)
+        w.u8("block_cols", 2)
+        _plane(w, t_, "block_map", [[0, 3]], None)
+        _plane(w, t_, "unified_magnitudes", [[0, 0]], [[False, False]])
+        _signs(w, t_, "unified_signs", [])
+        _plane(w, t_, "dense_levels", [[abs(v) for v in row] for row in levels], None)
+        _signs(w, t_, "dense_signs", [])
+    return T("k3", "float32", (2, 4), UNIFIED, levels=[1, 2, 3, 4, 5, 6, 7, 8], block=(2, 2),
+             planes={"block_map": PlaneOptions(q=2)}, unified_writer=writer)
+
+
+def _overflow() -> T:
+    """A unified block whose stored magnitude is 2**31 - 1 (magnitude 2**31)."""
+    def writer(w, t_, levels, rows, cols):
+        w.u8("block_rows", 2)
+        w.u8("block_cols", 2)
+        _plane(w, t_, "block_map", [[1]], None)
+        _plane(w, t_, "unified_magnitudes", [[(1 << 31) - 1]], [[True]])
+        _signs(w, t_, "unified_signs", [False] * 4)
+        _plane(w, t_, "dense_levels", [[0, 0], [0, 0]], [[False, False], [False, False]])
+        _signs(w, t_, "dense_signs", [])
+    return T("ov", "float32", (2, 2), UNIFIED, levels=[0] * 4, block=(2, 2),
+             planes={"block_map": PlaneOptions(q=1), "unified_magnitudes": PlaneOptions(q=0)}, unified_writer=writer)
+
+
+# ---------------------------------------------------------------------------------------------
+# checks against the reference decoder, manifests, READMEs
+
+
+def category_of(exc: BitstreamError) -> str:
+    for cls, name in ((UnsupportedVersionError, "unsupported_version"), (ChecksumError, "checksum"),
+                      (TruncatedError, "truncated"), (LimitExceededError, "limit")):
+        if isinstance(exc, cls):
+            return name
+    return "malformed"
+
+
+def verify(case: Case, group: str) -> dict:
+    """Decode with the reference decoder; raise unless it gives the expected result. Returns the entry."""
+    from nncodec_unify.decoder import decode_tensors
+
+    limits = Limits(**case.limits) if case.limits else None
+    entry: dict = {"file": None, "description": case.description, "sections": case.sections}
+    if case.limits:
+        entry["limits"] = case.limits
+    if group == "valid":
+        expected = [t.expected() for t in case.tensors]
+        model = decode_tensors(case.data, limits=limits)
+        got = []
+        for t in model.tensors:
+            a = t.array
+            if t.dtype_name == "bfloat16":
+                raw = (np.ascontiguousarray(a, dtype=np.float32).view(np.uint32) >> 16).astype("<u2").tobytes()
+            else:
+                raw = a.astype(a.dtype.newbyteorder("<")).tobytes()
+            got.append({"name": t.name, "dtype": t.dtype_name, "shape": list(a.shape),
+                        "coding_mode": t.coding_mode.name.lower(), "sha256": hashlib.sha256(raw).hexdigest()})
+        if got != expected:
+            raise AssertionError(f"{case.slug}: the reference decoder disagrees:\n{got}\n{expected}")
+        entry["tensors"] = expected
+    else:
+        try:
+            decode_tensors(case.data, limits=limits)
+        except BitstreamError as exc:
+            got = (category_of(exc), exc.element)
+            if got != case.error:
+                raise AssertionError(f"{case.slug}: expected {case.error}, the reference decoder says {got}: {exc}") from None
+        else:
+            raise AssertionError(f"{case.slug}: the reference decoder accepted an invalid stream")
+        entry["error"] = {"category": case.error[0], "element": case.error[1]}
+    return entry
+
+
+def build() -> dict[str, bytes]:
+    """Every file of the suite, by path relative to ``conformance/``."""
+    files: dict[str, bytes] = {}
+    for group, cases in (("valid", valid_cases()), ("invalid", invalid_cases())):
+        entries = []
+        slugs = set()
+        for number, case in enumerate(cases, 1):
+            assert case.slug not in slugs, case.slug
+            slugs.add(case.slug)
+            entry = verify(case, group)
+            entry["file"] = f"{number:03d}-{case.slug}.nnu"
+            files[f"{group}/{entry['file']}"] = case.data
+            entries.append(entry)
+        manifest = {"suite": f"nncodec_unify conformance, {group} streams", "format_version": FORMAT_VERSION,
+                    "spec_revision": SPEC_REVISION, "streams": entries}
+        files[f"{group}/manifest.json"] = (json.dumps(manifest, indent=1, ensure_ascii=False) + "\n").encode("utf-8")
+        files[f"{group}/README.md"] = group_readme(group, entries).encode("utf-8")
+    files["README.md"] = TOP_README.encode("utf-8")
+    return files
+
+
+def group_readme(group: str, entries: list[dict]) -> str:
+    lines = [f"# Conformance streams: `{group}/`", ""]
+    if group == "valid":
+        lines += ["Streams a decoder MUST decode. `manifest.json` gives, per stream, every tensor's name, dtype,",
+                  "shape and the SHA-256 of its canonical bytes (spec §7.3: little-endian, C order; bfloat16 as",
+                  "its 16-bit patterns; bool as one byte 0/1). `coding_mode` is informative.", ""]
+    else:
+        lines += ["Streams a decoder MUST reject. `manifest.json` gives, per stream, the error category and the",
+                  "element (spec §3.6, §9) a decoder reports. Each stream has exactly one defect; CRCs and lengths",
+                  "around it are correct unless the defect is the CRC or the length.", ""]
+    lines += ["A `limits` field means the stream is checked with those decoder limits (spec §8) instead of",
+              "the defaults.", "", "| file | exercises | §  | expected |", "|---|---|---|---|"]
+    for e in entries:
+        if group == "valid":
+            n = len(e["tensors"])
+            expected = f"{n} tensor{'s' if n != 1 else ''}"
+        else:
+            expected = f"`{e['error']['category']}` at `{e['error']['element']}`"
+        if "limits" in e:
+            expected += " (limits: " + ", ".join(f"{k}={v}" for k, v in e["limits"].items()) + ")"
+        desc = e["description"].replace("|", "\\|")
+        lines.append(f"| `{e['file']}` | {desc} | {', '.join(e['sections'])} | {expected} |")
+    return "\n".join(lines) + "\n"
+
+
+TOP_README = """# nncodec_unify conformance suite
+
+Streams that test a decoder against `spec/bitstream.md` (format 1.0):
+
+* `valid/` — streams a decoder MUST decode, with the SHA-256 of every tensor's canonical bytes;
+* `invalid/` — streams a decoder MUST reject, with the error category and element it reports.
+
+Each folder has a `manifest.json` (machine-readable) and a `README.md` (the same, as a table).
+File names are `NNN-what-it-exercises.nnu`.
+
+## Checking a decoder
+
+    nncodec conform conformance/                              # the reference decoder
+    python tools/independent_decoder.py --suite conformance/  # the decoder written from the spec
+
+A decoder passes a valid stream when it decodes it into exactly the listed tensors, in order, with
+the same names, dtypes, shapes and canonical-byte hashes; it passes an invalid stream when it rejects
+it with the listed category and element (a decoder that only reports *that* a stream is invalid can
+still check the category-free part). Entries with `limits` are decoded with those limits (spec §8).
+
+## Manifest format
+
+```json
+{"suite": "...", "format_version": "1.0", "spec_revision": "1.0.0",
+ "streams": [{"file": "001-empty-model.nnu", "description": "...", "sections": ["4.1"],
+              "limits": {"max_tensor_count": 3},
+              "tensors": [{"name": "w", "dtype": "float32", "shape": [2, 2],
+                           "coding_mode": "dense", "sha256": "..."}]},
+             {"file": "...", "error": {"category": "truncated", "element": "payload_length"}}]}
+```
+
+## Regenerating
+
+Every file here, READMEs and manifests included, is written by `tools/gen_conformance.py`, which builds
+each stream field by field with explicit choices and checks it with the reference decoder before writing:
+
+    python tools/gen_conformance.py           # rewrite conformance/
+    python tools/gen_conformance.py --check   # verify that conformance/ is reproduced byte for byte
+
+`tests/test_conformance.py` runs the check. Streams are never edited by hand: change the generator.
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    default = Path(__file__).resolve().parent.parent / "conformance"
+    parser.add_argument("--out", type=Path, default=default, help="the suite directory (default: %(default)s)")
+    parser.add_argument("--check", action="store_true", help="compare instead of writing; exit 1 on a difference")
+    args = parser.parse_args(argv)
+    files = build()
+    if args.check:
+        problems = diff(files, args.out)
+        for p in problems:
+            print(p)
+        print(f"{len(files)} files, {len(problems)} differences")
+        return 1 if problems else 0
+    for group in ("valid", "invalid"):
+        folder = args.out / group
+        folder.mkdir(parents=True, exist_ok=True)
+        for stale in folder.glob("*.nnu"):
+            if f"{group}/{stale.name}" not in files:
+                stale.unlink()
+    for path, content in files.items():
+        target = args.out / path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(content)
+    print(f"wrote {len(files)} files to {args.out}")
+    return 0
+
+
+def diff(files: dict[str, bytes], root: Path) -> list[str]:
+    problems = []
+    present = {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()} if root.is_dir() else set()
+    for path, content in sorted(files.items()):
+        if path not in present:
+            problems.append(f"missing: {path}")
+        elif (root / path).read_bytes() != content:
+            problems.append(f"differs: {path}")
+    for path in sorted(present - set(files)):
+        problems.append(f"unexpected: {path}")
+    return problems
+
+
+if __name__ == "__main__":
+    sys.exit(main())
