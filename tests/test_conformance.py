@@ -1,0 +1,158 @@
+"""The conformance suite: reproduced byte for byte by its generator, passed by the reference
+decoder (``nncodec conform``), and consistent with spec/bitstream.md (every error condition of
+§9 has a stream; every section the code cites exists; the examples match the streams)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+from nncodec_unify import cli, conform
+
+ROOT = Path(__file__).resolve().parent.parent
+SUITE = ROOT / "conformance"
+SPEC = ROOT / "spec" / "bitstream.md"
+
+
+def _load_tool(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "tools" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def generated() -> dict[str, bytes]:
+    return _load_tool("gen_conformance").build()
+
+
+def _manifest(group: str) -> dict:
+    return json.loads((SUITE / group / "manifest.json").read_text(encoding="utf-8"))
+
+
+def test_generator_reproduces_the_committed_suite_byte_for_byte(generated):
+    gen = sys.modules["gen_conformance"]
+    assert gen.diff(generated, SUITE) == []
+
+
+def test_the_reference_decoder_passes_every_stream():
+    results = conform.check_suite(SUITE)
+    failures = [r.line() for r in results if not r.passed]
+    assert not failures, "\n".join(failures)
+    assert len(results) == len(_manifest("valid")["streams"]) + len(_manifest("invalid")["streams"])
+
+
+def test_nncodec_conform_prints_one_line_per_stream_and_exits_zero(capsys):
+    assert cli.main(["conform", str(SUITE)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    streams = len(_manifest("valid")["streams"]) + len(_manifest("invalid")["streams"])
+    assert len(lines) == streams + 1
+    assert all(line.startswith("PASS ") for line in lines[:-1])
+    assert lines[-1] == f"{streams} passed, 0 failed ({streams} streams)"
+
+
+def test_nncodec_conform_accepts_one_group(capsys):
+    assert cli.main(["conform", str(SUITE / "invalid")]) == 0
+    assert capsys.readouterr().out.splitlines()[-1].endswith(f"({len(_manifest('invalid')['streams'])} streams)")
+
+
+def test_nncodec_conform_reports_every_kind_of_failure(tmp_path, capsys):
+    suite = tmp_path / "suite"
+    shutil.copytree(SUITE, suite)
+    valid = json.loads((suite / "valid" / "manifest.json").read_text(encoding="utf-8"))
+    valid["streams"][1]["tensors"][0]["sha256"] = "0" * 64  # wrong hash
+    valid["streams"][2]["tensors"][0]["shape"] = [4]  # wrong shape
+    (suite / "valid" / "manifest.json").write_text(json.dumps(valid), encoding="utf-8")
+    invalid = json.loads((suite / "invalid" / "manifest.json").read_text(encoding="utf-8"))
+    invalid["streams"][0]["error"]["element"] = "unit_crc"  # wrong element
+    (suite / "invalid" / "manifest.json").write_text(json.dumps(invalid), encoding="utf-8")
+    shutil.copy(suite / "valid" / valid["streams"][0]["file"], suite / "invalid" / "999-accepted.nnu")
+    (suite / "valid" / valid["streams"][3]["file"]).unlink()  # listed but missing
+    assert cli.main(["conform", str(suite)]) == cli.EXIT_FAILURES
+    out = capsys.readouterr().out
+    failed = [line for line in out.splitlines() if line.startswith("FAIL")]
+    assert len(failed) == 5, out
+    assert out.splitlines()[-1].endswith(f"5 failed ({len(valid['streams']) + len(invalid['streams']) + 1} streams)")
+    assert "sha256 differ" in failed[0] and "shape differ" in failed[1] and "missing" in failed[2]
+    assert "expected malformed at unit_crc" in out and "not listed in the manifest" in out
+
+
+def test_nncodec_conform_on_a_missing_directory_is_an_io_error(tmp_path, capsys):
+    assert cli.main(["conform", str(tmp_path / "absent")]) == cli.EXIT_IO
+    assert "no such directory" in capsys.readouterr().err
+
+
+def test_file_names_are_numbered_in_manifest_order():
+    for group in ("valid", "invalid"):
+        names = [e["file"] for e in _manifest(group)["streams"]]
+        assert names == [f"{k:03d}-{n[4:]}" for k, n in enumerate(names, 1)]
+        assert sorted(p.name for p in (SUITE / group).glob("*.nnu")) == names
+
+
+def test_valid_streams_cover_every_dtype_mode_and_block_kind():
+    valid = _manifest("valid")["streams"]
+    raw_dtypes = {t["dtype"] for e in valid for t in e["tensors"] if t["coding_mode"] == "raw"}
+    assert raw_dtypes == {"float32", "float16", "bfloat16", "float64", "int8", "int16", "int32", "int64",
+                          "uint8", "bool", "uint16", "uint32", "uint64"}
+    quantized = {(t["dtype"], t["coding_mode"]) for e in valid for t in e["tensors"]}
+    for dtype in ("float32", "float16", "bfloat16", "float64"):
+        assert (dtype, "dense") in quantized
+    shapes = [t["shape"] for e in valid for t in e["tensors"]]
+    assert [] in shapes and any(0 in s for s in shapes) and any(len(s) == 4 for s in shapes)
+    assert any(len(s) == 8 for s in shapes) and any(4294967295 in s for s in shapes)
+
+
+def _section_numbers(text: str) -> set[str]:
+    return set(re.findall(r"^#{2,4} (\d+(?:\.\d+)*)\.? ", text, flags=re.M))
+
+
+def test_every_error_condition_of_the_spec_has_an_invalid_stream():
+    text = SPEC.read_text(encoding="utf-8")
+    table = text[text.index("## 9. Error conditions"):text.index("## 10. Versioning")]
+    errors = {(e["error"]["category"], e["error"]["element"]) for e in _manifest("invalid")["streams"]}
+    missing = []
+    for row in re.findall(r"^\| (.+?) \| `(\w+)` \| (.+?) \| [\d., ]+ \|$", table, flags=re.M):
+        condition, category, elements = row
+        for element in re.findall(r"`([\w.\[\]]+)`", elements):
+            prefix, _, name = element.rpartition(".")
+            # P., T. and S. stand for a plane, table or sign section: any instance covers the row
+            if not any(c == category and (e == element or (prefix in ("P", "T", "S") and e.endswith("." + name)))
+                       for c, e in errors):
+                missing.append(f"{condition}: {category} at {element}")
+    assert not missing, "\n".join(missing)
+
+
+def test_every_section_cited_in_the_code_exists_in_the_spec():
+    sections = _section_numbers(SPEC.read_text(encoding="utf-8"))
+    cited = set()
+    for path in (ROOT / "nncodec_unify").glob("*.py"):
+        cited |= {m.rstrip(".") for m in re.findall(r"§(\d+(?:\.\d+)*)", path.read_text(encoding="utf-8"))}
+    assert cited - sections == set()
+
+
+def test_every_section_cited_by_the_suite_exists_in_the_spec():
+    sections = _section_numbers(SPEC.read_text(encoding="utf-8")) | {"Appendix B"}
+    for group in ("valid", "invalid"):
+        for entry in _manifest(group)["streams"]:
+            assert set(entry["sections"]) <= sections, entry["file"]
+
+
+def test_the_examples_walk_through_the_suites_streams_byte_for_byte():
+    text = (ROOT / "spec" / "examples.md").read_text(encoding="utf-8")
+    examples = re.findall(r"`conformance/(valid/[\w.-]+\.nnu)`.*?```hex\n(.*?)```", text, flags=re.S)
+    assert len(examples) == 2
+    for path, dump in examples:
+        data = (SUITE / path).read_bytes()
+        assert bytes.fromhex(re.sub(r"^\s*\w+:|\s", "", dump, flags=re.M)) == data, path
+        rows = text[text.index(path):]
+        offsets = [int(m) for m in re.findall(r"^\| (\d+) \| \d+ \|", rows[:rows.index("```hex")], flags=re.M)]
+        sizes = [int(m) for m in re.findall(r"^\| \d+ \| (\d+) \|", rows[:rows.index("```hex")], flags=re.M)]
+        assert offsets and offsets[0] == 0 and offsets[-1] + sizes[-1] == len(data)
+        assert all(a + s == b for a, s, b in zip(offsets, sizes, offsets[1:])), path
