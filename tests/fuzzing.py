@@ -118,6 +118,19 @@ def random_model(rng: np.random.Generator, *, large: bool = False) -> tuple[dict
     return model, config
 
 
+def small_stream() -> bytes:
+    """A ~300-byte stream with every kind of block, escape symbols (raw bits), signs, a DENSE
+    vector and a RAW tensor: small enough to flip every bit of."""
+    levels = np.array([[0, 0, 5, -5, 1, 2, 300, -1],
+                       [0, 0, -5, 5, 3, -4, 0, 7],
+                       [2, -2, 0, 0, 9, 9, -9, 9],
+                       [-2, 2, 0, 0, 1, 0, 9, -9]])
+    model = {"w": (levels * 2.0 ** -6).astype(np.float32),
+             "b": np.array([0.5, -0.25, 0.0, 3.0], dtype=np.float32),
+             "i": np.array([-1, 0, 7], dtype=np.int8)}
+    return nu.encode(model, config=EncoderConfig(qp=-24, vector_qp=-24, block=(2, 2)))
+
+
 def conformance_streams(kind: str) -> list[tuple[str, bytes]]:
     """The streams of ``conformance/<kind>/`` ('valid' or 'invalid'), if there are any."""
     folder = REPO / "conformance" / kind
@@ -257,6 +270,8 @@ def _position(rng, data: bytes) -> int:
 
 
 def flip_bits(rng, data, sample, other):
+    if not data:
+        return data
     out = bytearray(data)
     for _ in range(int(rng.integers(1, 5))):
         out[_position(rng, data)] ^= 1 << int(rng.integers(0, 8))
@@ -264,6 +279,8 @@ def flip_bits(rng, data, sample, other):
 
 
 def set_byte(rng, data, sample, other):
+    if not data:
+        return data
     out = bytearray(data)
     value = int(rng.choice(_INTERESTING_U8)) if rng.random() < 0.5 else int(rng.integers(0, 256))
     out[_position(rng, data)] = value
@@ -371,8 +388,12 @@ def mutations(corpus: list[Sample], seed: int, count: int, *, fix_probability: f
     """``count`` seeded mutations of the corpus; most have their CRCs recomputed."""
     rng = np.random.default_rng(seed)
     names = sorted(MUTATORS)
+    valid = [s for s in corpus if s.valid] or corpus
+    invalid = [s for s in corpus if not s.valid]
     for _ in range(count):
-        sample = corpus[int(rng.integers(0, len(corpus)))]
+        # three in four mutate a valid stream; the rest an invalid conformance stream, if any
+        pool = invalid if invalid and rng.random() < 0.25 else valid
+        sample = pool[int(rng.integers(0, len(pool)))]
         other = corpus[int(rng.integers(0, len(corpus)))].data
         name = names[int(rng.integers(0, len(names)))]
         data = MUTATORS[name](rng, sample.data, sample, other)
