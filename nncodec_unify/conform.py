@@ -81,7 +81,7 @@ def check_stream(data: bytes, entry: dict, group: str) -> FileResult:
     want = [{key: t[key] for key in ("name", "dtype", "shape", "sha256")} for t in entry["tensors"]]
     if len(got) != len(want):
         return FileResult(group, name, False, f"decoded {len(got)} tensors, expected {len(want)}")
-    for g, w in zip(got, want):
+    for g, w in zip(got, want, strict=True):
         if g != w:
             fields = ", ".join(k for k in w if g[k] != w[k])
             return FileResult(group, name, False, f"tensor {w['name']!r}: {fields} differ (got {g}, expected {w})")

@@ -54,12 +54,18 @@ def test_it_imports_only_the_standard_library_and_numpy():
 
 
 def test_it_passes_the_suite_from_the_command_line_without_loading_our_package():
-    code = ("import runpy, sys; sys.argv = ['independent_decoder', '--suite', sys.argv[1]]\n"
-            "try:\n    runpy.run_path(sys.argv[0] if False else %r, run_name='__main__')\n"
-            "except SystemExit as exit:\n"
-            "    assert 'constriction' not in sys.modules and 'nncodec_unify' not in sys.modules\n"
-            "    raise\n") % str(TOOL)
-    result = subprocess.run([sys.executable, "-c", code, str(SUITE)], capture_output=True, text=True, timeout=120)
+    code = "\n".join([
+        "import runpy, sys",
+        "tool, suite = sys.argv[1:]",
+        "sys.argv = [tool, '--suite', suite]",
+        "try:",
+        "    runpy.run_path(tool, run_name='__main__')",
+        "except SystemExit:",
+        "    assert 'constriction' not in sys.modules and 'nncodec_unify' not in sys.modules",
+        "    raise",
+    ])
+    result = subprocess.run([sys.executable, "-c", code, str(TOOL), str(SUITE)], capture_output=True, text=True,
+                            timeout=120)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     assert result.stdout.splitlines()[-1] == "0 failure(s)"
 
@@ -98,7 +104,7 @@ def test_it_agrees_with_the_reference_decoder_on_encoder_output():
         reference = nu.decode_tensors(data).tensors
         independent = ind.decode(data)
         assert [t.name for t in independent] == [t.name for t in reference]
-        for r, i in zip(reference, independent):
+        for r, i in zip(reference, independent, strict=True):
             assert (i.dtype, i.shape) == (r.dtype_name, r.array.shape)
             assert i.sha256 == hashlib.sha256(canonical_bytes(r.array, r.dtype_name)).hexdigest(), r.name
 

@@ -30,7 +30,11 @@ import numpy as np
 
 from nncodec_unify.entropy import FrequencyTable, encode_groups
 from nncodec_unify.errors import (
-    BitstreamError, ChecksumError, LimitExceededError, TruncatedError, UnsupportedVersionError,
+    BitstreamError,
+    ChecksumError,
+    LimitExceededError,
+    TruncatedError,
+    UnsupportedVersionError,
 )
 from nncodec_unify.format import DType, Limits
 from nncodec_unify.quant import dequantize, step_size
@@ -114,7 +118,9 @@ class W:
         self._put(element, v.to_bytes(4, "little"), v)
 
     def raw(self, element: str, b: bytes, value: str | None = None) -> None:
-        self._put(element, bytes(b), value if value is not None else (b.hex(" ") if len(b) <= 16 else f"{len(b)} bytes"))
+        if value is None:
+            value = b.hex(" ") if len(b) <= 16 else f"{len(b)} bytes"
+        self._put(element, bytes(b), value)
 
     def extend(self, other: W, prefix: str = "") -> None:
         base = len(self.buf)
@@ -302,6 +308,11 @@ class PlaneOptions:
     raw_padding: int = 0
 
 
+def dl(**options) -> dict[str, PlaneOptions]:
+    """The planes of a DENSE tensor: options for ``dense_levels``."""
+    return {"dense_levels": PlaneOptions(**options)}
+
+
 @dataclasses.dataclass
 class PlaneStats:
     words: int = 0
@@ -349,7 +360,7 @@ def write_plane(w: W, values: list[list[int]], mask, opt: PlaneOptions, stats: l
         w.extend(sub, "col_class_table.")
         groups.append((col_classes, t))
     by_context: list[list[int]] = [[] for _ in range(contexts)]
-    for (i, j), s in zip(positions, symbols):
+    for (i, j), s in zip(positions, symbols, strict=True):
         by_context[row_classes[i] + col_classes[j]].append(s)
     for c in range(contexts):
         t = (opt.tables or {}).get(c) or table_for(by_context[c], opt.alphabet if by_context[c] else None,
@@ -621,7 +632,6 @@ def cut_inside(w: W, element: str, occurrence: int = 0, keep: int | None = None)
     """Cut the last unit's payload inside ``element`` (its first ``keep`` bytes kept, default
     all but one) and reframe the unit, so the parser meets the end of the payload there."""
     f = w.find(element, occurrence)
-    data = w.bytes()
     start = w.find("unit_type", sum(1 for g in w.fields if g.element == "unit_type") - 1).offset
     keep = f.size - 1 if keep is None else keep
     return reframe_last_unit(w, f.offset + keep - (start + 6))
@@ -695,8 +705,8 @@ def valid_cases() -> list[Case]:
     }
     for dtype, (values, size, signed, shape) in raw_sets.items():
         add(f"raw-{dtype}", f"RAW {dtype}{list(shape)}: extreme values"
-            + (", NaN payloads, infinities, signed zeros, subnormals (bits kept exactly)" if dtype.startswith(("f", "b"))
-               and dtype != "bool" else ""),
+            + (", NaN payloads, infinities, signed zeros, subnormals (bits kept exactly)"
+               if dtype.startswith(("f", "b")) and dtype != "bool" else ""),
             ["5.2", "5.4", "7.3"], [T(f"{dtype}.tensor", dtype, shape, RAW, ints(values, size, signed))])
     add("raw-shapes", "RAW tensors of rank 0 (a scalar), rank 8 (the default max_ndim), empty shapes (0,) and "
         "(2,0,3), and an empty tensor with a dimension of 2**32-1",
@@ -711,7 +721,7 @@ def valid_cases() -> list[Case]:
     lv = levels_grid(rng, 6, 9, 3)
     add("dense-single-context", "DENSE float32 6x9, direct_bits 3, mantissa_bits 1, one context, escapes with raw bits",
         ["5.5", "6.4", "6.5", "6.7", "6.8", "7.1"],
-        [T("layer.weight", "float32", (6, 9), DENSE, levels=lv, qp=-20, planes={"dense_levels": PlaneOptions(q=3, m=1)})])
+        [T("layer.weight", "float32", (6, 9), DENSE, levels=lv, qp=-20, planes=dl(q=3, m=1))])
     lv = levels_grid(rng, 12, 16, 4)
     rc = [i % 3 for i in range(12)]
     cc = [(j // 3) % 4 for j in range(16)]
@@ -763,7 +773,8 @@ def valid_cases() -> list[Case]:
         lv = [[0] * cols for _ in range(rows)]
         for a in range(len(kinds)):
             for b in range(len(kinds[0])):
-                cells = [(r, c) for r in range(a * br, min(rows, (a + 1) * br)) for c in range(b * bc, min(cols, (b + 1) * bc))]
+                cells = [(r, c) for r in range(a * br, min(rows, (a + 1) * br))
+                         for c in range(b * bc, min(cols, (b + 1) * bc))]
                 if kinds[a][b] == K_UNIFIED:
                     m = 1 + rng.below(5)
                     for r, c in cells:
@@ -773,7 +784,7 @@ def valid_cases() -> list[Case]:
                     if len({abs(v) for v in vals}) < 2:
                         vals[0] = abs(vals[0]) + 1
                         vals[-1] = 0
-                    for (r, c), v in zip(cells, vals):
+                    for (r, c), v in zip(cells, vals, strict=True):
                         lv[r][c] = v
         return [v for row in lv for v in row]
 
@@ -800,7 +811,8 @@ def valid_cases() -> list[Case]:
     add("unified-all-pruned", "UNIFIED of zeros: every block PRUNED (block map symbols 2 only), empty unified and "
         "dense planes",
         ["5.6", "6.3"],
-        [T("all-pruned", "float32", (4, 8), UNIFIED, levels=[0] * 32, block=(2, 4), planes={"block_map": PlaneOptions(q=2)})])
+        [T("all-pruned", "float32", (4, 8), UNIFIED, levels=[0] * 32, block=(2, 4),
+           planes={"block_map": PlaneOptions(q=2)})])
     lv = [(-1 if rng.below(2) else 1) for _ in range(6 * 8)]
     add("unified-all-magnitude-one", "UNIFIED where every block is UNIFIED with magnitude 1: unified_magnitudes "
         "stores 0 for each (a one-symbol table), only signs vary",
@@ -864,7 +876,7 @@ def valid_cases() -> list[Case]:
         "overflow to infinity; canonical bytes are the 16-bit patterns",
         ["7.1", "7.3"],
         [T("bf", "bfloat16", (3, 4), DENSE, levels=lv, qp=0, density=2, planes={"dense_levels": PlaneOptions(q=0)}),
-         T("bf-big", "bfloat16", (12,), DENSE, levels=lv, qp=387, density=2, planes={"dense_levels": PlaneOptions(q=0)}),
+         T("bf-big", "bfloat16", (12,), DENSE, levels=lv, qp=387, density=2, planes=dl(q=0)),
          T("bf-unified", "bfloat16", (2, 2), UNIFIED, levels=[-5, 5, 5, 5], block=(2, 2), qp=-3),
          T("bf-edges", "bfloat16", (4,), DENSE, levels=[0xFF8000 * 16, -0xFF8000 * 16, 0xFF0000 * 16, 0xFF7FFF * 16],
            qp=100, density=0, planes={"dense_levels": PlaneOptions(q=0)})])
@@ -875,8 +887,8 @@ def valid_cases() -> list[Case]:
     qps = []
     lv = [1, -1, 3, (1 << 24) + 1, -(1 << 31) + 1, 0]
     for d, (lo, hi) in enumerate([(-126, 100), (-250, 203), (-496, 411), (-984, 831), (-1952, 1679)]):
-        qps += [T(f"d{d}.min", "float32", (6,), DENSE, levels=lv, qp=lo, density=d, planes={"dense_levels": PlaneOptions(q=0)}),
-                T(f"d{d}.max", "float32", (6,), DENSE, levels=lv, qp=hi, density=d, planes={"dense_levels": PlaneOptions(q=0)})]
+        qps += [T(f"d{d}.min", "float32", (6,), DENSE, levels=lv, qp=lo, density=d, planes=dl(q=0)),
+                T(f"d{d}.max", "float32", (6,), DENSE, levels=lv, qp=hi, density=d, planes=dl(q=0))]
     add("qp-extremes", "the smallest and largest legal qp at every qp_density 0..4 (step 2**-126 to just under "
         "2**105): products that overflow to infinity",
         ["6.1", "7.1"], qps)
@@ -890,8 +902,8 @@ def valid_cases() -> list[Case]:
         else:
             many.append(T(f"t{k:03d}", "float32", (2, 2), mode, levels=[k % 5, -(k % 3), 0, 1], block=(2, 1)))
     add("many-tensors", "300 small tensors in all three modes", ["4.3", "5.1"], many)
-    names = ["é", unicodedata.normalize("NFD", "é"), "层.权重", "🧠.weight", "Ω" * 512, "a/b:c d\\e", "x" * 1024,
-             "\u0000nul", "\u202eRTL"]
+    names = ["é", unicodedata.normalize("NFD", "é"), "层.权重", "🧠.weight", "Ω" * 512, "a/b:c d\\e",
+             "x" * 1024, "\u0000nul", "\u202eRTL"]
     add("unicode-names", "names with 2-, 3- and 4-byte UTF-8, é in NFC and NFD as two different names, a name of "
         "1024 bytes (the default max_name_length), U+0000 and U+202E",
         ["5.2"], [T(n, "uint8", (1,), RAW, bytes([k])) for k, n in enumerate(names)])
@@ -1000,22 +1012,25 @@ def invalid_cases() -> list[Case]:
     data = good.bytes()
     dense = T("d", "float32", (3, 5), DENSE, levels=[0, 1, -2, 3, 0, 0, 5, 1, -1, 0, 9, 0, 2, -3, 1],
               planes={"dense_levels": PlaneOptions(q=2, m=1)})
-    # A DENSE tensor whose plane has classes, tables, words and raw bits, for cuts and field patches.
-    rich = lambda **kw: T("r", "float32", (4, 6), DENSE,  # noqa: E731
-                          levels=[0, 1, -2, 3, 0, 0, 5, 1, -1, 0, 9, 0, 2, -3, 1, 40, 0, 1, 1, -1, 0, 2, 0, 3],
-                          planes={"dense_levels": PlaneOptions(q=2, m=1, row_classes=[0, 1, 1, 0],
-                                                               col_classes=[0, 0, 1, 1, 0, 1], **kw)})
-    unified = lambda **kw: T("u", "float32", (4, 6), UNIFIED,  # noqa: E731
-                             levels=[3, -3, 0, 0, 1, 2, 3, 3, 0, 0, 0, 4, 0, 0, -1, 1, 7, 7, 0, 0, 1, -1, 7, -7],
-                             block=(2, 2), planes={"block_map": PlaneOptions(q=2), "unified_magnitudes": PlaneOptions(q=3),
-                                                   "dense_levels": PlaneOptions(q=3)}, **kw)
+    def rich(**kw) -> T:
+        """A DENSE tensor whose plane has classes, tables, words and raw bits."""
+        return T("r", "float32", (4, 6), DENSE,
+                 levels=[0, 1, -2, 3, 0, 0, 5, 1, -1, 0, 9, 0, 2, -3, 1, 40, 0, 1, 1, -1, 0, 2, 0, 3],
+                 planes=dl(q=2, m=1, row_classes=[0, 1, 1, 0], col_classes=[0, 0, 1, 1, 0, 1], **kw))
+    def unified(**kw) -> T:
+        """A UNIFIED tensor with all three block kinds."""
+        return T("u", "float32", (4, 6), UNIFIED,
+                 levels=[3, -3, 0, 0, 1, 2, 3, 3, 0, 0, 0, 4, 0, 0, -1, 1, 7, 7, 0, 0, 1, -1, 7, -7],
+                 block=(2, 2), planes={"block_map": PlaneOptions(q=2), "unified_magnitudes": PlaneOptions(q=3),
+                                       "dense_levels": PlaneOptions(q=3)}, **kw)
 
     # §4.1 file header
     add("empty-file", "a stream of 0 bytes", ["4.1"], b"", ("malformed", "magic"))
     add("short-magic", "the first 5 bytes of the magic number only", ["4.1"], MAGIC[:5], ("malformed", "magic"))
     add("bad-magic", "one byte of the magic number changed (0x0A to 0x0D: newline translation)", ["4.1"],
         data[:7] + b"\x0d" + data[8:], ("malformed", "magic"))
-    add("truncated-version-major", "the magic number and nothing else", ["4.1", "3.5"], MAGIC, ("truncated", "version_major"))
+    add("truncated-version-major", "the magic number and nothing else", ["4.1", "3.5"], MAGIC,
+        ("truncated", "version_major"))
     add("truncated-version-minor", "the stream ends after version_major", ["4.1", "3.5"], data[:9],
         ("truncated", "version_minor"))
     add("truncated-header-flags", "the stream ends inside header_flags", ["4.1", "3.5"], data[:11],
@@ -1031,14 +1046,14 @@ def invalid_cases() -> list[Case]:
         ("malformed", "header_flags"))
     # §4.2 units
     add("no-units", "a file header and no unit", ["4.3"], data[:12], ("truncated", "model_header"))
-    add("truncated-unit-flags", "one byte after the file header", ["4.2", "3.5"], data[:13], ("truncated", "unit_flags"))
+    add("truncated-unit-flags", "one byte after the file header", ["4.2", "3.5"], data[:13],
+        ("truncated", "unit_flags"))
     add("truncated-payload-length", "the stream ends inside the first payload_length", ["4.2", "3.5"], data[:16],
         ("truncated", "payload_length"))
     add("truncated-payload", "the stream ends inside the model header's payload", ["4.2"], data[:20],
         ("truncated", "payload_length"))
     add("truncated-unit-crc", "the stream ends inside the last unit's CRC", ["4.2"], data[:-1],
         ("truncated", "payload_length"))
-    w = good
     bad = bytearray(data)
     bad[good.find("tensor_count").offset] ^= 0x04
     add("crc-payload-bit-flipped", "one bit of the model header's payload flipped", ["4.2"], bytes(bad),
@@ -1053,7 +1068,8 @@ def invalid_cases() -> list[Case]:
         add(f"unit-flags-{bit:#04x}", f"unit_flags {bit:#04x} (a reserved bit) on the model header", ["4.2"],
             assemble([dataclasses.replace(model_header(0), flags=bit)]).bytes(), ("malformed", "unit_flags"))
     add("payload-length-overruns", "payload_length of the last unit one larger than the bytes present", ["4.2"],
-        assemble([model_header(1), dataclasses.replace(tensor_unit(raw), length=len(tensor_payload(raw).buf) + 1)]).bytes(),
+        assemble([model_header(1),
+                  dataclasses.replace(tensor_unit(raw), length=len(tensor_payload(raw).buf) + 1)]).bytes(),
         ("truncated", "payload_length"))
     add("payload-length-huge", "payload_length 0xFFFFFFFF", ["4.2", "8"],
         assemble([dataclasses.replace(model_header(0), length=0xFFFFFFFF)]).bytes(), ("truncated", "payload_length"))
@@ -1070,7 +1086,8 @@ def invalid_cases() -> list[Case]:
         ["4.3"], assemble([model_header(0), dataclasses.replace(model_header(0), flags=1)]).bytes(),
         ("malformed", "unit_flags"))
     add("ancillary-tensor-unit", "a TENSOR unit marked ancillary", ["4.3"],
-        assemble([model_header(1), dataclasses.replace(tensor_unit(raw), flags=1)]).bytes(), ("malformed", "unit_flags"))
+        assemble([model_header(1), dataclasses.replace(tensor_unit(raw), flags=1)]).bytes(),
+        ("malformed", "unit_flags"))
     for t_ in (0, 3, 255):
         add(f"unknown-critical-unit-{t_}", f"a critical unit of unknown type {t_}", ["4.2", "4.3"],
             assemble([model_header(0), Unit(t_, W())]).bytes(), ("malformed", "unit_type"))
@@ -1143,7 +1160,8 @@ def invalid_cases() -> list[Case]:
         ("malformed", "qp_density"))
     add("qp-below-range", "qp -127 at qp_density 0 (step 2**-127)", ["6.1"],
         one(dataclasses.replace(dense, density=0, qp=-127)).bytes(), ("malformed", "qp"))
-    add("qp-above-range", "qp 1680 at qp_density 4", ["6.1"], one(dataclasses.replace(dense, density=4, qp=1680)).bytes(),
+    add("qp-above-range", "qp 1680 at qp_density 4", ["6.1"],
+        one(dataclasses.replace(dense, density=4, qp=1680)).bytes(),
         ("malformed", "qp"))
     dw = one(dense)
     for element in ("qp", "qp_density"):
@@ -1161,10 +1179,10 @@ def invalid_cases() -> list[Case]:
                                 ("row_class_count", 65, "malformed"), ("col_class_count", 0, "malformed"),
                                 ("col_class_count", 65, "malformed")]:
         add(f"plane-{element.replace('_', '-')}-{value}", f"dense_levels.{element} {value}", ["6.5"],
-            patch(dw, f"dense_levels.{element}", bytes([value]) if element != "value_count" else value.to_bytes(4, "little")),
+            patch(dw, f"dense_levels.{element}", value.to_bytes(4 if element == "value_count" else 1, "little")),
             (err, f"dense_levels.{element}"))
     add("plane-mantissa-bits-5", "mantissa_bits 5 with direct_bits 8", ["6.5"],
-        one(T("m", "float32", (3,), DENSE, levels=[1, 2, 300], planes={"dense_levels": PlaneOptions(q=8, fields={"mantissa_bits": 5})})).bytes(),
+        one(T("m", "float32", (3,), DENSE, levels=[1, 2, 300], planes=dl(q=8, fields={"mantissa_bits": 5}))).bytes(),
         ("malformed", "dense_levels.mantissa_bits"))
     add("block-map-value-count", "block_map.value_count 5 for a 2x3 block grid", ["5.6", "6.5"],
         patch(uw, "block_map.value_count", (5).to_bytes(4, "little")), ("malformed", "block_map.value_count"))
@@ -1194,9 +1212,11 @@ def invalid_cases() -> list[Case]:
         one(rich(row_table=Table([1, 1, 1], 1))).bytes(), ("malformed", "dense_levels.row_class_table.alphabet_size"))
     add("table-alphabet-above-binarization", "a magnitude table of 63 symbols where direct_bits 2 and "
         "mantissa_bits 1 allow 4 + 29*2 = 62", ["6.4", "6.6"],
-        one(rich(tables={0: Table([1] * 63, 1)})).bytes(), ("malformed", "dense_levels.magnitude_table[0].alphabet_size"))
+        one(rich(tables={0: Table([1] * 63, 1)})).bytes(),
+        ("malformed", "dense_levels.magnitude_table[0].alphabet_size"))
     add("limit-alphabet-custom", "a magnitude table of 6 symbols with max_alphabet_size 5", ["6.6", "8"],
-        one(T("a", "float32", (6,), DENSE, levels=[0, 1, 2, 3, 4, 5], planes={"dense_levels": PlaneOptions(q=3)})).bytes(), ("limit", "dense_levels.magnitude_table[0].alphabet_size"), {"max_alphabet_size": 5})
+        one(T("a", "float32", (6,), DENSE, levels=[0, 1, 2, 3, 4, 5], planes=dl(q=3))).bytes(),
+        ("limit", "dense_levels.magnitude_table[0].alphabet_size"), {"max_alphabet_size": 5})
     for bits in (0, 25):
         add(f"table-frequency-bits-{bits}", f"frequency_bits {bits}", ["6.6"],
             one(rich(tables={0: Table([1, 2, 3, 4, 5, 6, 7], bits if bits else 3)})).bytes() if bits else
@@ -1217,7 +1237,7 @@ def invalid_cases() -> list[Case]:
     add("words-missing", "the last word left out (decoding reads zeros past the end)", ["6.9.4"],
         one(rich(drop_words=2)).bytes(), ("malformed", "dense_levels.word_count"))
     add("words-for-constant-plane", "a plane of zeros (one-symbol table) with one word", ["6.5.1", "6.9.4"],
-        one(T("z", "float32", (2, 2), DENSE, levels=[0] * 4, planes={"dense_levels": PlaneOptions(extra_words=[0])})).bytes(),
+        one(T("z", "float32", (2, 2), DENSE, levels=[0] * 4, planes=dl(extra_words=[0]))).bytes(),
         ("malformed", "dense_levels.word_count"))
     add("word-count-overruns", "word_count larger than the bytes left", ["6.5"],
         patch(rw, "dense_levels.word_count", (1000).to_bytes(4, "little")), ("truncated", "dense_levels.word_count"))
@@ -1232,19 +1252,23 @@ def invalid_cases() -> list[Case]:
         ("malformed", "dense_levels.raw_bits"))
     # signs
     add("sign-byte-count-contradicts", "dense_signs.sign_byte_count one too large", ["6.8"],
-        one(dataclasses.replace(dense, sign_counts={"dense_signs": 3})).bytes(), ("malformed", "dense_signs.sign_byte_count"))
+        one(dataclasses.replace(dense, sign_counts={"dense_signs": 3})).bytes(),
+        ("malformed", "dense_signs.sign_byte_count"))
     add("sign-padding", "a padding bit set after the dense signs", ["3.3", "6.8"],
-        one(dataclasses.replace(dense, sign_padding={"dense_signs": 1})).bytes(), ("malformed", "dense_signs.sign_bits"))
+        one(dataclasses.replace(dense, sign_padding={"dense_signs": 1})).bytes(),
+        ("malformed", "dense_signs.sign_bits"))
     add("truncated-in-sign-bits", "the payload ends inside dense_signs.sign_bits", ["6.8", "3.5"],
         cut_inside(dw, "dense_signs.sign_bits", keep=0), ("truncated", "dense_signs.sign_bits"))
     add("truncated-in-sign-byte-count", "the payload ends inside dense_signs.sign_byte_count", ["6.8", "3.5"],
         cut_inside(dw, "dense_signs.sign_byte_count"), ("truncated", "dense_signs.sign_byte_count"))
-    add("unified-sign-count-contradicts", "unified_signs.sign_byte_count 0 although unified blocks exist", ["5.6", "6.8"],
+    add("unified-sign-count-contradicts", "unified_signs.sign_byte_count 0 although unified blocks exist",
+        ["5.6", "6.8"],
         one(unified(sign_counts={"unified_signs": 0})).bytes(), ("malformed", "unified_signs.sign_byte_count"))
     add("unified-sign-padding", "a padding bit set after the unified signs", ["5.6", "6.8"],
         one(unified(sign_padding={"unified_signs": 1})).bytes(), ("malformed", "unified_signs.sign_bits"))
     # block map and unified magnitudes
-    add("block-kind-3", "a block map value of 3 (reserved)", ["5.6", "6.3"], one(_kind3()).bytes(), ("malformed", "block_map"))
+    add("block-kind-3", "a block map value of 3 (reserved)", ["5.6", "6.3"], one(_kind3()).bytes(),
+        ("malformed", "block_map"))
     add("unified-magnitude-overflow", "a unified magnitude of 2**31 (stored 2**31-1)", ["5.6"],
         one(_overflow()).bytes(), ("malformed", "unified_magnitudes"))
     add("dense-trailing-bytes", "one byte after the dense payload's last sign section", ["5.3"],
@@ -1338,7 +1362,8 @@ def verify(case: Case, group: str) -> dict:
         except BitstreamError as exc:
             got = (category_of(exc), exc.element)
             if got != case.error:
-                raise AssertionError(f"{case.slug}: expected {case.error}, the reference decoder says {got}: {exc}") from None
+                raise AssertionError(f"{case.slug}: expected {case.error}, the reference decoder says {got}: "
+                                     f"{exc}") from None
         else:
             raise AssertionError(f"{case.slug}: the reference decoder accepted an invalid stream")
         entry["error"] = {"category": case.error[0], "element": case.error[1]}

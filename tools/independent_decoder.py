@@ -343,7 +343,7 @@ def apply_signs(payload: Window, section: str, magnitudes: list[int]) -> list[in
     nonzero = [i for i, m in enumerate(magnitudes) if m]
     negative = sign_section(payload, section, len(nonzero))
     levels = list(magnitudes)
-    for i, neg in zip(nonzero, negative):
+    for i, neg in zip(nonzero, negative, strict=True):
         if neg:
             levels[i] = -levels[i]
     return levels
@@ -361,12 +361,12 @@ def read_unified_payload(payload: Window, rows: int, cols: int, lim: dict) -> li
     kinds_flat = level_plane(payload, "block_map", grid_rows, grid_cols, scan(grid_rows, grid_cols), lim)
     if any(k > 2 for k in kinds_flat):
         raise malformed("block_map", "block kind above 2")
-    kind = {position: k for position, k in zip(scan(grid_rows, grid_cols), kinds_flat)}
+    kind = {position: k for position, k in zip(scan(grid_rows, grid_cols), kinds_flat, strict=True)}
     unified_blocks = scan(grid_rows, grid_cols, lambda r, c: kind[(r, c)] == KIND_UNIFIED)
     stored = level_plane(payload, "unified_magnitudes", grid_rows, grid_cols, unified_blocks, lim)
     if any(v > (1 << 31) - 2 for v in stored):
         raise malformed("unified_magnitudes", "magnitude above 2**31 - 1")
-    block_magnitude = {block: v + 1 for block, v in zip(unified_blocks, stored)}
+    block_magnitude = {block: v + 1 for block, v in zip(unified_blocks, stored, strict=True)}
 
     def kind_of(r: int, c: int) -> int:
         return kind[(r // block_rows, c // block_cols)]
@@ -374,12 +374,12 @@ def read_unified_payload(payload: Window, rows: int, cols: int, lim: dict) -> li
     unified_elements = scan(rows, cols, lambda r, c: kind_of(r, c) == KIND_UNIFIED)
     negative = sign_section(payload, "unified_signs", len(unified_elements))
     levels = [0] * (rows * cols)
-    for (r, c), neg in zip(unified_elements, negative):
+    for (r, c), neg in zip(unified_elements, negative, strict=True):
         m = block_magnitude[(r // block_rows, c // block_cols)]
         levels[r * cols + c] = -m if neg else m
     dense_elements = scan(rows, cols, lambda r, c: kind_of(r, c) == KIND_DENSE)
     dense = level_plane(payload, "dense_levels", rows, cols, dense_elements, lim)
-    for (r, c), level in zip(dense_elements, apply_signs(payload, "dense_signs", dense)):
+    for (r, c), level in zip(dense_elements, apply_signs(payload, "dense_signs", dense), strict=True):
         levels[r * cols + c] = level
     return levels
 
@@ -588,7 +588,7 @@ def level_plane(payload: Window, plane: str, rows: int, cols: int, positions: li
         by_context[row_class[i] + col_class[j]].append(index)
     symbols = [0] * value_count
     for c in range(context_count):
-        for index, s in zip(by_context[c], decoder.symbols(len(by_context[c]), tables[c])):
+        for index, s in zip(by_context[c], decoder.symbols(len(by_context[c]), tables[c]), strict=True):
             symbols[index] = s
     decoder.end_check()
 
@@ -684,7 +684,7 @@ def check_entry(folder: Path, entry: dict) -> str | None:
     got = [{"name": t.name, "dtype": t.dtype, "shape": list(t.shape), "sha256": t.sha256} for t in tensors]
     want = [{k: t[k] for k in ("name", "dtype", "shape", "sha256")} for t in entry["tensors"]]
     if got != want:
-        for g, w in zip(got, want):
+        for g, w in zip(got, want, strict=False):
             if g != w:
                 return f"tensor {w['name']!r}: expected {w}, got {g}"
         return f"{len(got)} tensors decoded, {len(want)} expected"
