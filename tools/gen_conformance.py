@@ -1433,8 +1433,9 @@ File names are `NNN-what-it-exercises.nnu`.
 
 A decoder passes a valid stream when it decodes it into exactly the listed tensors, in order, with
 the same names, dtypes, shapes and canonical-byte hashes; it passes an invalid stream when it rejects
-it with the listed category and element (a decoder that only reports *that* a stream is invalid can
-still check the category-free part). Entries with `limits` are decoded with those limits (spec §8).
+it with the listed category and element (spec §3.6). A decoder that cannot name them can still check
+that it rejects every invalid stream, but conformance needs both. Entries with `limits` are decoded
+with those limits (spec §8).
 
 ## Manifest format
 
