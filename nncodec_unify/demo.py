@@ -45,14 +45,14 @@ __all__ = ["DigitsNet", "evaluate", "load_digits_split", "run_demo", "train_epoc
 
 
 class DigitsNet(nn.Module):
-    """A small CNN for 8x8 digits: two 3x3 conv layers and two linear layers (13.7 k parameters)."""
+    """A small CNN for 8x8 digits: two 3x3 conv layers and two linear layers (53 k parameters)."""
 
-    def __init__(self) -> None:
+    def __init__(self, width: int = 32) -> None:
         super().__init__()
-        self.conv1 = nn.Conv2d(1, 16, 3, padding=1)
-        self.conv2 = nn.Conv2d(16, 32, 3, padding=1)
-        self.fc1 = nn.Linear(32 * 2 * 2, 64)
-        self.fc2 = nn.Linear(64, 10)
+        self.conv1 = nn.Conv2d(1, width, 3, padding=1)
+        self.conv2 = nn.Conv2d(width, 2 * width, 3, padding=1)
+        self.fc1 = nn.Linear(2 * width * 2 * 2, 4 * width)
+        self.fc2 = nn.Linear(4 * width, 10)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = nn.functional.max_pool2d(torch.relu(self.conv1(x)), 2)

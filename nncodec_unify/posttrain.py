@@ -34,7 +34,8 @@ Signature::
   ``exclude`` glob; ``only`` (globs) narrows the selection further; ``exclude_first_last``
   leaves out the first and the last of them in mapping order. Other tensors pass through
   unchanged (the same objects).
-* Raises ``ValueError`` for invalid options (ratios out of range, a bad block shape).
+* Raises ``ValueError`` for invalid options (ratios out of range, a bad block shape) and for a
+  selected tensor that holds nan or inf.
 
 The returned dict keeps the input's order, shapes and dtypes. The report
 (:class:`ProjectionReport`) has one :class:`TensorDistortion` per projected tensor and the
@@ -164,6 +165,9 @@ def project_tensors(tensors: Mapping[str, np.ndarray], *, prune_ratio: float = 0
                     block=tuple(block))
     names = _selected(tensors, exclude, only, exclude_first_last)
     arrays = {name: np.asarray(tensors[name]) for name in names}
+    for name, array in arrays.items():
+        if not np.isfinite(array).all():
+            raise ValueError(f"tensor {name!r} holds nan or inf: it cannot be projected (exclude it)")
     kinds = plan_kinds(arrays, {name: target for name in names}, budget=target if global_budget else None,
                        normalize=normalize)
     out: dict[str, np.ndarray] = {}

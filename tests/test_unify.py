@@ -306,8 +306,13 @@ def test_posttrain_options_select_tensors():
     assert report.tensors == ()
     _, report = project_tensors(tensors, prune_ratio=0.5, unify_threshold=0.05, global_budget=True, block=(2, 8))
     assert sum(report.blocks[:1]) == round(0.5 * sum(sum(t.blocks) for t in report.tensors))
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="at most 1"):
         project_tensors(tensors, prune_ratio=0.8, unify_ratio=0.8)
+    tensors["fc.weight"][3, 5] = np.nan
+    with pytest.raises(ValueError, match="'fc.weight' holds nan"):
+        project_tensors(tensors, prune_ratio=0.5)
+    _, report = project_tensors(tensors, prune_ratio=0.5, exclude=["fc.*"])
+    assert [t.name for t in report.tensors] == ["conv.weight"]
 
 
 def test_posttrain_result_is_coded_compactly_and_exactly():
