@@ -15,6 +15,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
+
 from . import __version__
 from .checkpoint import CheckpointError, load_tensors, save_decoded, write_bytes
 from .config import EncoderConfig, TensorRule
@@ -78,6 +80,20 @@ def build_parser() -> argparse.ArgumentParser:
                         help="block shape for tensors matching PATTERN (repeatable)")
     encode.add_argument("--no-contexts", action="store_true", help="code levels without row/column contexts (faster)")
     encode.add_argument("--workers", type=int, default=1, help="code tensors in N processes (same output)")
+    projection = encode.add_argument_group(
+        "post-training unification and pruning (no training data needed; the distortion is reported)")
+    projection.add_argument("--prune-ratio", type=float, default=0.0, metavar="P",
+                            help="fraction of each weight matrix's blocks to prune (set to zero)")
+    projection.add_argument("--unify-ratio", type=float, default=0.0, metavar="U",
+                            help="fraction of blocks to unify (one magnitude, own signs)")
+    projection.add_argument("--unify-threshold", type=float, default=None, metavar="T",
+                            help="instead of --unify-ratio: unify blocks whose relative unification loss is <= T")
+    projection.add_argument("--global-budget", action="store_true",
+                            help="spread the ratios over all layers by cost instead of per layer")
+    projection.add_argument("--exclude", action="append", default=[], metavar="PATTERN",
+                            help="leave tensors matching PATTERN unprojected (repeatable)")
+    projection.add_argument("--exclude-first-last", action="store_true",
+                            help="leave the first and last weight matrices unprojected")
     encode.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     encode.add_argument("-f", "--force", action="store_true", help="overwrite the output if it exists")
 
@@ -85,6 +101,13 @@ def build_parser() -> argparse.ArgumentParser:
     decode.add_argument("input")
     decode.add_argument("output", help="ends in .pt/.pth or .safetensors")
     decode.add_argument("-f", "--force", action="store_true", help="overwrite the output if it exists")
+
+    demo = commands.add_parser("demo", help="train a small CNN on real digits, unify+prune with ADMM, "
+                               "encode, decode and evaluate the decoded model")
+    demo.add_argument("--json", action="store_true", help="print the figures as one JSON object")
+    demo.add_argument("--epochs", type=int, default=30, help="dense training epochs (default %(default)s)")
+    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--verbose", action="store_true", help="progress on stderr even when it is not a terminal")
 
     info = commands.add_parser("info", help="show a stream's version and tensors")
     info.add_argument("input")
@@ -104,7 +127,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         print(f"nncodec: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    handler = {"encode": _encode, "decode": _decode, "info": _info, "conform": _conform}[args.command]
+    handler = {"encode": _encode, "decode": _decode, "info": _info, "demo": _demo, "conform": _conform}[args.command]
     try:
         return handler(args)
     except UsageError as exc:
@@ -181,16 +204,75 @@ def _encode(args: argparse.Namespace) -> int:
     if os.path.exists(args.output) and not args.force:
         raise FileExistsError(f"{args.output}: already exists (use -f to overwrite)")
     tensors = load_tensors(args.input)
+    projection = _project(tensors, args) if _projection_asked(args) else None
+    if projection is not None:
+        tensors = projection[0]
     if args.workers < 1:
         raise UsageError(f"--workers must be at least 1, got {args.workers}")
     result = encode_with_report(tensors, config=config, measure_error=True, progress=_progress_printer(),
                                 workers=args.workers)
     write_bytes(args.output, result.data, overwrite=args.force)
     summary = _summary(args.input, args.output, result)
+    if projection is not None:
+        summary["projection"] = projection[1].to_dict()
     if args.json:
         print(json.dumps(summary))
     else:
+        if projection is not None:
+            for line in projection[1].lines():
+                print(line)
         _print_summary(summary)
+    return EXIT_OK
+
+
+def _projection_asked(args: argparse.Namespace) -> bool:
+    return bool(args.prune_ratio or args.unify_ratio or args.unify_threshold is not None)
+
+
+def _project(tensors: dict, args: argparse.Namespace):
+    """Apply the post-training projection; bfloat16 tensors stay bfloat16."""
+    from .posttrain import project_tensors
+    from .tensors import to_numpy
+
+    arrays, bfloat16 = {}, set()
+    for name, value in tensors.items():
+        array, dtype = to_numpy(name, value)
+        arrays[name] = array
+        if dtype.name == "BFLOAT16":
+            bfloat16.add(name)
+    try:
+        projected, report = project_tensors(
+            arrays, prune_ratio=args.prune_ratio, unify_ratio=args.unify_ratio,
+            unify_threshold=args.unify_threshold, block=args.block, global_budget=args.global_budget,
+            exclude=tuple(args.exclude), exclude_first_last=args.exclude_first_last)
+    except ValueError as exc:
+        raise UsageError(f"projection: {exc}") from None
+    if bfloat16:
+        import torch
+
+        for name in bfloat16:
+            projected[name] = torch.from_numpy(np.ascontiguousarray(projected[name])).to(torch.bfloat16)
+    return projected, report
+
+
+def _demo(args: argparse.Namespace) -> int:
+    try:
+        from .demo import run_demo
+    except ImportError as exc:
+        return _fail(f"the demo needs torch and scikit-learn: pip install -e '.[demo]' ({exc})", EXIT_IO)
+    if args.epochs < 1:
+        raise UsageError(f"--epochs must be at least 1, got {args.epochs}")
+    verbose = args.verbose or sys.stderr.isatty()
+    result = run_demo(epochs=args.epochs, seed=args.seed,
+                      progress=(lambda line: print(line, file=sys.stderr, flush=True)) if verbose else None)
+    if args.json:
+        print(json.dumps(result))
+        return EXIT_OK
+    print(f"dense accuracy       {result['dense_accuracy']:.2%}")
+    print(f"compressed accuracy  {result['compressed_accuracy']:.2%}  (the decoded model)")
+    print(f"bitstream            {result['bitstream_bytes']:,} bytes")
+    print(f"compression ratio    {result['compression_ratio']:.1f}x against fp32")
+    print(f"bit-exact            {'yes' if result['bit_exact'] else 'NO'}  (decoded weights == fine-tuned weights)")
     return EXIT_OK
 
 

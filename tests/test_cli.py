@@ -120,3 +120,38 @@ def test_file_helpers_round_trip_and_refuse_overwrite(tmp_path, state_dict):
     model = nu.decode_file(tmp_path / "m.nnu", tmp_path / "back.safetensors")
     assert [t.name for t in model.tensors] == list(state_dict)
     assert (tmp_path / "back.safetensors").stat().st_size > 0
+
+
+def test_post_training_projection_prunes_and_unifies_and_reports_distortion(tmp_path, capsys):
+    torch.manual_seed(1)
+    state = {"a.weight": torch.randn(32, 64), "b.weight": torch.randn(16, 32).bfloat16(), "a.bias": torch.randn(32)}
+    torch.save(state, tmp_path / "m.pt")
+    assert main(["encode", str(tmp_path / "m.pt"), str(tmp_path / "m.nnu"), "--prune-ratio", "0.5",
+                 "--unify-ratio", "0.25", "--block", "4x4", "--json"]) == EXIT_OK
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["projection"]
+    blocks = summary["blocks"]
+    total = 32 * 64 // 16 + 16 * 32 // 16
+    assert blocks["pruned"] >= total // 2 and blocks["unified"] >= total // 4 - 1
+    model = nu.decode_tensors((tmp_path / "m.nnu").read_bytes())
+    assert {t.name: t.dtype.name for t in model.tensors}["b.weight"] == "BFLOAT16"
+    plain = tmp_path / "plain.nnu"
+    assert main(["encode", str(tmp_path / "m.pt"), str(plain)]) == EXIT_OK
+    assert (tmp_path / "m.nnu").stat().st_size < 0.5 * plain.stat().st_size
+
+
+def test_bad_projection_options_are_usage_errors(tmp_path, capsys):
+    torch.save({"a.weight": torch.randn(8, 8)}, tmp_path / "m.pt")
+    assert main(["encode", str(tmp_path / "m.pt"), str(tmp_path / "m.nnu"), "--prune-ratio", "0.8",
+                 "--unify-ratio", "0.5"]) == EXIT_USAGE
+    assert not (tmp_path / "m.nnu").exists()
+    assert capsys.readouterr().err.count("\n") == 1
+
+
+def test_demo_json_reports_the_decoded_model(capsys):
+    pytest.importorskip("sklearn")
+    assert main(["demo", "--json", "--epochs", "1"]) == EXIT_OK
+    result = json.loads(capsys.readouterr().out)
+    assert set(result) >= {"dense_accuracy", "compressed_accuracy", "bitstream_bytes", "compression_ratio", "bit_exact"}
+    assert result["bit_exact"] is True
+    assert result["compression_ratio"] == pytest.approx(result["fp32_bytes"] / result["bitstream_bytes"])
