@@ -10,8 +10,8 @@ CLI wiring::
     from nncodec_unify.demo import run_demo
     result = run_demo(progress=lambda line: print(line, file=sys.stderr))
 
-``run_demo(*, epochs=30, admm_epochs=None, finetune_epochs=None, seed=0, prune_ratio=0.7,
-unify_ratio=0.25, block=(4, 4), qp=-28, progress=None) -> dict`` returns a JSON-serialisable
+``run_demo(*, epochs=30, admm_epochs=None, finetune_epochs=None, seed=0, prune_ratio=0.8,
+unify_ratio=0.17, block=(4, 4), qp=-24, vector_qp=-32, progress=None) -> dict`` returns a JSON-serialisable
 dict with (at least) the keys
 
 * ``dense_accuracy``, ``compressed_accuracy``: test-set accuracy in [0, 1] of the dense model
@@ -103,13 +103,15 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
 
 
 def run_demo(*, epochs: int = 30, admm_epochs: int | None = None, finetune_epochs: int | None = None,
-             seed: int = 0, prune_ratio: float = 0.7, unify_ratio: float = 0.25, block: tuple[int, int] = (4, 4),
-             qp: int = -28, progress: Callable[[str], None] | None = None) -> dict:
+             seed: int = 0, prune_ratio: float = 0.8, unify_ratio: float = 0.17, block: tuple[int, int] = (4, 4),
+             qp: int = -24, vector_qp: int = -32, progress: Callable[[str], None] | None = None) -> dict:
     """Train, compress, decode and evaluate; see the module docstring for the returned keys.
 
     ``epochs`` is the dense training; ADMM runs ``admm_epochs`` (default ``epochs``) and the
     masked fine-tuning ``finetune_epochs`` (default ``max(1, epochs // 2)``). ``prune_ratio`` and
-    ``unify_ratio`` are a global budget over the blocks of all weight matrices.
+    ``unify_ratio`` are a global budget over the blocks of all weight matrices (the rest stay
+    dense); ``qp`` and ``vector_qp`` are the codec's quantization of the weight matrices (step
+    2**-6 by default) and of the biases (2**-8).
     """
     started = time.perf_counter()
     say = progress or (lambda _line: None)
@@ -144,11 +146,11 @@ def run_demo(*, epochs: int = 30, admm_epochs: int | None = None, finetune_epoch
     structure = admm.hard_project()
     say(f"hard projection: accuracy {evaluate(model, x_test, y_test):.2%}")
 
-    optimizer = torch.optim.Adam(model.parameters(), lr=5e-4)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     structure.attach(optimizer)
     for _ in range(finetune_epochs):
         train_epoch(model, optimizer, x_train, y_train, batch_size=batch, generator=generator)
-    config = EncoderConfig(qp=qp, block=block)
+    config = EncoderConfig(qp=qp, vector_qp=vector_qp, block=block)
     state = snap_to_grid(model, config)
     say(f"fine-tuned {finetune_epochs} epochs and snapped to the grid: accuracy "
         f"{evaluate(model, x_test, y_test):.2%}")
