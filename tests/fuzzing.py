@@ -374,14 +374,19 @@ MUTATORS: dict[str, Callable] = {
     "shuffle_units": shuffle_units,
 }
 FOREIGN = frozenset({"splice"})  # mutators that bring in another stream's bytes
+REORDERING = frozenset({"shuffle_units"})  # mutators that move whole units with their CRCs
 
 
 @dataclasses.dataclass(frozen=True)
 class Mutation:
     sample: Sample
-    mutator: str
+    mutator: str  # "flip_bits", or "flip_bits+splice" when two were stacked
     crcs_fixed: bool
     data: bytes
+
+    @property
+    def steps(self) -> set[str]:
+        return set(self.mutator.split("+"))
 
 
 def mutations(corpus: list[Sample], seed: int, count: int, *, fix_probability: float = 0.75) -> Iterator[Mutation]:
@@ -398,8 +403,9 @@ def mutations(corpus: list[Sample], seed: int, count: int, *, fix_probability: f
         name = names[int(rng.integers(0, len(names)))]
         data = MUTATORS[name](rng, sample.data, sample, other)
         if rng.random() < 0.15:  # stack a second mutation now and then
-            data = MUTATORS[names[int(rng.integers(0, len(names)))]](rng, data, sample, other)
-            name += "+"
+            second = names[int(rng.integers(0, len(names)))]
+            data = MUTATORS[second](rng, data, sample, other)
+            name += "+" + second
         fixed = rng.random() < fix_probability
         yield Mutation(sample, name, fixed, fix_crcs(data) if fixed else data)
 

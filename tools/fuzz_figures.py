@@ -62,7 +62,8 @@ def mutation_figures(seed: int, count: int, corpus_size: int) -> None:
     for mutation in mutations(corpus, seed, count):
         outcome = run_decoder(mutation.data, measure_memory=True)
         fixed += mutation.crcs_fixed
-        by_mutator[mutation.mutator.rstrip("+")] += 1
+        for step in mutation.steps:
+            by_mutator[step] += 1
         outcomes[outcome.error or "decoded"] += 1
         if not outcome.ours:
             foreign.append(outcome.message)
