@@ -21,8 +21,22 @@ from pathlib import Path
 import numpy as np
 import pytest
 from fuzzing import (
-    BOMBS, FOREIGN, REORDERING, SIZE_FIELDS, Field, field_map, fingerprint, fix_crcs, make_corpus, mutations,
-    run_decoder, same_or_rejected, single_bit_flips, small_stream, units,
+    BOMBS,
+    FOREIGN,
+    MUTATORS,
+    REORDERING,
+    SIZE_FIELDS,
+    Field,
+    field_map,
+    fingerprint,
+    fix_crcs,
+    make_corpus,
+    mutations,
+    run_decoder,
+    same_or_rejected,
+    single_bit_flips,
+    small_stream,
+    units,
 )
 from hypothesis import given
 from hypothesis import strategies as st
@@ -83,6 +97,30 @@ def test_mutations_raise_only_bitstream_errors(corpus):
     deep = [e for e in errors_at if e.startswith(("dense_levels.", "block_map.", "unified_magnitudes."))]
     assert len(deep) >= 8, errors_at
     assert outcomes["ok"] >= 200 and outcomes["ChecksumError"] < 3000, outcomes
+
+
+def test_every_conformance_stream_under_every_mutator(corpus, expected):
+    """Each conformance stream, valid and invalid, gets every mutator twice: once with the CRCs
+    recomputed (invariant 1), once without (invariant 1, and 4 for the valid ones)."""
+    streams = [s for s in corpus if s.label.startswith("conformance/")]
+    if not streams:
+        pytest.skip("conformance/ holds no streams yet")
+    escaped, broken = [], []
+    for index, sample in enumerate(streams):
+        rng = np.random.default_rng([SEED, index])
+        other = streams[(index + 1) % len(streams)].data
+        for name, mutator in sorted(MUTATORS.items()):
+            mutated = mutator(rng, sample.data, sample, other)
+            for data, fixed in ((fix_crcs(mutated), True), (mutated, False)):
+                outcome = run_decoder(data)
+                label = f"{sample.label} {name} crcs {'fixed' if fixed else 'kept'}"
+                if not outcome.ours:
+                    escaped.append((label, outcome))
+                elif (sample.valid and not fixed and name not in FOREIGN | REORDERING
+                      and not same_or_rejected(outcome, expected[sample.label])):
+                    broken.append((label, outcome))
+    assert not escaped, _failures(escaped)
+    assert not broken, _failures(broken)
 
 
 def test_describe_raises_only_bitstream_errors(corpus):

@@ -30,7 +30,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 def replay(data: bytes) -> None:
     """Run one fuzzer input; raises whatever escapes other than BitstreamError."""
     import numpy as np
-
     from fuzzing import FUZZ_LIMITS, fix_crcs
 
     import nncodec_unify as nu

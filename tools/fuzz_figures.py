@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import collections
 import itertools
-import re
 import statistics
 import sys
 import time
@@ -34,8 +33,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 import numpy as np  # noqa: E402
 from fuzzing import (  # noqa: E402
-    BOMBS, SIZE_FIELDS, field_map, fingerprint, fix_crcs, make_corpus, mutations, run_decoder, single_bit_flips,
-    small_stream, units,
+    BOMBS,
+    SIZE_FIELDS,
+    field_map,
+    fingerprint,
+    fix_crcs,
+    make_corpus,
+    mutations,
+    run_decoder,
+    single_bit_flips,
+    small_stream,
+    units,
 )
 
 import nncodec_unify as nu  # noqa: E402
@@ -137,7 +145,7 @@ def word_figures() -> None:
     print("\n## 4. Surplus and missing words in a level plane (CRC recomputed)")
     rng = np.random.default_rng(5)
     results = collections.Counter()
-    for trial in range(200):
+    for _ in range(200):
         shape = (int(rng.integers(2, 60)), int(rng.integers(2, 60)))
         model = {"w": (rng.laplace(size=shape) * 0.05).astype(np.float32)}
         data = nu.encode(model, config=EncoderConfig(rules=(TensorRule("w", mode=CodingMode.DENSE),)))
