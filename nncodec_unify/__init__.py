@@ -9,7 +9,12 @@ from .config import EncoderConfig, TensorRule
 from .decoder import DecodedModel, DecodedTensor, decode, decode_tensors
 from .encoder import EncodeResult, TensorReport, encode, encode_with_report
 from .errors import (
-    BitstreamError, ChecksumError, EncodeError, LimitExceededError, NncodecError, TruncatedError,
+    BitstreamError,
+    ChecksumError,
+    EncodeError,
+    LimitExceededError,
+    NncodecError,
+    TruncatedError,
     UnsupportedVersionError,
 )
 from .format import VERSION_MAJOR, VERSION_MINOR, BlockKind, CodingMode, DType, Limits

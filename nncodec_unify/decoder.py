@@ -15,14 +15,29 @@ from .bitio import ByteReader
 from .blocks import expand_blocks, grid_shape, matrix_shape
 from .errors import BitstreamError, LimitExceededError, NncodecError, TruncatedError
 from .format import (
-    DEFAULT_LIMITS, DTYPE_ITEMSIZE, DTYPE_NAMES, DTYPE_NUMPY, BlockKind, CodingMode, DType, Limits,
+    DEFAULT_LIMITS,
+    DTYPE_ITEMSIZE,
+    DTYPE_NAMES,
+    DTYPE_NUMPY,
+    BlockKind,
+    CodingMode,
+    DType,
+    Limits,
     UnitType,
 )
 from .planes import decode_plane
 from .quant import MAX_LEVEL, dequantize, step_size
 from .syntax import (
-    FileHeader, TensorHeader, read_block_shape, read_file_header, read_model_header, read_quant_params,
-    read_raw_payload, read_sign_section, read_tensor_header, read_unit,
+    FileHeader,
+    TensorHeader,
+    read_block_shape,
+    read_file_header,
+    read_model_header,
+    read_quant_params,
+    read_raw_payload,
+    read_sign_section,
+    read_tensor_header,
+    read_unit,
 )
 from .tensors import bfloat16_bits_to_float32
 

@@ -20,10 +20,20 @@ from .format import DEFAULT_LIMITS, DTYPE_ITEMSIZE, BlockKind, CodingMode, DType
 from .planes import encode_plane
 from .quant import MAX_LEVEL, dequantize, quantize, step_size
 from .syntax import (
-    FileHeader, ModelHeader, QuantParams, TensorHeader, write_file_header, write_level_plane,
-    write_model_header, write_quant_params, write_sign_section, write_tensor_header, write_unit,
+    FileHeader,
+    ModelHeader,
+    QuantParams,
+    TensorHeader,
+    write_file_header,
+    write_level_plane,
+    write_model_header,
+    write_quant_params,
+    write_sign_section,
+    write_tensor_header,
+    write_unit,
 )
 from .tensors import float32_to_bfloat16_bits, to_numpy
+
 
 @dataclasses.dataclass(frozen=True)
 class TensorReport:

@@ -294,7 +294,7 @@ def _pack_raw_bits(values: np.ndarray, symbols: np.ndarray, direct_bits: int, ma
     low = (values[order] & ((np.int64(1) << widths) - 1)).astype(np.uint64)
     chunks = []
     boundaries = np.flatnonzero(np.diff(widths)) + 1
-    for start, stop in zip(np.concatenate([[0], boundaries]), np.concatenate([boundaries, [widths.size]])):
+    for start, stop in zip(np.concatenate([[0], boundaries]), np.concatenate([boundaries, [widths.size]]), strict=True):
         width = int(widths[start])
         shifts = np.arange(width - 1, -1, -1, dtype=np.uint64)
         chunks.append(((low[start:stop, None] >> shifts) & np.uint64(1)).astype(np.uint8).ravel())
@@ -324,7 +324,7 @@ def decode_plane(reader: ByteReader, rows: int, cols: int, mask: np.ndarray | No
     if plane.context_count > 1:
         sizes = _context_sizes(row_classes, col_classes, mask, plane.context_count)
         grouped = np.concatenate([decoder.decode(int(size), table)
-                                  for size, table in zip(sizes, plane.magnitude_tables)])
+                                  for size, table in zip(sizes, plane.magnitude_tables, strict=True)])
         symbols = np.empty_like(grouped)
         symbols[np.argsort(_contexts(row_classes, col_classes, mask), kind="stable")] = grouped
     else:
@@ -363,7 +363,7 @@ def _add_raw_bits(plane: LevelPlane, symbols: np.ndarray, element: str) -> np.nd
     low = np.empty(order.size, dtype=np.int32)
     start_bit = 0
     boundaries = np.flatnonzero(np.diff(widths)) + 1
-    for start, stop in zip(np.concatenate([[0], boundaries]), np.concatenate([boundaries, [widths.size]])):
+    for start, stop in zip(np.concatenate([[0], boundaries]), np.concatenate([boundaries, [widths.size]]), strict=True):
         width = int(widths[start])
         fields = bits[start_bit:start_bit + (stop - start) * width].reshape(stop - start, width)
         low[start:stop] = _fields_value(fields)

@@ -16,13 +16,24 @@ from .bitio import ByteReader, ByteWriter, pack_fields, padding_is_zero, unpack_
 from .entropy import FrequencyTable
 from .errors import BitstreamError, ChecksumError, LimitExceededError, TruncatedError, UnsupportedVersionError
 from .format import (
-    DTYPE_ITEMSIZE, FILE_HEADER_SIZE, FLOAT_DTYPES, MAGIC, MAX_CLASS_COUNT, MAX_DIRECT_BITS,
-    MAX_FREQUENCY_BITS, MAX_MAGNITUDE_EXPONENT, MAX_MANTISSA_BITS, MAX_QP_DENSITY, UNIT_CRC_SIZE,
-    UNIT_FLAG_ANCILLARY, UNIT_HEADER_SIZE, VERSION_MAJOR, VERSION_MINOR, CodingMode, DType,
+    DTYPE_ITEMSIZE,
+    FLOAT_DTYPES,
+    MAGIC,
+    MAX_CLASS_COUNT,
+    MAX_DIRECT_BITS,
+    MAX_FREQUENCY_BITS,
+    MAX_MAGNITUDE_EXPONENT,
+    MAX_MANTISSA_BITS,
+    MAX_QP_DENSITY,
+    UNIT_CRC_SIZE,
+    UNIT_FLAG_ANCILLARY,
+    VERSION_MAJOR,
+    VERSION_MINOR,
+    CodingMode,
+    DType,
     Limits,
 )
 from .quant import qp_is_valid
-
 
 # ---------------------------------------------------------------------------------------------
 # §4.1 file_header

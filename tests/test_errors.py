@@ -11,7 +11,13 @@ import nncodec_unify as nu
 from nncodec_unify import BitstreamError, Limits
 from nncodec_unify.bitio import ByteWriter
 from nncodec_unify.format import MAGIC, CodingMode, DType, UnitType
-from nncodec_unify.syntax import ModelHeader, TensorHeader, write_file_header, write_model_header, write_tensor_header, write_unit
+from nncodec_unify.syntax import (
+    ModelHeader,
+    TensorHeader,
+    write_model_header,
+    write_tensor_header,
+    write_unit,
+)
 
 MODEL = {
     "w": (np.arange(60, dtype=np.float32).reshape(6, 10) - 30) / 64,
