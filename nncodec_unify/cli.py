@@ -22,7 +22,7 @@ from .checkpoint import CheckpointError, load_tensors, save_decoded, write_bytes
 from .config import EncoderConfig, TensorRule
 from .decoder import decode_tensors, describe
 from .errors import BitstreamError, EncodeError, NncodecError
-from .format import DTYPE_NAMES, CodingMode
+from .format import DTYPE_NAMES, CodingMode, Limits
 from .quant import step_size
 
 EXIT_OK = 0
@@ -100,6 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
     decode = commands.add_parser("decode", help="decode a stream into .pt or .safetensors")
     decode.add_argument("input")
     decode.add_argument("output", help="ends in .pt/.pth or .safetensors")
+    decode.add_argument("--max-output-bytes", type=int, default=None, metavar="N",
+                        help="refuse streams that would decode to more than N bytes (default: Limits())")
     decode.add_argument("-f", "--force", action="store_true", help="overwrite the output if it exists")
 
     demo = commands.add_parser("demo", help="train a small CNN on real digits, unify+prune with ADMM, "
@@ -144,6 +146,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(str(exc), EXIT_BAD_INPUT)
     except OSError as exc:
         return _fail(f"{exc.filename or ''}: {exc.strerror or exc}", EXIT_IO)
+    except MemoryError:
+        return _fail("out of memory (for a stream, lower --max-output-bytes to refuse it up front)", EXIT_IO)
     except KeyboardInterrupt:
         return _fail("interrupted; no output was written", 130)
 
@@ -330,8 +334,10 @@ def _shown(text: str) -> str:
 
 
 def _read_stream(path: str) -> bytes:
-    if not os.path.isfile(path):
+    if not os.path.exists(path):
         raise FileNotFoundError(f"{path}: no such file")
+    if not os.path.isfile(path):
+        raise IsADirectoryError(f"{path}: not a regular file")
     return Path(path).read_bytes()
 
 
@@ -340,7 +346,12 @@ def _decode(args: argparse.Namespace) -> int:
         raise UsageError("input and output are the same file")
     if os.path.exists(args.output) and not args.force:
         raise FileExistsError(f"{args.output}: already exists (use -f to overwrite)")
-    model = decode_tensors(_read_stream(args.input))
+    limits = None
+    if args.max_output_bytes is not None:
+        if args.max_output_bytes < 1:
+            raise UsageError(f"--max-output-bytes must be positive, got {args.max_output_bytes}")
+        limits = Limits(max_total_output_bytes=args.max_output_bytes)
+    model = decode_tensors(_read_stream(args.input), limits=limits)
     save_decoded(args.output, model, overwrite=args.force)
     parameters = sum(t.array.size for t in model.tensors)
     print(f"{args.input} -> {args.output}: {len(model.tensors)} tensors, {parameters:,} parameters")

@@ -7,7 +7,9 @@ trained towards the unified structure.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
+import itertools
 from collections.abc import Callable, Mapping
 
 import numpy as np
@@ -96,15 +98,23 @@ def encode_with_report(tensors: Mapping[str, object], *, config: EncoderConfig |
         import multiprocessing
 
         context = multiprocessing.get_context("spawn")
+        names = list(tensors)
         with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context,
                                                     initializer=_worker_init) as pool:
-            pending = [pool.submit(_encode_job, job) for job in jobs]
-            for index, future in enumerate(pending):
-                if progress is not None:
-                    progress(index, len(tensors), list(tensors)[index])
-                payload, report = future.result()
-                write_unit(writer, UnitType.TENSOR, payload)
-                reports.append(report)
+            # at most two tensors per worker in flight: memory follows the largest tensors,
+            # not the whole model
+            pending: collections.deque = collections.deque()
+            index = 0
+            for job in itertools.chain(jobs, [None]):
+                if job is not None:
+                    pending.append(pool.submit(_encode_job, job))
+                while pending and (job is None or len(pending) >= 2 * workers):
+                    if progress is not None:
+                        progress(index, len(tensors), names[index])
+                    payload, report = pending.popleft().result()
+                    write_unit(writer, UnitType.TENSOR, payload)
+                    reports.append(report)
+                    index += 1
     else:
         for index, job in enumerate(jobs):
             if progress is not None:

@@ -154,3 +154,12 @@ def test_demo_json_reports_the_decoded_model(capsys):
     assert set(result) >= {"dense_accuracy", "compressed_accuracy", "bitstream_bytes", "compression_ratio", "bit_exact"}
     assert result["bit_exact"] is True
     assert result["compression_ratio"] == pytest.approx(result["fp32_bytes"] / result["bitstream_bytes"])
+
+
+def test_decode_can_refuse_large_outputs(tmp_path, capsys):
+    (tmp_path / "m.nnu").write_bytes(nu.encode({"w": np.zeros((64, 64), np.float32)}))
+    assert main(["decode", str(tmp_path / "m.nnu"), str(tmp_path / "o.safetensors"), "--max-output-bytes", "1000"]) \
+        == EXIT_BAD_INPUT
+    assert "exceed 1000 bytes" in capsys.readouterr().err
+    assert not (tmp_path / "o.safetensors").exists()
+    assert main(["decode", str(tmp_path / "m.nnu"), str(tmp_path / "o.safetensors")]) == EXIT_OK
