@@ -89,9 +89,9 @@ class Settings:
     batch_size: int = 128
     qp: int = -24
     vector_qp: int = -32
-    rho: float = 0.05
+    rho: float = 0.2
     rho_growth: float = 1.2
-    rho_max: float = 5.0
+    rho_max: float = 10.0
     updates_per_epoch: int = 2
     subset: int | None = None  # training images used (--quick)
     seed: int = 0
