@@ -61,6 +61,17 @@ def test_defaults_constrain_weight_matrices_only():
     assert admm.targets == {"conv.weight": light, "hidden.weight": TARGET}
 
 
+def test_global_budget_counts_blocks_over_all_constrained_weights():
+    budget = Target(prune_ratio=0.6, unify_ratio=0.3, block=(2, 4))
+    admm = ADMM(make_net(), budget, budget=budget)
+    total = np.bincount(np.concatenate([k.ravel() for k in admm.kinds.values()]), minlength=3)
+    blocks = int(total.sum())
+    assert blocks == sum(k.size for k in admm.kinds.values())
+    assert total[PRUNED] == round(0.6 * blocks) and total[UNIFIED] == round(0.3 * blocks)
+    per_layer = {n: np.count_nonzero(k == PRUNED) / k.size for n, k in admm.kinds.items()}
+    assert len(set(per_layer.values())) > 1  # spread by cost, not the same share everywhere
+
+
 def test_initial_state_is_projection_and_zero_dual():
     model = make_net()
     admm = ADMM(model, TARGET)
