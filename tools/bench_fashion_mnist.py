@@ -404,7 +404,7 @@ def main(argv: list[str] | None = None) -> int:
         print("no ADMM setting is within 1.0 point of the dense accuracy")
     else:
         print(f"best ADMM within 1.0 point: {best['label']}: {best['ratio']:.1f}x at "
-              f"{100 * best['accuracy']:.2f}% ({100 * (dense_accuracy - best['accuracy']):+.2f} points)")
+              f"{100 * best['accuracy']:.2f}% (a drop of {100 * (dense_accuracy - best['accuracy']):.2f} points)")
     met = best is not None and best["ratio"] >= 40
     stretch = best is not None and best["ratio"] >= 80
     print(f"target >= 40x at <= 1.0 point drop: {'met' if met else 'NOT met'}; "
