@@ -19,6 +19,9 @@ This module plugs into **your** training loop; it owns no loop (DESIGN §6). The
    unified block keeps its signs and trains one shared magnitude (gradient
    ``sum_j sign_j df/dw_j``), dense weights train freely. The structure is re-imposed after every
    step, so it holds exactly whatever the optimizer (momentum, Adam, weight decay) does.
+   Optionally, ``GridTraining(model, config).attach(optimizer)`` (after the structure's) makes
+   the fine-tuning quantization-aware: forward and backward on the codec's grid, updates on
+   float shadows (straight-through).
 5. ``state = snap_to_grid(model, config)`` rounds every float tensor of the state dict onto the
    codec's quantization grid in place and returns ``{name: array}``; then
    ``decode(encode(state, config=config))`` gives those arrays bit for bit, so the model you
@@ -71,7 +74,7 @@ from .format import BlockKind, CodingMode, DType
 from .quant import MAX_LEVEL, dequantize, quantize, step_size
 from .unify import Target, plan_kinds, project, selected_targets
 
-__all__ = ["ADMM", "Structure", "same_bits", "snap_to_grid", "structure_from_weights", "unwrap"]
+__all__ = ["ADMM", "GridTraining", "Structure", "same_bits", "snap_to_grid", "structure_from_weights", "unwrap"]
 
 _TORCH_TO_DTYPE = {torch.float32: DType.FLOAT32, torch.float16: DType.FLOAT16, torch.bfloat16: DType.BFLOAT16,
                    torch.float64: DType.FLOAT64}
@@ -356,6 +359,56 @@ def snap_to_grid(model: torch.nn.Module | Mapping[str, torch.Tensor], config: En
                     tensor.copy_(torch.from_numpy(np.ascontiguousarray(snapped)).reshape(tensor.shape))
         out[name] = _to_numpy(tensor).copy()
     return out
+
+
+class GridTraining:
+    """Quantization-aware fine-tuning on the codec's grid (straight-through estimator).
+
+    The forward and backward passes see the weights exactly as the codec will reconstruct them
+    (each parameter snapped as :func:`snap_to_grid` snaps it for ``config``); the optimizer
+    updates float "shadow" copies with those gradients, so steps smaller than the grid's step
+    accumulate instead of being rounded away. ``attach(optimizer)`` swaps the shadows in just
+    before every ``optimizer.step()`` and snaps again just after. Attach it **after**
+    :meth:`Structure.attach`, so that the structure is imposed on the shadows before they are
+    snapped (rounding is symmetric, so a unified block stays unified or becomes pruned).
+
+    After any step, the parameters are on the grid: ``snap_to_grid`` then changes no parameter
+    (it still snaps float buffers such as BatchNorm statistics).
+    """
+
+    def __init__(self, model: torch.nn.Module, config: EncoderConfig | None = None) -> None:
+        self.model = unwrap(model)
+        config = config or EncoderConfig()
+        self.codings = {}
+        for name, param in self.model.named_parameters():
+            dtype = _TORCH_TO_DTYPE.get(param.dtype)
+            if dtype is None:
+                continue
+            coding = config.coding_for(name, dtype, param.dim())
+            if coding.mode != CodingMode.RAW:
+                self.codings[name] = (param, dtype, coding.qp, coding.qp_density)
+        self.shadows: dict[str, torch.Tensor] = {}
+        self.snap_()
+
+    @torch.no_grad()
+    def snap_(self) -> None:
+        """Keep the current weights as shadows and put their snapped values in the parameters."""
+        for name, (param, dtype, qp, qp_density) in self.codings.items():
+            self.shadows[name] = param.detach().clone()
+            snapped = _snap_array(_to_numpy(param), dtype, qp, qp_density)
+            if snapped is not None:
+                param.copy_(_from_numpy(snapped, param).reshape(param.shape))
+
+    @torch.no_grad()
+    def restore_(self) -> None:
+        """Put the float shadows back into the parameters (the optimizer steps from them)."""
+        for name, (param, _, _, _) in self.codings.items():
+            param.copy_(self.shadows[name])
+
+    def attach(self, optimizer: torch.optim.Optimizer) -> list:
+        """Step from the shadows, then snap: returns the two removable hook handles."""
+        return [optimizer.register_step_pre_hook(lambda *_: self.restore_()),
+                optimizer.register_step_post_hook(lambda *_: self.snap_())]
 
 
 def same_bits(left: Mapping[str, np.ndarray], right: Mapping[str, np.ndarray]) -> bool:

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from nncodec_unify import CodingMode, EncoderConfig, TensorRule, decode, encode, encode_with_report
-from nncodec_unify.admm import ADMM, Structure, same_bits, snap_to_grid, structure_from_weights
+from nncodec_unify.admm import ADMM, GridTraining, Structure, same_bits, snap_to_grid, structure_from_weights
 from nncodec_unify.format import BlockKind
 from nncodec_unify.quant import step_size
 from nncodec_unify.unify import Target, project, select_kinds
@@ -332,3 +332,31 @@ def test_snap_to_grid_other_float_types(dtype):
     state = snap_to_grid(model, config)
     decoded = decode(encode(model.state_dict(), config=config))
     assert same_bits(state, decoded)
+
+
+def test_grid_training_trains_on_the_grid_with_float_shadows():
+    model = make_net()
+    structure = ADMM(model, TARGET).hard_project()
+    config = EncoderConfig(qp=-20, vector_qp=-32, block=TARGET.block)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)  # steps well below the grid step 2**-5
+    structure.attach(optimizer)
+    grid = GridTraining(model, config)
+    grid.attach(optimizer)
+    start = grid.shadows["hidden.weight"].clone()
+    x, y = data()
+    for _ in range(6):
+        optimizer.zero_grad()
+        loss_of(model, x, y).backward()
+        optimizer.step()
+        assert structure.holds()
+        snapped = {n: p.detach().clone() for n, p in model.named_parameters()}
+        snap_to_grid(model, config)  # the parameters are already on the grid
+        assert all(torch.equal(snapped[n], p) for n, p in model.named_parameters())
+    # the shadows moved by less than one grid step, yet they moved; the weights follow them
+    shadow = grid.shadows["hidden.weight"]
+    assert 0 < float((shadow - start).abs().max()) <= 6e-3 + 1e-6  # Adam: at most lr per step
+    assert float((model.hidden.weight.detach() - shadow).abs().max()) <= 2.0 ** -6
+    model.train()
+    model(data()[0])
+    state = snap_to_grid(model, config)
+    assert same_bits(state, decode(encode(model.state_dict(), config=config)))
