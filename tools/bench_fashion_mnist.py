@@ -111,10 +111,10 @@ class Job:
     @property
     def label(self) -> str:
         if self.method == "admm":
-            return f"admm {self.block[0]}x{self.block[1]} P={self.prune_ratio:.2f} U={self.unify_ratio:.2f}"
+            return f"admm {self.block[0]}x{self.block[1]} P={self.prune_ratio:g} U={self.unify_ratio:g}"
         if self.method == "block-prune":
-            return f"block-prune {self.block[0]}x{self.block[1]} P={self.prune_ratio:.2f}"
-        return f"unstructured P={self.prune_ratio:.2f}"
+            return f"block-prune {self.block[0]}x{self.block[1]} P={self.prune_ratio:g}"
+        return f"unstructured P={self.prune_ratio:g}"
 
 
 # --- data ----------------------------------------------------------------------------------------
