@@ -25,10 +25,12 @@ constrained weights), ``test_samples``, ``epochs`` (dense/admm/finetune) and ``s
 ``progress``, if given, is called with one human-readable line per stage (the CLI sends them to
 stderr). ``ImportError`` is raised with an explanation when scikit-learn is missing.
 
-Measured on 2 cores with the defaults: dense 98.70%, decoded 98.33%, 3,695 bytes (57x smaller
-than fp32), bit-exact, about 15 s. (Quantization-aware fine-tuning, ``GridTraining``, gave
-97.96% here, two test images fewer, within the noise of 540 images: the demo keeps the simpler
-path.)
+Measured on 2 cores with the defaults: dense 98.70%, decoded 97.8% (2 torch threads, ``nncodec
+demo``, 7 s) to 98.3% (1 thread, 12 s), about 3,680 bytes (57x smaller than fp32), bit-exact.
+Training is deterministic for a given seed, thread count and CPU; float summation order differs
+between them, which moves the accuracy by a few of the 540 test images. (Quantization-aware
+fine-tuning, ``GridTraining``, gave 97.96% with 1 thread: within that noise, so the demo keeps
+the simpler path.)
 """
 
 from __future__ import annotations
