@@ -74,7 +74,8 @@ def measure(label: str, tensors: dict, config: EncoderConfig, repeat: int) -> di
 
 def run_peer(path: Path) -> dict | None:
     peer = Path(__file__).resolve().parents[2] / "shared" / "peer"
-    python = Path(os.environ.get("NNC_PEER_VENV", os.path.join(os.environ.get("TMPDIR", "/tmp"), "peer-nncodec"))) / "bin" / "python"
+    venv = os.environ.get("NNC_PEER_VENV", os.path.join(os.environ.get("TMPDIR", "/tmp"), "peer-nncodec"))
+    python = Path(venv) / "bin" / "python"
     if not python.exists():
         print(f"peer: not installed ({python}); run bash {peer}/setup.sh", file=sys.stderr)
         return None
