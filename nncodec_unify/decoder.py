@@ -26,7 +26,7 @@ from .format import (
     UnitType,
 )
 from .planes import decode_plane
-from .quant import MAX_LEVEL, dequantize, step_size
+from .quant import MAX_LEVEL, dequantize_magnitudes, step_size
 from .syntax import (
     FileHeader,
     TensorHeader,
@@ -189,13 +189,11 @@ def decode_tensor_payload(reader: ByteReader, header: TensorHeader, limits: Limi
         params = read_quant_params(reader)
         rows, cols = matrix_shape(header.shape)
         if header.coding_mode == CodingMode.DENSE:
-            levels = _read_dense(reader, rows, cols, limits)
+            magnitudes, negative = _read_dense(reader, rows, cols, limits)
         else:
-            levels = _read_unified(reader, rows, cols, limits)
-        # §7.1: underflow to subnormals or zero and overflow to infinity are defined results,
-        # so they must not raise under a caller's np.seterr(all="raise").
-        with np.errstate(over="ignore", under="ignore"):
-            array = dequantize(levels, step_size(params.qp, params.qp_density), header.dtype)
+            magnitudes, negative = _read_unified(reader, rows, cols, limits)
+        # §7.1: underflow to subnormals or zero and overflow to infinity are defined results
+        array = dequantize_magnitudes(magnitudes, negative, step_size(params.qp, params.qp_density), header.dtype)
         array = array.reshape(header.shape)
     return DecodedTensor(header.name, header.dtype, array, header.coding_mode)
 
@@ -213,29 +211,24 @@ def _raw_array(raw: memoryview, header: TensorHeader) -> np.ndarray:
     return np.frombuffer(raw, dtype=stored).astype(stored.newbyteorder("="), copy=True).reshape(header.shape)
 
 
-def _apply_signs(magnitudes: np.ndarray, negative: np.ndarray) -> np.ndarray:
-    levels = magnitudes.copy()
-    levels[negative] = -levels[negative]
-    return levels
+def _signs_of_nonzero(magnitudes: np.ndarray, reader: ByteReader, element: str) -> np.ndarray:
+    """§6.8: read one sign per non-zero magnitude, in scan order; returns a 0/1 uint8 array
+    shaped like ``magnitudes`` (0 where the magnitude is zero)."""
+    nonzero = magnitudes != 0
+    signs = read_sign_section(reader, int(np.count_nonzero(nonzero)), element)
+    negative = np.zeros(magnitudes.shape, dtype=np.uint8)
+    negative[nonzero] = signs
+    return negative
 
 
-def _negate_where(values: np.ndarray, negative: np.ndarray) -> np.ndarray:
-    """Apply sign bits, in scan order, to the non-zero entries of ``values`` (§6.8)."""
-    flip = np.zeros(values.shape, dtype=bool)
-    flip[values != 0] = negative  # the caller read exactly one sign per non-zero value
-    np.negative(values, out=values, where=flip)
-    return values
-
-
-def _read_dense(reader: ByteReader, rows: int, cols: int, limits: Limits) -> np.ndarray:
-    """§5.5 dense_payload."""
+def _read_dense(reader: ByteReader, rows: int, cols: int, limits: Limits) -> tuple[np.ndarray, np.ndarray]:
+    """§5.5 dense_payload: the magnitudes and sign flags in scan order."""
     magnitudes = decode_plane(reader, rows, cols, None, rows * cols, limits, "dense_levels")
-    negative = read_sign_section(reader, int(np.count_nonzero(magnitudes)), "dense_signs")
-    return _negate_where(magnitudes, negative)
+    return magnitudes, _signs_of_nonzero(magnitudes, reader, "dense_signs")
 
 
-def _read_unified(reader: ByteReader, rows: int, cols: int, limits: Limits) -> np.ndarray:
-    """§5.6 unified_payload."""
+def _read_unified(reader: ByteReader, rows: int, cols: int, limits: Limits) -> tuple[np.ndarray, np.ndarray]:
+    """§5.6 unified_payload: the magnitudes and sign flags of the ``rows x cols`` matrix."""
     block_rows, block_cols = read_block_shape(reader)
     grid_rows, grid_cols = grid_shape(rows, cols, block_rows, block_cols)
     map_at = reader.offset
@@ -254,24 +247,23 @@ def _read_unified(reader: ByteReader, rows: int, cols: int, limits: Limits) -> n
     if not (kinds == BlockKind.DENSE).all():
         return _read_structured(reader, rows, cols, block_rows, block_cols, kinds, unified_magnitudes, limits)
     read_sign_section(reader, 0, "unified_signs")
-    dense = decode_plane(reader, rows, cols, None, rows * cols, limits, "dense_levels")
-    negative = read_sign_section(reader, int(np.count_nonzero(dense)), "dense_signs")
-    return _negate_where(dense, negative).reshape(rows, cols)
+    return _read_dense(reader, rows, cols, limits)
 
 
 def _read_structured(reader: ByteReader, rows: int, cols: int, block_rows: int, block_cols: int,
-                     kinds: np.ndarray, unified_magnitudes: np.ndarray, limits: Limits) -> np.ndarray:
+                     kinds: np.ndarray, unified_magnitudes: np.ndarray,
+                     limits: Limits) -> tuple[np.ndarray, np.ndarray]:
     """The rest of §5.6 when some blocks are unified or pruned."""
     block_magnitude = np.zeros(kinds.shape, dtype=np.int32)
     block_magnitude[kinds == BlockKind.UNIFIED] = unified_magnitudes + 1
     element_kinds = expand_blocks(kinds, block_rows, block_cols, rows, cols)
-    levels = np.zeros((rows, cols), dtype=np.int32)
+    magnitudes = np.zeros((rows, cols), dtype=np.int32)
+    negative = np.zeros((rows, cols), dtype=np.uint8)
     in_unified = element_kinds == BlockKind.UNIFIED
-    negative = read_sign_section(reader, int(np.count_nonzero(in_unified)), "unified_signs")
-    magnitudes = expand_blocks(block_magnitude, block_rows, block_cols, rows, cols)[in_unified]
-    levels[in_unified] = np.where(negative, -magnitudes, magnitudes)
+    negative[in_unified] = read_sign_section(reader, int(np.count_nonzero(in_unified)), "unified_signs")
+    magnitudes[in_unified] = expand_blocks(block_magnitude, block_rows, block_cols, rows, cols)[in_unified]
     in_dense = element_kinds == BlockKind.DENSE
     dense = decode_plane(reader, rows, cols, in_dense, int(np.count_nonzero(in_dense)), limits, "dense_levels")
-    negative = read_sign_section(reader, int(np.count_nonzero(dense)), "dense_signs")
-    levels[in_dense] = _negate_where(dense, negative)
-    return levels
+    magnitudes[in_dense] = dense
+    negative[in_dense] = _signs_of_nonzero(dense, reader, "dense_signs")
+    return magnitudes, negative

@@ -283,6 +283,50 @@ def _context_sizes(row_classes: np.ndarray, col_classes: np.ndarray, mask: np.nd
     return sizes
 
 
+class _GroupedLayout:
+    """Where each position of an unmasked plane finds its symbol among the symbols as decoded,
+    grouped by context (§6.5.1 step 3), computed from the classes alone, without sorting.
+
+    Within context ``c`` the symbols follow scan order, so position ``(i, j)`` of column class
+    ``k`` (context ``c = row_class[i] + k``) is at ``start[c] + before[i, k] + rank[j]``:
+    ``before[i, k]`` counts the symbols of context ``c`` in rows above ``i`` and ``rank[j]``
+    the columns of class ``k`` left of ``j``.
+    """
+
+    _ROWS_PER_PASS = 1 << 12  # bounds the index arrays built at once
+
+    def __init__(self, row_classes: np.ndarray, col_classes: np.ndarray, context_count: int):
+        row_classes = row_classes.astype(np.intp)
+        self.col_classes = col_classes.astype(np.intp)
+        class_count = int(self.col_classes.max()) + 1
+        columns_per_class = np.bincount(self.col_classes, minlength=class_count)
+        class_starts = np.cumsum(columns_per_class) - columns_per_class
+        self.rank = np.empty(self.col_classes.size, dtype=np.intp)
+        self.rank[np.argsort(self.col_classes, kind="stable")] = (
+            np.arange(self.col_classes.size) - np.repeat(class_starts, columns_per_class))
+        rows = np.arange(row_classes.size)
+        per_row = np.zeros((context_count, row_classes.size), dtype=np.intp)  # symbols per context and row
+        for k in range(class_count):
+            per_row[row_classes + k, rows] = columns_per_class[k]
+        self.sizes = per_row.sum(axis=1)
+        before = np.cumsum(per_row, axis=1) - per_row
+        starts = np.cumsum(self.sizes) - self.sizes
+        self.first = np.empty((row_classes.size, class_count), dtype=np.intp)
+        for k in range(class_count):
+            self.first[:, k] = starts[row_classes + k] + before[row_classes + k, rows]
+
+    def to_scan_order(self, grouped: np.ndarray) -> np.ndarray:
+        """The grouped symbols rearranged into scan order (a flat array)."""
+        rows, cols = self.first.shape[0], self.col_classes.size
+        symbols = np.empty((rows, cols), dtype=grouped.dtype)
+        for start in range(0, rows, self._ROWS_PER_PASS):
+            stop = min(start + self._ROWS_PER_PASS, rows)
+            index = self.first[start:stop][:, self.col_classes]
+            index += self.rank
+            np.take(grouped, index, out=symbols[start:stop])
+        return symbols.ravel()
+
+
 def _pack_raw_bits(values: np.ndarray, symbols: np.ndarray, direct_bits: int, mantissa_bits: int) -> bytes:
     """§6.7: for each escape symbol in ascending order, the raw bits of its values in scan order."""
     _, width_of = symbol_tables(direct_bits, mantissa_bits)
@@ -321,7 +365,12 @@ def decode_plane(reader: ByteReader, rows: int, cols: int, mask: np.ndarray | No
     class_indices = [decoder.decode(count, table) for count, table in class_groups]
     row_classes = class_indices.pop(0) if plane.row_class_table is not None else np.zeros(rows, dtype=np.int32)
     col_classes = class_indices.pop(0) if plane.col_class_table is not None else np.zeros(cols, dtype=np.int32)
-    if plane.context_count > 1:
+    if plane.context_count > 1 and mask is None:
+        layout = _GroupedLayout(row_classes, col_classes, plane.context_count)
+        grouped = np.concatenate([decoder.decode(int(size), table)
+                                  for size, table in zip(layout.sizes, plane.magnitude_tables, strict=True)])
+        symbols = layout.to_scan_order(grouped)
+    elif plane.context_count > 1:
         sizes = _context_sizes(row_classes, col_classes, mask, plane.context_count)
         grouped = np.concatenate([decoder.decode(int(size), table)
                                   for size, table in zip(sizes, plane.magnitude_tables, strict=True)])
@@ -345,10 +394,12 @@ def _fields_value(fields: np.ndarray) -> np.ndarray:
 def _add_raw_bits(plane: LevelPlane, symbols: np.ndarray, element: str) -> np.ndarray:
     """§6.7: magnitudes from symbols plus the raw low-order bits of escape symbols."""
     base_of, width_of = symbol_tables(plane.direct_bits, plane.mantissa_bits)
-    values = base_of[symbols]
+    # symbols below 2**direct_bits are their own values; only escapes need the tables
+    values = symbols
     escaped = np.flatnonzero(symbols >= (1 << plane.direct_bits))
     order = escaped[np.argsort(symbols[escaped].astype(np.uint16), kind="stable")]
     widths = width_of[symbols[order]]
+    values[order] = base_of[symbols[order]]
     total_bits = int(widths.sum())
     if len(plane.raw_bits) != -(-total_bits // 8):
         raise BitstreamError(f"raw_byte_count {len(plane.raw_bits)} contradicts the {total_bits} raw bits "

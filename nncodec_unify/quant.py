@@ -7,6 +7,8 @@ is one IEEE rounding and gives the same bits on every machine.
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 
 from .format import MAX_QP_DENSITY, MAX_STEP_EXPONENT, MIN_STEP_EXPONENT, DType
@@ -83,6 +85,33 @@ def dequantize(levels: np.ndarray, step: np.float32, dtype: DType) -> np.ndarray
         if dtype == DType.BFLOAT16:
             return round_to_bfloat16(values)
     raise ValueError(f"dtype {dtype!r} is not a float type")
+
+
+def dequantize_magnitudes(magnitudes: np.ndarray, negative: np.ndarray, step: np.float32, dtype: DType) -> np.ndarray:
+    """What :func:`dequantize` gives for the levels ``where(negative, -magnitudes, magnitudes)``.
+
+    ``magnitudes`` are non-negative integers, ``negative`` a 0/1 uint8 array of the same shape.
+    IEEE multiplication and round-to-nearest-even are symmetric in sign, so the product of
+    the magnitude takes the level's sign by setting its sign bit: one pass instead of a
+    negation and a product. Zero magnitudes must not be marked negative (no level is -0).
+    """
+    with np.errstate(over="ignore", under="ignore"):
+        values = np.multiply(magnitudes, np.float32(step), dtype=np.float32)
+    # the sign bit is the top bit of a float32's most significant byte
+    top_byte = values.reshape(-1).view(np.uint8)[_FLOAT32_TOP_BYTE::4]
+    top_byte |= np.left_shift(negative.reshape(-1), 7, dtype=np.uint8)
+    if dtype == DType.FLOAT32:
+        return values
+    if dtype == DType.FLOAT16:
+        return values.astype(np.float16)
+    if dtype == DType.FLOAT64:
+        return values.astype(np.float64)
+    if dtype == DType.BFLOAT16:
+        return round_to_bfloat16(values)
+    raise ValueError(f"dtype {dtype!r} is not a float type")
+
+
+_FLOAT32_TOP_BYTE = 3 if sys.byteorder == "little" else 0
 
 
 def round_to_bfloat16(values: np.ndarray) -> np.ndarray:

@@ -426,7 +426,8 @@ def write_level_plane(writer: ByteWriter, plane: LevelPlane) -> None:
 
 
 def read_sign_section(reader: ByteReader, bit_count: int, element: str) -> np.ndarray:
-    """§6.8: sign_byte_count u(32) then the sign bits (1 = negative), MSB first. Returns bool."""
+    """§6.8: sign_byte_count u(32) then the sign bits (1 = negative), MSB first. Returns them
+    as a uint8 array of 0/1."""
     at = reader.offset
     byte_count = reader.u32(f"{element}.sign_byte_count")
     expected = -(-bit_count // 8)
@@ -437,7 +438,7 @@ def read_sign_section(reader: ByteReader, bit_count: int, element: str) -> np.nd
     packed = reader.view(byte_count, f"{element}.sign_bits")
     if not padding_is_zero(packed, bit_count):
         raise BitstreamError("padding bits are not zero", element=f"{element}.sign_bits", offset=at)
-    return np.unpackbits(np.frombuffer(packed, dtype=np.uint8), count=bit_count).astype(bool)
+    return np.unpackbits(np.frombuffer(packed, dtype=np.uint8), count=bit_count)
 
 
 def write_sign_section(writer: ByteWriter, negative: np.ndarray) -> None:
