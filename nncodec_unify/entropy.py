@@ -113,7 +113,6 @@ class RangeDecoder:
         self._element, self._offset = element, offset
         self._decoder = None
         self._words = np.ascontiguousarray(words, dtype=np.uint32)
-        self._decoded: list[tuple[np.ndarray, object]] = []
 
     def decode(self, count: int, table: FrequencyTable) -> np.ndarray:
         """``count`` symbols (int32) under ``table``; a one-symbol table yields zeros."""
@@ -134,22 +133,16 @@ class RangeDecoder:
         except BaseException as exc:
             raise BitstreamError(f"range decoder rejected the data ({type(exc).__name__})",
                                  element=self._element, offset=self._offset) from None
-        self._decoded.append((symbols, model))
         return symbols
 
     def finish(self, *, element: str, offset: int) -> None:
-        """§6.9.4: ``word_count`` must be exactly the number of words the decoded symbols take.
-
-        constriction's decoder does not tell how many words it read, so the symbols are coded
-        again: the encoder's (lower, range) follows the decoder's step for step, so its word
-        count is the one §6.9.4 requires (no words when no symbol went through the coder).
-        """
-        expected = 0
-        if self._decoded:
-            encoder = constriction.stream.queue.RangeEncoder()
-            for symbols, model in self._decoded:
-                encoder.encode(symbols, model)
-            expected = encoder.num_words()
-        if expected != self._words.size:
-            raise BitstreamError(f"word_count {self._words.size} contradicts the {expected} words the "
-                                 "decoded symbols take", element=element, offset=offset)
+        """§6.9.4: after the last symbol, the decoder has read every word and its point lies
+        within 2**33 - 1 above ``lower`` (what constriction's ``maybe_exhausted`` tests); a
+        decoder that never started must have no words."""
+        if self._decoder is None:
+            exhausted = self._words.size == 0
+        else:
+            exhausted = self._decoder.maybe_exhausted()
+        if not exhausted:
+            raise BitstreamError(f"word_count {self._words.size}: words are left over after the last symbol",
+                                 element=element, offset=offset)

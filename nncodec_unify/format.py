@@ -13,7 +13,7 @@ import numpy as np
 # §4.1: PNG-style signature. 0x89 is not ASCII (catches 7-bit transports), CR LF and LF catch
 # newline translation, 0x1A stops `type` on DOS-like systems.
 MAGIC = b"\x89NNU\r\n\x1a\n"
-VERSION_MAJOR = 1
+VERSION_MAJOR = 2
 VERSION_MINOR = 0
 
 FILE_HEADER_SIZE = len(MAGIC) + 4  # magic, major, minor, header_flags (§4.1)

@@ -242,10 +242,8 @@ def encode_plane(magnitudes: np.ndarray, mask: np.ndarray | None = None, *, use_
         col_table = table_for_counts(np.bincount(col_classes, minlength=col_count))
         groups.append((col_classes, col_table))
     if context_count > 1:
-        contexts = _contexts(row_classes, col_classes, mask)
-        order = np.argsort(contexts, kind="stable")
         bounds = np.concatenate([[0], np.cumsum(_context_sizes(row_classes, col_classes, mask, context_count))])
-        grouped = symbols[order]
+        grouped = symbols[_coding_order(row_classes, col_classes, mask)]
         tables = []
         for c in range(context_count):
             group = grouped[bounds[c]:bounds[c + 1]]
@@ -263,10 +261,13 @@ def encode_plane(magnitudes: np.ndarray, mask: np.ndarray | None = None, *, use_
 _CONSTANT = FrequencyTable(np.ones(1, dtype=np.int64))
 
 
-def _contexts(row_classes: np.ndarray, col_classes: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
-    """The context ``row_class + col_class`` of every position of the plane, in scan order."""
-    grid = row_classes.astype(np.uint8)[:, None] + col_classes.astype(np.uint8)[None, :]
-    return grid[mask] if mask is not None else grid.ravel()
+def _coding_order(row_classes: np.ndarray, col_classes: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
+    """The plane's positions (indices in scan order) in the order their symbols are coded
+    (§6.5.1 step 3): by context ``row_class + col_class``, then by row class, then scan order."""
+    row_count = int(row_classes.max()) + 1
+    rows = row_classes.astype(np.uint16)[:, None]
+    key = (rows + col_classes.astype(np.uint16)[None, :]) * np.uint16(row_count) + rows
+    return np.argsort(key[mask] if mask is not None else key.ravel(), kind="stable")
 
 
 def _context_sizes(row_classes: np.ndarray, col_classes: np.ndarray, mask: np.ndarray | None,
@@ -283,48 +284,43 @@ def _context_sizes(row_classes: np.ndarray, col_classes: np.ndarray, mask: np.nd
     return sizes
 
 
-class _GroupedLayout:
-    """Where each position of an unmasked plane finds its symbol among the symbols as decoded,
-    grouped by context (§6.5.1 step 3), computed from the classes alone, without sorting.
+class _BlockLayout:
+    """Puts the symbols of an unmasked plane, as decoded, back into scan order (§6.5.1 step 3).
 
-    Within context ``c`` the symbols follow scan order, so position ``(i, j)`` of column class
-    ``k`` (context ``c = row_class[i] + k``) is at ``start[c] + before[i, k] + rank[j]``:
-    ``before[i, k]`` counts the symbols of context ``c`` in rows above ``i`` and ``rank[j]``
-    the columns of class ``k`` left of ``j``.
+    In coding order the symbols of rows of class ``r`` and columns of class ``k`` form one
+    contiguous block in row-major order, so the plane is rebuilt by block copies into a matrix
+    whose columns are sorted by class, then one gather that restores the column order.
     """
 
-    _ROWS_PER_PASS = 1 << 12  # bounds the index arrays built at once
-
     def __init__(self, row_classes: np.ndarray, col_classes: np.ndarray, context_count: int):
-        row_classes = row_classes.astype(np.intp)
-        self.col_classes = col_classes.astype(np.intp)
-        class_count = int(self.col_classes.max()) + 1
-        columns_per_class = np.bincount(self.col_classes, minlength=class_count)
-        class_starts = np.cumsum(columns_per_class) - columns_per_class
-        self.rank = np.empty(self.col_classes.size, dtype=np.intp)
-        self.rank[np.argsort(self.col_classes, kind="stable")] = (
-            np.arange(self.col_classes.size) - np.repeat(class_starts, columns_per_class))
-        rows = np.arange(row_classes.size)
-        per_row = np.zeros((context_count, row_classes.size), dtype=np.intp)  # symbols per context and row
-        for k in range(class_count):
-            per_row[row_classes + k, rows] = columns_per_class[k]
-        self.sizes = per_row.sum(axis=1)
-        before = np.cumsum(per_row, axis=1) - per_row
-        starts = np.cumsum(self.sizes) - self.sizes
-        self.first = np.empty((row_classes.size, class_count), dtype=np.intp)
-        for k in range(class_count):
-            self.first[:, k] = starts[row_classes + k] + before[row_classes + k, rows]
+        self.row_order = np.argsort(row_classes, kind="stable")
+        self.col_order = np.argsort(col_classes, kind="stable")
+        row_count, col_count = int(row_classes.max()) + 1, int(col_classes.max()) + 1
+        self.rows_per_class = np.bincount(row_classes, minlength=row_count)
+        self.cols_per_class = np.bincount(col_classes, minlength=col_count)
+        self.row_starts = np.concatenate([[0], np.cumsum(self.rows_per_class)])
+        self.col_starts = np.concatenate([[0], np.cumsum(self.cols_per_class)])
+        self.blocks = [(r, c - r) for c in range(context_count) for r in range(row_count)
+                       if 0 <= c - r < col_count and self.rows_per_class[r] and self.cols_per_class[c - r]]
+        self.sizes = np.zeros(context_count, dtype=np.int64)
+        for r, k in self.blocks:
+            self.sizes[r + k] += int(self.rows_per_class[r]) * int(self.cols_per_class[k])
 
-    def to_scan_order(self, grouped: np.ndarray) -> np.ndarray:
-        """The grouped symbols rearranged into scan order (a flat array)."""
-        rows, cols = self.first.shape[0], self.col_classes.size
-        symbols = np.empty((rows, cols), dtype=grouped.dtype)
-        for start in range(0, rows, self._ROWS_PER_PASS):
-            stop = min(start + self._ROWS_PER_PASS, rows)
-            index = self.first[start:stop][:, self.col_classes]
-            index += self.rank
-            np.take(grouped, index, out=symbols[start:stop])
-        return symbols.ravel()
+    def to_scan_order(self, coded: list[np.ndarray]) -> np.ndarray:
+        """Each context's decoded symbols (``coded[c]``, in coding order) put into scan order
+        (a flat int32 array)."""
+        by_class = np.empty((self.row_order.size, self.col_order.size), dtype=np.int32)
+        at = np.zeros(len(coded), dtype=np.int64)
+        for r, k in self.blocks:
+            rows = self.row_order[self.row_starts[r]:self.row_starts[r + 1]]
+            height, width = rows.size, int(self.cols_per_class[k])
+            start = int(at[r + k])
+            block = coded[r + k][start:start + height * width].reshape(height, width)
+            by_class[rows, self.col_starts[k]:self.col_starts[k + 1]] = block
+            at[r + k] += height * width
+        if np.array_equal(self.col_order, np.arange(self.col_order.size)):
+            return by_class.ravel()
+        return np.take(by_class, np.argsort(self.col_order), axis=1).ravel()
 
 
 def _pack_raw_bits(values: np.ndarray, symbols: np.ndarray, direct_bits: int, mantissa_bits: int) -> bytes:
@@ -366,16 +362,15 @@ def decode_plane(reader: ByteReader, rows: int, cols: int, mask: np.ndarray | No
     row_classes = class_indices.pop(0) if plane.row_class_table is not None else np.zeros(rows, dtype=np.int32)
     col_classes = class_indices.pop(0) if plane.col_class_table is not None else np.zeros(cols, dtype=np.int32)
     if plane.context_count > 1 and mask is None:
-        layout = _GroupedLayout(row_classes, col_classes, plane.context_count)
-        grouped = np.concatenate([decoder.decode(int(size), table)
-                                  for size, table in zip(layout.sizes, plane.magnitude_tables, strict=True)])
-        symbols = layout.to_scan_order(grouped)
+        layout = _BlockLayout(row_classes, col_classes, plane.context_count)
+        symbols = layout.to_scan_order([decoder.decode(int(size), table)
+                                        for size, table in zip(layout.sizes, plane.magnitude_tables, strict=True)])
     elif plane.context_count > 1:
         sizes = _context_sizes(row_classes, col_classes, mask, plane.context_count)
-        grouped = np.concatenate([decoder.decode(int(size), table)
-                                  for size, table in zip(sizes, plane.magnitude_tables, strict=True)])
-        symbols = np.empty_like(grouped)
-        symbols[np.argsort(_contexts(row_classes, col_classes, mask), kind="stable")] = grouped
+        coded = np.concatenate([decoder.decode(int(size), table)
+                                for size, table in zip(sizes, plane.magnitude_tables, strict=True)])
+        symbols = np.empty_like(coded)
+        symbols[_coding_order(row_classes, col_classes, mask)] = coded
     else:
         symbols = decoder.decode(plane.value_count, plane.magnitude_tables[0])
     decoder.finish(element=f"{element}.word_count", offset=plane.words_offset - 4)
