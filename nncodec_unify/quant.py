@@ -95,19 +95,21 @@ def dequantize_magnitudes(magnitudes: np.ndarray, negative: np.ndarray, step: np
     the magnitude takes the level's sign by setting its sign bit: one pass instead of a
     negation and a product. Zero magnitudes must not be marked negative (no level is -0).
     """
+    # §7.1: underflow to subnormals or zero and overflow to infinity are defined results, so
+    # they must not raise under a caller's np.seterr(all="raise")
     with np.errstate(over="ignore", under="ignore"):
         values = np.multiply(magnitudes, np.float32(step), dtype=np.float32)
-    # the sign bit is the top bit of a float32's most significant byte
-    top_byte = values.reshape(-1).view(np.uint8)[_FLOAT32_TOP_BYTE::4]
-    top_byte |= np.left_shift(negative.reshape(-1), 7, dtype=np.uint8)
-    if dtype == DType.FLOAT32:
-        return values
-    if dtype == DType.FLOAT16:
-        return values.astype(np.float16)
-    if dtype == DType.FLOAT64:
-        return values.astype(np.float64)
-    if dtype == DType.BFLOAT16:
-        return round_to_bfloat16(values)
+        # the sign bit is the top bit of a float32's most significant byte
+        top_byte = values.reshape(-1).view(np.uint8)[_FLOAT32_TOP_BYTE::4]
+        top_byte |= np.left_shift(negative.reshape(-1), 7, dtype=np.uint8)
+        if dtype == DType.FLOAT32:
+            return values
+        if dtype == DType.FLOAT16:
+            return values.astype(np.float16)
+        if dtype == DType.FLOAT64:
+            return values.astype(np.float64)
+        if dtype == DType.BFLOAT16:
+            return round_to_bfloat16(values)
     raise ValueError(f"dtype {dtype!r} is not a float type")
 
 
