@@ -63,7 +63,7 @@ def test_info_json_lists_tensors(tmp_path, state_dict, capsys):
     assert main(["info", str(tmp_path / "m.nnu"), "--json"]) == EXIT_OK
     info = json.loads(capsys.readouterr().out)
     by_name = {t["name"]: t for t in info["tensors"]}
-    assert info["version"] == "1.0"
+    assert info["version"] == "2.0"
     assert by_name["0.bias"]["mode"] == "raw"
     assert by_name["3.weight"]["qp"] == -20 and by_name["0.weight"]["qp"] == -32
     assert by_name["0.weight"]["block"] == [4, 4] and by_name["0.weight"]["shape"] == [8, 3, 3, 3]
@@ -81,7 +81,7 @@ def test_existing_output_needs_force(tmp_path, state_dict, capsys):
 
 def test_errors_are_one_line_with_distinct_codes_and_leave_no_file(tmp_path, capsys):
     assert main(["decode", str(tmp_path / "missing.nnu"), str(tmp_path / "o.pt")]) == EXIT_IO
-    (tmp_path / "bad.nnu").write_bytes(b"\x89NNU\r\n\x1a\n\x01\x00\x00\x00\x01")
+    (tmp_path / "bad.nnu").write_bytes(b"\x89NNU\r\n\x1a\n\x02\x00\x00\x00\x01")
     assert main(["decode", str(tmp_path / "bad.nnu"), str(tmp_path / "o.pt")]) == EXIT_BAD_INPUT
     assert main(["encode", "a.pt", "b.nnu", "--block", "4by4"]) == EXIT_USAGE
     assert main(["encode", str(tmp_path / "x.txt"), str(tmp_path / "o.nnu")]) == EXIT_BAD_INPUT
