@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from nncodec_unify.bitio import ByteReader, ByteWriter
 from nncodec_unify.entropy import FrequencyTable, table_for_counts
 from nncodec_unify.format import MAX_DIRECT_BITS, PROBABILITY_BITS, Limits
-from nncodec_unify.planes import binarize, decode_plane, encode_plane, symbol_tables
+from nncodec_unify.planes import _coding_order, binarize, decode_plane, encode_plane, symbol_tables
 from nncodec_unify.syntax import write_level_plane
 
 
@@ -45,6 +45,25 @@ def test_planes_round_trip_with_contexts_and_masks(rows, cols, seed, masked):
     mask = rng.random((rows, cols)) < 0.6 if masked else None
     values, _ = _round_trip(magnitudes, mask)
     assert (values == (magnitudes[mask] if masked else magnitudes.ravel())).all()
+
+
+@given(st.integers(1, 40), st.integers(1, 40), st.integers(1, 5), st.integers(1, 5), st.integers(0, 2**32 - 1),
+       st.booleans())
+def test_any_classes_round_trip_in_coding_order(rows, cols, row_classes, col_classes, seed, masked):
+    """§6.5.1 step 3 with classes that mix row classes within a context, masked or not."""
+    rng = np.random.default_rng(seed)
+    classes = (rng.integers(0, row_classes, rows), rng.integers(0, col_classes, cols))
+    classes[0][0], classes[1][0] = row_classes - 1, col_classes - 1  # every class count is used
+    magnitudes = rng.integers(0, 20, (rows, cols))
+    mask = rng.random((rows, cols)) < 0.6 if masked else None
+    if mask is not None and not mask.any():
+        mask[0, 0] = True
+    values, plane = _round_trip(magnitudes, mask, classes=classes)
+    assert (values == (magnitudes[mask] if masked else magnitudes.ravel())).all()
+    # the order is: context, then row class, then scan order
+    i, j = np.nonzero(mask if masked else np.ones((rows, cols), dtype=bool))
+    expected = sorted(range(i.size), key=lambda n: (classes[0][i[n]] + classes[1][j[n]], classes[0][i[n]], n))
+    assert _coding_order(*classes, mask).tolist() == expected
 
 
 def test_contexts_are_used_when_line_scales_differ_and_pay_off():
