@@ -242,11 +242,13 @@ def encode_plane(magnitudes: np.ndarray, mask: np.ndarray | None = None, *, use_
         col_table = table_for_counts(np.bincount(col_classes, minlength=col_count))
         groups.append((col_classes, col_table))
     if context_count > 1:
-        bounds = np.concatenate([[0], np.cumsum(_context_sizes(row_classes, col_classes, mask, context_count))])
-        grouped = symbols[_coding_order(row_classes, col_classes, mask)]
+        if mask is None:
+            coded = _BlockLayout(row_classes, col_classes, context_count).to_coding_order(symbols.reshape(rows, cols))
+        else:
+            bounds = np.cumsum(_context_sizes(row_classes, col_classes, mask, context_count))[:-1]
+            coded = np.split(symbols[_coding_order(row_classes, col_classes, mask)], bounds)
         tables = []
-        for c in range(context_count):
-            group = grouped[bounds[c]:bounds[c + 1]]
+        for group in coded:
             tables.append(table_for_counts(np.bincount(group)) if group.size else _CONSTANT)
             groups.append((group, tables[-1]))
     else:
@@ -285,7 +287,7 @@ def _context_sizes(row_classes: np.ndarray, col_classes: np.ndarray, mask: np.nd
 
 
 class _BlockLayout:
-    """Puts the symbols of an unmasked plane, as decoded, back into scan order (§6.5.1 step 3).
+    """Moves the symbols of an unmasked plane between scan order and coding order (§6.5.1 step 3).
 
     In coding order the symbols of rows of class ``r`` and columns of class ``k`` form one
     contiguous block in row-major order, so the plane is rebuilt by block copies into a matrix
@@ -305,6 +307,15 @@ class _BlockLayout:
         self.sizes = np.zeros(context_count, dtype=np.int64)
         for r, k in self.blocks:
             self.sizes[r + k] += int(self.rows_per_class[r]) * int(self.cols_per_class[k])
+
+    def to_coding_order(self, symbols: np.ndarray) -> list[np.ndarray]:
+        """The symbols of the plane (a rows x cols array) as each context codes them."""
+        by_class = np.take(np.take(symbols, self.row_order, axis=0), self.col_order, axis=1)
+        parts: list[list[np.ndarray]] = [[] for _ in range(self.sizes.size)]
+        for r, k in self.blocks:
+            rows = slice(self.row_starts[r], self.row_starts[r + 1])
+            parts[r + k].append(by_class[rows, self.col_starts[k]:self.col_starts[k + 1]].ravel())
+        return [np.concatenate(part) if part else np.zeros(0, dtype=symbols.dtype) for part in parts]
 
     def to_scan_order(self, coded: list[np.ndarray]) -> np.ndarray:
         """Each context's decoded symbols (``coded[c]``, in coding order) put into scan order

@@ -64,7 +64,13 @@ def quantize(values: np.ndarray, step: np.float32, dtype=np.int64) -> np.ndarray
     The caller checks the values are finite and the levels within the format's range (and
     within ``dtype``).
     """
-    return np.rint(values.astype(np.float64) / np.float64(step)).astype(dtype)
+    step = np.float64(step)
+    if values.dtype in (np.float32, np.float16) and np.frexp(step)[0] == 0.5:
+        # a power-of-two step scales float32 values exactly (the caller's range check rules
+        # out overflow; underflow only reaches values that round to 0 either way)
+        scaled = np.multiply(values.reshape(-1), np.float32(1.0 / step), dtype=np.float32)
+        return np.rint(scaled, out=scaled).astype(dtype).reshape(values.shape)
+    return np.rint(values.astype(np.float64) / step).astype(dtype)
 
 
 def dequantize(levels: np.ndarray, step: np.float32, dtype: DType) -> np.ndarray:

@@ -57,3 +57,18 @@ def test_bfloat16_rounding_ties_to_even_and_keeps_nan():
     assert rounded[1] == np.float32(1.0 + 2.0**-6)
     assert np.isinf(rounded[2]) and np.isnan(rounded[3])
     assert (rounded.view(np.uint32) & 0xFFFF == 0).all()
+
+
+@given(st.lists(st.floats(-6e4, 6e4, width=32), min_size=1, max_size=64), st.integers(-80, 40),
+       st.sampled_from([np.float32, np.float16]))
+def test_quantize_takes_the_float64_rounding_on_every_path(values, qp, dtype):
+    """Power-of-two steps use a float32 product; it must round exactly like value / step in
+    float64, ties to even included."""
+    step = step_size(qp, 2)
+    array = np.array(values, dtype=np.float32).astype(dtype)
+    array = array[np.abs(array.astype(np.float64)) / float(step) < 2**31]
+    ties = ((np.arange(array.size) + 0.5) * float(step)).astype(np.float32)  # k + 1/2 steps
+    ties = ties[ties == ties.astype(dtype)].astype(dtype)
+    for data in (array, ties, *([array[0].reshape(())] if array.size else [])):
+        expected = np.rint(data.astype(np.float64) / np.float64(step)).astype(np.int64)
+        assert np.array_equal(quantize(data, step), expected)
