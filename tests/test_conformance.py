@@ -96,6 +96,18 @@ def test_file_names_are_numbered_in_manifest_order():
         assert sorted(p.name for p in (SUITE / group).glob("*.nnu")) == names
 
 
+def test_manifests_name_the_format_and_revision_of_the_spec():
+    text = SPEC.read_text(encoding="utf-8")
+    version = re.search(r"^\| Format version \| \*\*(\d+\.\d+)\*\*", text, flags=re.M).group(1)
+    revision = re.search(r"^\| Document revision \| ([\d.]+) \|", text, flags=re.M).group(1)
+    for group in ("valid", "invalid"):
+        manifest = _manifest(group)
+        assert (manifest["format_version"], manifest["spec_revision"]) == (version, revision)
+    major = int(version.split(".")[0])
+    for entry in _manifest("valid")["streams"]:
+        assert (SUITE / "valid" / entry["file"]).read_bytes()[8] == major, entry["file"]
+
+
 def test_valid_streams_cover_every_dtype_mode_and_block_kind():
     valid = _manifest("valid")["streams"]
     raw_dtypes = {t["dtype"] for e in valid for t in e["tensors"] if t["coding_mode"] == "raw"}

@@ -11,13 +11,17 @@ encoder's heuristics. The only code borrowed from ``nncodec_unify`` is the range
 (``entropy.encode_groups``, i.e. constriction; every plane's words are checked against this
 file's own Appendix B encoder), the reconstruction rule (``quant``) for the expected values,
 and the reference decoder, which must accept every valid stream with the expected results and
-reject every invalid one as expected before anything is written. Pseudo-random data come from
-a SplitMix64 generator defined here, so the output never depends on numpy's generators.
+reject every invalid one as expected before anything is written. Every plane is also decoded
+here by the letter of §6.5.1 and §6.9 (``SpecDecoder``): valid streams must decode to what was
+coded, invalid word streams must have the defect they are built to have, and the coding-order
+streams must decode to another hash under format 1.0's order. Pseudo-random data come from a
+SplitMix64 generator defined here, so the output never depends on numpy's generators.
 """
 
 from __future__ import annotations
 
 import argparse
+import bisect
 import dataclasses
 import hashlib
 import json
@@ -39,8 +43,9 @@ from nncodec_unify.errors import (
 from nncodec_unify.format import DType, Limits
 from nncodec_unify.quant import dequantize, step_size
 
-SPEC_REVISION = "1.0.0"
-FORMAT_VERSION = "1.0"
+SPEC_REVISION = "2.0.0"
+FORMAT_VERSION = "2.0"
+VERSION_MAJOR = 2
 MAGIC = b"\x89NNU\r\n\x1a\n"
 M64 = (1 << 64) - 1
 
@@ -323,9 +328,141 @@ class PlaneStats:
     zero_width_escapes: int = 0
     contexts: int = 1
     max_held: int = 0
+    name: str = ""
+    values: list[int] = dataclasses.field(default_factory=list)  # the plane's values (masked positions, scan order)
+    decoded: PlaneDecoding | None = None  # what §6.5.1 makes of the words as written
 
 
-def write_plane(w: W, values: list[list[int]], mask, opt: PlaneOptions, stats: list[PlaneStats]) -> None:
+# ---------------------------------------------------------------------------------------------
+# §6.5.1 and §6.9: the decoding process, literally, to check every plane as written and to see
+# what a decoder that assigns symbols in another order (format 1.0's scan order) would get
+
+
+class QuantileError(Exception):
+    pass
+
+
+class SpecDecoder:
+    """§6.9.1-3, with the state that the end check (§6.9.4) looks at; ``trace`` records each step."""
+
+    def __init__(self, words: list[int]) -> None:
+        self.words, self.next_word, self.reads, self.started = list(words), 0, 0, False
+        self.lower = self.range = self.point = 0
+        self.trace: list[tuple[int, int, int, int, int]] = []  # (scale, quantile, symbol, lower, range)
+
+    def read_word(self) -> int:
+        self.reads += 1
+        if self.next_word < len(self.words):
+            self.next_word += 1
+            return self.words[self.next_word - 1]
+        return 0
+
+    def decode(self, cdf: list[int]) -> int:
+        if not self.started:
+            self.started = True
+            self.lower, self.range = 0, M64
+            self.point = self.read_word() << 32
+            self.point |= self.read_word()
+        scale = self.range >> 24
+        quantile = ((self.point - self.lower) & M64) // scale
+        if quantile >= 1 << 24:
+            raise QuantileError(quantile)
+        s = bisect.bisect_right(cdf, quantile, 0, len(cdf) - 1) - 1
+        self.lower = (self.lower + scale * cdf[s]) & M64
+        self.range = scale * (cdf[s + 1] - cdf[s])
+        if self.range < 1 << 32:
+            self.lower = (self.lower << 32) & M64
+            self.range <<= 32
+            self.point = ((self.point << 32) & M64) | self.read_word()
+        self.trace.append((scale, quantile, s, self.lower, self.range))
+        return s
+
+    def end_check(self) -> bool:
+        """§6.9.4."""
+        if not self.started:
+            return not self.words
+        return self.reads >= len(self.words) and ((self.point - self.lower) & M64) < (1 << 33) - 1
+
+
+@dataclasses.dataclass
+class PlaneDecoding:
+    """The result of §6.5.1 on a plane as written."""
+
+    decoder: SpecDecoder
+    error: str | None = None  # "quantile", "end check", "raw bits" or another failure
+    symbols: list[int] | None = None  # per masked position in scan order (format 2.0's assignment)
+    values: list[int] | None = None
+    symbols_v1: list[int] | None = None  # the same symbols assigned per context in scan order (format 1.0)
+    values_v1: list[int] | None = None
+
+
+def symbol_base(s: int, q: int, m: int) -> tuple[int, int]:
+    """§6.4: a symbol's smallest value and its raw width."""
+    if s < (1 << q):
+        return s, 0
+    j = s - (1 << q)
+    e = q + (j >> m)
+    return (1 << e) | ((j & ((1 << m) - 1)) << (e - m)), e - m
+
+
+def add_raw_bits(symbols: list[int], raw: bytes, q: int, m: int) -> list[int] | None:
+    """§6.7: the values, or None if raw_byte_count or the padding is wrong."""
+    escapes = sorted((s, k) for k, s in enumerate(symbols) if s >= (1 << q))
+    bits = "".join(f"{b:08b}" for b in raw)
+    values, at = [symbol_base(s, q, m)[0] for s in symbols], 0
+    for s, k in escapes:
+        width = symbol_base(s, q, m)[1]
+        values[k] += int(bits[at:at + width] or "0", 2)
+        at += width
+    if len(raw) != -(-at // 8) or "1" in bits[at:]:
+        return None
+    return values
+
+
+def decode_plane_spec(words: list[int], raw: bytes, q: int, m: int, rows: int, cols: int,
+                      positions: list[tuple[int, int]], class_tables: tuple[Table | None, Table | None],
+                      tables: list[Table]) -> PlaneDecoding:
+    """§6.5.1 over the plane's words as written (the syntax is taken as valid)."""
+    d = SpecDecoder(words)
+    result = PlaneDecoding(d)
+
+    def decode(n: int, t: Table) -> list[int]:
+        if n == 0:
+            return []
+        if t.n == 1:
+            return [0] * n
+        cdf = cdf_of(t.frequencies)
+        return [d.decode(cdf) for _ in range(n)]
+
+    try:
+        row_classes = decode(rows, class_tables[0]) if class_tables[0] else [0] * rows
+        col_classes = decode(cols, class_tables[1]) if class_tables[1] else [0] * cols
+        context = [row_classes[i] + col_classes[j] for i, j in positions]
+        coding = sorted(range(len(positions)), key=lambda k: (context[k], row_classes[positions[k][0]], k))
+        scan = sorted(range(len(positions)), key=lambda k: context[k])  # stable: scan order within a context
+        coded = [s for c, t in enumerate(tables) for s in decode(context.count(c), t)]
+    except QuantileError:
+        result.error = "quantile"
+        return result
+    except (IndexError, ValueError, ZeroDivisionError) as exc:  # syntax that a decoder rejects earlier
+        result.error = type(exc).__name__
+        return result
+    if not d.end_check():
+        result.error = "end check"
+    result.symbols, result.symbols_v1 = [0] * len(positions), [0] * len(positions)
+    for k, s in zip(coding, coded, strict=True):
+        result.symbols[k] = s
+    for k, s in zip(scan, coded, strict=True):
+        result.symbols_v1[k] = s
+    result.values = add_raw_bits(result.symbols, raw, q, m)
+    result.values_v1 = add_raw_bits(result.symbols_v1, raw, q, m)
+    if result.values is None and result.error is None:
+        result.error = "raw bits"
+    return result
+
+
+def write_plane(w: W, values: list[list[int]], mask, opt: PlaneOptions, stats: list[PlaneStats],
+                name: str = "") -> None:
     """§6.5 level_plane over the grid ``values`` (rows of ints) with ``mask`` (same shape or None)."""
     rows = len(values)
     cols = len(values[0]) if rows else 0
@@ -347,21 +484,30 @@ def write_plane(w: W, values: list[list[int]], mask, opt: PlaneOptions, stats: l
     w.u8("row_class_count", f.get("row_class_count", rcc))
     w.u8("col_class_count", f.get("col_class_count", ccc))
     groups: list[tuple[list[int], Table]] = []
+    class_tables: list[Table | None] = [None, None]
     if rcc > 1:
         t = opt.row_table or table_for(row_classes)
         sub = W()
         write_table(sub, t)
         w.extend(sub, "row_class_table.")
         groups.append((row_classes, t))
+        class_tables[0] = t
     if ccc > 1:
         t = opt.col_table or table_for(col_classes)
         sub = W()
         write_table(sub, t)
         w.extend(sub, "col_class_table.")
         groups.append((col_classes, t))
+        class_tables[1] = t
+    # §6.5.1 step 3 (format 2.0): within a context, by row class, then scan order
+    order = sorted(range(len(positions)),
+                   key=lambda k: (row_classes[positions[k][0]] + col_classes[positions[k][1]],
+                                  row_classes[positions[k][0]], k))
     by_context: list[list[int]] = [[] for _ in range(contexts)]
-    for (i, j), s in zip(positions, symbols, strict=True):
-        by_context[row_classes[i] + col_classes[j]].append(s)
+    for k in order:
+        i, j = positions[k]
+        by_context[row_classes[i] + col_classes[j]].append(symbols[k])
+    tables = []
     for c in range(contexts):
         t = (opt.tables or {}).get(c) or table_for(by_context[c], opt.alphabet if by_context[c] else None,
                                                   opt.table_bits)
@@ -369,6 +515,7 @@ def write_plane(w: W, values: list[list[int]], mask, opt: PlaneOptions, stats: l
         write_table(sub, t)
         w.extend(sub, f"magnitude_table[{c}].")
         groups.append((by_context[c], t))
+        tables.append(t)
     # range coding: constriction through nncodec_unify, checked against Appendix B
     tracer = TracingEncoder()
     for syms, t in groups:
@@ -391,8 +538,10 @@ def write_plane(w: W, values: list[list[int]], mask, opt: PlaneOptions, stats: l
     raw = opt.raw_bits if opt.raw_bits is not None else pack_bits([(r, wd) for _, _, r, wd in escapes], opt.raw_padding)
     w.u32("raw_byte_count", f.get("raw_byte_count", len(raw)))
     w.raw("raw_bits", raw)
+    flat = [values[i][j] for i, j in positions]
+    decoded = decode_plane_spec(words, raw, q, m, rows, cols, positions, tuple(class_tables), tables)
     stats.append(PlaneStats(len(words), extra, tracer.carries, tracer.inversions, len(escapes),
-                            sum(1 for e in escapes if e[3] == 0), contexts, tracer.max_held))
+                            sum(1 for e in escapes if e[3] == 0), contexts, tracer.max_held, name, flat, decoded))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -432,12 +581,14 @@ class T:
     unified_writer: object = None  # invalid: writes the unified payload instead of _unified
     stats: list[PlaneStats] = dataclasses.field(default_factory=list)
 
-    def expected(self) -> dict:
+    def expected(self, levels: list[int] | None = None) -> dict:
+        """The manifest entry; with ``levels``, the entry a decoder that got those levels would compute."""
         if self.mode == RAW:
             data = self.raw
         else:
             step = step_size(self.qp, self.density)
-            values = dequantize(np.array(self.levels, dtype=np.int64).astype(np.int32), step,
+            levels = self.levels if levels is None else levels
+            values = dequantize(np.array(levels, dtype=np.int64).astype(np.int32), step,
                                 DType(DTYPE[self.dtype]))
             if self.dtype == "bfloat16":
                 data = (np.ascontiguousarray(values, dtype=np.float32).view(np.uint32) >> 16).astype("<u2").tobytes()
@@ -483,13 +634,72 @@ def _signs(w: W, t: T, section: str, negative: list[bool]) -> None:
 
 def _plane(w: W, t: T, name: str, grid, mask) -> None:
     sub = W()
-    write_plane(sub, grid, mask, t.planes.get(name, PlaneOptions()), t.stats)
+    write_plane(sub, grid, mask, t.planes.get(name, PlaneOptions()), t.stats, name)
     w.extend(sub, f"{name}.")
 
 
 def _dense(w: W, t: T, levels, rows: int, cols: int) -> None:
     _plane(w, t, "dense_levels", [[abs(v) for v in row] for row in levels] if rows * cols else [], None)
     _signs(w, t, "dense_signs", [v < 0 for row in levels for v in row if v])
+
+
+def decoded_planes(t: T) -> dict[str, PlaneStats]:
+    """Write ``t`` and return its non-empty planes, each decoded by §6.5.1 as written."""
+    t.stats = []
+    tensor_payload(t)
+    planes, t.stats = {p.name: p for p in t.stats}, []
+    return planes
+
+
+def check_planes(t: T) -> None:
+    """Every plane of a valid tensor decodes, by the letter of §6.5.1 and §6.9, to what was coded."""
+    for name, p in decoded_planes(t).items():
+        d = p.decoded
+        assert d.error is None and d.values == p.values, f"{t.name!r}.{name}: {d.error}"
+
+
+def levels_under_v1_order(t: T) -> list[int]:
+    """The levels a decoder that assigns each context's symbols in scan order (format 1.0's §6.5.1
+    step 3) would reconstruct from ``t``'s stream, with the same words, raw bits and sign bits."""
+    planes = decoded_planes(t)
+    rows, cols = matrix_shape(t.shape)
+    grid = [t.levels[r * cols:(r + 1) * cols] for r in range(rows)]
+    if t.mode == DENSE:
+        if "dense_levels" not in planes:
+            return list(t.levels)
+        mags = planes["dense_levels"].decoded.values_v1
+        signs = iter([v < 0 for v in t.levels if v])
+        return [-v if v and next(signs) else v for v in mags]
+    assert t.mode == UNIFIED and t.unified_writer is None
+    br, bc = t.block
+    kinds = t.kinds or block_kinds(grid, rows, cols, br, bc)
+    if "block_map" in planes:  # a different block map would change the masks: not modelled here
+        assert planes["block_map"].decoded.values_v1 == planes["block_map"].values, "block map order-dependent"
+    out = [row[:] for row in grid]
+    if "unified_magnitudes" in planes:
+        mags = iter(planes["unified_magnitudes"].decoded.values_v1)
+        block_mag = {(a, b): next(mags) + 1 for a in range(len(kinds)) for b in range(len(kinds[0]))
+                     if kinds[a][b] == K_UNIFIED}
+        for r in range(rows):
+            for c in range(cols):
+                if (r // br, c // bc) in block_mag:
+                    out[r][c] = -block_mag[r // br, c // bc] if grid[r][c] < 0 else block_mag[r // br, c // bc]
+    if "dense_levels" in planes:
+        dense = [(r, c) for r in range(rows) for c in range(cols) if kinds[r // br][c // bc] == K_DENSE]
+        signs = iter([grid[r][c] < 0 for r, c in dense if grid[r][c]])
+        for (r, c), v in zip(dense, planes["dense_levels"].decoded.values_v1, strict=True):
+            out[r][c] = -v if v and next(signs) else v
+    return [v for row in out for v in row]
+
+
+def assert_order_matters(t: T, *planes: str) -> None:
+    """The named planes decode to other values, and the tensor to another hash, if each context's
+    symbols are assigned in scan order (format 1.0) instead of coding order."""
+    decoded = decoded_planes(t)
+    for name in planes:
+        d = decoded[name].decoded
+        assert d.symbols != d.symbols_v1 and d.values_v1 != decoded[name].values, name
+    assert t.expected(levels_under_v1_order(t))["sha256"] != t.expected()["sha256"]
 
 
 def block_kinds(levels, rows: int, cols: int, br: int, bc: int) -> list[list[int]]:
@@ -574,7 +784,7 @@ def tensor_unit(t: T) -> Unit:
     return Unit(2, tensor_payload(t))
 
 
-def assemble(units: list[Unit], *, major: int = 1, minor: int = 0, flags: int = 0) -> W:
+def assemble(units: list[Unit], *, major: int = VERSION_MAJOR, minor: int = 0, flags: int = 0) -> W:
     w = W()
     w.raw("magic", MAGIC, "89 4e 4e 55 0d 0a 1a 0a")
     w.u8("version_major", major)
@@ -669,6 +879,8 @@ def valid_cases() -> list[Case]:
     cases: list[Case] = []
 
     def add(slug, description, sections, tensors, *, limits=None, extra_units=None, **kw):
+        for t in tensors:
+            check_planes(t)
         w = stream(tensors, extra_units=extra_units, **kw)
         cases.append(Case(slug, description, sections, w.bytes(), tensors=tensors, limits=limits, layout=w))
 
@@ -726,10 +938,19 @@ def valid_cases() -> list[Case]:
     rc = [i % 3 for i in range(12)]
     cc = [(j // 3) % 4 for j in range(16)]
     add("dense-row-and-column-classes", "DENSE 12x16 with 3 row classes and 4 column classes: 6 contexts, "
-        "class tables, symbols grouped by context",
+        "class tables, symbols grouped by context, then by row class (coding order)",
         ["5.5", "6.5", "6.5.1", "6.6"],
         [T("ctx", "float32", (12, 16), DENSE, levels=lv, qp=-12,
            planes={"dense_levels": PlaneOptions(q=2, m=1, row_classes=rc, col_classes=cc)})])
+    order = Rng(20)
+    lv = order.laplace_levels(6 * 10, 3)
+    t = T("order", "float32", (6, 10), DENSE, levels=lv, qp=-16,
+          planes=dl(q=2, m=1, row_classes=[1, 0, 1, 2, 0, 2], col_classes=[0, 2, 1, 0, 1, 2, 0, 1, 2, 0]))
+    assert_order_matters(t, "dense_levels")
+    add("dense-coding-order", "DENSE 6x10 whose contexts 1, 2 and 3 hold rows of two or three row classes "
+        "interleaved in scan order: each context's symbols go by row class, then scan order (§6.5.1 step 3), "
+        "so a decoder using scan order alone gets other levels",
+        ["6.5", "6.5.1"], [t])
     lv = levels_grid(rng, 5, 8, 2)
     add("dense-classes-with-empty-contexts", "DENSE 5x8 with row_class_count 5 and col_class_count 4 but few "
         "contexts used: empty contexts have one-symbol magnitude tables; a class table whose alphabet is "
@@ -854,6 +1075,24 @@ def valid_cases() -> list[Case]:
                    "unified_magnitudes": PlaneOptions(q=2, m=1, row_classes=[1, 0, 1, 0, 1], col_classes=[0] * 6),
                    "dense_levels": PlaneOptions(q=3, m=2, row_classes=[r % 4 for r in range(10)],
                                                 col_classes=[(c // 2) % 3 for c in range(18)])})])
+    order = Rng(21)
+    kinds = [[K_DENSE, K_UNIFIED, K_DENSE, K_PRUNED, K_DENSE, K_UNIFIED],
+             [K_UNIFIED, K_DENSE, K_PRUNED, K_DENSE, K_UNIFIED, K_DENSE],
+             [K_DENSE, K_PRUNED, K_UNIFIED, K_DENSE, K_DENSE, K_UNIFIED],
+             [K_UNIFIED, K_DENSE, K_DENSE, K_UNIFIED, K_PRUNED, K_DENSE]]
+    t = T("order", "float32", (8, 12), UNIFIED, levels=unified_levels(8, 12, 2, 2, kinds, order, scale=4),
+          block=(2, 2), qp=-20,
+          planes={"block_map": PlaneOptions(q=2, row_classes=[0, 1, 0, 1], col_classes=[0] * 6),
+                  "unified_magnitudes": PlaneOptions(q=2, row_classes=[1, 0, 1, 0],
+                                                     col_classes=[0, 1, 0, 1, 1, 0]),
+                  "dense_levels": PlaneOptions(q=2, m=1, row_classes=[2, 0, 1, 0, 2, 1, 1, 0],
+                                               col_classes=[0, 1, 2, 0, 1, 2, 2, 1, 0, 0, 1, 2])})
+    assert_order_matters(t, "unified_magnitudes", "dense_levels")
+    add("unified-coding-order", "UNIFIED 8x12 in 2x2 blocks (all three kinds) whose masked planes have contexts "
+        "holding several row classes interleaved in scan order: the dense plane's and the unified magnitudes' "
+        "symbols go, within a context, by row class, then scan order over the masked positions (§6.5.1 step 3); "
+        "the block map has contexts whose coding order is its scan order",
+        ["5.6", "6.5", "6.5.1"], [t])
     top = (1 << 31) - 1
     add("unified-largest-magnitudes", "UNIFIED block of magnitude 2**31-1 (stored 2**31-2, the largest) and a "
         "dense level of 2**31-1",
@@ -913,7 +1152,7 @@ def valid_cases() -> list[Case]:
         [T("a", "int32", (1,), RAW, ints([1], 4, True)), T("b", "int32", (1,), RAW, ints([2], 4, True))],
         extra_units={0: [ancillary(3, b"")], 1: [ancillary(0, b"meta"), ancillary(255, bytes(70000))],
                      2: [ancillary(200, b"\x00\x01")]})
-    add("newer-minor-version", "version_minor 255: a 1.0 decoder reads any 1.x stream",
+    add("newer-minor-version", "version_minor 255: a 2.0 decoder reads any 2.x stream",
         ["4.1", "10"], [T("w", "uint16", (2,), RAW, ints([1, 2], 2, False))], minor=255)
 
     # frequency tables, classes and range coder edge cases
@@ -940,6 +1179,27 @@ def valid_cases() -> list[Case]:
     add("range-coder-carry", "a plane whose encoding propagates carries into held-back words (both resolutions), "
         "so lower + range wraps past 2**64 while decoding",
         ["6.9.3", "Appendix B"], carry_tensors())
+    # §6.9.4 (format 2.0): words past the end read as zero, so final zero words may be left out
+    omitted = random_table_tensor("extra-1", 313, 1, 31)
+    assert observed(omitted).extra == 1
+    omitted.planes["dense_levels"].drop_words = 1
+    add("words-final-zero-word-omitted", "a plane missing its final zero word (extra 1, Appendix B) decodes as if "
+        "it were there: the decoder reads a zero past the end in its place",
+        ["6.9.1", "6.9.4"], [omitted])
+    zero = all_zero_words_plane()
+    zero.planes["dense_levels"].drop_words = observed(zero).words
+    add("words-all-zero-omitted", "a plane whose encoder words are all zero, stored with word_count 0: the range "
+        "decoder is initialised (a two-symbol table) and reads only zeros, and the end check passes",
+        ["6.9.2", "6.9.4"], [zero])
+    add("words-zero-word-appended", "a zero word appended to a plane whose encoder wrote no final zero word "
+        "(extra 0): the decoder reads it where it would read a zero past the end, so it is not surplus",
+        ["6.9.4"], [rich_tensor("appended", extra_words=[0])])
+    largest = rich_tensor("largest-distance")
+    largest.planes["dense_levels"].words = words_with_distance(rich_tensor(), (1 << 33) - 2)
+    assert point_distance(largest) == (True, (1 << 33) - 2)
+    add("end-check-largest-distance", "the final words chosen so that every word is read and point - lower = "
+        "2**33 - 2 after the last step, the largest the end check accepts (the symbols decode as coded)",
+        ["6.9.4"], [largest])
 
     # limits
     add("limits-at-maximum", "every limit met exactly (custom limits in the manifest): tensor count, name "
@@ -994,6 +1254,51 @@ def carry_tensors() -> list[T]:
     return [short, held2]
 
 
+def rich_tensor(name: str = "r", **options) -> T:
+    """A DENSE 4x6 tensor whose plane has classes, four contexts, tables, two words (extra 0) and
+    raw bits."""
+    return T(name, "float32", (4, 6), DENSE,
+             levels=[0, 1, -2, 3, 0, 0, 5, 1, -1, 0, 9, 0, 2, -3, 1, 40, 0, 1, 1, -1, 0, 2, 0, 3],
+             planes=dl(q=2, m=1, row_classes=[0, 1, 1, 0], col_classes=[0, 0, 1, 1, 0, 1], **options))
+
+
+def end_state(t: T, plane: str = "dense_levels") -> tuple[PlaneStats, SpecDecoder]:
+    """A plane as written and the §6.9 decoder's state after its last decoding step."""
+    p = decoded_planes(t)[plane]
+    return p, p.decoded.decoder
+
+
+def point_distance(t: T, plane: str = "dense_levels") -> tuple[bool, int]:
+    """After the plane's last decoding step: whether every word was read, and ``point - lower``."""
+    _, d = end_state(t, plane)
+    return d.reads >= len(d.words), (d.point - d.lower) & M64
+
+
+def decoding_error(t: T, plane: str = "dense_levels") -> str | None:
+    """What §6.5.1 finds wrong with the plane's words as written (None: nothing)."""
+    p, _ = end_state(t, plane)
+    return p.decoded.error
+
+
+def words_with_distance(t: T, distance: int) -> list[int]:
+    """The encoder's words of an extra-0 plane with the final word replaced by two, chosen so that
+    every word is read and ``point - lower`` is ``distance`` after the last step. The final interval
+    is wider than ``distance``, so every symbol decodes as coded."""
+    p, d = end_state(t)
+    assert p.extra == 0 and d.reads == len(d.words) + 1 and d.range > distance, (p, d.range)
+    target = (d.lower + distance) & M64
+    return d.words[:-1] + [target >> 32, target & 0xFFFFFFFF]
+
+
+def all_zero_words_plane() -> T:
+    """A plane whose encoder words are all zero (every symbol is the first of a two-symbol table)."""
+    t = T("zero-words", "float32", (2, 40), DENSE, levels=[0] * 80,
+          planes=dl(q=1, tables={0: Table([1, 1], 1)}))
+    p, d = end_state(t)
+    assert p.words >= 2 and set(d.words) == {0}, d.words
+    return t
+
+
 # ---------------------------------------------------------------------------------------------
 # invalid streams
 
@@ -1014,9 +1319,7 @@ def invalid_cases() -> list[Case]:
               planes={"dense_levels": PlaneOptions(q=2, m=1)})
     def rich(**kw) -> T:
         """A DENSE tensor whose plane has classes, tables, words and raw bits."""
-        return T("r", "float32", (4, 6), DENSE,
-                 levels=[0, 1, -2, 3, 0, 0, 5, 1, -1, 0, 9, 0, 2, -3, 1, 40, 0, 1, 1, -1, 0, 2, 0, 3],
-                 planes=dl(q=2, m=1, row_classes=[0, 1, 1, 0], col_classes=[0, 0, 1, 1, 0, 1], **kw))
+        return rich_tensor("r", **kw)
     def unified(**kw) -> T:
         """A UNIFIED tensor with all three block kinds."""
         return T("u", "float32", (4, 6), UNIFIED,
@@ -1037,7 +1340,10 @@ def invalid_cases() -> list[Case]:
         ("truncated", "header_flags"))
     add("major-version-0", "version_major 0", ["4.1", "10"], stream([raw], major=0).bytes(),
         ("unsupported_version", "version_major"))
-    add("major-version-2", "version_major 2 (a future major version)", ["4.1", "10"], stream([raw], major=2).bytes(),
+    add("major-version-1", "version_major 1: format 1.0, whose coding order (§6.5.1) and end check (§6.9.4) "
+        "differ, is not read by a 2.x decoder", ["4.1", "10"], stream([raw], major=1).bytes(),
+        ("unsupported_version", "version_major"))
+    add("major-version-3", "version_major 3 (a future major version)", ["4.1", "10"], stream([raw], major=3).bytes(),
         ("unsupported_version", "version_major"))
     add("header-flags-bit0", "header_flags 0x0001 (reserved)", ["4.1"], stream([raw], flags=1).bytes(),
         ("malformed", "header_flags"))
@@ -1230,12 +1536,35 @@ def invalid_cases() -> list[Case]:
         one(rich(tables={0: Table([3, 1, 2], 3, padding=1)})).bytes(),
         ("malformed", "dense_levels.magnitude_table[0].frequencies"))
     # range-coded words
+    assert decoding_error(rich(words=[0xFFFFFFFF, 0xFFFFFFFF])) == "quantile"
     add("words-quantile-out-of-range", "words ffffffff ffffffff: the first decoding step's quantile is 2**24",
         ["6.9.3"], one(rich(words=[0xFFFFFFFF, 0xFFFFFFFF])).bytes(), ("malformed", "dense_levels.words"))
-    add("words-surplus", "one word more than the symbols take", ["6.9.4"], one(rich(extra_words=[0])).bytes(),
+    # §6.9.4: rich's plane ends with extra 0 (its decoder reads one zero word past the end)
+    assert end_state(rich())[0].extra == 0
+    surplus = rich(extra_words=[0, 0])
+    assert decoding_error(surplus) == "end check" and end_state(surplus)[1].reads == len(end_state(surplus)[1].words) - 1
+    add("words-surplus", "two zero words appended to a plane whose encoder wrote no final zero word: the decoder "
+        "reads the first (where it would otherwise read a zero past the end) but never the second", ["6.9.4"],
+        one(surplus).bytes(), ("malformed", "dense_levels.word_count"))
+    missing = rich(drop_words=1)
+    assert decoding_error(missing) == "end check" and point_distance(missing)[1] >= (1 << 33) - 1
+    add("words-missing", "the final word (the encoder's point word) left out: read as zero, it leaves point - lower "
+        ">= 2**33 - 1 after the last step; missing words are not an error by themselves", ["6.9.1", "6.9.4"],
+        one(missing).bytes(), ("malformed", "dense_levels.word_count"))
+    words = end_state(rich())[1].words
+    raised = rich(words=words[:-1] + [words[-1] + 2])
+    assert words[-1] + 2 < 1 << 32 and decoding_error(raised) == "end check"
+    assert point_distance(raised)[0] and point_distance(raised)[1] >= (1 << 33) - 1
+    assert end_state(raised)[0].decoded.values == end_state(raised)[0].values  # the symbols decode as coded
+    add("words-final-word-raised", "the final word raised by 2: every word is read and every symbol decodes as "
+        "coded, but point - lower >= 2**33 - 1 after the last step", ["6.9.4"], one(raised).bytes(),
         ("malformed", "dense_levels.word_count"))
-    add("words-missing", "the last word left out (decoding reads zeros past the end)", ["6.9.4"],
-        one(rich(drop_words=2)).bytes(), ("malformed", "dense_levels.word_count"))
+    too_far = rich(words=words_with_distance(rich(), (1 << 33) - 1))
+    assert decoding_error(too_far) == "end check" and point_distance(too_far) == (True, (1 << 33) - 1)
+    assert end_state(too_far)[0].decoded.values == end_state(too_far)[0].values
+    add("end-check-distance-too-large", "every word read and point - lower = 2**33 - 1 exactly after the last step "
+        "(one more than valid/end-check-largest-distance; the symbols decode as coded)", ["6.9.4"],
+        one(too_far).bytes(), ("malformed", "dense_levels.word_count"))
     add("words-for-constant-plane", "a plane of zeros (one-symbol table) with one word", ["6.5.1", "6.9.4"],
         one(T("z", "float32", (2, 2), DENSE, levels=[0] * 4, planes=dl(extra_words=[0]))).bytes(),
         ("malformed", "dense_levels.word_count"))
@@ -1275,10 +1604,11 @@ def invalid_cases() -> list[Case]:
         one(dataclasses.replace(dense, trailing=b"\x00")).bytes(), ("malformed", "tensor_payload"))
     add("unified-trailing-bytes", "one byte after the unified payload", ["5.3"],
         one(unified(trailing=b"\x00")).bytes(), ("malformed", "tensor_payload"))
-    add("unified-words-surplus", "one surplus word in the unified_magnitudes plane", ["6.9.4"],
-        one(T("u", "float32", (2, 4), UNIFIED, levels=[3, 3, 2, -2, 3, -3, 2, 2], block=(2, 2),
-              planes={"unified_magnitudes": PlaneOptions(q=2, extra_words=[7])})).bytes(),
-        ("malformed", "unified_magnitudes.word_count"))
+    surplus = T("u", "float32", (2, 4), UNIFIED, levels=[3, 3, 2, -2, 3, -3, 2, 2], block=(2, 2),
+                planes={"unified_magnitudes": PlaneOptions(q=2, extra_words=[7, 7])})
+    assert decoding_error(surplus, "unified_magnitudes") == "end check"
+    add("unified-words-surplus", "two words 7 appended to the unified_magnitudes plane (extra 0): the first is "
+        "read, the second is surplus", ["6.9.4"], one(surplus).bytes(), ("malformed", "unified_magnitudes.word_count"))
     return cases
 
 
@@ -1418,13 +1748,21 @@ def group_readme(group: str, entries: list[dict]) -> str:
 
 TOP_README = """# nncodec_unify conformance suite
 
-Streams that test a decoder against `spec/bitstream.md` (format 1.0):
+Streams that test a decoder against `spec/bitstream.md` (format 2.0, document revision 2.0.0):
 
 * `valid/` — streams a decoder MUST decode, with the SHA-256 of every tensor's canonical bytes;
 * `invalid/` — streams a decoder MUST reject, with the error category and element it reports.
 
 Each folder has a `manifest.json` (machine-readable) and a `README.md` (the same, as a table).
 File names are `NNN-what-it-exercises.nnu`.
+
+Format 2.0 differs from 1.0 in two rules, and the suite has streams for both: within a context,
+magnitude symbols follow the coding order (row class, then scan order; spec §6.5.1 step 3:
+`valid/*-dense-coding-order.nnu`, `valid/*-unified-coding-order.nnu`, and every other plane with
+contexts), and the end check asks only that every word was read and `point − lower < 2^33 − 1`
+(spec §6.9.4: the `words-*` and `end-check-*` streams of both folders; missing final words read
+as zeros, so some streams that 1.0 rejected are valid). Streams of version 1 are
+`unsupported_version`.
 
 ## Checking a decoder
 
@@ -1440,7 +1778,7 @@ with those limits (spec §8).
 ## Manifest format
 
 ```json
-{"suite": "...", "format_version": "1.0", "spec_revision": "1.0.0",
+{"suite": "...", "format_version": "2.0", "spec_revision": "2.0.0",
  "streams": [{"file": "001-empty-model.nnu", "description": "...", "sections": ["4.1"],
               "limits": {"max_tensor_count": 3},
               "tensors": [{"name": "w", "dtype": "float32", "shape": [2, 2],
