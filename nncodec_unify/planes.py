@@ -15,9 +15,10 @@ import functools
 import numpy as np
 
 from .bitio import padding_is_zero
+from .classes import choose_classes, entropy_bits, table_bits
 from .entropy import FrequencyTable, RangeDecoder, encode_groups, table_for_counts
 from .errors import BitstreamError, EncodeError
-from .format import MAX_CLASS_COUNT, MAX_DIRECT_BITS, MAX_MAGNITUDE_EXPONENT, Limits
+from .format import MAX_DIRECT_BITS, MAX_MAGNITUDE_EXPONENT, Limits
 from .syntax import ByteReader, LevelPlane, magnitude_alphabet_limit, read_level_plane
 
 _MAX_VALUE = (1 << (MAX_MAGNITUDE_EXPONENT + 1)) - 1
@@ -73,21 +74,6 @@ def _binarize_fast(values: np.ndarray, largest: int, direct_bits: int, mantissa_
     return binarize(values, direct_bits, mantissa_bits)[0].astype(np.uint16)
 
 
-def _entropy_bits(counts: np.ndarray) -> float:
-    counts = counts[counts > 0].astype(np.float64)
-    total = counts.sum()
-    return float(-(counts * np.log2(counts / total)).sum()) if total else 0.0
-
-
-def _table_bits(counts: np.ndarray) -> float:
-    """Rough size of a frequency table for ``counts``: each used symbol costs a few bits plus
-    half the log of its share (the usual cost of a learned parameter)."""
-    used = counts[counts > 0]
-    if used.size <= 1:
-        return 16.0
-    return 24.0 + float(np.sum(3.0 + 0.5 * np.log2(used + 1.0)))
-
-
 def choose_binarization(distinct_values: np.ndarray, counts: np.ndarray) -> tuple[int, int]:
     """(direct_bits, mantissa_bits) with the fewest estimated bits for a histogram of values.
 
@@ -103,8 +89,8 @@ def choose_binarization(distinct_values: np.ndarray, counts: np.ndarray) -> tupl
             symbol_counts = np.bincount(symbols, weights=counts)
             alphabet = int(symbols.max()) + 1
             escaped = float(counts[distinct_values >= (1 << direct_bits)].sum())
-            cost = (_entropy_bits(symbol_counts) + float(counts @ raw)) * (1 + 0.002 * np.log2(alphabet))
-            cost += _table_bits(symbol_counts) + 0.25 * escaped
+            cost = (entropy_bits(symbol_counts) + float(counts @ raw)) * (1 + 0.002 * np.log2(alphabet))
+            cost += table_bits(symbol_counts) + 0.25 * escaped
             if cost < best_cost:
                 best, best_cost = (direct_bits, mantissa_bits), cost
         if (1 << direct_bits) > largest:
@@ -121,84 +107,6 @@ def _value_histogram(values: np.ndarray, largest: int) -> tuple[np.ndarray, np.n
         return distinct, histogram[distinct]
     shift = np.maximum(np.frexp(values.astype(np.float64))[1] - 4, 0)
     return np.unique((values >> shift) << shift, return_counts=True)
-
-
-# ---------------------------------------------------------------------------------------------
-# §6.5 contexts
-
-
-def _line_log_means(magnitudes: np.ndarray, mask: np.ndarray | None, axis: int) -> tuple[np.ndarray, np.ndarray]:
-    """log2 of the mean magnitude along ``axis`` over masked positions, and which lines have any."""
-    if mask is None:
-        sums = magnitudes.sum(axis=axis, dtype=np.float64)
-        counts = np.full(sums.shape, magnitudes.shape[axis], dtype=np.float64)
-    else:
-        sums = np.where(mask, magnitudes, 0).sum(axis=axis, dtype=np.float64)
-        counts = mask.sum(axis=axis, dtype=np.float64)
-    present = counts > 0
-    return np.log2(np.divide(sums, np.maximum(counts, 1)) + 0.5), present
-
-
-def _classes(log_means: np.ndarray, present: np.ndarray, resolution: float, limit: int) -> np.ndarray:
-    """Class index of each line: its log mean in steps of ``resolution`` from a low percentile,
-    clipped to ``limit`` classes so that a few outlying lines do not spread the classes thin."""
-    if not present.any():
-        return np.zeros(log_means.size, dtype=np.int64)
-    low, high = np.percentile(log_means[present], [0.5, 99.5])
-    count = min(limit, int(np.floor((high - low) / resolution)) + 1)
-    classes = np.clip(np.rint((log_means - low) / resolution), 0, count - 1).astype(np.int64)
-    classes[~present] = 0
-    return classes
-
-
-def choose_classes(symbols: np.ndarray, magnitudes: np.ndarray, mask: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-    """Row and column class indices for the plane's contexts (§6.5), chosen by estimated size.
-
-    A class is a rounded log2 of the line's mean magnitude, so ``row + col`` approximates the
-    log of the local scale. Small planes get a single context: tables would cost more.
-    """
-    rows, cols = magnitudes.shape
-    one = (np.zeros(rows, dtype=np.int64), np.zeros(cols, dtype=np.int64))
-    if symbols.size < 4096:
-        return one
-    row_log, row_present = _line_log_means(magnitudes, mask, 1)
-    col_log, col_present = _line_log_means(magnitudes, mask, 0)
-    # Estimate on a regular sample of the plane's positions (row, col) in scan order.
-    sample_step = max(1, symbols.size // (1 << 16))
-    positions = np.flatnonzero(mask) if mask is not None else None
-    picked = (positions[::sample_step] if positions is not None
-              else np.arange(0, rows * cols, sample_step))
-    sample_rows, sample_cols = np.divmod(picked, cols)
-    sample_symbols = symbols[::sample_step].astype(np.int64)
-    alphabet = int(symbols.max()) + 1
-    scale = symbols.size / sample_symbols.size
-
-    def estimated_bits(row_classes, col_classes):
-        context_count = int(row_classes.max() + col_classes.max()) + 1
-        ctx = row_classes[sample_rows] + col_classes[sample_cols]
-        joint = np.bincount(ctx * alphabet + sample_symbols, minlength=context_count * alphabet)
-        joint = joint.reshape(context_count, alphabet).astype(np.float64)
-        totals = joint.sum(axis=1, keepdims=True)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            coded = -np.nansum(joint * np.log2(joint / totals)) * scale
-        used = joint > 0
-        tables = float(np.sum(used * (3.0 + 0.5 * np.log2(joint * scale + 1.0)))) + 24.0 * context_count
-        side = 0.0
-        for classes in (row_classes, col_classes):
-            if classes.max() > 0:
-                side += _entropy_bits(np.bincount(classes)) + _table_bits(np.bincount(classes))
-        return coded + tables + side
-
-    best, best_cost = one, estimated_bits(*one)
-    limit = MAX_CLASS_COUNT // 2
-    for resolution in (0.125, 0.25, 0.5):
-        row_classes = _classes(row_log, row_present, resolution, limit) if rows > 1 else one[0]
-        col_classes = _classes(col_log, col_present, resolution, limit) if cols > 1 else one[1]
-        for candidate in ((row_classes, col_classes), (row_classes, one[1]), (one[0], col_classes)):
-            cost = estimated_bits(*candidate)
-            if cost < best_cost:
-                best, best_cost = candidate, cost
-    return best
 
 
 # ---------------------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from nncodec_unify.bitio import ByteReader, ByteWriter
+from nncodec_unify.classes import refine_classes
 from nncodec_unify.entropy import FrequencyTable, table_for_counts
 from nncodec_unify.format import MAX_DIRECT_BITS, PROBABILITY_BITS, Limits
 from nncodec_unify.planes import _coding_order, binarize, decode_plane, encode_plane, symbol_tables
@@ -98,3 +99,21 @@ def test_table_weights_sum_to_the_probability_total():
     uniform = FrequencyTable(np.ones(3, dtype=np.int64), 1).weights()
     # T = 2**24 - 3 = 16777213; floor(T / 3) = 5592404 each; the remainder 1 goes to symbol 0
     assert uniform.tolist() == [5592405.0, 5592404.0, 5592404.0]
+
+
+def test_refined_classes_code_a_plane_in_fewer_bytes():
+    """Lloyd refinement (an encoder choice) moves lines to the classes that code them best."""
+    rng = np.random.default_rng(5)
+    row_scale = rng.choice([2.0, 5.0, 12.0, 30.0], 600)[:, None]
+    col_scale = rng.choice([0.5, 1.0, 2.0], 300)[None, :]
+    magnitudes = np.abs(np.rint(rng.laplace(0, 1, (600, 300)) * row_scale * col_scale)).astype(np.int64)
+    symbols = binarize(magnitudes, 6, 2)[0]
+    start = (rng.integers(0, 4, 600), rng.integers(0, 3, 300))  # poor classes: random
+    refined = refine_classes(symbols, *start)
+    assert refined[0].max() <= 3 and refined[1].max() <= 2
+    size = {}
+    for label, classes in (("start", start), ("refined", refined)):
+        values, plane = _round_trip(magnitudes, None, binarization=(6, 2), classes=classes)
+        assert (values == magnitudes.ravel()).all()
+        size[label] = plane.words.nbytes
+    assert size["refined"] < 0.95 * size["start"]

@@ -1,0 +1,164 @@
+"""The encoder's choice of context classes for a level plane (spec §6.5).
+
+The format fixes only how classes are coded and how they form contexts (``row_class +
+col_class``); which rows and columns share a class is the encoder's choice. Classes start as
+rounded logarithms of each line's mean magnitude, so ``row + col`` approximates the log of the
+local scale, and large planes then refine them by Lloyd iterations on the code length.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .format import MAX_CLASS_COUNT
+
+
+def entropy_bits(counts: np.ndarray) -> float:
+    """Bits an ideal order-0 code takes for symbols with these counts."""
+    counts = counts[counts > 0].astype(np.float64)
+    total = counts.sum()
+    return float(-(counts * np.log2(counts / total)).sum()) if total else 0.0
+
+
+def table_bits(counts: np.ndarray) -> float:
+    """Rough size of a frequency table for ``counts``: each used symbol costs a few bits plus
+    half the log of its share (the usual cost of a learned parameter)."""
+    used = counts[counts > 0]
+    if used.size <= 1:
+        return 16.0
+    return 24.0 + float(np.sum(3.0 + 0.5 * np.log2(used + 1.0)))
+
+
+def _line_log_means(magnitudes: np.ndarray, mask: np.ndarray | None, axis: int) -> tuple[np.ndarray, np.ndarray]:
+    """log2 of the mean magnitude along ``axis`` over masked positions, and which lines have any."""
+    if mask is None:
+        sums = magnitudes.sum(axis=axis, dtype=np.float64)
+        counts = np.full(sums.shape, magnitudes.shape[axis], dtype=np.float64)
+    else:
+        sums = np.where(mask, magnitudes, 0).sum(axis=axis, dtype=np.float64)
+        counts = mask.sum(axis=axis, dtype=np.float64)
+    present = counts > 0
+    return np.log2(np.divide(sums, np.maximum(counts, 1)) + 0.5), present
+
+
+def _classes(log_means: np.ndarray, present: np.ndarray, resolution: float, limit: int) -> np.ndarray:
+    """Class index of each line: its log mean in steps of ``resolution`` from a low percentile,
+    clipped to ``limit`` classes so that a few outlying lines do not spread the classes thin."""
+    if not present.any():
+        return np.zeros(log_means.size, dtype=np.int64)
+    low, high = np.percentile(log_means[present], [0.5, 99.5])
+    count = min(limit, int(np.floor((high - low) / resolution)) + 1)
+    classes = np.clip(np.rint((log_means - low) / resolution), 0, count - 1).astype(np.int64)
+    classes[~present] = 0
+    return classes
+
+
+def choose_classes(symbols: np.ndarray, magnitudes: np.ndarray, mask: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """Row and column class indices for the plane's contexts (§6.5), chosen by estimated size.
+
+    A class is a rounded log2 of the line's mean magnitude, so ``row + col`` approximates the
+    log of the local scale. Small planes get a single context: tables would cost more.
+    """
+    rows, cols = magnitudes.shape
+    one = (np.zeros(rows, dtype=np.int64), np.zeros(cols, dtype=np.int64))
+    if symbols.size < 4096:
+        return one
+    row_log, row_present = _line_log_means(magnitudes, mask, 1)
+    col_log, col_present = _line_log_means(magnitudes, mask, 0)
+    # Estimate on a regular sample of the plane's positions (row, col) in scan order.
+    sample_step = max(1, symbols.size // (1 << 16))
+    positions = np.flatnonzero(mask) if mask is not None else None
+    picked = (positions[::sample_step] if positions is not None
+              else np.arange(0, rows * cols, sample_step))
+    sample_rows, sample_cols = np.divmod(picked, cols)
+    sample_symbols = symbols[::sample_step].astype(np.int64)
+    alphabet = int(symbols.max()) + 1
+    scale = symbols.size / sample_symbols.size
+
+    def estimated_bits(row_classes, col_classes):
+        context_count = int(row_classes.max() + col_classes.max()) + 1
+        ctx = row_classes[sample_rows] + col_classes[sample_cols]
+        joint = np.bincount(ctx * alphabet + sample_symbols, minlength=context_count * alphabet)
+        joint = joint.reshape(context_count, alphabet).astype(np.float64)
+        totals = joint.sum(axis=1, keepdims=True)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            coded = -np.nansum(joint * np.log2(joint / totals)) * scale
+        used = joint > 0
+        tables = float(np.sum(used * (3.0 + 0.5 * np.log2(joint * scale + 1.0)))) + 24.0 * context_count
+        side = 0.0
+        for classes in (row_classes, col_classes):
+            if classes.max() > 0:
+                side += entropy_bits(np.bincount(classes)) + table_bits(np.bincount(classes))
+        return coded + tables + side
+
+    best, best_cost = one, estimated_bits(*one)
+    limit = MAX_CLASS_COUNT // 2
+    for resolution in (0.125, 0.25, 0.5):
+        row_classes = _classes(row_log, row_present, resolution, limit) if rows > 1 else one[0]
+        col_classes = _classes(col_log, col_present, resolution, limit) if cols > 1 else one[1]
+        for candidate in ((row_classes, col_classes), (row_classes, one[1]), (one[0], col_classes)):
+            cost = estimated_bits(*candidate)
+            if cost < best_cost:
+                best, best_cost = candidate, cost
+    if mask is None and symbols.size >= _REFINE_MIN_SIZE and (best[0].max() > 0 or best[1].max() > 0):
+        return refine_classes(symbols.reshape(rows, cols), *best)
+    return best
+
+
+_REFINE_MIN_SIZE = 1 << 16  # below this, refinement gains too little to pay for its time
+_REFINE_ROUNDS = 2
+_COLUMN_SAMPLE = 1 << 20  # positions used to reassign columns
+_SMOOTHING = 0.5  # added to every count when estimating code lengths
+
+
+def _code_lengths(joint: np.ndarray) -> np.ndarray:
+    """Bits per symbol under each context's smoothed histogram (rows of ``joint``)."""
+    smoothed = joint + _SMOOTHING
+    return np.log2(smoothed.sum(axis=1, keepdims=True)) - np.log2(smoothed)
+
+
+def refine_classes(symbols: np.ndarray, row_classes: np.ndarray,
+                   col_classes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Lloyd iterations on the classes of an unmasked plane (``symbols`` is rows x cols).
+
+    Each round moves every row to the row class whose contexts code it in the fewest bits,
+    given the context histograms of the current classes (plus the cost of the class index
+    itself), then does the same for columns. The class counts never grow. Returns the new
+    (row classes, column classes); both have the input's class counts at most.
+    """
+    alphabet = int(symbols.max()) + 1
+    row_classes, col_classes = row_classes.astype(np.intp), col_classes.astype(np.intp)
+    row_count, col_count = int(row_classes.max()) + 1, int(col_classes.max()) + 1
+    context_count = row_count + col_count - 1
+    for _ in range(_REFINE_ROUNDS):
+        if row_count > 1:
+            row_classes = _reassign(symbols, col_classes, col_count, row_count, context_count, alphabet,
+                                    row_classes)
+        if col_count > 1:
+            # a column keeps thousands of samples in a regular subset of the rows
+            step = max(1, symbols.size // _COLUMN_SAMPLE)
+            col_classes = _reassign(np.ascontiguousarray(symbols[::step].T), row_classes[::step], row_count,
+                                    col_count, context_count, alphabet, col_classes)
+    return row_classes, col_classes
+
+
+def _reassign(symbols: np.ndarray, other_classes: np.ndarray, other_count: int, own_count: int,
+              context_count: int, alphabet: int, own_classes: np.ndarray) -> np.ndarray:
+    """New classes for the rows of ``symbols``: each row's histogram per class of the other
+    axis, priced under every candidate class's contexts (context = own class + other class)."""
+    lines = symbols.shape[0]
+    # histogram[i, k, s]: symbols s in line i at positions whose other-axis class is k
+    index_type = np.int32 if lines * other_count * alphabet < 2**31 else np.int64
+    key = (other_classes * alphabet).astype(index_type)[None, :] + symbols.astype(index_type)
+    key += (np.arange(lines, dtype=index_type) * (other_count * alphabet))[:, None]
+    histogram = np.bincount(key.ravel(), minlength=lines * other_count * alphabet).reshape(lines, -1)
+    joint = np.zeros((context_count, alphabet))
+    per_class = histogram.reshape(lines, other_count, alphabet)
+    for own in range(own_count):
+        joint[own:own + other_count] += per_class[own_classes == own].sum(axis=0)
+    lengths = _code_lengths(joint)
+    # price[(k, s), r] = bits of symbol s at other-class k when the line has class r
+    price = np.stack([lengths[r:r + other_count].ravel() for r in range(own_count)], axis=1)
+    class_bits = _code_lengths(np.bincount(own_classes, minlength=own_count)[None, :].astype(np.float64))[0]
+    cost = histogram.astype(np.float64) @ price + class_bits
+    return np.argmin(cost, axis=1)
