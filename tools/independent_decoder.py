@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""An independent decoder for nncodec_unify streams, written from ``spec/bitstream.md`` alone.
+"""An independent decoder for nncodec_unify streams of format 2.0, written from
+``spec/bitstream.md`` alone.
 
 It imports neither ``nncodec_unify`` nor ``constriction``: the range decoder, the probability
 tables, the CRC-32 and the reconstruction are implemented here exactly as the spec describes
@@ -11,6 +12,7 @@ is a plain Python loop).
     python tools/independent_decoder.py --suite conformance/   # check a conformance suite
 
 Every rejection is a :class:`DecodeError` with the spec's ``category`` and ``element`` (§3.6).
+Streams of any other major version, 1.0 included, are ``unsupported_version`` (§4.1, §10).
 """
 
 from __future__ import annotations
@@ -172,6 +174,7 @@ class Tensor:
 
 
 MAGIC = b"\x89NNU\r\n\x1a\n"
+VERSION_MAJOR = 2  # the format this decoder implements: 2.x, every minor version (§10)
 
 
 def decode(data: bytes, limits: dict | None = None) -> list[Tensor]:
@@ -217,13 +220,14 @@ def decode(data: bytes, limits: dict | None = None) -> list[Tensor]:
 
 
 def read_file_header(stream: Window) -> None:
-    """§4.1."""
+    """§4.1: the magic number, then a version_major of 2 (any version_minor), then header_flags 0."""
     if stream.remaining < 8 or stream.take(8, "magic") != MAGIC:
         raise malformed("magic", "not an nncodec_unify stream")
     major = stream.u8("version_major")
     stream.u8("version_minor")  # every minor version is accepted
-    if major != 1:
-        raise DecodeError("unsupported_version", "version_major", f"major version {major}")
+    if major != VERSION_MAJOR:
+        raise DecodeError("unsupported_version", "version_major",
+                          f"major version {major}, this decoder reads {VERSION_MAJOR}")
     if stream.u16("header_flags") != 0:
         raise malformed("header_flags", "reserved bits set")
 
@@ -526,15 +530,18 @@ class RangeDecoder:
         return [self.step(cdf) for _ in range(count)]
 
     def end_check(self) -> None:
-        """§6.9.4."""
+        """§6.9.4, after the plane's last decoding step: a decoder never initialised has no words;
+        otherwise every word was read (reads past the end are allowed: they read zeros) and the
+        point lies less than 2**33 - 1 above ``lower``. Raises ``malformed`` at ``P.word_count``."""
+        element = f"{self.element}.word_count"
         if not self.initialised:
-            expected = 0
-        else:
-            upper_word = ((self.lower + self.range) & MASK64) >> 32
-            point_word = ((self.lower + (1 << 32) - 1) & MASK64) >> 32
-            expected = self.reads - 1 + (1 if upper_word == point_word else 0)
-        if len(self.words) != expected:
-            raise malformed(f"{self.element}.word_count", f"{len(self.words)} words, {expected} expected")
+            if self.words:
+                raise malformed(element, f"{len(self.words)} words, but no symbol was range-coded")
+            return
+        if self.reads < len(self.words):
+            raise malformed(element, f"{len(self.words) - self.reads} of {len(self.words)} words left unread")
+        if (self.point - self.lower) & MASK64 >= (1 << 33) - 1:
+            raise malformed(element, "the point lies too far above lower after the last symbol")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -583,12 +590,9 @@ def level_plane(payload: Window, plane: str, rows: int, cols: int, positions: li
     decoder = RangeDecoder(words, plane)
     row_class = decoder.symbols(rows, row_table) if row_class_count > 1 else [0] * rows
     col_class = decoder.symbols(cols, col_table) if col_class_count > 1 else [0] * cols
-    by_context: list[list[int]] = [[] for _ in range(context_count)]
-    for index, (i, j) in enumerate(positions):
-        by_context[row_class[i] + col_class[j]].append(index)
     symbols = [0] * value_count
-    for c in range(context_count):
-        for index, s in zip(by_context[c], decoder.symbols(len(by_context[c]), tables[c]), strict=True):
+    for c, indices in enumerate(coding_order(positions, row_class, col_class, context_count)):
+        for index, s in zip(indices, decoder.symbols(len(indices), tables[c]), strict=True):
             symbols[index] = s
     decoder.end_check()
 
@@ -610,6 +614,17 @@ def level_plane(payload: Window, plane: str, rows: int, cols: int, positions: li
     for _, index, width in escapes:
         values[index] += reader.read(width)
     return values
+
+
+def coding_order(positions: list[tuple[int, int]], row_class: list[int], col_class: list[int],
+                 context_count: int) -> list[list[int]]:
+    """§6.5.1 step 3: for each context ``c``, the indices into ``positions`` (the masked positions
+    in scan order) of the positions with context ``c``, in coding order: by row class ascending,
+    and in scan order among positions of the same row class."""
+    by_context: list[list[tuple[int, int]]] = [[] for _ in range(context_count)]
+    for index, (i, j) in enumerate(positions):
+        by_context[row_class[i] + col_class[j]].append((row_class[i], index))
+    return [[index for _, index in sorted(keyed)] for keyed in by_context]
 
 
 # ---------------------------------------------------------------------------------------------
