@@ -23,10 +23,11 @@ from .format import (
     CodingMode,
     DType,
     Limits,
+    OffsetMode,
     UnitType,
 )
 from .planes import decode_plane
-from .quant import MAX_LEVEL, dequantize_magnitudes, step_size
+from .quant import MAX_LEVEL, dequantize, dequantize_magnitudes, round_to_bfloat16, step_size, unzigzag
 from .syntax import (
     FileHeader,
     TensorHeader,
@@ -189,12 +190,10 @@ def decode_tensor_payload(reader: ByteReader, header: TensorHeader, limits: Limi
         params = read_quant_params(reader)
         rows, cols = matrix_shape(header.shape)
         if header.coding_mode == CodingMode.DENSE:
-            magnitudes, negative = _read_dense(reader, rows, cols, limits)
+            levels = _read_dense(reader, rows, cols, limits)
         else:
-            magnitudes, negative = _read_unified(reader, rows, cols, limits)
-        # §7.1: underflow to subnormals or zero and overflow to infinity are defined results
-        array = dequantize_magnitudes(magnitudes, negative, step_size(params.qp, params.qp_density), header.dtype)
-        array = array.reshape(header.shape)
+            levels = _read_unified(reader, rows, cols, limits)
+        array = levels.values(step_size(params.qp, params.qp_density), header.dtype).reshape(header.shape)
     return DecodedTensor(header.name, header.dtype, array, header.coding_mode)
 
 
@@ -211,6 +210,54 @@ def _raw_array(raw: memoryview, header: TensorHeader) -> np.ndarray:
     return np.frombuffer(raw, dtype=stored).astype(stored.newbyteorder("="), copy=True).reshape(header.shape)
 
 
+@dataclasses.dataclass
+class _Levels:
+    """A matrix's levels as decoded: magnitudes and sign flags (0/1 uint8) of every element,
+    and the column offsets (§6.10) to add at the positions of ``offset_mask`` (all if None)."""
+
+    magnitudes: np.ndarray
+    negative: np.ndarray
+    offsets: np.ndarray | None = None
+    offset_mask: np.ndarray | None = None
+
+    def values(self, step: np.float32, dtype: DType) -> np.ndarray:
+        """§7.1: the reconstructed values, as a flat array of the output type."""
+        if self.offsets is None:
+            return dequantize_magnitudes(self.magnitudes, self.negative, step, dtype)
+        largest = (int(self.magnitudes.max(initial=0)) + int(np.abs(self.offsets).max(initial=0)))
+        if largest * _odd_mantissa(step) < 1 << 24:
+            # every level, offset and their sum times the step is exact in float32, so the
+            # offset can be added to the product: float32(level) * step, one float pass
+            values = dequantize_magnitudes(self.magnitudes, self.negative, step, DType.FLOAT32)
+            shifts = (self.offsets.astype(np.float32) * np.float32(step))[None, :]
+            matrix = values.reshape(-1, self.offsets.size)
+            matrix += shifts if self.offset_mask is None else np.where(self.offset_mask, shifts, np.float32(0))
+            return values if dtype == DType.FLOAT32 else _narrow(values, dtype)
+        magnitudes = self.magnitudes.astype(np.int64).reshape(-1, max(self.offsets.size, 1))
+        levels = np.where(self.negative.reshape(magnitudes.shape) != 0, -magnitudes, magnitudes)
+        levels += self.offsets[None, :] if self.offset_mask is None else np.where(self.offset_mask, self.offsets, 0)
+        if levels.size and int(np.abs(levels).max()) > MAX_LEVEL:
+            raise BitstreamError(f"a level plus its column offset exceeds {MAX_LEVEL} in magnitude",
+                                 element="column_offsets")
+        return dequantize(levels.astype(np.int32).ravel(), step, dtype)
+
+
+def _odd_mantissa(step: np.float32) -> int:
+    """The odd integer M with step = M * 2**e: float32(k) * step is exact when |k| * M < 2**24."""
+    numerator, _ = float(step).as_integer_ratio()
+    return numerator >> ((numerator & -numerator).bit_length() - 1)
+
+
+def _narrow(values: np.ndarray, dtype: DType) -> np.ndarray:
+    """float32 values in the output type (the same rounding as :func:`dequantize`)."""
+    with np.errstate(over="ignore", under="ignore"):
+        if dtype == DType.FLOAT16:
+            return values.astype(np.float16)
+        if dtype == DType.FLOAT64:
+            return values.astype(np.float64)
+        return round_to_bfloat16(values)
+
+
 def _signs_of_nonzero(magnitudes: np.ndarray, reader: ByteReader, element: str) -> np.ndarray:
     """§6.8: read one sign per non-zero magnitude, in scan order; returns a 0/1 uint8 array
     shaped like ``magnitudes`` (0 where the magnitude is zero)."""
@@ -221,14 +268,35 @@ def _signs_of_nonzero(magnitudes: np.ndarray, reader: ByteReader, element: str) 
     return negative
 
 
-def _read_dense(reader: ByteReader, rows: int, cols: int, limits: Limits) -> tuple[np.ndarray, np.ndarray]:
-    """§5.5 dense_payload: the magnitudes and sign flags in scan order."""
-    magnitudes = decode_plane(reader, rows, cols, None, rows * cols, limits, "dense_levels")
-    return magnitudes, _signs_of_nonzero(magnitudes, reader, "dense_signs")
+def _read_offsets(reader: ByteReader, cols: int, limits: Limits) -> np.ndarray | None:
+    """§6.10 offset_mode and, for OffsetMode.COLUMN, the column_offsets plane: one offset per
+    matrix column (int64), or None."""
+    at = reader.offset
+    mode = reader.u8("offset_mode")
+    if mode == OffsetMode.NONE:
+        return None
+    if mode != OffsetMode.COLUMN:
+        raise BitstreamError(f"offset_mode {mode} is reserved (0, 1 allowed)", element="offset_mode", offset=at)
+    return unzigzag(decode_plane(reader, 1, cols, None, cols, limits, "column_offsets"))
 
 
-def _read_unified(reader: ByteReader, rows: int, cols: int, limits: Limits) -> tuple[np.ndarray, np.ndarray]:
-    """§5.6 unified_payload: the magnitudes and sign flags of the ``rows x cols`` matrix."""
+def _read_dense_levels(reader: ByteReader, rows: int, cols: int, mask: np.ndarray | None,
+                       limits: Limits) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """offset_mode, column_offsets, dense_levels, dense_signs (§5.5, §5.6): the masked
+    positions' magnitudes and sign flags in scan order, and the column offsets or None."""
+    offsets = _read_offsets(reader, cols, limits)
+    count = rows * cols if mask is None else int(np.count_nonzero(mask))
+    magnitudes = decode_plane(reader, rows, cols, mask, count, limits, "dense_levels")
+    return magnitudes, _signs_of_nonzero(magnitudes, reader, "dense_signs"), offsets
+
+
+def _read_dense(reader: ByteReader, rows: int, cols: int, limits: Limits) -> _Levels:
+    """§5.5 dense_payload."""
+    return _Levels(*_read_dense_levels(reader, rows, cols, None, limits))
+
+
+def _read_unified(reader: ByteReader, rows: int, cols: int, limits: Limits) -> _Levels:
+    """§5.6 unified_payload."""
     block_rows, block_cols = read_block_shape(reader)
     grid_rows, grid_cols = grid_shape(rows, cols, block_rows, block_cols)
     map_at = reader.offset
@@ -247,12 +315,11 @@ def _read_unified(reader: ByteReader, rows: int, cols: int, limits: Limits) -> t
     if not (kinds == BlockKind.DENSE).all():
         return _read_structured(reader, rows, cols, block_rows, block_cols, kinds, unified_magnitudes, limits)
     read_sign_section(reader, 0, "unified_signs")
-    return _read_dense(reader, rows, cols, limits)
+    return _Levels(*_read_dense_levels(reader, rows, cols, None, limits))
 
 
 def _read_structured(reader: ByteReader, rows: int, cols: int, block_rows: int, block_cols: int,
-                     kinds: np.ndarray, unified_magnitudes: np.ndarray,
-                     limits: Limits) -> tuple[np.ndarray, np.ndarray]:
+                     kinds: np.ndarray, unified_magnitudes: np.ndarray, limits: Limits) -> _Levels:
     """The rest of §5.6 when some blocks are unified or pruned."""
     block_magnitude = np.zeros(kinds.shape, dtype=np.int32)
     block_magnitude[kinds == BlockKind.UNIFIED] = unified_magnitudes + 1
@@ -263,7 +330,7 @@ def _read_structured(reader: ByteReader, rows: int, cols: int, block_rows: int, 
     negative[in_unified] = read_sign_section(reader, int(np.count_nonzero(in_unified)), "unified_signs")
     magnitudes[in_unified] = expand_blocks(block_magnitude, block_rows, block_cols, rows, cols)[in_unified]
     in_dense = element_kinds == BlockKind.DENSE
-    dense = decode_plane(reader, rows, cols, in_dense, int(np.count_nonzero(in_dense)), limits, "dense_levels")
+    dense, dense_negative, offsets = _read_dense_levels(reader, rows, cols, in_dense, limits)
     magnitudes[in_dense] = dense
-    negative[in_dense] = _signs_of_nonzero(dense, reader, "dense_signs")
-    return magnitudes, negative
+    negative[in_dense] = dense_negative
+    return _Levels(magnitudes, negative, offsets, in_dense)

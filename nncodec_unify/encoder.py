@@ -16,11 +16,12 @@ import numpy as np
 
 from .bitio import ByteWriter
 from .blocks import block_kinds, expand_blocks, grid_shape, matrix_shape
+from .classes import entropy_bits
 from .config import EncoderConfig, TensorCoding
 from .errors import EncodeError
-from .format import DEFAULT_LIMITS, DTYPE_ITEMSIZE, BlockKind, CodingMode, DType, UnitType
+from .format import DEFAULT_LIMITS, DTYPE_ITEMSIZE, BlockKind, CodingMode, DType, OffsetMode, UnitType
 from .planes import encode_plane
-from .quant import MAX_LEVEL, dequantize, quantize, step_size
+from .quant import MAX_LEVEL, dequantize, quantize, step_size, zigzag
 from .syntax import (
     FileHeader,
     ModelHeader,
@@ -231,10 +232,74 @@ def _raw_bytes(array: np.ndarray, dtype: DType) -> bytes:
 
 
 def _write_dense(writer: ByteWriter, matrix: np.ndarray, use_contexts: bool) -> None:
-    """§5.5 dense_payload: the level plane over the whole matrix, then signs of non-zero levels."""
+    """§5.5 dense_payload: the dense levels of the whole matrix."""
+    _write_dense_levels(writer, matrix, None, use_contexts)
+
+
+def _write_dense_levels(writer: ByteWriter, matrix: np.ndarray, mask: np.ndarray | None, use_contexts: bool) -> None:
+    """offset_mode, column_offsets, dense_levels and dense_signs (§5.5, §5.6, §6.10): the
+    levels of the masked positions, less their column's offset when offsets pay off."""
+    offsets = choose_column_offsets(matrix) if use_contexts and mask is None else None
+    writer.u8(OffsetMode.COLUMN if offsets is not None else OffsetMode.NONE)
+    if offsets is not None:
+        write_level_plane(writer, encode_plane(zigzag(offsets)[None, :], None, use_contexts=False))
+        matrix = matrix - offsets.astype(matrix.dtype)[None, :]  # in range: checked by the choice
     magnitudes = np.abs(matrix)
-    write_level_plane(writer, encode_plane(magnitudes, None, use_contexts=use_contexts))
-    write_sign_section(writer, matrix.ravel()[magnitudes.ravel() != 0] < 0)
+    write_level_plane(writer, encode_plane(magnitudes, mask, use_contexts=use_contexts))
+    levels = matrix.ravel() if mask is None else matrix[mask]
+    write_sign_section(writer, levels[levels != 0] < 0)
+
+
+_OFFSET_MIN_SIZE = 1 << 16  # smaller matrices gain too little to pay for the offsets
+_OFFSET_SAMPLE_ROWS = 2048  # rows the medians come from
+_ESTIMATE_SAMPLE = 1 << 18
+
+
+_MEDIAN_RANGE = 64  # medians are searched among -64..64; weights' column medians are small
+
+
+def _column_medians(sample: np.ndarray) -> np.ndarray:
+    """The lower median of each column of an integer matrix, from one histogram pass; 0 for a
+    column whose median lies outside -_MEDIAN_RANGE..._MEDIAN_RANGE."""
+    rows, cols = sample.shape
+    width = 2 * _MEDIAN_RANGE + 3  # the two extra bins collect everything beyond the range
+    bins = np.clip(sample, -_MEDIAN_RANGE - 1, _MEDIAN_RANGE + 1) + (_MEDIAN_RANGE + 1)
+    histogram = np.bincount((bins + np.arange(cols) * width).ravel(), minlength=cols * width).reshape(cols, width)
+    below = np.cumsum(histogram, axis=1)
+    medians = np.argmax(below > (rows - 1) // 2, axis=1) - (_MEDIAN_RANGE + 1)
+    medians[np.abs(medians) > _MEDIAN_RANGE] = 0
+    return medians.astype(np.int64)
+
+
+def choose_column_offsets(matrix: np.ndarray) -> np.ndarray | None:
+    """Per-column offsets to subtract from the levels (the median of each column, from a
+    sample of rows), or None when they would not make the plane smaller.
+
+    Weights often have a per-input mean (embeddings do); removing it makes the magnitudes
+    smaller and the signs balanced. Sizes are estimated on the sample with order-0 entropies.
+    """
+    rows, cols = matrix.shape
+    if matrix.size < _OFFSET_MIN_SIZE or rows < 64:
+        return None
+    sample = matrix[::max(1, rows // _OFFSET_SAMPLE_ROWS)].astype(np.int64)
+    offsets = _column_medians(sample)
+    if not offsets.any():
+        return None
+    largest = max(int(matrix.max()), -int(matrix.min()))
+    if largest + int(np.abs(offsets).max()) > MAX_LEVEL:
+        return None  # residuals might not fit: rare (huge levels), so not worth a closer look
+    sample = sample[::max(1, sample.size // _ESTIMATE_SAMPLE)]  # enough to tell the sizes apart
+    residuals = sample - offsets[None, :]
+
+    def estimated_bits(levels: np.ndarray) -> float:
+        magnitudes = np.minimum(np.abs(levels), 1 << 12).ravel()  # rare large values: rough is fine
+        return entropy_bits(np.bincount(magnitudes)) + float(np.count_nonzero(levels))
+
+    scale = matrix.size / sample.size
+    codes = zigzag(offsets)
+    side = entropy_bits(np.bincount(codes)) + 8.0 * np.unique(codes).size + 64.0
+    gain = (estimated_bits(sample) - estimated_bits(residuals)) * scale - side
+    return offsets if gain > 0 else None
 
 
 def _write_unified(writer: ByteWriter, matrix: np.ndarray, block: tuple[int, int],
@@ -260,8 +325,6 @@ def _write_unified(writer: ByteWriter, matrix: np.ndarray, block: tuple[int, int
     in_unified = element_kinds == BlockKind.UNIFIED
     write_sign_section(writer, matrix[in_unified] < 0)
     in_dense = None if bool((kinds == BlockKind.DENSE).all()) else element_kinds == BlockKind.DENSE
-    write_level_plane(writer, encode_plane(magnitudes, in_dense, use_contexts=use_contexts))
-    dense_levels = matrix.ravel() if in_dense is None else matrix[in_dense]
-    write_sign_section(writer, dense_levels[dense_levels != 0] < 0)
+    _write_dense_levels(writer, matrix, in_dense, use_contexts)
     counts = np.bincount(kinds.ravel(), minlength=len(BlockKind))
     return int(counts[BlockKind.PRUNED]), int(counts[BlockKind.UNIFIED]), int(counts[BlockKind.DENSE])

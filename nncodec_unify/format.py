@@ -97,6 +97,13 @@ class BlockKind(enum.IntEnum):
     PRUNED = 2
 
 
+class OffsetMode(enum.IntEnum):
+    """§6.10 what is added to the dense levels: nothing, or one offset per matrix column."""
+
+    NONE = 0
+    COLUMN = 1
+
+
 # §6.1 quantization: qp_density range and the range of the step's binary exponent, chosen so
 # that every step is a normal, finite float32 and every product level*step is one rounding.
 MAX_QP_DENSITY = 4

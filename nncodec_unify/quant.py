@@ -73,6 +73,18 @@ def quantize(values: np.ndarray, step: np.float32, dtype=np.int64) -> np.ndarray
     return np.rint(values.astype(np.float64) / step).astype(dtype)
 
 
+def zigzag(values: np.ndarray) -> np.ndarray:
+    """Signed integers as non-negative codes: 0, -1, 1, -2, 2, ... -> 0, 1, 2, 3, 4, ... (§6.10)."""
+    values = np.asarray(values, dtype=np.int64)
+    return np.where(values >= 0, 2 * values, -2 * values - 1)
+
+
+def unzigzag(codes: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`zigzag`: even codes ``2v`` are ``v``, odd codes ``2v + 1`` are ``-v - 1``."""
+    codes = np.asarray(codes, dtype=np.int64)
+    return (codes >> 1) ^ -(codes & 1)
+
+
 def dequantize(levels: np.ndarray, step: np.float32, dtype: DType) -> np.ndarray:
     """Reconstruct values of ``dtype`` from integer levels (§7.1).
 
