@@ -147,18 +147,22 @@ def _reassign(symbols: np.ndarray, other_classes: np.ndarray, other_count: int, 
     """New classes for the rows of ``symbols``: each row's histogram per class of the other
     axis, priced under every candidate class's contexts (context = own class + other class)."""
     lines = symbols.shape[0]
-    # histogram[i, k, s]: symbols s in line i at positions whose other-axis class is k
+    # histogram[i, (k, s)]: symbols s in line i at positions whose other-axis class is k
     index_type = np.int32 if lines * other_count * alphabet < 2**31 else np.int64
-    key = (other_classes * alphabet).astype(index_type)[None, :] + symbols.astype(index_type)
+    key = symbols.astype(index_type)
+    key += (other_classes * alphabet).astype(index_type)[None, :]
     key += (np.arange(lines, dtype=index_type) * (other_count * alphabet))[:, None]
-    histogram = np.bincount(key.ravel(), minlength=lines * other_count * alphabet).reshape(lines, -1)
+    histogram = np.bincount(key.ravel(), minlength=lines * other_count * alphabet)
+    histogram = histogram.reshape(lines, other_count * alphabet).astype(np.float32)  # counts < 2**24
+    membership = np.zeros((own_count, lines), dtype=np.float32)
+    membership[own_classes, np.arange(lines)] = 1
+    per_class = (membership @ histogram).reshape(own_count, other_count, alphabet)
     joint = np.zeros((context_count, alphabet))
-    per_class = histogram.reshape(lines, other_count, alphabet)
     for own in range(own_count):
-        joint[own:own + other_count] += per_class[own_classes == own].sum(axis=0)
+        joint[own:own + other_count] += per_class[own]
     lengths = _code_lengths(joint)
     # price[(k, s), r] = bits of symbol s at other-class k when the line has class r
-    price = np.stack([lengths[r:r + other_count].ravel() for r in range(own_count)], axis=1)
+    price = np.stack([lengths[r:r + other_count].ravel() for r in range(own_count)], axis=1).astype(np.float32)
     class_bits = _code_lengths(np.bincount(own_classes, minlength=own_count)[None, :].astype(np.float64))[0]
-    cost = histogram.astype(np.float64) @ price + class_bits
+    cost = histogram @ price + class_bits.astype(np.float32)
     return np.argmin(cost, axis=1)

@@ -10,6 +10,8 @@ from strategies import raw_arrays, shapes, structured_levels
 
 import nncodec_unify as nu
 from nncodec_unify import CodingMode, DType, EncoderConfig, TensorRule
+from nncodec_unify.decoder import _Levels
+from nncodec_unify.encoder import choose_column_offsets
 from nncodec_unify.format import BlockKind
 from nncodec_unify.quant import dequantize, step_size
 
@@ -144,3 +146,39 @@ def test_workers_give_the_same_bytes():
     rng = np.random.default_rng(3)
     tensors = {f"t{i}": rng.normal(0, 0.1, (20 + i, 30)).astype(np.float32) for i in range(4)}
     assert nu.encode_with_report(tensors, workers=2).data == nu.encode(tensors)
+
+
+@pytest.mark.parametrize("mode", [CodingMode.DENSE, CodingMode.UNIFIED])
+@pytest.mark.parametrize("qp", [-32, -31, -29])
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+def test_column_offsets_are_used_when_columns_have_a_mean_and_come_back_bit_exactly(mode, qp, dtype):
+    """§6.10: a matrix whose columns are centred on non-zero levels gets column offsets;
+    values on the grid still decode bit for bit, and the stream is smaller than without."""
+    rng = np.random.default_rng(11)
+    step = step_size(qp)
+    levels = np.rint(rng.laplace(0, 6, (512, 160)) + rng.integers(-9, 10, 160)).astype(np.int64)
+    values = dequantize(levels, step, DType.FLOAT32).astype(dtype)
+    data = nu.encode({"w": values}, config=_config(mode, qp=qp))
+    decoded = nu.decode(data)["w"]
+    assert decoded.dtype == dtype and decoded.tobytes() == values.tobytes()
+    plain = nu.encode({"w": values}, config=_config(mode, qp=qp, use_contexts=False))
+    assert len(data) < 0.97 * len(plain)
+    assert choose_column_offsets(levels.astype(np.int32)) is not None
+
+
+def test_offsets_at_large_levels_take_the_exact_integer_path():
+    """Where |level| times the step's odd mantissa reaches 2**24, a float sum of the two
+    products could round differently from float32(level) * step; the decoder must not."""
+    rng = np.random.default_rng(2)
+    for step in (step_size(-31), step_size(-29), step_size(-32)):
+        magnitudes = rng.integers(0, 1 << 24, (64, 8)).astype(np.int32)
+        negative = (rng.random((64, 8)) < 0.5).astype(np.uint8) * (magnitudes != 0)
+        offsets = rng.integers(-(1 << 20), 1 << 20, 8)
+        levels = np.where(negative == 1, -magnitudes.astype(np.int64), magnitudes) + offsets
+        for dtype in (DType.FLOAT32, DType.FLOAT16, DType.BFLOAT16, DType.FLOAT64):
+            got = _Levels(magnitudes, negative, offsets).values(step, dtype)
+            assert got.tobytes() == dequantize(levels.astype(np.int32), step, dtype).ravel().tobytes()
+        small = magnitudes >> 12
+        levels = np.where(negative == 1, -small.astype(np.int64), small) + (offsets >> 12)
+        got = _Levels(small, negative * (small != 0), offsets >> 12).values(step, DType.FLOAT32)
+        assert got.tobytes() == dequantize(levels.astype(np.int32), step, DType.FLOAT32).ravel().tobytes()
