@@ -78,7 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="qp for tensors matching PATTERN (repeatable)")
     encode.add_argument("--tensor-block", type=_pattern_value, action="append", default=[], metavar="PATTERN=RxC",
                         help="block shape for tensors matching PATTERN (repeatable)")
-    encode.add_argument("--no-contexts", action="store_true", help="code levels without row/column contexts (faster)")
+    encode.add_argument("--no-contexts", action="store_true",
+                        help="code levels without row/column contexts or column offsets (faster, a little larger)")
     encode.add_argument("--workers", type=int, default=1, help="code tensors in N processes (same output)")
     projection = encode.add_argument_group(
         "post-training unification and pruning (no training data needed; the distortion is reported)")

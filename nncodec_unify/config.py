@@ -49,6 +49,8 @@ class EncoderConfig:
     1-D and 0-dim float tensors DENSE at the finer ``vector_qp``; integer and bool tensors RAW.
     A float tensor that cannot be quantized (nan/inf, levels out of range) falls back to RAW
     unless a rule asked for its mode explicitly, which is then an :class:`EncodeError`.
+    ``use_contexts=False`` codes every plane with one context and no column offsets: faster
+    to encode, a little larger.
     """
 
     qp: int = DEFAULT_QP
