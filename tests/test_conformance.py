@@ -121,6 +121,38 @@ def test_valid_streams_cover_every_dtype_mode_and_block_kind():
     assert any(len(s) == 8 for s in shapes) and any(4294967295 in s for s in shapes)
 
 
+def test_valid_streams_cover_column_offsets(generated):
+    """§6.10: offset_mode 1 in DENSE and UNIFIED payloads (all-dense and with unified and pruned
+    blocks), for every float dtype, with a single column and with classes in column_offsets."""
+    gen = sys.modules["gen_conformance"]
+    tensors = [t for case in gen.valid_cases() for t in case.tensors if t.offsets is not None]
+    covered = {(t.dtype, t.mode) for t in tensors}
+    assert {("float32", gen.DENSE), ("float32", gen.UNIFIED), ("float16", gen.DENSE), ("bfloat16", gen.UNIFIED),
+            ("float64", gen.DENSE)} <= covered
+    unified = [t for t in tensors if t.mode == gen.UNIFIED and t.kinds]
+    assert any(all(k == gen.K_DENSE for row in t.kinds for k in row) for t in unified)
+    assert any({gen.K_UNIFIED, gen.K_PRUNED, gen.K_DENSE} <= {k for row in t.kinds for k in row} for t in unified)
+    assert any(len(t.offsets) == 1 for t in tensors)
+    assert any((t.planes.get("column_offsets") or gen.PlaneOptions()).col_classes for t in tensors)
+    extremes = {o for t in tensors for o in t.offsets}
+    assert {-(1 << 30), (1 << 30) - 1} <= extremes and any(o < 0 for o in extremes) and 0 in extremes
+    errors = {(e["error"]["category"], e["error"]["element"]) for e in _manifest("invalid")["streams"]}
+    assert {("malformed", "offset_mode"), ("truncated", "offset_mode"), ("malformed", "column_offsets"),
+            ("malformed", "column_offsets.value_count")} <= errors
+
+
+def test_every_dense_plane_follows_an_offset_mode(generated):
+    """§5.5, §5.6: dense_offsets comes right before every dense_levels plane of the valid streams."""
+    gen = sys.modules["gen_conformance"]
+    for case in gen.valid_cases():
+        names = [f.element for f in case.layout.fields]
+        for k, name in enumerate(names):
+            if name == "dense_levels.value_count":
+                before = names[k - 1]
+                assert before == "offset_mode" or before.startswith("column_offsets."), (case.slug, before)
+        assert names.count("offset_mode") == names.count("dense_levels.value_count"), case.slug
+
+
 def _section_numbers(text: str) -> set[str]:
     return set(re.findall(r"^#{2,4} (\d+(?:\.\d+)*)\.? ", text, flags=re.M))
 

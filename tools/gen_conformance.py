@@ -573,11 +573,13 @@ class T:
     density: int = 2
     block: tuple[int, int] = (4, 4)
     kinds: list[list[int]] | None = None  # UNIFIED: explicit block kinds
+    offsets: list[int] | None = None  # DENSE/UNIFIED: column offsets (§6.10; None: offset_mode 0)
     planes: dict[str, PlaneOptions] = dataclasses.field(default_factory=dict)
     header: dict[str, int] = dataclasses.field(default_factory=dict)  # invalid: field overrides
     sign_counts: dict[str, int] = dataclasses.field(default_factory=dict)  # invalid: sign_byte_count
     sign_padding: dict[str, int] = dataclasses.field(default_factory=dict)  # invalid: padding bits
     trailing: bytes = b""  # invalid: bytes after the payload
+    offset_mode: int | None = None  # invalid: written instead of 0 or 1
     unified_writer: object = None  # invalid: writes the unified payload instead of _unified
     stats: list[PlaneStats] = dataclasses.field(default_factory=list)
 
@@ -638,9 +640,39 @@ def _plane(w: W, t: T, name: str, grid, mask) -> None:
     w.extend(sub, f"{name}.")
 
 
+def zigzag(v: int) -> int:
+    """§6.10: an offset's code (0, -1, 1, -2, 2, ... -> 0, 1, 2, 3, 4, ...)."""
+    return 2 * v if v >= 0 else -2 * v - 1
+
+
+def column_offsets(t: T, cols: int) -> list[int]:
+    """The offset of every matrix column (0s for offset_mode 0)."""
+    if t.offsets is None:
+        return [0] * cols
+    assert len(t.offsets) == cols, (t.name, len(t.offsets), cols)
+    return list(t.offsets)
+
+
+def residuals(t: T, levels, cols: int, dense_mask=None) -> list[list[int]]:
+    """§5.5, §5.6, §6.10: the grid with each dense element's level less its column's offset
+    (elements outside ``dense_mask`` unchanged)."""
+    off = column_offsets(t, cols)
+    return [[v - off[c] if dense_mask is None or dense_mask[r][c] else v for c, v in enumerate(row)]
+            for r, row in enumerate(levels)]
+
+
+def _offsets(w: W, t: T, cols: int) -> None:
+    """§6.10 dense_offsets(cols)."""
+    w.u8("offset_mode", t.offset_mode if t.offset_mode is not None else int(t.offsets is not None))
+    if t.offsets is not None:
+        _plane(w, t, "column_offsets", [[zigzag(o) for o in column_offsets(t, cols)]], None)
+
+
 def _dense(w: W, t: T, levels, rows: int, cols: int) -> None:
-    _plane(w, t, "dense_levels", [[abs(v) for v in row] for row in levels] if rows * cols else [], None)
-    _signs(w, t, "dense_signs", [v < 0 for row in levels for v in row if v])
+    _offsets(w, t, cols)
+    res = residuals(t, levels, cols)
+    _plane(w, t, "dense_levels", [[abs(v) for v in row] for row in res] if rows * cols else [], None)
+    _signs(w, t, "dense_signs", [v < 0 for row in res for v in row if v])
 
 
 def decoded_planes(t: T) -> dict[str, PlaneStats]:
@@ -664,12 +696,17 @@ def levels_under_v1_order(t: T) -> list[int]:
     planes = decoded_planes(t)
     rows, cols = matrix_shape(t.shape)
     grid = [t.levels[r * cols:(r + 1) * cols] for r in range(rows)]
+    off = column_offsets(t, cols)
+    if "column_offsets" in planes:
+        codes = planes["column_offsets"].decoded.values_v1
+        off = [c // 2 if c % 2 == 0 else -(c + 1) // 2 for c in codes]
     if t.mode == DENSE:
         if "dense_levels" not in planes:
             return list(t.levels)
+        res = [v for row in residuals(t, grid, cols) for v in row]
         mags = planes["dense_levels"].decoded.values_v1
-        signs = iter([v < 0 for v in t.levels if v])
-        return [-v if v and next(signs) else v for v in mags]
+        signs = iter([v < 0 for v in res if v])
+        return [(-v if v and next(signs) else v) + off[k % cols] for k, v in enumerate(mags)]
     assert t.mode == UNIFIED and t.unified_writer is None
     br, bc = t.block
     kinds = t.kinds or block_kinds(grid, rows, cols, br, bc)
@@ -684,11 +721,12 @@ def levels_under_v1_order(t: T) -> list[int]:
             for c in range(cols):
                 if (r // br, c // bc) in block_mag:
                     out[r][c] = -block_mag[r // br, c // bc] if grid[r][c] < 0 else block_mag[r // br, c // bc]
-    if "dense_levels" in planes:
-        dense = [(r, c) for r in range(rows) for c in range(cols) if kinds[r // br][c // bc] == K_DENSE]
-        signs = iter([grid[r][c] < 0 for r, c in dense if grid[r][c]])
-        for (r, c), v in zip(dense, planes["dense_levels"].decoded.values_v1, strict=True):
-            out[r][c] = -v if v and next(signs) else v
+    dense = [(r, c) for r in range(rows) for c in range(cols) if kinds[r // br][c // bc] == K_DENSE]
+    res = residuals(t, grid, cols)
+    signs = iter([res[r][c] < 0 for r, c in dense if res[r][c]])
+    mags = planes["dense_levels"].decoded.values_v1 if "dense_levels" in planes else [0] * len(dense)
+    for (r, c), v in zip(dense, mags, strict=True):
+        out[r][c] = (-v if v and next(signs) else v) + off[c]
     return [v for row in out for v in row]
 
 
@@ -725,6 +763,7 @@ def _unified(w: W, t: T, levels, rows: int, cols: int) -> None:
         for name in ("block_map", "unified_magnitudes"):
             _plane(w, t, name, [[0] * gc for _ in range(gr)] if gr * gc else [], None if gr * gc else [])
         _signs(w, t, "unified_signs", [])
+        _offsets(w, t, cols)
         _plane(w, t, "dense_levels", [], [])
         _signs(w, t, "dense_signs", [])
         return
@@ -748,9 +787,11 @@ def _unified(w: W, t: T, levels, rows: int, cols: int) -> None:
     _signs(w, t, "unified_signs", [levels[r][c] < 0 for r in range(rows) for c in range(cols)
                                    if kind_of[r][c] == K_UNIFIED])
     dense_mask = [[k == K_DENSE for k in row] for row in kind_of]
-    _plane(w, t, "dense_levels", [[abs(v) for v in row] for row in levels], dense_mask)
-    _signs(w, t, "dense_signs", [levels[r][c] < 0 for r in range(rows) for c in range(cols)
-                                 if dense_mask[r][c] and levels[r][c]])
+    _offsets(w, t, cols)
+    res = residuals(t, levels, cols, dense_mask)
+    _plane(w, t, "dense_levels", [[abs(v) for v in row] for row in res], dense_mask)
+    _signs(w, t, "dense_signs", [res[r][c] < 0 for r in range(rows) for c in range(cols)
+                                 if dense_mask[r][c] and res[r][c]])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1211,7 +1252,131 @@ def valid_cases() -> list[Case]:
          T("c", "uint8", (4,), RAW, b"\x01\x02\x03\x04")],
         limits={"max_tensor_count": 3, "max_name_length": 10, "max_ndim": 3, "max_elements_per_tensor": 12,
                 "max_total_output_bytes": 12 * 4 + 4 * 2 + 4, "max_alphabet_size": 5})
+
+    # column offsets (§6.10): the dense planes code residuals, level = residual + offset[column]
+    orng = Rng(610)
+    off = [3, -2, 0, 5, -1, 0, 7, -4]
+    res = orng.laplace_levels(6 * 8, 2)
+    for r in range(6):
+        res[r * 8 + 3] = res[r * 8 + 6] = 0  # columns whose levels all equal their offset: no signs there
+    res[8 + 1], res[3 * 8 + 7] = 2, 4  # residuals that cancel their offset: level 0, one sign
+    lv = with_offsets(res, off, 8)
+    assert sum(1 for v in res if v) < sum(1 for v in lv if v)
+    assert lv[8 + 1] == lv[3 * 8 + 7] == 0 and res[8 + 1] and res[3 * 8 + 7]
+    add("dense-column-offsets", "DENSE 6x8 with offset_mode 1: positive, negative and zero column offsets "
+        "(zigzag codes 0..14, escapes with raw bits in column_offsets); two columns whose residuals are all 0 "
+        "(their levels equal the offset, no sign bits), and levels 0 whose residual is not 0 (a sign bit each)",
+        ["5.5", "6.10", "6.5", "6.8", "7.1"],
+        [T("emb.weight", "float32", (6, 8), DENSE, levels=lv, qp=-16, offsets=off,
+           planes={"column_offsets": PlaneOptions(q=3, m=1), "dense_levels": PlaneOptions(q=2, m=1)})])
+    off = [-3, 1, 0, 2, -1, 4]
+    lv = with_offsets(orng.laplace_levels(5 * 6, 2), off, 6)
+    add("unified-all-dense-column-offsets", "UNIFIED 5x6 in 2x2 blocks, every block DENSE, with column "
+        "offsets: dense_offsets follows the (empty) unified_signs and covers every column",
+        ["5.6", "6.10"],
+        [T("all-dense", "float32", (5, 6), UNIFIED, levels=lv, block=(2, 2), kinds=[[K_DENSE] * 3 for _ in range(3)],
+           offsets=off, planes={"column_offsets": PlaneOptions(q=2), "dense_levels": PlaneOptions(q=2)})])
+    kinds = [[K_DENSE, K_UNIFIED, K_PRUNED, K_DENSE], [K_UNIFIED, K_DENSE, K_DENSE, K_PRUNED],
+             [K_PRUNED, K_DENSE, K_UNIFIED, K_DENSE]]
+    off = [2, -3, 1, -1, 4, -2, 5, -5]
+    lv = unified_levels(6, 8, 2, 2, kinds, orng)
+    dense_mask = [[kinds[r // 2][c // 2] == K_DENSE for c in range(8)] for r in range(6)]
+    lv = [v + off[k % 8] if dense_mask[k // 8][k % 8] else v for k, v in enumerate(lv)]
+    t = T("mixed", "float32", (6, 8), UNIFIED, levels=lv, block=(2, 2), kinds=kinds, qp=-24, offsets=off,
+          planes={"block_map": PlaneOptions(q=2), "unified_magnitudes": PlaneOptions(q=3),
+                  "column_offsets": PlaneOptions(q=3), "dense_levels": PlaneOptions(q=3, m=1)})
+    for kind in (K_UNIFIED, K_PRUNED):  # a decoder that added the offsets there would get another tensor
+        wrong = [v + off[k % 8] if kinds[k // 16][k % 8 // 2] == kind else v for k, v in enumerate(lv)]
+        assert t.expected(wrong)["sha256"] != t.expected()["sha256"]
+    add("unified-column-offsets-dense-blocks-only", "UNIFIED 6x8 in 2x2 blocks of all three kinds with non-zero "
+        "offsets in every column: the offsets apply to the elements of DENSE blocks only, never to UNIFIED or "
+        "PRUNED ones (adding them there gives another hash)",
+        ["5.6", "6.10", "7.1"], [t])
+    lv16 = with_offsets([v * 37 for v in orng.laplace_levels(4 * 6, 3)], [2049, -3001, 0, 1501, -777, 65], 6)
+    lvbf = unified_levels(4, 6, 2, 2, [[K_DENSE, K_UNIFIED, K_DENSE], [K_PRUNED, K_DENSE, K_DENSE]], orng, scale=4)
+    offbf = [257, -129, 3, -385, 511, -1]
+    lvbf = [v + offbf[k % 6] if [[0, 1, 0], [2, 0, 0]][k // 12][k % 6 // 2] == K_DENSE else v
+            for k, v in enumerate(lvbf)]
+    lv64 = with_offsets([1, -1, 0, 3, (1 << 20) + 1, -5], [(1 << 24) + 1, -7], 2)
+    add("column-offsets-output-types", "column offsets in float16 (DENSE; products that round to float16), "
+        "bfloat16 (UNIFIED with all three block kinds; rounding to bfloat16) and float64 (DENSE; levels beyond "
+        "2**24 whose binary32 conversion rounds)",
+        ["6.10", "7.1", "7.3"],
+        [T("f16", "float16", (4, 6), DENSE, levels=lv16, qp=-20, offsets=[2049, -3001, 0, 1501, -777, 65],
+           planes={"column_offsets": PlaneOptions(q=4, m=2), "dense_levels": PlaneOptions(q=4, m=2)}),
+         T("bf16", "bfloat16", (4, 6), UNIFIED, levels=lvbf, block=(2, 2), qp=-7, offsets=offbf,
+           kinds=[[K_DENSE, K_UNIFIED, K_DENSE], [K_PRUNED, K_DENSE, K_DENSE]],
+           planes={"block_map": PlaneOptions(q=2), "column_offsets": PlaneOptions(q=3),
+                   "dense_levels": PlaneOptions(q=3)}),
+         T("f64", "float64", (3, 2), DENSE, levels=lv64, qp=-57, density=3, offsets=[(1 << 24) + 1, -7],
+           planes=dl(q=0))])
+    # levels whose products round: float32(L) * step must use the level L, not float32(residual) * step +
+    # float32(offset) * step (the reference decoder takes its int64 path: |L| * 5 >= 2**24)
+    off = [(1 << 23) + 1, -(1 << 23) - 3, 5, -7, (1 << 22) + 3, 0]
+    res = [(-1 if orng.below(2) else 1) * ((1 << 23) + orng.below(1 << 20)) for _ in range(4 * 6)]
+    res[6 + 1] = (1 << 23) + 3  # cancels its offset: level 0
+    lv = with_offsets(res, off, 6)
+    t = T("big", "float32", (4, 6), DENSE, levels=lv, qp=-31, offsets=off,
+          planes={"column_offsets": PlaneOptions(q=2), "dense_levels": PlaneOptions(q=2, m=2)})
+    step = step_size(-31, 2)
+    assert float(step) == 1.25 * 2 ** -8 and (max(map(abs, res)) + max(map(abs, off))) * 5 >= 1 << 24
+    assert any(abs(v) > 1 << 24 and int(np.float32(v)) != v for v in lv) and lv[6 + 1] == 0
+    two = (np.array(res, dtype=np.float32) * step
+           + np.array(off * 4, dtype=np.float32) * step).astype(np.float32)
+    assert hashlib.sha256(two.astype("<f4").tobytes()).hexdigest() != t.expected()["sha256"]
+    add("column-offsets-large-levels", "DENSE 4x6 at qp -31 (step 1.25 * 2**-8) with residuals and offsets near "
+        "±2**23: levels up to about 2**24 + 2**20, whose products round (and whose binary32 conversion rounds "
+        "beyond 2**24); the value is float32(L) * step of the summed level L, which differs from "
+        "float32(residual) * step + float32(offset) * step",
+        ["6.10", "7.1"], [t])
+    top = (1 << 31) - 1
+    off = [(1 << 30) - 1, -(1 << 30)]
+    res = [1 << 30, -((1 << 30) - 1), -top, top, 0, 1]
+    lv = with_offsets(res, off, 2)
+    assert lv == [top, -top, -(1 << 30), (1 << 30) - 1, (1 << 30) - 1, -(1 << 30) + 1]
+    add("column-offsets-extremes", "the extreme offsets 2**30 - 1 and -2**30 (zigzag codes 2**31 - 2 and "
+        "2**31 - 1, the largest plane values); levels ±(2**31 - 1) reached through offsets; residual magnitudes "
+        "2**31 - 1 whose sign brings residual + offset back in range; a unified block of magnitude 2**31 - 1 in "
+        "columns with offsets ±1 (offsets do not apply to it)",
+        ["5.6", "6.4", "6.10", "7.1"],
+        [T("dense", "float32", (3, 2), DENSE, levels=lv, qp=-120, density=0, offsets=off,
+           planes={"column_offsets": PlaneOptions(q=0), "dense_levels": PlaneOptions(q=0)}),
+         T("unified", "float32", (2, 4), UNIFIED, levels=[top, -top, 5, -1, -top, top, 1, 2], block=(2, 2),
+           qp=-120, density=0, offsets=[1, -1, 3, -2],
+           planes={"block_map": PlaneOptions(q=2), "unified_magnitudes": PlaneOptions(q=0),
+                   "column_offsets": PlaneOptions(q=2), "dense_levels": PlaneOptions(q=2)})])
+    add("column-offsets-single-column", "offset_mode 1 with one column: a 5x1 matrix, a scalar (1x1), a 1x7 "
+        "vector whose residuals are all 0 (a one-symbol dense plane, no signs), and offset_mode 1 with every "
+        "offset 0 (a one-symbol column_offsets plane without words)",
+        ["5.5", "6.2", "6.10"],
+        [T("col", "float32", (5, 1), DENSE, levels=[-6, -4, -9, -6, 0], offsets=[-6],
+           planes={"column_offsets": PlaneOptions(q=4), "dense_levels": PlaneOptions(q=3)}),
+         T("scalar", "float32", (), DENSE, levels=[4], offsets=[9], qp=-10),
+         T("vector", "float32", (7,), DENSE, levels=[3, -1, 0, 12, -8, 1, 2], offsets=[3, -1, 0, 12, -8, 1, 2],
+           planes={"column_offsets": PlaneOptions(q=3, m=1)}),
+         T("zero-offsets", "float32", (2, 3), DENSE, levels=[1, 0, -2, 0, 3, 1], offsets=[0, 0, 0])])
+    off = [(c % 3) * 2 - 2 + (c // 6) * 9 for c in range(12)]
+    lv = with_offsets(orng.laplace_levels(4 * 12, 2), off, 12)
+    t = T("classes", "float32", (4, 12), DENSE, levels=lv, offsets=off,
+          planes={"column_offsets": PlaneOptions(q=2, m=1, row_classes=[1], row_class_count=2,
+                                                 col_classes=[c // 4 for c in range(12)]),
+                  "dense_levels": PlaneOptions(q=2, row_classes=[0, 1, 1, 0], col_classes=[c % 2 for c in range(12)])})
+    add("column-offsets-with-classes", "a column_offsets plane with classes: row_class_count 2 (its one row in "
+        "class 1, so context 0 is empty) and 3 column classes, 4 contexts with their own tables",
+        ["6.5", "6.5.1", "6.10"], [t])
+    # (offset_mode 1 with C = 0, a column_offsets plane of value_count 0, is valid too, but the reference
+    # decoder of a312b15 raises ValueError on it: not in the suite until that is fixed)
+    add("column-offsets-empty-matrix", "offset_mode 1 on matrices without rows: DENSE (0, 3) and UNIFIED (0, 5) "
+        "code a column_offsets plane of C values for no element",
+        ["5.5", "5.6", "6.5", "6.10"],
+        [T("rows0", "float32", (0, 3), DENSE, levels=[], offsets=[1, -2, 0]),
+         T("u0", "float32", (0, 5), UNIFIED, levels=[], block=(2, 2), offsets=[0, 1, 2, -1, -2])])
     return cases
+
+
+def with_offsets(residual_values: list[int], offsets: list[int], cols: int) -> list[int]:
+    """Levels (C order) of a matrix whose every element is dense: residual + its column's offset."""
+    return [v + offsets[k % cols] for k, v in enumerate(residual_values)]
 
 
 def random_table_tensor(name: str, seed: int, shortest: int, longest: int) -> T:
@@ -1609,6 +1774,33 @@ def invalid_cases() -> list[Case]:
     assert decoding_error(surplus, "unified_magnitudes") == "end check"
     add("unified-words-surplus", "two words 7 appended to the unified_magnitudes plane (extra 0): the first is "
         "read, the second is surplus", ["6.9.4"], one(surplus).bytes(), ("malformed", "unified_magnitudes.word_count"))
+    # §6.10 dense_offsets
+    offset = T("o", "float32", (3, 4), DENSE, levels=[1, -2, 4, 0, 3, -1, 4, 2, 2, 0, 4, -3], offsets=[2, -1, 4, 0],
+               planes={"column_offsets": PlaneOptions(q=2), "dense_levels": PlaneOptions(q=2)})
+    ow = one(offset)
+    add("offset-mode-2", "offset_mode 2 (reserved) in a DENSE payload", ["5.5", "6.10"],
+        patch(ow, "offset_mode", b"\x02"), ("malformed", "offset_mode"))
+    add("offset-mode-255", "offset_mode 255 (reserved) in a UNIFIED payload, after unified_signs", ["5.6", "6.10"],
+        one(unified(offset_mode=255)).bytes(), ("malformed", "offset_mode"))
+    add("column-offsets-value-count", "column_offsets.value_count 5 for a matrix of 4 columns", ["6.5", "6.10"],
+        patch(ow, "column_offsets.value_count", (5).to_bytes(4, "little")), ("malformed", "column_offsets.value_count"))
+    add("truncated-in-offset-mode", "the payload ends where offset_mode should be (after the quant_params)",
+        ["5.5", "6.10", "3.5"], cut_inside(ow, "offset_mode", keep=0), ("truncated", "offset_mode"))
+    add("truncated-in-column-offsets", "the payload ends inside column_offsets.words", ["6.5", "6.10", "3.5"],
+        cut_inside(ow, "column_offsets.words"), ("truncated", "column_offsets.word_count"))
+    top = (1 << 31) - 1
+    add("column-offsets-level-overflow", "a DENSE residual of 2**31 - 1 (the largest magnitude) in a column whose "
+        "offset is 1: the level 2**31 is out of range", ["6.10", "7.1"],
+        one(T("o", "float32", (2, 2), DENSE, levels=[top + 1, 0, 5, -1], offsets=[1, 0],
+              planes={"column_offsets": PlaneOptions(q=1), "dense_levels": PlaneOptions(q=0)})).bytes(),
+        ("malformed", "column_offsets"))
+    add("column-offsets-level-underflow", "a residual of -(2**31 - 1) in a DENSE block of a UNIFIED tensor, in a "
+        "column whose offset is -1: the level -2**31 is out of range", ["5.6", "6.10", "7.1"],
+        one(T("u", "float32", (2, 4), UNIFIED, levels=[3, -3, -top - 1, 2, 3, 3, 0, 1], block=(2, 2),
+              offsets=[0, 0, -1, 0],
+              planes={"block_map": PlaneOptions(q=2), "column_offsets": PlaneOptions(q=1),
+                      "dense_levels": PlaneOptions(q=0)})).bytes(),
+        ("malformed", "column_offsets"))
     return cases
 
 
@@ -1631,6 +1823,7 @@ def _kind3() -> T:
         _plane(w, t_, "block_map", [[0, 3]], None)
         _plane(w, t_, "unified_magnitudes", [[0, 0]], [[False, False]])
         _signs(w, t_, "unified_signs", [])
+        _offsets(w, t_, cols)
         _plane(w, t_, "dense_levels", [[abs(v) for v in row] for row in levels], None)
         _signs(w, t_, "dense_signs", [])
     return T("k3", "float32", (2, 4), UNIFIED, levels=[1, 2, 3, 4, 5, 6, 7, 8], block=(2, 2),
@@ -1645,6 +1838,7 @@ def _overflow() -> T:
         _plane(w, t_, "block_map", [[1]], None)
         _plane(w, t_, "unified_magnitudes", [[(1 << 31) - 1]], [[True]])
         _signs(w, t_, "unified_signs", [False] * 4)
+        _offsets(w, t_, cols)
         _plane(w, t_, "dense_levels", [[0, 0], [0, 0]], [[False, False], [False, False]])
         _signs(w, t_, "dense_signs", [])
     return T("ov", "float32", (2, 2), UNIFIED, levels=[0] * 4, block=(2, 2),
@@ -1761,8 +1955,11 @@ magnitude symbols follow the coding order (row class, then scan order; spec §6.
 `valid/*-dense-coding-order.nnu`, `valid/*-unified-coding-order.nnu`, and every other plane with
 contexts), and the end check asks only that every word was read and `point − lower < 2^33 − 1`
 (spec §6.9.4: the `words-*` and `end-check-*` streams of both folders; missing final words read
-as zeros, so some streams that 1.0 rejected are valid). Streams of version 1 are
-`unsupported_version`.
+as zeros, so some streams that 1.0 rejected are valid). It also adds syntax: `dense_offsets`
+(spec §6.10), an `offset_mode` byte before every `dense_levels` plane, optionally followed by
+per-column offsets that are added to the dense levels (`valid/*-column-offsets*.nnu` and the
+`offset-mode-*`, `column-offsets-*`, `truncated-in-offset-mode` and `truncated-in-column-offsets`
+invalid streams; every other stream has `offset_mode` 0). Streams of version 1 are `unsupported_version`.
 
 ## Checking a decoder
 
