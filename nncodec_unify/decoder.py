@@ -222,7 +222,7 @@ class _Levels:
 
     def values(self, step: np.float32, dtype: DType) -> np.ndarray:
         """§7.1: the reconstructed values, as a flat array of the output type."""
-        if self.offsets is None:
+        if self.offsets is None or self.magnitudes.size == 0:  # no offsets, or nothing to add them to
             return dequantize_magnitudes(self.magnitudes, self.negative, step, dtype)
         largest = (int(self.magnitudes.max(initial=0)) + int(np.abs(self.offsets).max(initial=0)))
         if largest * _odd_mantissa(step) < 1 << 24:
