@@ -19,8 +19,12 @@ import numpy as np
 import pytest
 
 import nncodec_unify as nu
-from nncodec_unify.conform import canonical_bytes
+import nncodec_unify.encoder as reference_encoder
+from nncodec_unify.conform import canonical_bytes, error_category
 from nncodec_unify.entropy import FrequencyTable
+from nncodec_unify.planes import encode_plane
+from nncodec_unify.quant import zigzag
+from nncodec_unify.syntax import write_level_plane, write_sign_section
 
 ROOT = Path(__file__).resolve().parent.parent
 TOOL = ROOT / "tools" / "independent_decoder.py"
@@ -87,7 +91,9 @@ def test_invalid_stream_is_rejected_with_the_expected_error(entry):
 
 def test_it_agrees_with_the_reference_decoder_on_encoder_output(monkeypatch):
     """Including planes with several contexts, unmasked (a dense tensor) and masked (the dense
-    blocks of a unified tensor), whose coding order (§6.5.1 step 3) differs from scan order."""
+    blocks of a unified tensor), whose coding order (§6.5.1 step 3) differs from scan order,
+    and column offsets (§6.10), which the encoder chooses for the large matrices with
+    per-column means, float32 and float16, coded DENSE and UNIFIED."""
     coded = []
     coding_order = ind.coding_order
 
@@ -98,6 +104,7 @@ def test_it_agrees_with_the_reference_decoder_on_encoder_output(monkeypatch):
         return order
 
     monkeypatch.setattr(ind, "coding_order", spy)
+    offset_modes = _record_offset_modes(monkeypatch)
     rng = np.random.default_rng(7)
     tensors = {
         "conv.weight": (rng.standard_normal((8, 4, 3, 3)) * 0.05).astype(np.float32),
@@ -118,17 +125,122 @@ def test_it_agrees_with_the_reference_decoder_on_encoder_output(monkeypatch):
     pruned[8:16, :32] = np.sign(pruned[8:16, :32]) * 0.125
     pruned[:, 96:] = 0
     tensors["pruned"] = pruned
-    dense_rule = nu.TensorRule("scaled", mode=nu.CodingMode.DENSE)
-    for config in (nu.EncoderConfig(qp=-40), nu.EncoderConfig(qp=-32, rules=(dense_rule,)),
+    # Columns centred on a few quantization steps (multiples of 2**-8, the step at qp -32):
+    # 512 x 160 is large enough for the encoder to weigh column offsets, and they pay.
+    centred = (rng.integers(-12, 13, size=(1, 160)) * 2.0**-8
+               + rng.standard_normal((512, 160)) * 2.0**-7).astype(np.float32)
+    tensors["centred"], tensors["centred16"] = centred, centred.astype(np.float16)
+    dense_rules = (nu.TensorRule("scaled", mode=nu.CodingMode.DENSE), nu.TensorRule("centred16", mode=nu.CodingMode.DENSE))
+    for config in (nu.EncoderConfig(qp=-40), nu.EncoderConfig(qp=-32, rules=dense_rules),
                    nu.EncoderConfig(qp=-24)):
         data = nu.encode(tensors, config=config)
+        offset_modes.clear()
         reference = nu.decode_tensors(data).tensors
         independent = ind.decode(data)
         assert [t.name for t in independent] == [t.name for t in reference]
         for r, i in zip(reference, independent, strict=True):
             assert (i.dtype, i.shape) == (r.dtype_name, r.array.shape)
             assert i.sha256 == hashlib.sha256(canonical_bytes(r.array, r.dtype_name)).hexdigest(), r.name
+        # offset_mode 1 was read for both centred matrices (the last tensors), 0 for the others
+        assert [mode for mode, _ in offset_modes[-2:]] == [1, 1], offset_modes
+        assert {mode for mode, _ in offset_modes[:-2]} == {0}, offset_modes
     assert {(True, True), (False, True)} <= set(coded)
+
+
+def _record_offset_modes(monkeypatch) -> list[tuple[int, int]]:
+    """(offset_mode byte, column count) for every dense_offsets (§6.10) the independent decoder reads."""
+    modes = []
+    read_dense_offsets = ind.read_dense_offsets
+
+    def spy(payload, cols, lim):
+        modes.append((payload.data[payload.pos] if payload.remaining else None, cols))
+        return read_dense_offsets(payload, cols, lim)
+
+    monkeypatch.setattr(ind, "read_dense_offsets", spy)
+    return modes
+
+
+def _force_offsets(monkeypatch, mode: int, offsets, residuals=None, trailing: bytes = b"") -> None:
+    """Make the reference encoder write ``offset_mode`` ``mode`` and, for mode 1, ``offsets``
+    before every dense_levels plane, masked or not; the dense planes then code the tensor's own
+    levels (or ``residuals``) as residuals, so the decoded levels are those plus the offsets.
+    ``trailing`` is written after dense_signs."""
+    def write(writer, matrix, mask, use_contexts):
+        writer.u8(mode)
+        if mode == 1:
+            write_level_plane(writer, encode_plane(zigzag(np.asarray(offsets, np.int64))[None, :], None,
+                                                   use_contexts=False))
+        values = np.asarray(matrix if residuals is None else residuals, np.int64)
+        write_level_plane(writer, encode_plane(np.abs(values), mask, use_contexts=use_contexts))
+        coded = values.ravel() if mask is None else values[mask]
+        write_sign_section(writer, coded[coded != 0] < 0)
+        writer.bytes(trailing)
+
+    monkeypatch.setattr(reference_encoder, "_write_dense_levels", write)
+
+
+def _both_decoders(data: bytes):
+    """The tensors' SHA-256 from both decoders, or both decoders' (category, element) of a rejection."""
+    try:
+        reference = [hashlib.sha256(canonical_bytes(r.array, r.dtype_name)).hexdigest()
+                     for r in nu.decode_tensors(data).tensors]
+    except nu.BitstreamError as exc:
+        reference = (error_category(exc), exc.element)
+    try:
+        independent = [t.sha256 for t in ind.decode(data)]
+    except ind.DecodeError as exc:
+        independent = (exc.category, exc.element)
+    return reference, independent
+
+
+def test_column_offsets_apply_to_the_dense_blocks_only(monkeypatch):
+    """§5.6, §6.10: in a unified tensor with pruned, unified and dense blocks the offsets are
+    added to the dense elements only (the reference encoder writes offsets only where every
+    block is dense, so they are forced here)."""
+    rng = np.random.default_rng(5)
+    matrix = np.round(rng.standard_normal((24, 20)) * 4).astype(np.float32)
+    matrix[:8] = 0                                    # pruned blocks
+    matrix[8:12, :12] = 3                             # unified blocks
+    matrix[12:16, 4:8] = -2
+    offsets = rng.integers(-6, 7, size=20)
+    offsets[0] = -(1 << 30)                           # the extremes of the zigzag codes
+    offsets[1] = (1 << 30) - 1
+    offset_modes = _record_offset_modes(monkeypatch)
+    _force_offsets(monkeypatch, 1, offsets)
+    config = nu.EncoderConfig(qp=0, block=(4, 4))
+    result = nu.encode_with_report({"mixed": matrix, "dense": matrix[8:]}, config=config)
+    assert [r.block_counts[:2] for r in result.reports] == [(10, 4), (0, 4)]  # pruned, unified
+    reference, independent = _both_decoders(result.data)
+    assert reference == independent
+    assert offset_modes == [(1, 20), (1, 20)]
+    levels = np.frombuffer(ind.decode(result.data)[0].data, "<f4").reshape(24, 20)
+    assert (levels[:8] == 0).all() and (levels[8:12, :12] == 3).all() and (levels[12:16, 4:8] == -2).all()
+    assert (levels[16:] == (matrix[16:].astype(np.int64) + offsets).astype(np.float32)).all()
+
+
+@pytest.mark.parametrize("mode, offsets, residuals, trailing, error", [
+    pytest.param(2, None, None, b"", ("malformed", "offset_mode"), id="mode-2"),
+    pytest.param(255, None, None, b"", ("malformed", "offset_mode"), id="mode-255"),
+    pytest.param(1, [(1 << 30) - 1, -(1 << 30), 0], [[1 << 30, 1 - (1 << 30), 7]], b"", None,
+                 id="levels-2**31-1-and-minus"),
+    pytest.param(1, [(1 << 30) - 1, 0, 0], [[(1 << 30) + 1, 0, 7]], b"", ("malformed", "column_offsets"),
+                 id="level-2**31"),
+    pytest.param(1, [0, -(1 << 30), 0], [[0, -(1 << 30), 7]], b"", ("malformed", "column_offsets"),
+                 id="level-minus-2**31"),
+    # checked right after dense_signs: before the payload's trailing bytes
+    pytest.param(1, [0, -(1 << 30), 0], [[0, -(1 << 30), 7]], b"\0", ("malformed", "column_offsets"),
+                 id="level-minus-2**31-then-trailing-byte"),
+    pytest.param(1, [0, 0, 0], [[0, -(1 << 30), 7]], b"\0", ("malformed", "tensor_payload"), id="trailing-byte"),
+])
+@pytest.mark.parametrize("coding_mode", [nu.CodingMode.DENSE, nu.CodingMode.UNIFIED])
+def test_dense_offsets_checks(monkeypatch, coding_mode, mode, offsets, residuals, trailing, error):
+    """§6.10: a reserved offset_mode, and a level (residual + offset) beyond ±(2**31 - 1)."""
+    _force_offsets(monkeypatch, mode, offsets, residuals, trailing)
+    config = nu.EncoderConfig(qp=0, rules=(nu.TensorRule("w", mode=coding_mode),))
+    w = np.array([[1, 2, 3]], np.float32)  # one dense block when UNIFIED: dense_levels unmasked
+    reference, independent = _both_decoders(nu.encode({"w": w}, config=config))
+    assert reference == independent
+    assert independent == error if error else isinstance(independent, list)
 
 
 def _scaled(rng, rows: int, cols: int) -> np.ndarray:
@@ -147,6 +259,18 @@ def test_coding_order_is_by_context_then_row_class_then_scan_order():
         [(0, 1), (0, 3), (2, 0), (2, 2)],  # context 2: row class 1, then row class 2
         [(2, 1), (2, 3)],
     ]
+
+
+def test_empty_and_one_row_grids_of_2_32_minus_1_are_never_listed():
+    """An empty matrix may be 0 x (2**32 - 1) or (2**32 - 1) x 0 (§6.2); its column_offsets plane
+    (§6.10) then has 2**32 - 1 positions, and a wrong value_count is rejected at once."""
+    huge = (1 << 32) - 1
+    assert list(ind.scan(huge, 0)) == list(ind.scan(0, huge)) == []
+    assert len(ind.scan(1, huge)) == huge
+    window = ind.Window((5).to_bytes(4, "little"), 0, 4)
+    with pytest.raises(ind.DecodeError) as caught:
+        ind.level_plane(window, "column_offsets", 1, huge, ind.scan(1, huge), ind.DEFAULT_LIMITS)
+    assert (caught.value.category, caught.value.element) == ("malformed", "column_offsets.value_count")
 
 
 @pytest.mark.parametrize("minor", [0, 1, 255])

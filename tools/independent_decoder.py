@@ -326,20 +326,53 @@ def read_raw_payload(payload: Window, header: dict, item_size: int) -> bytes:
     return raw
 
 
-def scan(rows: int, cols: int, keep=None) -> list[tuple[int, int]]:
+class Grid:
+    """Every position of a rows x cols grid in scan order (§2), as a sequence that is never built
+    as a list: the column_offsets plane of an empty matrix (0 x 2**32 - 1) has 2**32 - 1
+    positions, and a stream that gives it another value_count is rejected without listing them."""
+
+    def __init__(self, rows: int, cols: int):
+        self.rows, self.cols = rows, cols
+
+    def __len__(self) -> int:
+        return self.rows * self.cols
+
+    def __iter__(self):
+        if self.rows == 0 or self.cols == 0:  # without looping over the other side
+            return iter(())
+        return ((i, j) for i in range(self.rows) for j in range(self.cols))
+
+
+def scan(rows: int, cols: int, keep=None) -> Grid | list[tuple[int, int]]:
     """The positions of a rows x cols grid in scan order (§2), optionally only those ``keep``s.
 
     An empty grid yields nothing without looping over its other side, which may be 2**32 - 1.
     """
+    if keep is None:
+        return Grid(rows, cols)
     if rows == 0 or cols == 0:
         return []
-    return [(i, j) for i in range(rows) for j in range(cols) if keep is None or keep(i, j)]
+    return [(i, j) for i in range(rows) for j in range(cols) if keep(i, j)]
 
 
 def read_dense_payload(payload: Window, rows: int, cols: int, lim: dict) -> list[int]:
     """§5.5: levels of the matrix in row-major order."""
-    magnitudes = level_plane(payload, "dense_levels", rows, cols, scan(rows, cols), lim)
-    return apply_signs(payload, "dense_signs", magnitudes)
+    return read_dense_levels(payload, rows, cols, scan(rows, cols), lim)
+
+
+def read_dense_levels(payload: Window, rows: int, cols: int, positions: Grid | list[tuple[int, int]],
+                      lim: dict) -> list[int]:
+    """dense_offsets, dense_levels, dense_signs (§5.5, §5.6, §6.10): the levels of the dense
+    ``positions`` (in scan order), each its residual plus its column's offset."""
+    offsets = read_dense_offsets(payload, cols, lim)
+    magnitudes = level_plane(payload, "dense_levels", rows, cols, positions, lim)
+    residuals = apply_signs(payload, "dense_signs", magnitudes)
+    if offsets is None:
+        return residuals  # magnitudes are below 2**31 (§6.4): no level to check
+    levels = [residual + offsets[j] for (_, j), residual in zip(positions, residuals, strict=True)]
+    if any(abs(level) > (1 << 31) - 1 for level in levels):  # §6.10, checked after dense_signs
+        raise malformed("column_offsets", "a residual plus its column offset lies beyond ±(2**31 - 1)")
+    return levels
 
 
 def apply_signs(payload: Window, section: str, magnitudes: list[int]) -> list[int]:
@@ -382,10 +415,32 @@ def read_unified_payload(payload: Window, rows: int, cols: int, lim: dict) -> li
         m = block_magnitude[(r // block_rows, c // block_cols)]
         levels[r * cols + c] = -m if neg else m
     dense_elements = scan(rows, cols, lambda r, c: kind_of(r, c) == KIND_DENSE)
-    dense = level_plane(payload, "dense_levels", rows, cols, dense_elements, lim)
-    for (r, c), level in zip(dense_elements, apply_signs(payload, "dense_signs", dense), strict=True):
+    dense = read_dense_levels(payload, rows, cols, dense_elements, lim)  # offsets: dense blocks only
+    for (r, c), level in zip(dense_elements, dense, strict=True):
         levels[r * cols + c] = level
     return levels
+
+
+# ---------------------------------------------------------------------------------------------
+# §6.10 dense_offsets
+
+OFFSET_NONE, OFFSET_COLUMN = 0, 1
+
+
+def read_dense_offsets(payload: Window, cols: int, lim: dict) -> list[int] | None:
+    """§6.10: the offset of every matrix column, or None for offset_mode 0 (every offset 0)."""
+    mode = payload.u8("offset_mode")
+    if mode > OFFSET_COLUMN:
+        raise malformed("offset_mode", f"reserved value {mode}")
+    if mode == OFFSET_NONE:
+        return None
+    codes = level_plane(payload, "column_offsets", 1, cols, scan(1, cols), lim)
+    return [unzigzag(v) for v in codes]
+
+
+def unzigzag(v: int) -> int:
+    """An even code v stands for v / 2, an odd one for -(v + 1) / 2: 0, 1, 2, 3 -> 0, -1, 1, -2."""
+    return v // 2 if v % 2 == 0 else -(v + 1) // 2
 
 
 # ---------------------------------------------------------------------------------------------
@@ -548,7 +603,7 @@ class RangeDecoder:
 # §6.5 level_plane, §6.7 raw bits
 
 
-def level_plane(payload: Window, plane: str, rows: int, cols: int, positions: list[tuple[int, int]],
+def level_plane(payload: Window, plane: str, rows: int, cols: int, positions: Grid | list[tuple[int, int]],
                 lim: dict) -> list[int]:
     """§6.5: the values of the plane's masked ``positions`` (given in scan order)."""
     value_count = payload.u32(f"{plane}.value_count")
@@ -616,7 +671,7 @@ def level_plane(payload: Window, plane: str, rows: int, cols: int, positions: li
     return values
 
 
-def coding_order(positions: list[tuple[int, int]], row_class: list[int], col_class: list[int],
+def coding_order(positions: Grid | list[tuple[int, int]], row_class: list[int], col_class: list[int],
                  context_count: int) -> list[list[int]]:
     """§6.5.1 step 3: for each context ``c``, the indices into ``positions`` (the masked positions
     in scan order) of the positions with context ``c``, in coding order: by row class ascending,
