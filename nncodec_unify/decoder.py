@@ -268,7 +268,7 @@ def _signs_of_nonzero(magnitudes: np.ndarray, reader: ByteReader, element: str) 
     return negative
 
 
-def _read_offsets(reader: ByteReader, cols: int, limits: Limits) -> np.ndarray | None:
+def _read_offsets(reader: ByteReader, rows: int, cols: int, limits: Limits) -> np.ndarray | None:
     """§6.10 offset_mode and, for OffsetMode.COLUMN, the column_offsets plane: one offset per
     matrix column (int64), or None."""
     at = reader.offset
@@ -277,6 +277,8 @@ def _read_offsets(reader: ByteReader, cols: int, limits: Limits) -> np.ndarray |
         return None
     if mode != OffsetMode.COLUMN:
         raise BitstreamError(f"offset_mode {mode} is reserved (0, 1 allowed)", element="offset_mode", offset=at)
+    if rows == 0:  # the limits bound rows x cols, not the columns of a matrix without rows
+        raise BitstreamError("column offsets for a matrix without rows", element="offset_mode", offset=at)
     return unzigzag(decode_plane(reader, 1, cols, None, cols, limits, "column_offsets"))
 
 
@@ -284,7 +286,7 @@ def _read_dense_levels(reader: ByteReader, rows: int, cols: int, mask: np.ndarra
                        limits: Limits) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """offset_mode, column_offsets, dense_levels, dense_signs (§5.5, §5.6): the masked
     positions' magnitudes and sign flags in scan order, and the column offsets or None."""
-    offsets = _read_offsets(reader, cols, limits)
+    offsets = _read_offsets(reader, rows, cols, limits)
     count = rows * cols if mask is None else int(np.count_nonzero(mask))
     magnitudes = decode_plane(reader, rows, cols, mask, count, limits, "dense_levels")
     return magnitudes, _signs_of_nonzero(magnitudes, reader, "dense_signs"), offsets
