@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tracemalloc
 import zlib
 
 import numpy as np
@@ -13,8 +14,10 @@ from nncodec_unify.bitio import ByteWriter
 from nncodec_unify.format import MAGIC, CodingMode, DType, UnitType
 from nncodec_unify.syntax import (
     ModelHeader,
+    QuantParams,
     TensorHeader,
     write_model_header,
+    write_quant_params,
     write_tensor_header,
     write_unit,
 )
@@ -168,3 +171,26 @@ def test_crc_covers_header_and_payload(stream):
     # the first unit starts at byte 12: type, flags, u32 length, payload, u32 crc
     length = int.from_bytes(stream[14:18], "little")
     assert int.from_bytes(stream[18 + length:22 + length], "little") == zlib.crc32(stream[12:18 + length])
+
+
+def test_column_offsets_for_a_matrix_without_rows_are_rejected_before_any_allocation():
+    """§6.10: a 0 x (2**32 - 1) matrix has no elements for the limits to bound, so it may not
+    declare a plane of 2**32 - 1 column offsets."""
+    writer = ByteWriter()
+    write_tensor_header(writer, TensorHeader("empty", DType.FLOAT32, (0, 2**32 - 1), CodingMode.DENSE))
+    write_quant_params(writer, QuantParams(-32, 2))
+    writer.u8(1)  # offset_mode: column offsets
+    writer.u32(2**32 - 1)  # column_offsets.value_count, then a constant plane: no words
+    writer.bytes(bytes([0, 0, 1, 1]))
+    writer.u16(1)
+    writer.u32(0)
+    writer.u32(0)
+    units = [(UnitType.MODEL_HEADER, _model_header(1), False), (UnitType.TENSOR, writer.getvalue(), False)]
+    tracemalloc.start()
+    try:
+        with pytest.raises(BitstreamError) as info:
+            nu.decode(_stream_of(units))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert info.value.element == "offset_mode" and peak < 1 << 20
