@@ -1364,13 +1364,20 @@ def valid_cases() -> list[Case]:
     add("column-offsets-with-classes", "a column_offsets plane with classes: row_class_count 2 (its one row in "
         "class 1, so context 0 is empty) and 3 column classes, 4 contexts with their own tables",
         ["6.5", "6.5.1", "6.10"], [t])
-    # (offset_mode 1 with C = 0, a column_offsets plane of value_count 0, is valid too, but the reference
-    # decoder of a312b15 raises ValueError on it: not in the suite until that is fixed)
-    add("column-offsets-empty-matrix", "offset_mode 1 on matrices without rows: DENSE (0, 3) and UNIFIED (0, 5) "
-        "code a column_offsets plane of C values for no element",
-        ["5.5", "5.6", "6.5", "6.10"],
-        [T("rows0", "float32", (0, 3), DENSE, levels=[], offsets=[1, -2, 0]),
-         T("u0", "float32", (0, 5), UNIFIED, levels=[], block=(2, 2), offsets=[0, 1, 2, -1, -2])])
+    # (offset_mode 1 on a matrix without rows is malformed since 1705cfe: invalid/*-column-offsets-no-rows-*)
+    # C = 0 with rows (§6.10): offset_mode 1 with a column_offsets plane of value_count 0 (the reference
+    # decoder of a312b15 raised ValueError here; fixed in dd1c0a5)
+    add("column-offsets-no-columns", "offset_mode 1 on matrices with rows but no columns (C = 0): DENSE (4, 0), "
+        "(0,) (1 x 0), bfloat16 (2, 0, 3) and float16 (4294967295, 0), UNIFIED (0,) and float64 (3, 0) in 2x2 "
+        "blocks; each column_offsets plane is just value_count 0, and a DENSE 2x3 with offsets follows them",
+        ["5.5", "5.6", "6.2", "6.5", "6.10"],
+        [T("d40", "float32", (4, 0), DENSE, levels=[], offsets=[]),
+         T("d0", "float32", (0,), DENSE, levels=[], offsets=[]),
+         T("d203", "bfloat16", (2, 0, 3), DENSE, levels=[], offsets=[]),
+         T("dmax", "float16", (0xFFFFFFFF, 0), DENSE, levels=[], offsets=[]),
+         T("u0", "float32", (0,), UNIFIED, levels=[], block=(2, 2), offsets=[]),
+         T("u30", "float64", (3, 0), UNIFIED, levels=[], block=(2, 2), offsets=[]),
+         T("after", "float32", (2, 3), DENSE, levels=[4, -1, 0, 6, 2, -3], offsets=[5, 0, -2])])
     return cases
 
 
@@ -1801,6 +1808,27 @@ def invalid_cases() -> list[Case]:
               planes={"block_map": PlaneOptions(q=2), "column_offsets": PlaneOptions(q=1),
                       "dense_levels": PlaneOptions(q=0)})).bytes(),
         ("malformed", "column_offsets"))
+    # §6.10: offset_mode 1 is malformed for a matrix without rows (checked before column_offsets is read)
+    add("column-offsets-no-rows-dense", "offset_mode 1 on a DENSE (0, 3) matrix, followed by a well-formed "
+        "column_offsets plane of 3 values", ["5.5", "6.10"],
+        one(T("rows0", "float32", (0, 3), DENSE, levels=[], offsets=[1, -2, 0])).bytes(), ("malformed", "offset_mode"))
+    add("column-offsets-no-rows-unified", "offset_mode 1 on a UNIFIED (0, 5) matrix in 2x2 blocks (after the empty "
+        "block_map, unified_magnitudes and unified_signs), followed by a column_offsets plane of 5 values",
+        ["5.6", "6.10"],
+        one(T("u0", "float32", (0, 5), UNIFIED, levels=[], block=(2, 2), offsets=[0, 1, 2, -1, -2])).bytes(),
+        ("malformed", "offset_mode"))
+    add("column-offsets-no-rows-no-columns", "offset_mode 1 on a DENSE (0, 0) matrix with a column_offsets plane of "
+        "value_count 0: no rows, so malformed even though C = 0", ["5.5", "6.10"],
+        one(T("e", "float32", (0, 0), DENSE, levels=[], offsets=[])).bytes(), ("malformed", "offset_mode"))
+    huge = one(T("wide", "float32", (0, 3), DENSE, levels=[], offsets=[0, 0, 0]))
+    data = bytearray(huge.bytes())
+    for element, occurrence in (("dims", 1), ("column_offsets.value_count", 0)):
+        f = huge.find(element, occurrence)
+        data[f.offset:f.offset + 4] = (0xFFFFFFFF).to_bytes(4, "little")
+    add("column-offsets-no-rows-huge", "offset_mode 1 on a DENSE (0, 4294967295) matrix with a constant "
+        "column_offsets plane of value_count 4294967295 (a one-symbol table, no words): no limit bounds the "
+        "columns of a matrix without rows, so offset_mode is rejected before the plane is read",
+        ["5.5", "6.10", "8"], refresh_crcs(huge, bytes(data)), ("malformed", "offset_mode"))
     return cases
 
 
