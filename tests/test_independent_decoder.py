@@ -152,9 +152,9 @@ def _record_offset_modes(monkeypatch) -> list[tuple[int, int]]:
     modes = []
     read_dense_offsets = ind.read_dense_offsets
 
-    def spy(payload, cols, lim):
+    def spy(payload, rows, cols, lim):
         modes.append((payload.data[payload.pos] if payload.remaining else None, cols))
-        return read_dense_offsets(payload, cols, lim)
+        return read_dense_offsets(payload, rows, cols, lim)
 
     monkeypatch.setattr(ind, "read_dense_offsets", spy)
     return modes

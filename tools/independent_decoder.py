@@ -364,7 +364,7 @@ def read_dense_levels(payload: Window, rows: int, cols: int, positions: Grid | l
                       lim: dict) -> list[int]:
     """dense_offsets, dense_levels, dense_signs (§5.5, §5.6, §6.10): the levels of the dense
     ``positions`` (in scan order), each its residual plus its column's offset."""
-    offsets = read_dense_offsets(payload, cols, lim)
+    offsets = read_dense_offsets(payload, rows, cols, lim)
     magnitudes = level_plane(payload, "dense_levels", rows, cols, positions, lim)
     residuals = apply_signs(payload, "dense_signs", magnitudes)
     if offsets is None:
@@ -427,13 +427,15 @@ def read_unified_payload(payload: Window, rows: int, cols: int, lim: dict) -> li
 OFFSET_NONE, OFFSET_COLUMN = 0, 1
 
 
-def read_dense_offsets(payload: Window, cols: int, lim: dict) -> list[int] | None:
+def read_dense_offsets(payload: Window, rows: int, cols: int, lim: dict) -> list[int] | None:
     """§6.10: the offset of every matrix column, or None for offset_mode 0 (every offset 0)."""
     mode = payload.u8("offset_mode")
     if mode > OFFSET_COLUMN:
         raise malformed("offset_mode", f"reserved value {mode}")
     if mode == OFFSET_NONE:
         return None
+    if rows == 0:
+        raise malformed("offset_mode", "column offsets for a matrix without rows")
     codes = level_plane(payload, "column_offsets", 1, cols, scan(1, cols), lim)
     return [unzigzag(v) for v in codes]
 
