@@ -39,16 +39,30 @@ def block_kinds(magnitudes: np.ndarray, block_rows: int, block_cols: int) -> np.
     rows, cols = magnitudes.shape
     if rows == 0 or cols == 0:
         return np.zeros(grid_shape(rows, cols, block_rows, block_cols), dtype=np.uint8)
-    row_starts = np.arange(0, rows, block_rows)
-    col_starts = np.arange(0, cols, block_cols)
-    # reduceat reduces each run between starts, so partial edge blocks need no padding
-    # reduce along the contiguous axis first: it is the cheap pass over the whole matrix
-    largest = np.maximum.reduceat(np.maximum.reduceat(magnitudes, col_starts, axis=1), row_starts, axis=0)
-    smallest = np.minimum.reduceat(np.minimum.reduceat(magnitudes, col_starts, axis=1), row_starts, axis=0)
+    largest = _block_reduce(np.maximum, magnitudes, block_rows, block_cols)
+    smallest = _block_reduce(np.minimum, magnitudes, block_rows, block_cols)
     kinds = np.full(largest.shape, BlockKind.DENSE, dtype=np.uint8)
     kinds[largest == smallest] = BlockKind.UNIFIED
     kinds[largest == 0] = BlockKind.PRUNED
     return kinds
+
+
+def _block_reduce(combine: np.ufunc, matrix: np.ndarray, block_rows: int, block_cols: int) -> np.ndarray:
+    """``combine`` (maximum or minimum) over each block, partial edge blocks included.
+
+    Combines the strided slices ``matrix[:, k::block_cols]`` (the k-th column of every block)
+    rather than reducing block by block: a handful of whole-array operations.
+    """
+    reduced = _reduce_axis1(combine, matrix, block_cols)
+    return _reduce_axis1(combine, reduced.T, block_rows).T
+
+
+def _reduce_axis1(combine: np.ufunc, matrix: np.ndarray, width: int) -> np.ndarray:
+    result = matrix[:, 0::width].copy()  # every block has its first column
+    for k in range(1, min(width, matrix.shape[1])):
+        part = matrix[:, k::width]  # one column shorter when the last block is partial
+        combine(result[:, :part.shape[1]], part, out=result[:, :part.shape[1]])
+    return result
 
 
 def expand_blocks(grid: np.ndarray, block_rows: int, block_cols: int, rows: int, cols: int) -> np.ndarray:

@@ -98,9 +98,15 @@ def choose_binarization(distinct_values: np.ndarray, counts: np.ndarray) -> tupl
     return best
 
 
+_HISTOGRAM_SAMPLE = 1 << 20  # values the binarization choice looks at
+
+
 def _value_histogram(values: np.ndarray, largest: int) -> tuple[np.ndarray, np.ndarray]:
-    """Distinct values and their counts. Huge values are rounded down to 3 significant bits,
-    which keeps their exponent: all the binarization choice depends on."""
+    """Distinct values and their counts in a regular sample of ``values`` that includes the
+    largest one. Huge values are rounded down to 3 significant bits, which keeps their
+    exponent: all the binarization choice depends on."""
+    if values.size > _HISTOGRAM_SAMPLE:
+        values = np.append(values[::values.size // _HISTOGRAM_SAMPLE], largest)
     if largest < (1 << 20):
         histogram = np.bincount(values, minlength=largest + 1)
         distinct = np.flatnonzero(histogram)
