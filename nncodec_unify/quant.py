@@ -92,7 +92,9 @@ def dequantize(levels: np.ndarray, step: np.float32, dtype: DType) -> np.ndarray
     multiply-add), then rounded to float16 or bfloat16, or widened to float64. bfloat16 is
     returned widened exactly to float32 (numpy has no bfloat16 type).
     """
-    with np.errstate(over="ignore"):
+    # §7.1: underflow to subnormals or zero and overflow to infinity are defined results, so
+    # they must not raise under a caller's np.seterr(all="raise")
+    with np.errstate(over="ignore", under="ignore"):
         values = np.multiply(levels.astype(np.float32), np.float32(step), dtype=np.float32)
         if dtype == DType.FLOAT32:
             return values
