@@ -27,7 +27,7 @@ from .format import (
     UnitType,
 )
 from .planes import decode_plane
-from .quant import MAX_LEVEL, dequantize, dequantize_magnitudes, round_to_bfloat16, step_size, unzigzag
+from .quant import MAX_LEVEL, dequantize, dequantize_magnitudes, step_size, to_output_type, unzigzag
 from .syntax import (
     FileHeader,
     TensorHeader,
@@ -232,7 +232,7 @@ class _Levels:
             shifts = (self.offsets.astype(np.float32) * np.float32(step))[None, :]
             matrix = values.reshape(-1, self.offsets.size)
             matrix += shifts if self.offset_mask is None else np.where(self.offset_mask, shifts, np.float32(0))
-            return values if dtype == DType.FLOAT32 else _narrow(values, dtype)
+            return to_output_type(values, dtype)
         magnitudes = self.magnitudes.astype(np.int64).reshape(-1, max(self.offsets.size, 1))
         levels = np.where(self.negative.reshape(magnitudes.shape) != 0, -magnitudes, magnitudes)
         levels += self.offsets[None, :] if self.offset_mask is None else np.where(self.offset_mask, self.offsets, 0)
@@ -246,16 +246,6 @@ def _odd_mantissa(step: np.float32) -> int:
     """The odd integer M with step = M * 2**e: float32(k) * step is exact when |k| * M < 2**24."""
     numerator, _ = float(step).as_integer_ratio()
     return numerator >> ((numerator & -numerator).bit_length() - 1)
-
-
-def _narrow(values: np.ndarray, dtype: DType) -> np.ndarray:
-    """float32 values in the output type (the same rounding as :func:`dequantize`)."""
-    with np.errstate(over="ignore", under="ignore"):
-        if dtype == DType.FLOAT16:
-            return values.astype(np.float16)
-        if dtype == DType.FLOAT64:
-            return values.astype(np.float64)
-        return round_to_bfloat16(values)
 
 
 def _signs_of_nonzero(magnitudes: np.ndarray, reader: ByteReader, element: str) -> np.ndarray:

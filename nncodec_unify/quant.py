@@ -92,19 +92,9 @@ def dequantize(levels: np.ndarray, step: np.float32, dtype: DType) -> np.ndarray
     multiply-add), then rounded to float16 or bfloat16, or widened to float64. bfloat16 is
     returned widened exactly to float32 (numpy has no bfloat16 type).
     """
-    # §7.1: underflow to subnormals or zero and overflow to infinity are defined results, so
-    # they must not raise under a caller's np.seterr(all="raise")
-    with np.errstate(over="ignore", under="ignore"):
+    with np.errstate(over="ignore", under="ignore"):  # see to_output_type
         values = np.multiply(levels.astype(np.float32), np.float32(step), dtype=np.float32)
-        if dtype == DType.FLOAT32:
-            return values
-        if dtype == DType.FLOAT16:
-            return values.astype(np.float16)
-        if dtype == DType.FLOAT64:
-            return values.astype(np.float64)
-        if dtype == DType.BFLOAT16:
-            return round_to_bfloat16(values)
-    raise ValueError(f"dtype {dtype!r} is not a float type")
+    return to_output_type(values, dtype)
 
 
 def dequantize_magnitudes(magnitudes: np.ndarray, negative: np.ndarray, step: np.float32, dtype: DType) -> np.ndarray:
@@ -115,13 +105,20 @@ def dequantize_magnitudes(magnitudes: np.ndarray, negative: np.ndarray, step: np
     the magnitude takes the level's sign by setting its sign bit: one pass instead of a
     negation and a product. Zero magnitudes must not be marked negative (no level is -0).
     """
-    # §7.1: underflow to subnormals or zero and overflow to infinity are defined results, so
-    # they must not raise under a caller's np.seterr(all="raise")
-    with np.errstate(over="ignore", under="ignore"):
+    with np.errstate(over="ignore", under="ignore"):  # see to_output_type
         values = np.multiply(magnitudes, np.float32(step), dtype=np.float32)
-        # the sign bit is the top bit of a float32's most significant byte
-        top_byte = values.reshape(-1).view(np.uint8)[_FLOAT32_TOP_BYTE::4]
-        top_byte |= np.left_shift(negative.reshape(-1), 7, dtype=np.uint8)
+    # the sign bit is the top bit of a float32's most significant byte
+    top_byte = values.reshape(-1).view(np.uint8)[_FLOAT32_TOP_BYTE::4]
+    top_byte |= np.left_shift(negative.reshape(-1), 7, dtype=np.uint8)
+    return to_output_type(values, dtype)
+
+
+def to_output_type(values: np.ndarray, dtype: DType) -> np.ndarray:
+    """float32 reconstructions in the tensor's float type (§7.1): float32 as they are, float16
+    and bfloat16 rounded to nearest even (bfloat16 returned widened to float32), float64
+    widened. Underflow to subnormals or zero and overflow to infinity are defined results, so
+    they must not raise under a caller's ``np.seterr(all="raise")``."""
+    with np.errstate(over="ignore", under="ignore"):
         if dtype == DType.FLOAT32:
             return values
         if dtype == DType.FLOAT16:
