@@ -46,7 +46,9 @@ class EncoderConfig:
     """Options of :func:`nncodec_unify.encode`.
 
     Defaults: float tensors with >= 2 dims are coded UNIFIED at ``qp`` in ``block`` blocks;
-    1-D and 0-dim float tensors DENSE at the finer ``vector_qp``; integer and bool tensors RAW.
+    1-D and 0-dim float tensors DENSE at the finer ``vector_qp``. Integer tensors take the same
+    modes losslessly (step 1, any ``qp`` ignored) and fall back to RAW when that is smaller or
+    their values exceed 31 bits; bool tensors are RAW.
     A float tensor that cannot be quantized (nan/inf, levels out of range) falls back to RAW
     unless a rule asked for its mode explicitly, which is then an :class:`EncodeError`.
     ``use_contexts=False`` codes every plane with one context and no column offsets: faster
@@ -86,7 +88,7 @@ class EncoderConfig:
     def coding_for(self, name: str, dtype: DType, ndim: int) -> TensorCoding:
         """Resolve the coding of tensor ``name`` from the defaults and the matching rules."""
         is_float = dtype in FLOAT_DTYPES
-        if not is_float:
+        if dtype == DType.BOOL:
             mode = CodingMode.RAW
         elif ndim >= 2:
             mode = CodingMode.UNIFIED
@@ -103,8 +105,10 @@ class EncoderConfig:
                 qp = rule.qp
             if rule.block is not None:
                 block = rule.block
-        if not is_float and mode != CodingMode.RAW:
-            mode, explicit = CodingMode.RAW, False  # integers are only ever coded losslessly
+        if dtype == DType.BOOL and mode != CodingMode.RAW:
+            mode, explicit = CodingMode.RAW, False  # bool has no coded mode
+        if not is_float:
+            qp = 0  # integers are coded losslessly: step 1 (§6.1)
         return TensorCoding(mode, qp, self.qp_density, block, explicit)
 
 

@@ -19,6 +19,7 @@ from .format import (
     DTYPE_ITEMSIZE,
     DTYPE_NAMES,
     DTYPE_NUMPY,
+    FLOAT_DTYPES,
     BlockKind,
     CodingMode,
     DType,
@@ -187,13 +188,21 @@ def decode_tensor_payload(reader: ByteReader, header: TensorHeader, limits: Limi
     if header.coding_mode == CodingMode.RAW:
         array = _raw_array(read_raw_payload(reader, header), header)
     else:
+        at = reader.offset
         params = read_quant_params(reader)
+        integer = header.dtype not in FLOAT_DTYPES
+        if integer and params.qp != 0:
+            raise BitstreamError(f"qp {params.qp} for dtype {DTYPE_NAMES[header.dtype]}: integers are coded "
+                                 "with step 1 (qp 0)", element="qp", offset=at)
         rows, cols = matrix_shape(header.shape)
         if header.coding_mode == CodingMode.DENSE:
             levels = _read_dense(reader, rows, cols, limits)
         else:
             levels = _read_unified(reader, rows, cols, limits)
-        array = levels.values(step_size(params.qp, params.qp_density), header.dtype).reshape(header.shape)
+        if integer:
+            array = levels.integers(header.dtype).reshape(header.shape)
+        else:
+            array = levels.values(step_size(params.qp, params.qp_density), header.dtype).reshape(header.shape)
     return DecodedTensor(header.name, header.dtype, array, header.coding_mode)
 
 
@@ -233,13 +242,29 @@ class _Levels:
             matrix = values.reshape(-1, self.offsets.size)
             matrix += shifts if self.offset_mask is None else np.where(self.offset_mask, shifts, np.float32(0))
             return to_output_type(values, dtype)
-        magnitudes = self.magnitudes.astype(np.int64).reshape(-1, max(self.offsets.size, 1))
-        levels = np.where(self.negative.reshape(magnitudes.shape) != 0, -magnitudes, magnitudes)
-        levels += self.offsets[None, :] if self.offset_mask is None else np.where(self.offset_mask, self.offsets, 0)
-        if levels.size and int(np.abs(levels).max()) > MAX_LEVEL:
-            raise BitstreamError(f"a level plus its column offset exceeds {MAX_LEVEL} in magnitude",
-                                 element="column_offsets")
-        return dequantize(levels.astype(np.int32).ravel(), step, dtype)
+        return dequantize(self._signed(), step, dtype)
+
+    def integers(self, dtype: DType) -> np.ndarray:
+        """§7.1.1: the levels themselves, as a flat array of the integer ``dtype``."""
+        levels = self._signed()
+        info = np.iinfo(DTYPE_NUMPY[dtype])
+        if levels.size and (int(levels.min()) < info.min or int(levels.max()) > info.max):
+            raise BitstreamError(f"a level is outside the range of {DTYPE_NAMES[dtype]} "
+                                 f"({info.min}..{info.max})", element="levels")
+        return levels.astype(DTYPE_NUMPY[dtype])
+
+    def _signed(self) -> np.ndarray:
+        """The flat int32 levels: signed magnitudes plus column offsets, checked to stay
+        within ±(2**31 - 1) (§6.10)."""
+        magnitudes = self.magnitudes.astype(np.int64)
+        levels = np.where(self.negative != 0, -magnitudes, magnitudes)
+        if self.offsets is not None and self.offsets.size and levels.size:
+            levels = levels.reshape(-1, self.offsets.size)
+            levels += self.offsets[None, :] if self.offset_mask is None else np.where(self.offset_mask, self.offsets, 0)
+            if int(np.abs(levels).max()) > MAX_LEVEL:
+                raise BitstreamError(f"a level plus its column offset exceeds {MAX_LEVEL} in magnitude",
+                                     element="column_offsets")
+        return levels.astype(np.int32).ravel()
 
 
 def _odd_mantissa(step: np.float32) -> int:

@@ -19,7 +19,7 @@ from .blocks import block_kinds, expand_blocks, grid_shape, matrix_shape
 from .classes import entropy_bits
 from .config import EncoderConfig, TensorCoding
 from .errors import EncodeError
-from .format import DEFAULT_LIMITS, DTYPE_ITEMSIZE, BlockKind, CodingMode, DType, OffsetMode, UnitType
+from .format import DEFAULT_LIMITS, DTYPE_ITEMSIZE, FLOAT_DTYPES, BlockKind, CodingMode, DType, OffsetMode, UnitType
 from .planes import encode_plane
 from .quant import MAX_LEVEL, dequantize, quantize, step_size, zigzag
 from .syntax import (
@@ -182,6 +182,8 @@ def _check_shape(name: str, shape: tuple[int, ...]) -> None:
 def encode_tensor(name: str, array: np.ndarray, dtype: DType, coding: TensorCoding, *,
                   use_contexts: bool = True, measure_error: bool = False) -> tuple[bytes, TensorReport]:
     """The TENSOR unit payload (§5) of one tensor and its report."""
+    if dtype not in FLOAT_DTYPES and coding.mode != CodingMode.RAW:
+        return _encode_integer_tensor(name, array, dtype, coding, use_contexts)
     original_bytes = array.size * DTYPE_ITEMSIZE[dtype]
     mode, note = coding.mode, ""
     if mode != CodingMode.RAW:
@@ -198,13 +200,7 @@ def encode_tensor(name: str, array: np.ndarray, dtype: DType, coding: TensorCodi
     else:
         step = step_size(coding.qp, coding.qp_density)
         levels = quantize(array, step, np.int32)  # |level| < 2**31 was checked above
-        write_quant_params(writer, QuantParams(coding.qp, coding.qp_density))
-        rows, cols = matrix_shape(array.shape)
-        matrix = levels.reshape(rows, cols)
-        if mode == CodingMode.DENSE:
-            _write_dense(writer, matrix, use_contexts)
-        else:
-            block_counts = _write_unified(writer, matrix, coding.block, use_contexts)
+        block_counts = _write_levels(writer, levels, mode, coding, use_contexts)
         if measure_error and array.size:
             rebuilt = dequantize(levels, step, dtype).astype(np.float64)
             max_error = float(np.max(np.abs(rebuilt - array.astype(np.float64))))
@@ -212,6 +208,46 @@ def encode_tensor(name: str, array: np.ndarray, dtype: DType, coding: TensorCodi
     return payload, TensorReport(name, dtype, tuple(array.shape), mode,
                                  None if mode == CodingMode.RAW else coding.qp, original_bytes,
                                  len(payload), max_error, block_counts, note)
+
+
+def _write_levels(writer: ByteWriter, levels: np.ndarray, mode: CodingMode, coding: TensorCoding,
+                  use_contexts: bool) -> tuple[int, int, int] | None:
+    """quant_params and the DENSE or UNIFIED payload of int32 ``levels`` (the tensor's shape);
+    returns the block counts of a UNIFIED payload."""
+    write_quant_params(writer, QuantParams(coding.qp, coding.qp_density))
+    matrix = levels.reshape(matrix_shape(levels.shape))
+    if mode == CodingMode.DENSE:
+        _write_dense(writer, matrix, use_contexts)
+        return None
+    return _write_unified(writer, matrix, coding.block, use_contexts)
+
+
+def _encode_integer_tensor(name: str, array: np.ndarray, dtype: DType, coding: TensorCoding,
+                           use_contexts: bool) -> tuple[bytes, TensorReport]:
+    """An integer tensor in DENSE or UNIFIED mode, losslessly (step 1, §7.1.1), or RAW when
+    its values exceed 31 bits or RAW is smaller (unless the mode was asked for)."""
+    original_bytes = array.size * DTYPE_ITEMSIZE[dtype]
+    header = TensorHeader(name, dtype, tuple(array.shape), coding.mode)
+    fits = array.size == 0 or (int(array.min()) >= -MAX_LEVEL and int(array.max()) <= MAX_LEVEL)
+    if not fits and coding.explicit_mode:
+        raise EncodeError(f"tensor {name!r}: cannot code in {coding.mode.name} mode: "
+                          "its values need more than 31 bits")
+    raw_writer = ByteWriter()
+    write_tensor_header(raw_writer, TensorHeader(name, dtype, tuple(array.shape), CodingMode.RAW))
+    raw_writer.bytes(_raw_bytes(array, dtype))
+    raw = raw_writer.getvalue()
+    if fits:
+        writer = ByteWriter()
+        write_tensor_header(writer, header)
+        coding = dataclasses.replace(coding, qp=0)
+        block_counts = _write_levels(writer, array.astype(np.int32), coding.mode, coding, use_contexts)
+        coded = writer.getvalue()
+        if coding.explicit_mode or len(coded) < len(raw):
+            return coded, TensorReport(name, dtype, tuple(array.shape), coding.mode, 0, original_bytes,
+                                       len(coded), 0.0, block_counts)
+    note = "coded RAW: its values need more than 31 bits" if not fits else ""
+    return raw, TensorReport(name, dtype, tuple(array.shape), CodingMode.RAW, None, original_bytes, len(raw),
+                             0.0, None, note)
 
 
 def _unquantizable(array: np.ndarray, coding: TensorCoding) -> str:

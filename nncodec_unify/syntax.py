@@ -17,7 +17,6 @@ from .entropy import FrequencyTable
 from .errors import BitstreamError, ChecksumError, LimitExceededError, TruncatedError, UnsupportedVersionError
 from .format import (
     DTYPE_ITEMSIZE,
-    FLOAT_DTYPES,
     MAGIC,
     MAX_CLASS_COUNT,
     MAX_DIRECT_BITS,
@@ -206,7 +205,7 @@ def read_tensor_header(reader: ByteReader, limits: Limits) -> TensorHeader:
         mode = CodingMode(mode_value)
     except ValueError:
         raise BitstreamError(f"unknown value {mode_value}", element="coding_mode", offset=at) from None
-    if mode != CodingMode.RAW and dtype not in FLOAT_DTYPES:
+    if mode != CodingMode.RAW and dtype == DType.BOOL:
         raise BitstreamError(f"mode {mode.name} is not allowed for dtype {dtype.name}",
                              element="coding_mode", offset=at)
     return TensorHeader(name, dtype, shape, mode)

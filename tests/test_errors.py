@@ -194,3 +194,25 @@ def test_column_offsets_for_a_matrix_without_rows_are_rejected_before_any_alloca
     finally:
         tracemalloc.stop()
     assert info.value.element == "offset_mode" and peak < 1 << 20
+
+
+def test_integer_tensors_need_step_1_and_levels_in_their_range():
+    """§6.1: qp 0 for integer dtypes; §7.1.1: levels must fit the dtype."""
+    from fuzzing import field_map, fix_crcs
+
+    data = nu.encode({"counts": np.arange(300, dtype=np.int16).reshape(10, 30) - 100})
+    fields = {f.element: f for f in field_map(data)}
+    as_int8 = bytearray(data)
+    as_int8[fields["dtype"].offset] = DType.INT8  # levels -100..199 do not fit int8
+    with pytest.raises(BitstreamError) as info:
+        nu.decode(fix_crcs(bytes(as_int8)))
+    assert info.value.element == "levels"
+    as_uint8 = bytearray(data)
+    as_uint8[fields["dtype"].offset] = DType.UINT8  # negative levels do not fit uint8
+    with pytest.raises(BitstreamError, match="range of uint8"):
+        nu.decode(fix_crcs(bytes(as_uint8)))
+    other_step = bytearray(data)
+    other_step[fields["qp"].offset] = 0xFC  # qp 252: a valid step, but not 1
+    with pytest.raises(BitstreamError) as info:
+        nu.decode(fix_crcs(bytes(other_step)))
+    assert info.value.element == "qp"

@@ -120,10 +120,33 @@ def test_levels_beyond_31_bits_fall_back_to_raw():
     assert nu.decode(result.data)["w"].tobytes() == values.tobytes()
 
 
-def test_integers_are_always_raw():
-    config = _config(CodingMode.UNIFIED)
-    result = nu.encode_with_report({"ids": np.arange(12).reshape(3, 4)}, config=config)
-    assert result.reports[0].mode == CodingMode.RAW
+def test_integer_tensors_are_coded_losslessly_or_raw_whichever_is_smaller():
+    """§7.1.1: integers take the coded modes at step 1; RAW when smaller or beyond 31 bits."""
+    rng = np.random.default_rng(4)
+    tensors = {
+        "position_ids": np.arange(512, dtype=np.int64)[None, :],
+        "counts": rng.poisson(3, (64, 80)).astype(np.uint16),
+        "weights_int8": np.clip(np.rint(rng.laplace(0, 6, (96, 64))), -128, 127).astype(np.int8),
+        "noise_int8": rng.integers(-128, 128, (32, 32)).astype(np.int8),
+        "huge": np.array([0, 2**40], dtype=np.int64),
+        "flags": np.ones(7, dtype=bool),
+        "empty": np.zeros((0, 3), dtype=np.int32),
+    }
+    result = nu.encode_with_report(tensors)
+    modes = {r.name: r.mode for r in result.reports}
+    assert modes["position_ids"] == modes["counts"] == modes["weights_int8"] == CodingMode.UNIFIED
+    assert modes["noise_int8"] == modes["huge"] == modes["flags"] == CodingMode.RAW
+    sizes = {r.name: r.coded_bytes for r in result.reports}
+    assert sizes["position_ids"] < 4096 // 4 and sizes["weights_int8"] < 0.7 * 96 * 64
+    decoded = nu.decode(result.data)
+    for name, array in tensors.items():
+        assert decoded[name].dtype == array.dtype and decoded[name].tobytes() == array.tobytes(), name
+    # a mode asked for is kept even when RAW would be smaller, and values beyond 31 bits refuse it
+    forced = nu.encode_with_report({"noise_int8": tensors["noise_int8"]}, config=_config(CodingMode.DENSE))
+    assert forced.reports[0].mode == CodingMode.DENSE
+    assert nu.decode(forced.data)["noise_int8"].tobytes() == tensors["noise_int8"].tobytes()
+    with pytest.raises(nu.EncodeError, match="31 bits"):
+        nu.encode({"huge": tensors["huge"]}, config=_config(CodingMode.DENSE))
 
 
 def test_rules_pick_mode_qp_and_block_by_name():
