@@ -106,7 +106,7 @@ def choose_classes(symbols: np.ndarray, magnitudes: np.ndarray, mask: np.ndarray
 
 
 _REFINE_MIN_SIZE = 1 << 18  # below this, refinement gains too little to pay for its time
-_REFINE_ROUNDS = 3
+_REFINE_ROUNDS = 4
 _COLUMN_SAMPLE = 1 << 20  # positions used to reassign columns
 _SMOOTHING = 0.5  # added to every count when estimating code lengths
 
