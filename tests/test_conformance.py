@@ -121,6 +121,30 @@ def test_valid_streams_cover_every_dtype_mode_and_block_kind():
     assert any(len(s) == 8 for s in shapes) and any(4294967295 in s for s in shapes)
 
 
+def test_valid_streams_cover_every_integer_dtype_in_both_coded_modes(generated):
+    """§5.2, §7.1.1: DENSE and UNIFIED for every integer dtype (never bool) at qp 0, with the extreme
+    levels the dtype holds, UNIFIED and PRUNED blocks, column offsets, qp_density other than 2, and
+    scalar and empty shapes; the invalid streams cover qp, levels and bool."""
+    gen = sys.modules["gen_conformance"]
+    tensors = [t for case in gen.valid_cases() for t in case.tensors
+               if t.dtype in gen.INTEGER_DTYPES and t.mode != gen.RAW]
+    assert {(t.dtype, t.mode) for t in tensors} == {(d, m) for d in gen.INTEGER_DTYPES for m in (gen.DENSE, gen.UNIFIED)}
+    assert all(t.qp == 0 for t in tensors)
+    for dtype in gen.INTEGER_DTYPES:
+        for mode in (gen.DENSE, gen.UNIFIED):
+            levels = {v for t in tensors if (t.dtype, t.mode) == (dtype, mode) for v in t.levels}
+            assert set(gen.reachable(dtype)) <= levels, (dtype, mode)
+    kinds = [{k for row in t.kinds for k in row} for t in tensors if t.mode == gen.UNIFIED and t.kinds]
+    assert any({gen.K_UNIFIED, gen.K_PRUNED, gen.K_DENSE} <= k for k in kinds)
+    assert {t.mode for t in tensors if t.offsets} == {gen.DENSE, gen.UNIFIED}
+    assert {t.density for t in tensors} >= {0, 1, 2, 3, 4}
+    assert any(t.shape == () for t in tensors) and any(0 in t.shape for t in tensors)
+    valid = _manifest("valid")["streams"]
+    assert not [t for e in valid for t in e["tensors"] if t["dtype"] == "bool" and t["coding_mode"] != "raw"]
+    errors = {(e["error"]["category"], e["error"]["element"]) for e in _manifest("invalid")["streams"]}
+    assert {("malformed", "qp"), ("malformed", "levels"), ("malformed", "coding_mode")} <= errors
+
+
 def test_valid_streams_cover_column_offsets(generated):
     """§6.10: offset_mode 1 in DENSE and UNIFIED payloads (all-dense and with unified and pruned
     blocks), for every float dtype, with a single column and with classes in column_offsets."""

@@ -54,6 +54,10 @@ DTYPE = {"float32": 1, "float16": 2, "bfloat16": 3, "float64": 4, "int8": 5, "in
 DTYPE_NAME = {v: k for k, v in DTYPE.items()}
 ITEM_SIZE = {"float32": 4, "float16": 2, "bfloat16": 2, "float64": 8, "int8": 1, "int16": 2, "int32": 4,
              "int64": 8, "uint8": 1, "bool": 1, "uint16": 2, "uint32": 4, "uint64": 8}
+INTEGER_DTYPES = {"int8": (-1 << 7, (1 << 7) - 1), "int16": (-1 << 15, (1 << 15) - 1),
+                  "int32": (-1 << 31, (1 << 31) - 1), "int64": (-1 << 63, (1 << 63) - 1),
+                  "uint8": (0, (1 << 8) - 1), "uint16": (0, (1 << 16) - 1), "uint32": (0, (1 << 32) - 1),
+                  "uint64": (0, (1 << 64) - 1)}  # §7.1.1: the range of each integer dtype
 RAW, DENSE, UNIFIED = 0, 1, 2
 MODE_NAME = {RAW: "raw", DENSE: "dense", UNIFIED: "unified"}
 K_DENSE, K_UNIFIED, K_PRUNED = 0, 1, 2
@@ -587,6 +591,11 @@ class T:
         """The manifest entry; with ``levels``, the entry a decoder that got those levels would compute."""
         if self.mode == RAW:
             data = self.raw
+        elif self.dtype in INTEGER_DTYPES:  # §7.1.1: step 1, each element is its level
+            levels = self.levels if levels is None else levels
+            lo, hi = INTEGER_DTYPES[self.dtype]
+            assert self.qp == 0 and all(lo <= v <= hi for v in levels), (self.name, "not a valid integer tensor")
+            data = ints(levels, ITEM_SIZE[self.dtype], lo < 0)
         else:
             step = step_size(self.qp, self.density)
             levels = self.levels if levels is None else levels
@@ -1378,7 +1387,110 @@ def valid_cases() -> list[Case]:
          T("u0", "float32", (0,), UNIFIED, levels=[], block=(2, 2), offsets=[]),
          T("u30", "float64", (3, 0), UNIFIED, levels=[], block=(2, 2), offsets=[]),
          T("after", "float32", (2, 3), DENSE, levels=[4, -1, 0, 6, 2, -3], offsets=[5, 0, -2])])
+
+    # integer dtypes in DENSE and UNIFIED (§5.2, §7.1.1): qp 0 (step 1), each element is its level, every
+    # level within the dtype's range; levels reach ±(2**31 - 1) at most (§6.4, §6.10)
+    top = (1 << 31) - 1
+    for dtype in INTEGER_DTYPES:
+        lo, hi = reachable(dtype)
+        signed = lo < 0
+        small = [3, -2, 1, 0] if signed else [3, 2, 1, 0]
+        dense_lv = [lo, hi, 0, lo + 1, hi - 1] + small + [1, -1 if signed else 5, hi]
+        # UNIFIED 4x6 in 2x2 blocks: a UNIFIED block at the largest magnitude the dtype holds (all negative
+        # when only -magnitude fits: int8 -128, int16 -32768), a PRUNED block, DENSE blocks with both
+        # extremes, and a UNIFIED block of another magnitude
+        big = max(-lo, hi)
+        big_signs = [-1] * 4 if -lo > hi else [1, -1, -1, 1] if signed else [1] * 4
+        second = (hi, [1, -1, 1, 1]) if -lo > hi else (1, [-1, 1, 1, -1] if signed else [1] * 4)
+        grid = [[0] * 6 for _ in range(4)]
+        blocks = {(0, 0): [s_ * big for s_ in big_signs], (0, 1): [lo, 0, hi, 1], (1, 0): [hi, 2, 0, lo],
+                  (1, 1): [s_ * second[0] for s_ in second[1]], (1, 2): [small[1], hi, lo, small[0]]}
+        for (a, b), vals in blocks.items():
+            for k, v in enumerate(vals):
+                grid[2 * a + k // 2][2 * b + k % 2] = v
+        kinds = [[K_UNIFIED, K_DENSE, K_PRUNED], [K_DENSE, K_UNIFIED, K_DENSE]]
+        dense_planes = (dl(q=2, m=1, row_classes=[0, 1, 1], col_classes=[0, 0, 1, 1]) if dtype == "int16"
+                        else dl(q=2 if hi < 1 << 16 else 0, m=1 if hi < 1 << 16 else 0))
+        add(f"integer-{dtype}", f"DENSE {dtype} 3x4 and UNIFIED {dtype} 4x6 in 2x2 blocks at qp 0 (step 1: each "
+            f"element is its level, canonical bytes the {dtype} values): the extreme levels {lo} and {hi}; a "
+            f"UNIFIED block of magnitude {big}" + (" with every sign negative" if -lo > hi else "")
+            + ", a PRUNED block and DENSE blocks holding both extremes",
+            ["5.2", "5.5", "5.6", "6.1", "7.1.1", "7.3"],
+            [T(f"{dtype}.dense", dtype, (3, 4), DENSE, levels=dense_lv, qp=0, planes=dense_planes),
+             T(f"{dtype}.unified", dtype, (4, 6), UNIFIED, levels=[v for row in grid for v in row], qp=0,
+               block=(2, 2), kinds=kinds,
+               planes={"block_map": PlaneOptions(q=2), "unified_magnitudes": PlaneOptions(q=0),
+                       "dense_levels": PlaneOptions(q=2 if hi < 1 << 16 else 0)})])
+    # column offsets (§6.10) on integer tensors: level = residual + offset reaches each dtype's limits
+    off8, res8 = [100, -100, -1, 0], [27, -28, 128, 5, 0, 0, -127, -5]
+    assert with_offsets(res8, off8, 4) == [127, -128, 127, 5, 100, -100, -128, -5]
+    off_u8, res_u8 = [200, 5, -1], [55, -5, 256, -200, 250, 1]
+    assert with_offsets(res_u8, off_u8, 3) == [255, 0, 255, 0, 255, 0]
+    off16, res16 = [30000, -30000], [2767, -2768, -30000, 30000]
+    off_wide, res_wide = [(1 << 30) - 1, -(1 << 30)], [1 << 30, -((1 << 30) - 1), -((1 << 30) - 1), 1 << 30]
+    assert with_offsets(res_wide, off_wide, 2) == [top, -top, 0, 0]
+    u16_kinds = [[K_DENSE, K_UNIFIED], [K_PRUNED, K_DENSE]]
+    u16_off = [65535 - 35, -7, 1, 2]
+    u16_lv = [65535, 0, 65535, 65535, 0, 65535, 65535, 65535, 0, 0, 9, 0, 0, 0, 1, 65535]
+    u16 = T("uint16.unified", "uint16", (4, 4), UNIFIED, levels=u16_lv, qp=0, block=(2, 2), kinds=u16_kinds,
+            offsets=u16_off, planes={"block_map": PlaneOptions(q=2), "unified_magnitudes": PlaneOptions(q=0),
+                                     "column_offsets": PlaneOptions(q=2), "dense_levels": PlaneOptions(q=2, m=1)})
+    # a decoder that added the offsets of columns 2 and 3 (1 and 2) to the UNIFIED block would get 65536 and
+    # 65537 and reject the stream
+    assert max(v + u16_off[k % 4] for k, v in enumerate(u16_lv) if u16_kinds[k // 8][k % 4 // 2] == K_UNIFIED) > 65535
+    add("integer-column-offsets-limits", "column offsets on integer tensors whose sums reach the dtype's limits: "
+        "int8 127 and -128 (one from a residual of 128, which int8 cannot hold), uint8 255 and 0 (from negative "
+        "residuals), int16 32767 and -32768, int32 and int64 ±(2**31 - 1) and uint32 and uint64 2**31 - 1 from "
+        "the extreme offsets 2**30 - 1 and -2**30; a UNIFIED uint16 whose UNIFIED block of magnitude 65535 lies "
+        "in columns with offsets 1 and 2 (offsets do not apply to it)",
+        ["5.5", "5.6", "6.10", "7.1.1"],
+        [T("int8", "int8", (2, 4), DENSE, levels=with_offsets(res8, off8, 4), qp=0, offsets=off8,
+           planes={"column_offsets": PlaneOptions(q=3), "dense_levels": PlaneOptions(q=2, m=1)}),
+         T("uint8", "uint8", (2, 3), DENSE, levels=with_offsets(res_u8, off_u8, 3), qp=0, offsets=off_u8,
+           planes={"column_offsets": PlaneOptions(q=2), "dense_levels": PlaneOptions(q=2)}),
+         T("int16", "int16", (2, 2), DENSE, levels=with_offsets(res16, off16, 2), qp=0, offsets=off16,
+           planes={"column_offsets": PlaneOptions(q=0), "dense_levels": PlaneOptions(q=0)}),
+         T("int32", "int32", (2, 2), DENSE, levels=with_offsets(res_wide, off_wide, 2), qp=0, offsets=off_wide,
+           planes={"column_offsets": PlaneOptions(q=0), "dense_levels": PlaneOptions(q=0)}),
+         T("int64", "int64", (2, 2), DENSE, levels=with_offsets(res_wide, off_wide, 2), qp=0, offsets=off_wide,
+           planes={"column_offsets": PlaneOptions(q=0), "dense_levels": PlaneOptions(q=0)}),
+         T("uint32", "uint32", (1, 2), DENSE, levels=[top, 0], qp=0, offsets=[(1 << 30) - 1, -(1 << 30)],
+           planes={"column_offsets": PlaneOptions(q=0), "dense_levels": PlaneOptions(q=0)}),
+         T("uint64", "uint64", (2,), DENSE, levels=[top, 1], qp=0, offsets=[(1 << 30) - 1, 1 << 29],
+           planes={"column_offsets": PlaneOptions(q=0), "dense_levels": PlaneOptions(q=0)}),
+         u16])
+    add("integer-qp-0-every-density", "integer tensors at qp 0 with qp_density 0, 1, 3 and 4: qp 0 is the step 1 "
+        "at every density, so the levels are the values whatever qp_density says",
+        ["6.1", "7.1.1"],
+        [T("d0", "int8", (4,), DENSE, levels=[-128, 127, 3, -3], qp=0, density=0, planes=dl(q=2, m=1)),
+         T("d1", "uint16", (2, 4), UNIFIED, levels=[7, 7, 0, 0, 7, 7, 0, 65535], qp=0, density=1, block=(2, 2),
+           planes={"block_map": PlaneOptions(q=2), "dense_levels": PlaneOptions(q=2)}),
+         T("d3", "int64", (3,), DENSE, levels=[-top, 0, top], qp=0, density=3, planes=dl(q=0)),
+         T("d4", "uint32", (2, 2), DENSE, levels=[top, 0, 1, 2], qp=0, density=4, planes=dl(q=1))])
+    add("integer-scalar-vector-empty", "integer DENSE and UNIFIED tensors of rank 0 (int8 -128; uint64 2**31 - 1; "
+        "a uint8 255 from an offset of 200), rank 1, and empty shapes (0,), (3,0), (0,4294967295), "
+        "(4294967295,0) and (4,0) (the last with offset_mode 1 and C = 0)",
+        ["5.5", "5.6", "6.2", "6.10", "7.1.1"],
+        [T("s8", "int8", (), DENSE, levels=[-128], qp=0, planes=dl(q=2, m=1)),
+         T("s64", "uint64", (), UNIFIED, levels=[top], qp=0, block=(2, 2),
+           planes={"unified_magnitudes": PlaneOptions(q=0)}),
+         T("s-offset", "uint8", (), DENSE, levels=[255], qp=0, offsets=[200],
+           planes={"column_offsets": PlaneOptions(q=3, m=1), "dense_levels": PlaneOptions(q=3, m=1)}),
+         T("v16", "int16", (5,), DENSE, levels=[-32768, 0, 1, -1, 32767], qp=0, planes=dl(q=0)),
+         T("v32", "uint32", (6,), UNIFIED, levels=[4, 4, 4, 0, 0, 0], qp=0, block=(1, 3),
+           planes={"block_map": PlaneOptions(q=2)}),
+         T("e8", "uint8", (0,), DENSE, levels=[], qp=0),
+         T("e32", "int32", (3, 0), UNIFIED, levels=[], qp=0, block=(2, 2)),
+         T("e64", "int64", (0, 0xFFFFFFFF), UNIFIED, levels=[], qp=0, block=(2, 2)),
+         T("e16", "uint16", (0xFFFFFFFF, 0), DENSE, levels=[], qp=0),
+         T("e-offsets", "int16", (4, 0), DENSE, levels=[], qp=0, offsets=[])])
     return cases
+
+
+def reachable(dtype: str) -> tuple[int, int]:
+    """The smallest and largest level an integer tensor can hold: the dtype's range within ±(2**31 - 1)."""
+    lo, hi = INTEGER_DTYPES[dtype]
+    return max(lo, -(1 << 31) + 1), min(hi, (1 << 31) - 1)
 
 
 def with_offsets(residual_values: list[int], offsets: list[int], cols: int) -> list[int]:
@@ -1617,8 +1729,11 @@ def invalid_cases() -> list[Case]:
     for v in (3, 255):
         add(f"coding-mode-{v}", f"coding_mode {v} (reserved)", ["5.2"],
             one(dataclasses.replace(raw, header={"coding_mode": v})).bytes(), ("malformed", "coding_mode"))
-    add("dense-mode-for-int32", "coding_mode DENSE with dtype int32", ["5.2", "5.3"],
-        one(T("w", "int32", (2,), DENSE, levels=[1, 2], header={"dtype": 7})).bytes(), ("malformed", "coding_mode"))
+    # (until format 2.0 allowed DENSE and UNIFIED for integer dtypes, §7.1.1, this stream was
+    # dense-mode-for-int32, malformed at coding_mode; its payload has qp -32, not a step-1 payload)
+    add("dense-int32-qp-minus-32", "coding_mode DENSE with dtype int32 (allowed) at qp -32, the float default: "
+        "an integer tensor's qp must be 0 (step 1)", ["5.2", "6.1", "7.1.1"],
+        one(T("w", "int32", (2,), DENSE, levels=[1, 2], qp=-32)).bytes(), ("malformed", "qp"))
     add("unified-mode-for-bool", "coding_mode UNIFIED with dtype bool", ["5.2", "5.3"],
         one(T("w", "bool", (2,), UNIFIED, levels=[1, 1], header={"dtype": 10})).bytes(), ("malformed", "coding_mode"))
     tw = one(T("w", "int16", (2, 3), RAW, bytes(12)))
@@ -1829,6 +1944,78 @@ def invalid_cases() -> list[Case]:
         "column_offsets plane of value_count 4294967295 (a one-symbol table, no words): no limit bounds the "
         "columns of a matrix without rows, so offset_mode is rejected before the plane is read",
         ["5.5", "6.10", "8"], refresh_crcs(huge, bytes(data)), ("malformed", "offset_mode"))
+    # integer dtypes in DENSE and UNIFIED (§5.2, §6.1, §7.1.1)
+    add("dense-mode-for-bool", "coding_mode DENSE with dtype bool, followed by a well-formed DENSE payload at qp 0",
+        ["5.2"], one(T("w", "bool", (2,), DENSE, levels=[1, 0], qp=0)).bytes(), ("malformed", "coding_mode"))
+    add("integer-qp-1", "UNIFIED uint8 at qp 1 (step 1.25), the payload otherwise valid: an integer tensor's qp "
+        "must be 0", ["6.1", "7.1.1"],
+        one(T("u", "uint8", (2, 4), UNIFIED, levels=[3, 3, 0, 1, 3, 3, 2, 0], qp=1, block=(2, 2))).bytes(),
+        ("malformed", "qp"))
+    add("integer-qp-4-step-2", "DENSE int16 at qp 4 and qp_density 2 (step 2, a whole number): still not qp 0",
+        ["6.1", "7.1.1"], one(T("d", "int16", (3,), DENSE, levels=[-4, 0, 6], qp=4, density=2)).bytes(),
+        ("malformed", "qp"))
+    add("integer-qp-density-5", "DENSE int8 with qp 3 and qp_density 5: qp_density is checked before an integer "
+        "tensor's qp", ["6.1"], one(T("d", "int8", (3,), DENSE, levels=[1, 0, -1], qp=3, density=5)).bytes(),
+        ("malformed", "qp_density"))
+    top = (1 << 31) - 1
+    beyond = [  # (dtype, level, mode, levels of a 2x4 matrix in 2x2 blocks or of a DENSE vector, what it shows)
+        ("int8", 128, UNIFIED, [-128, 128, 5, -3, -128, -128, 0, 127],
+         "a UNIFIED block of magnitude 128 with one positive sign (-128 fits, 128 does not)"),
+        ("int8", -129, DENSE, [-128, 127, -129, 0, 1, -1], "a DENSE level -129 beside -128 and 127"),
+        ("uint8", 256, DENSE, [255, 0, 256, 1, 2, 3], "a DENSE level 256 beside 255"),
+        ("uint8", -1, UNIFIED, [255, 0, 255, 255, -1, 3, 255, 255],
+         "a level -1 in a DENSE block beside a UNIFIED block of magnitude 255"),
+        ("int16", 32768, DENSE, [-32768, 32767, 32768, 0], "a DENSE level 32768 beside -32768 and 32767"),
+        ("int16", -32769, UNIFIED, [-32769, -32769, 0, 0, -32769, -32769, 0, 0],
+         "a UNIFIED block of magnitude 32769, every sign negative, beside a PRUNED block"),
+        ("uint16", 65536, UNIFIED, [65536, 65536, 65535, 0, 65536, 65536, 1, 2],
+         "a UNIFIED block of magnitude 65536 beside a DENSE block holding 65535"),
+        ("uint16", -1, DENSE, [65535, -1, 0, 1], "a DENSE level -1"),
+        ("uint32", -1, DENSE, [top, -1, 0], "a DENSE level -1: unsigned types hold no negative level"),
+        ("uint64", -top, UNIFIED, [top, -top, 0, 0, top, top, 0, 0],
+         "a UNIFIED block of magnitude 2**31 - 1 with one negative sign"),
+    ]
+    for dtype, level, mode, lv, what in beyond:
+        sign = "minus" if level < 0 else "plus"
+        t = (T("x", dtype, (2, 4), UNIFIED, levels=lv, qp=0, block=(2, 2),
+               planes={"block_map": PlaneOptions(q=2), "unified_magnitudes": PlaneOptions(q=0),
+                       "dense_levels": PlaneOptions(q=0)}) if mode == UNIFIED else
+             T("x", dtype, (len(lv),), DENSE, levels=lv, qp=0, planes=dl(q=0)))
+        add(f"integer-{dtype}-level-{sign}-{abs(level)}", f"{MODE_NAME[mode].upper()} {dtype}: {what}; the level "
+            f"{level} is outside the range of {dtype}", ["7.1.1"], one(t).bytes(), ("malformed", "levels"))
+    off_u8 = [56, 0]
+    add("integer-column-offset-past-uint8-max", "DENSE uint8 whose residual 200 and column offset 56 both fit "
+        "uint8 but whose level 256 does not", ["6.10", "7.1.1"],
+        one(T("o", "uint8", (2, 2), DENSE, levels=with_offsets([200, 0, 55, 3], off_u8, 2), qp=0, offsets=off_u8,
+              planes={"column_offsets": PlaneOptions(q=2), "dense_levels": PlaneOptions(q=2)})).bytes(),
+        ("malformed", "levels"))
+    off8 = [0, 0, -29, -1]
+    lv8 = [127, -127, -100 - 29, 0 - 1, 127, 127, 127 - 29, -127 - 1]
+    add("integer-column-offset-below-int8-min", "UNIFIED int8 in 2x2 blocks: in the DENSE block the residual -100 "
+        "plus the column offset -29 gives the level -129 (the other levels, -1, 98 and -128 from the residual "
+        "-127, fit)", ["5.6", "6.10", "7.1.1"],
+        one(T("o", "int8", (2, 4), UNIFIED, levels=lv8, qp=0, block=(2, 2), kinds=[[K_UNIFIED, K_DENSE]],
+              offsets=off8, planes={"block_map": PlaneOptions(q=1), "unified_magnitudes": PlaneOptions(q=0),
+                                    "column_offsets": PlaneOptions(q=3), "dense_levels": PlaneOptions(q=0)})).bytes(),
+        ("malformed", "levels"))
+    add("integer-column-offsets-overflow-before-levels", "DENSE int8 with a residual of 2**31 - 1 in a column whose "
+        "offset is 1: the level 2**31 breaks both the ±(2**31 - 1) check of the column offsets and the int8 "
+        "range, and the first is checked first (two defects)", ["6.10", "7.1.1"],
+        one(T("o", "int8", (2,), DENSE, levels=[top + 1, 0], qp=0, offsets=[1, 0],
+              planes={"column_offsets": PlaneOptions(q=1), "dense_levels": PlaneOptions(q=0)})).bytes(),
+        ("malformed", "column_offsets"))
+    add("integer-level-out-of-range-then-trailing-byte", "DENSE uint8 with a level 256 and one byte after the "
+        "payload (two defects): the levels are checked once the payload is read, before the bytes after it",
+        ["5.3", "7.1.1"],
+        one(T("t", "uint8", (2,), DENSE, levels=[256, 0], qp=0, planes=dl(q=0), trailing=b"\x00")).bytes(),
+        ("malformed", "levels"))
+    add("integer-level-out-of-range-then-sign-padding", "UNIFIED int8 with a UNIFIED block of magnitude 200 (out of "
+        "range) and then a padding bit set after the dense signs (two defects): the levels are checked only once "
+        "the whole payload is read", ["6.8", "7.1.1"],
+        one(T("p", "int8", (2, 4), UNIFIED, levels=[200, 200, 1, -2, -200, 200, 3, 0], qp=0, block=(2, 2),
+              planes={"block_map": PlaneOptions(q=1), "unified_magnitudes": PlaneOptions(q=0),
+                      "dense_levels": PlaneOptions(q=2)}, sign_padding={"dense_signs": 1})).bytes(),
+        ("malformed", "dense_signs.sign_bits"))
     return cases
 
 
@@ -1952,7 +2139,8 @@ def group_readme(group: str, entries: list[dict]) -> str:
     else:
         lines += ["Streams a decoder MUST reject. `manifest.json` gives, per stream, the error category and the",
                   "element (spec §3.6, §9) a decoder reports. Each stream has exactly one defect; CRCs and lengths",
-                  "around it are correct unless the defect is the CRC or the length.", ""]
+                  "around it are correct unless the defect is the CRC or the length. A few streams have two",
+                  "defects, to test which one a decoder meets first; their descriptions say so.", ""]
     lines += ["A `limits` field means the stream is checked with those decoder limits (spec §8) instead of",
               "the defaults.", "", "| file | exercises | §  | expected |", "|---|---|---|---|"]
     for e in entries:
@@ -1988,6 +2176,12 @@ as zeros, so some streams that 1.0 rejected are valid). It also adds syntax: `de
 per-column offsets that are added to the dense levels (`valid/*-column-offsets*.nnu` and the
 `offset-mode-*`, `column-offsets-*`, `truncated-in-offset-mode` and `truncated-in-column-offsets`
 invalid streams; every other stream has `offset_mode` 0). Streams of version 1 are `unsupported_version`.
+
+Format 2.0 also allows `DENSE` and `UNIFIED` for every integer dtype (spec §5.2, §7.1.1; `bool` stays
+`RAW` only): `qp` must be 0 (step 1) and each element is its level, which must lie in the dtype's
+range. Streams: `valid/*-integer-*.nnu` (every integer dtype in both modes at its extreme levels, with
+UNIFIED and PRUNED blocks, column offsets, every `qp_density`, scalars and empty shapes) and the
+`integer-*`, `dense-int32-qp-minus-32` and `*-mode-for-bool` invalid streams.
 
 ## Checking a decoder
 
