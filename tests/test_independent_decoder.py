@@ -17,6 +17,7 @@ from pathlib import Path
 import constriction
 import numpy as np
 import pytest
+from fuzzing import field_map, fix_crcs
 
 import nncodec_unify as nu
 import nncodec_unify.encoder as reference_encoder
@@ -93,7 +94,8 @@ def test_it_agrees_with_the_reference_decoder_on_encoder_output(monkeypatch):
     """Including planes with several contexts, unmasked (a dense tensor) and masked (the dense
     blocks of a unified tensor), whose coding order (§6.5.1 step 3) differs from scan order,
     and column offsets (§6.10), which the encoder chooses for the large matrices with
-    per-column means, float32 and float16, coded DENSE and UNIFIED."""
+    per-column means, float32, float16 and int32, coded DENSE and UNIFIED; and integer tensors,
+    which the encoder codes DENSE or UNIFIED at step 1 (§7.1.1) where that is smaller than RAW."""
     coded = []
     coding_order = ind.coding_order
 
@@ -129,8 +131,13 @@ def test_it_agrees_with_the_reference_decoder_on_encoder_output(monkeypatch):
     # 512 x 160 is large enough for the encoder to weigh column offsets, and they pay.
     centred = (rng.integers(-12, 13, size=(1, 160)) * 2.0**-8
                + rng.standard_normal((512, 160)) * 2.0**-7).astype(np.float32)
+    integers = _integer_tensors()
+    tensors.update(integers)
+    # the centred matrices last: the only ones with column offsets
     tensors["centred"], tensors["centred16"] = centred, centred.astype(np.float16)
-    dense_rules = (nu.TensorRule("scaled", mode=nu.CodingMode.DENSE), nu.TensorRule("centred16", mode=nu.CodingMode.DENSE))
+    tensors["centred_int32"] = integers.pop("centred_int32")
+    dense_rules = (nu.TensorRule("scaled", mode=nu.CodingMode.DENSE), nu.TensorRule("centred16", mode=nu.CodingMode.DENSE),
+                   nu.TensorRule("counts", mode=nu.CodingMode.DENSE), nu.TensorRule("weights_int8", mode=nu.CodingMode.DENSE))
     for config in (nu.EncoderConfig(qp=-40), nu.EncoderConfig(qp=-32, rules=dense_rules),
                    nu.EncoderConfig(qp=-24)):
         data = nu.encode(tensors, config=config)
@@ -139,12 +146,29 @@ def test_it_agrees_with_the_reference_decoder_on_encoder_output(monkeypatch):
         independent = ind.decode(data)
         assert [t.name for t in independent] == [t.name for t in reference]
         for r, i in zip(reference, independent, strict=True):
-            assert (i.dtype, i.shape) == (r.dtype_name, r.array.shape)
+            assert (i.dtype, i.shape, i.coding_mode) == (r.dtype_name, r.array.shape, r.coding_mode.name.lower())
             assert i.sha256 == hashlib.sha256(canonical_bytes(r.array, r.dtype_name)).hexdigest(), r.name
-        # offset_mode 1 was read for both centred matrices (the last tensors), 0 for the others
-        assert [mode for mode, _ in offset_modes[-2:]] == [1, 1], offset_modes
-        assert {mode for mode, _ in offset_modes[:-2]} == {0}, offset_modes
+        decoded = {t.name: t for t in independent}
+        for name in [*integers, "centred_int32"]:  # coded at step 1, so lossless (§7.1.1, §7.3)
+            assert decoded[name].coding_mode != "raw", name
+            assert decoded[name].data == tensors[name].astype(tensors[name].dtype.newbyteorder("<")).tobytes(), name
+        # offset_mode 1 was read for the three centred matrices (the last tensors), 0 for the others
+        assert [mode for mode, _ in offset_modes[-3:]] == [1, 1, 1], offset_modes
+        assert {mode for mode, _ in offset_modes[:-3]} == {0}, offset_modes
     assert {(True, True), (False, True)} <= set(coded)
+
+
+def _integer_tensors() -> dict[str, np.ndarray]:
+    """Integer tensors the reference encoder codes DENSE or UNIFIED (smaller than RAW, values
+    within 31 bits); the int32 matrix has per-column means, so column offsets pay (§6.10)."""
+    rng = np.random.default_rng(0)
+    return {
+        "position_ids": np.arange(512, dtype=np.int64)[None, :],
+        "counts": rng.poisson(3, (64, 80)).astype(np.uint16),
+        "weights_int8": np.clip(np.rint(rng.laplace(0, 6, (96, 64))), -128, 127).astype(np.int8),
+        "centred_int32": (rng.integers(-3000, 3000, size=(1, 256))
+                          + rng.integers(-4, 5, size=(256, 256))).astype(np.int32),
+    }
 
 
 def _record_offset_modes(monkeypatch) -> list[tuple[int, int]]:
@@ -241,6 +265,107 @@ def test_dense_offsets_checks(monkeypatch, coding_mode, mode, offsets, residuals
     reference, independent = _both_decoders(nu.encode({"w": w}, config=config))
     assert reference == independent
     assert independent == error if error else isinstance(independent, list)
+
+
+def _patched(data: bytes, **values: int) -> bytes:
+    """``data`` with the given elements (by their spec names, located by the reference
+    decoder's field map) set to ``values``, in their own width, and every unit's CRC recomputed."""
+    fields = {f.element: f for f in field_map(data)}
+    patched = bytearray(data)
+    for element, value in values.items():
+        field = fields[element]
+        patched[field.offset:field.offset + field.size] = value.to_bytes(field.size, "little", signed=value < 0)
+    return fix_crcs(bytes(patched))
+
+
+INT8, INT16, INT32, INT64, UINT8, BOOL, UINT16, UINT64 = 5, 6, 7, 8, 9, 10, 11, 13  # dtype values (§5.2)
+
+
+@pytest.mark.parametrize("coding_mode", [nu.CodingMode.DENSE, nu.CodingMode.UNIFIED])
+@pytest.mark.parametrize("changes, error", [
+    pytest.param({}, None, id="as-encoded"),
+    pytest.param({"qp": 252}, ("malformed", "qp"), id="qp-252"),  # a valid step, but not 1 (§6.1)
+    pytest.param({"qp": -1}, ("malformed", "qp"), id="qp-minus-1"),
+    pytest.param({"qp_density": 4}, None, id="qp-0-density-4"),  # step 1 whatever qp_density
+    pytest.param({"qp": 4000}, ("malformed", "qp"), id="qp-out-of-range"),
+    pytest.param({"qp": 252, "qp_density": 5}, ("malformed", "qp_density"), id="qp-252-density-5"),  # range checks first
+    pytest.param({"dtype": INT8}, ("malformed", "levels"), id="int8"),  # -100..199 do not fit int8
+    pytest.param({"dtype": UINT8}, ("malformed", "levels"), id="uint8"),  # nor negative levels an unsigned type
+    pytest.param({"dtype": UINT16}, ("malformed", "levels"), id="uint16"),
+    pytest.param({"dtype": UINT64}, ("malformed", "levels"), id="uint64"),
+    pytest.param({"dtype": INT32}, None, id="int32"),
+    pytest.param({"dtype": INT64}, None, id="int64"),
+    pytest.param({"dtype": INT8, "qp": 252}, ("malformed", "qp"), id="int8-qp-252"),  # qp is read first
+    pytest.param({"dtype": BOOL}, ("malformed", "coding_mode"), id="bool"),  # no coded mode for bool (§5.2)
+])
+def test_integer_tensor_checks(coding_mode, changes, error):
+    """§6.1: qp 0 for an integer dtype, checked after the range checks; §7.1.1: every level within
+    the dtype's range; §5.2: no DENSE or UNIFIED bool. An int16 tensor of -100..199, its header
+    or quant_params patched (CRCs recomputed): both decoders agree."""
+    values = np.arange(300, dtype=np.int16).reshape(10, 30) - 100
+    config = nu.EncoderConfig(rules=(nu.TensorRule("counts", mode=coding_mode),))
+    data = nu.encode({"counts": values}, config=config)
+    assert ind.decode(data)[0].coding_mode == coding_mode.name.lower()
+    reference, independent = _both_decoders(_patched(data, **changes))
+    assert reference == independent
+    if error:
+        assert independent == error
+    else:  # the same levels in another integer dtype
+        dtype = {INT16: np.int16, INT32: np.int32, INT64: np.int64}[changes.get("dtype", INT16)]
+        assert independent == [hashlib.sha256(values.astype(np.dtype(dtype).newbyteorder("<")).tobytes()).hexdigest()]
+
+
+@pytest.mark.parametrize("dtype, values, error", [
+    pytest.param(np.uint8, [[0, 255, 7]], None, id="uint8-0-255"),
+    pytest.param(np.uint8, [[256, 0, 7]], ("malformed", "levels"), id="uint8-256"),
+    pytest.param(np.uint8, [[0, -1, 7]], ("malformed", "levels"), id="uint8-minus-1"),
+    pytest.param(np.int8, [[-128, 127, 7]], None, id="int8-extremes"),
+    pytest.param(np.int8, [[-129, 0, 7]], ("malformed", "levels"), id="int8-minus-129"),
+    pytest.param(np.uint16, [[65535, 0, 7]], None, id="uint16-65535"),
+    pytest.param(np.uint16, [[65536, 0, 7]], ("malformed", "levels"), id="uint16-65536"),
+    pytest.param(np.int16, [[-32768, 32767, 7]], None, id="int16-extremes"),
+    pytest.param(np.int16, [[32768, 0, 7]], ("malformed", "levels"), id="int16-32768"),
+    pytest.param(np.uint32, [[(1 << 31) - 1, 0, 7]], None, id="uint32-2**31-1"),
+    pytest.param(np.uint32, [[-((1 << 31) - 1), 0, 7]], ("malformed", "levels"), id="uint32-minus-2**31+1"),
+    pytest.param(np.int32, [[-((1 << 31) - 1), (1 << 31) - 1, 7]], None, id="int32-extremes"),
+])
+@pytest.mark.parametrize("coding_mode", [nu.CodingMode.DENSE, nu.CodingMode.UNIFIED])
+def test_integer_levels_must_fit_the_dtype(monkeypatch, coding_mode, dtype, values, error):
+    """§7.1.1 at the edges of each range: the dense levels are forced (without column offsets)."""
+    _force_offsets(monkeypatch, 0, None, values)
+    config = nu.EncoderConfig(rules=(nu.TensorRule("w", mode=coding_mode),))
+    w = np.array([[1, 2, 3]], dtype)  # one dense block when UNIFIED: dense_levels unmasked
+    reference, independent = _both_decoders(nu.encode({"w": w}, config=config))
+    assert reference == independent
+    expected = hashlib.sha256(np.array(values, np.int64).astype(np.dtype(dtype).newbyteorder("<")).tobytes()).hexdigest()
+    assert independent == (error or [expected])
+
+
+@pytest.mark.parametrize("offsets, residuals, trailing, error", [
+    # column offsets apply to integer levels as to float ones (§6.10)
+    pytest.param([100, -100, 0], [[27, -28, 7]], b"", None, id="offsets-to-the-extremes"),
+    pytest.param([100, -100, 0], [[28, -28, 7]], b"", ("malformed", "levels"), id="offset-level-128"),
+    pytest.param([100, -100, 0], [[27, -29, 7]], b"", ("malformed", "levels"), id="offset-level-minus-129"),
+    # the range check comes once the payload has been read: before its trailing bytes
+    pytest.param([100, -100, 0], [[28, -28, 7]], b"\0", ("malformed", "levels"), id="level-128-then-trailing-byte"),
+    pytest.param([100, -100, 0], [[27, -28, 7]], b"\0", ("malformed", "tensor_payload"), id="trailing-byte"),
+    # and the ±(2**31 - 1) check of §6.10 (right after dense_signs) before the dtype's range
+    pytest.param([0, -(1 << 30), 0], [[0, -(1 << 30), 7]], b"", ("malformed", "column_offsets"),
+                 id="level-minus-2**31"),
+    pytest.param([0, -(1 << 30), 0], [[0, -(1 << 30), 7]], b"\0", ("malformed", "column_offsets"),
+                 id="level-minus-2**31-then-trailing-byte"),
+])
+@pytest.mark.parametrize("coding_mode", [nu.CodingMode.DENSE, nu.CodingMode.UNIFIED])
+def test_column_offsets_of_an_int8_tensor(monkeypatch, coding_mode, offsets, residuals, trailing, error):
+    """§6.10 and §7.1.1 together: the offsets are added before the dtype's range is checked, which
+    comes after the ±(2**31 - 1) check and before the payload's trailing bytes."""
+    _force_offsets(monkeypatch, 1, offsets, residuals, trailing)
+    config = nu.EncoderConfig(rules=(nu.TensorRule("w", mode=coding_mode),))
+    w = np.array([[1, 2, 3]], np.int8)  # one dense block when UNIFIED: dense_levels unmasked
+    reference, independent = _both_decoders(nu.encode({"w": w}, config=config))
+    assert reference == independent
+    levels = (np.array(residuals, np.int64) + offsets).astype("i1").tobytes()
+    assert independent == (error or [hashlib.sha256(levels).hexdigest()])
 
 
 def _scaled(rng, rows: int, cols: int) -> np.ndarray:

@@ -151,6 +151,13 @@ DTYPES = {
     9: ("uint8", False, 1), 10: ("bool", False, 1), 11: ("uint16", False, 2), 12: ("uint32", False, 4),
     13: ("uint64", False, 8),
 }
+# §7.1.1 the range of each integer dtype: the values a level of a DENSE or UNIFIED tensor may take
+INTEGER_RANGES = {
+    "int8": (-(1 << 7), (1 << 7) - 1), "int16": (-(1 << 15), (1 << 15) - 1),
+    "int32": (-(1 << 31), (1 << 31) - 1), "int64": (-(1 << 63), (1 << 63) - 1),
+    "uint8": (0, (1 << 8) - 1), "uint16": (0, (1 << 16) - 1), "uint32": (0, (1 << 32) - 1),
+    "uint64": (0, (1 << 64) - 1),
+}
 RAW, DENSE, UNIFIED = 0, 1, 2
 MODE_NAMES = {RAW: "raw", DENSE: "dense", UNIFIED: "unified"}
 KIND_DENSE, KIND_UNIFIED, KIND_PRUNED = 0, 1, 2
@@ -291,8 +298,8 @@ def read_tensor_header(payload: Window, lim: dict) -> dict:
     mode = payload.u8("coding_mode")
     if mode not in MODE_NAMES:
         raise malformed("coding_mode", f"reserved value {mode}")
-    if mode != RAW and not DTYPES[dtype][1]:
-        raise malformed("coding_mode", "quantized mode for a non-float dtype")
+    if mode != RAW and DTYPES[dtype][0] == "bool":
+        raise malformed("coding_mode", f"{MODE_NAMES[mode].upper()} for dtype bool")
     return {"name": name, "raw_name": raw_name, "dtype": dtype, "dims": dims,
             "element_count": element_count, "mode": mode}
 
@@ -304,14 +311,21 @@ def read_tensor_payload(payload: Window, header: dict, lim: dict) -> Tensor:
     if header["mode"] == RAW:
         data = read_raw_payload(payload, header, item_size)
     else:
+        integer = dtype_name in INTEGER_RANGES
         qp, density = read_quant_params(payload)
+        if integer and qp != 0:  # §6.1, after the range checks
+            raise malformed("qp", f"qp {qp} for dtype {dtype_name}: an integer tensor has step 1 (qp 0)")
         if header["mode"] == DENSE:
             levels = read_dense_payload(payload, rows, cols, lim)
         else:
             levels = read_unified_payload(payload, rows, cols, lim)
+        if integer:  # §7.1.1: once the payload has been read, before its trailing bytes
+            low, high = INTEGER_RANGES[dtype_name]
+            if any(not low <= level <= high for level in levels):
+                raise malformed("levels", f"a level outside the range of {dtype_name} ({low}..{high})")
         if payload.remaining:
             raise malformed("tensor_payload", "trailing bytes")
-        data = reconstruct(levels, qp, density, dtype_name)
+        data = integer_bytes(levels, dtype_name, item_size) if integer else reconstruct(levels, qp, density, dtype_name)
     return Tensor(header["name"], dtype_name, header["dims"], MODE_NAMES[header["mode"]], data)
 
 
@@ -701,6 +715,13 @@ def sign_section(payload: Window, section: str, bit_count: int) -> list[bool]:
 
 # ---------------------------------------------------------------------------------------------
 # §7 reconstruction and §7.3 canonical bytes
+
+
+def integer_bytes(levels: list[int], dtype: str, item_size: int) -> bytes:
+    """§7.1.1, §7.3: each element of an integer tensor is its level, in the dtype's little-endian
+    encoding of ``item_size`` bytes (every level was checked to lie in the dtype's range)."""
+    signed = INTEGER_RANGES[dtype][0] < 0
+    return b"".join(level.to_bytes(item_size, "little", signed=signed) for level in levels)
 
 
 def reconstruct(levels: list[int], qp: int, density: int, dtype: str) -> bytes:
