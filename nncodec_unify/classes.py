@@ -148,10 +148,9 @@ def _reassign(symbols: np.ndarray, other_classes: np.ndarray, other_count: int, 
     axis, priced under every candidate class's contexts (context = own class + other class)."""
     lines = symbols.shape[0]
     # histogram[i, (k, s)]: symbols s in line i at positions whose other-axis class is k
-    index_type = np.int32 if lines * other_count * alphabet < 2**31 else np.int64
-    key = symbols.astype(index_type)
-    key += (other_classes * alphabet).astype(index_type)[None, :]
-    key += (np.arange(lines, dtype=index_type) * (other_count * alphabet))[:, None]
+    key = symbols.astype(np.intp)  # bincount's own index type: no conversion inside it
+    key += (other_classes * alphabet).astype(np.intp)[None, :]
+    key += (np.arange(lines, dtype=np.intp) * (other_count * alphabet))[:, None]
     histogram = np.bincount(key.ravel(), minlength=lines * other_count * alphabet)
     histogram = histogram.reshape(lines, other_count * alphabet).astype(np.float32)  # counts < 2**24
     membership = np.zeros((own_count, lines), dtype=np.float32)

@@ -77,18 +77,26 @@ def table_for_counts(counts: np.ndarray) -> FrequencyTable:
     if counts.size == 1:
         return FrequencyTable(np.ones(1, dtype=np.int64))
     largest = int(counts.max())
-    best, best_cost = None, np.inf
-    for bits in range(1, MAX_FREQUENCY_BITS + 1):
-        top = (1 << bits) - 1
-        f = (counts * top + largest // 2) // largest
-        f[(f == 0) & (counts > 0)] = 1
-        table = FrequencyTable(f, bits)
-        cost = counts.size * bits + float(counts @ table.code_lengths())
-        if cost < best_cost:
-            best, best_cost = table, cost
-        if top >= largest:
-            break  # more precision cannot represent the counts any better
-    return best
+    # every precision at once, up to the first that represents the counts exactly (more
+    # cannot do better): one row of candidate frequencies per precision
+    last = min(MAX_FREQUENCY_BITS, max(1, largest.bit_length()))
+    bits = np.arange(1, last + 1, dtype=np.int64)[:, None]
+    top = (np.int64(1) << bits) - 1
+    f = (counts[None, :] * top + largest // 2) // largest
+    f[(f == 0) & (counts[None, :] > 0)] = 1
+    cost = counts.size * bits[:, 0] + (_code_lengths(f) @ counts)
+    choice = int(np.argmin(cost))  # the first of equal costs: the lowest precision
+    return FrequencyTable(f[choice].copy(), int(bits[choice, 0]))
+
+
+def _code_lengths(frequencies: np.ndarray) -> np.ndarray:
+    """:meth:`FrequencyTable.code_lengths` for each row of ``frequencies`` (as §6.6.1 turns
+    frequencies into weights: floor shares, the remainder to the first largest)."""
+    total = PROBABILITY_TOTAL - frequencies.shape[1]
+    w = (frequencies * total) // frequencies.sum(axis=1, keepdims=True)
+    rows = np.arange(frequencies.shape[0])
+    w[rows, np.argmax(frequencies, axis=1)] += total - w.sum(axis=1)
+    return PROBABILITY_BITS - np.log2(w + 1.0)
 
 
 def encode_groups(groups: list[tuple[np.ndarray, FrequencyTable]]) -> np.ndarray:
