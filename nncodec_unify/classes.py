@@ -61,8 +61,8 @@ def choose_classes(symbols: np.ndarray, magnitudes: np.ndarray, mask: np.ndarray
     """
     rows, cols = magnitudes.shape
     one = (np.zeros(rows, dtype=np.int64), np.zeros(cols, dtype=np.int64))
-    if symbols.size < 4096:
-        return one
+    if symbols.size < 4096 or int(symbols.max()) == int(symbols.min()):
+        return one  # a constant plane (e.g. the block map of a dense tensor) costs nothing anyway
     row_log, row_present = _line_log_means(magnitudes, mask, 1)
     col_log, col_present = _line_log_means(magnitudes, mask, 0)
     # Estimate on a regular sample of the plane's positions (row, col) in scan order.
