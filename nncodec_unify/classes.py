@@ -130,58 +130,29 @@ def refine_classes(symbols: np.ndarray, row_classes: np.ndarray,
     row_classes, col_classes = row_classes.astype(np.intp), col_classes.astype(np.intp)
     row_count, col_count = int(row_classes.max()) + 1, int(col_classes.max()) + 1
     context_count = row_count + col_count - 1
-    # a column keeps thousands of samples in a regular subset of the rows
-    step = max(1, symbols.size // _COLUMN_SAMPLE)
-    column_sample = np.ascontiguousarray(symbols[::step].T)
-    row_histograms = None
     for _ in range(_REFINE_ROUNDS):
         if row_count > 1:
-            if row_histograms is None:
-                row_histograms = _line_histograms(symbols, col_classes, col_count, alphabet)
-            row_classes = _reassign(row_histograms, col_count, row_count, context_count, alphabet, row_classes)
+            row_classes = _reassign(symbols, col_classes, col_count, row_count, context_count, alphabet,
+                                    row_classes)
         if col_count > 1:
-            column_histograms = _line_histograms(column_sample, row_classes[::step], row_count, alphabet)
-            new_col_classes = _reassign(column_histograms, row_count, col_count, context_count, alphabet,
-                                        col_classes)
-            if row_histograms is not None:
-                row_histograms = _move_columns(row_histograms, symbols, col_classes, new_col_classes, col_count,
-                                               alphabet)
-            col_classes = new_col_classes
+            # a column keeps thousands of samples in a regular subset of the rows
+            step = max(1, symbols.size // _COLUMN_SAMPLE)
+            col_classes = _reassign(np.ascontiguousarray(symbols[::step].T), row_classes[::step], row_count,
+                                    col_count, context_count, alphabet, col_classes)
     return row_classes, col_classes
 
 
-def _line_histograms(symbols: np.ndarray, other_classes: np.ndarray, other_count: int,
-                     alphabet: int) -> np.ndarray:
-    """histogram[i, k * alphabet + s]: how often symbol s occurs in line i (a row of
-    ``symbols``) at positions whose other-axis class is k; float32 (exact below 2**24)."""
+def _reassign(symbols: np.ndarray, other_classes: np.ndarray, other_count: int, own_count: int,
+              context_count: int, alphabet: int, own_classes: np.ndarray) -> np.ndarray:
+    """New classes for the rows of ``symbols``: each row's histogram per class of the other
+    axis, priced under every candidate class's contexts (context = own class + other class)."""
     lines = symbols.shape[0]
+    # histogram[i, (k, s)]: symbols s in line i at positions whose other-axis class is k
     key = symbols.astype(np.intp)  # bincount's own index type: no conversion inside it
     key += (other_classes * alphabet).astype(np.intp)[None, :]
     key += (np.arange(lines, dtype=np.intp) * (other_count * alphabet))[:, None]
     histogram = np.bincount(key.ravel(), minlength=lines * other_count * alphabet)
-    return histogram.reshape(lines, other_count * alphabet).astype(np.float32)
-
-
-def _move_columns(row_histograms: np.ndarray, symbols: np.ndarray, old: np.ndarray, new: np.ndarray,
-                  col_count: int, alphabet: int) -> np.ndarray:
-    """The row histograms after columns changed class: only the moved columns are counted
-    again (after the first round few move), unless many moved."""
-    moved = np.flatnonzero(old != new)
-    if moved.size == 0:
-        return row_histograms
-    if 4 * moved.size > old.size:
-        return _line_histograms(symbols, new, col_count, alphabet)
-    part = symbols[:, moved]
-    return (row_histograms - _line_histograms(part, old[moved], col_count, alphabet)
-            + _line_histograms(part, new[moved], col_count, alphabet))
-
-
-def _reassign(histogram: np.ndarray, other_count: int, own_count: int, context_count: int, alphabet: int,
-              own_classes: np.ndarray) -> np.ndarray:
-    """New classes for the lines whose ``histogram`` (from :func:`_line_histograms`) is given:
-    each line priced under every candidate class's contexts (context = own class + other
-    class), with the context statistics of the current classes."""
-    lines = histogram.shape[0]
+    histogram = histogram.reshape(lines, other_count * alphabet).astype(np.float32)  # counts < 2**24
     membership = np.zeros((own_count, lines), dtype=np.float32)
     membership[own_classes, np.arange(lines)] = 1
     per_class = (membership @ histogram).reshape(own_count, other_count, alphabet)
