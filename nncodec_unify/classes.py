@@ -130,29 +130,44 @@ def refine_classes(symbols: np.ndarray, row_classes: np.ndarray,
     row_classes, col_classes = row_classes.astype(np.intp), col_classes.astype(np.intp)
     row_count, col_count = int(row_classes.max()) + 1, int(col_classes.max()) + 1
     context_count = row_count + col_count - 1
+    rows = _LineKeys(symbols, col_count, alphabet)
+    # a column keeps thousands of samples in a regular subset of the rows
+    step = max(1, symbols.size // _COLUMN_SAMPLE)
+    columns = _LineKeys(np.ascontiguousarray(symbols[::step].T), row_count, alphabet)
     for _ in range(_REFINE_ROUNDS):
         if row_count > 1:
-            row_classes = _reassign(symbols, col_classes, col_count, row_count, context_count, alphabet,
+            row_classes = _reassign(rows.histograms(col_classes), col_count, row_count, context_count, alphabet,
                                     row_classes)
         if col_count > 1:
-            # a column keeps thousands of samples in a regular subset of the rows
-            step = max(1, symbols.size // _COLUMN_SAMPLE)
-            col_classes = _reassign(np.ascontiguousarray(symbols[::step].T), row_classes[::step], row_count,
-                                    col_count, context_count, alphabet, col_classes)
+            col_classes = _reassign(columns.histograms(row_classes[::step]), row_count, col_count, context_count,
+                                    alphabet, col_classes)
     return row_classes, col_classes
 
 
-def _reassign(symbols: np.ndarray, other_classes: np.ndarray, other_count: int, own_count: int,
-              context_count: int, alphabet: int, own_classes: np.ndarray) -> np.ndarray:
-    """New classes for the rows of ``symbols``: each row's histogram per class of the other
-    axis, priced under every candidate class's contexts (context = own class + other class)."""
-    lines = symbols.shape[0]
-    # histogram[i, (k, s)]: symbols s in line i at positions whose other-axis class is k
-    key = symbols.astype(np.intp)  # bincount's own index type: no conversion inside it
-    key += (other_classes * alphabet).astype(np.intp)[None, :]
-    key += (np.arange(lines, dtype=np.intp) * (other_count * alphabet))[:, None]
-    histogram = np.bincount(key.ravel(), minlength=lines * other_count * alphabet)
-    histogram = histogram.reshape(lines, other_count * alphabet).astype(np.float32)  # counts < 2**24
+class _LineKeys:
+    """Histogram keys of a matrix's lines (rows of ``symbols``), computed once: line ``i``,
+    other-axis class ``k`` and symbol ``s`` count at ``(i * other_count + k) * alphabet + s``."""
+
+    def __init__(self, symbols: np.ndarray, other_count: int, alphabet: int):
+        self.lines, self.other_count, self.alphabet = symbols.shape[0], other_count, alphabet
+        self.base = symbols.astype(np.intp)  # bincount's own index type: no conversion inside it
+        self.base += (np.arange(self.lines, dtype=np.intp) * (other_count * alphabet))[:, None]
+
+    def histograms(self, other_classes: np.ndarray) -> np.ndarray:
+        """histogram[i, k * alphabet + s] for the given classes of the other axis, float32
+        (exact below 2**24)."""
+        key = self.base + (other_classes * self.alphabet).astype(np.intp)[None, :]
+        size = self.lines * self.other_count * self.alphabet
+        histogram = np.bincount(key.ravel(), minlength=size)
+        return histogram.reshape(self.lines, -1).astype(np.float32)
+
+
+def _reassign(histogram: np.ndarray, other_count: int, own_count: int, context_count: int, alphabet: int,
+              own_classes: np.ndarray) -> np.ndarray:
+    """New classes for the lines whose ``histogram`` (from :class:`_LineKeys`) is given: each
+    line priced under every candidate class's contexts (context = own class + other class),
+    with the context statistics of the current classes."""
+    lines = histogram.shape[0]
     membership = np.zeros((own_count, lines), dtype=np.float32)
     membership[own_classes, np.arange(lines)] = 1
     per_class = (membership @ histogram).reshape(own_count, other_count, alphabet)
