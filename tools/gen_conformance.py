@@ -489,20 +489,15 @@ def write_plane(w: W, values: list[list[int]], mask, opt: PlaneOptions, stats: l
     w.u8("col_class_count", f.get("col_class_count", ccc))
     groups: list[tuple[list[int], Table]] = []
     class_tables: list[Table | None] = [None, None]
-    if rcc > 1:
-        t = opt.row_table or table_for(row_classes)
-        sub = W()
-        write_table(sub, t)
-        w.extend(sub, "row_class_table.")
-        groups.append((row_classes, t))
-        class_tables[0] = t
-    if ccc > 1:
-        t = opt.col_table or table_for(col_classes)
-        sub = W()
-        write_table(sub, t)
-        w.extend(sub, "col_class_table.")
-        groups.append((col_classes, t))
-        class_tables[1] = t
+    for axis, (prefix, count, classes, given) in enumerate((("row", rcc, row_classes, opt.row_table),
+                                                           ("col", ccc, col_classes, opt.col_table))):
+        if count > 1:
+            t = given or table_for(classes)
+            sub = W()
+            write_table(sub, t)
+            w.extend(sub, f"{prefix}_class_table.")
+            groups.append((classes, t))
+            class_tables[axis] = t
     # §6.5.1 step 3 (format 2.0): within a context, by row class, then scan order
     order = sorted(range(len(positions)),
                    key=lambda k: (row_classes[positions[k][0]] + col_classes[positions[k][1]],
