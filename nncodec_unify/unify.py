@@ -67,7 +67,7 @@ from .format import BlockKind
 
 __all__ = [
     "BlockCosts", "Target", "block_costs", "block_sums", "plan_kinds", "project", "project_arrays",
-    "projection_cost", "select_blocks", "select_kinds", "select_threshold", "selected_targets",
+    "projection_cost", "select_blocks", "select_counts", "select_kinds", "select_threshold", "selected_targets",
 ]
 
 
@@ -153,16 +153,34 @@ def block_sums(matrix: np.ndarray, block: tuple[int, int]) -> np.ndarray:
     return np.add.reduceat(summed, np.arange(0, cols, block_cols), axis=1)
 
 
-def block_costs(array: np.ndarray, block: tuple[int, int]) -> BlockCosts:
-    """The :class:`BlockCosts` of ``array`` viewed as a matrix and tiled into ``block`` blocks."""
+def block_costs(array: np.ndarray, block: tuple[int, int], weights: np.ndarray | None = None) -> BlockCosts:
+    """The :class:`BlockCosts` of ``array`` viewed as a matrix and tiled into ``block`` blocks.
+
+    With ``weights`` (non-negative, broadcastable to the matrix view, e.g. one weight per
+    column as ``(1, cols)``), the costs are those of the weighted distance
+    ``sum w_j (v_j - v'_j)^2``: ``abs_sum = sum w|v|``, ``square_sum = sum w v^2`` and
+    ``count = sum w``, so :attr:`BlockCosts.unify` and :attr:`BlockCosts.mean_abs` give the
+    weighted unification cost and the weighted mean magnitude, which is the nearest common
+    magnitude in that distance. Layer-wise calibration weighs each input column by its
+    energy ``E[x_j^2]`` (:mod:`nncodec_unify.calibrate`).
+    """
     matrix = _as_matrix(array).astype(np.float64)
     rows, cols = matrix.shape
     block_rows, block_cols = block
-    grid_rows, grid_cols = grid_shape(rows, cols, block_rows, block_cols)
-    row_sizes = np.minimum(block_rows, rows - np.arange(grid_rows) * block_rows)
-    col_sizes = np.minimum(block_cols, cols - np.arange(grid_cols) * block_cols)
-    count = np.outer(row_sizes, col_sizes).astype(np.float64)
-    return BlockCosts(block_sums(np.abs(matrix), block), block_sums(matrix * matrix, block), count)
+    if weights is None:
+        grid_rows, grid_cols = grid_shape(rows, cols, block_rows, block_cols)
+        row_sizes = np.minimum(block_rows, rows - np.arange(grid_rows) * block_rows)
+        col_sizes = np.minimum(block_cols, cols - np.arange(grid_cols) * block_cols)
+        count = np.outer(row_sizes, col_sizes).astype(np.float64)
+        return BlockCosts(block_sums(np.abs(matrix), block), block_sums(matrix * matrix, block), count)
+    element_weights = np.broadcast_to(np.asarray(weights, dtype=np.float64), matrix.shape)
+    if not (element_weights >= 0).all():
+        raise ValueError("weights must be non-negative (and not nan)")
+    count = block_sums(element_weights, block)
+    # a block whose weights are all zero costs nothing either way; count 1 keeps the division finite
+    count = np.where(count > 0, count, 1.0)
+    return BlockCosts(block_sums(element_weights * np.abs(matrix), block),
+                      block_sums(element_weights * matrix * matrix, block), count)
 
 
 def _running_smallest_sums(values: np.ndarray, keep: int) -> np.ndarray:
@@ -238,23 +256,34 @@ def select_threshold(prune_cost: np.ndarray, unify_cost: np.ndarray, n_prune: in
     return kinds
 
 
-def select_kinds(array: np.ndarray, target: Target) -> np.ndarray:
-    """The least-cost block kinds grid (uint8 :class:`BlockKind`) of one tensor for ``target``."""
-    costs = block_costs(array, target.block)
+def select_kinds(array: np.ndarray, target: Target, weights: np.ndarray | None = None) -> np.ndarray:
+    """The least-cost block kinds grid (uint8 :class:`BlockKind`) of one tensor for ``target``.
+
+    ``weights`` makes the cost a weighted squared distance (see :func:`block_costs`).
+    """
+    costs = block_costs(array, target.block, weights)
     n_prune, n_unify = target.counts(costs.count.size)
-    if target.unify_threshold is not None:
-        flat = select_threshold(costs.prune, costs.unify, n_prune, target.unify_threshold)
+    return select_counts(costs, n_prune, n_unify, target.unify_threshold)
+
+
+def select_counts(costs: BlockCosts, n_prune: int, n_unify: int, unify_threshold: float | None = None) -> np.ndarray:
+    """Block kinds grid for exactly ``n_prune`` pruned and ``n_unify`` unified blocks of ``costs``
+    (or, with ``unify_threshold``, the threshold rule with ``n_prune`` pruned blocks)."""
+    if unify_threshold is not None:
+        flat = select_threshold(costs.prune, costs.unify, n_prune, unify_threshold)
     else:
         flat = select_blocks(costs.prune, costs.unify, n_prune, n_unify)
     return flat.reshape(costs.count.shape)
 
 
-def project(array: np.ndarray, kinds: np.ndarray, block: tuple[int, int]) -> np.ndarray:
+def project(array: np.ndarray, kinds: np.ndarray, block: tuple[int, int], weights: np.ndarray | None = None,
+            ) -> np.ndarray:
     """``array`` projected onto the structure ``kinds``: same shape and dtype.
 
-    Pruned blocks become 0, unified blocks ``sign(v) * mean(|v|)`` (sign of 0 taken as +),
-    dense blocks are unchanged. The magnitude is computed in float64 and rounded once to the
-    array's dtype, so every element of a unified block has the same magnitude exactly.
+    Pruned blocks become 0, unified blocks ``sign(v) * mean(|v|)`` (sign of 0 taken as +;
+    with ``weights`` the weighted mean, see :func:`block_costs`), dense blocks are unchanged.
+    The magnitude is computed in float64 and rounded once to the array's dtype, so every
+    element of a unified block has the same magnitude exactly.
     """
     array = np.asarray(array)
     matrix = _as_matrix(array)
@@ -262,7 +291,7 @@ def project(array: np.ndarray, kinds: np.ndarray, block: tuple[int, int]) -> np.
     block_rows, block_cols = block
     if kinds.shape != grid_shape(rows, cols, block_rows, block_cols):
         raise ValueError(f"kinds grid {kinds.shape} does not match a {rows}x{cols} matrix in {block} blocks")
-    magnitude = block_costs(array, block).mean_abs.astype(array.dtype)
+    magnitude = block_costs(array, block, weights).mean_abs.astype(array.dtype)
     element_kinds = expand_blocks(kinds, block_rows, block_cols, rows, cols)
     element_magnitude = expand_blocks(magnitude, block_rows, block_cols, rows, cols)
     signed = np.where(np.signbit(matrix) & (matrix != 0), -element_magnitude, element_magnitude)

@@ -1,0 +1,542 @@
+"""Calibrated unification and pruning of a pretrained model: layer-wise ADMM reconstruction.
+
+For a trained model and a few batches of unlabelled inputs, the way pretrained networks are
+compressed today (SparseGPT, GPTQ; ADMM weight updates as in Boža 2024): every ``nn.Linear``,
+``nn.Conv1d`` and ``nn.Conv2d`` weight ``W0`` is replaced, layer by layer, by the ``W`` in the
+micro-structured set ``S`` (pruned / unified / dense blocks, on the codec's quantization grid)
+that best reproduces the layer's outputs on the calibration inputs::
+
+    min_W ||X W^T - X W0^T||^2   subject to   W in S
+
+where ``X`` holds the layer's inputs (rows) as the model, with the layers before it already
+compressed, computes them. With a bias the objective is taken on centred inputs and the bias
+absorbs the mean shift ``(W0 - W) E[x]`` (the exact optimum of the bias for that ``W``).
+
+The solver (:func:`solve_layer`) is ADMM on this objective with ``H = E[x x^T]`` normalised to
+a unit mean diagonal and damped (``H + damping * I``, as GPTQ):
+
+* ``W``-step, closed form: ``W (H + rho D) = W0 H + rho (Z - U) D``, solved through one
+  eigendecomposition of ``D^-1/2 H D^-1/2`` per layer;
+* ``Z``-step: the projection of ``W + U`` onto ``S`` in the metric ``D = diag(H)`` (each input
+  column weighted by its energy, so a block fed by strong inputs is expensive to prune):
+  the exact joint block selection of :mod:`nncodec_unify.unify` at the layer's counts of
+  pruned and unified blocks, weighted unified magnitudes, then rounding onto the codec's grid
+  (dense levels one by one, one level per unified block: the nearest grid point of that
+  structure in that metric);
+* dual update ``U <- U + W - Z`` and ``rho`` grown by ``rho_growth`` each iteration.
+
+Every ``Z`` is feasible; the one with the least objective is kept, starting with the plain
+projection of ``W0`` (iteration 0), so the result never reconstructs worse than projecting
+without data. Layers are solved in the order the model calls them, in groups of layers that
+read the same input (a transformer's query, key and value), with a forward pass per group over
+the calibration data that stops right after the group (sequential, as SparseGPT/GPTQ do: errors
+of earlier layers are seen and compensated by later ones). Memory: one group's Gram matrices
+(``in x in`` float64 each).
+
+Targets: a :class:`~nncodec_unify.unify.Target` for every layer (``target``), overridden by
+``rules`` (glob on the weight's name, e.g. ``"encoder.layer.0.*.weight"``), or a global
+``budget`` whose ratios count the blocks of all calibrated layers together and are spread over
+layers by each block's weighted cost relative to its layer's output energy (measured once on
+the original model). ``coding`` is the :class:`~nncodec_unify.config.EncoderConfig` the model
+will be encoded with: its qp (per tensor, rules included) defines the grid. After
+:func:`calibrate`, ``encode(snap_to_grid(model, coding), config=coding)`` decodes to exactly
+the calibrated weights.
+
+Example::
+
+    from nncodec_unify.calibrate import CalibrationConfig, calibrate
+    report = calibrate(model, batches, CalibrationConfig(
+        target=Target(prune_ratio=0.2, unify_ratio=0.4, block=(4, 4)), coding=EncoderConfig(qp=-22)))
+    print("\\n".join(report.lines()))
+    state = snap_to_grid(model, coding)          # weights are already on the grid; buffers too
+    stream = encode(state, config=coding)
+
+``batches`` is a re-iterable (a list) of model inputs: a tensor is called as ``model(x)``, a
+tuple or list as ``model(*x)``, a dict as ``model(**x)``. Padding positions of sequence models
+count as inputs; batch texts of similar length (or without padding) for the cleanest Gram
+matrices. Grouped convolutions and layers the model never calls are left as they are and
+listed in the report.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+import math
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from .admm import Structure, unwrap
+from .blocks import expand_blocks, grid_shape
+from .config import EncoderConfig
+from .format import BlockKind, CodingMode, DType
+from .quant import MAX_LEVEL, step_size
+from .unify import Target, block_costs, select_blocks, select_counts
+
+__all__ = ["CalibrationConfig", "CalibrationReport", "LayerReport", "calibrate", "collect_layers", "solve_layer"]
+
+CALIBRATED_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d)
+
+
+@dataclasses.dataclass(frozen=True)
+class CalibrationConfig:
+    """Options of :func:`calibrate`.
+
+    ``target`` applies to every calibrated layer (``None``: layers only quantized onto the grid,
+    no pruning or unification), ``rules`` are ``(glob on the weight name, Target or None)``
+    pairs, later ones winning (``None`` leaves a layer untouched: not even calibrated). A
+    ``budget`` spreads its ratios over all calibrated layers (see the module docstring); each
+    layer keeps its own target's block shape. ``coding`` gives the grid (qp per tensor);
+    ``iterations``, ``rho``, ``rho_growth`` and ``damping`` drive the ADMM solver;
+    ``bias_correction`` lets a layer's bias absorb the mean output shift.
+    """
+
+    target: Target | None = Target(prune_ratio=0.0, unify_ratio=0.0)
+    rules: tuple[tuple[str, Target | None], ...] = ()
+    budget: Target | None = None
+    coding: EncoderConfig = EncoderConfig()
+    iterations: int = 40
+    rho: float = 0.03
+    rho_growth: float = 1.15
+    damping: float = 0.01
+    bias_correction: bool = True
+    sequential: bool = True
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.iterations, int) or self.iterations < 0:
+            raise ValueError(f"iterations must be a non-negative integer, got {self.iterations!r}")
+        if not self.rho > 0 or not self.rho_growth >= 1:
+            raise ValueError(f"need rho > 0 and rho_growth >= 1, got {self.rho}, {self.rho_growth}")
+        if not self.damping > 0:
+            raise ValueError(f"damping must be positive, got {self.damping}")
+
+    def target_for(self, name: str) -> tuple[bool, Target | None]:
+        """``(calibrated, target)`` for the weight ``name``."""
+        target, calibrated = self.target, True
+        for pattern, rule_target in self.rules:
+            if fnmatch.fnmatchcase(name, pattern):
+                target, calibrated = rule_target, rule_target is not None
+        return calibrated, target
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerReport:
+    """What calibration did to one layer.
+
+    ``plain_error`` and ``error`` are relative output errors ``||X (W - W0)^T|| / ||X W0^T||``
+    on the calibration inputs (damped Gram): of the plain projection onto the same structure and
+    grid without data, and of the calibrated solution. ``blocks`` is ``(pruned, unified,
+    dense)`` as the codec will see them (from the levels).
+    """
+
+    name: str
+    shape: tuple[int, ...]
+    block: tuple[int, int]
+    blocks: tuple[int, int, int]
+    plain_error: float
+    error: float
+    best_iteration: int
+    rows: int
+    seconds: float
+
+
+@dataclasses.dataclass(frozen=True)
+class CalibrationReport:
+    """Per-layer results of :func:`calibrate`, the layers left alone, and the structure found."""
+
+    layers: tuple[LayerReport, ...]
+    skipped: tuple[tuple[str, str], ...]
+    kinds: Mapping[str, np.ndarray]
+    blocks: Mapping[str, tuple[int, int]]
+    seconds: float
+
+    def structure(self, model: nn.Module) -> Structure:
+        """The :class:`~nncodec_unify.admm.Structure` of the calibrated weights, to keep exactly
+        during fine-tuning (see :func:`distill`)."""
+        return Structure(model, self.kinds, self.blocks)
+
+    def to_dict(self) -> dict:
+        return {"seconds": self.seconds, "skipped": [list(item) for item in self.skipped],
+                "layers": [{**dataclasses.asdict(layer), "shape": list(layer.shape), "block": list(layer.block),
+                            "blocks": dict(zip(("pruned", "unified", "dense"), layer.blocks))}
+                           for layer in self.layers]}
+
+    def lines(self) -> list[str]:
+        """A readable table, one line per layer."""
+        out = [f"{'layer':<44} {'pruned':>7} {'unified':>7} {'dense':>7} {'plain err':>9} {'err':>7} {'s':>5}"]
+        for layer in self.layers:
+            out.append(f"{layer.name[:44]:<44} {layer.blocks[0]:>7} {layer.blocks[1]:>7} {layer.blocks[2]:>7} "
+                       f"{layer.plain_error:>9.4f} {layer.error:>7.4f} {layer.seconds:>5.1f}")
+        for name, why in self.skipped:
+            out.append(f"{name[:44]:<44} left alone: {why}")
+        return out
+
+
+# --- the layer problem ------------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class _Grid:
+    step: np.float32
+
+    def snap(self, values: np.ndarray) -> np.ndarray:
+        """Nearest grid values ``float32(level) * step`` (float64 result, exactly representable)."""
+        levels = np.clip(np.rint(values / np.float64(self.step)), -MAX_LEVEL, MAX_LEVEL)
+        return (levels.astype(np.float32) * self.step).astype(np.float64)
+
+
+def _project(values: np.ndarray, weights: np.ndarray, block: tuple[int, int], counts: tuple[int, int] | None,
+             grid: _Grid | None) -> tuple[np.ndarray, np.ndarray]:
+    """Nearest point of the structure (``counts`` pruned/unified blocks) and grid, weighted by column."""
+    rows, cols = values.shape
+    if counts is None:
+        kinds = np.full(grid_shape(rows, cols, *block), BlockKind.DENSE, dtype=np.uint8)
+        return (grid.snap(values) if grid else values.copy()), kinds
+    costs = block_costs(values, block, weights[None, :])
+    kinds = select_counts(costs, *counts)
+    magnitude = costs.mean_abs
+    if grid is not None:
+        magnitude = grid.snap(magnitude)
+        dense = grid.snap(values)
+    else:
+        dense = values
+    element_kinds = expand_blocks(kinds, *block, rows, cols)
+    element_magnitude = expand_blocks(magnitude, *block, rows, cols)
+    unified = np.where(values < 0, -element_magnitude, element_magnitude)
+    out = np.where(element_kinds == BlockKind.DENSE, dense, unified)
+    out[element_kinds == BlockKind.PRUNED] = 0.0
+    return out, kinds
+
+
+def solve_layer(weight: np.ndarray, gram: np.ndarray, *, block: tuple[int, int] = (4, 4),
+                counts: tuple[int, int] | None = None, step: float | None = None, iterations: int = 40,
+                rho: float = 0.03, rho_growth: float = 1.15, damping: float = 0.01,
+                ) -> tuple[np.ndarray, np.ndarray, dict]:
+    """ADMM for ``min tr((W - W0) H (W - W0)^T)`` over the structure and grid (module docstring).
+
+    ``weight`` is ``W0`` as an ``out x in`` matrix, ``gram`` the (uncentred or centred) input
+    Gram matrix ``in x in``; ``counts`` the numbers of pruned and unified blocks (``None``: all
+    blocks dense, only the grid); ``step`` the grid's step (``None``: no grid). Returns
+    ``(W, kinds, info)`` with ``W`` float64 in the set, its selected kinds grid and ``info``
+    (``plain_error``, ``error``: relative errors; ``best_iteration``).
+    """
+    w0 = np.asarray(weight, dtype=np.float64)
+    h = np.asarray(gram, dtype=np.float64)
+    cols = w0.shape[1]
+    scale = float(np.trace(h)) / max(cols, 1)
+    h = h / scale if scale > 0 else np.zeros_like(h)
+    h = h + damping * np.eye(cols)
+    d = np.diag(h).copy()
+    grid = _Grid(np.float32(step)) if step is not None else None
+    w0h = w0 @ h
+    energy = float(np.sum(w0h * w0))
+
+    def objective(w: np.ndarray) -> float:
+        e = w - w0
+        return float(np.sum((e @ h) * e))
+
+    def relative(value: float) -> float:
+        return math.sqrt(value / energy) if energy > 0 else 0.0
+
+    z, kinds = _project(w0, d, block, counts, grid)
+    best = (objective(z), z, kinds, 0)
+    plain = best[0]
+    if iterations:
+        inv_sqrt_d = 1.0 / np.sqrt(d)
+        eigenvalues, vectors = np.linalg.eigh(h * inv_sqrt_d[:, None] * inv_sqrt_d[None, :])
+        u = np.zeros_like(w0)
+        for iteration in range(1, iterations + 1):
+            # W (H + rho D) = W0 H + rho (Z - U) D,  H + rho D = D^1/2 (G + rho I) D^1/2
+            right = (w0h + rho * (z - u) * d) * inv_sqrt_d
+            w = (((right @ vectors) / (eigenvalues + rho)) @ vectors.T) * inv_sqrt_d
+            z, kinds = _project(w + u, d, block, counts, grid)
+            u += w - z
+            value = objective(z)
+            if value < best[0]:
+                best = (value, z, kinds, iteration)
+            rho_next = rho * rho_growth
+            u *= rho / rho_next  # the dual rho * U is unchanged
+            rho = rho_next
+    value, z, kinds, iteration = best
+    return z, kinds, {"plain_error": relative(plain), "error": relative(value), "best_iteration": iteration}
+
+
+# --- collecting layer inputs ------------------------------------------------------------------------
+
+class _Stop(Exception):
+    """Raised by a hook to end a forward pass once the group's layers have seen their inputs."""
+
+
+def _call(model: nn.Module, batch) -> None:
+    if isinstance(batch, Mapping):
+        model(**batch)
+    elif isinstance(batch, (tuple, list)):
+        model(*batch)
+    else:
+        model(batch)
+
+
+def _layer_rows(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The layer's input as rows matching its weight's matrix view (im2col for convolutions)."""
+    if isinstance(module, nn.Linear):
+        return x.reshape(-1, x.shape[-1])
+    if isinstance(module, nn.Conv1d):
+        x = x.unsqueeze(-1) if x.dim() == 3 else x.reshape(1, *x.shape, 1)
+        kernel, dilation, padding, stride = ((module.kernel_size[0], 1), (module.dilation[0], 1),
+                                             (module.padding[0], 0), (module.stride[0], 1))
+    else:
+        if x.dim() == 3:
+            x = x.unsqueeze(0)
+        kernel, dilation, padding, stride = module.kernel_size, module.dilation, module.padding, module.stride
+    patches = nn.functional.unfold(x, kernel, dilation=dilation, padding=padding, stride=stride)
+    return patches.transpose(1, 2).reshape(-1, patches.shape[1])
+
+
+def _unsupported(module: nn.Module) -> str | None:
+    if isinstance(module, (nn.Conv1d, nn.Conv2d)):
+        if module.groups != 1:
+            return f"grouped convolution (groups={module.groups})"
+        if module.padding_mode != "zeros":
+            return f"padding_mode {module.padding_mode!r}"
+        if isinstance(module.padding, str):
+            return f"padding {module.padding!r}"
+    if not module.weight.dtype.is_floating_point:
+        return "weight is not floating point"
+    return None
+
+
+def collect_layers(model: nn.Module, batch) -> list[list[str]]:
+    """Calibratable layers (module names) in the order one forward pass calls them, grouped:
+    consecutive calls that read the same input tensor form one group (query/key/value)."""
+    model = unwrap(model)
+    calls: list[tuple[str, torch.Tensor]] = []  # the inputs are kept alive: ids of freed tensors repeat
+    handles = []
+    for name, module in model.named_modules():
+        if isinstance(module, CALIBRATED_TYPES):
+            handles.append(module.register_forward_pre_hook(
+                lambda mod, args, name=name: calls.append((name, args[0]))))
+    try:
+        with torch.no_grad():
+            _call(model, batch)
+    finally:
+        for handle in handles:
+            handle.remove()
+    groups: list[list[str]] = []
+    seen: set[str] = set()
+    last_input = None
+    for name, layer_input in calls:
+        if name in seen:
+            continue
+        seen.add(name)
+        if groups and layer_input is last_input:
+            groups[-1].append(name)
+        else:
+            groups.append([name])
+        last_input = layer_input
+    return groups
+
+
+@dataclasses.dataclass
+class _Statistics:
+    gram: torch.Tensor
+    total: torch.Tensor
+    rows: int = 0
+
+    def add(self, x: torch.Tensor) -> None:
+        x = x.detach().float()
+        self.gram += (x.T @ x).double()
+        self.total += x.sum(0).double()
+        self.rows += x.shape[0]
+
+
+def _gather(model: nn.Module, modules: Mapping[str, nn.Module], batches: Sequence, stop_early: bool,
+            ) -> dict[str, _Statistics]:
+    stats = {name: _Statistics(torch.zeros(m.weight[0].numel(), m.weight[0].numel(), dtype=torch.float64),
+                               torch.zeros(m.weight[0].numel(), dtype=torch.float64))
+             for name, m in modules.items()}
+    pending: set[str] = set()
+
+    def hook(module, args, name):
+        stats[name].add(_layer_rows(module, args[0]))
+        pending.discard(name)
+        if stop_early and not pending:
+            raise _Stop
+
+    handles = [m.register_forward_pre_hook(lambda mod, args, name=name: hook(mod, args, name))
+               for name, m in modules.items()]
+    try:
+        with torch.no_grad():
+            for batch in batches:
+                pending.update(modules)
+                try:
+                    _call(model, batch)
+                except _Stop:
+                    pass
+    finally:
+        for handle in handles:
+            handle.remove()
+    return stats
+
+
+# --- the flow ---------------------------------------------------------------------------------------
+
+_TORCH_DTYPES = {torch.float32: DType.FLOAT32, torch.float16: DType.FLOAT16, torch.bfloat16: DType.BFLOAT16,
+                 torch.float64: DType.FLOAT64}
+
+
+def _grid_step(config: CalibrationConfig, name: str, weight: torch.Tensor) -> float | None:
+    coding = config.coding.coding_for(name, _TORCH_DTYPES[weight.dtype], weight.dim())
+    if coding.mode == CodingMode.RAW:
+        return None
+    return float(step_size(coding.qp, coding.qp_density))
+
+
+def _allocate(budget: Target, weights: Mapping[str, np.ndarray], column_weights: Mapping[str, np.ndarray],
+              blocks: Mapping[str, tuple[int, int]]) -> dict[str, tuple[int, int]]:
+    """Per-layer (pruned, unified) counts of a global budget: exact selection over all blocks with
+    each layer's weighted costs divided by its weighted energy."""
+    prunes, unifies, sizes = [], [], []
+    for name, w in weights.items():
+        costs = block_costs(w, blocks[name], column_weights[name][None, :])
+        energy = float(costs.square_sum.sum()) or 1.0
+        prunes.append(costs.prune.ravel() / energy)
+        unifies.append(costs.unify.ravel() / energy)
+        sizes.append(costs.prune.size)
+    prune_all, unify_all = np.concatenate(prunes), np.concatenate(unifies)
+    n_prune, n_unify = budget.counts(prune_all.size)
+    flat = select_blocks(prune_all, unify_all, n_prune, n_unify)
+    out, start = {}, 0
+    for name, size in zip(weights, sizes):
+        part = flat[start:start + size]
+        out[name] = (int((part == BlockKind.PRUNED).sum()), int((part == BlockKind.UNIFIED).sum()))
+        start += size
+    return out
+
+
+def calibrate(model: nn.Module, batches: Iterable, config: CalibrationConfig | None = None, *,
+              progress: Callable[[str], None] | None = None) -> CalibrationReport:
+    """Compress ``model``'s layers in place by layer-wise ADMM on ``batches``; see the module docstring.
+
+    Returns a :class:`CalibrationReport`. The weights of calibrated layers end on the grid of
+    ``config.coding`` and in the structure reported; their biases (when ``bias_correction``)
+    absorb the mean output shift. ``progress`` receives one line per layer.
+    """
+    config = config or CalibrationConfig()
+    started = time.perf_counter()
+    batches = list(batches)  # several passes are made
+    if not batches:
+        raise ValueError("calibrate needs at least one batch of inputs")
+    bare = unwrap(model)
+    was_training = bare.training
+    bare.eval()
+    modules = dict(bare.named_modules())
+    groups = collect_layers(bare, batches[0])
+    skipped: list[tuple[str, str]] = []
+    plan: list[list[str]] = []
+    targets: dict[str, Target | None] = {}
+    for group in groups:
+        kept = []
+        for name in group:
+            why = _unsupported(modules[name])
+            calibrated, target = config.target_for(f"{name}.weight")
+            if why is None and not calibrated:
+                why = "excluded by a rule"
+            if why is None and _grid_step(config, f"{name}.weight", modules[name].weight) is None:
+                why = "coded RAW by the coding config"
+            if why is not None:
+                skipped.append((name, why))
+                continue
+            targets[name] = target
+            kept.append(name)
+        if kept:
+            plan.append(kept)
+    called = {name for group in groups for name in group}
+    skipped += [(name, "never called by the model on the calibration inputs")
+                for name, m in modules.items() if isinstance(m, CALIBRATED_TYPES) and name not in called]
+    names = [name for group in plan for name in group]
+    blocks = {name: (targets[name].block if targets[name] is not None else config.coding.block) for name in names}
+
+    counts: dict[str, tuple[int, int] | None] = {}
+    if config.budget is not None:
+        # the budget is spread once, on the original model's inputs (one forward pass)
+        stats = _gather(bare, {n: modules[n] for n in names}, batches, stop_early=False)
+        weights = {n: modules[n].weight.detach().double().reshape(modules[n].weight.shape[0], -1).numpy()
+                   for n in names}
+        column_weights = {n: np.diag(stats[n].gram.numpy()) / max(stats[n].rows, 1) for n in names}
+        counts.update(_allocate(config.budget, weights, column_weights, blocks))
+    else:
+        for name in names:
+            target = targets[name]
+            if target is None:
+                counts[name] = None
+                continue
+            rows, cols = modules[name].weight.shape[0], modules[name].weight[0].numel()
+            counts[name] = target.counts(math.prod(grid_shape(rows, cols, *target.block)))
+
+    reports: list[LayerReport] = []
+    kinds_out: dict[str, np.ndarray] = {}
+    shared_stats = None
+    if not config.sequential:
+        shared_stats = _gather(bare, {n: modules[n] for n in names}, batches, stop_early=False)
+    for group in plan:
+        group_started = time.perf_counter()
+        if shared_stats is not None:
+            stats = {n: shared_stats[n] for n in group}
+        else:
+            stats = _gather(bare, {n: modules[n] for n in group}, batches, stop_early=True)
+        gather_seconds = time.perf_counter() - group_started
+        for name in group:
+            layer_started = time.perf_counter()
+            module = modules[name]
+            weight = module.weight
+            w0 = weight.detach().double().reshape(weight.shape[0], -1).numpy()
+            s = stats[name]
+            rows = max(s.rows, 1)
+            gram = s.gram.numpy() / rows
+            mean = s.total.numpy() / rows
+            has_bias = getattr(module, "bias", None) is not None and config.bias_correction
+            if has_bias:
+                gram = gram - np.outer(mean, mean)
+            step = _grid_step(config, f"{name}.weight", weight)
+            solved, kinds, info = solve_layer(w0, gram, block=blocks[name], counts=counts[name], step=step,
+                                              iterations=config.iterations, rho=config.rho,
+                                              rho_growth=config.rho_growth, damping=config.damping)
+            with torch.no_grad():
+                if has_bias:
+                    shift = (w0 - solved) @ mean
+                    module.bias.add_(torch.from_numpy(shift).to(module.bias))
+                weight.copy_(torch.from_numpy(solved).reshape(weight.shape).to(weight))
+            # the structure to keep in fine-tuning: the selected kinds, a unified block at
+            # magnitude 0 counted as pruned; the report counts kinds as the codec derives them
+            kinds = kinds.copy()
+            kinds[(kinds == BlockKind.UNIFIED) & (block_costs(solved, blocks[name]).abs_sum == 0)] = BlockKind.PRUNED
+            kinds_out[name + ".weight"] = kinds
+            block_counts = np.bincount(_kinds_from_values(solved, blocks[name]).ravel(), minlength=3)
+            seconds = time.perf_counter() - layer_started + gather_seconds / len(group)
+            report = LayerReport(name + ".weight", tuple(weight.shape), blocks[name],
+                                 (int(block_counts[BlockKind.PRUNED]), int(block_counts[BlockKind.UNIFIED]),
+                                  int(block_counts[BlockKind.DENSE])),
+                                 info["plain_error"], info["error"], info["best_iteration"], s.rows, seconds)
+            reports.append(report)
+            if progress is not None:
+                progress(f"{report.name}: blocks {report.blocks[0]}/{report.blocks[1]}/{report.blocks[2]} "
+                         f"error {report.plain_error:.4f} -> {report.error:.4f} ({seconds:.1f} s)")
+    bare.train(was_training)
+    return CalibrationReport(tuple(reports), tuple(skipped), kinds_out,
+                             {name + ".weight": blocks[name] for name in names}, time.perf_counter() - started)
+
+
+def _kinds_from_values(matrix: np.ndarray, block: tuple[int, int]) -> np.ndarray:
+    """Block kinds of a matrix as the codec derives them from its values (all zero: pruned; all
+    equal magnitude: unified; else dense)."""
+    from .blocks import block_kinds
+
+    magnitude = np.abs(matrix)
+    # exact float64 grid values: equal magnitudes compare equal; map to integers by ranking
+    _, codes = np.unique(magnitude, return_inverse=True)
+    codes = codes.reshape(magnitude.shape)
+    zero = magnitude == 0
+    return block_kinds(np.where(zero, 0, codes + 1), *block)

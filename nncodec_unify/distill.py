@@ -1,0 +1,90 @@
+"""Short distillation after calibration, with the micro-structure and the codec's grid kept exactly.
+
+The optional end-to-end stage after :func:`nncodec_unify.calibrate.calibrate`: the original
+model is the teacher, the compressed model the student, the loss compares their outputs on
+unlabelled inputs (mean squared error by default; pass ``loss`` for e.g. ``1 - cosine`` of
+sentence embeddings). During the whole stage
+
+* the structure holds exactly (:class:`nncodec_unify.admm.Structure`: pruned weights stay 0,
+  each unified block trains one shared magnitude and keeps its signs), and
+* the weights stay on the codec's grid (:class:`nncodec_unify.admm.GridTraining`: forward and
+  backward on the grid, updates on float shadows),
+
+so after it ``encode(snap_to_grid(model, coding), config=coding)`` decodes to exactly the model
+that was evaluated.
+
+Distributed: pass the ``DistributedDataParallel``-wrapped student and give every rank its own
+shard of the batches (equal sizes); DDP averages the gradients, the hooks act on the bare
+module's identical parameters, so all ranks end with the same weights, and with equal shards
+the result matches one process on the whole batches up to float rounding.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+
+import torch
+from torch import nn
+
+from .admm import GridTraining, Structure, unwrap
+from .config import EncoderConfig
+
+__all__ = ["distill"]
+
+
+def _call(model: nn.Module, batch):
+    if isinstance(batch, dict):
+        return model(**batch)
+    if isinstance(batch, (tuple, list)):
+        return model(*batch)
+    return model(batch)
+
+
+def distill(student: nn.Module, teacher: nn.Module, batches: Iterable, *, structure: Structure | None,
+            coding: EncoderConfig | None = None, epochs: int = 1, lr: float = 1e-4,
+            loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+            output: Callable[[object], torch.Tensor] | None = None,
+            progress: Callable[[str], None] | None = None) -> list[float]:
+    """Fine-tune ``student`` towards ``teacher``'s outputs, structure and grid kept; in place.
+
+    ``batches`` is re-iterated every epoch (a list), each batch called as in
+    :func:`~nncodec_unify.calibrate.calibrate`; ``output`` maps a model's output to the tensor
+    compared (default: the output itself, or its first element when a tuple); ``loss(student,
+    teacher)`` defaults to the mean squared error. Adam with a cosine learning-rate decay over
+    all steps, in eval mode (no dropout; BatchNorm statistics frozen). ``structure`` is the structure to keep (``report.structure(model)`` after
+    calibration; ``None`` keeps only the grid). Returns the mean loss of every epoch.
+    """
+    if epochs < 0 or not lr > 0:
+        raise ValueError(f"need epochs >= 0 and lr > 0, got {epochs}, {lr}")
+    batches = list(batches)
+    coding = coding or EncoderConfig()
+    loss = loss or nn.functional.mse_loss
+    output = output or (lambda out: out[0] if isinstance(out, (tuple, list)) else out)
+    teacher.eval()
+    with torch.no_grad():
+        targets = [output(_call(teacher, batch)).detach() for batch in batches]
+    optimizer = torch.optim.Adam(unwrap(student).parameters(), lr=lr)
+    if structure is not None:
+        structure.attach(optimizer)
+    GridTraining(student, coding).attach(optimizer)  # after the structure's hooks: see GridTraining
+    total_steps = max(1, epochs * len(batches))
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: 0.5 * (1.0 + math.cos(math.pi * min(step, total_steps) / total_steps)))
+    was_training = student.training
+    student.eval()  # post-training: dropout off, normalisation statistics as calibrated
+    history = []
+    for epoch in range(epochs):
+        running = 0.0
+        for batch, target in zip(batches, targets):
+            optimizer.zero_grad(set_to_none=True)
+            value = loss(output(_call(student, batch)), target)
+            value.backward()
+            optimizer.step()
+            schedule.step()
+            running += float(value.detach())
+        history.append(running / max(1, len(batches)))
+        if progress is not None:
+            progress(f"distillation epoch {epoch + 1}/{epochs}: loss {history[-1]:.6f}")
+    student.train(was_training)
+    return history

@@ -1,0 +1,302 @@
+"""Layer-wise calibrated unification and pruning (nncodec_unify.calibrate) and distillation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from nncodec_unify import EncoderConfig, decode, encode
+from nncodec_unify.admm import same_bits, snap_to_grid
+from nncodec_unify.blocks import expand_blocks
+from nncodec_unify.calibrate import CalibrationConfig, _layer_rows, calibrate, collect_layers, solve_layer
+from nncodec_unify.distill import distill
+from nncodec_unify.format import BlockKind
+from nncodec_unify.quant import step_size
+from nncodec_unify.unify import Target
+
+torch.set_num_threads(1)
+
+QP = -24
+STEP = float(step_size(QP))
+
+
+def correlated_inputs(rows: int, cols: int, seed: int) -> np.ndarray:
+    """Inputs with strongly correlated, unequally scaled features (like real activations)."""
+    rng = np.random.default_rng(seed)
+    mixing = rng.normal(size=(cols, cols)) * rng.lognormal(sigma=1.0, size=(1, cols))
+    return rng.normal(size=(rows, cols)) @ mixing / np.sqrt(cols)
+
+
+def assert_in_structure(matrix: np.ndarray, kinds: np.ndarray, block: tuple[int, int], step: float) -> None:
+    rows, cols = matrix.shape
+    element = expand_blocks(kinds, *block, rows, cols)
+    levels = matrix / step
+    np.testing.assert_array_equal(levels, np.rint(levels))  # on the grid
+    assert (matrix[element == BlockKind.PRUNED] == 0).all()
+    magnitude = np.abs(matrix)
+    for r, c in zip(*np.nonzero(kinds == BlockKind.UNIFIED)):
+        part = magnitude[r * block[0]:(r + 1) * block[0], c * block[1]:(c + 1) * block[1]]
+        assert (part == part.flat[0]).all()
+
+
+class TestSolveLayer:
+    @pytest.mark.parametrize("seed", range(4))
+    def test_structure_exact_and_better_than_plain_projection(self, seed):
+        rng = np.random.default_rng(seed)
+        w0 = rng.normal(scale=0.1, size=(24, 32))
+        x = correlated_inputs(2000, 32, seed)
+        gram = x.T @ x / len(x)
+        counts = (10, 18)  # of 6 x 8 = 48 blocks
+        w, kinds, info = solve_layer(w0, gram, block=(4, 4), counts=counts, step=STEP, iterations=30)
+        assert ((kinds == BlockKind.PRUNED).sum(), (kinds == BlockKind.UNIFIED).sum()) == counts
+        assert_in_structure(w, kinds, (4, 4), STEP)
+        # measured on the data: the output error of the solution beats the plain projection's
+        plain, plain_kinds, _ = solve_layer(w0, gram, block=(4, 4), counts=counts, step=STEP, iterations=0)
+        error = np.linalg.norm(x @ (w - w0).T)
+        plain_error = np.linalg.norm(x @ (plain - w0).T)
+        assert error < 0.8 * plain_error
+        assert info["error"] < info["plain_error"] and info["best_iteration"] > 0
+
+    def test_grid_only_and_no_grid(self):
+        rng = np.random.default_rng(5)
+        w0 = rng.normal(scale=0.1, size=(8, 16))
+        x = correlated_inputs(500, 16, 5)
+        w, kinds, info = solve_layer(w0, x.T @ x / 500, counts=None, step=STEP, iterations=20)
+        assert (kinds == BlockKind.DENSE).all()
+        assert_in_structure(w, kinds, (4, 4), STEP)
+        assert info["error"] <= info["plain_error"]
+        free, _, free_info = solve_layer(w0, x.T @ x / 500, counts=None, step=None, iterations=5)
+        np.testing.assert_allclose(free, w0)  # nothing to satisfy: W0 itself
+        assert free_info["error"] == 0.0
+
+    def test_deterministic(self):
+        rng = np.random.default_rng(7)
+        w0 = rng.normal(size=(12, 20))
+        gram = np.cov(correlated_inputs(300, 20, 7).T)
+        first = solve_layer(w0, gram, block=(2, 4), counts=(5, 10), step=STEP)
+        second = solve_layer(w0, gram, block=(2, 4), counts=(5, 10), step=STEP)
+        assert first[0].tobytes() == second[0].tobytes()
+        assert np.array_equal(first[1], second[1])
+
+
+class MLP(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        # registered in another order than called: calibration must follow the calls
+        self.second = nn.Linear(48, 16)
+        self.first = nn.Linear(24, 48)
+
+    def forward(self, x):
+        return self.second(torch.tanh(self.first(x)))
+
+
+class CNN(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1, stride=2)
+        self.conv1d = nn.Conv1d(8, 8, 3, padding=1)
+        self.fc = nn.Linear(8 * 16, 10)
+
+    def forward(self, x):
+        x = torch.relu(self.conv(x))  # (n, 8, 4, 4)
+        x = torch.relu(self.conv1d(x.flatten(2)))  # (n, 8, 16)
+        return self.fc(x.flatten(1))
+
+
+class Block(nn.Module):
+    """One pre-norm transformer block."""
+
+    def __init__(self, width: int = 32, heads: int = 4) -> None:
+        super().__init__()
+        self.heads = heads
+        self.norm1, self.norm2 = nn.LayerNorm(width), nn.LayerNorm(width)
+        self.query, self.key, self.value = (nn.Linear(width, width) for _ in range(3))
+        self.out = nn.Linear(width, width)
+        self.up, self.down = nn.Linear(width, 4 * width), nn.Linear(4 * width, width)
+
+    def forward(self, x):
+        n, t, w = x.shape
+        h = self.norm1(x)
+        q, k, v = (f(h).view(n, t, self.heads, -1).transpose(1, 2) for f in (self.query, self.key, self.value))
+        attention = torch.softmax(q @ k.transpose(-1, -2) / (w // self.heads) ** 0.5, -1) @ v
+        x = x + self.out(attention.transpose(1, 2).reshape(n, t, w))
+        return x + self.down(torch.relu(self.up(self.norm2(x))))
+
+
+def make(model_class, seed=0):
+    torch.manual_seed(seed)
+    return model_class()
+
+
+def inputs_for(model_class, count=8, seed=1):
+    generator = torch.Generator().manual_seed(seed)
+    if model_class is CNN:  # smooth images: neighbouring pixels are correlated, as in real ones
+        return [nn.functional.interpolate(torch.randn(16, 3, 3, 3, generator=generator), size=8, mode="bilinear")
+                for _ in range(count)]
+    shape = {MLP: (32, 24), Block: (8, 6, 32)}[model_class]
+    return [torch.randn(*shape, generator=generator) for _ in range(count)]
+
+
+TARGET = Target(prune_ratio=0.25, unify_ratio=0.4, block=(4, 4))
+
+
+def output_error(model, reference, batches) -> float:
+    with torch.no_grad():
+        return sum(float(((model(x) - reference(x)) ** 2).sum()) for x in batches)
+
+
+class TestCalibrate:
+    @pytest.mark.parametrize("model_class", [MLP, CNN, Block])
+    def test_structure_grid_and_better_outputs_than_plain_projection(self, model_class):
+        original = make(model_class)
+        batches = inputs_for(model_class)
+        config = CalibrationConfig(target=TARGET, coding=EncoderConfig(qp=QP), iterations=25)
+        calibrated = make(model_class)
+        report = calibrate(calibrated, batches, config)
+        plain = make(model_class)
+        calibrate(plain, batches, CalibrationConfig(target=TARGET, coding=EncoderConfig(qp=QP), iterations=0))
+        layer_names = [n for n, m in original.named_modules() if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d))]
+        assert sorted(layer.name for layer in report.layers) == sorted(n + ".weight" for n in layer_names)
+        named = dict(calibrated.named_parameters())
+        for layer in report.layers:
+            matrix = named[layer.name].detach().double().reshape(layer.shape[0], -1).numpy()
+            assert_in_structure(matrix, report.kinds[layer.name], layer.block, STEP)
+            assert layer.error <= layer.plain_error
+        assert report.structure(calibrated).holds()
+        assert output_error(calibrated, original, batches) < 0.8 * output_error(plain, original, batches)
+        # the decoded stream is the calibrated model, bit for bit
+        state = snap_to_grid(calibrated, EncoderConfig(qp=QP))
+        decoded = decode(encode(state, config=EncoderConfig(qp=QP)))
+        assert same_bits(state, decoded)
+        for name, param in named.items():
+            if name.endswith("weight") and param.dim() >= 2:
+                assert decoded[name].tobytes() == param.detach().numpy().tobytes()
+
+    def test_layers_follow_the_call_order_and_qkv_form_one_group(self):
+        assert collect_layers(make(MLP), inputs_for(MLP)[0]) == [["first"], ["second"]]
+        assert collect_layers(make(Block), inputs_for(Block)[0]) == [["query", "key", "value"], ["out"], ["up"],
+                                                                     ["down"]]
+
+    def test_sequential_uses_the_already_compressed_earlier_layers(self):
+        batches = inputs_for(MLP)
+        model = make(MLP)
+        config = CalibrationConfig(target=TARGET, coding=EncoderConfig(qp=QP), iterations=10)
+        calibrate(model, batches, config)
+        # redo the second layer by hand from the calibrated first layer's outputs
+        reference = make(MLP)
+        with torch.no_grad():
+            reference.first.load_state_dict(model.first.state_dict())
+            x = torch.cat([torch.tanh(reference.first(b)) for b in batches]).double().numpy()
+        gram = x.T @ x / len(x) - np.outer(x.mean(0), x.mean(0))
+        w0 = reference.second.weight.detach().double().numpy()
+        expected, _, _ = solve_layer(w0, gram, block=(4, 4), counts=TARGET.counts(4 * 12), step=STEP,
+                                     iterations=10, rho=config.rho, rho_growth=config.rho_growth,
+                                     damping=config.damping)
+        np.testing.assert_allclose(model.second.weight.detach().double().numpy(), expected, atol=STEP / 1000)
+        # not sequential: the Gram comes from the original first layer, another solution
+        other = make(MLP)
+        calibrate(other, batches, CalibrationConfig(target=TARGET, coding=EncoderConfig(qp=QP), iterations=10,
+                                                    sequential=False))
+        assert not torch.equal(other.second.weight, model.second.weight)
+        assert torch.equal(other.first.weight, model.first.weight)
+
+    def test_bias_absorbs_the_mean_shift(self):
+        batches = [b + 3.0 for b in inputs_for(MLP)]  # inputs with a large mean
+        model = make(MLP)
+        calibrate(model, batches, CalibrationConfig(target=TARGET, coding=EncoderConfig(qp=QP), iterations=10))
+        original = make(MLP)
+        with torch.no_grad():
+            x = torch.cat(batches)
+            shift = (model.first(x) - original.first(x)).mean(0)
+        assert float(shift.abs().max()) < 1e-4
+
+    def test_deterministic(self):
+        batches = inputs_for(CNN)
+        first, second = make(CNN), make(CNN)
+        config = CalibrationConfig(target=TARGET, coding=EncoderConfig(qp=QP), iterations=8)
+        calibrate(first, batches, config)
+        calibrate(second, batches, config)
+        for (name, a), (_, b) in zip(first.state_dict().items(), second.state_dict().items()):
+            assert a.numpy().tobytes() == b.numpy().tobytes(), name
+
+    def test_global_budget_and_rules(self):
+        batches = inputs_for(Block)
+        model = make(Block)
+        budget = Target(prune_ratio=0.3, unify_ratio=0.3, block=(4, 4))
+        report = calibrate(model, batches, CalibrationConfig(
+            budget=budget, coding=EncoderConfig(qp=QP), iterations=5, rules=(("down.weight", None),)))
+        assert ("down", "excluded by a rule") in report.skipped
+        total = sum(k.size for k in report.kinds.values())
+        pruned = sum(int((k == BlockKind.PRUNED).sum()) for k in report.kinds.values())
+        unified = sum(int((k == BlockKind.UNIFIED).sum()) for k in report.kinds.values())
+        # a unified block whose magnitude rounds to 0 counts as pruned: the sum is the budget's
+        assert pruned + unified == sum(budget.counts(total))
+        assert pruned >= budget.counts(total)[0]
+        assert len({int((k == BlockKind.PRUNED).sum()) / k.size for k in report.kinds.values()}) > 1  # spread unevenly
+        assert torch.equal(model.down.weight, make(Block).down.weight)
+
+    def test_conv_rows_reproduce_the_convolution(self):
+        torch.manual_seed(3)
+        conv = nn.Conv2d(3, 5, (3, 2), stride=(2, 1), padding=(1, 1), dilation=(1, 2))
+        x = torch.randn(2, 3, 9, 7)
+        delta = torch.randn_like(conv.weight) * 0.1
+        rows = _layer_rows(conv, x).double()
+        expected = nn.functional.conv2d(x, delta, stride=conv.stride, padding=conv.padding, dilation=conv.dilation)
+        got = rows @ delta.reshape(5, -1).double().T
+        expected = expected.detach()
+        np.testing.assert_allclose(got.numpy(), expected.flatten(2).transpose(1, 2).reshape(-1, 5).double().numpy(),
+                                   atol=1e-5)
+        conv1d = nn.Conv1d(4, 3, 3, padding=2, dilation=2)
+        x1 = torch.randn(2, 4, 10)
+        rows1 = _layer_rows(conv1d, x1).double()
+        out1 = nn.functional.conv1d(x1, conv1d.weight, dilation=2, padding=2).transpose(1, 2).reshape(-1, 3)
+        np.testing.assert_allclose((rows1 @ conv1d.weight.detach().reshape(3, -1).double().T).numpy(), out1.detach().double().numpy(),
+                                   atol=1e-5)
+
+    def test_unsupported_layers_are_reported_and_untouched(self):
+        class Grouped(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.conv = nn.Conv2d(4, 4, 3, groups=2)
+                self.unused = nn.Linear(3, 3)
+                self.fc = nn.Linear(4, 2)
+
+            def forward(self, x):
+                return self.fc(self.conv(x).mean((2, 3)))
+
+        torch.manual_seed(0)
+        model = Grouped()
+        before = {k: v.clone() for k, v in model.state_dict().items()}
+        report = calibrate(model, [torch.randn(4, 4, 5, 5)], CalibrationConfig(coding=EncoderConfig(qp=QP)))
+        assert dict(report.skipped) == {"conv": "grouped convolution (groups=2)",
+                                        "unused": "never called by the model on the calibration inputs"}
+        assert torch.equal(model.conv.weight, before["conv.weight"])
+        assert not torch.equal(model.fc.weight, before["fc.weight"])
+        assert [layer.name for layer in report.layers] == ["fc.weight"]
+
+    def test_bad_options(self):
+        with pytest.raises(ValueError, match="iterations"):
+            CalibrationConfig(iterations=-1)
+        with pytest.raises(ValueError, match="damping"):
+            CalibrationConfig(damping=0)
+        with pytest.raises(ValueError, match="at least one batch"):
+            calibrate(make(MLP), [], CalibrationConfig())
+
+
+class TestDistill:
+    def test_keeps_structure_and_grid_and_lowers_the_loss(self):
+        batches = inputs_for(Block, count=6)
+        teacher = make(Block)
+        student = make(Block)
+        coding = EncoderConfig(qp=QP)
+        report = calibrate(student, batches, CalibrationConfig(target=TARGET, coding=coding, iterations=5))
+        structure = report.structure(student)
+        history = distill(student, teacher, batches, structure=structure, coding=coding, epochs=4, lr=2e-3)
+        assert history[-1] < history[0]
+        assert structure.holds()
+        state = snap_to_grid(student, coding)
+        for name, param in student.named_parameters():
+            assert state[name].tobytes() == param.detach().numpy().tobytes(), name  # already on the grid
+        assert same_bits(state, decode(encode(state, config=coding)))
