@@ -4,18 +4,21 @@ For a trained model and a few batches of unlabelled inputs, the way pretrained n
 compressed today (SparseGPT, GPTQ; ADMM weight updates as in Boža 2024): every ``nn.Linear``,
 ``nn.Conv1d`` and ``nn.Conv2d`` weight ``W0`` is replaced, layer by layer, by the ``W`` in the
 micro-structured set ``S`` (pruned / unified / dense blocks, on the codec's quantization grid)
-that best reproduces the layer's outputs on the calibration inputs::
+that best reproduces the original layer's outputs on the calibration inputs::
 
-    min_W ||X W^T - X W0^T||^2   subject to   W in S
+    min_W ||X W^T - X0 W0^T||^2   subject to   W in S
 
 where ``X`` holds the layer's inputs (rows) as the model, with the layers before it already
-compressed, computes them. With a bias the objective is taken on centred inputs and the bias
-absorbs the mean shift ``(W0 - W) E[x]`` (the exact optimum of the bias for that ``W``).
+compressed, computes them, and ``X0`` the original model's inputs to the same layer (with
+``asymmetric=False``, ``X0 = X`` as in SparseGPT/GPTQ; the asymmetric target also makes each
+layer compensate the errors of the layers before it). With a bias the objective is taken on
+centred inputs and the bias keeps the mean output: ``b = b0 + W0 E[x0] - W E[x]`` (the exact
+optimum of the bias for that ``W``).
 
 The solver (:func:`solve_layer`) is ADMM on this objective with ``H = E[x x^T]`` normalised to
 a unit mean diagonal and damped (``H + damping * I``, as GPTQ):
 
-* ``W``-step, closed form: ``W (H + rho D) = W0 H + rho (Z - U) D``, solved through one
+* ``W``-step, closed form: ``W (H + rho D) = W0 E[x0 x^T] + rho (Z - U) D``, solved through one
   eigendecomposition of ``D^-1/2 H D^-1/2`` per layer;
 * ``Z``-step: the projection of ``W + U`` onto ``S`` in the metric ``D = diag(H)`` (each input
   column weighted by its energy, so a block fed by strong inputs is expensive to prune):
@@ -60,6 +63,7 @@ listed in the report.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import fnmatch
 import math
@@ -77,7 +81,8 @@ from .format import BlockKind, CodingMode, DType
 from .quant import MAX_LEVEL, step_size
 from .unify import Target, block_costs, select_blocks, select_counts
 
-__all__ = ["CalibrationConfig", "CalibrationReport", "LayerReport", "calibrate", "collect_layers", "solve_layer"]
+__all__ = ["CalibrationConfig", "CalibrationReport", "LayerReport", "calibrate", "call_model", "collect_layers",
+           "solve_layer"]
 
 CALIBRATED_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d)
 
@@ -92,7 +97,11 @@ class CalibrationConfig:
     ``budget`` spreads its ratios over all calibrated layers (see the module docstring); each
     layer keeps its own target's block shape. ``coding`` gives the grid (qp per tensor);
     ``iterations``, ``rho``, ``rho_growth`` and ``damping`` drive the ADMM solver;
-    ``bias_correction`` lets a layer's bias absorb the mean output shift.
+    ``bias_correction`` lets a layer's bias absorb the mean output shift. ``sequential``
+    computes each layer's inputs with the earlier layers already compressed; ``asymmetric``
+    (with ``sequential``) makes the target the original model's outputs ``X0 W0^T`` rather than
+    ``X W0^T``, so each layer also compensates what the layers before it lost (it keeps a copy
+    of the original model in memory and runs both per group).
     """
 
     target: Target | None = Target(prune_ratio=0.0, unify_ratio=0.0)
@@ -105,6 +114,7 @@ class CalibrationConfig:
     damping: float = 0.01
     bias_correction: bool = True
     sequential: bool = True
+    asymmetric: bool = True
 
     def __post_init__(self) -> None:
         if not isinstance(self.iterations, int) or self.iterations < 0:
@@ -214,32 +224,41 @@ def _project(values: np.ndarray, weights: np.ndarray, block: tuple[int, int], co
 def solve_layer(weight: np.ndarray, gram: np.ndarray, *, block: tuple[int, int] = (4, 4),
                 counts: tuple[int, int] | None = None, step: float | None = None, iterations: int = 40,
                 rho: float = 0.03, rho_growth: float = 1.15, damping: float = 0.01,
+                cross: np.ndarray | None = None, target_gram: np.ndarray | None = None,
                 ) -> tuple[np.ndarray, np.ndarray, dict]:
-    """ADMM for ``min tr((W - W0) H (W - W0)^T)`` over the structure and grid (module docstring).
+    """ADMM for ``min ||X W^T - X0 W0^T||^2`` over the structure and grid (module docstring).
 
-    ``weight`` is ``W0`` as an ``out x in`` matrix, ``gram`` the (uncentred or centred) input
-    Gram matrix ``in x in``; ``counts`` the numbers of pruned and unified blocks (``None``: all
-    blocks dense, only the grid); ``step`` the grid's step (``None``: no grid). Returns
-    ``(W, kinds, info)`` with ``W`` float64 in the set, its selected kinds grid and ``info``
-    (``plain_error``, ``error``: relative errors; ``best_iteration``).
+    ``weight`` is ``W0`` as an ``out x in`` matrix and ``gram`` ``H = E[x x^T]`` of the layer's
+    inputs ``x`` (centred when a bias absorbs the mean). By default the target inputs ``x0`` are
+    the same ``x``; with ``cross = E[x x0^T]`` and ``target_gram = E[x0 x0^T]`` they are the
+    original model's inputs, so the layer also compensates errors made before it. ``counts`` are
+    the numbers of pruned and unified blocks (``None``: all blocks dense, only the grid),
+    ``step`` the grid's step (``None``: no grid). Returns ``(W, kinds, info)``: ``W`` float64 in
+    the set, its selected kinds grid, and ``info`` with ``plain_error`` and ``error`` (output
+    errors relative to ``||X0 W0^T||``, of the plain projection of ``W0`` and of ``W``) and
+    ``best_iteration``.
     """
     w0 = np.asarray(weight, dtype=np.float64)
     h = np.asarray(gram, dtype=np.float64)
     cols = w0.shape[1]
     scale = float(np.trace(h)) / max(cols, 1)
-    h = h / scale if scale > 0 else np.zeros_like(h)
-    h = h + damping * np.eye(cols)
+    scale = scale if scale > 0 else 1.0
+    h = h / scale + damping * np.eye(cols)
+    # f(W) = tr(W H W^T) - 2 tr(W B^T) + c; damping adds damping * ||W - W0||^2 (pull towards W0)
+    if cross is None:
+        b = w0 @ h
+        c = float(np.sum(b * w0))
+    else:
+        b = w0 @ (np.asarray(cross, dtype=np.float64).T / scale) + damping * w0
+        c = float(np.sum((w0 @ (np.asarray(target_gram, dtype=np.float64) / scale)) * w0)) + damping * float(np.sum(w0 * w0))
     d = np.diag(h).copy()
     grid = _Grid(np.float32(step)) if step is not None else None
-    w0h = w0 @ h
-    energy = float(np.sum(w0h * w0))
 
     def objective(w: np.ndarray) -> float:
-        e = w - w0
-        return float(np.sum((e @ h) * e))
+        return max(float(np.sum((w @ h) * w)) - 2.0 * float(np.sum(w * b)) + c, 0.0)
 
     def relative(value: float) -> float:
-        return math.sqrt(value / energy) if energy > 0 else 0.0
+        return math.sqrt(value / c) if c > 0 else 0.0
 
     z, kinds = _project(w0, d, block, counts, grid)
     best = (objective(z), z, kinds, 0)
@@ -249,8 +268,8 @@ def solve_layer(weight: np.ndarray, gram: np.ndarray, *, block: tuple[int, int] 
         eigenvalues, vectors = np.linalg.eigh(h * inv_sqrt_d[:, None] * inv_sqrt_d[None, :])
         u = np.zeros_like(w0)
         for iteration in range(1, iterations + 1):
-            # W (H + rho D) = W0 H + rho (Z - U) D,  H + rho D = D^1/2 (G + rho I) D^1/2
-            right = (w0h + rho * (z - u) * d) * inv_sqrt_d
+            # W (H + rho D) = B + rho (Z - U) D,  H + rho D = D^1/2 (G + rho I) D^1/2
+            right = (b + rho * (z - u) * d) * inv_sqrt_d
             w = (((right @ vectors) / (eigenvalues + rho)) @ vectors.T) * inv_sqrt_d
             z, kinds = _project(w + u, d, block, counts, grid)
             u += w - z
@@ -270,13 +289,13 @@ class _Stop(Exception):
     """Raised by a hook to end a forward pass once the group's layers have seen their inputs."""
 
 
-def _call(model: nn.Module, batch) -> None:
+def call_model(model: nn.Module, batch):
+    """``model(**batch)`` for a mapping, ``model(*batch)`` for a tuple or list, else ``model(batch)``."""
     if isinstance(batch, Mapping):
-        model(**batch)
-    elif isinstance(batch, (tuple, list)):
-        model(*batch)
-    else:
-        model(batch)
+        return model(**batch)
+    if isinstance(batch, (tuple, list)):
+        return model(*batch)
+    return model(batch)
 
 
 def _layer_rows(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -320,7 +339,7 @@ def collect_layers(model: nn.Module, batch) -> list[list[str]]:
                 lambda mod, args, name=name: calls.append((name, args[0]))))
     try:
         with torch.no_grad():
-            _call(model, batch)
+            call_model(model, batch)
     finally:
         for handle in handles:
             handle.remove()
@@ -341,26 +360,57 @@ def collect_layers(model: nn.Module, batch) -> list[list[str]]:
 
 @dataclasses.dataclass
 class _Statistics:
-    gram: torch.Tensor
-    total: torch.Tensor
+    """Sums over the rows of one layer's inputs ``x`` (and the original model's ``x0``)."""
+
+    gram: torch.Tensor  # sum x x^T
+    total: torch.Tensor  # sum x
+    cross: torch.Tensor | None = None  # sum x x0^T
+    target_gram: torch.Tensor | None = None  # sum x0 x0^T
+    target_total: torch.Tensor | None = None  # sum x0
     rows: int = 0
 
-    def add(self, x: torch.Tensor) -> None:
+    def add(self, x: torch.Tensor, x0: torch.Tensor | None) -> None:
         x = x.detach().float()
         self.gram += (x.T @ x).double()
         self.total += x.sum(0).double()
+        if x0 is not None:
+            x0 = x0.detach().float()
+            if x0.shape != x.shape:
+                raise ValueError(f"the original and the compressed model gave inputs of shapes {tuple(x0.shape)} "
+                                 f"and {tuple(x.shape)} to the same layer: the model is not deterministic")
+            zero = torch.zeros_like(self.gram)
+            self.cross = (self.cross if self.cross is not None else zero) + (x.T @ x0).double()
+            self.target_gram = (self.target_gram if self.target_gram is not None else zero) + (x0.T @ x0).double()
+            self.target_total = (self.target_total if self.target_total is not None
+                                 else torch.zeros_like(self.total)) + x0.sum(0).double()
         self.rows += x.shape[0]
 
+    def moments(self, centred: bool) -> dict[str, np.ndarray | None]:
+        """``gram``, ``cross``, ``target_gram`` as expectations (centred: covariances) and the means."""
+        rows = max(self.rows, 1)
+        mean = self.total.numpy() / rows
+        out: dict[str, np.ndarray | None] = {"gram": self.gram.numpy() / rows, "mean": mean,
+                                             "cross": None, "target_gram": None, "target_mean": mean}
+        if self.cross is not None:
+            out["target_mean"] = self.target_total.numpy() / rows
+            out["cross"] = self.cross.numpy() / rows
+            out["target_gram"] = self.target_gram.numpy() / rows
+        if centred:
+            out["gram"] = out["gram"] - np.outer(mean, mean)
+            if out["cross"] is not None:
+                out["cross"] = out["cross"] - np.outer(mean, out["target_mean"])
+                out["target_gram"] = out["target_gram"] - np.outer(out["target_mean"], out["target_mean"])
+        return out
 
-def _gather(model: nn.Module, modules: Mapping[str, nn.Module], batches: Sequence, stop_early: bool,
-            ) -> dict[str, _Statistics]:
-    stats = {name: _Statistics(torch.zeros(m.weight[0].numel(), m.weight[0].numel(), dtype=torch.float64),
-                               torch.zeros(m.weight[0].numel(), dtype=torch.float64))
-             for name, m in modules.items()}
-    pending: set[str] = set()
+
+def _capture(model: nn.Module, modules: Mapping[str, nn.Module], batch, stop_early: bool,
+             sink: Callable[[str, torch.Tensor], None]) -> None:
+    """One forward pass of ``batch`` handing every listed layer's input rows to ``sink``;
+    with ``stop_early`` it ends once all of them have been called."""
+    pending = set(modules)
 
     def hook(module, args, name):
-        stats[name].add(_layer_rows(module, args[0]))
+        sink(name, _layer_rows(module, args[0]))
         pending.discard(name)
         if stop_early and not pending:
             raise _Stop
@@ -369,15 +419,28 @@ def _gather(model: nn.Module, modules: Mapping[str, nn.Module], batches: Sequenc
                for name, m in modules.items()]
     try:
         with torch.no_grad():
-            for batch in batches:
-                pending.update(modules)
-                try:
-                    _call(model, batch)
-                except _Stop:
-                    pass
+            call_model(model, batch)
+    except _Stop:
+        pass
     finally:
         for handle in handles:
             handle.remove()
+
+
+def _gather(model: nn.Module, modules: Mapping[str, nn.Module], batches: Sequence, stop_early: bool,
+            original: nn.Module | None = None) -> dict[str, _Statistics]:
+    """Input statistics of ``modules`` over all batches (with ``original``, also against the
+    original model's inputs to the same layers)."""
+    stats = {name: _Statistics(torch.zeros(m.weight[0].numel(), m.weight[0].numel(), dtype=torch.float64),
+                               torch.zeros(m.weight[0].numel(), dtype=torch.float64))
+             for name, m in modules.items()}
+    original_modules = dict(original.named_modules()) if original is not None else {}
+    for batch in batches:
+        targets: dict[str, torch.Tensor] = {}
+        if original is not None:
+            _capture(original, {n: original_modules[n] for n in modules}, batch, stop_early,
+                     lambda name, rows: targets.setdefault(name, rows))
+        _capture(model, modules, batch, stop_early, lambda name, rows: stats[name].add(rows, targets.get(name)))
     return stats
 
 
@@ -434,6 +497,8 @@ def calibrate(model: nn.Module, batches: Iterable, config: CalibrationConfig | N
     bare.eval()
     modules = dict(bare.named_modules())
     groups = collect_layers(bare, batches[0])
+    # the target of every layer: the original model's outputs on the original inputs
+    original = copy.deepcopy(bare) if config.sequential and config.asymmetric else None
     skipped: list[tuple[str, str]] = []
     plan: list[list[str]] = []
     targets: dict[str, Target | None] = {}
@@ -486,7 +551,7 @@ def calibrate(model: nn.Module, batches: Iterable, config: CalibrationConfig | N
         if shared_stats is not None:
             stats = {n: shared_stats[n] for n in group}
         else:
-            stats = _gather(bare, {n: modules[n] for n in group}, batches, stop_early=True)
+            stats = _gather(bare, {n: modules[n] for n in group}, batches, stop_early=True, original=original)
         gather_seconds = time.perf_counter() - group_started
         for name in group:
             layer_started = time.perf_counter()
@@ -494,19 +559,17 @@ def calibrate(model: nn.Module, batches: Iterable, config: CalibrationConfig | N
             weight = module.weight
             w0 = weight.detach().double().reshape(weight.shape[0], -1).numpy()
             s = stats[name]
-            rows = max(s.rows, 1)
-            gram = s.gram.numpy() / rows
-            mean = s.total.numpy() / rows
             has_bias = getattr(module, "bias", None) is not None and config.bias_correction
-            if has_bias:
-                gram = gram - np.outer(mean, mean)
+            moments = s.moments(centred=has_bias)
             step = _grid_step(config, f"{name}.weight", weight)
-            solved, kinds, info = solve_layer(w0, gram, block=blocks[name], counts=counts[name], step=step,
+            solved, kinds, info = solve_layer(w0, moments["gram"], block=blocks[name], counts=counts[name], step=step,
                                               iterations=config.iterations, rho=config.rho,
-                                              rho_growth=config.rho_growth, damping=config.damping)
+                                              rho_growth=config.rho_growth, damping=config.damping,
+                                              cross=moments["cross"], target_gram=moments["target_gram"])
             with torch.no_grad():
                 if has_bias:
-                    shift = (w0 - solved) @ mean
+                    # b = b0 + W0 E[x0] - W E[x]: the mean output is kept
+                    shift = w0 @ moments["target_mean"] - solved @ moments["mean"]
                     module.bias.add_(torch.from_numpy(shift).to(module.bias))
                 weight.copy_(torch.from_numpy(solved).reshape(weight.shape).to(weight))
             # the structure to keep in fine-tuning: the selected kinds, a unified block at

@@ -28,17 +28,10 @@ import torch
 from torch import nn
 
 from .admm import GridTraining, Structure, unwrap
+from .calibrate import call_model
 from .config import EncoderConfig
 
 __all__ = ["distill"]
-
-
-def _call(model: nn.Module, batch):
-    if isinstance(batch, dict):
-        return model(**batch)
-    if isinstance(batch, (tuple, list)):
-        return model(*batch)
-    return model(batch)
 
 
 def distill(student: nn.Module, teacher: nn.Module, batches: Iterable, *, structure: Structure | None,
@@ -63,7 +56,7 @@ def distill(student: nn.Module, teacher: nn.Module, batches: Iterable, *, struct
     output = output or (lambda out: out[0] if isinstance(out, (tuple, list)) else out)
     teacher.eval()
     with torch.no_grad():
-        targets = [output(_call(teacher, batch)).detach() for batch in batches]
+        targets = [output(call_model(teacher, batch)).detach() for batch in batches]
     optimizer = torch.optim.Adam(unwrap(student).parameters(), lr=lr)
     if structure is not None:
         structure.attach(optimizer)
@@ -78,7 +71,7 @@ def distill(student: nn.Module, teacher: nn.Module, batches: Iterable, *, struct
         running = 0.0
         for batch, target in zip(batches, targets):
             optimizer.zero_grad(set_to_none=True)
-            value = loss(output(_call(student, batch)), target)
+            value = loss(output(call_model(student, batch)), target)
             value.backward()
             optimizer.step()
             schedule.step()

@@ -182,7 +182,7 @@ class TestCalibrate:
     def test_sequential_uses_the_already_compressed_earlier_layers(self):
         batches = inputs_for(MLP)
         model = make(MLP)
-        config = CalibrationConfig(target=TARGET, coding=EncoderConfig(qp=QP), iterations=10)
+        config = CalibrationConfig(target=TARGET, coding=EncoderConfig(qp=QP), iterations=10, asymmetric=False)
         calibrate(model, batches, config)
         # redo the second layer by hand from the calibrated first layer's outputs
         reference = make(MLP)
@@ -201,6 +201,27 @@ class TestCalibrate:
                                                     sequential=False))
         assert not torch.equal(other.second.weight, model.second.weight)
         assert torch.equal(other.first.weight, model.first.weight)
+
+    def test_asymmetric_target_is_the_original_models_outputs(self):
+        batches = inputs_for(MLP)
+        model = make(MLP)
+        config = CalibrationConfig(target=TARGET, coding=EncoderConfig(qp=QP), iterations=10)
+        assert config.asymmetric
+        calibrate(model, batches, config)
+        original = make(MLP)
+        with torch.no_grad():
+            x = torch.cat([torch.tanh(model.first(b)) for b in batches]).double().numpy()
+            x0 = torch.cat([torch.tanh(original.first(b)) for b in batches]).double().numpy()
+        mean, mean0 = x.mean(0), x0.mean(0)
+        w0 = original.second.weight.detach().double().numpy()
+        expected, _, _ = solve_layer(
+            w0, x.T @ x / len(x) - np.outer(mean, mean), block=(4, 4), counts=TARGET.counts(48), step=STEP,
+            iterations=10, cross=x.T @ x0 / len(x) - np.outer(mean, mean0),
+            target_gram=x0.T @ x0 / len(x) - np.outer(mean0, mean0))
+        np.testing.assert_allclose(model.second.weight.detach().double().numpy(), expected, atol=STEP / 1000)
+        # the bias keeps the original mean output: b = b0 + W0 E[x0] - W E[x]
+        bias = original.second.bias.detach().double().numpy() + w0 @ mean0 - expected @ mean
+        np.testing.assert_allclose(model.second.bias.detach().double().numpy(), bias, atol=1e-5)
 
     def test_bias_absorbs_the_mean_shift(self):
         batches = [b + 3.0 for b in inputs_for(MLP)]  # inputs with a large mean

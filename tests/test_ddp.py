@@ -106,3 +106,65 @@ def test_ranks_end_with_identical_z_u_and_weights(tmp_path):
     for name, array in first["state"].items():
         assert array.tobytes() == second["state"][name].tobytes(), name
     assert first["holds"] and second["holds"]
+
+
+# --- distillation after calibration --------------------------------------------------------------
+
+def _distill_run(rank: int | None, out_path: str) -> None:
+    """Calibrate on the whole data, then distill on this rank's half of every batch (``rank``
+    None: one process on the whole batches)."""
+    from nncodec_unify.calibrate import CalibrationConfig, calibrate
+    from nncodec_unify.distill import distill
+
+    torch.manual_seed(0)
+    teacher = SmallNet()
+    student = SmallNet()
+    student.load_state_dict(teacher.state_dict())
+    data = torch.Generator().manual_seed(7)
+    batches = [torch.randn(32, 1, 8, 8, generator=data) for _ in range(4)]
+    coding = EncoderConfig(qp=-24, block=(2, 4))
+    report = calibrate(student, batches, CalibrationConfig(
+        target=Target(prune_ratio=0.3, unify_ratio=0.3, block=(2, 4)), coding=coding, iterations=6))
+    structure = report.structure(student)
+    shards = batches if rank is None else [b[rank * 16:(rank + 1) * 16] for b in batches]
+    model = student if rank is None else nn.parallel.DistributedDataParallel(student)
+    history = distill(model, teacher, shards, structure=structure, coding=coding, epochs=3, lr=1e-3)
+    torch.save({"state": snap_to_grid(student, coding), "holds": structure.holds(), "history": history}, out_path)
+
+
+def _distill_worker(rank: int, store: str, out_dir: str) -> None:
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=WORLD_SIZE)
+    try:
+        _distill_run(rank, os.path.join(out_dir, f"distill{rank}.pt"))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_distillation_under_ddp_matches_one_process(tmp_path):
+    context = mp.start_processes(_distill_worker, args=(str(tmp_path / "store"), str(tmp_path)),
+                                 nprocs=WORLD_SIZE, join=False, start_method="spawn")
+    deadline = time.monotonic() + TIMEOUT_S
+    try:
+        while not context.join(timeout=1):
+            assert time.monotonic() < deadline, "the DDP workers did not finish in time"
+    finally:
+        for process in context.processes:
+            if process.is_alive():
+                process.terminate()
+    _distill_run(None, str(tmp_path / "single.pt"))
+    first, second = (torch.load(tmp_path / f"distill{r}.pt", weights_only=False) for r in range(WORLD_SIZE))
+    single = torch.load(tmp_path / "single.pt", weights_only=False)
+    assert first["history"] != second["history"]  # the shards differ: agreement is DDP's doing
+    assert first["holds"] and second["holds"] and single["holds"]
+    step = 2.0 ** -6  # qp -24
+    equal = total = 0
+    for name, array in first["state"].items():
+        assert array.tobytes() == second["state"][name].tobytes(), name  # the ranks agree bit for bit
+        # one process on the whole batches: the same up to float rounding, which can move a weight
+        # that sits on a rounding boundary by one step of the grid
+        difference = np.abs(array.astype(np.float64) - single["state"][name].astype(np.float64))
+        assert difference.max() <= step * 1.001, name
+        equal += int((difference == 0).sum())
+        total += difference.size
+    assert equal >= 0.98 * total
