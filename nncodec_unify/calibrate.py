@@ -96,7 +96,8 @@ class CalibrationConfig:
     pairs, later ones winning (``None`` leaves a layer untouched: not even calibrated). A
     ``budget`` spreads its ratios over all calibrated layers (see the module docstring); each
     layer keeps its own target's block shape. ``coding`` gives the grid (qp per tensor);
-    ``iterations``, ``rho``, ``rho_growth`` and ``damping`` drive the ADMM solver;
+    ``iterations``, ``reselect``, ``rho``, ``rho_growth`` and ``damping`` drive the ADMM solver
+    (:func:`solve_layer`);
     ``bias_correction`` lets a layer's bias absorb the mean output shift. ``sequential``
     computes each layer's inputs with the earlier layers already compressed; ``asymmetric``
     (with ``sequential``) makes the target the original model's outputs ``X0 W0^T`` rather than
@@ -108,9 +109,10 @@ class CalibrationConfig:
     rules: tuple[tuple[str, Target | None], ...] = ()
     budget: Target | None = None
     coding: EncoderConfig = EncoderConfig()
-    iterations: int = 40
+    iterations: int = 32
+    reselect: float = 0.75
     rho: float = 0.03
-    rho_growth: float = 1.15
+    rho_growth: float = 1.17
     damping: float = 0.01
     bias_correction: bool = True
     sequential: bool = True
@@ -121,6 +123,8 @@ class CalibrationConfig:
             raise ValueError(f"iterations must be a non-negative integer, got {self.iterations!r}")
         if not self.rho > 0 or not self.rho_growth >= 1:
             raise ValueError(f"need rho > 0 and rho_growth >= 1, got {self.rho}, {self.rho_growth}")
+        if not 0.0 <= self.reselect <= 1.0:
+            raise ValueError(f"reselect must be in [0, 1], got {self.reselect}")
         if not self.damping > 0:
             raise ValueError(f"damping must be positive, got {self.damping}")
 
@@ -199,14 +203,16 @@ class _Grid:
 
 
 def _project(values: np.ndarray, weights: np.ndarray, block: tuple[int, int], counts: tuple[int, int] | None,
-             grid: _Grid | None) -> tuple[np.ndarray, np.ndarray]:
-    """Nearest point of the structure (``counts`` pruned/unified blocks) and grid, weighted by column."""
+             grid: _Grid | None, kinds: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Nearest point of the structure (``counts`` pruned/unified blocks) and grid, weighted by
+    column; with ``kinds`` given, the nearest point with those block kinds."""
     rows, cols = values.shape
     if counts is None:
         kinds = np.full(grid_shape(rows, cols, *block), BlockKind.DENSE, dtype=np.uint8)
         return (grid.snap(values) if grid else values.copy()), kinds
     costs = block_costs(values, block, weights[None, :])
-    kinds = select_counts(costs, *counts)
+    if kinds is None:
+        kinds = select_counts(costs, *counts)
     magnitude = costs.mean_abs
     if grid is not None:
         magnitude = grid.snap(magnitude)
@@ -222,10 +228,10 @@ def _project(values: np.ndarray, weights: np.ndarray, block: tuple[int, int], co
 
 
 def solve_layer(weight: np.ndarray, gram: np.ndarray, *, block: tuple[int, int] = (4, 4),
-                counts: tuple[int, int] | None = None, step: float | None = None, iterations: int = 40,
-                rho: float = 0.03, rho_growth: float = 1.15, damping: float = 0.01,
+                counts: tuple[int, int] | None = None, step: float | None = None, iterations: int = 32,
+                rho: float = 0.03, rho_growth: float = 1.17, damping: float = 0.01,
                 cross: np.ndarray | None = None, target_gram: np.ndarray | None = None,
-                ) -> tuple[np.ndarray, np.ndarray, dict]:
+                reselect: float = 0.75) -> tuple[np.ndarray, np.ndarray, dict]:
     """ADMM for ``min ||X W^T - X0 W0^T||^2`` over the structure and grid (module docstring).
 
     ``weight`` is ``W0`` as an ``out x in`` matrix and ``gram`` ``H = E[x x^T]`` of the layer's
@@ -233,7 +239,10 @@ def solve_layer(weight: np.ndarray, gram: np.ndarray, *, block: tuple[int, int] 
     the same ``x``; with ``cross = E[x x0^T]`` and ``target_gram = E[x0 x0^T]`` they are the
     original model's inputs, so the layer also compensates errors made before it. ``counts`` are
     the numbers of pruned and unified blocks (``None``: all blocks dense, only the grid),
-    ``step`` the grid's step (``None``: no grid). Returns ``(W, kinds, info)``: ``W`` float64 in
+    ``step`` the grid's step (``None``: no grid). The block kinds are chosen anew in every
+    Z-step of the first ``reselect`` share of the iterations, then kept: the rest is ADMM with a
+    fixed mask, which settles the magnitudes and the rounding (and saves the selection's cost).
+    Returns ``(W, kinds, info)``: ``W`` float64 in
     the set, its selected kinds grid, and ``info`` with ``plain_error`` and ``error`` (output
     errors relative to ``||X0 W0^T||``, of the plain projection of ``W0`` and of ``W``) and
     ``best_iteration``.
@@ -267,11 +276,12 @@ def solve_layer(weight: np.ndarray, gram: np.ndarray, *, block: tuple[int, int] 
         inv_sqrt_d = 1.0 / np.sqrt(d)
         eigenvalues, vectors = np.linalg.eigh(h * inv_sqrt_d[:, None] * inv_sqrt_d[None, :])
         u = np.zeros_like(w0)
+        frozen_after = math.ceil(reselect * iterations)
         for iteration in range(1, iterations + 1):
             # W (H + rho D) = B + rho (Z - U) D,  H + rho D = D^1/2 (G + rho I) D^1/2
             right = (b + rho * (z - u) * d) * inv_sqrt_d
             w = (((right @ vectors) / (eigenvalues + rho)) @ vectors.T) * inv_sqrt_d
-            z, kinds = _project(w + u, d, block, counts, grid)
+            z, kinds = _project(w + u, d, block, counts, grid, kinds if iteration > frozen_after else None)
             u += w - z
             value = objective(z)
             if value < best[0]:
@@ -565,7 +575,7 @@ def calibrate(model: nn.Module, batches: Iterable, config: CalibrationConfig | N
             solved, kinds, info = solve_layer(w0, moments["gram"], block=blocks[name], counts=counts[name], step=step,
                                               iterations=config.iterations, rho=config.rho,
                                               rho_growth=config.rho_growth, damping=config.damping,
-                                              cross=moments["cross"], target_gram=moments["target_gram"])
+                                              reselect=config.reselect, cross=moments["cross"], target_gram=moments["target_gram"])
             with torch.no_grad():
                 if has_bias:
                     # b = b0 + W0 E[x0] - W E[x]: the mean output is kept
