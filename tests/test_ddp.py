@@ -81,8 +81,9 @@ def _worker(rank: int, store: str, out_dir: str) -> None:
         dist.destroy_process_group()
 
 
-def test_ranks_end_with_identical_z_u_and_weights(tmp_path):
-    context = mp.start_processes(_worker, args=(str(tmp_path / "store"), str(tmp_path)), nprocs=WORLD_SIZE,
+def run_ranks(worker, tmp_path) -> None:
+    """Run ``worker(rank, store, out_dir)`` in WORLD_SIZE spawned processes, within TIMEOUT_S."""
+    context = mp.start_processes(worker, args=(str(tmp_path / "store"), str(tmp_path)), nprocs=WORLD_SIZE,
                                  join=False, start_method="spawn")
     deadline = time.monotonic() + TIMEOUT_S
     try:
@@ -92,6 +93,10 @@ def test_ranks_end_with_identical_z_u_and_weights(tmp_path):
         for process in context.processes:
             if process.is_alive():
                 process.terminate()
+
+
+def test_ranks_end_with_identical_z_u_and_weights(tmp_path):
+    run_ranks(_worker, tmp_path)
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(WORLD_SIZE)]
     first, second = ranks
     assert first["losses"] != second["losses"]  # the shards differ, so agreement is DDP's doing
@@ -142,16 +147,7 @@ def _distill_worker(rank: int, store: str, out_dir: str) -> None:
 
 
 def test_distillation_under_ddp_matches_one_process(tmp_path):
-    context = mp.start_processes(_distill_worker, args=(str(tmp_path / "store"), str(tmp_path)),
-                                 nprocs=WORLD_SIZE, join=False, start_method="spawn")
-    deadline = time.monotonic() + TIMEOUT_S
-    try:
-        while not context.join(timeout=1):
-            assert time.monotonic() < deadline, "the DDP workers did not finish in time"
-    finally:
-        for process in context.processes:
-            if process.is_alive():
-                process.terminate()
+    run_ranks(_distill_worker, tmp_path)
     _distill_run(None, str(tmp_path / "single.pt"))
     first, second = (torch.load(tmp_path / f"distill{r}.pt", weights_only=False) for r in range(WORLD_SIZE))
     single = torch.load(tmp_path / "single.pt", weights_only=False)
