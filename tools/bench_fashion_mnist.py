@@ -1,31 +1,46 @@
 #!/usr/bin/env python3
 """Benchmark: LeNet-5 on Fashion-MNIST, accuracy against whole-bitstream compression ratio.
 
-Methods, all coded by the same codec at the same quantization (qp -24, a step of 2**-6, for the
-weight matrices; qp -32 for the biases), all evaluated on the **decoded** weights, all with the
-same training budget after the dense model:
+Target: **>= 60x whole-stream compression at <= 1.0 point accuracy drop** against the dense model,
+on every seed (stretch: 80x). Each job runs once per seed (``--seeds``, default 0,1), each seed
+with its own dense model; the tables give every seed and the median.
+
+Methods, all coded by the same codec at the same quantization (qp -20, a step of 2**-5, for the
+weight matrices; vector_qp -24, a step of 2**-6, for the biases), all evaluated on the **decoded**
+weights, all with the same training budget after the dense model:
 
 * ``dense``: the baseline model, and the same model through the codec without any pruning;
 * ``admm``: ADMM towards micro-structured unification + pruning (global budget over the weight
   matrices, exact block selection), hard projection, masked quantization-aware fine-tuning,
-  snap to grid; at several targets and block shapes 1x4, 4x1, 2x2, 4x4;
+  snap to grid; 4x4 blocks at several targets;
 * ``block-prune``: block magnitude pruning without ADMM (the least-norm blocks of the same
   global budget), then masked fine-tuning for the whole budget (ADMM + fine-tuning epochs);
 * ``unstructured``: global magnitude pruning of single weights, the same fine-tuning.
 
 Every method leaves the first and last layers (conv1, 150 weights; fc3, 840) dense and
 fine-tunes on the codec's grid (straight-through, ``GridTraining``) with the same optimizer and
-schedule. The compression ratio is the fp32 size of all parameters over the size of the whole
-stream (every tensor, biases included). The baselines are coded with whichever of a few codec settings
-(block shape 1x1, the training block, 4x4, or DENSE mode) gives them the smallest stream.
+schedule. The compression ratio is the fp32 size of all parameters (246,824 bytes) over the size
+of the whole stream (every tensor, biases and headers included). The baselines are coded with
+whichever of a few codec settings (block shape 1x1, the training block, 4x4, or DENSE mode)
+gives them the smallest stream. Every setting can be changed from the command line
+(``--set qp=-22 --set 'free=("conv1.weight",)' --set 'qp_rules=(("fc1.*", -18),)'``), and
+``--job``/``--only`` pick the jobs.
+
+Measured 2026-12-02 (seed 0, one thread; see the commit messages for the full figures): qp -20
+instead of -24 and vector_qp -24 instead of -32 save ~10 % of the stream at no accuracy cost
+(the dense model snapped to qp -20 loses 0.05 point before any fine-tuning); constraining fc3
+too, more epochs (15 + 15) and distillation from the dense model did not pay. Around 60x the
+4x4 ADMM model loses ~2 points, so the 60x target is not met with this recipe.
 
 Data: the Debian package ``dataset-fashion-mnist`` (``apt-get install -y dataset-fashion-mnist``,
-IDX files under /usr/share/datasets/fashion-mnist/). Output: a table on stdout, the figures as
+IDX files under /usr/share/datasets/fashion-mnist/). Output: tables on stdout, the figures as
 JSON and a plot (PNG, needs matplotlib) under tools/out/. Jobs run in ``--workers`` processes of
-one thread each. ``--quick`` runs a tiny smoke version (a data subset, one epoch per phase).
+one thread each; a job takes ~5.5 min on one thread (~14 s per epoch here), so the full list (10
+jobs x 2 seeds) takes about 110 min on one worker, about 55 min on two.
 
-    python tools/bench_fashion_mnist.py            # the full benchmark (about 30 min on 2 cores)
-    python tools/bench_fashion_mnist.py --quick    # a minute: checks that everything runs
+    python tools/bench_fashion_mnist.py                  # the full benchmark (see above)
+    python tools/bench_fashion_mnist.py --workers 1 --only "admm 4x4 P=0.87" --only "P=0.97"
+    python tools/bench_fashion_mnist.py --quick          # under a minute: checks that everything runs
 """
 
 from __future__ import annotations
@@ -55,15 +70,13 @@ OUT_DIR = Path(__file__).resolve().parent / "out"
 MEAN, STD = 0.2860, 0.3530
 
 # (block, prune_ratio, unify_ratio) for ADMM, fractions of all blocks of the constrained layers;
-# the rest stay dense. Dense blocks cost ~4x a unified one, so only a few percent are kept.
+# the rest stay dense. A dense block costs ~3x a unified one (~60 vs ~20 bits at qp -20), so only
+# 3-4 % are kept; around 60x every extra percent of dense blocks costs ~10 % of the stream.
 ADMM_TARGETS = {
-    (4, 4): [(0.65, 0.32), (0.7, 0.27), (0.75, 0.22), (0.85, 0.12)],
-    (1, 4): [(0.8, 0.17), (0.85, 0.12), (0.875, 0.1), (0.9, 0.08)],
-    (4, 1): [(0.8, 0.17), (0.85, 0.12), (0.875, 0.1), (0.9, 0.08)],
-    (2, 2): [(0.8, 0.17), (0.85, 0.12), (0.875, 0.1), (0.9, 0.08)],
+    (4, 4): [(0.8, 0.16), (0.85, 0.12), (0.87, 0.1), (0.9, 0.07)],
 }
-BLOCK_PRUNE_RATIOS = [0.7, 0.8, 0.9]  # 4x4 blocks
-UNSTRUCTURED_RATIOS = [0.85, 0.9, 0.95]
+BLOCK_PRUNE_RATIOS = [0.9, 0.94, 0.96]  # 4x4 blocks
+UNSTRUCTURED_RATIOS = [0.95, 0.97, 0.98]
 
 
 class LeNet5(nn.Module):
@@ -93,11 +106,11 @@ class Settings:
     grid_training: bool = True  # quantization-aware fine-tuning (GridTraining), in every method
     free: tuple[str, ...] = ("conv1.weight", "fc3.weight")  # weight matrices left dense, in every method
     batch_size: int = 128
-    qp: int = -24  # weight matrices
-    vector_qp: int = -32  # biases
+    qp: int = -20  # weight matrices (step 2**-5; -24 cost ~9 % more bytes and no accuracy here)
+    vector_qp: int = -24  # biases (step 2**-6)
     qp_rules: tuple[tuple[str, int], ...] = ()  # (glob on tensor names, qp): per-tensor qp overrides
     normalize: str = "none"  # the global budget's cost scale per layer: "none" or "rms" (plan_kinds)
-    distill: float = 0.0  # weight of distillation from the dense model in every training phase after it
+    distill: float = 0.0  # weight of distillation from the dense model in every phase after it (0.7 cost 0.3 point)
     temperature: float = 4.0  # of the distillation
     rho: float = 0.2
     rho_growth: float = 1.2
