@@ -380,19 +380,20 @@ class _Statistics:
     rows: int = 0
 
     def add(self, x: torch.Tensor, x0: torch.Tensor | None) -> None:
+        # products on the inputs' device, sums kept on the CPU in float64
         x = x.detach().float()
-        self.gram += (x.T @ x).double()
-        self.total += x.sum(0).double()
+        self.gram += (x.T @ x).double().cpu()
+        self.total += x.sum(0).double().cpu()
         if x0 is not None:
             x0 = x0.detach().float()
             if x0.shape != x.shape:
                 raise ValueError(f"the original and the compressed model gave inputs of shapes {tuple(x0.shape)} "
                                  f"and {tuple(x.shape)} to the same layer: the model is not deterministic")
             zero = torch.zeros_like(self.gram)
-            self.cross = (self.cross if self.cross is not None else zero) + (x.T @ x0).double()
-            self.target_gram = (self.target_gram if self.target_gram is not None else zero) + (x0.T @ x0).double()
+            self.cross = (self.cross if self.cross is not None else zero) + (x.T @ x0).double().cpu()
+            self.target_gram = (self.target_gram if self.target_gram is not None else zero) + (x0.T @ x0).double().cpu()
             self.target_total = (self.target_total if self.target_total is not None
-                                 else torch.zeros_like(self.total)) + x0.sum(0).double()
+                                 else torch.zeros_like(self.total)) + x0.sum(0).double().cpu()
         self.rows += x.shape[0]
 
     def moments(self, centred: bool) -> dict[str, np.ndarray | None]:
@@ -538,7 +539,7 @@ def calibrate(model: nn.Module, batches: Iterable, config: CalibrationConfig | N
     if config.budget is not None:
         # the budget is spread once, on the original model's inputs (one forward pass)
         stats = _gather(bare, {n: modules[n] for n in names}, batches, stop_early=False)
-        weights = {n: modules[n].weight.detach().double().reshape(modules[n].weight.shape[0], -1).numpy()
+        weights = {n: modules[n].weight.detach().double().cpu().reshape(modules[n].weight.shape[0], -1).numpy()
                    for n in names}
         column_weights = {n: np.diag(stats[n].gram.numpy()) / max(stats[n].rows, 1) for n in names}
         counts.update(_allocate(config.budget, weights, column_weights, blocks))
@@ -567,7 +568,7 @@ def calibrate(model: nn.Module, batches: Iterable, config: CalibrationConfig | N
             layer_started = time.perf_counter()
             module = modules[name]
             weight = module.weight
-            w0 = weight.detach().double().reshape(weight.shape[0], -1).numpy()
+            w0 = weight.detach().double().cpu().reshape(weight.shape[0], -1).numpy()
             s = stats[name]
             has_bias = getattr(module, "bias", None) is not None and config.bias_correction
             moments = s.moments(centred=has_bias)

@@ -297,6 +297,16 @@ class TestCalibrate:
         assert not torch.equal(model.fc.weight, before["fc.weight"])
         assert [layer.name for layer in report.layers] == ["fc.weight"]
 
+    def test_layer_without_bias_under_a_wrapper(self):
+        torch.manual_seed(2)
+        model = nn.Sequential(nn.Linear(16, 8, bias=False), nn.ReLU(), nn.Linear(8, 4))
+        batches = [torch.randn(32, 16) for _ in range(3)]
+        report = calibrate(nn.DataParallel(model), batches, CalibrationConfig(target=TARGET, coding=EncoderConfig(qp=QP)))
+        assert [layer.name for layer in report.layers] == ["0.weight", "2.weight"]  # the bare module's names
+        assert report.structure(model).holds()
+        state = snap_to_grid(model, EncoderConfig(qp=QP))
+        assert same_bits(state, decode(encode(state, config=EncoderConfig(qp=QP))))
+
     def test_bad_options(self):
         with pytest.raises(ValueError, match="iterations"):
             CalibrationConfig(iterations=-1)
