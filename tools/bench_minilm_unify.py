@@ -63,6 +63,7 @@ from nncodec_unify import EncoderConfig, TensorRule  # noqa: E402
 from nncodec_unify.admm import same_bits, snap_to_grid  # noqa: E402
 from nncodec_unify.calibrate import CalibrationConfig, calibrate  # noqa: E402
 from nncodec_unify.distill import distill  # noqa: E402
+from nncodec_unify.format import BlockKind  # noqa: E402
 from nncodec_unify.posttrain import project_tensors  # noqa: E402
 from nncodec_unify.unify import Target  # noqa: E402
 
@@ -81,6 +82,7 @@ class Job:
     prune_ratio: float = 0.0
     unify_ratio: float = 0.0
     block: tuple[int, int] = (4, 4)
+    embedding_qp: int | None = None  # None: Settings.embedding_qp
 
     @property
     def label(self) -> str:
@@ -88,7 +90,8 @@ class Job:
             return f"plain qp {self.qp}"
         structure = (f" {self.block[0]}x{self.block[1]} P={self.prune_ratio:g} U={self.unify_ratio:g}"
                      if self.prune_ratio or self.unify_ratio else " grid only")
-        return f"{self.method} qp {self.qp}{structure}"
+        embedding = f", embeddings qp {self.embedding_qp}" if self.embedding_qp is not None else ""
+        return f"{self.method} qp {self.qp}{structure}{embedding}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,28 +103,29 @@ class Settings:
     iterations: int = 32
     distill_texts: int = 2048
     distill_epochs: int = 2
-    distill_lr: float = 2e-4
+    distill_lr: float = 3e-4  # 2e-3 collapsed the validation cosine to 0.83; 3e-4: 0.968 -> 0.973
     quick: bool = False
 
 
 def jobs_for(quick: bool) -> list[Job]:
+    """The rows; the quick ones are a subset of the full ones (the same figures)."""
     if quick:
-        return [Job("plain", -24), Job("plain", -20), Job("projection", -22, 0.02, 0.08),
-                Job("calibrated", -22), Job("calibrated", -21, 0.02, 0.08), Job("distilled", -21, 0.02, 0.08)]
+        return [Job("plain", -24), Job("projection", -22, 0.02, 0.08), Job("calibrated", -22), Job("distilled", -22)]
     jobs = [Job("plain", qp) for qp in (-32, -24, -20, -16)]
     jobs += [Job("projection", -22, p, u) for p, u in ((0.0, 0.05), (0.02, 0.08), (0.05, 0.15))]
-    jobs += [Job("calibrated", qp) for qp in (-24, -22, -20)]
-    jobs += [Job("calibrated", -21, p, u, block) for block in ((4, 4), (1, 8))
-             for p, u in ((0.0, 0.05), (0.02, 0.08), (0.05, 0.15))]
-    jobs += [Job("distilled", -22), Job("distilled", -21, 0.02, 0.08)]
+    jobs += [Job("calibrated", qp) for qp in (-24, -22, -20)] + [Job("calibrated", -21, embedding_qp=-18)]
+    jobs += [Job("calibrated", -23, p, u, (4, 4)) for p, u in ((0.0, 0.05), (0.02, 0.08), (0.05, 0.15))]
+    jobs += [Job("calibrated", -23, p, u, (1, 8)) for p, u in ((0.02, 0.08), (0.05, 0.15))]
+    jobs += [Job("distilled", -22), Job("distilled", -23, 0.02, 0.08), Job("distilled", -21, embedding_qp=-18)]
     return jobs
 
 
 def coding_for(job: Job, settings: Settings) -> EncoderConfig:
     if job.method == "plain":
         return EncoderConfig(qp=job.qp)
+    embedding_qp = job.embedding_qp if job.embedding_qp is not None else settings.embedding_qp
     return EncoderConfig(qp=job.qp, block=job.block, rules=(
-        TensorRule("embeddings.word_embeddings.weight", qp=settings.embedding_qp),
+        TensorRule("embeddings.word_embeddings.weight", qp=embedding_qp),
         TensorRule("embeddings.position_embeddings.weight", qp=settings.position_qp)))
 
 
@@ -217,7 +221,8 @@ def run_job(job: Job) -> dict:
     for name, array in decoded.items():
         if name.startswith("encoder.") and array.ndim == 2:
             blocks += _kinds_count(np.abs(array), job.block)
-    row["encoder_blocks"] = {"pruned": int(blocks[0]), "unified": int(blocks[1]), "dense": int(blocks[2])}
+    row["encoder_blocks"] = {"pruned": int(blocks[BlockKind.PRUNED]), "unified": int(blocks[BlockKind.UNIFIED]),
+                             "dense": int(blocks[BlockKind.DENSE])}
     row["bytes"] = len(stream)
     row["ratio"] = minilm.FP32_BYTES / len(stream)
     row["seconds"] = round(time.perf_counter() - started, 1)
@@ -226,6 +231,7 @@ def run_job(job: Job) -> dict:
 
 
 def _kinds_count(magnitudes: np.ndarray, block: tuple[int, int]) -> np.ndarray:
+    """Blocks of each kind (indexed by BlockKind) as the codec derives them from these magnitudes."""
     from nncodec_unify.blocks import block_kinds
 
     _, codes = np.unique(magnitudes, return_inverse=True)
