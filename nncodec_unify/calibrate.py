@@ -176,7 +176,7 @@ class CalibrationReport:
     def to_dict(self) -> dict:
         return {"seconds": self.seconds, "skipped": [list(item) for item in self.skipped],
                 "layers": [{**dataclasses.asdict(layer), "shape": list(layer.shape), "block": list(layer.block),
-                            "blocks": dict(zip(("pruned", "unified", "dense"), layer.blocks))}
+                            "blocks": dict(zip(("pruned", "unified", "dense"), layer.blocks, strict=True))}
                            for layer in self.layers]}
 
     def lines(self) -> list[str]:
@@ -450,8 +450,9 @@ def _gather(model: nn.Module, modules: Mapping[str, nn.Module], batches: Sequenc
         targets: dict[str, torch.Tensor] = {}
         if original is not None:
             _capture(original, {n: original_modules[n] for n in modules}, batch, stop_early,
-                     lambda name, rows: targets.setdefault(name, rows))
-        _capture(model, modules, batch, stop_early, lambda name, rows: stats[name].add(rows, targets.get(name)))
+                     lambda name, rows, targets=targets: targets.setdefault(name, rows))
+        _capture(model, modules, batch, stop_early,
+                 lambda name, rows, targets=targets: stats[name].add(rows, targets.get(name)))
     return stats
 
 
@@ -483,7 +484,7 @@ def _allocate(budget: Target, weights: Mapping[str, np.ndarray], column_weights:
     n_prune, n_unify = budget.counts(prune_all.size)
     flat = select_blocks(prune_all, unify_all, n_prune, n_unify)
     out, start = {}, 0
-    for name, size in zip(weights, sizes):
+    for name, size in zip(weights, sizes, strict=True):
         part = flat[start:start + size]
         out[name] = (int((part == BlockKind.PRUNED).sum()), int((part == BlockKind.UNIFIED).sum()))
         start += size
@@ -576,7 +577,8 @@ def calibrate(model: nn.Module, batches: Iterable, config: CalibrationConfig | N
             solved, kinds, info = solve_layer(w0, moments["gram"], block=blocks[name], counts=counts[name], step=step,
                                               iterations=config.iterations, rho=config.rho,
                                               rho_growth=config.rho_growth, damping=config.damping,
-                                              reselect=config.reselect, cross=moments["cross"], target_gram=moments["target_gram"])
+                                              reselect=config.reselect, cross=moments["cross"],
+                                              target_gram=moments["target_gram"])
             with torch.no_grad():
                 if has_bias:
                     # b = b0 + W0 E[x0] - W E[x]: the mean output is kept

@@ -45,8 +45,9 @@ def distill(student: nn.Module, teacher: nn.Module, batches: Iterable, *, struct
     :func:`~nncodec_unify.calibrate.calibrate`; ``output`` maps a model's output to the tensor
     compared (default: the output itself, or its first element when a tuple); ``loss(student,
     teacher)`` defaults to the mean squared error. Adam with a cosine learning-rate decay over
-    all steps, in eval mode (no dropout; BatchNorm statistics frozen). ``structure`` is the structure to keep (``report.structure(model)`` after
-    calibration; ``None`` keeps only the grid). Returns the mean loss of every epoch.
+    all steps, in eval mode (no dropout; BatchNorm statistics frozen). ``structure`` is the
+    structure to keep (``report.structure(model)`` after calibration; ``None`` keeps only the
+    grid). Returns the mean loss of every epoch.
     """
     if epochs < 0 or not lr > 0:
         raise ValueError(f"need epochs >= 0 and lr > 0, got {epochs}, {lr}")
@@ -69,7 +70,7 @@ def distill(student: nn.Module, teacher: nn.Module, batches: Iterable, *, struct
     history = []
     for epoch in range(epochs):
         running = 0.0
-        for batch, target in zip(batches, targets):
+        for batch, target in zip(batches, targets, strict=True):
             optimizer.zero_grad(set_to_none=True)
             value = loss(output(call_model(student, batch)), target)
             value.backward()

@@ -36,7 +36,7 @@ def assert_in_structure(matrix: np.ndarray, kinds: np.ndarray, block: tuple[int,
     np.testing.assert_array_equal(levels, np.rint(levels))  # on the grid
     assert (matrix[element == BlockKind.PRUNED] == 0).all()
     magnitude = np.abs(matrix)
-    for r, c in zip(*np.nonzero(kinds == BlockKind.UNIFIED)):
+    for r, c in zip(*np.nonzero(kinds == BlockKind.UNIFIED), strict=True):
         part = magnitude[r * block[0]:(r + 1) * block[0], c * block[1]:(c + 1) * block[1]]
         assert (part == part.flat[0]).all()
 
@@ -239,7 +239,7 @@ class TestCalibrate:
         config = CalibrationConfig(target=TARGET, coding=EncoderConfig(qp=QP), iterations=8)
         calibrate(first, batches, config)
         calibrate(second, batches, config)
-        for (name, a), (_, b) in zip(first.state_dict().items(), second.state_dict().items()):
+        for (name, a), (_, b) in zip(first.state_dict().items(), second.state_dict().items(), strict=True):
             assert a.numpy().tobytes() == b.numpy().tobytes(), name
 
     def test_global_budget_and_rules(self):
@@ -273,8 +273,8 @@ class TestCalibrate:
         x1 = torch.randn(2, 4, 10)
         rows1 = _layer_rows(conv1d, x1).double()
         out1 = nn.functional.conv1d(x1, conv1d.weight, dilation=2, padding=2).transpose(1, 2).reshape(-1, 3)
-        np.testing.assert_allclose((rows1 @ conv1d.weight.detach().reshape(3, -1).double().T).numpy(), out1.detach().double().numpy(),
-                                   atol=1e-5)
+        got1 = rows1 @ conv1d.weight.detach().reshape(3, -1).double().T
+        np.testing.assert_allclose(got1.numpy(), out1.detach().double().numpy(), atol=1e-5)
 
     def test_unsupported_layers_are_reported_and_untouched(self):
         class Grouped(nn.Module):
