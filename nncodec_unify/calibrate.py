@@ -130,11 +130,23 @@ class CalibrationConfig:
 
     def target_for(self, name: str) -> tuple[bool, Target | None]:
         """``(calibrated, target)`` for the weight ``name``."""
-        target, calibrated = self.target, True
+        calibrated, target, _ = self._resolve(name)
+        return calibrated, target
+
+    def in_budget(self, name: str) -> bool:
+        """Whether the global ``budget`` covers the weight ``name``: every calibrated layer with a
+        target, except those a rule gives a target without pruning or unification (kept dense)."""
+        calibrated, target, from_rule = self._resolve(name)
+        if not calibrated or target is None:
+            return False
+        return not from_rule or bool(target.prune_ratio or target.unify_ratio or target.unify_threshold is not None)
+
+    def _resolve(self, name: str) -> tuple[bool, Target | None, bool]:
+        target, calibrated, from_rule = self.target, True, False
         for pattern, rule_target in self.rules:
             if fnmatch.fnmatchcase(name, pattern):
-                target, calibrated = rule_target, rule_target is not None
-        return calibrated, target
+                target, calibrated, from_rule = rule_target, rule_target is not None, True
+        return calibrated, target, from_rule
 
 
 @dataclasses.dataclass(frozen=True)
@@ -537,21 +549,18 @@ def calibrate(model: nn.Module, batches: Iterable, config: CalibrationConfig | N
     blocks = {name: (targets[name].block if targets[name] is not None else config.coding.block) for name in names}
 
     counts: dict[str, tuple[int, int] | None] = {}
-    if config.budget is not None:
+    for name in names:
+        target = targets[name]
+        rows, cols = modules[name].weight.shape[0], modules[name].weight[0].numel()
+        counts[name] = None if target is None else target.counts(math.prod(grid_shape(rows, cols, *target.block)))
+    budgeted = [n for n in names if config.in_budget(f"{n}.weight")] if config.budget is not None else []
+    if budgeted:
         # the budget is spread once, on the original model's inputs (one forward pass)
-        stats = _gather(bare, {n: modules[n] for n in names}, batches, stop_early=False)
+        stats = _gather(bare, {n: modules[n] for n in budgeted}, batches, stop_early=False)
         weights = {n: modules[n].weight.detach().double().cpu().reshape(modules[n].weight.shape[0], -1).numpy()
-                   for n in names}
-        column_weights = {n: np.diag(stats[n].gram.numpy()) / max(stats[n].rows, 1) for n in names}
+                   for n in budgeted}
+        column_weights = {n: np.diag(stats[n].gram.numpy()) / max(stats[n].rows, 1) for n in budgeted}
         counts.update(_allocate(config.budget, weights, column_weights, blocks))
-    else:
-        for name in names:
-            target = targets[name]
-            if target is None:
-                counts[name] = None
-                continue
-            rows, cols = modules[name].weight.shape[0], modules[name].weight[0].numel()
-            counts[name] = target.counts(math.prod(grid_shape(rows, cols, *target.block)))
 
     reports: list[LayerReport] = []
     kinds_out: dict[str, np.ndarray] = {}

@@ -247,8 +247,10 @@ class TestCalibrate:
         model = make(Block)
         budget = Target(prune_ratio=0.3, unify_ratio=0.3, block=(4, 4))
         report = calibrate(model, batches, CalibrationConfig(
-            budget=budget, coding=EncoderConfig(qp=QP), iterations=5, rules=(("down.weight", None),)))
+            budget=budget, coding=EncoderConfig(qp=QP), iterations=5,
+            rules=(("down.weight", None), ("up.weight", Target()))))
         assert ("down", "excluded by a rule") in report.skipped
+        assert (report.kinds.pop("up.weight") == BlockKind.DENSE).all()  # a zero target: dense, out of the budget
         total = sum(k.size for k in report.kinds.values())
         pruned = sum(int((k == BlockKind.PRUNED).sum()) for k in report.kinds.values())
         unified = sum(int((k == BlockKind.UNIFIED).sum()) for k in report.kinds.values())
