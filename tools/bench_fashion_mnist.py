@@ -66,6 +66,8 @@ from torch import nn
 
 from nncodec_unify import CodingMode, EncoderConfig, TensorRule, decode, encode_with_report
 from nncodec_unify.admm import ADMM, GridTraining, same_bits, snap_to_grid, structure_from_weights
+from nncodec_unify.calibrate import CalibrationConfig, calibrate
+from nncodec_unify.distill import distill as distill_outputs
 from nncodec_unify.format import BlockKind
 from nncodec_unify.unify import Target, plan_kinds
 
@@ -81,6 +83,8 @@ ADMM_TARGETS = {
 }
 BLOCK_PRUNE_RATIOS = [0.9, 0.94, 0.96]  # 4x4 blocks
 UNSTRUCTURED_RATIOS = [0.95, 0.97, 0.98]
+# the calibrated path (no labels, no training loop): 4x4 blocks, global budget
+CALIBRATED_TARGETS = [(0.5, 0.3), (0.7, 0.2), (0.8, 0.16)]
 
 
 class LeNet5(nn.Module):
@@ -122,6 +126,9 @@ class Settings:
     updates_per_epoch: int = 2
     subset: int | None = None  # training images used (--quick)
     seed: int = 0
+    calibration_images: int = 2048  # the calibrated path: unlabelled training images
+    calibrated_distill_epochs: int = 5  # ... then distillation from the dense model's logits, no labels
+    calibrated_distill_lr: float = 1e-3
 
     def config(self, **changes) -> EncoderConfig:
         """The codec's settings: also the grid that GridTraining and snap_to_grid use."""
@@ -131,15 +138,15 @@ class Settings:
 
 @dataclasses.dataclass(frozen=True)
 class Job:
-    method: str  # "admm", "block-prune", "unstructured"
+    method: str  # "admm", "block-prune", "unstructured", "calibrated", "calibrated+distilled"
     block: tuple[int, int]
     prune_ratio: float
     unify_ratio: float = 0.0
 
     @property
     def label(self) -> str:
-        if self.method == "admm":
-            return f"admm {self.block[0]}x{self.block[1]} P={self.prune_ratio:g} U={self.unify_ratio:g}"
+        if self.method in ("admm", "calibrated", "calibrated+distilled"):
+            return f"{self.method} {self.block[0]}x{self.block[1]} P={self.prune_ratio:g} U={self.unify_ratio:g}"
         if self.method == "block-prune":
             return f"block-prune {self.block[0]}x{self.block[1]} P={self.prune_ratio:g}"
         return f"unstructured P={self.prune_ratio:g}"
@@ -282,6 +289,8 @@ def run_job(task: tuple[int, Job]) -> dict:
     model.load_state_dict(_DENSE[seed])
     x_train, y_train, x_test, y_test = data
     names = weight_names(model, settings.free)
+    if job.method in ("calibrated", "calibrated+distilled"):
+        return run_calibrated(seed, job, settings, data, model, names, started)
     teacher = None
     if settings.distill > 0:  # the dense model's logits of every training image, computed once
         with torch.no_grad():
@@ -335,23 +344,64 @@ def run_job(task: tuple[int, Job]) -> dict:
     return row
 
 
+def run_calibrated(seed: int, job: Job, settings: Settings, data, model, names: list[str], started: float) -> dict:
+    """The path for a pretrained model without labels: layer-wise calibration on unlabelled training
+    images (global budget over the constrained layers, the free ones kept dense on the grid), then
+    optionally distillation from the dense model's logits on unlabelled images; no label is read."""
+    x_train, _, x_test, y_test = data
+    images = x_train[:settings.calibration_images]
+    batches = [images[i:i + 256] for i in range(0, len(images), 256)]
+    coding = settings.config()
+    budget = Target(prune_ratio=job.prune_ratio, unify_ratio=job.unify_ratio, block=job.block)
+    report = calibrate(model, batches, CalibrationConfig(
+        target=Target(block=job.block), budget=budget, coding=coding,
+        rules=tuple((name, Target(block=job.block)) for name in settings.free)))
+    projected_accuracy = accuracy(model, x_test, y_test)
+    structure = report.structure(model)
+    if job.method == "calibrated+distilled":
+        teacher = LeNet5()
+        teacher.load_state_dict(_DENSE[seed])
+        order = torch.randperm(len(x_train), generator=torch.Generator().manual_seed(seed + 2))
+        unlabelled = [x_train[order[i:i + settings.batch_size]] for i in range(0, len(x_train), settings.batch_size)]
+        distill_outputs(model, teacher, unlabelled, structure=structure, coding=coding,
+                        epochs=settings.calibrated_distill_epochs, lr=settings.calibrated_distill_lr)
+    assert structure.holds()
+    kinds = [k for name, k in structure.kinds.items() if name in names]
+    counts = np.bincount(np.concatenate([k.ravel() for k in kinds]), minlength=3)
+    weight_count = sum(p.numel() for name, p in model.named_parameters() if name in names)
+    zero_weights = sum(int((p == 0).sum()) for name, p in model.named_parameters() if name in names)
+    row = {"method": job.method, "label": job.label, "seed": seed, "block": list(job.block),
+           "prune_ratio": job.prune_ratio, "unify_ratio": job.unify_ratio, "projected_accuracy": projected_accuracy,
+           "blocks": {"pruned": int(counts[BlockKind.PRUNED]), "unified": int(counts[BlockKind.UNIFIED]),
+                      "dense": int(counts[BlockKind.DENSE])},
+           "weight_sparsity": zero_weights / weight_count, "calibration_seconds": round(report.seconds, 1)}
+    row.update(code_and_check(model, settings, data, [job.block], False))
+    row["seconds"] = round(time.perf_counter() - started, 1)
+    return row
+
+
 def jobs_for(quick: bool) -> list[Job]:
     if quick:
-        return [Job("admm", (4, 4), 0.6, 0.4), Job("block-prune", (4, 4), 0.8), Job("unstructured", (1, 1), 0.9)]
+        return [Job("admm", (4, 4), 0.6, 0.4), Job("block-prune", (4, 4), 0.8), Job("unstructured", (1, 1), 0.9),
+                Job("calibrated+distilled", (4, 4), 0.6, 0.2)]
     jobs = [Job("admm", block, p, u) for block, targets in ADMM_TARGETS.items() for p, u in targets]
     jobs += [Job("block-prune", (4, 4), p) for p in BLOCK_PRUNE_RATIOS]
     jobs += [Job("unstructured", (1, 1), p) for p in UNSTRUCTURED_RATIOS]
+    jobs += [Job(method, (4, 4), p, u) for method in ("calibrated", "calibrated+distilled") for p, u in CALIBRATED_TARGETS]
     return jobs
 
 
 def parse_job(text: str) -> Job:
-    """``admm:4x4:0.9:0.08``, ``block-prune:4x4:0.9`` or ``unstructured:0.95``."""
+    """``admm:4x4:0.9:0.08``, ``block-prune:4x4:0.9``, ``unstructured:0.95``, ``calibrated:4x4:0.7:0.2``
+    or ``calibrated+distilled:4x4:0.7:0.2``."""
     parts = text.strip().split(":")
     method = parts[0]
     if method == "unstructured" and len(parts) == 2:
         return Job(method, (1, 1), float(parts[1]))
-    if method not in ("admm", "block-prune") or len(parts) != (4 if method == "admm" else 3):
-        raise argparse.ArgumentTypeError(f"bad job {text!r}: admm:RxC:P:U, block-prune:RxC:P or unstructured:P")
+    with_unify = method in ("admm", "calibrated", "calibrated+distilled")
+    if not (with_unify or method == "block-prune") or len(parts) != (4 if with_unify else 3):
+        raise argparse.ArgumentTypeError(f"bad job {text!r}: admm:RxC:P:U, block-prune:RxC:P, unstructured:P, "
+                                         f"calibrated:RxC:P:U or calibrated+distilled:RxC:P:U")
     rows, cols = (int(side) for side in parts[1].split("x"))
     return Job(method, (rows, cols), *(float(x) for x in parts[2:]))
 
@@ -435,6 +485,8 @@ def plot(summary: list[dict], path: Path) -> bool:
     for entry in summary:
         if entry["method"] == "admm":
             key = f"ADMM unify+prune {entry['block'][0]}x{entry['block'][1]}"
+        elif entry["method"].startswith("calibrated"):
+            key = f"{entry['method']} (no labels) {entry['block'][0]}x{entry['block'][1]}"
         elif entry["method"] == "block-prune":
             key = f"block magnitude pruning {entry['block'][0]}x{entry['block'][1]}"
         else:
@@ -578,7 +630,8 @@ def main(argv: list[str] | None = None) -> int:
                   f"(drop {drop_of(row, dense_accuracy):.2f}) at {row['ratio']:.1f}x ({row['seconds']} s)",
                   file=sys.stderr, flush=True)
             rows.append(row)
-    order = {"dense": 0, "dense-coded": 1, "admm": 2, "block-prune": 3, "unstructured": 4}
+    order = {"dense": 0, "dense-coded": 1, "admm": 2, "block-prune": 3, "unstructured": 4, "calibrated": 5,
+             "calibrated+distilled": 6}
     rows.sort(key=lambda r: (order[r["method"]], r.get("block", [0, 0]), r.get("prune_ratio", 0),
                              r.get("unify_ratio", 0), r["seed"]))
     total_seconds = time.perf_counter() - started
