@@ -206,7 +206,10 @@ def run_job(job: Job) -> dict:
             row["distill_seconds"] = round(time.perf_counter() - distill_started, 1)
             row["distill_loss"] = history
         state = snap_to_grid(model, coding)
-        state = {name: state.get(name, checkpoint[name]) for name in checkpoint}  # the pooler: as stored
+        # the pooler (unused by sentence embeddings, not in the model) goes through the same grid
+        unused = {name: torch.from_numpy(checkpoint[name].copy()) for name in checkpoint if name not in state}
+        state.update(snap_to_grid(unused, coding))
+        state = {name: state[name] for name in checkpoint}
     stream = nu.encode(state, config=coding)
     decoded = nu.decode(stream)
     if job.method in ("calibrated", "distilled"):
