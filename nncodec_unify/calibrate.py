@@ -75,14 +75,14 @@ import torch
 from torch import nn
 
 from .admm import Structure, unwrap
-from .blocks import expand_blocks, grid_shape
+from .blocks import block_kinds, expand_blocks, grid_shape
 from .config import EncoderConfig
 from .format import BlockKind, CodingMode, DType
-from .quant import MAX_LEVEL, step_size
+from .quant import MAX_LEVEL, dequantize, quantize, step_size
 from .unify import Target, block_costs, select_blocks, select_counts
 
 __all__ = ["CalibrationConfig", "CalibrationReport", "LayerReport", "calibrate", "call_model", "collect_layers",
-           "solve_layer"]
+           "kinds_from_values", "solve_layer"]
 
 CALIBRATED_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d)
 
@@ -210,8 +210,8 @@ class _Grid:
 
     def snap(self, values: np.ndarray) -> np.ndarray:
         """Nearest grid values ``float32(level) * step`` (float64 result, exactly representable)."""
-        levels = np.clip(np.rint(values / np.float64(self.step)), -MAX_LEVEL, MAX_LEVEL)
-        return (levels.astype(np.float32) * self.step).astype(np.float64)
+        levels = np.clip(quantize(values, self.step), -MAX_LEVEL, MAX_LEVEL)
+        return dequantize(levels, self.step, DType.FLOAT32).astype(np.float64)
 
 
 def _project(values: np.ndarray, weights: np.ndarray, block: tuple[int, int], counts: tuple[int, int] | None,
@@ -599,7 +599,7 @@ def calibrate(model: nn.Module, batches: Iterable, config: CalibrationConfig | N
             kinds = kinds.copy()
             kinds[(kinds == BlockKind.UNIFIED) & (block_costs(solved, blocks[name]).abs_sum == 0)] = BlockKind.PRUNED
             kinds_out[name + ".weight"] = kinds
-            block_counts = np.bincount(_kinds_from_values(solved, blocks[name]).ravel(), minlength=3)
+            block_counts = np.bincount(kinds_from_values(solved, blocks[name]).ravel(), minlength=3)
             seconds = time.perf_counter() - layer_started + gather_seconds / len(group)
             report = LayerReport(name + ".weight", tuple(weight.shape), blocks[name],
                                  (int(block_counts[BlockKind.PRUNED]), int(block_counts[BlockKind.UNIFIED]),
@@ -614,11 +614,9 @@ def calibrate(model: nn.Module, batches: Iterable, config: CalibrationConfig | N
                              {name + ".weight": blocks[name] for name in names}, time.perf_counter() - started)
 
 
-def _kinds_from_values(matrix: np.ndarray, block: tuple[int, int]) -> np.ndarray:
-    """Block kinds of a matrix as the codec derives them from its values (all zero: pruned; all
-    equal magnitude: unified; else dense)."""
-    from .blocks import block_kinds
-
+def kinds_from_values(matrix: np.ndarray, block: tuple[int, int]) -> np.ndarray:
+    """Block kinds grid of a matrix as the codec derives them from its values on the grid (all
+    zero: pruned; all equal magnitude: unified; else dense), e.g. of a decoded tensor."""
     magnitude = np.abs(matrix)
     # exact float64 grid values: equal magnitudes compare equal; map to integers by ranking
     _, codes = np.unique(magnitude, return_inverse=True)

@@ -61,7 +61,7 @@ import minilm  # noqa: E402
 import nncodec_unify as nu  # noqa: E402
 from nncodec_unify import EncoderConfig, TensorRule  # noqa: E402
 from nncodec_unify.admm import same_bits, snap_to_grid  # noqa: E402
-from nncodec_unify.calibrate import CalibrationConfig, calibrate  # noqa: E402
+from nncodec_unify.calibrate import CalibrationConfig, calibrate, kinds_from_values  # noqa: E402
 from nncodec_unify.distill import distill  # noqa: E402
 from nncodec_unify.format import BlockKind  # noqa: E402
 from nncodec_unify.posttrain import project_tensors  # noqa: E402
@@ -223,7 +223,7 @@ def run_job(job: Job) -> dict:
     blocks = np.zeros(3, dtype=np.int64)  # kinds of the encoder's Linear weights as decoded
     for name, array in decoded.items():
         if name.startswith("encoder.") and array.ndim == 2:
-            blocks += _kinds_count(np.abs(array), job.block)
+            blocks += np.bincount(kinds_from_values(array, job.block).ravel(), minlength=3)
     row["encoder_blocks"] = {"pruned": int(blocks[BlockKind.PRUNED]), "unified": int(blocks[BlockKind.UNIFIED]),
                              "dense": int(blocks[BlockKind.DENSE])}
     row["bytes"] = len(stream)
@@ -231,16 +231,6 @@ def run_job(job: Job) -> dict:
     row["seconds"] = round(time.perf_counter() - started, 1)
     row["stream"] = stream
     return row
-
-
-def _kinds_count(magnitudes: np.ndarray, block: tuple[int, int]) -> np.ndarray:
-    """Blocks of each kind (indexed by BlockKind) as the codec derives them from these magnitudes."""
-    from nncodec_unify.blocks import block_kinds
-
-    _, codes = np.unique(magnitudes, return_inverse=True)
-    codes = codes.reshape(magnitudes.shape) + 1
-    codes[magnitudes == 0] = 0
-    return np.bincount(block_kinds(codes, *block).ravel(), minlength=3)
 
 
 # --- reporting ----------------------------------------------------------------------------------
