@@ -81,6 +81,23 @@ def build_parser() -> argparse.ArgumentParser:
     encode.add_argument("--no-contexts", action="store_true",
                         help="code levels without row/column contexts or column offsets (faster, a little larger)")
     encode.add_argument("--workers", type=int, default=1, help="code tensors in N processes (same output)")
+    rdo = encode.add_argument_group(
+        "rate-distortion optimization (on by default: each level, and each block's kind, is chosen by "
+        "error + lambda x bits; a weight's error may then exceed half a step)")
+    rdo.add_argument("--no-rdo", action="store_true",
+                     help="round every weight to the nearest level instead (error <= half a step)")
+    rdo.add_argument("--rdo-lambda", type=float, default=EncoderConfig.rdo_lambda, metavar="C",
+                     help="lambda = C x step**2 (default %(default)s; larger trades more error for fewer bits)")
+    rdo.add_argument("--no-rdo-blocks", action="store_true",
+                     help="keep block kinds as the levels fall instead of choosing them by cost")
+    rate = encode.add_argument_group("rate control (searches the qp, starting from --qp; rule qps stay fixed)")
+    targets = rate.add_mutually_exclusive_group()
+    targets.add_argument("--target-size", type=int, default=None, metavar="BYTES",
+                         help="the finest qp whose stream is at most BYTES long")
+    targets.add_argument("--target-bits-per-param", type=float, default=None, metavar="X",
+                         help="the finest qp within X bits per parameter")
+    targets.add_argument("--target-rmse", type=float, default=None, metavar="E",
+                         help="the coarsest qp whose RMSE over >=2-D float tensors is at most E")
     projection = encode.add_argument_group(
         "post-training unification and pruning (no training data needed; the distortion is reported)")
     projection.add_argument("--prune-ratio", type=float, default=0.0, metavar="P",
@@ -195,7 +212,8 @@ def _config(args: argparse.Namespace) -> EncoderConfig:
             raise UsageError(f"--tensor-block: {exc}") from None
     try:
         return EncoderConfig(qp=args.qp, vector_qp=args.vector_qp, block=args.block, rules=tuple(rules),
-                             use_contexts=not args.no_contexts)
+                             use_contexts=not args.no_contexts, rdo=not args.no_rdo, rdo_lambda=args.rdo_lambda,
+                             rdo_blocks=not args.no_rdo_blocks)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
 
@@ -214,10 +232,21 @@ def _encode(args: argparse.Namespace) -> int:
         tensors = projection[0]
     if args.workers < 1:
         raise UsageError(f"--workers must be at least 1, got {args.workers}")
-    result = encode_with_report(tensors, config=config, measure_error=True, progress=_progress_printer(),
-                                workers=args.workers)
+    target = _rate_target(args)
+    if target is None:
+        result = encode_with_report(tensors, config=config, measure_error=True, progress=_progress_printer(),
+                                    workers=args.workers)
+    else:
+        from .ratecontrol import encode_to_target
+
+        say = (lambda line: None) if args.json else (lambda line: print(line, file=sys.stderr))
+        controlled = encode_to_target(tensors, target, config=config, progress=say, workers=args.workers)
+        result = controlled.result
     write_bytes(args.output, result.data, overwrite=args.force)
     summary = _summary(args.input, args.output, result)
+    summary["rdo"] = {"lambda": config.rdo_lambda, "blocks": config.rdo_blocks} if config.rdo else None
+    if target is not None:
+        summary["rate_control"] = {"target": target.describe(), **controlled.to_dict()}
     if projection is not None:
         summary["projection"] = projection[1].to_dict()
     if args.json:
@@ -226,8 +255,29 @@ def _encode(args: argparse.Namespace) -> int:
         if projection is not None:
             for line in projection[1].lines():
                 print(line)
+        if target is not None:
+            chosen = controlled.chosen
+            print(f"rate control ({target.describe()}): chose qp {chosen.qp} (vector qp {chosen.vector_qp}) "
+                  f"after {len(controlled.trials)} encodes: {chosen.size_bytes:,} bytes, "
+                  f"{chosen.bits_per_param:.3f} bits/parameter, RMSE {chosen.rmse:.4g}")
         _print_summary(summary)
     return EXIT_OK
+
+
+def _rate_target(args: argparse.Namespace):
+    """The RateTarget the options ask for, or None."""
+    from .ratecontrol import RateTarget
+
+    if args.target_size is None and args.target_bits_per_param is None and args.target_rmse is None:
+        return None
+    try:
+        return RateTarget(args.target_size, args.target_bits_per_param, args.target_rmse)
+    except ValueError as exc:
+        message = str(exc)
+        for field, option in (("size_bytes", "--target-size"), ("bits_per_param", "--target-bits-per-param"),
+                              ("rmse", "--target-rmse")):
+            message = message.replace(f"{field} target", option)
+        raise UsageError(message) from None
 
 
 def _projection_asked(args: argparse.Namespace) -> bool:

@@ -14,6 +14,7 @@ from .quant import DEFAULT_QP_DENSITY, qp_is_valid
 DEFAULT_QP = -32  # step 2**-8 at density 2
 DEFAULT_VECTOR_QP = -56  # step 2**-14: 1-D tensors (biases, norms) are tiny and sensitive
 DEFAULT_BLOCK = (4, 4)
+DEFAULT_RDO_LAMBDA = 0.12  # c in lambda = c * step**2; ln 2 / 6 is the high-rate slope (rdo.py)
 MAX_BLOCK_SIDE = 255
 
 
@@ -39,6 +40,8 @@ class TensorCoding:
     qp_density: int
     block: tuple[int, int]
     explicit_mode: bool
+    rdo_lambda: float = 0.0  # c in lambda = c * step**2; 0: nearest levels
+    rdo_blocks: bool = False  # UNIFIED mode: block kinds chosen by rate-distortion cost
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,6 +56,12 @@ class EncoderConfig:
     unless a rule asked for its mode explicitly, which is then an :class:`EncodeError`.
     ``use_contexts=False`` codes every plane with one context and no column offsets: faster
     to encode, a little larger.
+
+    ``rdo`` (default on) picks each float level by rate-distortion cost, ``D + lambda * R``
+    with ``lambda = rdo_lambda * step**2``, instead of rounding to the nearest (the error of a
+    weight may then reach a whole step, or the weight itself where zero is cheaper);
+    ``rdo_blocks`` also chooses each UNIFIED block's kind (dense, unified, pruned) that way.
+    Small float tensors are stored RAW when that is no larger (unless a rule asked for a mode).
     """
 
     qp: int = DEFAULT_QP
@@ -61,6 +70,9 @@ class EncoderConfig:
     block: tuple[int, int] = DEFAULT_BLOCK
     rules: tuple[TensorRule, ...] = ()
     use_contexts: bool = True
+    rdo: bool = True
+    rdo_lambda: float = DEFAULT_RDO_LAMBDA
+    rdo_blocks: bool = True
 
     def __post_init__(self) -> None:
         # Invalid options raise EncodeError (a ValueError) here, not a TypeError deep in the
@@ -73,6 +85,9 @@ class EncoderConfig:
                 raise EncodeError(f"{field} {value!r} is outside the format's range "
                                   f"at qp_density {self.qp_density}")
         _check_block(self.block)
+        if not isinstance(self.rdo_lambda, (int, float, np.floating)) or isinstance(self.rdo_lambda, bool) \
+                or not 0 <= float(self.rdo_lambda) <= 100:
+            raise EncodeError(f"rdo_lambda must be a number in 0..100, got {self.rdo_lambda!r}")
         if not isinstance(self.rules, tuple) or not all(isinstance(r, TensorRule) for r in self.rules):
             raise EncodeError(f"rules must be a tuple of TensorRule, got {self.rules!r}")
         for rule in self.rules:
@@ -109,7 +124,8 @@ class EncoderConfig:
             mode, explicit = CodingMode.RAW, False  # bool has no coded mode
         if not is_float:
             qp = 0  # integers are coded losslessly: step 1 (§6.1)
-        return TensorCoding(mode, qp, self.qp_density, block, explicit)
+        rdo_lambda = float(self.rdo_lambda) if self.rdo and is_float else 0.0
+        return TensorCoding(mode, qp, self.qp_density, block, explicit, rdo_lambda, self.rdo_blocks)
 
 
 def _is_int(value: object) -> bool:

@@ -21,6 +21,7 @@ from .config import EncoderConfig, TensorCoding
 from .errors import EncodeError
 from .format import DEFAULT_LIMITS, DTYPE_ITEMSIZE, FLOAT_DTYPES, BlockKind, CodingMode, DType, OffsetMode, UnitType
 from .planes import encode_plane
+from .rdo import optimize_dense, optimize_unified
 from .quant import MAX_LEVEL, dequantize, quantize, step_size, zigzag
 from .syntax import (
     FileHeader,
@@ -52,6 +53,7 @@ class TensorReport:
     max_abs_error: float
     block_counts: tuple[int, int, int] | None = None  # pruned, unified, dense
     note: str = ""
+    squared_error: float = 0.0  # sum over the elements (measured with max_abs_error)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -192,34 +194,88 @@ def encode_tensor(name: str, array: np.ndarray, dtype: DType, coding: TensorCodi
             if coding.explicit_mode:
                 raise EncodeError(f"tensor {name!r}: cannot code in {mode.name} mode: {problem}")
             mode, note = CodingMode.RAW, f"coded RAW: {problem}"
+    raw = ByteWriter()
+    write_tensor_header(raw, TensorHeader(name, dtype, tuple(array.shape), CodingMode.RAW))
+    raw.bytes(_raw_bytes(array, dtype))
+    raw_report = TensorReport(name, dtype, tuple(array.shape), CodingMode.RAW, None, original_bytes,
+                              len(raw.getvalue()), 0.0, None, note)
+    if mode == CodingMode.RAW:
+        return raw.getvalue(), raw_report
     writer = ByteWriter()
     write_tensor_header(writer, TensorHeader(name, dtype, tuple(array.shape), mode))
-    max_error, block_counts = 0.0, None
-    if mode == CodingMode.RAW:
-        writer.bytes(_raw_bytes(array, dtype))
-    else:
-        step = step_size(coding.qp, coding.qp_density)
-        levels = quantize(array, step, np.int32)  # |level| < 2**31 was checked above
-        block_counts = _write_levels(writer, levels, mode, coding, use_contexts)
-        if measure_error and array.size:
-            rebuilt = dequantize(levels, step, dtype).astype(np.float64)
-            max_error = float(np.max(np.abs(rebuilt - array.astype(np.float64))))
+    step = step_size(coding.qp, coding.qp_density)
+    choice = choose_levels(array, step, mode, coding, use_contexts)
+    block_counts = _write_levels(writer, choice.levels, mode, coding, use_contexts, choice)
     payload = writer.getvalue()
-    return payload, TensorReport(name, dtype, tuple(array.shape), mode,
-                                 None if mode == CodingMode.RAW else coding.qp, original_bytes,
-                                 len(payload), max_error, block_counts, note)
+    if len(payload) >= len(raw.getvalue()) and not coding.explicit_mode:
+        # small tensors (biases, norms) can cost more coded than stored, and RAW is lossless
+        return raw.getvalue(), dataclasses.replace(raw_report, note="coded RAW: no larger than quantized")
+    max_error = squared_error = 0.0
+    if measure_error and array.size:
+        difference = dequantize(choice.levels, step, dtype).astype(np.float64) - array.astype(np.float64)
+        max_error = float(np.max(np.abs(difference)))
+        squared_error = float(np.dot(difference.ravel(), difference.ravel()))
+    return payload, TensorReport(name, dtype, tuple(array.shape), mode, coding.qp, original_bytes,
+                                 len(payload), max_error, block_counts, note, squared_error)
+
+
+@dataclasses.dataclass(frozen=True)
+class LevelChoice:
+    """The levels chosen for a float tensor and what the writer should code them with: the
+    column offsets (None: the writer decides) and the dense plane's context classes (None:
+    the writer chooses), both of which the levels were optimised against."""
+
+    levels: np.ndarray
+    offsets: np.ndarray | None = None
+    classes: tuple[np.ndarray, np.ndarray] | None = None
+
+
+def on_grid(array: np.ndarray, levels: np.ndarray, step: np.float32) -> bool:
+    """Whether ``levels * step`` rebuilds ``array`` exactly: a tensor trained onto this grid,
+    which the encoder codes losslessly rather than trading its values for bits."""
+    rebuilt = np.multiply(levels, np.float32(step), dtype=np.float64)
+    return bool(np.array_equal(rebuilt, array.astype(np.float64, copy=False)))
+
+
+def choose_levels(array: np.ndarray, step: np.float32, mode: CodingMode, coding: TensorCoding,
+                  use_contexts: bool) -> LevelChoice:
+    """The int32 levels (the array's shape) of a float tensor in DENSE or UNIFIED mode.
+
+    Nearest levels without RDO or when they rebuild the tensor exactly (:func:`on_grid`);
+    otherwise levels chosen by rate-distortion cost (rdo.py), against the column offsets that
+    the nearest levels call for, if any. Offsets need every block dense, so a tensor that
+    takes them keeps its blocks dense.
+    """
+    nearest = quantize(array, step, np.int32)  # |level| < 2**31 was checked by the caller
+    if coding.rdo_lambda <= 0 or array.size == 0 or on_grid(array, nearest, step):
+        return LevelChoice(nearest)
+    matrix = nearest.reshape(matrix_shape(nearest.shape))
+    all_dense = mode == CodingMode.DENSE or bool(
+        (block_kinds(np.abs(matrix), *coding.block) == BlockKind.DENSE).all())
+    offsets = choose_column_offsets(matrix) if use_contexts and all_dense else None
+    # float32 suffices to compare costs; levels stay exact integers whatever the rounding
+    scaled = np.divide(array.reshape(matrix.shape), np.float64(step), dtype=np.float32)
+    if mode == CodingMode.DENSE or offsets is not None:
+        levels, classes = optimize_dense(scaled, offsets, coding.rdo_lambda, use_contexts)
+    else:
+        levels, classes = optimize_unified(scaled, coding.block, coding.rdo_lambda, use_contexts,
+                                           choose_kinds=coding.rdo_blocks)
+    levels = np.clip(levels, -MAX_LEVEL, MAX_LEVEL).astype(np.int32).reshape(array.shape)
+    return LevelChoice(levels, offsets, classes if use_contexts else None)
 
 
 def _write_levels(writer: ByteWriter, levels: np.ndarray, mode: CodingMode, coding: TensorCoding,
-                  use_contexts: bool) -> tuple[int, int, int] | None:
+                  use_contexts: bool, choice: LevelChoice | None = None) -> tuple[int, int, int] | None:
     """quant_params and the DENSE or UNIFIED payload of int32 ``levels`` (the tensor's shape);
-    returns the block counts of a UNIFIED payload."""
+    returns the block counts of a UNIFIED payload. ``choice`` carries the offsets and classes
+    the levels were chosen with, used when the dense levels cover the whole matrix."""
     write_quant_params(writer, QuantParams(coding.qp, coding.qp_density))
     matrix = levels.reshape(matrix_shape(levels.shape))
+    choice = choice or LevelChoice(levels)
     if mode == CodingMode.DENSE:
-        _write_dense(writer, matrix, use_contexts)
+        _write_dense_levels(writer, matrix, None, use_contexts, choice)
         return None
-    return _write_unified(writer, matrix, coding.block, use_contexts)
+    return _write_unified(writer, matrix, coding.block, use_contexts, choice)
 
 
 def _encode_integer_tensor(name: str, array: np.ndarray, dtype: DType, coding: TensorCoding,
@@ -267,21 +323,24 @@ def _raw_bytes(array: np.ndarray, dtype: DType) -> bytes:
     return array.astype(array.dtype.newbyteorder("<"), copy=False).tobytes()
 
 
-def _write_dense(writer: ByteWriter, matrix: np.ndarray, use_contexts: bool) -> None:
-    """§5.5 dense_payload: the dense levels of the whole matrix."""
-    _write_dense_levels(writer, matrix, None, use_contexts)
-
-
-def _write_dense_levels(writer: ByteWriter, matrix: np.ndarray, mask: np.ndarray | None, use_contexts: bool) -> None:
+def _write_dense_levels(writer: ByteWriter, matrix: np.ndarray, mask: np.ndarray | None, use_contexts: bool,
+                        choice: LevelChoice) -> None:
     """offset_mode, column_offsets, dense_levels and dense_signs (§5.5, §5.6, §6.10): the
-    levels of the masked positions, less their column's offset when offsets pay off."""
-    offsets = choose_column_offsets(matrix) if use_contexts and mask is None else None
+    levels of the masked positions, less their column's offset when offsets pay off (those of
+    ``choice``, else chosen here). Only an unmasked plane takes offsets and given classes."""
+    offsets, classes = choice.offsets, choice.classes
+    if mask is not None or not use_contexts:
+        offsets = classes = None
+    elif offsets is None:
+        offsets = choose_column_offsets(matrix)
+    elif max(int(matrix.max()), -int(matrix.min())) + int(np.abs(offsets).max()) > MAX_LEVEL:
+        offsets = None  # residuals would not fit
     writer.u8(OffsetMode.COLUMN if offsets is not None else OffsetMode.NONE)
     if offsets is not None:
         write_level_plane(writer, encode_plane(zigzag(offsets)[None, :], None, use_contexts=False))
         matrix = matrix - offsets.astype(matrix.dtype)[None, :]  # in range: checked by the choice
     magnitudes = np.abs(matrix)
-    write_level_plane(writer, encode_plane(magnitudes, mask, use_contexts=use_contexts))
+    write_level_plane(writer, encode_plane(magnitudes, mask, use_contexts=use_contexts, classes=classes))
     levels = matrix.ravel() if mask is None else matrix[mask]
     write_sign_section(writer, levels[levels != 0] < 0)
 
@@ -339,7 +398,7 @@ def choose_column_offsets(matrix: np.ndarray) -> np.ndarray | None:
 
 
 def _write_unified(writer: ByteWriter, matrix: np.ndarray, block: tuple[int, int],
-                   use_contexts: bool) -> tuple[int, int, int]:
+                   use_contexts: bool, choice: LevelChoice) -> tuple[int, int, int]:
     """§5.6 unified_payload: block map, unified magnitudes, their signs, dense levels, their signs."""
     block_rows, block_cols = block
     rows, cols = matrix.shape
@@ -361,6 +420,6 @@ def _write_unified(writer: ByteWriter, matrix: np.ndarray, block: tuple[int, int
     in_unified = element_kinds == BlockKind.UNIFIED
     write_sign_section(writer, matrix[in_unified] < 0)
     in_dense = None if bool((kinds == BlockKind.DENSE).all()) else element_kinds == BlockKind.DENSE
-    _write_dense_levels(writer, matrix, in_dense, use_contexts)
+    _write_dense_levels(writer, matrix, in_dense, use_contexts, choice)
     counts = np.bincount(kinds.ravel(), minlength=len(BlockKind))
     return int(counts[BlockKind.PRUNED]), int(counts[BlockKind.UNIFIED]), int(counts[BlockKind.DENSE])

@@ -475,7 +475,8 @@ def test_arbitrary_edits_of_a_valid_stream(data):
 def test_reconstruction_does_not_depend_on_the_callers_floating_point_state():
     """Regression: float16 underflow raised FloatingPointError under np.seterr(all='raise')."""
     model = {"tiny": np.array([[2.0 ** -26, 0.0]], np.float32), "huge": np.array([[70000.0, 1.0]], np.float32)}
-    config = EncoderConfig(rules=(TensorRule("tiny", qp=-104), TensorRule("huge", qp=0)))
+    unified = CodingMode.UNIFIED  # asked for: RAW would be smaller for two elements
+    config = EncoderConfig(rules=(TensorRule("tiny", qp=-104, mode=unified), TensorRule("huge", qp=0, mode=unified)))
     data = nu.encode(model, config=config)
     as_half = bytearray(data)
     for field in field_map(data):

@@ -11,7 +11,7 @@ import hashlib
 import numpy as np
 
 import nncodec_unify as nu
-from nncodec_unify import EncoderConfig
+from nncodec_unify import CodingMode, EncoderConfig, TensorRule
 
 TINY = {
     "w": np.array([[0.5, -0.5, 0.25, 0.0], [0.5, 0.5, -0.75, 0.0]], dtype=np.float32),
@@ -28,7 +28,9 @@ TINY_STREAM = bytes.fromhex(
 
 
 def test_tiny_model_encodes_to_the_golden_bytes():
-    assert nu.encode(TINY, config=EncoderConfig(qp=-8, block=(2, 2))) == TINY_STREAM
+    # the mode asked for: left to itself the encoder stores a tensor this small RAW
+    config = EncoderConfig(qp=-8, block=(2, 2), rules=(TensorRule("w", mode=CodingMode.UNIFIED),))
+    assert nu.encode(TINY, config=config) == TINY_STREAM
 
 
 def test_golden_bytes_decode_to_the_model():

@@ -189,7 +189,7 @@ def _force_offsets(monkeypatch, mode: int, offsets, residuals=None, trailing: by
     before every dense_levels plane, masked or not; the dense planes then code the tensor's own
     levels (or ``residuals``) as residuals, so the decoded levels are those plus the offsets.
     ``trailing`` is written after dense_signs."""
-    def write(writer, matrix, mask, use_contexts):
+    def write(writer, matrix, mask, use_contexts, choice=None):
         writer.u8(mode)
         if mode == 1:
             write_level_plane(writer, encode_plane(zigzag(np.asarray(offsets, np.int64))[None, :], None,

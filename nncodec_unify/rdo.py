@@ -1,0 +1,236 @@
+"""Rate-distortion optimized choice of levels (encoder only: the format is unchanged).
+
+The decoder rebuilds ``level x step`` whatever level the encoder wrote, so the encoder may pick
+for every weight the level that minimises ``D + lambda * R`` instead of the nearest one. Here
+``D`` is the squared error and ``R`` the bits the level costs under the tensor's own context
+model (§6.4-§6.7: the context's code length of its symbol, its raw bits, a sign bit). With
+``lambda = c * step**2`` the cost in units of the step is ``(|x| - m)**2 + c * bits(m)``.
+
+Two decisions are made, each from rate tables estimated on the nearest levels (further passes,
+re-estimating the tables on the chosen levels, are possible but gained < 0.1 % on MiniLM):
+
+* **levels** (RDOQ): each weight takes the cheapest of rounding its magnitude down, rounding it
+  up, or zero; evaluated for all weights at once, no per-weight loop;
+* **block kinds** (UNIFIED mode): each block is kept DENSE (levels as above), UNIFIED (one
+  magnitude, the weights' own signs) or PRUNED, whichever costs least. The format derives a
+  block's kind from its levels (§6.3), so choosing a kind is choosing its levels.
+
+``c = ln 2 / 6 ~ 0.116`` is the slope of a uniform quantizer's high-rate curve
+(``D = step**2 / 12``, one bit per halving of the step): at that ``c`` the decisions trade
+error for bits at the same rate as a change of qp does.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .blocks import expand_blocks, grid_shape
+from .classes import choose_classes
+from .format import BlockKind
+from .planes import _binarize_fast, binarize
+from .quant import MAX_LEVEL
+
+_SMOOTHING = 0.5  # added to every count: a symbol never seen still has a finite price
+_PASSES = 1  # a second pass re-estimating the tables changed MiniLM by < 0.1 % at twice the time
+_KIND_PRIOR_BITS = float(np.log2(3))  # before any kind statistics: every kind equally likely
+_TABLE_LIMIT = 1 << 16  # magnitudes priced by lookup table up to here, by binarization beyond
+
+Classes = tuple[np.ndarray, np.ndarray]  # row class per row, column class per column (§6.5)
+
+
+class _PlaneRates:
+    """Bits a magnitude costs at each position of a plane: the smoothed code length of its
+    symbol in the position's context, plus its raw bits and, when it is non-zero, a sign bit.
+
+    Built from the current magnitudes with the contexts the writer would choose for them.
+    """
+
+    def __init__(self, magnitudes: np.ndarray, mask: np.ndarray | None, largest: int,
+                 direct_bits: int = 4, mantissa_bits: int = 2, use_contexts: bool = True):
+        rows, cols = magnitudes.shape
+        self.direct_bits, self.mantissa_bits = direct_bits, mantissa_bits
+        values = magnitudes[mask] if mask is not None else magnitudes.ravel()
+        symbols = _binarize_fast(values, int(values.max(initial=0)), direct_bits, mantissa_bits).astype(np.int64)
+        if use_contexts and values.size:
+            row_classes, col_classes = choose_classes(symbols, magnitudes, mask)
+        else:
+            row_classes, col_classes = np.zeros(rows, np.int64), np.zeros(cols, np.int64)
+        self.row_classes, self.col_classes = row_classes, col_classes
+        self.classes: Classes = (row_classes, col_classes)
+        context_count = int(row_classes.max()) + int(col_classes.max()) + 1
+        top_symbol, _ = binarize(np.array([max(largest, 1) + 1]), direct_bits, mantissa_bits)
+        alphabet = int(top_symbol[0]) + 1
+        contexts = self.contexts(mask)
+        joint = np.bincount(contexts * alphabet + symbols, minlength=context_count * alphabet)
+        joint = joint.reshape(context_count, alphabet).astype(np.float64) + _SMOOTHING
+        self.symbol_bits = np.log2(joint.sum(axis=1, keepdims=True)) - np.log2(joint)
+        self.alphabet = alphabet
+        self.table_size = min(max(largest, 1) + 2, _TABLE_LIMIT)
+        table_symbols, table_raw = binarize(np.arange(self.table_size), direct_bits, mantissa_bits)
+        signs = (np.arange(self.table_size) > 0).astype(np.float64)
+        # (contexts, magnitudes); float32 halves the memory traffic of the lookups
+        self.table = (self.symbol_bits[:, table_symbols] + table_raw + signs).astype(np.float32)
+        self.steps = np.abs(np.diff(self.table, axis=1))  # |bits(m + 1) - bits(m)|
+        self.largest_step = float(self.steps.max(initial=0.0))
+        self.largest_gain = float((self.table - self.table[:, :1]).max(initial=0.0))
+
+    def contexts(self, mask: np.ndarray | None) -> np.ndarray:
+        """The context of each masked position (all positions when ``mask`` is None), in scan order."""
+        grid = self.row_classes.astype(np.int32)[:, None] + self.col_classes.astype(np.int32)[None, :]
+        return grid[mask] if mask is not None else grid.ravel()
+
+    def step_bits(self, contexts: np.ndarray, magnitudes: np.ndarray) -> np.ndarray:
+        """``|bits(m + 1) - bits(m)|`` at each context (an upper bound beyond the table)."""
+        inside = magnitudes < self.table_size - 1
+        if inside.all():
+            return self.steps.ravel()[contexts * (self.table_size - 1) + magnitudes]
+        result = np.full(magnitudes.shape, max(self.largest_step, 64.0), dtype=np.float32)
+        result[inside] = self.steps.ravel()[contexts[inside] * (self.table_size - 1) + magnitudes[inside]]
+        return result
+
+    def zero_reach(self, scale: float) -> int:
+        """The largest nearest level that zero might beat: a level ``m`` costs
+        ``m * (2a - m) >= m * (m - 1)`` more distortion as zero, which bits can repay only
+        while ``m * (m - 1) < scale * (bits(m) - bits(0))``."""
+        budget = scale * self.largest_gain
+        return int(np.floor(0.5 + np.sqrt(0.25 + budget))) + 1
+
+    def bits(self, contexts: np.ndarray, magnitudes: np.ndarray) -> np.ndarray:
+        """Bits of each magnitude at its context (arrays of the same shape)."""
+        small = magnitudes < self.table_size
+        if small.all():
+            return self.table.ravel()[contexts * self.table_size + magnitudes]
+        result = np.empty(magnitudes.shape, dtype=np.float32)
+        result[small] = self.table.ravel()[contexts[small] * self.table_size + magnitudes[small]]
+        symbols, raw = binarize(magnitudes[~small], self.direct_bits, self.mantissa_bits)
+        symbols = np.minimum(symbols, self.alphabet - 1)
+        result[~small] = self.symbol_bits[contexts[~small], symbols] + raw + 1.0
+        return result
+
+
+def _order0_bits(values: np.ndarray, size: int) -> np.ndarray:
+    """Smoothed order-0 code lengths of the symbols 0..size-1 given observed ``values``."""
+    counts = np.bincount(values, minlength=size)[:size].astype(np.float64) + _SMOOTHING
+    return np.log2(counts.sum()) - np.log2(counts)
+
+
+def _rdoq(magnitudes: np.ndarray, rates: _PlaneRates, contexts: np.ndarray, scale: float,
+          want_cost: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+    """For magnitudes ``a`` (flat, in steps): the best of floor(a), floor(a) + 1 and 0 by
+    ``(a - m)**2 + scale * bits(m)``, and that cost (None unless ``want_cost``).
+
+    Rounding up beats rounding down exactly when ``2 f - 1 > scale * (bits(up) - bits(down))``
+    (``f`` the fraction of ``a``), so the nearest level is kept without pricing it wherever
+    ``|2 f - 1|`` exceeds the scaled bit difference; zero can only win for small levels.
+    """
+    floor = np.floor(magnitudes)
+    fraction = magnitudes - floor
+    down = np.minimum(floor, MAX_LEVEL - 1, out=floor).astype(np.int32)
+    nearest = down + (fraction > 0.5)
+    fraction *= 2
+    fraction -= 1
+    undecided = np.abs(fraction, out=fraction) < scale * rates.step_bits(contexts, down)
+    undecided |= nearest <= rates.zero_reach(scale)
+    cost = (magnitudes - nearest) ** 2 if want_cost else None
+    where = np.flatnonzero(undecided)
+    if where.size:
+        a, ctx, low = magnitudes[where], contexts[where], down[where]
+        cost_down = (a - low) ** 2 + scale * rates.bits(ctx, low)
+        cost_up = (low + 1 - a) ** 2 + scale * rates.bits(ctx, low + 1)
+        cost_zero = a ** 2 + scale * rates.bits(ctx, np.zeros_like(low))
+        best = np.where(cost_up < cost_down, low + 1, low)
+        best_cost = np.minimum(cost_up, cost_down)
+        zero = cost_zero < best_cost
+        nearest[where] = np.where(zero, 0, best)
+        if want_cost:
+            cost[where] = np.where(zero, cost_zero, best_cost)
+    if want_cost and where.size < magnitudes.size:
+        decided = np.flatnonzero(~undecided)
+        cost[decided] += scale * rates.bits(contexts[decided], nearest[decided])
+    return nearest, cost
+
+
+def optimize_dense(scaled: np.ndarray, offsets: np.ndarray | None, scale: float,
+                   use_contexts: bool = True, passes: int = _PASSES) -> tuple[np.ndarray, Classes]:
+    """RDOQ of a DENSE matrix: ``scaled`` are the values in steps (rows x cols, float32),
+    ``offsets`` the column offsets the residuals are coded against (or None). Returns int64
+    levels and the context classes their rates were estimated with (fit to code them)."""
+    base = np.zeros(scaled.shape[1], np.float32) if offsets is None else offsets.astype(np.float32)
+    residual = scaled - base[None, :]
+    magnitudes = np.abs(residual)
+    negative = residual < 0
+    current = np.rint(magnitudes).astype(np.int32)
+    for _ in range(passes):
+        rates = _PlaneRates(current, None, int(current.max(initial=0)), use_contexts=use_contexts)
+        chosen, _ = _rdoq(magnitudes.ravel(), rates, rates.contexts(None), scale, want_cost=False)
+        current = chosen.reshape(scaled.shape)
+    levels = np.where(negative, -current, current)
+    return levels + (0 if offsets is None else offsets.astype(np.int64)[None, :]), rates.classes
+
+
+def optimize_unified(scaled: np.ndarray, block: tuple[int, int], scale: float, use_contexts: bool = True,
+                     passes: int = _PASSES, choose_kinds: bool = True) -> tuple[np.ndarray, Classes]:
+    """RDO levels of a UNIFIED matrix (``scaled``: values in steps, rows x cols, float32): per-weight
+    RDOQ inside dense blocks and, with ``choose_kinds``, each block's kind by its cost.
+    Returns int64 levels and the context classes of the dense plane's rate estimate."""
+    rows, cols = scaled.shape
+    block_rows, block_cols = block
+    magnitudes = np.abs(scaled)
+    current = np.rint(magnitudes).astype(np.int32)
+    grid_rows, grid_cols = grid_shape(rows, cols, block_rows, block_cols)
+    kind_bits = np.full(len(BlockKind), _KIND_PRIOR_BITS)
+    unified_bits = None
+    for _ in range(passes):
+        rates = _PlaneRates(current, None, int(current.max(initial=0)), use_contexts=use_contexts)
+        dense_levels, dense_cost = _rdoq(magnitudes.ravel(), rates, rates.contexts(None), scale,
+                                         want_cost=choose_kinds)
+        dense_levels = dense_levels.reshape(rows, cols)
+        if not choose_kinds:
+            current = dense_levels
+            continue
+        if unified_bits is None:  # no unified blocks seen yet: price their magnitudes like weights
+            unified_bits = _order0_bits(np.minimum(dense_levels.ravel(), 1 << 12), (1 << 12) + 1)[1:]
+        sums = _BlockSums(block_rows, block_cols, grid_rows, grid_cols)
+        count = sums(np.ones((rows, cols)))
+        total = sums(magnitudes)
+        energy = sums(magnitudes ** 2)
+        dense = sums(dense_cost.reshape(rows, cols)) + scale * kind_bits[BlockKind.DENSE]
+        pruned = energy + scale * kind_bits[BlockKind.PRUNED]
+        mean = total / count
+        best_unified = np.full(mean.shape, np.inf)
+        best_magnitude = np.ones(mean.shape, dtype=np.int64)
+        for candidate in (np.floor(mean), np.floor(mean) + 1):
+            magnitude = np.clip(candidate, 1, min(unified_bits.size, MAX_LEVEL)).astype(np.int64)
+            distortion = energy - 2 * magnitude * total + count * magnitude ** 2
+            cost = distortion + scale * (kind_bits[BlockKind.UNIFIED] + unified_bits[magnitude - 1] + count)
+            better = cost < best_unified
+            best_unified[better], best_magnitude[better] = cost[better], magnitude[better]
+        kinds = np.full(mean.shape, BlockKind.DENSE, dtype=np.int64)
+        kinds[best_unified < dense] = BlockKind.UNIFIED
+        kinds[(pruned < dense) & (pruned <= best_unified)] = BlockKind.PRUNED
+        element_kinds = expand_blocks(kinds, block_rows, block_cols, rows, cols)
+        unified_magnitude = expand_blocks(best_magnitude, block_rows, block_cols, rows, cols)
+        current = np.where(element_kinds == BlockKind.DENSE, dense_levels,
+                           np.where(element_kinds == BlockKind.UNIFIED, unified_magnitude, 0))
+        kind_counts = np.bincount(kinds.ravel(), minlength=len(BlockKind)).astype(np.float64) + _SMOOTHING
+        kind_bits = np.log2(kind_counts.sum()) - np.log2(kind_counts)
+        chosen_unified = best_magnitude[kinds == BlockKind.UNIFIED]
+        if chosen_unified.size >= 64:
+            unified_bits = _order0_bits(np.minimum(chosen_unified - 1, unified_bits.size - 1), unified_bits.size)
+    negative = scaled < 0
+    return np.where(negative, -current, current), rates.classes
+
+
+class _BlockSums:
+    """Sums of a rows x cols array over each block (edge blocks partial), as a grid."""
+
+    def __init__(self, block_rows: int, block_cols: int, grid_rows: int, grid_cols: int):
+        self.block_rows, self.block_cols = block_rows, block_cols
+        self.grid_rows, self.grid_cols = grid_rows, grid_cols
+
+    def __call__(self, values: np.ndarray) -> np.ndarray:
+        rows, cols = values.shape
+        padded = np.zeros((self.grid_rows * self.block_rows, self.grid_cols * self.block_cols))
+        padded[:rows, :cols] = values
+        return padded.reshape(self.grid_rows, self.block_rows, self.grid_cols, self.block_cols).sum(axis=(1, 3))
+
