@@ -19,7 +19,7 @@ from .errors import (
 )
 from .format import VERSION_MAJOR, VERSION_MINOR, BlockKind, CodingMode, DType, Limits
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 __all__ = [
     "BitstreamError", "BlockKind", "ChecksumError", "CodingMode", "DType", "DecodedModel",

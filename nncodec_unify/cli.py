@@ -84,8 +84,11 @@ def build_parser() -> argparse.ArgumentParser:
     rdo = encode.add_argument_group(
         "rate-distortion optimization (on by default: each level, and each block's kind, is chosen by "
         "error + lambda x bits; a weight's error may then exceed half a step)")
+    rdo.add_argument("--no-dq", action="store_true",
+                     help="scalar levels instead of dependent (trellis) quantization: about 3%% larger "
+                          "at equal error, but a format 2.0 stream that any 2.x decoder reads")
     rdo.add_argument("--no-rdo", action="store_true",
-                     help="round every weight to the nearest level instead (error <= half a step)")
+                     help="round every weight to the nearest level (error <= half a step; implies --no-dq)")
     rdo.add_argument("--rdo-lambda", type=float, default=EncoderConfig.rdo_lambda, metavar="C",
                      help="lambda = C x step**2 (default %(default)s; larger trades more error for fewer bits)")
     rdo.add_argument("--no-rdo-blocks", action="store_true",
@@ -213,7 +216,8 @@ def _config(args: argparse.Namespace) -> EncoderConfig:
     try:
         return EncoderConfig(qp=args.qp, vector_qp=args.vector_qp, block=args.block, rules=tuple(rules),
                              use_contexts=not args.no_contexts, rdo=not args.no_rdo, rdo_lambda=args.rdo_lambda,
-                             rdo_blocks=not args.no_rdo_blocks)
+                             rdo_blocks=not args.no_rdo_blocks, dependent=not args.no_dq,
+                             dependent_lambda=args.rdo_lambda)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
 
@@ -245,6 +249,8 @@ def _encode(args: argparse.Namespace) -> int:
     write_bytes(args.output, result.data, overwrite=args.force)
     summary = _summary(args.input, args.output, result)
     summary["rdo"] = {"lambda": config.rdo_lambda, "blocks": config.rdo_blocks} if config.rdo else None
+    summary["dependent_quantization"] = config.dependent
+    summary["format"] = f"{config.stream_major}.0"
     if target is not None:
         summary["rate_control"] = {"target": target.describe(), **controlled.to_dict()}
     if projection is not None:
@@ -418,7 +424,8 @@ def _info(args: argparse.Namespace) -> int:
             "tensors": [{"name": t.name, "dtype": DTYPE_NAMES[t.dtype], "shape": list(t.shape),
                          "mode": t.coding_mode.name.lower(), "qp": t.qp,
                          "step": float(step_size(t.qp, t.qp_density)) if t.qp is not None else None,
-                         "block": list(t.block) if t.block else None, "payload_bytes": t.payload_bytes}
+                         "block": list(t.block) if t.block else None, "dependent": t.dependent,
+                         "payload_bytes": t.payload_bytes}
                         for t in tensors]}))
         return EXIT_OK
     print(f"{args.input}: nncodec_unify stream, format {header.version_major}.{header.version_minor}, "
@@ -429,6 +436,8 @@ def _info(args: argparse.Namespace) -> int:
             coding += f" qp={t.qp}"
         if t.block:
             coding += f" block={t.block[0]}x{t.block[1]}"
+        if t.dependent:
+            coding += " dependent"
         print(f"  {_shown(t.name)}  {DTYPE_NAMES[t.dtype]}{list(t.shape)}  {coding}  {t.payload_bytes:,} bytes")
     return EXIT_OK
 

@@ -8,13 +8,14 @@ import fnmatch
 import numpy as np
 
 from .errors import EncodeError
-from .format import FLOAT_DTYPES, CodingMode, DType
+from .format import FLOAT_DTYPES, PLAIN_MAJOR, VERSION_MAJOR, CodingMode, DType
 from .quant import DEFAULT_QP_DENSITY, qp_is_valid
 
 DEFAULT_QP = -32  # step 2**-8 at density 2
 DEFAULT_VECTOR_QP = -56  # step 2**-14: 1-D tensors (biases, norms) are tiny and sensitive
 DEFAULT_BLOCK = (4, 4)
 DEFAULT_RDO_LAMBDA = 0.12  # c in lambda = c * step**2; ln 2 / 6 is the high-rate slope (rdo.py)
+DEFAULT_DQ_LAMBDA = 0.12  # the same for the trellis of dependent quantization (trellis.py)
 MAX_BLOCK_SIDE = 255
 
 
@@ -42,6 +43,8 @@ class TensorCoding:
     explicit_mode: bool
     rdo_lambda: float = 0.0  # c in lambda = c * step**2; 0: nearest levels
     rdo_blocks: bool = False  # UNIFIED mode: block kinds chosen by rate-distortion cost
+    dependent: bool = False  # dependent (trellis) quantization of the dense levels (§7.1.2)
+    stream_major: int = PLAIN_MAJOR  # the stream's major version: its quant_params syntax
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,11 +60,18 @@ class EncoderConfig:
     ``use_contexts=False`` codes every plane with one context and no column offsets: faster
     to encode, a little larger.
 
-    ``rdo`` (default on) picks each float level by rate-distortion cost, ``D + lambda * R``
+    ``rdo`` (default on; off means plain rounding to the nearest level, scalar, in a 2.0
+    stream) picks each float level by rate-distortion cost, ``D + lambda * R``
     with ``lambda = rdo_lambda * step**2``, instead of rounding to the nearest (the error of a
     weight may then reach a whole step, or the weight itself where zero is cheaper);
     ``rdo_blocks`` also chooses each UNIFIED block's kind (dense, unified, pruned) that way.
     Small float tensors are stored RAW when that is no larger (unless a rule asked for a mode).
+
+    ``dependent`` (default on) quantizes float tensors dependently (spec §7.1.2): a trellis
+    search with ``lambda = dependent_lambda * step**2`` picks levels that two interleaved
+    quantizers read, about 3 % fewer bytes than scalar levels at equal error; the stream is
+    then format 3.0. Off, tensors are quantized by scalar levels and the stream is 2.0, which
+    every 2.x decoder reads. Tensors whose values lie on the grid are coded losslessly either way.
     """
 
     qp: int = DEFAULT_QP
@@ -73,6 +83,14 @@ class EncoderConfig:
     rdo: bool = True
     rdo_lambda: float = DEFAULT_RDO_LAMBDA
     rdo_blocks: bool = True
+    dependent: bool = True
+    dependent_lambda: float = DEFAULT_DQ_LAMBDA
+
+    @property
+    def stream_major(self) -> int:
+        """The major version the encoder writes: 3 when tensors may use dependent
+        quantization, else 2, which every 2.x decoder reads (spec §10)."""
+        return VERSION_MAJOR if self.dependent and self.rdo else PLAIN_MAJOR
 
     def __post_init__(self) -> None:
         # Invalid options raise EncodeError (a ValueError) here, not a TypeError deep in the
@@ -85,9 +103,11 @@ class EncoderConfig:
                 raise EncodeError(f"{field} {value!r} is outside the format's range "
                                   f"at qp_density {self.qp_density}")
         _check_block(self.block)
-        if not isinstance(self.rdo_lambda, (int, float, np.floating)) or isinstance(self.rdo_lambda, bool) \
-                or not 0 <= float(self.rdo_lambda) <= 100:
-            raise EncodeError(f"rdo_lambda must be a number in 0..100, got {self.rdo_lambda!r}")
+        for field in ("rdo_lambda", "dependent_lambda"):
+            value = getattr(self, field)
+            if not isinstance(value, (int, float, np.floating)) or isinstance(value, bool) \
+                    or not 0 <= float(value) <= 100:
+                raise EncodeError(f"{field} must be a number in 0..100, got {value!r}")
         if not isinstance(self.rules, tuple) or not all(isinstance(r, TensorRule) for r in self.rules):
             raise EncodeError(f"rules must be a tuple of TensorRule, got {self.rules!r}")
         for rule in self.rules:
@@ -125,7 +145,11 @@ class EncoderConfig:
         if not is_float:
             qp = 0  # integers are coded losslessly: step 1 (§6.1)
         rdo_lambda = float(self.rdo_lambda) if self.rdo and is_float else 0.0
-        return TensorCoding(mode, qp, self.qp_density, block, explicit, rdo_lambda, self.rdo_blocks)
+        dependent = self.dependent and self.rdo and is_float and mode != CodingMode.RAW
+        if dependent:
+            rdo_lambda = float(self.dependent_lambda)
+        return TensorCoding(mode, qp, self.qp_density, block, explicit, rdo_lambda, self.rdo_blocks, dependent,
+                            self.stream_major)
 
 
 def _is_int(value: object) -> bool:

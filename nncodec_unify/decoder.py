@@ -24,11 +24,20 @@ from .format import (
     CodingMode,
     DType,
     Limits,
+    VERSION_MAJOR,
     OffsetMode,
     UnitType,
 )
 from .planes import decode_plane
-from .quant import MAX_LEVEL, dequantize, dequantize_magnitudes, step_size, to_output_type, unzigzag
+from .quant import (
+    MAX_LEVEL,
+    dequantize,
+    dequantize_dependent,
+    dequantize_magnitudes,
+    step_size,
+    to_output_type,
+    unzigzag,
+)
 from .syntax import (
     FileHeader,
     TensorHeader,
@@ -106,6 +115,7 @@ class TensorInfo:
     qp_density: int | None
     block: tuple[int, int] | None
     payload_bytes: int
+    dependent: bool = False  # §7.1.2 dependent quantization
 
 
 def describe(data: bytes, *, limits: Limits | None = None) -> tuple[FileHeader, list[TensorInfo]]:
@@ -113,16 +123,18 @@ def describe(data: bytes, *, limits: Limits | None = None) -> tuple[FileHeader, 
 
     Checks the framing and every CRC; only :func:`decode` validates the coded data itself.
     """
-    def header_only(reader: ByteReader, header: TensorHeader, limits: Limits) -> TensorInfo:
+    def header_only(reader: ByteReader, header: TensorHeader, limits: Limits, version_major: int) -> TensorInfo:
         size = reader.remaining
         qp = density = block = None
+        dependent = False
         if header.coding_mode != CodingMode.RAW:
-            params = read_quant_params(reader)
-            qp, density = params.qp, params.qp_density
+            params = read_quant_params(reader, version_major)
+            qp, density, dependent = params.qp, params.qp_density, params.dependent
             if header.coding_mode == CodingMode.UNIFIED:
                 block = read_block_shape(reader)
         reader.view(reader.remaining, "tensor_payload")
-        return TensorInfo(header.name, header.dtype, header.shape, header.coding_mode, qp, density, block, size)
+        return TensorInfo(header.name, header.dtype, header.shape, header.coding_mode, qp, density, block, size,
+                          dependent)
 
     try:
         return _walk(bytes(data), limits or DEFAULT_LIMITS, header_only)
@@ -134,7 +146,7 @@ def describe(data: bytes, *, limits: Limits | None = None) -> tuple[FileHeader, 
 
 def _walk(data: bytes, limits: Limits, on_tensor) -> tuple[FileHeader, list]:
     """§4: the file header, then units until the end of the data. ``on_tensor(reader,
-    tensor_header, limits)`` handles each tensor unit's payload after its header."""
+    tensor_header, limits, version_major)`` handles each tensor unit's payload after its header."""
     reader = ByteReader(data)
     header = read_file_header(reader)
     tensor_count = None
@@ -165,7 +177,7 @@ def _walk(data: bytes, limits: Limits, on_tensor) -> tuple[FileHeader, list]:
                 raise LimitExceededError(
                     f"decoded tensors would exceed {limits.max_total_output_bytes} bytes", element="dims",
                     offset=unit.payload_offset)
-            results.append(on_tensor(payload, tensor_header, limits))
+            results.append(on_tensor(payload, tensor_header, limits, header.version_major))
             payload.expect_end("tensor_payload")
         elif unit.unit_type in tuple(UnitType):
             raise BitstreamError(f"unit_type {unit.unit_type} must not be marked ancillary",
@@ -183,22 +195,27 @@ def _walk(data: bytes, limits: Limits, on_tensor) -> tuple[FileHeader, list]:
     return header, results
 
 
-def decode_tensor_payload(reader: ByteReader, header: TensorHeader, limits: Limits) -> DecodedTensor:
+def decode_tensor_payload(reader: ByteReader, header: TensorHeader, limits: Limits,
+                          version_major: int = VERSION_MAJOR) -> DecodedTensor:
     """§5.3: the payload after the tensor_header, in the tensor's coding mode."""
     if header.coding_mode == CodingMode.RAW:
         array = _raw_array(read_raw_payload(reader, header), header)
     else:
         at = reader.offset
-        params = read_quant_params(reader)
+        params = read_quant_params(reader, version_major)
         integer = header.dtype not in FLOAT_DTYPES
         if integer and params.qp != 0:
             raise BitstreamError(f"qp {params.qp} for dtype {DTYPE_NAMES[header.dtype]}: integers are coded "
                                  "with step 1 (qp 0)", element="qp", offset=at)
+        if integer and params.dependent:
+            raise BitstreamError(f"dependent quantization for dtype {DTYPE_NAMES[header.dtype]}: integers are "
+                                 "coded losslessly", element="quant_flags", offset=reader.offset - 1)
         rows, cols = matrix_shape(header.shape)
         if header.coding_mode == CodingMode.DENSE:
             levels = _read_dense(reader, rows, cols, limits)
         else:
             levels = _read_unified(reader, rows, cols, limits)
+        levels.dependent = params.dependent
         if integer:
             array = levels.integers(header.dtype).reshape(header.shape)
         else:
@@ -228,9 +245,12 @@ class _Levels:
     negative: np.ndarray
     offsets: np.ndarray | None = None
     offset_mask: np.ndarray | None = None
+    dependent: bool = False  # §7.1.2
 
     def values(self, step: np.float32, dtype: DType) -> np.ndarray:
         """§7.1: the reconstructed values, as a flat array of the output type."""
+        if self.dependent and self.magnitudes.size:
+            return self._dependent_values(step, dtype)
         if self.offsets is None or self.magnitudes.size == 0:  # no offsets, or nothing to add them to
             return dequantize_magnitudes(self.magnitudes, self.negative, step, dtype)
         largest = (int(self.magnitudes.max(initial=0)) + int(np.abs(self.offsets).max(initial=0)))
@@ -243,6 +263,15 @@ class _Levels:
             matrix += shifts if self.offset_mask is None else np.where(self.offset_mask, shifts, np.float32(0))
             return to_output_type(values, dtype)
         return dequantize(self._signed(), step, dtype)
+
+    def _dependent_values(self, step: np.float32, dtype: DType) -> np.ndarray:
+        """§7.1.2: every element, in scan order, read by the quantizer its state selects."""
+        if self.offsets is None:
+            magnitudes, negative = self.magnitudes.reshape(-1), self.negative.reshape(-1)
+        else:
+            levels = self._signed()
+            magnitudes, negative = np.abs(levels.astype(np.int64)), (levels < 0).astype(np.uint8)
+        return dequantize_dependent(magnitudes, negative, step, dtype)
 
     def integers(self, dtype: DType) -> np.ndarray:
         """§7.1.1: the levels themselves, as a flat array of the integer ``dtype``."""

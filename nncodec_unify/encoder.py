@@ -19,10 +19,21 @@ from .blocks import block_kinds, expand_blocks, grid_shape, matrix_shape
 from .classes import entropy_bits
 from .config import EncoderConfig, TensorCoding
 from .errors import EncodeError
-from .format import DEFAULT_LIMITS, DTYPE_ITEMSIZE, FLOAT_DTYPES, BlockKind, CodingMode, DType, OffsetMode, UnitType
+from .format import (
+    DEFAULT_LIMITS,
+    DTYPE_ITEMSIZE,
+    FLOAT_DTYPES,
+    VERSION_MINOR,
+    BlockKind,
+    CodingMode,
+    DType,
+    OffsetMode,
+    UnitType,
+)
 from .planes import encode_plane
-from .rdo import optimize_dense, optimize_unified
-from .quant import MAX_LEVEL, dequantize, quantize, step_size, zigzag
+from .rdo import _PlaneRates, optimize_dense, optimize_unified
+from .trellis import trellis_magnitudes
+from .quant import MAX_LEVEL, dequantize, dequantize_dependent, quantize, step_size, zigzag
 from .syntax import (
     FileHeader,
     ModelHeader,
@@ -90,7 +101,7 @@ def encode_with_report(tensors: Mapping[str, object], *, config: EncoderConfig |
     if not isinstance(tensors, Mapping):
         raise EncodeError(f"expected a mapping of names to tensors, got {type(tensors).__name__}")
     writer = ByteWriter()
-    write_file_header(writer, FileHeader())
+    write_file_header(writer, FileHeader(config.stream_major, VERSION_MINOR))
     header = ByteWriter()
     write_model_header(header, ModelHeader(len(tensors)))
     write_unit(writer, UnitType.MODEL_HEADER, header.getvalue())
@@ -201,10 +212,12 @@ def encode_tensor(name: str, array: np.ndarray, dtype: DType, coding: TensorCodi
                               len(raw.getvalue()), 0.0, None, note)
     if mode == CodingMode.RAW:
         return raw.getvalue(), raw_report
-    writer = ByteWriter()
-    write_tensor_header(writer, TensorHeader(name, dtype, tuple(array.shape), mode))
     step = step_size(coding.qp, coding.qp_density)
     choice = choose_levels(array, step, mode, coding, use_contexts)
+    if mode == CodingMode.UNIFIED and not coding.explicit_mode and _few_structured_blocks(choice.levels, coding.block):
+        mode = CodingMode.DENSE
+    writer = ByteWriter()
+    write_tensor_header(writer, TensorHeader(name, dtype, tuple(array.shape), mode))
     block_counts = _write_levels(writer, choice.levels, mode, coding, use_contexts, choice)
     payload = writer.getvalue()
     if len(payload) >= len(raw.getvalue()) and not coding.explicit_mode:
@@ -212,7 +225,7 @@ def encode_tensor(name: str, array: np.ndarray, dtype: DType, coding: TensorCodi
         return raw.getvalue(), dataclasses.replace(raw_report, note="coded RAW: no larger than quantized")
     max_error = squared_error = 0.0
     if measure_error and array.size:
-        difference = dequantize(choice.levels, step, dtype).astype(np.float64) - array.astype(np.float64)
+        difference = reconstruct(choice, step, dtype).astype(np.float64) - array.astype(np.float64).ravel()
         max_error = float(np.max(np.abs(difference)))
         squared_error = float(np.dot(difference.ravel(), difference.ravel()))
     return payload, TensorReport(name, dtype, tuple(array.shape), mode, coding.qp, original_bytes,
@@ -228,6 +241,32 @@ class LevelChoice:
     levels: np.ndarray
     offsets: np.ndarray | None = None
     classes: tuple[np.ndarray, np.ndarray] | None = None
+    dependent: bool = False  # the dense levels are dependently quantized (§7.1.2)
+    use_offsets: bool = True  # False: the writer codes no column offsets
+
+
+def reconstruct(choice: LevelChoice, step: np.float32, dtype: DType) -> np.ndarray:
+    """The flat values a decoder rebuilds from ``choice`` (§7.1, §7.1.2)."""
+    if not choice.dependent:
+        return dequantize(choice.levels, step, dtype).reshape(-1)
+    levels = choice.levels.reshape(-1)
+    return dequantize_dependent(np.abs(levels), (levels < 0).astype(np.uint8), step, dtype)
+
+
+_STRUCTURED_SHARE = 0.01  # below this share of unified and pruned blocks, a block map does not pay
+
+
+def _few_structured_blocks(levels: np.ndarray, block: tuple[int, int]) -> bool:
+    """Whether so few blocks came out unified or pruned (by chance: a pretrained tensor's
+    rounding) that DENSE mode serves better: the block map would cost about what those
+    blocks save, and it would mask the dense plane, which rules out column offsets and
+    costs the decoder a slower path."""
+    matrix = levels.reshape(matrix_shape(levels.shape))
+    if matrix.size == 0:
+        return False
+    kinds = block_kinds(np.abs(matrix), *block)
+    structured = int(np.count_nonzero(kinds != BlockKind.DENSE))
+    return 0 < structured <= _STRUCTURED_SHARE * kinds.size
 
 
 def on_grid(array: np.ndarray, levels: np.ndarray, step: np.float32) -> bool:
@@ -242,19 +281,26 @@ def choose_levels(array: np.ndarray, step: np.float32, mode: CodingMode, coding:
     """The int32 levels (the array's shape) of a float tensor in DENSE or UNIFIED mode.
 
     Nearest levels without RDO or when they rebuild the tensor exactly (:func:`on_grid`);
-    otherwise levels chosen by rate-distortion cost (rdo.py), against the column offsets that
-    the nearest levels call for, if any. Offsets need every block dense, so a tensor that
-    takes them keeps its blocks dense.
+    with dependent quantization, levels from the trellis (unless more than 1 % of the blocks are
+    unified at the nearest levels: a structured tensor keeps scalar levels); otherwise levels chosen by
+    rate-distortion cost (rdo.py), against the column offsets that the nearest levels call
+    for, if any. Offsets need every block dense, so a tensor that takes them keeps its blocks
+    dense.
     """
     nearest = quantize(array, step, np.int32)  # |level| < 2**31 was checked by the caller
     if coding.rdo_lambda <= 0 or array.size == 0 or on_grid(array, nearest, step):
         return LevelChoice(nearest)
     matrix = nearest.reshape(matrix_shape(nearest.shape))
-    all_dense = mode == CodingMode.DENSE or bool(
-        (block_kinds(np.abs(matrix), *coding.block) == BlockKind.DENSE).all())
-    offsets = choose_column_offsets(matrix) if use_contexts and all_dense else None
     # float32 suffices to compare costs; levels stay exact integers whatever the rounding
     scaled = np.divide(array.reshape(matrix.shape), np.float64(step), dtype=np.float32)
+    kinds = block_kinds(np.abs(matrix), *coding.block) if mode == CodingMode.UNIFIED else None
+    # blocks that are unified at the nearest levels (a projected or ADMM-trained tensor) keep
+    # that structure only with scalar levels: dependent quantization reads each element anew
+    structured = kinds is not None and np.count_nonzero(kinds == BlockKind.UNIFIED) > _STRUCTURED_SHARE * kinds.size
+    if coding.dependent and not structured:
+        return _choose_dependent(scaled, use_contexts, coding, array.shape)
+    all_dense = kinds is None or bool((kinds == BlockKind.DENSE).all())
+    offsets = choose_column_offsets(matrix) if use_contexts and all_dense else None
     if mode == CodingMode.DENSE or offsets is not None:
         levels, classes = optimize_dense(scaled, offsets, coding.rdo_lambda, use_contexts)
     else:
@@ -264,14 +310,27 @@ def choose_levels(array: np.ndarray, step: np.float32, mode: CodingMode, coding:
     return LevelChoice(levels, offsets, classes if use_contexts else None)
 
 
+def _choose_dependent(scaled: np.ndarray, use_contexts: bool, coding: TensorCoding,
+                      shape: tuple[int, ...]) -> LevelChoice:
+    """Levels for dependent quantization (§7.1.2), every one chosen by the trellis
+    (trellis.py); the block kinds then follow from them as always (§6.3)."""
+    magnitudes = np.abs(scaled)
+    guess = np.rint(magnitudes * 0.5).astype(np.int32)  # the trellis codes about half the level
+    rates = _PlaneRates(guess, None, int(guess.max(initial=0)) + 1, use_contexts=use_contexts)
+    chosen = trellis_magnitudes(magnitudes.reshape(-1), rates.contexts(None), rates, coding.rdo_lambda)
+    signed = np.where(scaled.reshape(-1) < 0, -chosen, chosen)
+    levels = np.clip(signed, -MAX_LEVEL, MAX_LEVEL).astype(np.int32).reshape(shape)
+    return LevelChoice(levels, None, rates.classes if use_contexts else None, dependent=True, use_offsets=False)
+
+
 def _write_levels(writer: ByteWriter, levels: np.ndarray, mode: CodingMode, coding: TensorCoding,
                   use_contexts: bool, choice: LevelChoice | None = None) -> tuple[int, int, int] | None:
     """quant_params and the DENSE or UNIFIED payload of int32 ``levels`` (the tensor's shape);
     returns the block counts of a UNIFIED payload. ``choice`` carries the offsets and classes
     the levels were chosen with, used when the dense levels cover the whole matrix."""
-    write_quant_params(writer, QuantParams(coding.qp, coding.qp_density))
-    matrix = levels.reshape(matrix_shape(levels.shape))
     choice = choice or LevelChoice(levels)
+    write_quant_params(writer, QuantParams(coding.qp, coding.qp_density, choice.dependent), coding.stream_major)
+    matrix = levels.reshape(matrix_shape(levels.shape))
     if mode == CodingMode.DENSE:
         _write_dense_levels(writer, matrix, None, use_contexts, choice)
         return None
@@ -331,6 +390,8 @@ def _write_dense_levels(writer: ByteWriter, matrix: np.ndarray, mask: np.ndarray
     offsets, classes = choice.offsets, choice.classes
     if mask is not None or not use_contexts:
         offsets = classes = None
+    elif not choice.use_offsets:
+        offsets = None
     elif offsets is None:
         offsets = choose_column_offsets(matrix)
     elif max(int(matrix.max()), -int(matrix.min())) + int(np.abs(offsets).max()) > MAX_LEVEL:

@@ -13,8 +13,11 @@ import numpy as np
 # §4.1: PNG-style signature. 0x89 is not ASCII (catches 7-bit transports), CR LF and LF catch
 # newline translation, 0x1A stops `type` on DOS-like systems.
 MAGIC = b"\x89NNU\r\n\x1a\n"
-VERSION_MAJOR = 2
+VERSION_MAJOR = 3  # the newest major version this package reads and writes (§10)
 VERSION_MINOR = 0
+SUPPORTED_MAJORS = (2, 3)  # 2.x streams are 3.0 streams without quant_flags (§6.1)
+PLAIN_MAJOR = 2  # what the encoder writes when no tensor may use dependent quantization
+QUANT_FLAG_DEPENDENT = 0x01  # §6.1 quant_flags bit 0: dependent quantization (§7.1.2)
 
 FILE_HEADER_SIZE = len(MAGIC) + 4  # magic, major, minor, header_flags (§4.1)
 UNIT_HEADER_SIZE = 6  # unit_type u8, unit_flags u8, payload_length u32 (§4.2)

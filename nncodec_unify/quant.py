@@ -144,3 +144,50 @@ def round_to_bfloat16(values: np.ndarray) -> np.ndarray:
     if nan.any():
         rounded[nan] = (bits[nan] >> 16) | 0x0040
     return (rounded.astype(np.uint32) << 16).view(np.float32)
+
+
+# ---------------------------------------------------------------------------------------------
+# §7.1.2 dependent quantization
+
+DQ_SEGMENT = 64  # the state machine restarts in state 0 every 64 positions of the scan
+DQ_NEXT_STATE = np.array([[0, 2], [2, 0], [1, 3], [3, 1]], dtype=np.int8)  # [state][level parity]
+
+
+def dependent_quantizers(magnitudes: np.ndarray) -> np.ndarray:
+    """For the magnitudes of a dependently quantized scan (flat, in scan order): whether each
+    position is read with quantizer 1 (states 2 and 3) rather than quantizer 0 (§7.1.2).
+
+    The state starts at 0 at every position whose index is a multiple of ``DQ_SEGMENT`` and
+    moves by ``DQ_NEXT_STATE[state][magnitude & 1]``. With the state's bits ``(q, b)``
+    (``q`` selects the quantizer) the table is ``(q, b) -> (b ^ parity, q)``, so
+    ``q[j + 1] = q[j - 1] ^ parity[j]``: within a segment the quantizer at an even position is
+    the running XOR of the parities at the odd positions before it, and at an odd position
+    that of the parities at the even positions up to it. No loop over positions.
+    """
+    count = magnitudes.size
+    segments = -(-count // DQ_SEGMENT)
+    parity = np.zeros(segments * DQ_SEGMENT, dtype=np.uint8)
+    np.bitwise_and(magnitudes, 1, out=parity[:count], casting="unsafe")
+    pairs = parity.reshape(segments, DQ_SEGMENT // 2, 2)  # (even position, odd position)
+    second = np.empty(pairs.shape, dtype=np.uint8)
+    second[:, 0, 0] = 0
+    np.bitwise_xor.accumulate(pairs[:, :-1, 1], axis=1, out=second[:, 1:, 0])
+    np.bitwise_xor.accumulate(pairs[:, :, 0], axis=1, out=second[:, :, 1])
+    return second.reshape(-1)[:count].view(bool)
+
+
+def dependent_magnitudes(magnitudes: np.ndarray) -> np.ndarray:
+    """The reconstruction multiples of a dependently quantized scan's magnitudes ``m`` (flat,
+    scan order): ``2m`` with quantizer 0, ``2m - 1`` with quantizer 1 (0 stays 0), int64."""
+    doubled = 2 * magnitudes.astype(np.int64)
+    doubled -= dependent_quantizers(magnitudes) & (magnitudes != 0)
+    return doubled
+
+
+def dequantize_dependent(magnitudes: np.ndarray, negative: np.ndarray, step: np.float32, dtype: DType) -> np.ndarray:
+    """§7.1.2 reconstruction of a matrix's levels, given as flat magnitudes and 0/1 sign flags
+    in scan order: each is read by the quantizer its state selects. A flat array of the
+    output type."""
+    multiples = dependent_magnitudes(magnitudes)
+    # |multiple| < 2**32: float32(multiple) rounds once, as §7.1 rounds a level
+    return dequantize_magnitudes(multiples.astype(np.float32), negative, step, dtype)

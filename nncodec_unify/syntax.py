@@ -26,6 +26,8 @@ from .format import (
     MAX_QP_DENSITY,
     UNIT_CRC_SIZE,
     UNIT_FLAG_ANCILLARY,
+    QUANT_FLAG_DEPENDENT,
+    SUPPORTED_MAJORS,
     VERSION_MAJOR,
     VERSION_MINOR,
     CodingMode,
@@ -50,10 +52,10 @@ def read_file_header(reader: ByteReader) -> FileHeader:
         raise BitstreamError("not an nncodec_unify stream (bad magic number)", element="magic", offset=0)
     major = reader.u8("version_major")
     minor = reader.u8("version_minor")
-    if major != VERSION_MAJOR:
-        raise UnsupportedVersionError(
-            f"major version {major} is not supported (this decoder reads {VERSION_MAJOR}.x)",
-            element="version_major", offset=len(MAGIC))
+    if major not in SUPPORTED_MAJORS:
+        readable = " and ".join(f"{m}.x" for m in SUPPORTED_MAJORS)
+        raise UnsupportedVersionError(f"major version {major} is not supported (this decoder reads {readable})",
+                                      element="version_major", offset=len(MAGIC))
     flags_at = reader.offset
     flags = reader.u16("header_flags")
     if flags != 0:
@@ -243,9 +245,11 @@ def read_raw_payload(reader: ByteReader, header: TensorHeader) -> memoryview:
 class QuantParams:
     qp: int
     qp_density: int
+    dependent: bool = False  # §7.1.2; only in streams of major version 3 and later
 
 
-def read_quant_params(reader: ByteReader) -> QuantParams:
+def read_quant_params(reader: ByteReader, version_major: int = VERSION_MAJOR) -> QuantParams:
+    """§6.1; ``quant_flags`` is read only from streams of major version 3 and later."""
     at = reader.offset
     qp = reader.i16("qp")
     density_at = reader.offset
@@ -256,12 +260,24 @@ def read_quant_params(reader: ByteReader) -> QuantParams:
     if not qp_is_valid(qp, density):
         raise BitstreamError(f"qp {qp} with qp_density {density} is outside the allowed range",
                              element="qp", offset=at)
-    return QuantParams(qp, density)
+    if version_major < 3:
+        return QuantParams(qp, density)
+    flags_at = reader.offset
+    flags = reader.u8("quant_flags")
+    if flags & ~QUANT_FLAG_DEPENDENT:
+        raise BitstreamError(f"reserved quant_flags bits set (value {flags:#04x})", element="quant_flags",
+                             offset=flags_at)
+    return QuantParams(qp, density, bool(flags & QUANT_FLAG_DEPENDENT))
 
 
-def write_quant_params(writer: ByteWriter, params: QuantParams) -> None:
+def write_quant_params(writer: ByteWriter, params: QuantParams, version_major: int = VERSION_MAJOR) -> None:
+    """§6.1 in the syntax of ``version_major`` (2 cannot carry dependent quantization)."""
     writer.i16(params.qp)
     writer.u8(params.qp_density)
+    if version_major >= 3:
+        writer.u8(QUANT_FLAG_DEPENDENT if params.dependent else 0)
+    elif params.dependent:
+        raise ValueError("dependent quantization needs a stream of major version 3")
 
 
 def read_block_shape(reader: ByteReader) -> tuple[int, int]:

@@ -63,7 +63,8 @@ def test_info_json_lists_tensors(tmp_path, state_dict, capsys):
     assert main(["info", str(tmp_path / "m.nnu"), "--json"]) == EXIT_OK
     info = json.loads(capsys.readouterr().out)
     by_name = {t["name"]: t for t in info["tensors"]}
-    assert info["version"] == "2.0"
+    assert info["version"] == "3.0"  # dependent quantization, the default
+    assert by_name["0.weight"]["dependent"] and not by_name["extra.steps"]["dependent"]
     assert by_name["0.bias"]["mode"] == "raw"
     assert by_name["3.weight"]["qp"] == -20 and by_name["0.weight"]["qp"] == -32
     assert by_name["0.weight"]["block"] == [4, 4] and by_name["0.weight"]["shape"] == [8, 3, 3, 3]

@@ -29,7 +29,7 @@ TINY_STREAM = bytes.fromhex(
 
 def test_tiny_model_encodes_to_the_golden_bytes():
     # the mode asked for: left to itself the encoder stores a tensor this small RAW
-    config = EncoderConfig(qp=-8, block=(2, 2), rules=(TensorRule("w", mode=CodingMode.UNIFIED),))
+    config = EncoderConfig(qp=-8, block=(2, 2), rules=(TensorRule("w", mode=CodingMode.UNIFIED),), dependent=False)
     assert nu.encode(TINY, config=config) == TINY_STREAM
 
 

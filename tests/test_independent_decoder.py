@@ -138,8 +138,8 @@ def test_it_agrees_with_the_reference_decoder_on_encoder_output(monkeypatch):
     tensors["centred_int32"] = integers.pop("centred_int32")
     dense_rules = (nu.TensorRule("scaled", mode=nu.CodingMode.DENSE), nu.TensorRule("centred16", mode=nu.CodingMode.DENSE),
                    nu.TensorRule("counts", mode=nu.CodingMode.DENSE), nu.TensorRule("weights_int8", mode=nu.CodingMode.DENSE))
-    for config in (nu.EncoderConfig(qp=-40), nu.EncoderConfig(qp=-32, rules=dense_rules),
-                   nu.EncoderConfig(qp=-24)):
+    for config in (nu.EncoderConfig(qp=-40, dependent=False), nu.EncoderConfig(qp=-32, rules=dense_rules, dependent=False),
+                   nu.EncoderConfig(qp=-24, dependent=False), nu.EncoderConfig(qp=-24), nu.EncoderConfig(qp=-32, rules=dense_rules)):
         data = nu.encode(tensors, config=config)
         offset_modes.clear()
         reference = nu.decode_tensors(data).tensors
@@ -152,6 +152,8 @@ def test_it_agrees_with_the_reference_decoder_on_encoder_output(monkeypatch):
         for name in [*integers, "centred_int32"]:  # coded at step 1, so lossless (§7.1.1, §7.3)
             assert decoded[name].coding_mode != "raw", name
             assert decoded[name].data == tensors[name].astype(tensors[name].dtype.newbyteorder("<")).tobytes(), name
+        if config.dependent:  # dependently quantized float tensors are coded without offsets
+            continue
         # offset_mode 1 was read for the three centred matrices (the last tensors), 0 for the others
         assert [mode for mode, _ in offset_modes[-3:]] == [1, 1, 1], offset_modes
         assert {mode for mode, _ in offset_modes[:-3]} == {0}, offset_modes
@@ -399,12 +401,14 @@ def test_empty_and_one_row_grids_of_2_32_minus_1_are_never_listed():
 
 
 @pytest.mark.parametrize("minor", [0, 1, 255])
-def test_it_reads_every_minor_version_of_format_2_and_no_other_major(minor):
-    data = bytearray(nu.encode({"w": np.arange(6, dtype=np.float32).reshape(2, 3)}))
-    assert data[8] == 2
+@pytest.mark.parametrize("dependent", [False, True])
+def test_it_reads_every_minor_version_of_formats_2_and_3_and_no_other_major(minor, dependent):
+    values = np.random.default_rng(0).normal(size=(2, 3)).astype(np.float32)
+    data = bytearray(nu.encode({"w": values}, config=nu.EncoderConfig(dependent=dependent)))
+    assert data[8] == (3 if dependent else 2)
     data[9] = minor
     assert [t.name for t in ind.decode(bytes(data))] == ["w"]
-    for major in (0, 1, 3, 255):
+    for major in (0, 1, 4, 255):
         data[8] = major
         with pytest.raises(ind.DecodeError) as caught:
             ind.decode(bytes(data))

@@ -29,7 +29,7 @@ def test_rdo_lowers_the_rate_distortion_cost(mode, qp):
     values = _laplace((192, 256))
     rules = (TensorRule("w", mode=mode),)
     plain = nu.encode({"w": values}, config=EncoderConfig(qp=qp, rules=rules, rdo=False))
-    optimized = nu.encode({"w": values}, config=EncoderConfig(qp=qp, rules=rules))
+    optimized = nu.encode({"w": values}, config=EncoderConfig(qp=qp, rules=rules, dependent=False))
     assert len(optimized) < len(plain)
     c = EncoderConfig.rdo_lambda
     assert _rd_cost(values, optimized, qp, c) < _rd_cost(values, plain, qp, c)
@@ -38,7 +38,7 @@ def test_rdo_lowers_the_rate_distortion_cost(mode, qp):
 def test_rdo_levels_are_a_neighbour_of_the_value_or_zero():
     values = _laplace((64, 96), seed=3)
     qp = -24
-    config = EncoderConfig(qp=qp, rules=(TensorRule("w", mode=CodingMode.DENSE),))
+    config = EncoderConfig(qp=qp, rules=(TensorRule("w", mode=CodingMode.DENSE),), dependent=False)
     decoded = nu.decode(nu.encode({"w": values}, config=config))["w"]
     step = float(step_size(qp))
     levels = np.rint(decoded.astype(np.float64) / step)
@@ -71,8 +71,9 @@ def test_block_kinds_chosen_by_cost_unify_nearly_unified_blocks():
     values = (magnitude + rng.uniform(-0.6, 0.6, size=(64, 64))) * step * rng.choice([-1, 1], size=(64, 64))
     values = values.astype(np.float32)
     plain = encode_with_report({"w": values}, config=EncoderConfig(qp=qp, rdo=False)).reports[0]
-    chosen = encode_with_report({"w": values}, config=EncoderConfig(qp=qp)).reports[0]
-    kinds_only = encode_with_report({"w": values}, config=EncoderConfig(qp=qp, rdo_blocks=False)).reports[0]
+    chosen = encode_with_report({"w": values}, config=EncoderConfig(qp=qp, dependent=False)).reports[0]
+    kinds_only = encode_with_report({"w": values}, config=EncoderConfig(qp=qp, rdo_blocks=False,
+                                                                        dependent=False)).reports[0]
     assert plain.block_counts[1] < 16 and chosen.block_counts[1] > 200
     assert kinds_only.block_counts[1] < chosen.block_counts[1]
     assert chosen.coded_bytes < plain.coded_bytes
@@ -91,7 +92,7 @@ def test_block_kinds_chosen_by_cost_prune_blocks_of_tiny_weights():
 
 def test_rdo_lambda_zero_is_nearest_rounding():
     values = _laplace((64, 64))
-    assert nu.encode({"w": values}, config=EncoderConfig(rdo_lambda=0.0)) == \
+    assert nu.encode({"w": values}, config=EncoderConfig(rdo_lambda=0.0, dependent=False)) == \
         nu.encode({"w": values}, config=EncoderConfig(rdo=False))
 
 

@@ -41,10 +41,10 @@ from nncodec_unify.errors import (
     UnsupportedVersionError,
 )
 from nncodec_unify.format import DType, Limits
-from nncodec_unify.quant import dequantize, step_size
+from nncodec_unify.quant import dependent_magnitudes, dequantize, step_size, to_output_type
 
-SPEC_REVISION = "2.0.0"
-FORMAT_VERSION = "2.0"
+SPEC_REVISION = "3.0.0"
+FORMAT_VERSION = "3.0"
 VERSION_MAJOR = 2
 MAGIC = b"\x89NNU\r\n\x1a\n"
 M64 = (1 << 64) - 1
@@ -579,6 +579,7 @@ class T:
     sign_padding: dict[str, int] = dataclasses.field(default_factory=dict)  # invalid: padding bits
     trailing: bytes = b""  # invalid: bytes after the payload
     offset_mode: int | None = None  # invalid: written instead of 0 or 1
+    quant_flags: int | None = None  # format 3.x: written after qp_density (§6.1); None: format 2.x syntax
     unified_writer: object = None  # invalid: writes the unified payload instead of _unified
     stats: list[PlaneStats] = dataclasses.field(default_factory=list)
 
@@ -594,8 +595,13 @@ class T:
         else:
             step = step_size(self.qp, self.density)
             levels = self.levels if levels is None else levels
-            values = dequantize(np.array(levels, dtype=np.int64).astype(np.int32), step,
-                                DType(DTYPE[self.dtype]))
+            if self.quant_flags == 1:  # §7.1.2: the multiples of the step the states read
+                matrix = np.array(levels, dtype=np.int64)
+                multiples = dependent_magnitudes(np.abs(matrix)) * np.sign(matrix)
+                values = to_output_type(multiples.astype(np.float32) * np.float32(step), DType(DTYPE[self.dtype]))
+            else:
+                values = dequantize(np.array(levels, dtype=np.int64).astype(np.int32), step,
+                                    DType(DTYPE[self.dtype]))
             if self.dtype == "bfloat16":
                 data = (np.ascontiguousarray(values, dtype=np.float32).view(np.uint32) >> 16).astype("<u2").tobytes()
             else:
@@ -621,6 +627,8 @@ def tensor_payload(t: T) -> W:
     else:
         w.i16("qp", t.qp)
         w.u8("qp_density", t.density)
+        if t.quant_flags is not None:
+            w.u8("quant_flags", t.quant_flags)
         rows, cols = matrix_shape(t.shape)
         levels = [t.levels[r * cols:(r + 1) * cols] for r in range(rows)] if rows * cols else []
         if t.mode == DENSE:
@@ -1479,6 +1487,29 @@ def valid_cases() -> list[Case]:
          T("e64", "int64", (0, 0xFFFFFFFF), UNIFIED, levels=[], qp=0, block=(2, 2)),
          T("e16", "uint16", (0xFFFFFFFF, 0), DENSE, levels=[], qp=0),
          T("e-offsets", "int16", (4, 0), DENSE, levels=[], qp=0, offsets=[])])
+    # §7.1.2 dependent quantization (format 3.0)
+    lv = levels_grid(rng, 6, 25, 3)
+    lv[7], lv[100] = (1 << 31) - 1, -((1 << 31) - 1)  # multiples near 2**32: float32(multiple) rounds
+    add("dq-dense", "format 3.0: a DENSE float32 6x25 tensor with quant_flags 1: 150 positions, so two whole "
+        "segments of 64 and a partial third, each restarting in state 0; two levels of magnitude 2**31 - 1 read "
+        "as multiples near 2**32 that float32 rounds",
+        ["6.1", "7.1.2", "10"], [T("dq", "float32", (6, 25), DENSE, levels=lv, qp=-40, quant_flags=1,
+                                   planes={"dense_levels": PlaneOptions(q=2, m=1)})], major=3)
+    kinds = [[(a + b) % 3 for b in range(5)] for a in range(3)]
+    add("dq-unified-offsets-float16", "format 3.0: UNIFIED float16 (5,18) in 2x4 blocks (partial edges) with "
+        "every block kind, column offsets on the dense blocks, quant_flags 1: every element, unified and pruned "
+        "blocks included, is read in scan order by the quantizer its state selects",
+        ["5.6", "6.10", "7.1.2"],
+        [T("dq-mixed", "float16", (5, 18), UNIFIED, levels=unified_levels(5, 18, 2, 4, kinds, rng), block=(2, 4),
+           qp=-24, quant_flags=1, offsets=[(j % 5) - 2 for j in range(18)],
+           planes={"block_map": PlaneOptions(q=2), "unified_magnitudes": PlaneOptions(q=2),
+                   "dense_levels": PlaneOptions(q=2)})], major=3)
+    add("dq-flags-zero", "format 3.0 with quant_flags 0: a bfloat16 tensor read by scalar levels as in 2.x, an "
+        "int8 tensor (quant_flags 0, qp 0) and a RAW tensor (no quant_params)",
+        ["6.1", "7.1", "7.1.1", "10"],
+        [T("plain", "bfloat16", (3, 5), DENSE, levels=levels_grid(rng, 3, 5, 4), qp=-12, quant_flags=0),
+         T("int", "int8", (4,), DENSE, levels=[-128, 0, 5, 127], qp=0, quant_flags=0),
+         T("raw", "int8", (2,), RAW, ints([1, -1], 1, True))], major=3)
     return cases
 
 
@@ -1622,7 +1653,7 @@ def invalid_cases() -> list[Case]:
     add("major-version-1", "version_major 1: format 1.0, whose coding order (§6.5.1) and end check (§6.9.4) "
         "differ, is not read by a 2.x decoder", ["4.1", "10"], stream([raw], major=1).bytes(),
         ("unsupported_version", "version_major"))
-    add("major-version-3", "version_major 3 (a future major version)", ["4.1", "10"], stream([raw], major=3).bytes(),
+    add("major-version-4", "version_major 4 (a future major version)", ["4.1", "10"], stream([raw], major=4).bytes(),
         ("unsupported_version", "version_major"))
     add("header-flags-bit0", "header_flags 0x0001 (reserved)", ["4.1"], stream([raw], flags=1).bytes(),
         ("malformed", "header_flags"))
@@ -2011,6 +2042,19 @@ def invalid_cases() -> list[Case]:
               planes={"block_map": PlaneOptions(q=1), "unified_magnitudes": PlaneOptions(q=0),
                       "dense_levels": PlaneOptions(q=2)}, sign_padding={"dense_signs": 1})).bytes(),
         ("malformed", "dense_signs.sign_bits"))
+    dq = T("w", "float32", (2, 3), DENSE, levels=[1, -2, 0, 3, 0, -1], qp=-8, quant_flags=1,
+           planes={"dense_levels": PlaneOptions(q=2)})
+    add("quant-flags-reserved-bit", "format 3.0: quant_flags 3 (bit 1 is reserved)", ["6.1"],
+        one(dataclasses.replace(dq, quant_flags=3), major=3).bytes(), ("malformed", "quant_flags"))
+    add("quant-flags-for-an-integer-tensor", "format 3.0: DENSE int16 (qp 0) with quant_flags 1: integers are "
+        "coded losslessly", ["6.1", "7.1.1"],
+        one(dataclasses.replace(dq, dtype="int16", qp=0), major=3).bytes(), ("malformed", "quant_flags"))
+    add("truncated-quant-flags", "format 3.0: the payload ends after qp_density, where quant_flags belongs",
+        ["6.1", "3.5"], cut_inside(one(dq, major=3), "quant_flags", keep=0), ("truncated", "quant_flags"))
+    add("format-2-stream-with-quant-flags", "format 2.0 whose quant_params carry a quant_flags byte (2.x has none): "
+        "the byte is read as offset_mode 1 and the rest no longer parses", ["6.1", "10"],
+        one(dataclasses.replace(dq, quant_flags=1, planes={"dense_levels": PlaneOptions(q=2)}), major=2).bytes(),
+        ("malformed", "column_offsets.value_count"))
     return cases
 
 
@@ -2192,7 +2236,7 @@ with those limits (spec §8).
 ## Manifest format
 
 ```json
-{"suite": "...", "format_version": "2.0", "spec_revision": "2.0.0",
+{"suite": "...", "format_version": "3.0", "spec_revision": "3.0.0",
  "streams": [{"file": "001-empty-model.nnu", "description": "...", "sections": ["4.1"],
               "limits": {"max_tensor_count": 3},
               "tensors": [{"name": "w", "dtype": "float32", "shape": [2, 2],

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""An independent decoder for nncodec_unify streams of format 2.0, written from
+"""An independent decoder for nncodec_unify streams of formats 2.x and 3.x, written from
 ``spec/bitstream.md`` alone.
 
 It imports neither ``nncodec_unify`` nor ``constriction``: the range decoder, the probability
@@ -13,6 +13,7 @@ is a plain Python loop).
 
 Every rejection is a :class:`DecodeError` with the spec's ``category`` and ``element`` (§3.6).
 Streams of any other major version, 1.0 included, are ``unsupported_version`` (§4.1, §10).
+A 2.x stream is a 3.x stream whose quant_params lack quant_flags (§6.1).
 """
 
 from __future__ import annotations
@@ -181,7 +182,9 @@ class Tensor:
 
 
 MAGIC = b"\x89NNU\r\n\x1a\n"
-VERSION_MAJOR = 2  # the format this decoder implements: 2.x, every minor version (§10)
+VERSION_MAJORS = (2, 3)  # the formats this decoder implements, every minor version (§10)
+DQ_SEGMENT = 64  # §7.1.2: the state restarts every 64 positions of the scan
+DQ_NEXT_STATE = ((0, 2), (2, 0), (1, 3), (3, 1))  # §7.1.2: [state][level parity]
 
 
 def decode(data: bytes, limits: dict | None = None) -> list[Tensor]:
@@ -190,7 +193,7 @@ def decode(data: bytes, limits: dict | None = None) -> list[Tensor]:
     lim.update(limits or {})
     data = bytes(data)
     stream = Window(data, 0, len(data))
-    read_file_header(stream)
+    major = read_file_header(stream)
     tensor_count = None
     tensors: list[Tensor] = []
     names: set[bytes] = set()
@@ -213,7 +216,7 @@ def decode(data: bytes, limits: dict | None = None) -> list[Tensor]:
             output_bytes += header["element_count"] * DTYPES[header["dtype"]][2]
             if output_bytes > lim["max_total_output_bytes"]:
                 raise limit_error("dims", "total output size exceeds max_total_output_bytes")
-            tensors.append(read_tensor_payload(payload, header, lim))
+            tensors.append(read_tensor_payload(payload, header, lim, major))
         elif unit_type in (1, 2):  # rule 4
             raise malformed("unit_flags", "a known unit type marked ancillary")
         elif not ancillary:  # rule 5
@@ -226,17 +229,19 @@ def decode(data: bytes, limits: dict | None = None) -> list[Tensor]:
     return tensors
 
 
-def read_file_header(stream: Window) -> None:
-    """§4.1: the magic number, then a version_major of 2 (any version_minor), then header_flags 0."""
+def read_file_header(stream: Window) -> int:
+    """§4.1: the magic number, then a version_major of 2 or 3 (any version_minor), then
+    header_flags 0. Returns version_major."""
     if stream.remaining < 8 or stream.take(8, "magic") != MAGIC:
         raise malformed("magic", "not an nncodec_unify stream")
     major = stream.u8("version_major")
     stream.u8("version_minor")  # every minor version is accepted
-    if major != VERSION_MAJOR:
+    if major not in VERSION_MAJORS:
         raise DecodeError("unsupported_version", "version_major",
-                          f"major version {major}, this decoder reads {VERSION_MAJOR}")
+                          f"major version {major}, this decoder reads {VERSION_MAJORS}")
     if stream.u16("header_flags") != 0:
         raise malformed("header_flags", "reserved bits set")
+    return major
 
 
 def read_unit(stream: Window, data: bytes) -> tuple[int, bool, Window]:
@@ -304,7 +309,7 @@ def read_tensor_header(payload: Window, lim: dict) -> dict:
             "element_count": element_count, "mode": mode}
 
 
-def read_tensor_payload(payload: Window, header: dict, lim: dict) -> Tensor:
+def read_tensor_payload(payload: Window, header: dict, lim: dict, major: int) -> Tensor:
     """§5.2 tensor_payload, §5.3."""
     dtype_name, _, item_size = DTYPES[header["dtype"]]
     rows, cols = matrix_shape(header["dims"])
@@ -312,9 +317,11 @@ def read_tensor_payload(payload: Window, header: dict, lim: dict) -> Tensor:
         data = read_raw_payload(payload, header, item_size)
     else:
         integer = dtype_name in INTEGER_RANGES
-        qp, density = read_quant_params(payload)
+        qp, density, dependent = read_quant_params(payload, major)
         if integer and qp != 0:  # §6.1, after the range checks
             raise malformed("qp", f"qp {qp} for dtype {dtype_name}: an integer tensor has step 1 (qp 0)")
+        if integer and dependent:  # §6.1, after the qp check
+            raise malformed("quant_flags", f"dependent quantization for dtype {dtype_name}")
         if header["mode"] == DENSE:
             levels = read_dense_payload(payload, rows, cols, lim)
         else:
@@ -325,7 +332,10 @@ def read_tensor_payload(payload: Window, header: dict, lim: dict) -> Tensor:
                 raise malformed("levels", f"a level outside the range of {dtype_name} ({low}..{high})")
         if payload.remaining:
             raise malformed("tensor_payload", "trailing bytes")
-        data = integer_bytes(levels, dtype_name, item_size) if integer else reconstruct(levels, qp, density, dtype_name)
+        if integer:
+            data = integer_bytes(levels, dtype_name, item_size)
+        else:
+            data = reconstruct(dependent_multiples(levels) if dependent else levels, qp, density, dtype_name)
     return Tensor(header["name"], dtype_name, header["dims"], MODE_NAMES[header["mode"]], data)
 
 
@@ -463,7 +473,8 @@ def unzigzag(v: int) -> int:
 # §6.1 quantization parameters, §6.2 matrix view
 
 
-def read_quant_params(payload: Window) -> tuple[int, int]:
+def read_quant_params(payload: Window, major: int) -> tuple[int, int, bool]:
+    """§6.1: qp, qp_density and (format 3.x only) whether the tensor is dependently quantized."""
     qp = payload.i16("qp")
     density = payload.u8("qp_density")
     if density > 4:
@@ -471,7 +482,12 @@ def read_quant_params(payload: Window) -> tuple[int, int]:
     exponent = (qp >> density) - density  # Python's >> is floor division by 2**density
     if not -126 <= exponent <= 100:
         raise malformed("qp", f"step exponent {exponent} outside -126..100")
-    return qp, density
+    if major < 3:
+        return qp, density, False
+    flags = payload.u8("quant_flags")
+    if flags > 1:
+        raise malformed("quant_flags", f"reserved bits set in {flags}")
+    return qp, density, flags == 1
 
 
 def step_of(qp: int, density: int) -> float:
@@ -724,9 +740,24 @@ def integer_bytes(levels: list[int], dtype: str, item_size: int) -> bytes:
     return b"".join(level.to_bytes(item_size, "little", signed=signed) for level in levels)
 
 
+def dependent_multiples(levels: list[int]) -> list[int]:
+    """§7.1.2: each level L, in scan order, as the multiple of the step its state reads: 2L
+    in states 0 and 1, 2L - sign(L) in states 2 and 3; the state starts at 0 every 64 positions
+    and then follows DQ_NEXT_STATE by the parity of |L|."""
+    multiples = []
+    state = 0
+    for index, level in enumerate(levels):
+        if index % DQ_SEGMENT == 0:
+            state = 0
+        sign = (level > 0) - (level < 0)
+        multiples.append(2 * level - (sign if state >= 2 else 0))
+        state = DQ_NEXT_STATE[state][abs(level) & 1]
+    return multiples
+
+
 def reconstruct(levels: list[int], qp: int, density: int, dtype: str) -> bytes:
     """§7.1: float32(level) * float32(step), one binary32 rounding, then the dtype's rounding."""
-    # int -> binary64 is exact (|level| < 2**31); binary64 -> binary32 rounds to nearest even.
+    # int -> binary64 is exact (|level| < 2**32); binary64 -> binary32 rounds to nearest even.
     x = np.array(levels, dtype=np.float64).astype(np.float32)
     step = np.float32(step_of(qp, density))
     with np.errstate(over="ignore"):

@@ -1,0 +1,110 @@
+"""Dependent quantization (spec §7.1.2): the state machine, the trellis encoder, format 3.0."""
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import nncodec_unify as nu
+from nncodec_unify import CodingMode, EncoderConfig, TensorRule
+from nncodec_unify.cli import EXIT_OK, main
+from nncodec_unify.decoder import describe
+from nncodec_unify.encoder import encode_with_report
+from nncodec_unify.quant import DQ_NEXT_STATE, DQ_SEGMENT, dependent_magnitudes, dependent_quantizers, step_size
+
+
+def _literal_multiples(levels):
+    """§7.1.2 exactly as written: one state, one element at a time."""
+    out, state = [], 0
+    for k, level in enumerate(levels):
+        if k % DQ_SEGMENT == 0:
+            state = 0
+        out.append(2 * level - (int(np.sign(level)) if state >= 2 else 0))
+        state = DQ_NEXT_STATE[state][abs(level) & 1]
+    return out
+
+
+@given(st.lists(st.integers(-(2**31 - 1), 2**31 - 1), max_size=300))
+def test_the_running_xor_form_is_the_state_machine(levels):
+    levels = np.array(levels, dtype=np.int64)
+    magnitudes = np.abs(levels)
+    multiples = dependent_magnitudes(magnitudes) * np.sign(levels)
+    assert multiples.tolist() == _literal_multiples(levels.tolist())
+    assert dependent_quantizers(magnitudes).dtype == bool
+
+
+def _laplace(shape, seed=0):
+    return np.random.default_rng(seed).laplace(0, 0.05, size=shape).astype(np.float32)
+
+
+def test_dependent_streams_are_format_3_and_decode_to_what_the_encoder_measured():
+    values = {"w": _laplace((96, 130)), "v": _laplace((70,), seed=1), "n": np.arange(-5, 5, dtype=np.int16)}
+    result = encode_with_report(values, measure_error=True)
+    assert result.data[8] == 3
+    _, infos = describe(result.data)
+    assert {t.name: t.dependent for t in infos} == {"w": True, "v": True, "n": False}
+    decoded = nu.decode(result.data)
+    for report in result.reports:
+        if report.name != "n":
+            error = decoded[report.name].astype(np.float64) - values[report.name]
+            assert float((error ** 2).sum()) == pytest.approx(report.squared_error, rel=1e-12)
+            assert float(np.abs(error).max()) == report.max_abs_error
+    assert decoded["n"].tobytes() == values["n"].tobytes()
+
+
+def test_dependent_quantization_needs_fewer_bytes_than_scalar_at_equal_error():
+    values = _laplace((256, 256), seed=2)
+
+    def point(config):
+        result = encode_with_report({"w": values}, config=config, measure_error=True)
+        return len(result.data), np.sqrt(result.reports[0].squared_error / values.size)
+
+    scalar_bytes, scalar_rmse = point(EncoderConfig(qp=-26, dependent=False))
+    for qp in (-28, -24):
+        dq_bytes, dq_rmse = point(EncoderConfig(qp=qp))
+        # scalar coding pays one bit per element for each halving of the error (high-rate rule)
+        scalar_at_that_error = scalar_bytes - np.log2(dq_rmse / scalar_rmse) * values.size / 8
+        assert dq_bytes < 0.985 * scalar_at_that_error, (qp, dq_bytes, scalar_at_that_error)
+
+
+def test_structured_tensors_keep_scalar_levels_and_their_unified_blocks():
+    """A projected tensor (unified blocks at the nearest levels) is not dependently quantized:
+    its unified blocks stay unified, one magnitude each."""
+    rng = np.random.default_rng(3)
+    step = float(step_size(-24))
+    magnitude = rng.integers(1, 5, size=(8, 8)).repeat(4, axis=0).repeat(4, axis=1) * step * 1.0001
+    values = (magnitude * rng.choice([-1, 1], size=(32, 32))).astype(np.float32)
+    data = nu.encode({"w": values, "d": _laplace((32, 32))}, config=EncoderConfig(qp=-24))
+    _, infos = describe(data)
+    assert {t.name: t.dependent for t in infos} == {"w": False, "d": True}
+    decoded = np.abs(nu.decode(data)["w"]).reshape(8, 4, 8, 4)
+    assert (decoded.max(axis=(1, 3)) == decoded.min(axis=(1, 3))).all()
+
+
+def test_no_dq_and_no_rdo_write_format_2():
+    values = {"w": _laplace((40, 40))}
+    for config in (EncoderConfig(dependent=False), EncoderConfig(rdo=False)):
+        data = nu.encode(values, config=config)
+        assert data[8] == 2
+        assert not any(t.dependent for t in describe(data)[1])
+
+
+def test_an_explicit_dense_mode_is_dependently_quantized_too():
+    values = _laplace((16, 64))
+    data = nu.encode({"w": values}, config=EncoderConfig(rules=(TensorRule("w", mode=CodingMode.DENSE),)))
+    info = describe(data)[1][0]
+    assert info.coding_mode == CodingMode.DENSE and info.dependent
+
+
+def test_cli_no_dq_flag(tmp_path, capsys):
+    from safetensors.numpy import save_file
+
+    save_file({"w": _laplace((64, 64))}, tmp_path / "m.safetensors")
+    for flags, major in (([], 3), (["--no-dq"], 2)):
+        out = tmp_path / f"m{major}.nnu"
+        assert main(["encode", str(tmp_path / "m.safetensors"), str(out), "--json", *flags]) == EXIT_OK
+        import json
+
+        summary = json.loads(capsys.readouterr().out)
+        assert out.read_bytes()[8] == major and summary["format"] == f"{major}.0"
+        assert summary["dependent_quantization"] == (major == 3)
