@@ -188,6 +188,13 @@ def dequantize_dependent(magnitudes: np.ndarray, negative: np.ndarray, step: np.
     """§7.1.2 reconstruction of a matrix's levels, given as flat magnitudes and 0/1 sign flags
     in scan order: each is read by the quantizer its state selects. A flat array of the
     output type."""
-    multiples = dependent_magnitudes(magnitudes)
-    # |multiple| < 2**32: float32(multiple) rounds once, as §7.1 rounds a level
-    return dequantize_magnitudes(multiples.astype(np.float32), negative, step, dtype)
+    second = dependent_quantizers(magnitudes)
+    if magnitudes.size == 0 or int(magnitudes.max()) >= 1 << 23:
+        multiples = dependent_magnitudes(magnitudes).astype(np.float32)  # rounds once, as §7.1
+    else:
+        # every 2m - q is below 2**24, so float32 holds it exactly; max(., 0) keeps 0 at 0
+        multiples = magnitudes.astype(np.float32)
+        multiples *= 2
+        multiples -= second
+        np.maximum(multiples, 0, out=multiples)
+    return dequantize_magnitudes(multiples, negative, step, dtype)

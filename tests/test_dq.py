@@ -108,3 +108,18 @@ def test_cli_no_dq_flag(tmp_path, capsys):
         summary = json.loads(capsys.readouterr().out)
         assert out.read_bytes()[8] == major and summary["format"] == f"{major}.0"
         assert summary["dependent_quantization"] == (major == 3)
+
+
+@given(st.lists(st.integers(0, 2**31 - 1), max_size=200), st.integers(-60, 0))
+def test_reconstruction_of_small_and_huge_magnitudes_agrees_with_the_multiples(magnitudes, qp):
+    """The decoder's float32 shortcut (magnitudes below 2**23) and its exact path give what
+    §7.1 gives for the multiples 2L or 2L - sign(L)."""
+    from nncodec_unify.format import DType
+    from nncodec_unify.quant import dequantize, dequantize_dependent
+
+    for cap in (2**23 - 1, 2**31 - 1):
+        m = np.minimum(np.array(magnitudes, dtype=np.int64), cap)
+        negative = (np.arange(m.size) % 3 == 0) & (m != 0)
+        expected = dequantize(dependent_magnitudes(m) * np.where(negative, -1, 1), step_size(qp), DType.FLOAT32)
+        got = dequantize_dependent(m.astype(np.int32), negative.astype(np.uint8), step_size(qp), DType.FLOAT32)
+        assert got.tobytes() == expected.astype(np.float32).tobytes()

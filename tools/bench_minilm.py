@@ -100,13 +100,16 @@ def main(argv=None) -> int:
           f"{sum(v.nbytes for v in model.values()):,} bytes; >=2-D: {len(matrices)} tensors, "
           f"{sum(v.size for v in matrices.values()):,} parameters")
     rows = [
-        measure(">=2-D at qp -32 (step 2^-8), UNIFIED 4x4", matrices, EncoderConfig(qp=-32), args.repeat),
-        measure(">=2-D at qp -32, no contexts", matrices, EncoderConfig(qp=-32, use_contexts=False), args.repeat),
-        measure("whole model, every float at qp -32 (as NNR)", model,
-                EncoderConfig(qp=-32, vector_qp=-32, rules=(TensorRule("*", mode=CodingMode.DENSE),
-                                                            TensorRule("*.weight", mode=CodingMode.UNIFIED))),
+        # nearest levels (--no-rdo), as NNR without trellis: the entropy coders compared alone
+        measure(">=2-D at qp -32 (step 2^-8), UNIFIED 4x4", matrices, EncoderConfig(qp=-32, rdo=False), args.repeat),
+        measure(">=2-D at qp -32, no contexts", matrices, EncoderConfig(qp=-32, use_contexts=False, rdo=False),
                 args.repeat),
-        measure("whole model, defaults (1-D at qp -56)", model, EncoderConfig(), args.repeat),
+        measure("whole model, every float at qp -32 (as NNR)", model,
+                EncoderConfig(qp=-32, vector_qp=-32, rdo=False,
+                              rules=(TensorRule("*", mode=CodingMode.DENSE), TensorRule("*.weight", mode=CodingMode.UNIFIED))),
+                args.repeat),
+        measure("whole model, nearest levels (1-D at qp -56)", model, EncoderConfig(rdo=False), args.repeat),
+        measure("whole model, defaults (dependent quantization)", model, EncoderConfig(), args.repeat),
     ]
     header = f"{'setting':<46} {'bytes':>12} {'bits/p':>7} {'maxerr':>9} {'rmse':>9} {'enc s':>6} {'dec s':>6} {'dec MiB':>8}"
     print(header)
