@@ -20,9 +20,10 @@ import numpy as np
 from .decoder import DecodedModel
 from .errors import NncodecError
 from .format import DType
+from .safetensors_io import METADATA, SafetensorsError, read_safetensors, write_safetensors
 
 STATE_DICT_KEYS = ("state_dict", "model_state_dict", "model", "module", "weights")
-SAFETENSORS_RESERVED = "__metadata__"
+SAFETENSORS_RESERVED = METADATA
 
 
 class CheckpointError(NncodecError, ValueError):
@@ -52,14 +53,11 @@ def load_tensors(path: str | os.PathLike) -> dict[str, object]:
 
 
 def _load_safetensors(path: Path) -> dict[str, object]:
+    """Memory-mapped numpy arrays (bfloat16 as BFloat16Array): no torch (safetensors_io.py)."""
     try:
-        try:
-            from safetensors.torch import load_file
-        except ImportError:  # no torch: numpy covers every dtype but bfloat16
-            from safetensors.numpy import load_file
-        return dict(load_file(str(path)))
-    except Exception as exc:  # safetensors reports bad headers with its own exception types
-        raise CheckpointError(f"{path}: not a readable safetensors file ({_first_line(exc)})") from None
+        return read_safetensors(path)
+    except SafetensorsError as exc:
+        raise CheckpointError(f"not a readable safetensors file: {exc}") from None
 
 
 def _load_torch(path: Path) -> dict[str, object]:
@@ -114,25 +112,17 @@ def save_decoded(path: str | os.PathLike, model: DecodedModel, *, overwrite: boo
         # safetensors writes such a tensor into its header's metadata slot: a corrupt file
         raise CheckpointError(f"{path}: a tensor is named {SAFETENSORS_RESERVED!r}, which safetensors "
                               "reserves; write a .pt file instead")
-    needs_torch = kind == "pt" or any(t.dtype == DType.BFLOAT16 for t in model.tensors)
-    if needs_torch:
-        try:
-            import torch
-        except ImportError:
-            raise CheckpointError(f"{path}: writing .pt files or bfloat16 tensors needs torch") from None
-        tensors = {t.name: _to_torch(torch, t) for t in model.tensors}
-        with atomic_output(path, overwrite=overwrite) as temporary:
-            if kind == "pt":
-                torch.save(tensors, temporary)
-            else:
-                from safetensors.torch import save_file
-
-                save_file(tensors, temporary)
-    else:
-        from safetensors.numpy import save_file
-
-        with atomic_output(path, overwrite=overwrite) as temporary:
-            save_file({t.name: np.ascontiguousarray(t.array) for t in model.tensors}, temporary)
+    if kind == "safetensors":  # numpy alone: shapes (0-dim too) and bfloat16 kept exactly
+        with atomic_output(path, overwrite=overwrite) as temporary, open(temporary, "wb") as file:
+            write_safetensors(file, ((t.name, t.array, t.dtype) for t in model.tensors))
+        return
+    try:
+        import torch
+    except ImportError:
+        raise CheckpointError(f"{path}: writing .pt files needs torch (write .safetensors instead)") from None
+    tensors = {t.name: _to_torch(torch, t) for t in model.tensors}
+    with atomic_output(path, overwrite=overwrite) as temporary:
+        torch.save(tensors, temporary)
 
 
 def _to_torch(torch, tensor):

@@ -7,6 +7,8 @@ are carried as float32 arrays holding the exact widened values (§7.3).
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from .errors import EncodeError
@@ -16,11 +18,26 @@ _NUMPY_TO_DTYPE = {np.dtype(v).newbyteorder("="): k for k, v in DTYPE_NUMPY.item
 _NUMPY_TO_DTYPE[np.dtype(np.float32)] = DType.FLOAT32
 
 
+@dataclasses.dataclass(frozen=True)
+class BFloat16Array:
+    """bfloat16 values held as their uint16 bit patterns (numpy has no bfloat16 type), as
+    read from a safetensors file without torch."""
+
+    bits: np.ndarray
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.bits.shape
+
+
 def to_numpy(name: str, value) -> tuple[np.ndarray, DType]:
     """A C-contiguous native-endian numpy array and the stream dtype for ``value``.
 
-    Accepts numpy arrays, numpy scalars and torch tensors (any device; bfloat16 included).
+    Accepts numpy arrays, numpy scalars, :class:`BFloat16Array` and torch tensors (any device;
+    bfloat16 included).
     """
+    if isinstance(value, BFloat16Array):
+        return bfloat16_bits_to_float32(np.asarray(value.bits, dtype=np.uint16)), DType.BFLOAT16
     if type(value).__module__.split(".")[0] == "torch":
         return _torch_to_numpy(name, value)
     array = np.asarray(value)

@@ -131,12 +131,14 @@ def test_an_interrupted_write_leaves_no_partial_file_and_keeps_the_old_one(tmp_p
         pathlib.Path(path).write_bytes(b"half a file")
         raise failure
 
-    monkeypatch.setattr(torch, "save", half_written)
-    import safetensors.numpy
-    import safetensors.torch
+    def half_written_safetensors(file, tensors, *args, **kwargs):
+        file.write(b"half a file")
+        raise failure
 
-    monkeypatch.setattr(safetensors.numpy, "save_file", half_written)
-    monkeypatch.setattr(safetensors.torch, "save_file", half_written)
+    monkeypatch.setattr(torch, "save", half_written)
+    import nncodec_unify.checkpoint
+
+    monkeypatch.setattr(nncodec_unify.checkpoint, "write_safetensors", half_written_safetensors)
     code = main(["decode", str(stream), str(existing), "-f"])
     assert code == (130 if isinstance(failure, KeyboardInterrupt) else EXIT_IO)
     _one_line(capsys.readouterr().err)

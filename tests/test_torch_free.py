@@ -33,3 +33,38 @@ def test_decoding_never_imports_torch(tmp_path):
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "['b', 'i', 'w']"
+
+
+def test_safetensors_round_trip_through_the_cli_without_torch(tmp_path):
+    """encode and decode of .safetensors files, bfloat16 and 0-dim tensors included, in a
+    process where torch cannot be imported at all (as on a device's decode-only install)."""
+    from nncodec_unify.format import DType
+    from nncodec_unify.safetensors_io import write_safetensors
+
+    source = tmp_path / "model.safetensors"
+    with open(source, "wb") as file:
+        write_safetensors(file, [("w", np.linspace(-1, 1, 48, dtype=np.float32).reshape(6, 8), DType.FLOAT32),
+                                 ("bf", np.array([[1.5, -2.0], [0.25, 3.0]], np.float32), DType.BFLOAT16),
+                                 ("steps", np.array(7, np.int64), DType.INT64)])
+    script = textwrap.dedent(f"""
+        import sys
+
+        class Block:
+            def find_spec(self, name, path=None, target=None):
+                if name.split(".")[0] == "torch":
+                    raise ImportError("blocked: " + name)
+
+        sys.meta_path.insert(0, Block())
+        from nncodec_unify.cli import main
+        from nncodec_unify.safetensors_io import read_safetensors
+        assert main(["encode", {str(source)!r}, {str(tmp_path / "m.nnu")!r}, "--json"]) == 0
+        assert main(["decode", {str(tmp_path / "m.nnu")!r}, {str(tmp_path / "back.safetensors")!r}]) == 0
+        back = read_safetensors({str(tmp_path / "back.safetensors")!r})
+        assert back["steps"].shape == () and int(back["steps"]) == 7
+        assert back["bf"].bits.tolist() == [[0x3FC0, 0xC000], [0x3E80, 0x4040]]
+        assert not [m for m in sys.modules if m.split(".")[0] == "torch"]
+        print("ok")
+    """)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "ok"

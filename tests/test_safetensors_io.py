@@ -1,0 +1,97 @@
+"""Our torch-free safetensors reader/writer: exact shapes and dtypes, and files that the
+safetensors package and torch read the same way."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import nncodec_unify as nu
+from nncodec_unify.checkpoint import CheckpointError, load_tensors, save_decoded
+from nncodec_unify.format import DTYPE_NUMPY, DType
+from nncodec_unify.safetensors_io import SafetensorsError, read_safetensors, write_safetensors
+from nncodec_unify.tensors import BFloat16Array, to_numpy
+
+SHAPES = st.one_of(st.just(()), st.just((0,)), st.just((3, 0)),
+                   st.lists(st.integers(1, 5), min_size=1, max_size=3).map(tuple))
+
+
+def _values(dtype: DType, shape, rng) -> np.ndarray:
+    if dtype == DType.BOOL:
+        return rng.integers(0, 2, size=shape).astype(bool)
+    if dtype == DType.BFLOAT16:
+        return (rng.normal(size=shape).astype(np.float32).view(np.uint32) & 0xFFFF0000).view(np.float32)
+    numpy_type = np.dtype(DTYPE_NUMPY[dtype])
+    if numpy_type.kind == "f":
+        return rng.normal(size=shape).astype(numpy_type)
+    info = np.iinfo(numpy_type)
+    return rng.integers(info.min, info.max, size=shape, dtype=numpy_type, endpoint=True)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(list(DType)), SHAPES), min_size=1, max_size=5), st.integers(0, 2**32 - 1))
+def test_every_dtype_and_shape_round_trips_through_our_writer_and_reader(tmp_path_factory, specs, seed):
+    rng = np.random.default_rng(seed)
+    tensors = [(f"t{i}", _values(dtype, shape, rng), dtype) for i, (dtype, shape) in enumerate(specs)]
+    path = tmp_path_factory.mktemp("st") / "m.safetensors"
+    with open(path, "wb") as file:
+        write_safetensors(file, tensors)
+    back = read_safetensors(path)
+    assert list(back) == [name for name, _, _ in tensors]
+    for name, values, dtype in tensors:
+        array, read_dtype = to_numpy(name, back[name])
+        assert read_dtype == dtype and array.shape == values.shape
+        assert array.tobytes() == np.asarray(values, dtype=array.dtype).tobytes()
+
+
+def test_the_safetensors_package_and_torch_read_our_files_alike(tmp_path):
+    torch = pytest.importorskip("torch")
+    from safetensors.torch import load_file as torch_load
+
+    rng = np.random.default_rng(0)
+    tensors = [("a", rng.normal(size=(3, 4)).astype(np.float32), DType.FLOAT32),
+               ("s", np.array(5, np.int64), DType.INT64), ("e", np.zeros((0, 2), np.float16), DType.FLOAT16),
+               ("b", _values(DType.BFLOAT16, (2, 3), rng), DType.BFLOAT16)]
+    with open(tmp_path / "m.safetensors", "wb") as file:
+        write_safetensors(file, tensors)
+    loaded = torch_load(str(tmp_path / "m.safetensors"))
+    assert loaded["s"].shape == () and loaded["b"].dtype == torch.bfloat16
+    assert torch.equal(loaded["b"].float(), torch.from_numpy(tensors[3][1]))
+    from safetensors.torch import save_file
+
+    save_file({"x": torch.arange(6, dtype=torch.int16).reshape(2, 3), "z": torch.tensor(2.5),
+               "h": torch.ones(2, dtype=torch.bfloat16)}, str(tmp_path / "theirs.safetensors"))
+    theirs = read_safetensors(tmp_path / "theirs.safetensors")
+    assert theirs["x"].tolist() == [[0, 1, 2], [3, 4, 5]] and theirs["z"].shape == () and float(theirs["z"]) == 2.5
+    assert isinstance(theirs["h"], BFloat16Array) and theirs["h"].bits.tolist() == [0x3F80, 0x3F80]
+
+
+def test_decoded_zero_dim_tensors_keep_their_shape_in_safetensors_output(tmp_path):
+    """Regression (issue 11): num_batches_tracked came back with shape (1,)."""
+    data = nu.encode({"num_batches_tracked": np.array(12, np.int64), "w": np.ones((2, 2), np.float32)})
+    save_decoded(tmp_path / "o.safetensors", nu.decode_tensors(data))
+    back = load_tensors(tmp_path / "o.safetensors")
+    assert back["num_batches_tracked"].shape == () and int(back["num_batches_tracked"]) == 12
+
+
+def _file(header: str, data: bytes = b"") -> bytes:
+    encoded = header.encode()
+    return len(encoded).to_bytes(8, "little") + encoded + data
+
+
+@pytest.mark.parametrize("content, problem", [
+    (b"", "shorter than"), (b"\xff" * 8 + b"{}", "exceeds the file"), (_file("nope!"), "not JSON"),
+    (_file("[]"), "not a JSON object"),
+    (_file('{"w":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}'), "outside"),
+    (_file('{"w":{"dtype":"X9","shape":[2],"data_offsets":[0,8]}}', bytes(8)), "dtype"),
+    (_file('{"w":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}}', bytes(8)), "bytes for"),
+    (_file('{"w":{"dtype":"F32","shape":[-2],"data_offsets":[0,8]}}', bytes(8)), "non-negative"),
+    (_file('{"w":{"dtype":"F32"}}', bytes(8)), "lacks"),
+])
+def test_malformed_files_are_one_clear_error(tmp_path, content, problem):
+    path = tmp_path / "bad.safetensors"
+    path.write_bytes(content)
+    with pytest.raises(SafetensorsError, match=problem):
+        read_safetensors(path)
+    with pytest.raises(CheckpointError, match="not a readable safetensors file"):
+        load_tensors(path)
