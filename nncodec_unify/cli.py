@@ -116,6 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
     projection.add_argument("--exclude-first-last", action="store_true",
                             help="leave the first and last weight matrices unprojected")
     encode.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    encode.add_argument("--report", metavar="FILE.json", default=None,
+                        help="also write the summary and every tensor's coding, size and error to FILE.json")
     encode.add_argument("-f", "--force", action="store_true", help="overwrite the output if it exists")
 
     decode = commands.add_parser("decode", help="decode a stream into .pt or .safetensors")
@@ -255,6 +257,9 @@ def _encode(args: argparse.Namespace) -> int:
         summary["rate_control"] = {"target": target.describe(), **controlled.to_dict()}
     if projection is not None:
         summary["projection"] = projection[1].to_dict()
+    if args.report is not None:
+        report = dict(summary, tensor_reports=[_tensor_report(r) for r in result.reports])
+        write_bytes(args.report, (json.dumps(report, indent=1) + "\n").encode("utf-8"), overwrite=True)
     if args.json:
         print(json.dumps(summary))
     else:
@@ -361,6 +366,18 @@ def _summary(source: str, target: str, result) -> dict:
     }
 
 
+def _tensor_report(report) -> dict:
+    """One tensor of ``encode --report``."""
+    count = _count(report.shape)
+    return {"name": report.name, "dtype": DTYPE_NAMES[report.dtype], "shape": list(report.shape),
+            "mode": report.mode.name.lower(), "qp": report.qp, "original_bytes": report.original_bytes,
+            "coded_bytes": report.coded_bytes, "bits_per_parameter": 8 * report.coded_bytes / count if count else None,
+            "max_abs_error": report.max_abs_error,
+            "rmse": (report.squared_error / count) ** 0.5 if count else 0.0,
+            "blocks": dict(zip(("pruned", "unified", "dense"), report.block_counts, strict=True))
+            if report.block_counts else None, "note": report.note}
+
+
 def _count(shape) -> int:
     count = 1
     for dim in shape:
@@ -417,28 +434,39 @@ def _decode(args: argparse.Namespace) -> int:
 
 def _info(args: argparse.Namespace) -> int:
     data = _read_stream(args.input)
-    header, tensors = describe(data)
+    header, tensors = describe(data, with_blocks=True)
+    rows = [{"name": t.name, "dtype": DTYPE_NAMES[t.dtype], "shape": list(t.shape),
+             "mode": t.coding_mode.name.lower(), "qp": t.qp,
+             "step": float(step_size(t.qp, t.qp_density)) if t.qp is not None else None,
+             "block": list(t.block) if t.block else None, "dependent": t.dependent,
+             "payload_bytes": t.payload_bytes,
+             "bits_per_parameter": 8 * t.payload_bytes / _count(t.shape) if _count(t.shape) else None,
+             "blocks": dict(zip(("pruned", "unified", "dense"), t.block_counts, strict=True))
+             if t.block_counts else None} for t in tensors]
     if args.json:
-        print(json.dumps({
-            "version": f"{header.version_major}.{header.version_minor}", "bytes": len(data),
-            "tensors": [{"name": t.name, "dtype": DTYPE_NAMES[t.dtype], "shape": list(t.shape),
-                         "mode": t.coding_mode.name.lower(), "qp": t.qp,
-                         "step": float(step_size(t.qp, t.qp_density)) if t.qp is not None else None,
-                         "block": list(t.block) if t.block else None, "dependent": t.dependent,
-                         "payload_bytes": t.payload_bytes}
-                        for t in tensors]}))
+        print(json.dumps({"version": f"{header.version_major}.{header.version_minor}", "bytes": len(data),
+                          "tensors": rows}))
         return EXIT_OK
     print(f"{args.input}: nncodec_unify stream, format {header.version_major}.{header.version_minor}, "
           f"{len(data):,} bytes, {len(tensors)} tensors")
-    for t in tensors:
-        coding = t.coding_mode.name.lower()
-        if t.qp is not None:
-            coding += f" qp={t.qp}"
-        if t.block:
-            coding += f" block={t.block[0]}x{t.block[1]}"
-        if t.dependent:
-            coding += " dependent"
-        print(f"  {_shown(t.name)}  {DTYPE_NAMES[t.dtype]}{list(t.shape)}  {coding}  {t.payload_bytes:,} bytes")
+    table = [("name", "dtype", "shape", "coding", "bytes", "bits/param", "pruned/unified/dense")]
+    for row in rows:
+        coding = row["mode"]
+        if row["qp"] is not None:
+            coding += f" qp={row['qp']}"
+        if row["block"]:
+            coding += f" {row['block'][0]}x{row['block'][1]}"
+        if row["dependent"]:
+            coding += " dq"
+        bits = f"{row['bits_per_parameter']:.3f}" if row["bits_per_parameter"] is not None else "-"
+        blocks = "/".join(f"{v:,}" for v in row["blocks"].values()) if row["blocks"] else "-"
+        table.append((_shown(row["name"]), row["dtype"], "x".join(map(str, row["shape"])) or "()", coding,
+                      f"{row['payload_bytes']:,}", bits, blocks))
+    widths = [max(len(line[k]) for line in table) for k in range(len(table[0]))]
+    for line in table:
+        cells = [cell.ljust(width) if k < 4 else cell.rjust(width) for k, (cell, width)
+                 in enumerate(zip(line, widths, strict=True))]
+        print("  " + "  ".join(cells).rstrip())
     return EXIT_OK
 
 

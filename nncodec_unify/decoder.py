@@ -116,25 +116,31 @@ class TensorInfo:
     block: tuple[int, int] | None
     payload_bytes: int
     dependent: bool = False  # §7.1.2 dependent quantization
+    block_counts: tuple[int, int, int] | None = None  # UNIFIED: pruned, unified, dense blocks
 
 
-def describe(data: bytes, *, limits: Limits | None = None) -> tuple[FileHeader, list[TensorInfo]]:
-    """Parse the container and every tensor header without decoding any tensor.
+def describe(data: bytes, *, limits: Limits | None = None,
+             with_blocks: bool = False) -> tuple[FileHeader, list[TensorInfo]]:
+    """Parse the container and every tensor header without decoding any tensor's levels.
 
     Checks the framing and every CRC; only :func:`decode` validates the coded data itself.
+    ``with_blocks`` also decodes each UNIFIED tensor's block map (small: one symbol per
+    block) to count its pruned, unified and dense blocks.
     """
     def header_only(reader: ByteReader, header: TensorHeader, limits: Limits, version_major: int) -> TensorInfo:
         size = reader.remaining
-        qp = density = block = None
+        qp = density = block = counts = None
         dependent = False
         if header.coding_mode != CodingMode.RAW:
             params = read_quant_params(reader, version_major)
             qp, density, dependent = params.qp, params.qp_density, params.dependent
             if header.coding_mode == CodingMode.UNIFIED:
                 block = read_block_shape(reader)
+                if with_blocks:
+                    counts = _block_counts(reader, header, block, limits)
         reader.view(reader.remaining, "tensor_payload")
         return TensorInfo(header.name, header.dtype, header.shape, header.coding_mode, qp, density, block, size,
-                          dependent)
+                          dependent, counts)
 
     try:
         return _walk(bytes(data), limits or DEFAULT_LIMITS, header_only)
@@ -142,6 +148,16 @@ def describe(data: bytes, *, limits: Limits | None = None) -> tuple[FileHeader, 
         raise
     except (MemoryError, OverflowError) as exc:
         raise LimitExceededError(f"cannot allocate ({type(exc).__name__})") from None
+
+
+def _block_counts(reader: ByteReader, header: TensorHeader, block: tuple[int, int],
+                  limits: Limits) -> tuple[int, int, int]:
+    """Pruned, unified and dense blocks of a UNIFIED tensor, from its block map (§5.6)."""
+    rows, cols = matrix_shape(header.shape)
+    grid_rows, grid_cols = grid_shape(rows, cols, *block)
+    kinds = decode_plane(reader, grid_rows, grid_cols, None, grid_rows * grid_cols, limits, "block_map")
+    counts = np.bincount(np.minimum(kinds, 3), minlength=4)
+    return int(counts[BlockKind.PRUNED]), int(counts[BlockKind.UNIFIED]), int(counts[BlockKind.DENSE])
 
 
 def _walk(data: bytes, limits: Limits, on_tensor) -> tuple[FileHeader, list]:

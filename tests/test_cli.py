@@ -165,3 +165,25 @@ def test_decode_can_refuse_large_outputs(tmp_path, capsys):
     assert "exceed 1000 bytes" in capsys.readouterr().err
     assert not (tmp_path / "o.safetensors").exists()
     assert main(["decode", str(tmp_path / "m.nnu"), str(tmp_path / "o.safetensors")]) == EXIT_OK
+
+
+def test_info_table_shows_bits_and_block_kinds_and_encode_writes_a_report(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    weights = rng.normal(0, 0.05, (16, 32)).astype(np.float32)
+    weights[:8] = 0  # 16 pruned blocks
+    torch.save({"w": torch.from_numpy(weights), "b": torch.zeros(3)}, tmp_path / "m.pt")
+    report = tmp_path / "report.json"
+    assert main(["encode", str(tmp_path / "m.pt"), str(tmp_path / "m.nnu"), "--report", str(report)]) == EXIT_OK
+    written = json.loads(report.read_text())
+    by_name = {t["name"]: t for t in written["tensor_reports"]}
+    assert by_name["w"]["blocks"]["pruned"] == 16 and by_name["w"]["rmse"] > 0
+    assert written["compressed_bytes"] == (tmp_path / "m.nnu").stat().st_size
+    capsys.readouterr()
+    assert main(["info", str(tmp_path / "m.nnu")]) == EXIT_OK
+    lines = capsys.readouterr().out.splitlines()
+    assert "bits/param" in lines[1] and "pruned/unified/dense" in lines[1]
+    row = next(line for line in lines if line.strip().startswith("w "))
+    assert "16/0/16" in row
+    assert main(["info", str(tmp_path / "m.nnu"), "--json"]) == EXIT_OK
+    info = {t["name"]: t for t in json.loads(capsys.readouterr().out)["tensors"]}
+    assert info["w"]["blocks"] == {"pruned": 16, "unified": 0, "dense": 16} and info["w"]["bits_per_parameter"] > 0
