@@ -116,6 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     projection.add_argument("--exclude-first-last", action="store_true",
                             help="leave the first and last weight matrices unprojected")
     encode.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    encode.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
     encode.add_argument("--report", metavar="FILE.json", default=None,
                         help="also write the summary and every tensor's coding, size and error to FILE.json")
     encode.add_argument("-f", "--force", action="store_true", help="overwrite the output if it exists")
@@ -126,6 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     decode.add_argument("--max-output-bytes", type=int, default=None, metavar="N",
                         help="refuse streams that would decode to more than N bytes (default: Limits())")
     decode.add_argument("-f", "--force", action="store_true", help="overwrite the output if it exists")
+    decode.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
 
     demo = commands.add_parser("demo", help="train a small CNN on real digits, unify+prune with ADMM, "
                                "encode, decode and evaluate the decoded model")
@@ -180,12 +182,29 @@ def _fail(message: str, code: int) -> int:
     return code
 
 
-def _progress_printer():
-    if not sys.stderr.isatty():
+def _progress_printer(args: argparse.Namespace, what: str):
+    """A ``progress(done, total, name)`` reporter on stderr for ``what`` (tensors encoded or
+    decoded): a tqdm bar when tqdm is installed, else a counter line; None when stderr is not a
+    terminal, with --quiet, or with --json (whose stdout must stay one JSON object)."""
+    if getattr(args, "quiet", False) or getattr(args, "json", False) or not sys.stderr.isatty():
         return None
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        tqdm = None
+    bar = None
 
     def report(done: int, total: int, name: str) -> None:
-        print(f"\r[{done + 1}/{total}] {name[:60]:<60}", end="" if done + 1 < total else "\n",
+        nonlocal bar
+        if tqdm is not None:
+            if bar is None:
+                bar = tqdm(total=total, desc=what, unit="tensor", file=sys.stderr, leave=False)
+            bar.set_postfix_str(name[:40], refresh=False)
+            bar.update(done + 1 - bar.n)
+            if done + 1 >= total:
+                bar.close()
+            return
+        print(f"\r{what} [{done + 1}/{total}] {name[:60]:<60}", end="" if done + 1 < total else "\n",
               file=sys.stderr, flush=True)
 
     return report
@@ -240,12 +259,13 @@ def _encode(args: argparse.Namespace) -> int:
         raise UsageError(f"--workers must be at least 1, got {args.workers}")
     target = _rate_target(args)
     if target is None:
-        result = encode_with_report(tensors, config=config, measure_error=True, progress=_progress_printer(),
+        result = encode_with_report(tensors, config=config, measure_error=True,
+                                    progress=_progress_printer(args, "encoding"),
                                     workers=args.workers)
     else:
         from .ratecontrol import encode_to_target
 
-        say = (lambda line: None) if args.json else (lambda line: print(line, file=sys.stderr))
+        say = (lambda line: None) if args.json or args.quiet else (lambda line: print(line, file=sys.stderr))
         controlled = encode_to_target(tensors, target, config=config, progress=say, workers=args.workers)
         result = controlled.result
     write_bytes(args.output, result.data, overwrite=args.force)
@@ -425,7 +445,7 @@ def _decode(args: argparse.Namespace) -> int:
         if args.max_output_bytes < 1:
             raise UsageError(f"--max-output-bytes must be positive, got {args.max_output_bytes}")
         limits = Limits(max_total_output_bytes=args.max_output_bytes)
-    model = decode_tensors(_read_stream(args.input), limits=limits)
+    model = decode_tensors(_read_stream(args.input), limits=limits, progress=_progress_printer(args, "decoding"))
     save_decoded(args.output, model, overwrite=args.force)
     parameters = sum(t.array.size for t in model.tensors)
     print(f"{args.input} -> {args.output}: {len(model.tensors)} tensors, {parameters:,} parameters")

@@ -8,6 +8,7 @@ size before that size is checked against the limits and the bytes present.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 
 import numpy as np
 
@@ -84,22 +85,25 @@ def decode(data: bytes, *, limits: Limits | None = None) -> dict[str, np.ndarray
     return {t.name: t.array for t in decode_tensors(data, limits=limits).tensors}
 
 
-def decode_tensors(data: bytes, *, limits: Limits | None = None) -> DecodedModel:
-    """Decode a stream, keeping each tensor's stored dtype and coding mode."""
+def decode_tensors(data: bytes, *, limits: Limits | None = None,
+                   progress: Callable[[int, int, str], None] | None = None) -> DecodedModel:
+    """Decode a stream, keeping each tensor's stored dtype and coding mode.
+
+    ``progress(done, total, name)`` is called as each tensor is taken up."""
     limits = limits or DEFAULT_LIMITS
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise TypeError(f"expected bytes, got {type(data).__name__}")
     data = bytes(data)
     try:
-        return _decode(data, limits)
+        return _decode(data, limits, progress)
     except NncodecError:
         raise
     except (MemoryError, OverflowError) as exc:
         raise LimitExceededError(f"cannot allocate the decoded data ({type(exc).__name__})") from None
 
 
-def _decode(data: bytes, limits: Limits) -> DecodedModel:
-    header, tensors = _walk(data, limits, decode_tensor_payload)
+def _decode(data: bytes, limits: Limits, progress=None) -> DecodedModel:
+    header, tensors = _walk(data, limits, decode_tensor_payload, progress)
     return DecodedModel(header, tuple(tensors))
 
 
@@ -160,7 +164,7 @@ def _block_counts(reader: ByteReader, header: TensorHeader, block: tuple[int, in
     return int(counts[BlockKind.PRUNED]), int(counts[BlockKind.UNIFIED]), int(counts[BlockKind.DENSE])
 
 
-def _walk(data: bytes, limits: Limits, on_tensor) -> tuple[FileHeader, list]:
+def _walk(data: bytes, limits: Limits, on_tensor, progress=None) -> tuple[FileHeader, list]:
     """§4: the file header, then units until the end of the data. ``on_tensor(reader,
     tensor_header, limits, version_major)`` handles each tensor unit's payload after its header."""
     reader = ByteReader(data)
@@ -193,6 +197,8 @@ def _walk(data: bytes, limits: Limits, on_tensor) -> tuple[FileHeader, list]:
                 raise LimitExceededError(
                     f"decoded tensors would exceed {limits.max_total_output_bytes} bytes", element="dims",
                     offset=unit.payload_offset)
+            if progress is not None:
+                progress(len(results), tensor_count, tensor_header.name)
             results.append(on_tensor(payload, tensor_header, limits, header.version_major))
             payload.expect_end("tensor_payload")
         elif unit.unit_type in tuple(UnitType):

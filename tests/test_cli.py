@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 
 import numpy as np
@@ -187,3 +188,40 @@ def test_info_table_shows_bits_and_block_kinds_and_encode_writes_a_report(tmp_pa
     assert main(["info", str(tmp_path / "m.nnu"), "--json"]) == EXIT_OK
     info = {t["name"]: t for t in json.loads(capsys.readouterr().out)["tensors"]}
     assert info["w"]["blocks"] == {"pruned": 16, "unified": 0, "dense": 16} and info["w"]["bits_per_parameter"] > 0
+
+
+class _Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+@pytest.mark.parametrize("with_tqdm", [True, False])
+def test_progress_on_a_terminal_and_none_when_quiet_or_json(tmp_path, monkeypatch, with_tqdm):
+    import argparse
+    import builtins
+    import sys as system
+
+    from nncodec_unify.cli import _progress_printer
+
+    if with_tqdm:
+        pytest.importorskip("tqdm")
+    else:
+        real_import = builtins.__import__
+
+        def no_tqdm(name, *args, **kwargs):
+            if name == "tqdm":
+                raise ImportError("no tqdm")
+            return real_import(name, *args, **kwargs)
+
+        monkeypatch.setattr(builtins, "__import__", no_tqdm)
+    terminal = _Terminal()
+    monkeypatch.setattr(system, "stderr", terminal)
+    report = _progress_printer(argparse.Namespace(quiet=False, json=False), "decoding")
+    for done in range(3):
+        report(done, 3, f"layer{done}.weight")
+    # tqdm draws a bar it clears at the end (its refreshes are throttled); the fallback a counter
+    assert "decoding" in terminal.getvalue() and ("/3" if with_tqdm else "[3/3]") in terminal.getvalue()
+    assert _progress_printer(argparse.Namespace(quiet=True, json=False), "decoding") is None
+    assert _progress_printer(argparse.Namespace(quiet=False, json=True), "decoding") is None
+    monkeypatch.setattr(system, "stderr", io.StringIO())  # not a terminal
+    assert _progress_printer(argparse.Namespace(quiet=False, json=False), "decoding") is None

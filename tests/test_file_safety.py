@@ -263,5 +263,5 @@ def test_info_prints_names_with_control_characters_escaped(tmp_path, capsys):
     assert main(["info", str(tmp_path / "m.nnu")]) == EXIT_OK
     out = capsys.readouterr().out
     assert "\x1b" not in out and "\t" not in out
-    assert len(out.strip().splitlines()) == 1 + len(names)
+    assert len(out.strip().splitlines()) == 2 + len(names)  # title, table header, one row per tensor
     assert "ünïcode" in out and "\\x1b[2J" in out and "two\\nlines" in out
