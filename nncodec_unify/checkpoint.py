@@ -20,7 +20,14 @@ import numpy as np
 from .decoder import DecodedModel
 from .errors import NncodecError
 from .format import DType
-from .safetensors_io import METADATA, SafetensorsError, read_safetensors, write_safetensors
+from .safetensors_io import (
+    METADATA,
+    SafetensorsError,
+    read_safetensors,
+    tensor_bytes,
+    write_safetensors,
+    write_safetensors_header,
+)
 
 STATE_DICT_KEYS = ("state_dict", "model_state_dict", "model", "module", "weights")
 SAFETENSORS_RESERVED = METADATA
@@ -68,7 +75,7 @@ def _load_torch(path: Path) -> dict[str, object]:
     try:
         with warnings.catch_warnings():  # e.g. "Detected pickle protocol 4": the error says it all
             warnings.simplefilter("ignore")
-            loaded = torch.load(str(path), map_location="cpu", weights_only=True)
+            loaded = _torch_load(torch, path)
     except Exception as exc:  # weights_only refuses pickled code with UnpicklingError
         message = _first_line(exc)
         if "weights_only" in message or "Unsupported global" in message or "Unpickl" in type(exc).__name__:
@@ -77,6 +84,17 @@ def _load_torch(path: Path) -> dict[str, object]:
                 "nn.Module); save the weights instead: torch.save(model.state_dict(), path)") from None
         raise CheckpointError(f"{path}: not a readable torch file ({message})") from None
     return _state_dict_of(loaded, path)
+
+
+def _torch_load(torch, path: Path):
+    """``torch.load`` without unpickling code, memory-mapped (tensors are read as they are
+    coded, not all at once) when the file is in the zip format that allows it."""
+    try:
+        return torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
+    except RuntimeError as exc:
+        if "mmap" not in str(exc):  # legacy (non-zip) files cannot be mapped: read them whole
+            raise
+    return torch.load(str(path), map_location="cpu", weights_only=True)
 
 
 def _state_dict_of(loaded: object, path: Path) -> dict[str, object]:
@@ -221,6 +239,28 @@ def decode_file(source: str | os.PathLike, target: str | os.PathLike, *, limits=
     model = decode_tensors(Path(source).read_bytes(), limits=limits)
     save_decoded(target, model, overwrite=overwrite)
     return model
+
+
+def decode_to_safetensors(data: bytes, target: str | os.PathLike, *, limits=None, progress=None,
+                          overwrite: bool = False) -> tuple[int, int]:
+    """Decode the stream ``data`` into the safetensors file ``target`` one tensor at a time:
+    the header comes from the tensor headers (:func:`describe`), then each tensor is decoded,
+    written and let go, so memory holds the stream and one tensor. Atomic like every output.
+    Returns the number of tensors and of parameters."""
+    from .decoder import describe, iter_decoded
+
+    _, infos = describe(data, limits=limits)
+    if any(info.name == SAFETENSORS_RESERVED for info in infos):
+        raise CheckpointError(f"{target}: a tensor is named {SAFETENSORS_RESERVED!r}, which safetensors "
+                              "reserves; write a .pt file instead")
+    parameters = 0
+    with atomic_output(Path(target), overwrite=overwrite) as temporary, open(temporary, "wb") as file:
+        write_safetensors_header(file, [(info.name, info.shape, info.dtype) for info in infos])
+        for info, tensor in zip(infos, iter_decoded(data, limits=limits, progress=progress), strict=True):
+            assert (tensor.name, tensor.array.shape) == (info.name, info.shape)  # the same stream, parsed twice
+            file.write(tensor_bytes(tensor.array, tensor.dtype))
+            parameters += tensor.array.size
+    return len(infos), parameters
 
 
 def _same_path(a: str | os.PathLike, b: str | os.PathLike) -> bool:

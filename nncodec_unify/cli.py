@@ -18,7 +18,15 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
-from .checkpoint import CheckpointError, load_tensors, save_decoded, write_bytes
+from .checkpoint import (
+    CheckpointError,
+    atomic_output,
+    checkpoint_format,
+    decode_to_safetensors,
+    load_tensors,
+    save_decoded,
+    write_bytes,
+)
 from .config import EncoderConfig, TensorRule
 from .decoder import decode_tensors, describe
 from .errors import BitstreamError, EncodeError, NncodecError
@@ -244,7 +252,7 @@ def _config(args: argparse.Namespace) -> EncoderConfig:
 
 
 def _encode(args: argparse.Namespace) -> int:
-    from .encoder import encode_with_report
+    from .encoder import encode_to_file
 
     config = _config(args)
     if _same_file(args.input, args.output):
@@ -258,18 +266,19 @@ def _encode(args: argparse.Namespace) -> int:
     if args.workers < 1:
         raise UsageError(f"--workers must be at least 1, got {args.workers}")
     target = _rate_target(args)
-    if target is None:
-        result = encode_with_report(tensors, config=config, measure_error=True,
-                                    progress=_progress_printer(args, "encoding"),
-                                    workers=args.workers)
+    if target is None:  # units go to the output as they are coded: the stream is never held whole
+        with atomic_output(Path(args.output), overwrite=args.force) as temporary, open(temporary, "wb") as file:
+            reports = encode_to_file(tensors, file, config=config, measure_error=True,
+                                     progress=_progress_printer(args, "encoding"), workers=args.workers)
+        size = os.path.getsize(args.output)
     else:
         from .ratecontrol import encode_to_target
 
         say = (lambda line: None) if args.json or args.quiet else (lambda line: print(line, file=sys.stderr))
         controlled = encode_to_target(tensors, target, config=config, progress=say, workers=args.workers)
-        result = controlled.result
-    write_bytes(args.output, result.data, overwrite=args.force)
-    summary = _summary(args.input, args.output, result)
+        write_bytes(args.output, controlled.result.data, overwrite=args.force)
+        reports, size = controlled.result.reports, len(controlled.result.data)
+    summary = _summary(args.input, args.output, reports, size)
     summary["rdo"] = {"lambda": config.rdo_lambda, "blocks": config.rdo_blocks} if config.rdo else None
     summary["dependent_quantization"] = config.dependent
     summary["format"] = f"{config.stream_major}.0"
@@ -278,7 +287,7 @@ def _encode(args: argparse.Namespace) -> int:
     if projection is not None:
         summary["projection"] = projection[1].to_dict()
     if args.report is not None:
-        report = dict(summary, tensor_reports=[_tensor_report(r) for r in result.reports])
+        report = dict(summary, tensor_reports=[_tensor_report(r) for r in reports])
         write_bytes(args.report, (json.dumps(report, indent=1) + "\n").encode("utf-8"), overwrite=True)
     if args.json:
         print(json.dumps(summary))
@@ -362,27 +371,27 @@ def _demo(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _summary(source: str, target: str, result) -> dict:
-    original = sum(r.original_bytes for r in result.reports)
-    parameters = sum(int(_count(r.shape)) for r in result.reports)
+def _summary(source: str, target: str, reports, size: int) -> dict:
+    original = sum(r.original_bytes for r in reports)
+    parameters = sum(int(_count(r.shape)) for r in reports)
     kinds: dict[str, dict] = {}
-    for report in result.reports:
+    for report in reports:
         kind = kinds.setdefault(report.mode.name.lower(), {"tensors": 0, "original_bytes": 0, "coded_bytes": 0,
                                                             "max_abs_error": 0.0})
         kind["tensors"] += 1
         kind["original_bytes"] += report.original_bytes
         kind["coded_bytes"] += report.coded_bytes
         kind["max_abs_error"] = max(kind["max_abs_error"], report.max_abs_error)
-    blocks = [r.block_counts for r in result.reports if r.block_counts]
+    blocks = [r.block_counts for r in reports if r.block_counts]
     return {
-        "input": source, "output": target, "tensors": len(result.reports), "parameters": parameters,
-        "original_bytes": original, "compressed_bytes": len(result.data),
-        "compression_ratio": original / len(result.data) if result.data else 0.0,
-        "bits_per_parameter": 8 * len(result.data) / parameters if parameters else 0.0,
+        "input": source, "output": target, "tensors": len(reports), "parameters": parameters,
+        "original_bytes": original, "compressed_bytes": size,
+        "compression_ratio": original / size if size else 0.0,
+        "bits_per_parameter": 8 * size / parameters if parameters else 0.0,
         "by_mode": kinds,
         "blocks": {"pruned": sum(b[0] for b in blocks), "unified": sum(b[1] for b in blocks),
                    "dense": sum(b[2] for b in blocks)},
-        "notes": [f"{r.name}: {r.note}" for r in result.reports if r.note],
+        "notes": [f"{r.name}: {r.note}" for r in reports if r.note],
     }
 
 
@@ -445,10 +454,15 @@ def _decode(args: argparse.Namespace) -> int:
         if args.max_output_bytes < 1:
             raise UsageError(f"--max-output-bytes must be positive, got {args.max_output_bytes}")
         limits = Limits(max_total_output_bytes=args.max_output_bytes)
-    model = decode_tensors(_read_stream(args.input), limits=limits, progress=_progress_printer(args, "decoding"))
-    save_decoded(args.output, model, overwrite=args.force)
-    parameters = sum(t.array.size for t in model.tensors)
-    print(f"{args.input} -> {args.output}: {len(model.tensors)} tensors, {parameters:,} parameters")
+    data, progress = _read_stream(args.input), _progress_printer(args, "decoding")
+    if checkpoint_format(args.output) == "safetensors":  # tensor by tensor: memory holds one tensor
+        count, parameters = decode_to_safetensors(data, args.output, limits=limits, progress=progress,
+                                                  overwrite=args.force)
+    else:  # torch.save writes the whole state_dict at once
+        model = decode_tensors(data, limits=limits, progress=progress)
+        save_decoded(args.output, model, overwrite=args.force)
+        count, parameters = len(model.tensors), sum(t.array.size for t in model.tensors)
+    print(f"{args.input} -> {args.output}: {count} tensors, {parameters:,} parameters")
     return EXIT_OK
 
 

@@ -8,7 +8,7 @@ size before that size is checked against the limits and the bytes present.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import numpy as np
 
@@ -167,10 +167,38 @@ def _block_counts(reader: ByteReader, header: TensorHeader, block: tuple[int, in
 def _walk(data: bytes, limits: Limits, on_tensor, progress=None) -> tuple[FileHeader, list]:
     """§4: the file header, then units until the end of the data. ``on_tensor(reader,
     tensor_header, limits, version_major)`` handles each tensor unit's payload after its header."""
+    units = _walk_units(data, limits, on_tensor, progress)
+    header = next(units)
+    return header, list(units)
+
+
+def iter_decoded(data: bytes, *, limits: Limits | None = None,
+                 progress: Callable[[int, int, str], None] | None = None) -> Iterator[DecodedTensor]:
+    """Decode a stream tensor by tensor, each yielded as soon as it is decoded, so that a
+    consumer can write it out and let it go: memory holds the stream and one tensor.
+
+    The stream is only known to be valid once the iterator is exhausted (a missing unit is
+    found at the end): treat what was consumed as provisional until then. Errors and
+    ``progress`` as for :func:`decode_tensors`.
+    """
+    limits = limits or DEFAULT_LIMITS
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise TypeError(f"expected bytes, got {type(data).__name__}")
+    units = _walk_units(bytes(data), limits, decode_tensor_payload, progress)
+    try:
+        next(units)
+        yield from units
+    except (MemoryError, OverflowError) as exc:
+        raise LimitExceededError(f"cannot allocate the decoded data ({type(exc).__name__})") from None
+
+
+def _walk_units(data: bytes, limits: Limits, on_tensor, progress=None) -> Iterator:
+    """:func:`_walk` as a generator: the FileHeader first, then each tensor's result."""
     reader = ByteReader(data)
     header = read_file_header(reader)
+    yield header
     tensor_count = None
-    results: list = []
+    results: list = []  # only counted: the results themselves are yielded
     names: set[str] = set()
     output_bytes = 0
     while reader.remaining:
@@ -199,8 +227,10 @@ def _walk(data: bytes, limits: Limits, on_tensor, progress=None) -> tuple[FileHe
                     offset=unit.payload_offset)
             if progress is not None:
                 progress(len(results), tensor_count, tensor_header.name)
-            results.append(on_tensor(payload, tensor_header, limits, header.version_major))
+            result = on_tensor(payload, tensor_header, limits, header.version_major)
             payload.expect_end("tensor_payload")
+            results.append(None)
+            yield result
         elif unit.unit_type in tuple(UnitType):
             raise BitstreamError(f"unit_type {unit.unit_type} must not be marked ancillary",
                                  element="unit_flags", offset=unit.offset + 1)
@@ -214,7 +244,6 @@ def _walk(data: bytes, limits: Limits, on_tensor, progress=None) -> tuple[FileHe
     if len(results) != tensor_count:
         raise TruncatedError(f"{len(results)} tensor units, the model_header declares {tensor_count}",
                              element="tensor_count", offset=reader.offset)
-    return header, results
 
 
 def decode_tensor_payload(reader: ByteReader, header: TensorHeader, limits: Limits,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import io
 import itertools
 from collections.abc import Callable, Mapping
 
@@ -79,7 +80,7 @@ def encode(tensors: Mapping[str, object], *, config: EncoderConfig | None = None
     >>> import numpy as np
     >>> stream = encode({"w": np.zeros((2, 2), np.float32)})
     >>> stream[:4], len(stream)
-    (b'\\x89NNU', 79)
+    (b'\\x89NNU', 66)
     """
     return encode_with_report(tensors, config=config).data
 
@@ -95,16 +96,37 @@ def encode_with_report(tensors: Mapping[str, object], *, config: EncoderConfig |
     ``workers > 1`` codes tensors in that many processes (constriction holds the GIL, so
     threads would not help); the stream is byte-identical to a single-process run.
     """
+    buffer = io.BytesIO()
+    reports = encode_to_file(tensors, buffer, config=config, measure_error=measure_error, progress=progress,
+                             workers=workers)
+    return EncodeResult(buffer.getvalue(), reports)
+
+
+def encode_to_file(tensors: Mapping[str, object], file, *, config: EncoderConfig | None = None,
+                   measure_error: bool = False, progress: Callable[[int, int, str], None] | None = None,
+                   workers: int = 1) -> tuple[TensorReport, ...]:
+    """Encode into the open binary ``file`` unit by unit, as each tensor is coded: memory holds
+    one tensor's work (``workers`` of them), never the whole stream or model, when the values
+    of ``tensors`` are produced lazily (memory-mapped arrays). Options as for
+    :func:`encode_with_report`; returns the reports. The bytes are those of :func:`encode`.
+    """
     config = EncoderConfig() if config is None else config
     if not isinstance(config, EncoderConfig):
         raise EncodeError(f"config must be an EncoderConfig, got {type(config).__name__}")
     if not isinstance(tensors, Mapping):
         raise EncodeError(f"expected a mapping of names to tensors, got {type(tensors).__name__}")
-    writer = ByteWriter()
-    write_file_header(writer, FileHeader(config.stream_major, VERSION_MINOR))
+
+    def emit(unit_type: int, payload: bytes) -> None:
+        unit = ByteWriter()
+        write_unit(unit, unit_type, payload)
+        file.write(unit.getvalue())
+
+    start = ByteWriter()
+    write_file_header(start, FileHeader(config.stream_major, VERSION_MINOR))
+    file.write(start.getvalue())
     header = ByteWriter()
     write_model_header(header, ModelHeader(len(tensors)))
-    write_unit(writer, UnitType.MODEL_HEADER, header.getvalue())
+    emit(UnitType.MODEL_HEADER, header.getvalue())
     jobs = _jobs(tensors, config, measure_error)
     reports = []
     if workers > 1 and len(tensors) > 1:
@@ -126,7 +148,7 @@ def encode_with_report(tensors: Mapping[str, object], *, config: EncoderConfig |
                     if progress is not None:
                         progress(index, len(tensors), names[index])
                     payload, report = pending.popleft().result()
-                    write_unit(writer, UnitType.TENSOR, payload)
+                    emit(UnitType.TENSOR, payload)
                     reports.append(report)
                     index += 1
     else:
@@ -134,9 +156,9 @@ def encode_with_report(tensors: Mapping[str, object], *, config: EncoderConfig |
             if progress is not None:
                 progress(index, len(tensors), job[0])
             payload, report = _encode_job(job)
-            write_unit(writer, UnitType.TENSOR, payload)
+            emit(UnitType.TENSOR, payload)
             reports.append(report)
-    return EncodeResult(writer.getvalue(), tuple(reports))
+    return tuple(reports)
 
 
 def _jobs(tensors: Mapping[str, object], config: EncoderConfig, measure_error: bool):

@@ -4,8 +4,8 @@ The format is an 8-byte little-endian header length, a JSON header naming each t
 shape and byte range, then the data. The ``safetensors`` package's numpy API cannot hold
 bfloat16 (numpy has no such type) and turns 0-dim arrays into 1-D ones, and its torch API
 imports torch, which a device's decode-only install does not have; so the codec reads and
-writes the format itself. Reading memory-maps the file: a tensor's bytes are read when it is
-converted, one tensor at a time.
+writes the format itself. Reading is lazy: a tensor's bytes are read from the file when it
+is looked up, so an encoder taking tensors one at a time holds one tensor, not the model.
 """
 
 from __future__ import annotations
@@ -36,13 +36,47 @@ class SafetensorsError(NncodecError, ValueError):
     """A file that is not a well-formed safetensors file."""
 
 
-def read_safetensors(path: str | os.PathLike) -> dict[str, np.ndarray | BFloat16Array]:
-    """The tensors of a safetensors file, by name in file order: read-only numpy arrays mapped
-    from the file (0-dim shapes kept), bfloat16 ones as :class:`BFloat16Array`.
+class SafetensorsFile(Mapping):
+    """The tensors of a safetensors file by name, in file order, each read from the file when
+    it is looked up (numpy arrays, 0-dim shapes kept; bfloat16 as :class:`BFloat16Array`).
 
-    Raises :class:`SafetensorsError` naming the file and the problem for a malformed file.
+    Nothing but the header is held: an encoder that takes the tensors one at a time holds
+    one tensor's bytes, and each lookup reads them again. The header is validated whole
+    when the file is opened.
     """
-    path = Path(path)
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self._entries, self._data_start = _read_header(self.path)
+
+    def __getitem__(self, name: str) -> np.ndarray | BFloat16Array:
+        dtype, shape, start, length = self._entries[name]
+        with open(self.path, "rb") as file:
+            file.seek(self._data_start + start)
+            raw = file.read(length)
+        if len(raw) != length:
+            raise SafetensorsError(f"{self.path}: tensor {name!r} is cut short (the file changed?)")
+        array = np.frombuffer(raw, dtype=np.dtype(_NUMPY_OF[dtype])).reshape(shape)
+        return BFloat16Array(array) if dtype == "BF16" else array
+
+    def __iter__(self):
+        return iter(self._entries)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def shape_of(self, name: str) -> tuple[int, ...]:
+        return self._entries[name][1]
+
+
+def read_safetensors(path: str | os.PathLike) -> SafetensorsFile:
+    """The tensors of a safetensors file (see :class:`SafetensorsFile`). Raises
+    :class:`SafetensorsError` naming the file and the problem for a malformed file."""
+    return SafetensorsFile(path)
+
+
+def _read_header(path: Path) -> tuple[dict[str, tuple[str, tuple[int, ...], int, int]], int]:
+    """Each tensor's (dtype name, shape, data offset, byte length) and where the data begin."""
     size = path.stat().st_size
     with open(path, "rb") as file:
         prefix = file.read(8)
@@ -58,17 +92,14 @@ def read_safetensors(path: str | os.PathLike) -> dict[str, np.ndarray | BFloat16
     if not isinstance(header, dict):
         raise SafetensorsError(f"{path}: header is not a JSON object")
     start = 8 + header_length
-    data = (np.memmap(path, dtype=np.uint8, mode="r", offset=start, shape=(size - start,))
-            if size > start else np.zeros(0, dtype=np.uint8))
-    tensors: dict[str, np.ndarray | BFloat16Array] = {}
+    entries = {}
     for name, info in header.items():
-        if name == METADATA:
-            continue
-        tensors[name] = _tensor(path, name, info, data)
-    return tensors
+        if name != METADATA:
+            entries[name] = _entry(path, name, info, size - start)
+    return entries, start
 
 
-def _tensor(path: Path, name: str, info: object, data: np.ndarray) -> np.ndarray | BFloat16Array:
+def _entry(path: Path, name: str, info: object, data_size: int) -> tuple[str, tuple[int, ...], int, int]:
     where = f"{path}: tensor {name!r}"
     if not isinstance(info, dict) or not {"dtype", "shape", "data_offsets"} <= set(info):
         raise SafetensorsError(f"{where}: entry lacks dtype, shape or data_offsets")
@@ -79,13 +110,11 @@ def _tensor(path: Path, name: str, info: object, data: np.ndarray) -> np.ndarray
                                               for d in shape):
         raise SafetensorsError(f"{where}: shape {shape!r} is not a list of non-negative integers")
     if (not isinstance(offsets, list) or len(offsets) != 2 or not all(isinstance(o, int) for o in offsets)
-            or not 0 <= offsets[0] <= offsets[1] <= data.size):
+            or not 0 <= offsets[0] <= offsets[1] <= data_size):
         raise SafetensorsError(f"{where}: data_offsets {offsets!r} lie outside the file's data")
-    dtype = np.dtype(_NUMPY_OF[kind])
-    if offsets[1] - offsets[0] != math.prod(shape) * dtype.itemsize:
+    if offsets[1] - offsets[0] != math.prod(shape) * np.dtype(_NUMPY_OF[kind]).itemsize:
         raise SafetensorsError(f"{where}: {offsets[1] - offsets[0]} bytes for shape {shape} of {kind}")
-    array = data[offsets[0]:offsets[1]].view(dtype).reshape(shape)
-    return BFloat16Array(array) if kind == "BF16" else array
+    return kind, tuple(shape), offsets[0], offsets[1] - offsets[0]
 
 
 def write_safetensors(file, tensors: Iterable[tuple[str, np.ndarray, DType]],
@@ -98,20 +127,32 @@ def write_safetensors(file, tensors: Iterable[tuple[str, np.ndarray, DType]],
     ``transformers`` expects). Tensors are written in the given order.
     """
     entries = list(tensors)
+    write_safetensors_header(file, [(name, array.shape, dtype) for name, array, dtype in entries], metadata)
+    for _, array, dtype in entries:
+        file.write(_little_endian_bytes(array, dtype))
+
+
+def write_safetensors_header(file, entries: Iterable[tuple[str, tuple[int, ...], DType]],
+                             metadata: Mapping[str, str] | None = None) -> None:
+    """The header for tensors ``(name, shape, dtype)`` whose data will follow in this order,
+    each as :func:`tensor_bytes` gives it: lets a writer stream tensors one at a time."""
     header: dict[str, object] = {METADATA: dict(metadata or {"format": "pt"})}
     offset = 0
-    for name, array, dtype in entries:
+    for name, shape, dtype in entries:
         if name == METADATA:
             raise SafetensorsError(f"a tensor is named {METADATA!r}, which safetensors reserves")
-        length = array.size * np.dtype(_NUMPY_OF[_NAME_OF[dtype]]).itemsize
-        header[name] = {"dtype": _NAME_OF[dtype], "shape": list(array.shape), "data_offsets": [offset, offset + length]}
+        length = math.prod(shape) * np.dtype(_NUMPY_OF[_NAME_OF[dtype]]).itemsize
+        header[name] = {"dtype": _NAME_OF[dtype], "shape": list(shape), "data_offsets": [offset, offset + length]}
         offset += length
     encoded = json.dumps(header, separators=(",", ":")).encode("utf-8")
     encoded += b" " * (-len(encoded) % 8)  # the data starts 8-byte aligned
     file.write(len(encoded).to_bytes(8, "little"))
     file.write(encoded)
-    for _, array, dtype in entries:
-        file.write(_little_endian_bytes(array, dtype))
+
+
+def tensor_bytes(array: np.ndarray, dtype: DType) -> bytes:
+    """A tensor's data as safetensors stores it (little-endian; bfloat16 as its bit patterns)."""
+    return _little_endian_bytes(array, dtype)
 
 
 def _little_endian_bytes(array: np.ndarray, dtype: DType) -> bytes:

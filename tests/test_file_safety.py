@@ -139,6 +139,7 @@ def test_an_interrupted_write_leaves_no_partial_file_and_keeps_the_old_one(tmp_p
     import nncodec_unify.checkpoint
 
     monkeypatch.setattr(nncodec_unify.checkpoint, "write_safetensors", half_written_safetensors)
+    monkeypatch.setattr(nncodec_unify.checkpoint, "write_safetensors_header", half_written_safetensors)
     code = main(["decode", str(stream), str(existing), "-f"])
     assert code == (130 if isinstance(failure, KeyboardInterrupt) else EXIT_IO)
     _one_line(capsys.readouterr().err)

@@ -1,0 +1,95 @@
+"""Benchmark: encoding and decoding a large synthetic model, peak memory and throughput.
+
+Makes a safetensors model of Laplace-distributed fp32 weights (default: 24 matrices of
+4096 x 4096 and a 32000 x 4096 embedding, ~2.1 GB; ``--scale`` shrinks every side), then runs
+``nncodec encode`` and ``nncodec decode`` as separate processes and reports each one's wall
+time, peak resident memory (``getrusage`` of the child) against the largest tensor, and
+throughput per core; ``--workers N`` encodes again in N processes and checks the bytes are
+identical.
+
+    python tools/bench_scale.py [--scale 0.5] [--workers 2] [--keep DIR] [-- extra encode options]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def make_model(path: Path, scale: float, seed: int = 0) -> tuple[int, int]:
+    """Write the synthetic model one tensor at a time; returns (total bytes, largest tensor bytes)."""
+    from nncodec_unify.format import DType
+    from nncodec_unify.safetensors_io import tensor_bytes, write_safetensors_header
+
+    side, vocab = max(8, int(4096 * scale)), max(8, int(32000 * scale))
+    shapes = {"embed.weight": (vocab, side)}
+    shapes.update({f"layer{i}.weight": (side, side) for i in range(24)})
+    shapes.update({f"layer{i}.bias": (side,) for i in range(24)})
+    rng = np.random.default_rng(seed)
+    with open(path, "wb") as file:
+        write_safetensors_header(file, [(name, shape, DType.FLOAT32) for name, shape in shapes.items()])
+        for name, shape in shapes.items():
+            file.write(tensor_bytes(rng.laplace(0, 0.02, size=shape).astype(np.float32), DType.FLOAT32))
+    sizes = [4 * int(np.prod(shape)) for shape in shapes.values()]
+    return sum(sizes), max(sizes)
+
+
+_CHILD = ("import resource, runpy, sys\n"
+          "sys.argv = ['nncodec'] + sys.argv[1:]\n"
+          "try:\n"
+          "    runpy.run_module('nncodec_unify', run_name='__main__')\n"
+          "finally:\n"
+          "    print('peak-rss-kib', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)\n")
+
+
+def run(arguments: list[str]) -> tuple[float, float]:
+    """Wall seconds and peak RSS (MiB) of ``nncodec ARGUMENTS`` in a child process of its own."""
+    started = time.perf_counter()
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+    result = subprocess.run([sys.executable, "-c", _CHILD, *arguments], capture_output=True, text=True, env=env)
+    seconds = time.perf_counter() - started
+    lines = result.stderr.strip().splitlines()
+    if result.returncode != 0 or not lines or not lines[-1].startswith("peak-rss-kib"):
+        sys.exit(f"nncodec {' '.join(arguments)} failed: {result.stderr.strip()}")
+    return seconds, int(lines[-1].split()[1]) / 1024
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--scale", type=float, default=1.0, help="side-length factor (1.0: ~2.1 GB)")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--keep", default=None, help="folder for the files (default: a temporary one)")
+    parser.add_argument("extra", nargs="*", help="extra options for nncodec encode, after --")
+    args = parser.parse_args(argv)
+    folder = Path(args.keep or tempfile.mkdtemp(prefix="bench_scale_"))
+    folder.mkdir(parents=True, exist_ok=True)
+    model, stream, back = folder / "model.safetensors", folder / "model.nnu", folder / "back.safetensors"
+    total, largest = make_model(model, args.scale)
+    parameters = total // 4
+    print(f"model: {total / 2**20:,.0f} MiB, {parameters:,} parameters, largest tensor {largest / 2**20:,.0f} MiB")
+    budget = 1.5 * largest / 2**20 + 200
+    seconds, peak = run(["encode", str(model), str(stream), "-f", "-q", *args.extra])
+    print(f"encode, 1 worker: {seconds:.1f} s, {parameters / seconds / 1e6:.2f} M parameters/s, peak RSS "
+          f"{peak:,.0f} MiB (budget 1.5 x largest + 200 = {budget:,.0f} MiB: {'met' if peak <= budget else 'NOT met'}); "
+          f"{stream.stat().st_size:,} bytes")
+    single = stream.read_bytes()
+    seconds_decode, peak = run(["decode", str(stream), str(back), "-f", "-q"])
+    print(f"decode: {seconds_decode:.1f} s, {parameters / seconds_decode / 1e6:.2f} M parameters/s, peak RSS "
+          f"{peak:,.0f} MiB ({'met' if peak <= budget else 'NOT met'})")
+    if args.workers > 1:
+        parallel, _ = run(["encode", str(model), str(stream), "-f", "-q", "--workers", str(args.workers), *args.extra])
+        same = stream.read_bytes() == single
+        print(f"encode, {args.workers} workers: {parallel:.1f} s, {seconds / parallel:.2f}x faster, "
+              f"identical bytes: {same}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
