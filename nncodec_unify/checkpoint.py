@@ -20,6 +20,7 @@ import numpy as np
 from .decoder import DecodedModel
 from .errors import NncodecError
 from .format import DType
+from .syntax import AttachedFile, check_attachment_path
 from .safetensors_io import (
     METADATA,
     SafetensorsError,
@@ -47,16 +48,113 @@ def checkpoint_format(path: str | os.PathLike) -> str:
     raise CheckpointError(f"{path}: unknown weight file extension {suffix!r} (use .pt, .pth or .safetensors)")
 
 
-def load_tensors(path: str | os.PathLike) -> dict[str, object]:
-    """Tensors of a ``.pt``/``.pth`` state_dict (or a checkpoint dict holding one) or a
-    ``.safetensors`` file, by name. Values are torch tensors when torch loaded them."""
+def load_tensors(path: str | os.PathLike) -> Mapping[str, object]:
+    """Tensors of a ``.pt``/``.pth`` state_dict (or a checkpoint dict holding one), a
+    ``.safetensors`` file or a Hugging Face model folder (:func:`load_folder`), by name.
+    Values are torch tensors when torch loaded them; safetensors tensors are read lazily."""
     path = Path(path)
+    if path.is_dir():
+        return load_folder(path)
     kind = checkpoint_format(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file")
     if kind == "safetensors":
         return _load_safetensors(path)
     return _load_torch(path)
+
+
+SAFETENSORS_INDEX = "model.safetensors.index.json"
+TORCH_INDEX = "pytorch_model.bin.index.json"
+
+
+def load_folder(folder: str | os.PathLike) -> Mapping[str, object]:
+    """The weights of a Hugging Face model folder, in the order its files list them:
+    ``model.safetensors``, or shards named by ``model.safetensors.index.json``, or (read with
+    ``weights_only``) ``pytorch_model.bin`` or its shards by ``pytorch_model.bin.index.json``.
+    Safetensors shards are read a tensor at a time."""
+    folder = Path(folder)
+    if (folder / SAFETENSORS_INDEX).is_file():
+        weight_map = _shards_of(folder / SAFETENSORS_INDEX)
+        opened = {shard: _load_safetensors(folder / shard) for shard in dict.fromkeys(weight_map.values())}
+        return _Shards({name: opened[shard] for name, shard in weight_map.items()})
+    if (folder / "model.safetensors").is_file():
+        return _load_safetensors(folder / "model.safetensors")
+    if (folder / TORCH_INDEX).is_file():
+        loaded: dict[str, object] = {}
+        for shard in dict.fromkeys(_shards_of(folder / TORCH_INDEX).values()):
+            loaded.update(_load_torch(folder / shard))
+        return loaded
+    if (folder / "pytorch_model.bin").is_file():
+        return _load_torch(folder / "pytorch_model.bin")
+    raise CheckpointError(f"{folder}: no model weights in this folder (model.safetensors, sharded "
+                          f"model-*.safetensors with {SAFETENSORS_INDEX}, or pytorch_model.bin)")
+
+
+MAX_ATTACHMENT_BYTES = 16 << 20  # a model folder's config and tokenizer files are far smaller
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".h5", ".msgpack", ".onnx", ".gguf")
+
+
+def folder_attachments(folder: str | os.PathLike) -> tuple[list[AttachedFile], list[str]]:
+    """The files of a model folder to carry beside its weights (config, tokenizer, README):
+    every regular, non-hidden file in it or its subfolders that is not a weight file or a
+    shard index, up to 16 MiB each; symbolic links to files (a Hugging Face cache) are read,
+    linked folders not entered. Returns the attachments, sorted by path, and notes on the
+    files left out."""
+    folder = Path(folder)
+    attached, notes = [], []
+    for root, folders, names in os.walk(folder):
+        folders[:] = sorted(f for f in folders if not f.startswith(".") and not (Path(root) / f).is_symlink())
+        for name in sorted(names):
+            path = Path(root) / name
+            relative = path.relative_to(folder).as_posix()
+            if name.startswith(".") or name.endswith(_WEIGHT_SUFFIXES) or name.endswith(".index.json"):
+                continue
+            if not path.is_file():
+                continue
+            size = path.stat().st_size
+            problem = check_attachment_path(relative)
+            if size > MAX_ATTACHMENT_BYTES or problem:
+                notes.append(f"{relative}: not attached ({problem or f'{size:,} bytes, over {MAX_ATTACHMENT_BYTES:,}'})")
+                continue
+            attached.append(AttachedFile(relative, path.read_bytes()))
+    return attached, notes
+
+
+def _shards_of(index: Path) -> dict[str, str]:
+    """The ``weight_map`` of a sharded checkpoint's index: tensor name -> shard file name."""
+    import json
+
+    try:
+        weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
+        raise CheckpointError(f"{index}: not a readable shard index ({_first_line(exc)})") from None
+    if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
+        raise CheckpointError(f"{index}: weight_map must map tensor names to shard file names")
+    for shard in set(weight_map.values()):
+        if Path(shard).name != shard or not (index.parent / shard).is_file():
+            raise CheckpointError(f"{index}: shard {shard!r} is not a file in {index.parent}")
+    return weight_map
+
+
+class _Shards(Mapping):
+    """Tensors spread over safetensors shards: each name read from its own shard on lookup.
+    Built from ``{tensor name: the shard's SafetensorsFile}``; a name the index lists but its
+    shard lacks is an error when the folder is opened, not halfway through an encode."""
+
+    def __init__(self, files: dict[str, Mapping]):
+        for name, shard in files.items():
+            if name not in shard:
+                raise CheckpointError(f"tensor {name!r}: the index names a shard that does not hold it")
+        self._files = files
+
+    def __getitem__(self, name: str) -> object:
+        return self._files[name][name]
+
+    def __iter__(self):
+        return iter(self._files)
+
+    def __len__(self) -> int:
+        return len(self._files)
 
 
 def _load_safetensors(path: Path) -> dict[str, object]:
@@ -211,26 +309,34 @@ def _umask() -> int:
 
 def encode_file(source: str | os.PathLike, target: str | os.PathLike, *, config=None,
                 overwrite: bool = False):
-    """Encode the weight file ``source`` into the stream file ``target``; returns the
+    """Encode the weight file or model folder ``source`` into the stream file ``target``
+    (a folder's other files attached, §5.7), written unit by unit; returns the
     :class:`~nncodec_unify.encoder.EncodeResult` (stream bytes and per-tensor reports)."""
-    from .encoder import encode_with_report
-
     if _same_path(source, target):
         raise CheckpointError(f"{target}: input and output are the same file")
     if Path(target).exists() and not overwrite:
         raise FileExistsError(f"{target}: already exists (use -f to overwrite)")
-    result = encode_with_report(load_tensors(source), config=config, measure_error=True)
-    write_bytes(target, result.data, overwrite=overwrite)
-    return result
+    from .encoder import EncodeResult, encode_to_file
+
+    attachments = folder_attachments(source)[0] if Path(source).is_dir() else []
+    with atomic_output(Path(target), overwrite=overwrite) as temporary, open(temporary, "wb") as file:
+        reports = encode_to_file(load_tensors(source), file, config=config, measure_error=True,
+                                 attachments=attachments)
+    return EncodeResult(Path(target).read_bytes(), reports)
 
 
 def decode_file(source: str | os.PathLike, target: str | os.PathLike, *, limits=None,
                 overwrite: bool = False) -> DecodedModel:
-    """Decode the stream file ``source`` into ``target`` (.pt/.pth or .safetensors)."""
+    """Decode the stream file ``source`` into ``target``: .pt/.pth, .safetensors or a model
+    folder (a path ending in a separator, or an existing folder: :func:`decode_to_folder`)."""
     from .decoder import decode_tensors
 
     if _same_path(source, target):
         raise CheckpointError(f"{target}: input and output are the same file")
+    if is_folder_target(target):
+        data = Path(source).read_bytes()
+        decode_to_folder(data, target, limits=limits, overwrite=overwrite)
+        return decode_tensors(data, limits=limits)
     checkpoint_format(target)
     if Path(target).exists() and not overwrite:
         raise FileExistsError(f"{target}: already exists (use -f to overwrite)")
@@ -261,6 +367,55 @@ def decode_to_safetensors(data: bytes, target: str | os.PathLike, *, limits=None
             file.write(tensor_bytes(tensor.array, tensor.dtype))
             parameters += tensor.array.size
     return len(infos), parameters
+
+
+def is_folder_target(path: str | os.PathLike) -> bool:
+    """Whether an output path names a folder: it ends with a separator or is one."""
+    text = os.fspath(path)
+    return text.endswith(("/", os.sep)) or Path(text).is_dir()
+
+
+def decode_to_folder(data: bytes, target: str | os.PathLike, *, limits=None, progress=None,
+                     overwrite: bool = False) -> tuple[int, int, int]:
+    """Decode a stream into a model folder: ``model.safetensors`` (written tensor by tensor)
+    and the stream's attached files (§5.7) at their paths, so that ``transformers``'
+    ``from_pretrained`` loads it when the config was attached. Built in a temporary folder
+    beside ``target`` and moved into place file by file at the end: nothing partial is left.
+    A non-empty existing ``target`` needs ``overwrite``. Returns tensors, parameters, files."""
+    from .decoder import describe
+
+    target = Path(target)
+    if target.exists() and not target.is_dir():
+        raise CheckpointError(f"{target}: exists and is not a folder")
+    if target.is_dir() and any(target.iterdir()) and not overwrite:
+        raise FileExistsError(f"{target}: folder exists and is not empty (use -f to overwrite its files)")
+    files: list[AttachedFile] = []
+    describe(data, limits=limits, files=files)
+    if any(attached.path == "model.safetensors" for attached in files):
+        raise CheckpointError(f"{target}: the stream attaches a file named model.safetensors")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        count, parameters = decode_to_safetensors(data, staging / "model.safetensors", limits=limits,
+                                                  progress=progress)
+        for attached in files:
+            path = staging / attached.path
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(attached.content)
+        if not target.exists():
+            os.replace(staging, target)
+        else:
+            for path in sorted(staging.rglob("*")):
+                if path.is_file():
+                    destination = target / path.relative_to(staging)
+                    destination.parent.mkdir(parents=True, exist_ok=True)
+                    os.replace(path, destination)
+    finally:
+        if staging.exists():
+            import shutil
+
+            shutil.rmtree(staging, ignore_errors=True)
+    return count, parameters, len(files)
 
 
 def _same_path(a: str | os.PathLike, b: str | os.PathLike) -> bool:

@@ -22,7 +22,10 @@ from .checkpoint import (
     CheckpointError,
     atomic_output,
     checkpoint_format,
+    decode_to_folder,
     decode_to_safetensors,
+    folder_attachments,
+    is_folder_target,
     load_tensors,
     save_decoded,
     write_bytes,
@@ -72,7 +75,10 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     encode = commands.add_parser("encode", help="encode a .pt/.pth/.safetensors file into a stream")
-    encode.add_argument("input", help="a .pt/.pth state_dict (or checkpoint holding one) or .safetensors")
+    encode.add_argument("input", help="a .pt/.pth state_dict (or checkpoint holding one), .safetensors, or a "
+                        "Hugging Face model folder (model.safetensors, shards + index, or pytorch_model.bin)")
+    encode.add_argument("--no-attach", action="store_true",
+                        help="for a model folder: do not carry its other files (config, tokenizer) in the stream")
     encode.add_argument("output", help="the stream to write (.nnu)")
     encode.add_argument("--qp", type=int, default=EncoderConfig.qp,
                         help="quantization parameter of >=2-D float tensors (step 2**(qp/4); default %(default)s = 2**-8)")
@@ -131,7 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     decode = commands.add_parser("decode", help="decode a stream into .pt or .safetensors")
     decode.add_argument("input")
-    decode.add_argument("output", help="ends in .pt/.pth or .safetensors")
+    decode.add_argument("output", help="ends in .pt/.pth or .safetensors, or a folder (ending in /): "
+                        "model.safetensors plus the stream's attached files, loadable by from_pretrained")
     decode.add_argument("--max-output-bytes", type=int, default=None, metavar="N",
                         help="refuse streams that would decode to more than N bytes (default: Limits())")
     decode.add_argument("-f", "--force", action="store_true", help="overwrite the output if it exists")
@@ -260,6 +267,9 @@ def _encode(args: argparse.Namespace) -> int:
     if os.path.exists(args.output) and not args.force:
         raise FileExistsError(f"{args.output}: already exists (use -f to overwrite)")
     tensors = load_tensors(args.input)
+    attachments, attachment_notes = [], []
+    if os.path.isdir(args.input) and not args.no_attach:
+        attachments, attachment_notes = folder_attachments(args.input)
     projection = _project(tensors, args) if _projection_asked(args) else None
     if projection is not None:
         tensors = projection[0]
@@ -269,19 +279,26 @@ def _encode(args: argparse.Namespace) -> int:
     if target is None:  # units go to the output as they are coded: the stream is never held whole
         with atomic_output(Path(args.output), overwrite=args.force) as temporary, open(temporary, "wb") as file:
             reports = encode_to_file(tensors, file, config=config, measure_error=True,
-                                     progress=_progress_printer(args, "encoding"), workers=args.workers)
+                                     progress=_progress_printer(args, "encoding"), workers=args.workers,
+                                     attachments=attachments)
         size = os.path.getsize(args.output)
     else:
         from .ratecontrol import encode_to_target
 
         say = (lambda line: None) if args.json or args.quiet else (lambda line: print(line, file=sys.stderr))
+        if attachments:
+            raise UsageError("rate control does not carry a folder's files yet: add --no-attach")
         controlled = encode_to_target(tensors, target, config=config, progress=say, workers=args.workers)
         write_bytes(args.output, controlled.result.data, overwrite=args.force)
         reports, size = controlled.result.reports, len(controlled.result.data)
     summary = _summary(args.input, args.output, reports, size)
+    summary["attached_files"] = [attached.path for attached in attachments]
+    summary["notes"] += attachment_notes
     summary["rdo"] = {"lambda": config.rdo_lambda, "blocks": config.rdo_blocks} if config.rdo else None
     summary["dependent_quantization"] = config.dependent
-    summary["format"] = f"{config.stream_major}.0"
+    with open(args.output, "rb") as written:  # the version the encoder chose (attachments: 3.1)
+        major, minor = written.read(10)[8:10]
+    summary["format"] = f"{major}.{minor}"
     if target is not None:
         summary["rate_control"] = {"target": target.describe(), **controlled.to_dict()}
     if projection is not None:
@@ -447,7 +464,7 @@ def _read_stream(path: str) -> bytes:
 def _decode(args: argparse.Namespace) -> int:
     if _same_file(args.input, args.output):
         raise UsageError("input and output are the same file")
-    if os.path.exists(args.output) and not args.force:
+    if os.path.exists(args.output) and not args.force and not is_folder_target(args.output):
         raise FileExistsError(f"{args.output}: already exists (use -f to overwrite)")
     limits = None
     if args.max_output_bytes is not None:
@@ -455,6 +472,11 @@ def _decode(args: argparse.Namespace) -> int:
             raise UsageError(f"--max-output-bytes must be positive, got {args.max_output_bytes}")
         limits = Limits(max_total_output_bytes=args.max_output_bytes)
     data, progress = _read_stream(args.input), _progress_printer(args, "decoding")
+    if is_folder_target(args.output):
+        count, parameters, files = decode_to_folder(data, args.output, limits=limits, progress=progress,
+                                                    overwrite=args.force)
+        print(f"{args.input} -> {args.output}: {count} tensors, {parameters:,} parameters, {files} attached files")
+        return EXIT_OK
     if checkpoint_format(args.output) == "safetensors":  # tensor by tensor: memory holds one tensor
         count, parameters = decode_to_safetensors(data, args.output, limits=limits, progress=progress,
                                                   overwrite=args.force)

@@ -25,6 +25,7 @@ from .format import (
     CodingMode,
     DType,
     Limits,
+    ATTACHMENT_MINOR,
     VERSION_MAJOR,
     OffsetMode,
     UnitType,
@@ -40,11 +41,13 @@ from .quant import (
     unzigzag,
 )
 from .syntax import (
+    AttachedFile,
     FileHeader,
     TensorHeader,
     read_block_shape,
     read_file_header,
     read_model_header,
+    read_attached_file,
     read_quant_params,
     read_raw_payload,
     read_sign_section,
@@ -73,6 +76,7 @@ class DecodedTensor:
 class DecodedModel:
     header: FileHeader
     tensors: tuple[DecodedTensor, ...]
+    files: tuple[AttachedFile, ...] = ()  # §5.7 attached files, in stream order
 
 
 def decode(data: bytes, *, limits: Limits | None = None) -> dict[str, np.ndarray]:
@@ -103,8 +107,9 @@ def decode_tensors(data: bytes, *, limits: Limits | None = None,
 
 
 def _decode(data: bytes, limits: Limits, progress=None) -> DecodedModel:
-    header, tensors = _walk(data, limits, decode_tensor_payload, progress)
-    return DecodedModel(header, tuple(tensors))
+    files: list[AttachedFile] = []
+    header, tensors = _walk(data, limits, decode_tensor_payload, progress, files)
+    return DecodedModel(header, tuple(tensors), tuple(files))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,13 +128,14 @@ class TensorInfo:
     block_counts: tuple[int, int, int] | None = None  # UNIFIED: pruned, unified, dense blocks
 
 
-def describe(data: bytes, *, limits: Limits | None = None,
-             with_blocks: bool = False) -> tuple[FileHeader, list[TensorInfo]]:
+def describe(data: bytes, *, limits: Limits | None = None, with_blocks: bool = False,
+             files: list[AttachedFile] | None = None) -> tuple[FileHeader, list[TensorInfo]]:
     """Parse the container and every tensor header without decoding any tensor's levels.
 
     Checks the framing and every CRC; only :func:`decode` validates the coded data itself.
     ``with_blocks`` also decodes each UNIFIED tensor's block map (small: one symbol per
-    block) to count its pruned, unified and dense blocks.
+    block) to count its pruned, unified and dense blocks. Attached files (§5.7) are appended
+    to ``files`` when it is given.
     """
     def header_only(reader: ByteReader, header: TensorHeader, limits: Limits, version_major: int) -> TensorInfo:
         size = reader.remaining
@@ -147,7 +153,7 @@ def describe(data: bytes, *, limits: Limits | None = None,
                           dependent, counts)
 
     try:
-        return _walk(bytes(data), limits or DEFAULT_LIMITS, header_only)
+        return _walk(bytes(data), limits or DEFAULT_LIMITS, header_only, None, files)
     except NncodecError:
         raise
     except (MemoryError, OverflowError) as exc:
@@ -164,10 +170,12 @@ def _block_counts(reader: ByteReader, header: TensorHeader, block: tuple[int, in
     return int(counts[BlockKind.PRUNED]), int(counts[BlockKind.UNIFIED]), int(counts[BlockKind.DENSE])
 
 
-def _walk(data: bytes, limits: Limits, on_tensor, progress=None) -> tuple[FileHeader, list]:
+def _walk(data: bytes, limits: Limits, on_tensor, progress=None,
+          files: list[AttachedFile] | None = None) -> tuple[FileHeader, list]:
     """§4: the file header, then units until the end of the data. ``on_tensor(reader,
-    tensor_header, limits, version_major)`` handles each tensor unit's payload after its header."""
-    units = _walk_units(data, limits, on_tensor, progress)
+    tensor_header, limits, version_major)`` handles each tensor unit's payload after its
+    header; attached files go to ``files`` (checked either way)."""
+    units = _walk_units(data, limits, on_tensor, progress, files)
     header = next(units)
     return header, list(units)
 
@@ -192,13 +200,17 @@ def iter_decoded(data: bytes, *, limits: Limits | None = None,
         raise LimitExceededError(f"cannot allocate the decoded data ({type(exc).__name__})") from None
 
 
-def _walk_units(data: bytes, limits: Limits, on_tensor, progress=None) -> Iterator:
+def _walk_units(data: bytes, limits: Limits, on_tensor, progress=None,
+                files: list[AttachedFile] | None = None) -> Iterator:
     """:func:`_walk` as a generator: the FileHeader first, then each tensor's result."""
     reader = ByteReader(data)
     header = read_file_header(reader)
     yield header
     tensor_count = None
     results: list = []  # only counted: the results themselves are yielded
+    paths: set[str] = set()
+    # unit type 3 is an attached file from format 3.1 on; before, an unknown unit type
+    attachments_defined = (header.version_major, header.version_minor) >= (VERSION_MAJOR, ATTACHMENT_MINOR)
     names: set[str] = set()
     output_bytes = 0
     while reader.remaining:
@@ -231,7 +243,22 @@ def _walk_units(data: bytes, limits: Limits, on_tensor, progress=None) -> Iterat
             payload.expect_end("tensor_payload")
             results.append(None)
             yield result
-        elif unit.unit_type in tuple(UnitType):
+        elif unit.unit_type == UnitType.ATTACHED_FILE and attachments_defined:
+            if not unit.ancillary:
+                raise BitstreamError("an attached_file unit must be ancillary", element="unit_flags",
+                                     offset=unit.offset + 1)
+            attached = read_attached_file(payload)
+            if attached.path in paths:
+                raise BitstreamError(f"a second attached file {attached.path!r}", element="path",
+                                     offset=unit.payload_offset + 2)
+            paths.add(attached.path)
+            output_bytes += len(attached.content)
+            if output_bytes > limits.max_total_output_bytes:
+                raise LimitExceededError(f"decoded tensors and files would exceed {limits.max_total_output_bytes} "
+                                         "bytes", element="content", offset=unit.payload_offset)
+            if files is not None:
+                files.append(attached)
+        elif unit.unit_type in (UnitType.MODEL_HEADER, UnitType.TENSOR):
             raise BitstreamError(f"unit_type {unit.unit_type} must not be marked ancillary",
                                  element="unit_flags", offset=unit.offset + 1)
         elif not unit.ancillary:

@@ -11,7 +11,7 @@ import collections
 import dataclasses
 import io
 import itertools
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -21,9 +21,11 @@ from .classes import entropy_bits
 from .config import EncoderConfig, TensorCoding
 from .errors import EncodeError
 from .format import (
+    ATTACHMENT_MINOR,
     DEFAULT_LIMITS,
     DTYPE_ITEMSIZE,
     FLOAT_DTYPES,
+    VERSION_MAJOR,
     VERSION_MINOR,
     BlockKind,
     CodingMode,
@@ -36,10 +38,13 @@ from .rdo import _PlaneRates, optimize_dense, optimize_unified
 from .trellis import trellis_magnitudes
 from .quant import MAX_LEVEL, dequantize, dequantize_dependent, quantize, step_size, zigzag
 from .syntax import (
+    AttachedFile,
     FileHeader,
     ModelHeader,
     QuantParams,
     TensorHeader,
+    check_attachment_path,
+    write_attached_file,
     write_file_header,
     write_level_plane,
     write_model_header,
@@ -104,11 +109,13 @@ def encode_with_report(tensors: Mapping[str, object], *, config: EncoderConfig |
 
 def encode_to_file(tensors: Mapping[str, object], file, *, config: EncoderConfig | None = None,
                    measure_error: bool = False, progress: Callable[[int, int, str], None] | None = None,
-                   workers: int = 1) -> tuple[TensorReport, ...]:
+                   workers: int = 1, attachments: Sequence[AttachedFile] = ()) -> tuple[TensorReport, ...]:
     """Encode into the open binary ``file`` unit by unit, as each tensor is coded: memory holds
     one tensor's work (``workers`` of them), never the whole stream or model, when the values
     of ``tensors`` are produced lazily (memory-mapped arrays). Options as for
     :func:`encode_with_report`; returns the reports. The bytes are those of :func:`encode`.
+    ``attachments`` (a model's config and tokenizer files) go in ancillary ATTACHED_FILE
+    units after the model header (§5.7), which makes the stream format 3.1.
     """
     config = EncoderConfig() if config is None else config
     if not isinstance(config, EncoderConfig):
@@ -121,12 +128,27 @@ def encode_to_file(tensors: Mapping[str, object], file, *, config: EncoderConfig
         write_unit(unit, unit_type, payload)
         file.write(unit.getvalue())
 
+    paths = [attached.path for attached in attachments]
+    for path in paths:
+        problem = check_attachment_path(path) if isinstance(path, str) else "not a string"
+        if problem:
+            raise EncodeError(f"attached file {path!r}: {problem}")
+    if len(set(paths)) != len(paths):
+        raise EncodeError("two attached files have the same path")
     start = ByteWriter()
-    write_file_header(start, FileHeader(config.stream_major, VERSION_MINOR))
+    # attachments need 3.1 (3.x decoders that predate them skip the ancillary units)
+    version = (VERSION_MAJOR, ATTACHMENT_MINOR) if attachments else (config.stream_major, VERSION_MINOR)
+    write_file_header(start, FileHeader(*version))
     file.write(start.getvalue())
     header = ByteWriter()
     write_model_header(header, ModelHeader(len(tensors)))
     emit(UnitType.MODEL_HEADER, header.getvalue())
+    for attached in attachments:
+        unit = ByteWriter()
+        write_attached_file(unit, attached)
+        framed = ByteWriter()
+        write_unit(framed, UnitType.ATTACHED_FILE, unit.getvalue(), ancillary=True)
+        file.write(framed.getvalue())
     jobs = _jobs(tensors, config, measure_error)
     reports = []
     if workers > 1 and len(tensors) > 1:

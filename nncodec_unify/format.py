@@ -31,6 +31,11 @@ class UnitType(enum.IntEnum):
 
     MODEL_HEADER = 1
     TENSOR = 2
+    ATTACHED_FILE = 3  # §5.7, format 3.1: always ancillary
+
+
+ATTACHMENT_MINOR = 1  # the minor version that defines ATTACHED_FILE units (§10)
+MAX_PATH_COMPONENTS = 8  # §5.7
 
 
 class DType(enum.IntEnum):

@@ -23,6 +23,7 @@ from .format import (
     MAX_FREQUENCY_BITS,
     MAX_MAGNITUDE_EXPONENT,
     MAX_MANTISSA_BITS,
+    MAX_PATH_COMPONENTS,
     MAX_QP_DENSITY,
     UNIT_CRC_SIZE,
     UNIT_FLAG_ANCILLARY,
@@ -460,3 +461,50 @@ def write_sign_section(writer: ByteWriter, negative: np.ndarray) -> None:
     packed = np.packbits(negative.astype(np.uint8)).tobytes()
     writer.u32(len(packed))
     writer.bytes(packed)
+
+
+# ---------------------------------------------------------------------------------------------
+# §5.7 attached_file (format 3.1)
+
+
+@dataclasses.dataclass(frozen=True)
+class AttachedFile:
+    """A file carried beside the tensors (a model's config.json, tokenizer files): ``path``
+    relative, '/'-separated, checked by :func:`check_attachment_path`; ``content`` its bytes."""
+
+    path: str
+    content: bytes
+
+
+def check_attachment_path(path: str) -> str:
+    """Why ``path`` may not name an attached file (§5.7), or "" when it may."""
+    components = path.split("/")
+    if not path or len(components) > MAX_PATH_COMPONENTS:
+        return f"a path of 1 to {MAX_PATH_COMPONENTS} components is required"
+    for component in components:
+        if component in ("", ".", ".."):
+            return f"component {component!r} is empty, '.' or '..'"
+        if any(ord(c) < 0x20 or ord(c) == 0x7F or c in "\\:" for c in component):
+            return "a component holds a control character, a backslash or a colon"
+    return ""
+
+
+def read_attached_file(reader: ByteReader) -> AttachedFile:
+    at = reader.offset
+    length = reader.u16("path_length")
+    raw = reader.bytes(length, "path")
+    try:
+        path = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise BitstreamError("path is not valid UTF-8", element="path", offset=at + 2) from None
+    problem = check_attachment_path(path)
+    if problem:
+        raise BitstreamError(f"attached file path {path!r}: {problem}", element="path", offset=at + 2)
+    return AttachedFile(path, bytes(reader.bytes(reader.remaining, "content")))
+
+
+def write_attached_file(writer: ByteWriter, file: AttachedFile) -> None:
+    encoded = file.path.encode("utf-8")
+    writer.u16(len(encoded))
+    writer.bytes(encoded)
+    writer.bytes(file.content)

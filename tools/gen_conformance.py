@@ -43,8 +43,8 @@ from nncodec_unify.errors import (
 from nncodec_unify.format import DType, Limits
 from nncodec_unify.quant import dependent_magnitudes, dequantize, step_size, to_output_type
 
-SPEC_REVISION = "3.0.0"
-FORMAT_VERSION = "3.0"
+SPEC_REVISION = "3.1.0"
+FORMAT_VERSION = "3.1"
 VERSION_MAJOR = 2
 MAGIC = b"\x89NNU\r\n\x1a\n"
 M64 = (1 << 64) - 1
@@ -827,6 +827,17 @@ def model_header(count: int, extra: bytes = b"") -> Unit:
     return Unit(1, w)
 
 
+def attached(path: str | bytes, content: bytes, *, critical: bool = False, path_length: int | None = None) -> Unit:
+    """An ATTACHED_FILE unit (§5.7, format 3.1)."""
+    raw = path.encode("utf-8") if isinstance(path, str) else path
+    w = W()
+    w.u16("path_length", len(raw) if path_length is None else path_length)
+    w.raw("path", raw, repr(raw))
+    if content:
+        w.raw("content", content)
+    return Unit(3, w, flags=0 if critical else 1)
+
+
 def ancillary(unit_type: int, payload: bytes) -> Unit:
     w = W()
     w.raw("payload", payload)
@@ -1510,6 +1521,15 @@ def valid_cases() -> list[Case]:
         [T("plain", "bfloat16", (3, 5), DENSE, levels=levels_grid(rng, 3, 5, 4), qp=-12, quant_flags=0),
          T("int", "int8", (4,), DENSE, levels=[-128, 0, 5, 127], qp=0, quant_flags=0),
          T("raw", "int8", (2,), RAW, ints([1, -1], 1, True))], major=3)
+    # §5.7 attached files (format 3.1)
+    add("attached-files", "format 3.1: three ATTACHED_FILE units (a nested path, an empty file, UTF-8 text) "
+        "after the model header and between tensors; they do not change the tensors",
+        ["4.2", "4.3", "5.7", "10"],
+        [T("w", "float32", (2, 3), DENSE, levels=[1, -2, 0, 3, 0, -1], qp=-8, quant_flags=1,
+           planes={"dense_levels": PlaneOptions(q=2)}),
+         T("n", "int8", (2,), RAW, ints([7, -7], 1, True))],
+        extra_units={0: [attached("config.json", b'{"model_type": "bert"}'), attached("1_Pooling/config.json", b"{}")],
+                     1: [attached("vocab/\u00e9t\u00e9.txt", b"")]}, major=3, minor=1)
     return cases
 
 
@@ -2055,6 +2075,26 @@ def invalid_cases() -> list[Case]:
         "the byte is read as offset_mode 1 and the rest no longer parses", ["6.1", "10"],
         one(dataclasses.replace(dq, quant_flags=1, planes={"dense_levels": PlaneOptions(q=2)}), major=2).bytes(),
         ("malformed", "column_offsets.value_count"))
+    plain = T("w", "int8", (2,), RAW, ints([1, 2], 1, True))
+
+    def with_file(unit: Unit, **kw) -> bytes:
+        return stream([plain], extra_units={0: [unit]}, major=3, minor=1, **kw).bytes()
+
+    add("attached-file-critical", "format 3.1: an ATTACHED_FILE unit marked critical", ["4.3", "5.7"],
+        with_file(attached("config.json", b"{}", critical=True)), ("malformed", "unit_flags"))
+    add("attached-file-path-escapes", "format 3.1: attached file path '../config.json'", ["5.7"],
+        with_file(attached("../config.json", b"{}")), ("malformed", "path"))
+    add("attached-file-path-empty-component", "format 3.1: attached file path 'a//b'", ["5.7"],
+        with_file(attached("a//b", b"")), ("malformed", "path"))
+    add("attached-file-path-control-character", "format 3.1: attached file path with a newline", ["5.7"],
+        with_file(attached("a\nb", b"")), ("malformed", "path"))
+    add("attached-file-path-not-utf8", "format 3.1: attached file path bytes ff fe", ["5.7"],
+        with_file(attached(b"\xff\xfe", b"")), ("malformed", "path"))
+    add("attached-file-duplicate-path", "format 3.1: two attached files named config.json", ["5.7"],
+        stream([plain], extra_units={0: [attached("config.json", b"{}"), attached("config.json", b"[]")]},
+               major=3, minor=1).bytes(), ("malformed", "path"))
+    add("attached-file-truncated-path", "format 3.1: path_length 40 in a 10-byte payload", ["5.7", "3.5"],
+        with_file(attached("config", b"", path_length=40)), ("truncated", "path"))
     return cases
 
 
@@ -2236,7 +2276,7 @@ with those limits (spec §8).
 ## Manifest format
 
 ```json
-{"suite": "...", "format_version": "3.0", "spec_revision": "3.0.0",
+{"suite": "...", "format_version": "3.1", "spec_revision": "3.1.0",
  "streams": [{"file": "001-empty-model.nnu", "description": "...", "sections": ["4.1"],
               "limits": {"max_tensor_count": 3},
               "tensors": [{"name": "w", "dtype": "float32", "shape": [2, 2],

@@ -193,7 +193,9 @@ def decode(data: bytes, limits: dict | None = None) -> list[Tensor]:
     lim.update(limits or {})
     data = bytes(data)
     stream = Window(data, 0, len(data))
-    major = read_file_header(stream)
+    major, minor = read_file_header(stream)
+    attachments = (major, minor) >= (3, 1)  # unit type 3 is an attached file from format 3.1 on (§5.7)
+    paths: set[str] = set()
     tensor_count = None
     tensors: list[Tensor] = []
     names: set[bytes] = set()
@@ -217,6 +219,16 @@ def decode(data: bytes, limits: dict | None = None) -> list[Tensor]:
             if output_bytes > lim["max_total_output_bytes"]:
                 raise limit_error("dims", "total output size exceeds max_total_output_bytes")
             tensors.append(read_tensor_payload(payload, header, lim, major))
+        elif unit_type == 3 and attachments:  # §4.3 rule 4a, §5.7
+            if not ancillary:
+                raise malformed("unit_flags", "an attached_file unit must be ancillary")
+            path = read_attached_file_path(payload)
+            if path in paths:
+                raise malformed("path", f"a second attached file {path!r}")
+            paths.add(path)
+            output_bytes += payload.remaining  # the content counts as output (§8)
+            if output_bytes > lim["max_total_output_bytes"]:
+                raise limit_error("content", "total output size exceeds max_total_output_bytes")
         elif unit_type in (1, 2):  # rule 4
             raise malformed("unit_flags", "a known unit type marked ancillary")
         elif not ancillary:  # rule 5
@@ -229,19 +241,38 @@ def decode(data: bytes, limits: dict | None = None) -> list[Tensor]:
     return tensors
 
 
-def read_file_header(stream: Window) -> int:
+def read_file_header(stream: Window) -> tuple[int, int]:
     """§4.1: the magic number, then a version_major of 2 or 3 (any version_minor), then
-    header_flags 0. Returns version_major."""
+    header_flags 0. Returns version_major and version_minor."""
     if stream.remaining < 8 or stream.take(8, "magic") != MAGIC:
         raise malformed("magic", "not an nncodec_unify stream")
     major = stream.u8("version_major")
-    stream.u8("version_minor")  # every minor version is accepted
+    minor = stream.u8("version_minor")  # every minor version is accepted
     if major not in VERSION_MAJORS:
         raise DecodeError("unsupported_version", "version_major",
                           f"major version {major}, this decoder reads {VERSION_MAJORS}")
     if stream.u16("header_flags") != 0:
         raise malformed("header_flags", "reserved bits set")
-    return major
+    return major, minor
+
+
+def read_attached_file_path(payload: Window) -> str:
+    """§5.7: path_length, then the path (UTF-8, 1 to 8 '/'-separated components, none empty,
+    '.' or '..', none holding a control character, backslash or colon); the content is the
+    rest of the payload and is not needed to decode the tensors."""
+    length = payload.u16("path_length")
+    raw = payload.take(length, "path")
+    try:
+        path = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise malformed("path", "not UTF-8") from None
+    parts = path.split("/")
+    if not path or len(parts) > 8:
+        raise malformed("path", "not 1 to 8 components")
+    for part in parts:
+        if part in ("", ".", "..") or any(ord(c) < 0x20 or ord(c) == 0x7F or c in "\\:" for c in part):
+            raise malformed("path", f"component {part!r}")
+    return path
 
 
 def read_unit(stream: Window, data: bytes) -> tuple[int, bool, Window]:

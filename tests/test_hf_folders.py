@@ -1,0 +1,88 @@
+"""Hugging Face model folders: read (single file, shards, pytorch_model.bin), carried files,
+and decoded into a folder that transformers' from_pretrained loads."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import nncodec_unify as nu
+from nncodec_unify.checkpoint import CheckpointError, load_folder
+from nncodec_unify.cli import EXIT_OK, main
+
+transformers = pytest.importorskip("transformers")
+
+
+@pytest.fixture(scope="module")
+def bert():
+    torch.manual_seed(0)
+    config = transformers.BertConfig(vocab_size=300, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                     intermediate_size=64, max_position_embeddings=64)
+    return transformers.BertModel(config).eval()
+
+
+@pytest.mark.parametrize("layout", ["single", "sharded", "torch-bin"])
+def test_a_model_folder_round_trips_to_a_folder_from_pretrained_loads(tmp_path, bert, layout):
+    source = tmp_path / "source"
+    if layout == "torch-bin":
+        bert.save_pretrained(source, safe_serialization=False)
+    else:
+        bert.save_pretrained(source, max_shard_size="40KB" if layout == "sharded" else "5GB")
+    (source / "tokenizer_config.json").write_text('{"do_lower_case": true}')
+    (source / "1_Pooling").mkdir()
+    (source / "1_Pooling" / "config.json").write_text('{"pooling_mode_mean_tokens": true}')
+    names = set(load_folder(source))
+    assert names == set(bert.state_dict()) - {"embeddings.position_ids"} or names == set(bert.state_dict())
+    stream, target = tmp_path / "m.nnu", tmp_path / "decoded"
+    assert main(["encode", str(source), str(stream), "--json", "--qp", "-48"]) == EXIT_OK  # fine: outputs compared
+    model = nu.decode_tensors(stream.read_bytes())
+    assert {f.path for f in model.files} == {"config.json", "tokenizer_config.json", "1_Pooling/config.json"}
+    assert (model.header.version_major, model.header.version_minor) == (3, 1)
+    assert main(["decode", str(stream), str(target) + "/"]) == EXIT_OK
+    assert (target / "1_Pooling" / "config.json").read_text() == '{"pooling_mode_mean_tokens": true}'
+    loaded = transformers.BertModel.from_pretrained(target).eval()
+    decoded = {t.name: t.array for t in model.tensors}
+    for name, value in loaded.state_dict().items():
+        if name in decoded:
+            assert np.array_equal(value.numpy(), decoded[name]), name
+    ids = torch.tensor([[1, 5, 7, 2]])
+    with torch.no_grad():
+        ours, theirs = loaded(ids).last_hidden_state, bert(ids).last_hidden_state
+    assert torch.nn.functional.cosine_similarity(ours.flatten(), theirs.flatten(), dim=0) > 0.999
+
+
+def test_attachments_can_be_left_out_and_folders_without_weights_are_refused(tmp_path, bert):
+    bert.save_pretrained(tmp_path / "m")
+    assert main(["encode", str(tmp_path / "m"), str(tmp_path / "m.nnu"), "--no-attach"]) == EXIT_OK
+    data = (tmp_path / "m.nnu").read_bytes()
+    assert nu.decode_tensors(data).files == () and data[9] == 0
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "config.json").write_text("{}")
+    with pytest.raises(CheckpointError, match="no model weights"):
+        load_folder(tmp_path / "empty")
+    index = tmp_path / "m" / "model.safetensors.index.json"
+    index.write_text(json.dumps({"weight_map": {"w": "../elsewhere.safetensors"}}))
+    with pytest.raises(CheckpointError, match="is not a file in"):
+        load_folder(tmp_path / "m")
+
+
+def test_decoding_into_a_non_empty_folder_needs_force(tmp_path, bert, capsys):
+    bert.save_pretrained(tmp_path / "m")
+    assert main(["encode", str(tmp_path / "m"), str(tmp_path / "m.nnu")]) == EXIT_OK
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "keep.txt").write_text("mine")
+    assert main(["decode", str(tmp_path / "m.nnu"), str(tmp_path / "out")]) != EXIT_OK
+    assert "not empty" in capsys.readouterr().err
+    assert main(["decode", str(tmp_path / "m.nnu"), str(tmp_path / "out"), "-f"]) == EXIT_OK
+    assert (tmp_path / "out" / "keep.txt").read_text() == "mine" and (tmp_path / "out" / "config.json").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out.")]  # no staging left behind
+
+
+def test_the_api_encodes_and_decodes_folders_too(tmp_path, bert):
+    bert.save_pretrained(tmp_path / "m")
+    result = nu.encode_file(tmp_path / "m", tmp_path / "m.nnu")
+    assert result.data == (tmp_path / "m.nnu").read_bytes()
+    model = nu.decode_file(tmp_path / "m.nnu", str(tmp_path / "out") + "/")
+    assert (tmp_path / "out" / "config.json").read_bytes() == (tmp_path / "m" / "config.json").read_bytes()
+    assert [f.path for f in model.files] == ["config.json"]
