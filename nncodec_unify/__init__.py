@@ -1,14 +1,16 @@
 """nncodec_unify: micro-structured weight unification and pruning, and a codec for the result.
 
-The decode path (``decode``, ``decode_tensors``) needs only numpy and constriction; torch is
-imported lazily, and only on the encoder and training side.
+The package has two halves: ``nncodec_unify.codec`` (the format, decoder and encoder:
+numpy and constriction only, what a device needs) and ``nncodec_unify.method`` (the
+unification/pruning method and its training, torch side). The public API below is the
+codec's; the decode path (``decode``, ``decode_tensors``) never imports torch.
 """
 
-from .checkpoint import decode_file, encode_file
-from .config import EncoderConfig, TensorRule
-from .decoder import DecodedModel, DecodedTensor, decode, decode_tensors
-from .encoder import EncodeResult, TensorReport, encode, encode_with_report
-from .errors import (
+from .codec.checkpoint import decode_file, encode_file
+from .codec.config import EncoderConfig, TensorRule
+from .codec.decoder import DecodedModel, DecodedTensor, decode, decode_tensors
+from .codec.encoder import EncodeResult, TensorReport, encode, encode_with_report
+from .codec.errors import (
     BitstreamError,
     ChecksumError,
     EncodeError,
@@ -17,7 +19,7 @@ from .errors import (
     TruncatedError,
     UnsupportedVersionError,
 )
-from .format import VERSION_MAJOR, VERSION_MINOR, BlockKind, CodingMode, DType, Limits
+from .codec.format import VERSION_MAJOR, VERSION_MINOR, BlockKind, CodingMode, DType, Limits
 
 __version__ = "0.3.0"
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
-from .checkpoint import (
+from .codec.checkpoint import (
     CheckpointError,
     atomic_output,
     checkpoint_format,
@@ -30,11 +30,11 @@ from .checkpoint import (
     save_decoded,
     write_bytes,
 )
-from .config import EncoderConfig, TensorRule
-from .decoder import decode_tensors, describe
-from .errors import BitstreamError, EncodeError, NncodecError
-from .format import DTYPE_NAMES, CodingMode, Limits
-from .quant import step_size
+from .codec.config import EncoderConfig, TensorRule
+from .codec.decoder import decode_tensors, describe
+from .codec.errors import BitstreamError, EncodeError, NncodecError
+from .codec.format import DTYPE_NAMES, CodingMode, Limits
+from .codec.quant import step_size
 
 EXIT_OK = 0
 EXIT_FAILURES = 1  # a command ran but found failures (e.g. conformance)
@@ -259,7 +259,7 @@ def _config(args: argparse.Namespace) -> EncoderConfig:
 
 
 def _encode(args: argparse.Namespace) -> int:
-    from .encoder import encode_to_file
+    from .codec.encoder import encode_to_file
 
     config = _config(args)
     if _same_file(args.input, args.output):
@@ -283,7 +283,7 @@ def _encode(args: argparse.Namespace) -> int:
                                      attachments=attachments)
         size = os.path.getsize(args.output)
     else:
-        from .ratecontrol import encode_to_target
+        from .codec.ratecontrol import encode_to_target
 
         say = (lambda line: None) if args.json or args.quiet else (lambda line: print(line, file=sys.stderr))
         if attachments:
@@ -323,7 +323,7 @@ def _encode(args: argparse.Namespace) -> int:
 
 def _rate_target(args: argparse.Namespace):
     """The RateTarget the options ask for, or None."""
-    from .ratecontrol import RateTarget
+    from .codec.ratecontrol import RateTarget
 
     if args.target_size is None and args.target_bits_per_param is None and args.target_rmse is None:
         return None
@@ -343,8 +343,8 @@ def _projection_asked(args: argparse.Namespace) -> bool:
 
 def _project(tensors: dict, args: argparse.Namespace):
     """Apply the post-training projection; bfloat16 tensors stay bfloat16."""
-    from .posttrain import project_tensors
-    from .tensors import to_numpy
+    from .method.posttrain import project_tensors
+    from .codec.tensors import to_numpy
 
     arrays, bfloat16 = {}, set()
     for name, value in tensors.items():
@@ -369,7 +369,7 @@ def _project(tensors: dict, args: argparse.Namespace):
 
 def _demo(args: argparse.Namespace) -> int:
     try:
-        from .demo import run_demo
+        from .method.demo import run_demo
     except ImportError as exc:
         return _fail(f"the demo needs torch and scikit-learn: pip install -e '.[demo]' ({exc})", EXIT_IO)
     if args.epochs < 1:
@@ -527,6 +527,6 @@ def _info(args: argparse.Namespace) -> int:
 
 
 def _conform(args: argparse.Namespace) -> int:
-    from .conform import main as conform_main
+    from .codec.conform import main as conform_main
 
     return EXIT_FAILURES if conform_main([args.directory]) else EXIT_OK

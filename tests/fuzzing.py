@@ -8,7 +8,7 @@
   recomputes every unit's CRC-32 so that a mutation reaches the parser, the entropy decoder
   and the reconstruction instead of stopping at the checksum;
 * a **field map** of every element the decoder reads (name, offset, width), recorded by
-  instrumenting :class:`nncodec_unify.bitio.ByteReader`, so size fields can be aimed at;
+  instrumenting :class:`nncodec_unify.codec.bitio.ByteReader`, so size fields can be aimed at;
 * :func:`run_decoder`, which decodes one input with numpy warnings turned into errors and
   records what escaped, how long it took and the peak memory numpy allocated.
 
@@ -30,9 +30,9 @@ from pathlib import Path
 import numpy as np
 
 import nncodec_unify as nu
-from nncodec_unify import bitio
-from nncodec_unify.config import EncoderConfig, TensorRule
-from nncodec_unify.format import FILE_HEADER_SIZE, UNIT_CRC_SIZE, UNIT_HEADER_SIZE, CodingMode, Limits
+from nncodec_unify.codec import bitio
+from nncodec_unify.codec.config import EncoderConfig, TensorRule
+from nncodec_unify.codec.format import FILE_HEADER_SIZE, UNIT_CRC_SIZE, UNIT_HEADER_SIZE, CodingMode, Limits
 
 REPO = Path(__file__).resolve().parent.parent
 

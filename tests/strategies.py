@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from hypothesis import strategies as st
 
-from nncodec_unify.format import BlockKind
+from nncodec_unify.codec.format import BlockKind
 
 RAW_NUMPY_DTYPES = ["<f4", "<f2", "<f8", "i1", "<i2", "<i4", "<i8", "u1", "<u2", "<u4", "<u8", "?"]
 

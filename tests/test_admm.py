@@ -10,10 +10,10 @@ import torch
 from torch import nn
 
 from nncodec_unify import CodingMode, EncoderConfig, TensorRule, decode, encode, encode_with_report
-from nncodec_unify.admm import ADMM, GridTraining, Structure, same_bits, snap_to_grid, structure_from_weights
-from nncodec_unify.format import BlockKind
-from nncodec_unify.quant import step_size
-from nncodec_unify.unify import Target, project, select_kinds
+from nncodec_unify.method.admm import ADMM, GridTraining, Structure, same_bits, snap_to_grid, structure_from_weights
+from nncodec_unify.codec.format import BlockKind
+from nncodec_unify.codec.quant import step_size
+from nncodec_unify.method.unify import Target, project, select_kinds
 
 torch.set_num_threads(1)
 

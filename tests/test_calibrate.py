@@ -1,4 +1,4 @@
-"""Layer-wise calibrated unification and pruning (nncodec_unify.calibrate) and distillation."""
+"""Layer-wise calibrated unification and pruning (nncodec_unify.method.calibrate) and distillation."""
 
 from __future__ import annotations
 
@@ -8,13 +8,13 @@ import torch
 from torch import nn
 
 from nncodec_unify import EncoderConfig, decode, encode
-from nncodec_unify.admm import same_bits, snap_to_grid
-from nncodec_unify.blocks import expand_blocks
-from nncodec_unify.calibrate import CalibrationConfig, _layer_rows, calibrate, collect_layers, solve_layer
-from nncodec_unify.distill import distill
-from nncodec_unify.format import BlockKind
-from nncodec_unify.quant import step_size
-from nncodec_unify.unify import Target
+from nncodec_unify.method.admm import same_bits, snap_to_grid
+from nncodec_unify.codec.blocks import expand_blocks
+from nncodec_unify.method.calibrate import CalibrationConfig, _layer_rows, calibrate, collect_layers, solve_layer
+from nncodec_unify.method.distill import distill
+from nncodec_unify.codec.format import BlockKind
+from nncodec_unify.codec.quant import step_size
+from nncodec_unify.method.unify import Target
 
 torch.set_num_threads(1)
 

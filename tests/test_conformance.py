@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from nncodec_unify import cli, conform
+from nncodec_unify import cli
+from nncodec_unify.codec import conform
 
 ROOT = Path(__file__).resolve().parent.parent
 SUITE = ROOT / "conformance"

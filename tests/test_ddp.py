@@ -18,8 +18,8 @@ import torch.multiprocessing as mp
 from torch import nn
 
 from nncodec_unify import EncoderConfig
-from nncodec_unify.admm import ADMM, snap_to_grid
-from nncodec_unify.unify import Target
+from nncodec_unify.method.admm import ADMM, snap_to_grid
+from nncodec_unify.method.unify import Target
 
 torch.set_num_threads(1)
 
@@ -118,8 +118,8 @@ def test_ranks_end_with_identical_z_u_and_weights(tmp_path):
 def _distill_run(rank: int | None, out_path: str) -> None:
     """Calibrate on the whole data, then distill on this rank's half of every batch (``rank``
     None: one process on the whole batches)."""
-    from nncodec_unify.calibrate import CalibrationConfig, calibrate
-    from nncodec_unify.distill import distill
+    from nncodec_unify.method.calibrate import CalibrationConfig, calibrate
+    from nncodec_unify.method.distill import distill
 
     torch.manual_seed(0)
     teacher = SmallNet()

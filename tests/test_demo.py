@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from nncodec_unify.demo import run_demo
+from nncodec_unify.method.demo import run_demo
 
 torch.set_num_threads(1)
 

@@ -8,9 +8,9 @@ from hypothesis import strategies as st
 import nncodec_unify as nu
 from nncodec_unify import CodingMode, EncoderConfig, TensorRule
 from nncodec_unify.cli import EXIT_OK, main
-from nncodec_unify.decoder import describe
-from nncodec_unify.encoder import encode_with_report
-from nncodec_unify.quant import DQ_NEXT_STATE, DQ_SEGMENT, dependent_magnitudes, dependent_quantizers, step_size
+from nncodec_unify.codec.decoder import describe
+from nncodec_unify.codec.encoder import encode_with_report
+from nncodec_unify.codec.quant import DQ_NEXT_STATE, DQ_SEGMENT, dependent_magnitudes, dependent_quantizers, step_size
 
 
 def _literal_multiples(levels):
@@ -114,8 +114,8 @@ def test_cli_no_dq_flag(tmp_path, capsys):
 def test_reconstruction_of_small_and_huge_magnitudes_agrees_with_the_multiples(magnitudes, qp):
     """The decoder's float32 shortcut (magnitudes below 2**23) and its exact path give what
     §7.1 gives for the multiples 2L or 2L - sign(L)."""
-    from nncodec_unify.format import DType
-    from nncodec_unify.quant import dequantize, dequantize_dependent
+    from nncodec_unify.codec.format import DType
+    from nncodec_unify.codec.quant import dequantize, dequantize_dependent
 
     for cap in (2**23 - 1, 2**31 - 1):
         m = np.minimum(np.array(magnitudes, dtype=np.int64), cap)

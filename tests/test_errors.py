@@ -10,9 +10,9 @@ import pytest
 
 import nncodec_unify as nu
 from nncodec_unify import BitstreamError, Limits
-from nncodec_unify.bitio import ByteWriter
-from nncodec_unify.format import MAGIC, CodingMode, DType, UnitType
-from nncodec_unify.syntax import (
+from nncodec_unify.codec.bitio import ByteWriter
+from nncodec_unify.codec.format import MAGIC, CodingMode, DType, UnitType
+from nncodec_unify.codec.syntax import (
     ModelHeader,
     QuantParams,
     TensorHeader,

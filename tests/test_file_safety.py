@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 
 import nncodec_unify as nu
-from nncodec_unify import checkpoint
-from nncodec_unify.checkpoint import CheckpointError, atomic_output, decode_file, encode_file, write_bytes
+from nncodec_unify.codec import checkpoint
+from nncodec_unify.codec.checkpoint import CheckpointError, atomic_output, decode_file, encode_file, write_bytes
 from nncodec_unify.cli import EXIT_BAD_INPUT, EXIT_EXISTS, EXIT_IO, EXIT_OK, EXIT_USAGE, main
 
 torch = pytest.importorskip("torch")
@@ -136,10 +136,10 @@ def test_an_interrupted_write_leaves_no_partial_file_and_keeps_the_old_one(tmp_p
         raise failure
 
     monkeypatch.setattr(torch, "save", half_written)
-    import nncodec_unify.checkpoint
+    import nncodec_unify.codec.checkpoint
 
-    monkeypatch.setattr(nncodec_unify.checkpoint, "write_safetensors", half_written_safetensors)
-    monkeypatch.setattr(nncodec_unify.checkpoint, "write_safetensors_header", half_written_safetensors)
+    monkeypatch.setattr(nncodec_unify.codec.checkpoint, "write_safetensors", half_written_safetensors)
+    monkeypatch.setattr(nncodec_unify.codec.checkpoint, "write_safetensors_header", half_written_safetensors)
     code = main(["decode", str(stream), str(existing), "-f"])
     assert code == (130 if isinstance(failure, KeyboardInterrupt) else EXIT_IO)
     _one_line(capsys.readouterr().err)

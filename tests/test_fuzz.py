@@ -43,10 +43,10 @@ from hypothesis import strategies as st
 
 import nncodec_unify as nu
 from nncodec_unify import BitstreamError, CodingMode, EncoderConfig, Limits, TensorRule
-from nncodec_unify.bitio import ByteWriter
-from nncodec_unify.decoder import describe
-from nncodec_unify.format import DEFAULT_LIMITS, MAGIC, DType, UnitType
-from nncodec_unify.syntax import (
+from nncodec_unify.codec.bitio import ByteWriter
+from nncodec_unify.codec.decoder import describe
+from nncodec_unify.codec.format import DEFAULT_LIMITS, MAGIC, DType, UnitType
+from nncodec_unify.codec.syntax import (
     ModelHeader,
     TensorHeader,
     write_file_header,

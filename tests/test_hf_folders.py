@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import nncodec_unify as nu
-from nncodec_unify.checkpoint import CheckpointError, load_folder
+from nncodec_unify.codec.checkpoint import CheckpointError, load_folder
 from nncodec_unify.cli import EXIT_OK, main
 
 transformers = pytest.importorskip("transformers")

@@ -20,12 +20,12 @@ import pytest
 from fuzzing import field_map, fix_crcs
 
 import nncodec_unify as nu
-import nncodec_unify.encoder as reference_encoder
-from nncodec_unify.conform import canonical_bytes, error_category
-from nncodec_unify.entropy import FrequencyTable
-from nncodec_unify.planes import encode_plane
-from nncodec_unify.quant import zigzag
-from nncodec_unify.syntax import write_level_plane, write_sign_section
+import nncodec_unify.codec.encoder as reference_encoder
+from nncodec_unify.codec.conform import canonical_bytes, error_category
+from nncodec_unify.codec.entropy import FrequencyTable
+from nncodec_unify.codec.planes import encode_plane
+from nncodec_unify.codec.quant import zigzag
+from nncodec_unify.codec.syntax import write_level_plane, write_sign_section
 
 ROOT = Path(__file__).resolve().parent.parent
 TOOL = ROOT / "tools" / "independent_decoder.py"

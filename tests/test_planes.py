@@ -6,12 +6,12 @@ import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
 
-from nncodec_unify.bitio import ByteReader, ByteWriter
-from nncodec_unify.classes import refine_classes
-from nncodec_unify.entropy import FrequencyTable, table_for_counts
-from nncodec_unify.format import MAX_DIRECT_BITS, PROBABILITY_BITS, Limits
-from nncodec_unify.planes import _coding_order, binarize, decode_plane, encode_plane, symbol_tables
-from nncodec_unify.syntax import write_level_plane
+from nncodec_unify.codec.bitio import ByteReader, ByteWriter
+from nncodec_unify.codec.classes import refine_classes
+from nncodec_unify.codec.entropy import FrequencyTable, table_for_counts
+from nncodec_unify.codec.format import MAX_DIRECT_BITS, PROBABILITY_BITS, Limits
+from nncodec_unify.codec.planes import _coding_order, binarize, decode_plane, encode_plane, symbol_tables
+from nncodec_unify.codec.syntax import write_level_plane
 
 
 @given(st.lists(st.integers(0, 2**31 - 1), min_size=1, max_size=50), st.integers(0, MAX_DIRECT_BITS),

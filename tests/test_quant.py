@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from nncodec_unify.format import DType
-from nncodec_unify.quant import dequantize, qp_for_step, qp_is_valid, quantize, round_to_bfloat16, step_size
+from nncodec_unify.codec.format import DType
+from nncodec_unify.codec.quant import dequantize, qp_for_step, qp_is_valid, quantize, round_to_bfloat16, step_size
 
 
 @pytest.mark.parametrize(("qp", "expected"), [(-32, 2.0**-8), (-31, 1.25 * 2.0**-8), (-30, 1.5 * 2.0**-8),

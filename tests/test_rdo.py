@@ -6,10 +6,10 @@ import pytest
 import nncodec_unify as nu
 from nncodec_unify import CodingMode, EncoderConfig, TensorRule
 from nncodec_unify.cli import EXIT_OK, main
-from nncodec_unify.encoder import encode_with_report
-from nncodec_unify.errors import EncodeError
-from nncodec_unify.quant import step_size
-from nncodec_unify.ratecontrol import RateTarget, encode_to_target
+from nncodec_unify.codec.encoder import encode_with_report
+from nncodec_unify.codec.errors import EncodeError
+from nncodec_unify.codec.quant import step_size
+from nncodec_unify.codec.ratecontrol import RateTarget, encode_to_target
 
 
 def _laplace(shape, scale=0.05, seed=0):

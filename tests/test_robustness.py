@@ -11,8 +11,8 @@ import pytest
 
 import nncodec_unify as nu
 from nncodec_unify import CodingMode, EncodeError, EncoderConfig, TensorRule
-from nncodec_unify.decoder import describe
-from nncodec_unify.encoder import encode_with_report
+from nncodec_unify.codec.decoder import describe
+from nncodec_unify.codec.encoder import encode_with_report
 
 QUANTIZED = [CodingMode.DENSE, CodingMode.UNIFIED]
 

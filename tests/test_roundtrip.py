@@ -10,10 +10,10 @@ from strategies import raw_arrays, shapes, structured_levels
 
 import nncodec_unify as nu
 from nncodec_unify import CodingMode, DType, EncoderConfig, TensorRule
-from nncodec_unify.decoder import _Levels
-from nncodec_unify.encoder import choose_column_offsets
-from nncodec_unify.format import BlockKind
-from nncodec_unify.quant import dequantize, step_size
+from nncodec_unify.codec.decoder import _Levels
+from nncodec_unify.codec.encoder import choose_column_offsets
+from nncodec_unify.codec.format import BlockKind
+from nncodec_unify.codec.quant import dequantize, step_size
 
 
 def _config(mode: CodingMode, **kwargs) -> EncoderConfig:
@@ -159,7 +159,7 @@ def test_rules_pick_mode_qp_and_block_by_name():
 
 
 def test_block_kinds_follow_the_levels():
-    from nncodec_unify.blocks import block_kinds
+    from nncodec_unify.codec.blocks import block_kinds
 
     magnitudes = np.array([[0, 0, 3, 3, 1], [0, 0, 3, 3, 2]])
     kinds = block_kinds(magnitudes, 2, 2)

@@ -7,10 +7,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import nncodec_unify as nu
-from nncodec_unify.checkpoint import CheckpointError, load_tensors, save_decoded
-from nncodec_unify.format import DTYPE_NUMPY, DType
-from nncodec_unify.safetensors_io import SafetensorsError, read_safetensors, write_safetensors
-from nncodec_unify.tensors import BFloat16Array, to_numpy
+from nncodec_unify.codec.checkpoint import CheckpointError, load_tensors, save_decoded
+from nncodec_unify.codec.format import DTYPE_NUMPY, DType
+from nncodec_unify.codec.safetensors_io import SafetensorsError, read_safetensors, write_safetensors
+from nncodec_unify.codec.tensors import BFloat16Array, to_numpy
 
 SHAPES = st.one_of(st.just(()), st.just((0,)), st.just((3, 0)),
                    st.lists(st.integers(1, 5), min_size=1, max_size=3).map(tuple))

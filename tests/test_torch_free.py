@@ -10,23 +10,23 @@ import numpy as np
 
 import nncodec_unify as nu
 
+# makes torch and the method subpackage unimportable in a child process, as on a device
+BLOCKER = ("import sys; "
+           "Block = type('Block', (), {'find_spec': lambda self, name, path=None, target=None: "
+           "(_ for _ in ()).throw(ImportError('blocked: ' + name)) "
+           "if name.split('.')[0] == 'torch' or name.startswith('nncodec_unify.method') else None}); "
+           "sys.meta_path.insert(0, Block())")
+
 
 def test_decoding_never_imports_torch(tmp_path):
     stream = tmp_path / "model.nnu"
     stream.write_bytes(nu.encode({"w": np.linspace(-1, 1, 64, dtype=np.float32).reshape(8, 8),
                                   "b": np.ones(8, np.float32), "i": np.arange(3)}))
     script = textwrap.dedent(f"""
-        import sys
-
-        class Block:
-            def find_spec(self, name, path=None, target=None):
-                if name.split(".")[0] in ("torch", "nncodec_unify.admm", "nncodec_unify.unify"):
-                    raise ImportError("blocked: " + name)
-
-        sys.meta_path.insert(0, Block())
+        {BLOCKER}
         import nncodec_unify
         tensors = nncodec_unify.decode(open({str(stream)!r}, "rb").read())
-        loaded = sorted(m for m in sys.modules if m.split(".")[0] == "torch" or m.endswith((".admm", ".unify")))
+        loaded = sorted(m for m in sys.modules if m.split(".")[0] == "torch" or m.startswith("nncodec_unify.method"))
         assert not loaded, loaded
         print(sorted(tensors))
     """)
@@ -38,8 +38,8 @@ def test_decoding_never_imports_torch(tmp_path):
 def test_safetensors_round_trip_through_the_cli_without_torch(tmp_path):
     """encode and decode of .safetensors files, bfloat16 and 0-dim tensors included, in a
     process where torch cannot be imported at all (as on a device's decode-only install)."""
-    from nncodec_unify.format import DType
-    from nncodec_unify.safetensors_io import write_safetensors
+    from nncodec_unify.codec.format import DType
+    from nncodec_unify.codec.safetensors_io import write_safetensors
 
     source = tmp_path / "model.safetensors"
     with open(source, "wb") as file:
@@ -47,16 +47,9 @@ def test_safetensors_round_trip_through_the_cli_without_torch(tmp_path):
                                  ("bf", np.array([[1.5, -2.0], [0.25, 3.0]], np.float32), DType.BFLOAT16),
                                  ("steps", np.array(7, np.int64), DType.INT64)])
     script = textwrap.dedent(f"""
-        import sys
-
-        class Block:
-            def find_spec(self, name, path=None, target=None):
-                if name.split(".")[0] == "torch":
-                    raise ImportError("blocked: " + name)
-
-        sys.meta_path.insert(0, Block())
+        {BLOCKER}
         from nncodec_unify.cli import main
-        from nncodec_unify.safetensors_io import read_safetensors
+        from nncodec_unify.codec.safetensors_io import read_safetensors
         assert main(["encode", {str(source)!r}, {str(tmp_path / "m.nnu")!r}, "--json"]) == 0
         assert main(["decode", {str(tmp_path / "m.nnu")!r}, {str(tmp_path / "back.safetensors")!r}]) == 0
         back = read_safetensors({str(tmp_path / "back.safetensors")!r})
@@ -68,3 +61,27 @@ def test_safetensors_round_trip_through_the_cli_without_torch(tmp_path):
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1] == "ok"
+
+
+def test_the_codec_subpackage_imports_neither_torch_nor_the_method():
+    """The device boundary (issue 11, item 7): every module of nncodec_unify.codec loads with
+    torch and nncodec_unify.method unimportable."""
+    import pkgutil
+
+    import nncodec_unify.codec
+
+    modules = sorted(m.name for m in pkgutil.iter_modules(nncodec_unify.codec.__path__))
+    assert {"decoder", "encoder", "checkpoint", "safetensors_io"} <= set(modules)
+    script = textwrap.dedent(f"""
+        import importlib
+        {BLOCKER}
+        for module in {modules!r}:
+            importlib.import_module("nncodec_unify.codec." + module)
+        import nncodec_unify, nncodec_unify.cli
+        loaded = [m for m in sys.modules if m.split(".")[0] == "torch" or m.startswith("nncodec_unify.method")]
+        assert not loaded, loaded
+        print("ok")
+    """)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"

@@ -10,10 +10,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from nncodec_unify import EncoderConfig, decode, encode_with_report
-from nncodec_unify.blocks import block_kinds, grid_shape, matrix_shape
-from nncodec_unify.format import BlockKind
-from nncodec_unify.posttrain import project_tensors
-from nncodec_unify.unify import (
+from nncodec_unify.codec.blocks import block_kinds, grid_shape, matrix_shape
+from nncodec_unify.codec.format import BlockKind
+from nncodec_unify.method.posttrain import project_tensors
+from nncodec_unify.method.unify import (
     Target,
     block_costs,
     plan_kinds,

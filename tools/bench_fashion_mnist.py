@@ -65,11 +65,11 @@ import torch
 from torch import nn
 
 from nncodec_unify import CodingMode, EncoderConfig, TensorRule, decode, encode_with_report
-from nncodec_unify.admm import ADMM, GridTraining, same_bits, snap_to_grid, structure_from_weights
-from nncodec_unify.calibrate import CalibrationConfig, calibrate
-from nncodec_unify.distill import distill as distill_outputs
-from nncodec_unify.format import BlockKind
-from nncodec_unify.unify import Target, plan_kinds
+from nncodec_unify.method.admm import ADMM, GridTraining, same_bits, snap_to_grid, structure_from_weights
+from nncodec_unify.method.calibrate import CalibrationConfig, calibrate
+from nncodec_unify.method.distill import distill as distill_outputs
+from nncodec_unify.codec.format import BlockKind
+from nncodec_unify.method.unify import Target, plan_kinds
 
 DATA_DIR = Path("/usr/share/datasets/fashion-mnist")
 OUT_DIR = Path(__file__).resolve().parent / "out"

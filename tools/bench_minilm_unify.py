@@ -7,11 +7,11 @@ embeddings on held-out WordNet text are compared with the original model's:
 
 * ``plain``: the codec alone, every >= 2-D tensor at ``qp`` (the issue's baseline table);
 * ``projection``: post-training projection of the encoder's Linear weights onto the unified /
-  pruned structure without data (:func:`nncodec_unify.posttrain.project_tensors`), coded on
+  pruned structure without data (:func:`nncodec_unify.method.posttrain.project_tensors`), coded on
   the same grid as the calibrated rows;
-* ``calibrated``: layer-wise ADMM reconstruction (:mod:`nncodec_unify.calibrate`) of every
+* ``calibrated``: layer-wise ADMM reconstruction (:mod:`nncodec_unify.method.calibrate`) of every
   Linear layer on calibration text, sequential and asymmetric, onto the structure and grid;
-* ``calibrated+distilled``: then a short distillation (:mod:`nncodec_unify.distill`) towards
+* ``calibrated+distilled``: then a short distillation (:mod:`nncodec_unify.method.distill`) towards
   the original embeddings (1 - cosine), structure and grid kept exactly.
 
 In the projection and calibrated rows the word embeddings (half of the parameters; their inputs
@@ -60,12 +60,12 @@ import minilm  # noqa: E402
 
 import nncodec_unify as nu  # noqa: E402
 from nncodec_unify import EncoderConfig, TensorRule  # noqa: E402
-from nncodec_unify.admm import same_bits, snap_to_grid  # noqa: E402
-from nncodec_unify.calibrate import CalibrationConfig, calibrate, kinds_from_values  # noqa: E402
-from nncodec_unify.distill import distill  # noqa: E402
-from nncodec_unify.format import BlockKind  # noqa: E402
-from nncodec_unify.posttrain import project_tensors  # noqa: E402
-from nncodec_unify.unify import Target  # noqa: E402
+from nncodec_unify.method.admm import same_bits, snap_to_grid  # noqa: E402
+from nncodec_unify.method.calibrate import CalibrationConfig, calibrate, kinds_from_values  # noqa: E402
+from nncodec_unify.method.distill import distill  # noqa: E402
+from nncodec_unify.codec.format import BlockKind  # noqa: E402
+from nncodec_unify.method.posttrain import project_tensors  # noqa: E402
+from nncodec_unify.method.unify import Target  # noqa: E402
 
 OUT_DIR = Path(__file__).resolve().parent / "out" / "minilm_unify"
 TARGET_RATIO = 12.0

@@ -25,8 +25,8 @@ import numpy as np
 
 def make_model(path: Path, scale: float, seed: int = 0) -> tuple[int, int]:
     """Write the synthetic model one tensor at a time; returns (total bytes, largest tensor bytes)."""
-    from nncodec_unify.format import DType
-    from nncodec_unify.safetensors_io import tensor_bytes, write_safetensors_header
+    from nncodec_unify.codec.format import DType
+    from nncodec_unify.codec.safetensors_io import tensor_bytes, write_safetensors_header
 
     side, vocab = max(8, int(4096 * scale)), max(8, int(32000 * scale))
     shapes = {"embed.weight": (vocab, side)}

@@ -33,7 +33,7 @@ def replay(data: bytes) -> None:
     from fuzzing import FUZZ_LIMITS, fix_crcs
 
     import nncodec_unify as nu
-    from nncodec_unify.decoder import describe
+    from nncodec_unify.codec.decoder import describe
 
     if not data:
         return
@@ -70,7 +70,7 @@ def main() -> None:
         import fuzzing  # noqa: F401
 
         import nncodec_unify  # noqa: F401
-        import nncodec_unify.decoder  # noqa: F401
+        import nncodec_unify.codec.decoder  # noqa: F401
     atheris.Setup(sys.argv, replay)
     atheris.Fuzz()
 

@@ -48,7 +48,7 @@ from fuzzing import (  # noqa: E402
 
 import nncodec_unify as nu  # noqa: E402
 from nncodec_unify import CodingMode, EncoderConfig, TensorRule  # noqa: E402
-from nncodec_unify.format import DEFAULT_LIMITS  # noqa: E402
+from nncodec_unify.codec.format import DEFAULT_LIMITS  # noqa: E402
 
 
 def _mib(n: float) -> str:

@@ -45,7 +45,7 @@ def _differential(data: bytes) -> str | None:
     from fuzzing import FUZZ_LIMITS
 
     import nncodec_unify as nu
-    from nncodec_unify.conform import canonical_bytes, error_category
+    from nncodec_unify.codec.conform import canonical_bytes, error_category
 
     try:
         model = nu.decode_tensors(data, limits=FUZZ_LIMITS)
@@ -70,7 +70,7 @@ def _worker(seed: int, seconds: float, slow: float, out: str | None, corpus_size
             differential_bytes: int = 0) -> dict:
     from fuzzing import FOREIGN, REORDERING, make_corpus, mutations, run_decoder, same_or_rejected
 
-    from nncodec_unify.decoder import describe
+    from nncodec_unify.codec.decoder import describe
 
     corpus = make_corpus(seed, corpus_size)
     expected = {s.label: run_decoder(s.data).tensors for s in corpus if s.valid}

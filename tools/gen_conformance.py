@@ -32,16 +32,16 @@ from pathlib import Path
 
 import numpy as np
 
-from nncodec_unify.entropy import FrequencyTable, encode_groups
-from nncodec_unify.errors import (
+from nncodec_unify.codec.entropy import FrequencyTable, encode_groups
+from nncodec_unify.codec.errors import (
     BitstreamError,
     ChecksumError,
     LimitExceededError,
     TruncatedError,
     UnsupportedVersionError,
 )
-from nncodec_unify.format import DType, Limits
-from nncodec_unify.quant import dependent_magnitudes, dequantize, step_size, to_output_type
+from nncodec_unify.codec.format import DType, Limits
+from nncodec_unify.codec.quant import dependent_magnitudes, dequantize, step_size, to_output_type
 
 SPEC_REVISION = "3.1.0"
 FORMAT_VERSION = "3.1"
@@ -2153,7 +2153,7 @@ def category_of(exc: BitstreamError) -> str:
 
 def verify(case: Case, group: str) -> dict:
     """Decode with the reference decoder; raise unless it gives the expected result. Returns the entry."""
-    from nncodec_unify.decoder import decode_tensors
+    from nncodec_unify.codec.decoder import decode_tensors
 
     limits = Limits(**case.limits) if case.limits else None
     entry: dict = {"file": None, "description": case.description, "sections": case.sections}

@@ -51,7 +51,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from .format import BlockKind
+from ..codec.format import BlockKind
 from .unify import Target, plan_kinds, project
 
 __all__ = ["ProjectionReport", "TensorDistortion", "project_tensors"]

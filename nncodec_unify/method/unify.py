@@ -62,8 +62,8 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from .blocks import expand_blocks, grid_shape, matrix_shape
-from .format import BlockKind
+from ..codec.blocks import expand_blocks, grid_shape, matrix_shape
+from ..codec.format import BlockKind
 
 __all__ = [
     "BlockCosts", "Target", "block_costs", "block_sums", "plan_kinds", "project", "project_arrays",

@@ -29,7 +29,7 @@ from torch import nn
 
 from .admm import GridTraining, Structure, unwrap
 from .calibrate import call_model
-from .config import EncoderConfig
+from ..codec.config import EncoderConfig
 
 __all__ = ["distill"]
 

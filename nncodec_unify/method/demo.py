@@ -42,10 +42,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import decode, encode
+from ..codec.decoder import decode
+from ..codec.encoder import encode
 from .admm import ADMM, same_bits, snap_to_grid
-from .config import EncoderConfig
-from .format import BlockKind
+from ..codec.config import EncoderConfig
+from ..codec.format import BlockKind
 from .unify import Target
 
 __all__ = ["DigitsNet", "evaluate", "load_digits_split", "run_demo", "train_epoch"]

@@ -75,10 +75,10 @@ import torch
 from torch import nn
 
 from .admm import Structure, unwrap
-from .blocks import block_kinds, expand_blocks, grid_shape
-from .config import EncoderConfig
-from .format import BlockKind, CodingMode, DType
-from .quant import MAX_LEVEL, dequantize, quantize, step_size
+from ..codec.blocks import block_kinds, expand_blocks, grid_shape
+from ..codec.config import EncoderConfig
+from ..codec.format import BlockKind, CodingMode, DType
+from ..codec.quant import MAX_LEVEL, dequantize, quantize, step_size
 from .unify import Target, block_costs, select_blocks, select_counts
 
 __all__ = ["CalibrationConfig", "CalibrationReport", "LayerReport", "calibrate", "call_model", "collect_layers",

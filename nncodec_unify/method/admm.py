@@ -68,10 +68,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .blocks import matrix_shape
-from .config import EncoderConfig
-from .format import BlockKind, CodingMode, DType
-from .quant import MAX_LEVEL, dequantize, quantize, step_size
+from ..codec.blocks import matrix_shape
+from ..codec.config import EncoderConfig
+from ..codec.format import BlockKind, CodingMode, DType
+from ..codec.quant import MAX_LEVEL, dequantize, quantize, step_size
 from .unify import Target, plan_kinds, project, selected_targets
 
 __all__ = ["ADMM", "GridTraining", "Structure", "same_bits", "snap_to_grid", "structure_from_weights", "unwrap"]
