@@ -19,6 +19,7 @@ import numpy as np
 
 from . import __version__
 from .codec.checkpoint import (
+    DEFAULT_MAX_SHARD_BYTES,
     CheckpointError,
     atomic_output,
     checkpoint_format,
@@ -59,6 +60,19 @@ def _block(text: str) -> tuple[int, int]:
     if not match:
         raise argparse.ArgumentTypeError(f"block shape must look like 4x4, got {text!r}")
     return int(match.group(1)), int(match.group(2))
+
+
+def _byte_size(text: str) -> int:
+    """A size such as 5GB, 500MB, 64KiB or 123456 (bytes)."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?i?B)?\s*", text, flags=re.I)
+    if not match:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size (e.g. 5GB, 500MB, 123456)")
+    unit = (match.group(2) or "B").upper()
+    base = 1024 if "I" in unit else 1000
+    size = int(float(match.group(1)) * base ** "BKMGT".index(unit[0]))
+    if size < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: the size must be at least one byte")
+    return size
 
 
 def _pattern_value(text: str) -> tuple[str, str]:
@@ -143,6 +157,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="refuse streams that would decode to more than N bytes (default: Limits())")
     decode.add_argument("-f", "--force", action="store_true", help="overwrite the output if it exists")
     decode.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
+    decode.add_argument("--max-shard-size", type=_byte_size, default=DEFAULT_MAX_SHARD_BYTES, metavar="SIZE",
+                        help="folder output: split the weights into shards of at most SIZE (e.g. 5GB, 500MB; "
+                             "default 5GB, as transformers) with an index")
 
     demo = commands.add_parser("demo", help="train a small CNN on real digits, unify+prune with ADMM, "
                                "encode, decode and evaluate the decoded model")
@@ -474,7 +491,7 @@ def _decode(args: argparse.Namespace) -> int:
     data, progress = _read_stream(args.input), _progress_printer(args, "decoding")
     if is_folder_target(args.output):
         count, parameters, files = decode_to_folder(data, args.output, limits=limits, progress=progress,
-                                                    overwrite=args.force)
+                                                    overwrite=args.force, max_shard_bytes=args.max_shard_size)
         print(f"{args.input} -> {args.output}: {count} tensors, {parameters:,} parameters, {files} attached files")
         return EXIT_OK
     if checkpoint_format(args.output) == "safetensors":  # tensor by tensor: memory holds one tensor

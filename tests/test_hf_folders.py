@@ -86,3 +86,20 @@ def test_the_api_encodes_and_decodes_folders_too(tmp_path, bert):
     model = nu.decode_file(tmp_path / "m.nnu", str(tmp_path / "out") + "/")
     assert (tmp_path / "out" / "config.json").read_bytes() == (tmp_path / "m" / "config.json").read_bytes()
     assert [f.path for f in model.files] == ["config.json"]
+
+
+def test_large_models_are_decoded_into_shards_with_an_index(tmp_path, bert):
+    bert.save_pretrained(tmp_path / "m")
+    assert main(["encode", str(tmp_path / "m"), str(tmp_path / "m.nnu"), "--qp", "-48"]) == EXIT_OK
+    assert main(["decode", str(tmp_path / "m.nnu"), str(tmp_path / "out") + "/", "--max-shard-size", "30KB"]) \
+        == EXIT_OK
+    index = json.loads((tmp_path / "out" / "model.safetensors.index.json").read_text())
+    shards = sorted(set(index["weight_map"].values()))
+    assert len(shards) > 2 and all((tmp_path / "out" / shard).is_file() for shard in shards)
+    assert not (tmp_path / "out" / "model.safetensors").exists()
+    loaded = transformers.BertModel.from_pretrained(tmp_path / "out")
+    decoded = nu.decode(tmp_path.joinpath("m.nnu").read_bytes())
+    for name, value in loaded.state_dict().items():
+        if name in decoded:
+            assert np.array_equal(value.numpy(), decoded[name]), name
+    assert main(["decode", str(tmp_path / "m.nnu"), str(tmp_path / "x") + "/", "--max-shard-size", "lots"]) == 2

@@ -9,6 +9,7 @@ clobbers an existing one unless ``overwrite`` was asked for.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import tempfile
 import warnings
@@ -19,7 +20,7 @@ import numpy as np
 
 from .decoder import DecodedModel
 from .errors import NncodecError
-from .format import DType
+from .format import DTYPE_ITEMSIZE, DType
 from .syntax import AttachedFile, check_attachment_path
 from .safetensors_io import (
     METADATA,
@@ -363,10 +364,58 @@ def decode_to_safetensors(data: bytes, target: str | os.PathLike, *, limits=None
     with atomic_output(Path(target), overwrite=overwrite) as temporary, open(temporary, "wb") as file:
         write_safetensors_header(file, [(info.name, info.shape, info.dtype) for info in infos])
         for info, tensor in zip(infos, iter_decoded(data, limits=limits, progress=progress), strict=True):
-            assert (tensor.name, tensor.array.shape) == (info.name, info.shape)  # the same stream, parsed twice
-            file.write(tensor_bytes(tensor.array, tensor.dtype))
-            parameters += tensor.array.size
+            parameters += _write_tensor(file, info, tensor)
     return len(infos), parameters
+
+
+def _write_tensor(file, info, tensor) -> int:
+    """Write one decoded tensor's safetensors bytes; returns its element count."""
+    assert (tensor.name, tensor.array.shape) == (info.name, info.shape)  # the same stream, parsed twice
+    file.write(tensor_bytes(tensor.array, tensor.dtype))
+    return tensor.array.size
+
+
+DEFAULT_MAX_SHARD_BYTES = 5 * 10**9  # transformers' default max_shard_size, "5GB"
+
+
+def _shard_plan(infos, max_shard_bytes: int) -> list[list]:
+    """Consecutive groups of tensors (stream order) of at most ``max_shard_bytes`` each (a
+    larger tensor alone in its shard), as transformers shards a checkpoint."""
+    shards: list[list] = [[]]
+    size = 0
+    for info in infos:
+        nbytes = math.prod(info.shape) * DTYPE_ITEMSIZE[info.dtype]
+        if shards[-1] and size + nbytes > max_shard_bytes:
+            shards.append([])
+            size = 0
+        shards[-1].append(info)
+        size += nbytes
+    return shards
+
+
+def _write_shards(data: bytes, folder: Path, infos, max_shard_bytes: int, *, limits, progress) -> int:
+    """``model-0000i-of-0000N.safetensors`` and ``model.safetensors.index.json`` in ``folder``,
+    tensor by tensor; returns the parameters written."""
+    import json
+
+    from .decoder import iter_decoded
+
+    plan = _shard_plan(infos, max_shard_bytes)
+    tensors = iter_decoded(data, limits=limits, progress=progress)
+    weight_map, parameters, total = {}, 0, 0
+    for number, shard in enumerate(plan, start=1):
+        name = f"model-{number:05d}-of-{len(plan):05d}.safetensors"
+        with open(folder / name, "wb") as file:
+            write_safetensors_header(file, [(info.name, info.shape, info.dtype) for info in shard])
+            for info in shard:
+                parameters += _write_tensor(file, info, next(tensors))
+                weight_map[info.name] = name
+                total += math.prod(info.shape) * DTYPE_ITEMSIZE[info.dtype]
+    for _ in tensors:  # runs the end-of-stream checks (missing units)
+        raise AssertionError("more tensors than described")
+    index = {"metadata": {"total_size": total}, "weight_map": weight_map}
+    (folder / SAFETENSORS_INDEX).write_text(json.dumps(index, indent=2) + "\n", encoding="utf-8")
+    return parameters
 
 
 def is_folder_target(path: str | os.PathLike) -> bool:
@@ -376,10 +425,12 @@ def is_folder_target(path: str | os.PathLike) -> bool:
 
 
 def decode_to_folder(data: bytes, target: str | os.PathLike, *, limits=None, progress=None,
-                     overwrite: bool = False) -> tuple[int, int, int]:
-    """Decode a stream into a model folder: ``model.safetensors`` (written tensor by tensor)
-    and the stream's attached files (§5.7) at their paths, so that ``transformers``'
-    ``from_pretrained`` loads it when the config was attached. Built in a temporary folder
+                     overwrite: bool = False,
+                     max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES) -> tuple[int, int, int]:
+    """Decode a stream into a model folder: ``model.safetensors`` (written tensor by tensor;
+    shards and their index, as transformers writes them, when the tensors exceed
+    ``max_shard_bytes``) and the stream's attached files (§5.7) at their paths, so that
+    ``transformers``' ``from_pretrained`` loads it when the config was attached. Built in a temporary folder
     beside ``target`` and moved into place file by file at the end: nothing partial is left.
     A non-empty existing ``target`` needs ``overwrite``. Returns tensors, parameters, files."""
     from .decoder import describe
@@ -390,14 +441,24 @@ def decode_to_folder(data: bytes, target: str | os.PathLike, *, limits=None, pro
     if target.is_dir() and any(target.iterdir()) and not overwrite:
         raise FileExistsError(f"{target}: folder exists and is not empty (use -f to overwrite its files)")
     files: list[AttachedFile] = []
-    describe(data, limits=limits, files=files)
-    if any(attached.path == "model.safetensors" for attached in files):
-        raise CheckpointError(f"{target}: the stream attaches a file named model.safetensors")
+    _, infos = describe(data, limits=limits, files=files)
+    total = sum(math.prod(info.shape) * DTYPE_ITEMSIZE[info.dtype] for info in infos)
+    sharded = total > max_shard_bytes
+    written = {SAFETENSORS_INDEX} | {f"model-{i:05d}-of-{n:05d}.safetensors" for n in
+                                     [len(_shard_plan(infos, max_shard_bytes))] for i in range(1, n + 1)} \
+        if sharded else {"model.safetensors"}
+    clash = [attached.path for attached in files if attached.path in written]
+    if clash:
+        raise CheckpointError(f"{target}: the stream attaches {clash[0]!r}, which the weights are written to")
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
-        count, parameters = decode_to_safetensors(data, staging / "model.safetensors", limits=limits,
-                                                  progress=progress)
+        if sharded:
+            count, parameters = len(infos), _write_shards(data, staging, infos, max_shard_bytes, limits=limits,
+                                                          progress=progress)
+        else:
+            count, parameters = decode_to_safetensors(data, staging / "model.safetensors", limits=limits,
+                                                      progress=progress)
         for attached in files:
             path = staging / attached.path
             path.parent.mkdir(parents=True, exist_ok=True)
