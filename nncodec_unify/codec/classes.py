@@ -148,18 +148,29 @@ class _LineKeys:
     """Histogram keys of a matrix's lines (rows of ``symbols``), computed once: line ``i``,
     other-axis class ``k`` and symbol ``s`` count at ``(i * other_count + k) * alphabet + s``."""
 
+    _CHUNK = 1 << 20  # keys are formed this many at a time: no full-size key array
+
     def __init__(self, symbols: np.ndarray, other_count: int, alphabet: int):
         self.lines, self.other_count, self.alphabet = symbols.shape[0], other_count, alphabet
-        self.base = symbols.astype(np.intp)  # bincount's own index type: no conversion inside it
-        self.base += (np.arange(self.lines, dtype=np.intp) * (other_count * alphabet))[:, None]
+        size = self.lines * other_count * alphabet
+        # int32 keys when they fit (half the memory of intp on a large plane)
+        self.key_type = np.int32 if size < (1 << 31) else np.intp
+        self.base = symbols.astype(self.key_type)
+        self.base += (np.arange(self.lines, dtype=self.key_type) * (other_count * alphabet))[:, None]
 
     def histograms(self, other_classes: np.ndarray) -> np.ndarray:
         """histogram[i, k * alphabet + s] for the given classes of the other axis, float32
         (exact below 2**24)."""
-        key = self.base + (other_classes * self.alphabet).astype(np.intp)[None, :]
         size = self.lines * self.other_count * self.alphabet
-        histogram = np.bincount(key.ravel(), minlength=size)
-        return histogram.reshape(self.lines, -1).astype(np.float32)
+        offsets = (other_classes * self.alphabet).astype(self.key_type)[None, :]
+        width = self.other_count * self.alphabet  # histogram entries per line
+        histogram = np.empty(size, dtype=np.float32)
+        rows = max(1, self._CHUNK // max(1, self.base.shape[1]))
+        for start in range(0, self.lines, rows):
+            stop = min(start + rows, self.lines)
+            key = self.base[start:stop] + (offsets - self.key_type(start * width))  # keys of these lines
+            histogram[start * width:stop * width] = np.bincount(key.ravel(), minlength=(stop - start) * width)
+        return histogram.reshape(self.lines, -1)
 
 
 def _reassign(histogram: np.ndarray, other_count: int, own_count: int, context_count: int, alphabet: int,

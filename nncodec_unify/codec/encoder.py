@@ -249,13 +249,17 @@ def encode_tensor(name: str, array: np.ndarray, dtype: DType, coding: TensorCodi
             if coding.explicit_mode:
                 raise EncodeError(f"tensor {name!r}: cannot code in {mode.name} mode: {problem}")
             mode, note = CodingMode.RAW, f"coded RAW: {problem}"
-    raw = ByteWriter()
-    write_tensor_header(raw, TensorHeader(name, dtype, tuple(array.shape), CodingMode.RAW))
-    raw.bytes(_raw_bytes(array, dtype))
-    raw_report = TensorReport(name, dtype, tuple(array.shape), CodingMode.RAW, None, original_bytes,
-                              len(raw.getvalue()), 0.0, None, note)
+    raw_header = ByteWriter()
+    write_tensor_header(raw_header, TensorHeader(name, dtype, tuple(array.shape), CodingMode.RAW))
+    raw_size = len(raw_header.getvalue()) + original_bytes  # the RAW payload is built only if chosen
+
+    def raw_payload() -> bytes:
+        return raw_header.getvalue() + _raw_bytes(array, dtype)
+
+    raw_report = TensorReport(name, dtype, tuple(array.shape), CodingMode.RAW, None, original_bytes, raw_size,
+                              0.0, None, note)
     if mode == CodingMode.RAW:
-        return raw.getvalue(), raw_report
+        return raw_payload(), raw_report
     step = step_size(coding.qp, coding.qp_density)
     choice = choose_levels(array, step, mode, coding, use_contexts)
     if mode == CodingMode.UNIFIED and not coding.explicit_mode and _few_structured_blocks(choice.levels, coding.block):
@@ -264,14 +268,12 @@ def encode_tensor(name: str, array: np.ndarray, dtype: DType, coding: TensorCodi
     write_tensor_header(writer, TensorHeader(name, dtype, tuple(array.shape), mode))
     block_counts = _write_levels(writer, choice.levels, mode, coding, use_contexts, choice)
     payload = writer.getvalue()
-    if len(payload) >= len(raw.getvalue()) and not coding.explicit_mode:
+    if len(payload) >= raw_size and not coding.explicit_mode:
         # small tensors (biases, norms) can cost more coded than stored, and RAW is lossless
-        return raw.getvalue(), dataclasses.replace(raw_report, note="coded RAW: no larger than quantized")
+        return raw_payload(), dataclasses.replace(raw_report, note="coded RAW: no larger than quantized")
     max_error = squared_error = 0.0
     if measure_error and array.size:
-        difference = reconstruct(choice, step, dtype).astype(np.float64) - array.astype(np.float64).ravel()
-        max_error = float(np.max(np.abs(difference)))
-        squared_error = float(np.dot(difference.ravel(), difference.ravel()))
+        max_error, squared_error = _errors(reconstruct(choice, step, dtype), array.reshape(-1))
     return payload, TensorReport(name, dtype, tuple(array.shape), mode, coding.qp, original_bytes,
                                  len(payload), max_error, block_counts, note, squared_error)
 
@@ -287,6 +289,21 @@ class LevelChoice:
     classes: tuple[np.ndarray, np.ndarray] | None = None
     dependent: bool = False  # the dense levels are dependently quantized (§7.1.2)
     use_offsets: bool = True  # False: the writer codes no column offsets
+
+
+_ERROR_CHUNK = 1 << 20
+
+
+def _errors(rebuilt: np.ndarray, original: np.ndarray) -> tuple[float, float]:
+    """Largest absolute and summed squared difference, in float64 chunks (no float64 copy of
+    a whole large tensor)."""
+    largest = squared = 0.0
+    for start in range(0, original.size, _ERROR_CHUNK):
+        difference = rebuilt[start:start + _ERROR_CHUNK].astype(np.float64)
+        difference -= original[start:start + _ERROR_CHUNK]
+        largest = max(largest, float(np.max(np.abs(difference))))
+        squared += float(np.dot(difference, difference))
+    return largest, squared
 
 
 def reconstruct(choice: LevelChoice, step: np.float32, dtype: DType) -> np.ndarray:
@@ -362,8 +379,9 @@ def _choose_dependent(scaled: np.ndarray, use_contexts: bool, coding: TensorCodi
     guess = np.rint(magnitudes * 0.5).astype(np.int32)  # the trellis codes about half the level
     rates = _PlaneRates(guess, None, int(guess.max(initial=0)) + 1, use_contexts=use_contexts)
     chosen = trellis_magnitudes(magnitudes.reshape(-1), rates.contexts(None), rates, coding.rdo_lambda)
-    signed = np.where(scaled.reshape(-1) < 0, -chosen, chosen)
-    levels = np.clip(signed, -MAX_LEVEL, MAX_LEVEL).astype(np.int32).reshape(shape)
+    # magnitudes are about half the level (below 2**30 + 2: the caller checked |x| / step < 2**31)
+    np.negative(chosen, out=chosen, where=scaled.reshape(-1) < 0)
+    levels = chosen.reshape(shape)
     return LevelChoice(levels, None, rates.classes if use_contexts else None, dependent=True, use_offsets=False)
 
 

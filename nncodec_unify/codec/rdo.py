@@ -50,7 +50,7 @@ class _PlaneRates:
         rows, cols = magnitudes.shape
         self.direct_bits, self.mantissa_bits = direct_bits, mantissa_bits
         values = magnitudes[mask] if mask is not None else magnitudes.ravel()
-        symbols = _binarize_fast(values, int(values.max(initial=0)), direct_bits, mantissa_bits).astype(np.int64)
+        symbols = _binarize_fast(values, int(values.max(initial=0)), direct_bits, mantissa_bits).astype(np.int32)
         if use_contexts and values.size:
             row_classes, col_classes = choose_classes(symbols, magnitudes, mask)
         else:

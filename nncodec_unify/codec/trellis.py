@@ -24,7 +24,7 @@ _PREDECESSORS = [[(s, p) for s in range(4) for p in range(2) if DQ_NEXT_STATE[s]
 
 def trellis_magnitudes(magnitudes: np.ndarray, contexts: np.ndarray, rates: _PlaneRates,
                        scale: float) -> np.ndarray:
-    """The magnitudes (int64, flat) to code for values of these ``magnitudes`` in steps (flat
+    """The magnitudes (int32, flat) to code for values of these ``magnitudes`` in steps (flat
     float32, in the dependently quantized scan's order), whose bits are priced by ``rates``
     at ``contexts`` (one per position)."""
     count = magnitudes.size
@@ -35,7 +35,7 @@ def trellis_magnitudes(magnitudes: np.ndarray, contexts: np.ndarray, rates: _Pla
     padded_contexts[:count] = contexts
     values = padded.reshape(segments, DQ_SEGMENT)
     context_grid = padded_contexts.reshape(segments, DQ_SEGMENT)
-    chosen = np.empty((segments, DQ_SEGMENT), dtype=np.int64)
+    chosen = np.empty((segments, DQ_SEGMENT), dtype=np.int32)
     for start in range(0, segments, _CHUNK_SEGMENTS):
         stop = min(start + _CHUNK_SEGMENTS, segments)
         chosen[start:stop] = _search(values[start:stop], context_grid[start:stop], rates, scale)
@@ -100,7 +100,7 @@ def _search(values: np.ndarray, contexts: np.ndarray, rates: _PlaneRates, scale:
     # the slot (2q + p) each transition into a target state used, by which predecessor won
     slot = np.array([[2 * (s >= 2) + p for s, p in pair] for pair in _PREDECESSORS])
     predecessor = np.array([[s for s, _ in pair] for pair in _PREDECESSORS])  # [target][which]
-    result = np.empty((DQ_SEGMENT, segments), dtype=np.int64)
+    result = np.empty((DQ_SEGMENT, segments), dtype=np.int32)
     state = np.argmin(total, axis=0)
     columns = np.arange(segments)
     for position in range(DQ_SEGMENT - 1, -1, -1):
