@@ -42,36 +42,38 @@ def trellis_magnitudes(magnitudes: np.ndarray, contexts: np.ndarray, rates: _Pla
     return chosen.reshape(-1)[:count]
 
 
+_QUANTIZERS = np.array([[0], [1]], dtype=np.float32)  # both quantizers side by side
+
+
 def _candidates(a: np.ndarray, base: np.ndarray, table: np.ndarray, limit: int, cost: np.ndarray,
                 magnitude: np.ndarray) -> None:
     """For each quantizer q and parity p, the cheapest magnitude of that parity near ``a``
     (values over the segments) and its cost, into ``magnitude[2q + p]`` and ``cost[2q + p]``.
     ``table`` is the flat table of scaled bits, ``base`` each position's context offset into
     it, ``limit`` the largest magnitude it prices (larger ones are priced as that: rare).
-    Everything stays float32 / int32: mixing them would compute in float64."""
+    Both quantizers are computed in one pass over (2, segments) arrays, and everything stays
+    float32 / int32: mixing them would compute in float64."""
     zero_cost = a * a
     zero_cost += table[base]
-    for q in (0, 1):
-        # quantizer 0 reads m as 2m, quantizer 1 as 2m - 1: the two magnitudes around a
-        low = np.floor((a + np.float32(q)) * np.float32(0.5))
-        low_index = low.astype(np.int32)
-        high_index = low_index + 1
-        low_cost = table[np.minimum(low_index, limit) + base]
-        high_cost = table[np.minimum(high_index, limit) + base]
-        low_point = 2 * low - np.float32(q)
-        distance = a - np.maximum(low_point, np.float32(0))
-        low_cost += distance * distance
-        distance = (low_point + np.float32(2)) - a
-        high_cost += distance * distance
-        odd = (low_index & 1).astype(bool)
-        even_cost = np.where(odd, high_cost, low_cost)
-        even = np.where(odd, high_index, low_index)
-        zero = zero_cost < even_cost  # zero is even and reads as 0 in both quantizers
-        np.minimum(even_cost, zero_cost, out=cost[2 * q])
-        even[zero] = 0
-        magnitude[2 * q] = even
-        cost[2 * q + 1] = np.where(odd, low_cost, high_cost)
-        magnitude[2 * q + 1] = np.where(odd, low_index, high_index)
+    # quantizer 0 reads m as 2m, quantizer 1 as 2m - 1: the two magnitudes around a
+    low = np.floor((a + _QUANTIZERS) * np.float32(0.5))
+    low_index = low.astype(np.int32)
+    high_index = low_index + 1
+    low_cost = table[np.minimum(low_index, limit) + base]
+    high_cost = table[np.minimum(high_index, limit) + base]
+    low_point = 2 * low - _QUANTIZERS
+    distance = a - np.maximum(low_point, np.float32(0))
+    low_cost += distance * distance
+    distance = (low_point + np.float32(2)) - a
+    high_cost += distance * distance
+    odd = (low_index & 1).astype(bool)
+    even_cost = np.where(odd, high_cost, low_cost)
+    even = np.where(odd, high_index, low_index)
+    even[zero_cost < even_cost] = 0  # zero is even and reads as 0 in both quantizers
+    cost[0::2] = np.minimum(even_cost, zero_cost)
+    magnitude[0::2] = even
+    cost[1::2] = np.where(odd, low_cost, high_cost)
+    magnitude[1::2] = np.where(odd, low_index, high_index)
 
 
 def _search(values: np.ndarray, contexts: np.ndarray, rates: _PlaneRates, scale: float) -> np.ndarray:
