@@ -167,6 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--epochs", type=int, default=30, help="dense training epochs (default %(default)s)")
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--verbose", action="store_true", help="progress on stderr even when it is not a terminal")
+    demo.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
 
     info = commands.add_parser("info", help="show a stream's version and tensors")
     info.add_argument("input")
@@ -391,7 +392,8 @@ def _demo(args: argparse.Namespace) -> int:
         return _fail(f"the demo needs torch and scikit-learn: pip install -e '.[demo]' ({exc})", EXIT_IO)
     if args.epochs < 1:
         raise UsageError(f"--epochs must be at least 1, got {args.epochs}")
-    verbose = args.verbose or sys.stderr.isatty()
+    # progress (each training epoch) on a terminal, or when asked; never with --quiet or --json
+    verbose = not args.quiet and (args.verbose or (sys.stderr.isatty() and not args.json))
     result = run_demo(epochs=args.epochs, seed=args.seed,
                       progress=(lambda line: print(line, file=sys.stderr, flush=True)) if verbose else None)
     if args.json:
