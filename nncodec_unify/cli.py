@@ -8,10 +8,14 @@ code, with no traceback and no output file left behind.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import glob
 import json
 import os
 import re
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -21,6 +25,7 @@ from . import __version__
 from .codec.checkpoint import (
     DEFAULT_MAX_SHARD_BYTES,
     CheckpointError,
+    MissingDependencyError,
     atomic_output,
     checkpoint_format,
     decode_to_folder,
@@ -33,7 +38,7 @@ from .codec.checkpoint import (
 )
 from .codec.config import EncoderConfig, TensorRule
 from .codec.decoder import decode_tensors, describe
-from .codec.errors import BitstreamError, EncodeError, NncodecError
+from .codec.errors import BitstreamError, EncodeError, LimitExceededError, NncodecError
 from .codec.format import DTYPE_NAMES, CodingMode, Limits
 from .codec.quant import step_size
 
@@ -44,6 +49,22 @@ EXIT_IO = 3  # a file could not be read or written
 EXIT_BAD_INPUT = 4  # the input is not a valid stream or weight file
 EXIT_ENCODE = 5  # the encoder cannot represent the input with these options
 EXIT_EXISTS = 6  # the output exists and -f was not given
+EXIT_LIMIT = 7  # a stream exceeds a decoder limit (valid, maybe, but too large to accept)
+EXIT_DEPENDENCY = 8  # an optional package (torch, scikit-learn) needed for this is missing
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE: the reader went away (e.g. `| head`); nothing is printed
+
+
+class _Terminated(BaseException):
+    """SIGTERM or SIGHUP, raised where the program is, so that every output in progress is
+    cleaned up (atomic_output removes its temporary file) as for Ctrl-C."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _on_signal(signum, frame) -> None:
+    raise _Terminated(signum)
 
 
 class UsageError(Exception):
@@ -188,8 +209,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"nncodec: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     handler = {"encode": _encode, "decode": _decode, "info": _info, "demo": _demo, "conform": _conform}[args.command]
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        for name in ("SIGTERM", "SIGHUP"):
+            if hasattr(signal, name):
+                previous[getattr(signal, name)] = signal.signal(getattr(signal, name), _on_signal)
     try:
         return handler(args)
+    except _Terminated as exc:
+        return _fail(f"terminated by {signal.Signals(exc.signum).name}; no output was written", 128 + exc.signum)
+    except BrokenPipeError:
+        # the reader closed the pipe: stop quietly, and keep Python from complaining at exit
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
     except UsageError as exc:
         return _fail(str(exc), EXIT_USAGE)
     except FileExistsError as exc:
@@ -198,6 +231,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(str(exc) if not exc.filename else f"{exc.filename}: {exc.strerror}", EXIT_IO)
     except EncodeError as exc:
         return _fail(f"cannot encode: {exc}", EXIT_ENCODE)
+    except LimitExceededError as exc:
+        return _fail(f"{getattr(args, 'input', '')}: exceeds a decoder limit: {exc}", EXIT_LIMIT)
+    except MissingDependencyError as exc:
+        return _fail(str(exc), EXIT_DEPENDENCY)
     except BitstreamError as exc:
         return _fail(f"{getattr(args, 'input', '')}: invalid stream: {exc}", EXIT_BAD_INPUT)
     except (CheckpointError, NncodecError) as exc:
@@ -208,6 +245,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail("out of memory (for a stream, lower --max-output-bytes to refuse it up front)", EXIT_IO)
     except KeyboardInterrupt:
         return _fail("interrupted; no output was written", 130)
+    finally:
+        for signum, handler_before in previous.items():
+            signal.signal(signum, handler_before)
 
 
 def _fail(message: str, code: int) -> int:
@@ -288,7 +328,7 @@ def _encode(args: argparse.Namespace) -> int:
     attachments, attachment_notes = [], []
     if os.path.isdir(args.input) and not args.no_attach:
         attachments, attachment_notes = folder_attachments(args.input)
-    projection = _project(tensors, args) if _projection_asked(args) else None
+    projection = _project(tensors, args, config) if _projection_asked(args) else None
     if projection is not None:
         tensors = projection[0]
     if args.workers < 1:
@@ -359,29 +399,33 @@ def _projection_asked(args: argparse.Namespace) -> bool:
     return bool(args.prune_ratio or args.unify_ratio or args.unify_threshold is not None)
 
 
-def _project(tensors: dict, args: argparse.Namespace):
-    """Apply the post-training projection; bfloat16 tensors stay bfloat16."""
+def _project(tensors, args: argparse.Namespace, config: EncoderConfig):
+    """Apply the post-training projection; bfloat16 tensors stay bfloat16 (no torch needed).
+    Tensors that a rule codes RAW are left exactly as they are: the user asked to keep them."""
+    from .codec.quant import round_to_bfloat16
+    from .codec.tensors import BFloat16Array, float32_to_bfloat16_bits, to_numpy
     from .method.posttrain import project_tensors
-    from .codec.tensors import to_numpy
 
-    arrays, bfloat16 = {}, set()
+    arrays, bfloat16, kept = {}, set(), []
     for name, value in tensors.items():
         array, dtype = to_numpy(name, value)
         arrays[name] = array
         if dtype.name == "BFLOAT16":
             bfloat16.add(name)
+        coding = config.coding_for(name, dtype, array.ndim)
+        if coding.mode == CodingMode.RAW and coding.explicit_mode:
+            kept.append(name)
     try:
         projected, report = project_tensors(
             arrays, prune_ratio=args.prune_ratio, unify_ratio=args.unify_ratio,
             unify_threshold=args.unify_threshold, block=args.block, global_budget=args.global_budget,
-            exclude=tuple(args.exclude), exclude_first_last=args.exclude_first_last)
+            exclude=tuple(args.exclude) + tuple(glob.escape(name) for name in kept),
+            exclude_first_last=args.exclude_first_last)
     except ValueError as exc:
         raise UsageError(f"projection: {exc}") from None
-    if bfloat16:
-        import torch
-
-        for name in bfloat16:
-            projected[name] = torch.from_numpy(np.ascontiguousarray(projected[name])).to(torch.bfloat16)
+    for name in bfloat16:
+        values = np.ascontiguousarray(projected[name], dtype=np.float32)
+        projected[name] = BFloat16Array(float32_to_bfloat16_bits(round_to_bfloat16(values)))
     return projected, report
 
 
@@ -389,7 +433,7 @@ def _demo(args: argparse.Namespace) -> int:
     try:
         from .method.demo import run_demo
     except ImportError as exc:
-        return _fail(f"the demo needs torch and scikit-learn: pip install -e '.[demo]' ({exc})", EXIT_IO)
+        return _fail(f"the demo needs torch and scikit-learn: pip install -e '.[demo]' ({exc})", EXIT_DEPENDENCY)
     if args.epochs < 1:
         raise UsageError(f"--epochs must be at least 1, got {args.epochs}")
     # progress (each training epoch) on a terminal, or when asked; never with --quiet or --json

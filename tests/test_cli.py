@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import nncodec_unify as nu
-from nncodec_unify.cli import EXIT_BAD_INPUT, EXIT_EXISTS, EXIT_IO, EXIT_OK, EXIT_USAGE, main
+from nncodec_unify.cli import EXIT_LIMIT, EXIT_BAD_INPUT, EXIT_EXISTS, EXIT_IO, EXIT_OK, EXIT_USAGE, main
 
 torch = pytest.importorskip("torch")
 
@@ -162,7 +162,7 @@ def test_demo_json_reports_the_decoded_model(capsys):
 def test_decode_can_refuse_large_outputs(tmp_path, capsys):
     (tmp_path / "m.nnu").write_bytes(nu.encode({"w": np.zeros((64, 64), np.float32)}))
     assert main(["decode", str(tmp_path / "m.nnu"), str(tmp_path / "o.safetensors"), "--max-output-bytes", "1000"]) \
-        == EXIT_BAD_INPUT
+        == EXIT_LIMIT  # a limit, not a malformed stream (issue 13)
     assert "exceed 1000 bytes" in capsys.readouterr().err
     assert not (tmp_path / "o.safetensors").exists()
     assert main(["decode", str(tmp_path / "m.nnu"), str(tmp_path / "o.safetensors")]) == EXIT_OK
@@ -225,3 +225,48 @@ def test_progress_on_a_terminal_and_none_when_quiet_or_json(tmp_path, monkeypatc
     assert _progress_printer(argparse.Namespace(quiet=False, json=True), "decoding") is None
     monkeypatch.setattr(system, "stderr", io.StringIO())  # not a terminal
     assert _progress_printer(argparse.Namespace(quiet=False, json=False), "decoding") is None
+
+
+
+def test_a_raw_rule_keeps_its_tensor_exact_under_projection(tmp_path, capsys):
+    """Regression (issue 13): --mode 'fc.*=raw' with --unify-ratio used to project fc.weight anyway."""
+    rng = np.random.default_rng(0)
+    state = {"fc.weight": torch.from_numpy(rng.normal(size=(16, 40)).astype(np.float32)),
+             "conv.weight": torch.from_numpy(rng.normal(size=(8, 4, 3, 3)).astype(np.float32)),
+             "bf.weight": torch.from_numpy(rng.normal(size=(8, 8)).astype(np.float32)).bfloat16()}
+    torch.save(state, tmp_path / "m.pt")
+    assert main(["encode", str(tmp_path / "m.pt"), str(tmp_path / "m.nnu"), "--mode", "fc.*=raw",
+                 "--unify-ratio", "0.3", "--prune-ratio", "0.2", "--json"]) == EXIT_OK
+    summary = json.loads(capsys.readouterr().out)
+    assert [t["name"] for t in summary["projection"]["tensors"]] == ["conv.weight", "bf.weight"]
+    decoded = nu.decode_tensors((tmp_path / "m.nnu").read_bytes())
+    by_name = {t.name: t for t in decoded.tensors}
+    assert by_name["fc.weight"].array.tobytes() == state["fc.weight"].numpy().tobytes()
+    assert by_name["bf.weight"].dtype.name == "BFLOAT16"
+
+
+def test_sigterm_and_a_closed_pipe(tmp_path):
+    """Regression (issue 13): SIGTERM left a partial file; `| head` printed an error, exit 3."""
+    import signal
+    import subprocess
+    import sys
+
+    values = {f"t{i}": np.random.default_rng(i).normal(size=(512, 512)).astype(np.float32) for i in range(40)}
+    from safetensors.numpy import save_file
+
+    save_file(values, tmp_path / "m.safetensors")
+    process = subprocess.Popen([sys.executable, "-m", "nncodec_unify", "encode", str(tmp_path / "m.safetensors"),
+                                str(tmp_path / "m.nnu")], stderr=subprocess.PIPE, text=True)
+    import time
+
+    time.sleep(2.5)  # well into the encode (imports take about a second, the encode about ten)
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=60)
+    if process.returncode == 0:
+        pytest.skip("the encode finished before the signal")
+    assert process.returncode == 128 + signal.SIGTERM and "SIGTERM" in err and "no output" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.safetensors"]
+    nu.encode_file(tmp_path / "m.safetensors", tmp_path / "m.nnu")
+    piped = subprocess.run(f"{sys.executable} -m nncodec_unify info {tmp_path / 'm.nnu'} | head -1", shell=True,
+                           capture_output=True, text=True, timeout=60)
+    assert piped.stderr == "" and piped.stdout.startswith(str(tmp_path / "m.nnu"))

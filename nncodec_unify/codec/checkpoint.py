@@ -39,6 +39,10 @@ class CheckpointError(NncodecError, ValueError):
     """A weight file that cannot be read or written as asked."""
 
 
+class MissingDependencyError(CheckpointError):
+    """An optional package (torch) that this file type needs is not installed."""
+
+
 def checkpoint_format(path: str | os.PathLike) -> str:
     """'pt' or 'safetensors' by the file's extension; CheckpointError otherwise."""
     suffix = Path(path).suffix.lower()
@@ -170,7 +174,7 @@ def _load_torch(path: Path) -> dict[str, object]:
     try:
         import torch
     except ImportError:
-        raise CheckpointError(f"{path}: reading .pt files needs torch (pip install torch)") from None
+        raise MissingDependencyError(f"{path}: reading .pt files needs torch (pip install torch)") from None
     try:
         with warnings.catch_warnings():  # e.g. "Detected pickle protocol 4": the error says it all
             warnings.simplefilter("ignore")
@@ -236,7 +240,7 @@ def save_decoded(path: str | os.PathLike, model: DecodedModel, *, overwrite: boo
     try:
         import torch
     except ImportError:
-        raise CheckpointError(f"{path}: writing .pt files needs torch (write .safetensors instead)") from None
+        raise MissingDependencyError(f"{path}: writing .pt files needs torch (write .safetensors instead)") from None
     tensors = {t.name: _to_torch(torch, t) for t in model.tensors}
     with atomic_output(path, overwrite=overwrite) as temporary:
         torch.save(tensors, temporary)
