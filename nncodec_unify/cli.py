@@ -29,6 +29,7 @@ from .codec.checkpoint import (
     atomic_output,
     checkpoint_format,
     decode_to_folder,
+    load_checkpoint,
     decode_to_safetensors,
     folder_attachments,
     is_folder_target,
@@ -112,6 +113,12 @@ def build_parser() -> argparse.ArgumentParser:
     encode = commands.add_parser("encode", help="encode a .pt/.pth/.safetensors file into a stream")
     encode.add_argument("input", help="a .pt/.pth state_dict (or checkpoint holding one), .safetensors, or a "
                         "Hugging Face model folder (model.safetensors, shards + index, or pytorch_model.bin)")
+    encode.add_argument("--key", default=None, metavar="KEY",
+                        help="the state_dict to take from a .pt checkpoint dict (e.g. ema, model); by default "
+                             "the dict itself or its state_dict/model/module entry")
+    encode.add_argument("--strip-prefix", action="append", default=[], metavar="PREFIX",
+                        help="remove PREFIX from tensor names (module. for DDP, _orig_mod. for torch.compile; "
+                             "repeatable)")
     encode.add_argument("--no-attach", action="store_true",
                         help="for a model folder: do not carry its other files (config, tokenizer) in the stream")
     encode.add_argument("output", help="the stream to write (.nnu)")
@@ -203,6 +210,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     parser = build_parser()
+    if not (sys.argv[1:] if argv is None else argv):
+        parser.print_help()
+        return EXIT_USAGE
     try:
         args = parser.parse_args(argv)
     except UsageError as exc:
@@ -324,7 +334,7 @@ def _encode(args: argparse.Namespace) -> int:
         raise UsageError("input and output are the same file")
     if os.path.exists(args.output) and not args.force:
         raise FileExistsError(f"{args.output}: already exists (use -f to overwrite)")
-    tensors = load_tensors(args.input)
+    tensors, checkpoint_notes = load_checkpoint(args.input, key=args.key, strip_prefixes=tuple(args.strip_prefix))
     attachments, attachment_notes = [], []
     if os.path.isdir(args.input) and not args.no_attach:
         attachments, attachment_notes = folder_attachments(args.input)
@@ -351,7 +361,7 @@ def _encode(args: argparse.Namespace) -> int:
         reports, size = controlled.result.reports, len(controlled.result.data)
     summary = _summary(args.input, args.output, reports, size)
     summary["attached_files"] = [attached.path for attached in attachments]
-    summary["notes"] += attachment_notes
+    summary["notes"] += checkpoint_notes + attachment_notes + _unmatched_rules(args, reports)
     summary["rdo"] = {"lambda": config.rdo_lambda, "blocks": config.rdo_blocks} if config.rdo else None
     summary["dependent_quantization"] = config.dependent
     with open(args.output, "rb") as written:  # the version the encoder chose (attachments: 3.1)
@@ -379,6 +389,20 @@ def _encode(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _unmatched_rules(args: argparse.Namespace, reports) -> list[str]:
+    """Notes for --mode/--tensor-qp/--tensor-block patterns that matched no tensor (a typo
+    would otherwise go unnoticed)."""
+    import fnmatch
+
+    names = [report.name for report in reports]
+    notes = []
+    for option in ("mode", "tensor_qp", "tensor_block"):
+        for pattern, _ in getattr(args, option):
+            if not any(fnmatch.fnmatchcase(name, pattern) for name in names):
+                notes.append(f"--{option.replace('_', '-')} {pattern}=...: the pattern matches no tensor")
+    return notes
+
+
 def _rate_target(args: argparse.Namespace):
     """The RateTarget the options ask for, or None."""
     from .codec.ratecontrol import RateTarget
@@ -396,6 +420,8 @@ def _rate_target(args: argparse.Namespace):
 
 
 def _projection_asked(args: argparse.Namespace) -> bool:
+    if args.unify_ratio and args.unify_threshold is not None:
+        raise UsageError("--unify-ratio and --unify-threshold are alternatives: give one")
     return bool(args.prune_ratio or args.unify_ratio or args.unify_threshold is not None)
 
 

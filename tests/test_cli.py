@@ -270,3 +270,35 @@ def test_sigterm_and_a_closed_pipe(tmp_path):
     piped = subprocess.run(f"{sys.executable} -m nncodec_unify info {tmp_path / 'm.nnu'} | head -1", shell=True,
                            capture_output=True, text=True, timeout=60)
     assert piped.stderr == "" and piped.stdout.startswith(str(tmp_path / "m.nnu"))
+
+
+def test_checkpoints_keys_prefixes_and_what_was_left_out(tmp_path, capsys):
+    weights = {"module.fc.weight": torch.randn(4, 4), "module.fc.bias": torch.randn(4)}
+    torch.save({"model": weights, "ema": {"fc.weight": torch.ones(4, 4)}, "optimizer": {"lr": 0.1}, "epoch": 7},
+               tmp_path / "ckpt.pt")
+    assert main(["encode", str(tmp_path / "ckpt.pt"), str(tmp_path / "m.nnu"), "--strip-prefix", "module.",
+                 "--mode", "nothing.*=raw", "--json"]) == EXIT_OK
+    summary = json.loads(capsys.readouterr().out)
+    assert {"left out checkpoint entry 'optimizer'", "left out checkpoint entry 'epoch'"} <= set(summary["notes"])
+    assert any("--mode nothing.*" in note and "matches no tensor" in note for note in summary["notes"])
+    assert sorted(nu.decode((tmp_path / "m.nnu").read_bytes())) == ["fc.bias", "fc.weight"]
+    assert main(["encode", str(tmp_path / "ckpt.pt"), str(tmp_path / "e.nnu"), "--key", "ema"]) == EXIT_OK
+    assert list(nu.decode((tmp_path / "e.nnu").read_bytes())) == ["fc.weight"]
+    capsys.readouterr()
+    assert main(["encode", str(tmp_path / "ckpt.pt"), str(tmp_path / "x.nnu"), "--key", "nope"]) == EXIT_BAD_INPUT
+    assert "no entry 'nope'" in capsys.readouterr().err
+
+
+def test_clear_messages_for_files_that_are_not_checkpoints_and_conflicting_options(tmp_path, capsys):
+    (tmp_path / "empty.pt").write_bytes(b"")
+    (tmp_path / "text.pt").write_text("hello, not a model")
+    assert main(["encode", str(tmp_path / "empty.pt"), str(tmp_path / "a.nnu")]) == EXIT_BAD_INPUT
+    assert "the file is empty" in capsys.readouterr().err
+    assert main(["encode", str(tmp_path / "text.pt"), str(tmp_path / "a.nnu")]) == EXIT_BAD_INPUT
+    assert "not a torch file" in capsys.readouterr().err
+    torch.save({"w": torch.randn(8, 8)}, tmp_path / "m.pt")
+    assert main(["encode", str(tmp_path / "m.pt"), str(tmp_path / "a.nnu"), "--unify-ratio", "0.2",
+                 "--unify-threshold", "0.1"]) == 2
+    assert "alternatives" in capsys.readouterr().err
+    assert not (tmp_path / "a.nnu").exists()
+    assert main([]) == 2 and "usage: nncodec" in capsys.readouterr().out

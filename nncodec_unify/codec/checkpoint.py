@@ -170,7 +170,77 @@ def _load_safetensors(path: Path) -> dict[str, object]:
         raise CheckpointError(f"not a readable safetensors file: {exc}") from None
 
 
+def load_checkpoint(path: str | os.PathLike, *, key: str | None = None,
+                    strip_prefixes: tuple[str, ...] = ()) -> tuple[Mapping[str, object], list[str]]:
+    """:func:`load_tensors` with the options a training checkpoint needs, and notes on what
+    was left out. ``key`` picks the state_dict inside a ``.pt`` checkpoint (``"ema"``,
+    ``"model"``); ``strip_prefixes`` removes leading prefixes from names (``"module."`` of
+    DDP, ``"_orig_mod."`` of ``torch.compile``), the first that matches."""
+    path = Path(path)
+    notes: list[str] = []
+    if key is not None:
+        if path.is_dir() or checkpoint_format(path) != "pt":
+            raise CheckpointError(f"{path}: --key picks an entry of a .pt checkpoint; this is not one")
+        loaded = _torch_object(path)
+        if not isinstance(loaded, Mapping) or key not in loaded:
+            keys = ", ".join(map(str, loaded)) if isinstance(loaded, Mapping) else "none"
+            raise CheckpointError(f"{path}: no entry {key!r} in the checkpoint (its keys: {keys})")
+        tensors = _state_dict_of(loaded[key], path)
+        notes += [f"left out checkpoint entry {k!r}" for k in loaded if k != key]
+    else:
+        tensors = load_tensors(path)
+        if not path.is_dir() and checkpoint_format(path) == "pt":
+            notes += _left_out(path)
+    if strip_prefixes:
+        renamed: dict[str, object] = {}
+        for name in tensors:
+            short = next((name[len(p):] for p in strip_prefixes if name.startswith(p)), name)
+            if short in renamed:
+                raise CheckpointError(f"{path}: stripping prefixes gives two tensors named {short!r}")
+            renamed[short] = name
+        tensors = _Renamed(tensors, renamed)
+    return tensors, notes
+
+
+class _Renamed(Mapping):
+    """``tensors`` under new names (``{new: old}``), looked up lazily."""
+
+    def __init__(self, tensors: Mapping[str, object], names: dict[str, str]):
+        self._tensors, self._names = tensors, names
+
+    def __getitem__(self, name: str) -> object:
+        return self._tensors[self._names[name]]
+
+    def __iter__(self):
+        return iter(self._names)
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+
+def _left_out(path: Path) -> list[str]:
+    """Notes on a checkpoint dict's entries other than the state_dict taken (optimizer, epoch)."""
+    loaded = _torch_object(path)
+    if not isinstance(loaded, Mapping) or all(_is_tensor(v) for v in loaded.values()):
+        return []
+    taken = next((k for k in STATE_DICT_KEYS if isinstance(loaded.get(k), Mapping)), None)
+    return [f"left out checkpoint entry {k!r}" for k in loaded if k != taken]
+
+
 def _load_torch(path: Path) -> dict[str, object]:
+    return _state_dict_of(_torch_object(path), path)
+
+
+def _torch_object(path: Path) -> object:
+    """What a .pt file holds, loaded without unpickling code; clear errors for files that are
+    empty or not in a format torch writes."""
+    with open(path, "rb") as file:
+        head = file.read(4)
+    if not head:
+        raise CheckpointError(f"{path}: the file is empty")
+    if not head.startswith(b"PK\x03\x04") and head[0] != 0x80:
+        raise CheckpointError(f"{path}: not a torch file (neither the zip archive torch.save writes nor a "
+                              "legacy pickle)")
     try:
         import torch
     except ImportError:
@@ -186,7 +256,7 @@ def _load_torch(path: Path) -> dict[str, object]:
                 f"{path}: refused to unpickle code (the file holds a pickled object, e.g. a whole "
                 "nn.Module); save the weights instead: torch.save(model.state_dict(), path)") from None
         raise CheckpointError(f"{path}: not a readable torch file ({message})") from None
-    return _state_dict_of(loaded, path)
+    return loaded
 
 
 def _torch_load(torch, path: Path):
