@@ -543,6 +543,8 @@ def _shown(text: str) -> str:
 
 
 def _read_stream(path: str) -> bytes:
+    if path == "-":  # a pipe
+        return sys.stdin.buffer.read()
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path}: no such file")
     if not os.path.isfile(path):

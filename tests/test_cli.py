@@ -302,3 +302,27 @@ def test_clear_messages_for_files_that_are_not_checkpoints_and_conflicting_optio
     assert "alternatives" in capsys.readouterr().err
     assert not (tmp_path / "a.nnu").exists()
     assert main([]) == 2 and "usage: nncodec" in capsys.readouterr().out
+
+
+def test_npz_output_torch_decoding_and_a_stream_from_stdin(tmp_path):
+    import subprocess
+    import sys
+
+    values = {"w": np.random.default_rng(0).normal(size=(8, 8)).astype(np.float32),
+              "h": np.arange(6, dtype=np.float16).reshape(2, 3)}
+    data = nu.encode(values)
+    (tmp_path / "m.nnu").write_bytes(data)
+    assert main(["decode", str(tmp_path / "m.nnu"), str(tmp_path / "o.npz")]) == EXIT_OK
+    with np.load(tmp_path / "o.npz") as loaded:
+        assert loaded["h"].dtype == np.float16 and loaded["w"].shape == (8, 8)
+        assert loaded["w"].tobytes() == nu.decode(data)["w"].tobytes()
+    as_torch = nu.decode(data, framework="pt")
+    assert as_torch["h"].dtype == torch.float16 and torch.equal(as_torch["w"], torch.from_numpy(nu.decode(data)["w"]))
+    with pytest.raises(ValueError, match="framework"):
+        nu.decode(data, framework="jax")
+    piped = subprocess.run([sys.executable, "-m", "nncodec_unify", "decode", "-", str(tmp_path / "p.safetensors")],
+                           input=data, capture_output=True, timeout=60)
+    assert piped.returncode == 0, piped.stderr
+    from nncodec_unify.codec.checkpoint import load_tensors
+
+    assert load_tensors(tmp_path / "p.safetensors")["w"].tobytes() == nu.decode(data)["w"].tobytes()

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .decoder import DecodedModel
+from .decoder import DecodedModel, torch_tensor
 from .errors import NncodecError
 from .format import DTYPE_ITEMSIZE, DType
 from .syntax import AttachedFile, check_attachment_path
@@ -50,7 +50,10 @@ def checkpoint_format(path: str | os.PathLike) -> str:
         return "pt"
     if suffix == ".safetensors":
         return "safetensors"
-    raise CheckpointError(f"{path}: unknown weight file extension {suffix!r} (use .pt, .pth or .safetensors)")
+    if suffix == ".npz":
+        return "npz"
+    raise CheckpointError(f"{path}: unknown weight file extension {suffix!r} (use .pt, .pth, .safetensors or, "
+                          "for output, .npz)")
 
 
 def load_tensors(path: str | os.PathLike) -> Mapping[str, object]:
@@ -295,8 +298,9 @@ def _first_line(exc: BaseException) -> str:
 
 
 def save_decoded(path: str | os.PathLike, model: DecodedModel, *, overwrite: bool = False) -> None:
-    """Write decoded tensors as ``.pt`` or ``.safetensors`` (by extension) with their names,
-    shapes and stored dtypes (bfloat16 restored), atomically."""
+    """Write decoded tensors as ``.pt``, ``.safetensors`` or ``.npz`` (by extension) with
+    their names, shapes and stored dtypes (bfloat16 restored; in ``.npz``, which numpy writes
+    and has no bfloat16, as exact float32 values), atomically."""
     path = Path(path)
     kind = checkpoint_format(path)
     if kind == "safetensors" and any(t.name == SAFETENSORS_RESERVED for t in model.tensors):
@@ -307,21 +311,17 @@ def save_decoded(path: str | os.PathLike, model: DecodedModel, *, overwrite: boo
         with atomic_output(path, overwrite=overwrite) as temporary, open(temporary, "wb") as file:
             write_safetensors(file, ((t.name, t.array, t.dtype) for t in model.tensors))
         return
+    if kind == "npz":  # numpy has no bfloat16: such tensors are stored as their exact float32 values
+        with atomic_output(path, overwrite=overwrite) as temporary, open(temporary, "wb") as file:
+            np.savez(file, **{t.name: t.array for t in model.tensors})
+        return
     try:
         import torch
     except ImportError:
         raise MissingDependencyError(f"{path}: writing .pt files needs torch (write .safetensors instead)") from None
-    tensors = {t.name: _to_torch(torch, t) for t in model.tensors}
+    tensors = {t.name: torch_tensor(t) for t in model.tensors}
     with atomic_output(path, overwrite=overwrite) as temporary:
         torch.save(tensors, temporary)
-
-
-def _to_torch(torch, tensor):
-    array = np.array(tensor.array, copy=True)  # writable, owned: torch.from_numpy shares memory
-    value = torch.from_numpy(array) if array.ndim else torch.tensor(array)
-    if tensor.dtype == DType.BFLOAT16:
-        value = value.to(torch.bfloat16)  # exact: the float32 values are bfloat16 values
-    return value
 
 
 def write_bytes(path: str | os.PathLike, data: bytes, *, overwrite: bool = False) -> None:

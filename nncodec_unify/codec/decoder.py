@@ -79,14 +79,31 @@ class DecodedModel:
     files: tuple[AttachedFile, ...] = ()  # §5.7 attached files, in stream order
 
 
-def decode(data: bytes, *, limits: Limits | None = None) -> dict[str, np.ndarray]:
+def decode(data: bytes, *, limits: Limits | None = None, framework: str = "numpy") -> dict[str, object]:
     """Decode a stream into ``{name: array}`` in stream order.
 
-    Arrays have the stored dtype, except bfloat16, which is returned widened exactly to
-    float32 (use :func:`decode_tensors` to learn the stored type). Raises
+    With ``framework="numpy"`` (default) arrays have the stored dtype, except bfloat16, which
+    is returned widened exactly to float32 (use :func:`decode_tensors` to learn the stored
+    type). With ``framework="pt"`` they are torch tensors of the stored dtypes, bfloat16
+    included, ready for ``model.load_state_dict`` (imports torch; only then). Raises
     :class:`BitstreamError` for any malformed stream.
     """
-    return {t.name: t.array for t in decode_tensors(data, limits=limits).tensors}
+    if framework not in ("numpy", "pt"):
+        raise ValueError(f"framework must be 'numpy' or 'pt', got {framework!r}")
+    tensors = decode_tensors(data, limits=limits).tensors
+    if framework == "numpy":
+        return {t.name: t.array for t in tensors}
+    return {t.name: torch_tensor(t) for t in tensors}
+
+
+def torch_tensor(tensor: DecodedTensor):
+    """A decoded tensor as a torch tensor of its stored dtype (bfloat16 restored exactly).
+    Imports torch: for the encoder's and trainer's side, never reached when decoding to numpy."""
+    import torch
+
+    array = np.array(tensor.array, copy=True)  # owned and writable: torch shares its memory
+    value = torch.from_numpy(array) if array.ndim else torch.tensor(array)
+    return value.to(torch.bfloat16) if tensor.dtype == DType.BFLOAT16 else value  # exact
 
 
 def decode_tensors(data: bytes, *, limits: Limits | None = None,
