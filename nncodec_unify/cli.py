@@ -178,13 +178,15 @@ def build_parser() -> argparse.ArgumentParser:
     encode.add_argument("-f", "--force", action="store_true", help="overwrite the output if it exists")
 
     decode = commands.add_parser("decode", help="decode a stream into .pt or .safetensors")
-    decode.add_argument("input")
-    decode.add_argument("output", help="ends in .pt/.pth or .safetensors, or a folder (ending in /): "
+    decode.add_argument("input", help="the stream to decode (.nnu), or - to read it from stdin")
+    decode.add_argument("output", help="ends in .pt/.pth, .safetensors or .npz, or a folder (ending in /): "
                         "model.safetensors plus the stream's attached files, loadable by from_pretrained")
     decode.add_argument("--max-output-bytes", type=int, default=None, metavar="N",
-                        help="refuse streams that would decode to more than N bytes (default: Limits())")
+                        help="refuse streams that would decode to more than N bytes (default "
+                             f"{Limits().max_total_output_bytes:,}, the decoder's own limit)")
     decode.add_argument("-f", "--force", action="store_true", help="overwrite the output if it exists")
     decode.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
+    decode.add_argument("--json", action="store_true", help="print the result as one JSON object")
     decode.add_argument("--max-shard-size", type=_byte_size, default=DEFAULT_MAX_SHARD_BYTES, metavar="SIZE",
                         help="folder output: split the weights into shards of at most SIZE (e.g. 5GB, 500MB; "
                              "default 5GB, as transformers) with an index")
@@ -193,12 +195,12 @@ def build_parser() -> argparse.ArgumentParser:
                                "encode, decode and evaluate the decoded model")
     demo.add_argument("--json", action="store_true", help="print the figures as one JSON object")
     demo.add_argument("--epochs", type=int, default=30, help="dense training epochs (default %(default)s)")
-    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--seed", type=int, default=0, help="seed of the data split and training (default %(default)s)")
     demo.add_argument("--verbose", action="store_true", help="progress on stderr even when it is not a terminal")
     demo.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
 
     info = commands.add_parser("info", help="show a stream's version and tensors")
-    info.add_argument("input")
+    info.add_argument("input", help="the stream to describe (.nnu), or - to read it from stdin")
     info.add_argument("--json", action="store_true", help="print one JSON object")
 
     conform = commands.add_parser("conform", help="check the decoder against a conformance suite "
@@ -566,7 +568,7 @@ def _decode(args: argparse.Namespace) -> int:
     if is_folder_target(args.output):
         count, parameters, files = decode_to_folder(data, args.output, limits=limits, progress=progress,
                                                     overwrite=args.force, max_shard_bytes=args.max_shard_size)
-        print(f"{args.input} -> {args.output}: {count} tensors, {parameters:,} parameters, {files} attached files")
+        _print_decoded(args, count, parameters, files)
         return EXIT_OK
     if checkpoint_format(args.output) == "safetensors":  # tensor by tensor: memory holds one tensor
         count, parameters = decode_to_safetensors(data, args.output, limits=limits, progress=progress,
@@ -575,8 +577,17 @@ def _decode(args: argparse.Namespace) -> int:
         model = decode_tensors(data, limits=limits, progress=progress)
         save_decoded(args.output, model, overwrite=args.force)
         count, parameters = len(model.tensors), sum(t.array.size for t in model.tensors)
-    print(f"{args.input} -> {args.output}: {count} tensors, {parameters:,} parameters")
+    _print_decoded(args, count, parameters, 0)
     return EXIT_OK
+
+
+def _print_decoded(args: argparse.Namespace, count: int, parameters: int, files: int) -> None:
+    if args.json:
+        print(json.dumps({"input": args.input, "output": args.output, "tensors": count, "parameters": parameters,
+                          "attached_files": files}))
+    else:
+        attached = f", {files} attached files" if files else ""
+        print(f"{args.input} -> {args.output}: {count} tensors, {parameters:,} parameters{attached}")
 
 
 def _info(args: argparse.Namespace) -> int:

@@ -326,3 +326,19 @@ def test_npz_output_torch_decoding_and_a_stream_from_stdin(tmp_path):
     from nncodec_unify.codec.checkpoint import load_tensors
 
     assert load_tensors(tmp_path / "p.safetensors")["w"].tobytes() == nu.decode(data)["w"].tobytes()
+
+
+def test_decode_json_and_every_positional_has_help(tmp_path, capsys):
+    (tmp_path / "m.nnu").write_bytes(nu.encode({"w": np.ones((4, 4), np.float32)}))
+    assert main(["decode", str(tmp_path / "m.nnu"), str(tmp_path / "o.safetensors"), "--json"]) == EXIT_OK
+    assert json.loads(capsys.readouterr().out) == {"input": str(tmp_path / "m.nnu"),
+                                                  "output": str(tmp_path / "o.safetensors"), "tensors": 1,
+                                                  "parameters": 16, "attached_files": 0}
+    from nncodec_unify.cli import build_parser
+
+    parser = build_parser()
+    commands = next(a for a in parser._actions if a.dest == "command").choices
+    for name, command in commands.items():
+        for action in command._actions:
+            assert action.help, (name, action.dest)
+            assert "Limits()" not in action.help
