@@ -121,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "repeatable)")
     encode.add_argument("--no-attach", action="store_true",
                         help="for a model folder: do not carry its other files (config, tokenizer) in the stream")
-    encode.add_argument("output", help="the stream to write (.nnu)")
+    encode.add_argument("output", help="the stream to write (.nnu), or - for stdout (then the summary goes to stderr)")
     encode.add_argument("--qp", type=int, default=EncoderConfig.qp,
                         help="quantization parameter of >=2-D float tensors (step 2**(qp/4); default %(default)s = 2**-8)")
     encode.add_argument("--vector-qp", type=int, default=EncoderConfig.vector_qp,
@@ -332,10 +332,12 @@ def _encode(args: argparse.Namespace) -> int:
     from .codec.encoder import encode_to_file
 
     config = _config(args)
-    if _same_file(args.input, args.output):
+    if args.output != "-" and _same_file(args.input, args.output):
         raise UsageError("input and output are the same file")
-    if os.path.exists(args.output) and not args.force:
+    if args.output != "-" and os.path.exists(args.output) and not args.force:
         raise FileExistsError(f"{args.output}: already exists (use -f to overwrite)")
+    if args.output == "-" and args.report == "-":
+        raise UsageError("--report - would mix the report into the stream on stdout")
     tensors, checkpoint_notes = load_checkpoint(args.input, key=args.key, strip_prefixes=tuple(args.strip_prefix))
     attachments, attachment_notes = [], []
     if os.path.isdir(args.input) and not args.no_attach:
@@ -347,11 +349,22 @@ def _encode(args: argparse.Namespace) -> int:
         raise UsageError(f"--workers must be at least 1, got {args.workers}")
     target = _rate_target(args)
     if target is None:  # units go to the output as they are coded: the stream is never held whole
-        with atomic_output(Path(args.output), overwrite=args.force) as temporary, open(temporary, "wb") as file:
-            reports = encode_to_file(tensors, file, config=config, measure_error=True,
+        def encode_into(file) -> _Counting:
+            counting = _Counting(file)
+            nonlocal reports
+            reports = encode_to_file(tensors, counting, config=config, measure_error=True,
                                      progress=_progress_printer(args, "encoding"), workers=args.workers,
                                      attachments=attachments)
-        size = os.path.getsize(args.output)
+            return counting
+
+        reports = ()
+        if args.output == "-":  # a pipe: written as coded (a failure midway leaves the reader a cut stream)
+            written = encode_into(sys.stdout.buffer)
+            sys.stdout.buffer.flush()
+        else:
+            with atomic_output(Path(args.output), overwrite=args.force) as temporary, open(temporary, "wb") as file:
+                written = encode_into(file)
+        size, header = written.count, written.head
     else:
         from .codec.ratecontrol import encode_to_target
 
@@ -359,16 +372,19 @@ def _encode(args: argparse.Namespace) -> int:
         if attachments:
             raise UsageError("rate control does not carry a folder's files yet: add --no-attach")
         controlled = encode_to_target(tensors, target, config=config, progress=say, workers=args.workers)
-        write_bytes(args.output, controlled.result.data, overwrite=args.force)
+        if args.output == "-":
+            sys.stdout.buffer.write(controlled.result.data)
+            sys.stdout.buffer.flush()
+        else:
+            write_bytes(args.output, controlled.result.data, overwrite=args.force)
         reports, size = controlled.result.reports, len(controlled.result.data)
+        header = controlled.result.data[:10]
     summary = _summary(args.input, args.output, reports, size)
     summary["attached_files"] = [attached.path for attached in attachments]
     summary["notes"] += checkpoint_notes + attachment_notes + _unmatched_rules(args, reports)
     summary["rdo"] = {"lambda": config.rdo_lambda, "blocks": config.rdo_blocks} if config.rdo else None
     summary["dependent_quantization"] = config.dependent
-    with open(args.output, "rb") as written:  # the version the encoder chose (attachments: 3.1)
-        major, minor = written.read(10)[8:10]
-    summary["format"] = f"{major}.{minor}"
+    summary["format"] = f"{header[8]}.{header[9]}"  # the version the encoder chose (attachments: 3.1)
     if target is not None:
         summary["rate_control"] = {"target": target.describe(), **controlled.to_dict()}
     if projection is not None:
@@ -376,6 +392,27 @@ def _encode(args: argparse.Namespace) -> int:
     if args.report is not None:
         report = dict(summary, tensor_reports=[_tensor_report(r) for r in reports])
         write_bytes(args.report, (json.dumps(report, indent=1) + "\n").encode("utf-8"), overwrite=True)
+    # with the stream on stdout, the summary goes to stderr
+    with contextlib.redirect_stdout(sys.stderr) if args.output == "-" else contextlib.nullcontext():
+        _print_encoded(args, summary, projection, target, controlled if target is not None else None)
+    return EXIT_OK
+
+
+class _Counting:
+    """A binary file wrapper that counts the bytes written and keeps the first ten (the file
+    header: magic and version)."""
+
+    def __init__(self, file):
+        self.file, self.count, self.head = file, 0, b""
+
+    def write(self, data: bytes) -> int:
+        if len(self.head) < 10:
+            self.head += bytes(data[:10 - len(self.head)])
+        self.count += len(data)
+        return self.file.write(data)
+
+
+def _print_encoded(args, summary: dict, projection, target, controlled) -> None:
     if args.json:
         print(json.dumps(summary))
     else:
@@ -388,7 +425,6 @@ def _encode(args: argparse.Namespace) -> int:
                   f"after {len(controlled.trials)} encodes: {chosen.size_bytes:,} bytes, "
                   f"{chosen.bits_per_param:.3f} bits/parameter, RMSE {chosen.rmse:.4g}")
         _print_summary(summary)
-    return EXIT_OK
 
 
 def _unmatched_rules(args: argparse.Namespace, reports) -> list[str]:

@@ -342,3 +342,18 @@ def test_decode_json_and_every_positional_has_help(tmp_path, capsys):
         for action in command._actions:
             assert action.help, (name, action.dest)
             assert "Limits()" not in action.help
+
+
+def test_encode_to_stdout_writes_the_stream_and_the_summary_to_stderr(tmp_path):
+    import subprocess
+    import sys
+
+    from safetensors.numpy import save_file
+
+    save_file({"w": np.random.default_rng(1).normal(size=(32, 32)).astype(np.float32)}, tmp_path / "m.safetensors")
+    piped = subprocess.run([sys.executable, "-m", "nncodec_unify", "encode", str(tmp_path / "m.safetensors"), "-"],
+                           capture_output=True, timeout=60)
+    assert piped.returncode == 0, piped.stderr
+    assert main(["encode", str(tmp_path / "m.safetensors"), str(tmp_path / "m.nnu")]) == EXIT_OK
+    assert piped.stdout == (tmp_path / "m.nnu").read_bytes()
+    assert b"bits/parameter" in piped.stderr
