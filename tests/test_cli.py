@@ -357,3 +357,29 @@ def test_encode_to_stdout_writes_the_stream_and_the_summary_to_stderr(tmp_path):
     assert main(["encode", str(tmp_path / "m.safetensors"), str(tmp_path / "m.nnu")]) == EXIT_OK
     assert piped.stdout == (tmp_path / "m.nnu").read_bytes()
     assert b"bits/parameter" in piped.stderr
+
+
+def test_the_readme_names_every_command_line_option():
+    from pathlib import Path
+
+    from nncodec_unify.cli import build_parser
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
+    commands = next(a for a in build_parser()._actions if a.dest == "command").choices
+    for name, command in commands.items():
+        for action in command._actions:
+            for option in action.option_strings:
+                if option not in ("-h", "--help"):
+                    assert f"`{option}" in readme or f"/{option}" in readme, (name, option)
+
+
+def test_the_readme_lists_every_exit_code():
+    from pathlib import Path
+
+    import nncodec_unify.cli as cli
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
+    paragraph = readme[readme.index("distinct exit codes"):].split("\n\n")[0]
+    codes = {value for name, value in vars(cli).items() if name.startswith("EXIT_") and value not in (0, 1)}
+    for code in codes | {130, 143, 129}:
+        assert str(code) in paragraph, code
