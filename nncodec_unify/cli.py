@@ -31,6 +31,7 @@ from .codec.checkpoint import (
     decode_to_folder,
     load_checkpoint,
     decode_to_safetensors,
+    decode_to_safetensors_file,
     folder_attachments,
     is_folder_target,
     load_tensors,
@@ -179,7 +180,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     decode = commands.add_parser("decode", help="decode a stream into .pt or .safetensors")
     decode.add_argument("input", help="the stream to decode (.nnu), or - to read it from stdin")
-    decode.add_argument("output", help="ends in .pt/.pth, .safetensors or .npz, or a folder (ending in /): "
+    decode.add_argument("output", help="ends in .pt/.pth, .safetensors or .npz; - for safetensors on stdout; or a "
+                        "folder (ending in /): "
                         "model.safetensors plus the stream's attached files, loadable by from_pretrained")
     decode.add_argument("--max-output-bytes", type=int, default=None, metavar="N",
                         help="refuse streams that would decode to more than N bytes (default "
@@ -591,9 +593,9 @@ def _read_stream(path: str) -> bytes:
 
 
 def _decode(args: argparse.Namespace) -> int:
-    if _same_file(args.input, args.output):
+    if args.output != "-" and _same_file(args.input, args.output):
         raise UsageError("input and output are the same file")
-    if os.path.exists(args.output) and not args.force and not is_folder_target(args.output):
+    if args.output != "-" and os.path.exists(args.output) and not args.force and not is_folder_target(args.output):
         raise FileExistsError(f"{args.output}: already exists (use -f to overwrite)")
     limits = None
     if args.max_output_bytes is not None:
@@ -601,6 +603,12 @@ def _decode(args: argparse.Namespace) -> int:
             raise UsageError(f"--max-output-bytes must be positive, got {args.max_output_bytes}")
         limits = Limits(max_total_output_bytes=args.max_output_bytes)
     data, progress = _read_stream(args.input), _progress_printer(args, "decoding")
+    if args.output == "-":  # safetensors on stdout, written as decoded; the summary goes to stderr
+        count, parameters = decode_to_safetensors_file(data, sys.stdout.buffer, limits=limits, progress=progress)
+        sys.stdout.buffer.flush()
+        with contextlib.redirect_stdout(sys.stderr):
+            _print_decoded(args, count, parameters, 0)
+        return EXIT_OK
     if is_folder_target(args.output):
         count, parameters, files = decode_to_folder(data, args.output, limits=limits, progress=progress,
                                                     overwrite=args.force, max_shard_bytes=args.max_shard_size)

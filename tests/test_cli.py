@@ -383,3 +383,20 @@ def test_the_readme_lists_every_exit_code():
     codes = {value for name, value in vars(cli).items() if name.startswith("EXIT_") and value not in (0, 1)}
     for code in codes | {130, 143, 129}:
         assert str(code) in paragraph, code
+
+
+def test_decode_to_stdout_writes_safetensors(tmp_path):
+    import subprocess
+    import sys
+
+    from nncodec_unify.codec.safetensors_io import read_safetensors
+
+    data = nu.encode({"w": np.random.default_rng(2).normal(size=(8, 8)).astype(np.float32), "s": np.array(3)})
+    (tmp_path / "m.nnu").write_bytes(data)
+    piped = subprocess.run([sys.executable, "-m", "nncodec_unify", "decode", str(tmp_path / "m.nnu"), "-"],
+                           capture_output=True, timeout=60)
+    assert piped.returncode == 0, piped.stderr
+    (tmp_path / "o.safetensors").write_bytes(piped.stdout)
+    back = read_safetensors(tmp_path / "o.safetensors")
+    assert back["w"].tobytes() == nu.decode(data)["w"].tobytes() and back["s"].shape == ()
+    assert b"2 tensors" in piped.stderr

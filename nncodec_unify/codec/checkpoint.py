@@ -428,18 +428,38 @@ def decode_to_safetensors(data: bytes, target: str | os.PathLike, *, limits=None
     the header comes from the tensor headers (:func:`describe`), then each tensor is decoded,
     written and let go, so memory holds the stream and one tensor. Atomic like every output.
     Returns the number of tensors and of parameters."""
-    from .decoder import describe, iter_decoded
+    from .decoder import describe
 
     _, infos = describe(data, limits=limits)
     if any(info.name == SAFETENSORS_RESERVED for info in infos):
         raise CheckpointError(f"{target}: a tensor is named {SAFETENSORS_RESERVED!r}, which safetensors "
                               "reserves; write a .pt file instead")
-    parameters = 0
     with atomic_output(Path(target), overwrite=overwrite) as temporary, open(temporary, "wb") as file:
-        write_safetensors_header(file, [(info.name, info.shape, info.dtype) for info in infos])
-        for info, tensor in zip(infos, iter_decoded(data, limits=limits, progress=progress), strict=True):
-            parameters += _write_tensor(file, info, tensor)
+        parameters = _stream_safetensors(data, infos, file, limits=limits, progress=progress)
     return len(infos), parameters
+
+
+def decode_to_safetensors_file(data: bytes, file, *, limits=None, progress=None) -> tuple[int, int]:
+    """:func:`decode_to_safetensors` into an open binary file (a pipe: nothing is atomic
+    there, and a stream found invalid midway leaves the reader a cut file)."""
+    from .decoder import describe
+
+    _, infos = describe(data, limits=limits)
+    if any(info.name == SAFETENSORS_RESERVED for info in infos):
+        raise CheckpointError(f"a tensor is named {SAFETENSORS_RESERVED!r}, which safetensors reserves")
+    return len(infos), _stream_safetensors(data, infos, file, limits=limits, progress=progress)
+
+
+def _stream_safetensors(data: bytes, infos, file, *, limits, progress) -> int:
+    """The safetensors header from ``infos``, then each tensor as it is decoded; returns the
+    parameters written."""
+    from .decoder import iter_decoded
+
+    parameters = 0
+    write_safetensors_header(file, [(info.name, info.shape, info.dtype) for info in infos])
+    for info, tensor in zip(infos, iter_decoded(data, limits=limits, progress=progress), strict=True):
+        parameters += _write_tensor(file, info, tensor)
+    return parameters
 
 
 def _write_tensor(file, info, tensor) -> int:
