@@ -9,6 +9,7 @@ clobbers an existing one unless ``overwrite`` was asked for.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import math
 import os
 import tempfile
@@ -410,8 +411,9 @@ def decode_file(source: str | os.PathLike, target: str | os.PathLike, *, limits=
         raise CheckpointError(f"{target}: input and output are the same file")
     if is_folder_target(target):
         data = Path(source).read_bytes()
-        decode_to_folder(data, target, limits=limits, overwrite=overwrite)
-        return decode_tensors(data, limits=limits)
+        model = decode_tensors(data, limits=limits)
+        decode_to_folder(data, target, limits=limits, overwrite=overwrite, model=model)
+        return model
     checkpoint_format(target)
     if Path(target).exists() and not overwrite:
         raise FileExistsError(f"{target}: already exists (use -f to overwrite)")
@@ -428,36 +430,28 @@ def decode_to_safetensors(data: bytes, target: str | os.PathLike, *, limits=None
     the header comes from the tensor headers (:func:`describe`), then each tensor is decoded,
     written and let go, so memory holds the stream and one tensor. Atomic like every output.
     Returns the number of tensors and of parameters."""
-    from .decoder import describe
-
-    _, infos = describe(data, limits=limits)
-    if any(info.name == SAFETENSORS_RESERVED for info in infos):
-        raise CheckpointError(f"{target}: a tensor is named {SAFETENSORS_RESERVED!r}, which safetensors "
-                              "reserves; write a .pt file instead")
     with atomic_output(Path(target), overwrite=overwrite) as temporary, open(temporary, "wb") as file:
-        parameters = _stream_safetensors(data, infos, file, limits=limits, progress=progress)
-    return len(infos), parameters
+        return decode_to_safetensors_file(data, file, limits=limits, progress=progress)
 
 
 def decode_to_safetensors_file(data: bytes, file, *, limits=None, progress=None) -> tuple[int, int]:
     """:func:`decode_to_safetensors` into an open binary file (a pipe: nothing is atomic
     there, and a stream found invalid midway leaves the reader a cut file)."""
-    from .decoder import describe
+    from .decoder import describe, iter_decoded
 
     _, infos = describe(data, limits=limits)
     if any(info.name == SAFETENSORS_RESERVED for info in infos):
-        raise CheckpointError(f"a tensor is named {SAFETENSORS_RESERVED!r}, which safetensors reserves")
-    return len(infos), _stream_safetensors(data, infos, file, limits=limits, progress=progress)
+        raise CheckpointError(f"a tensor is named {SAFETENSORS_RESERVED!r}, which safetensors reserves; "
+                              "write a .pt file instead")
+    return len(infos), _stream_safetensors(infos, iter_decoded(data, limits=limits, progress=progress), file)
 
 
-def _stream_safetensors(data: bytes, infos, file, *, limits, progress) -> int:
-    """The safetensors header from ``infos``, then each tensor as it is decoded; returns the
-    parameters written."""
-    from .decoder import iter_decoded
-
+def _stream_safetensors(infos, tensors, file) -> int:
+    """The safetensors header from ``infos``, then each of ``tensors`` (decoded tensors, one
+    per info, possibly decoded as they are asked for); returns the parameters written."""
     parameters = 0
     write_safetensors_header(file, [(info.name, info.shape, info.dtype) for info in infos])
-    for info, tensor in zip(infos, iter_decoded(data, limits=limits, progress=progress), strict=True):
+    for info, tensor in zip(infos, tensors, strict=True):
         parameters += _write_tensor(file, info, tensor)
     return parameters
 
@@ -487,26 +481,22 @@ def _shard_plan(infos, max_shard_bytes: int) -> list[list]:
     return shards
 
 
-def _write_shards(data: bytes, folder: Path, infos, max_shard_bytes: int, *, limits, progress) -> int:
-    """``model-0000i-of-0000N.safetensors`` and ``model.safetensors.index.json`` in ``folder``,
-    tensor by tensor; returns the parameters written."""
+def _shard_names(plan: list[list]) -> list[str]:
+    return [f"model-{number:05d}-of-{len(plan):05d}.safetensors" for number in range(1, len(plan) + 1)]
+
+
+def _write_shards(plan: list[list], tensors, folder: Path) -> int:
+    """The shards of ``plan`` (:func:`_shard_plan`) and ``model.safetensors.index.json`` in
+    ``folder``, from ``tensors`` in stream order, one at a time; returns the parameters."""
     import json
 
-    from .decoder import iter_decoded
-
-    plan = _shard_plan(infos, max_shard_bytes)
-    tensors = iter_decoded(data, limits=limits, progress=progress)
     weight_map, parameters, total = {}, 0, 0
-    for number, shard in enumerate(plan, start=1):
-        name = f"model-{number:05d}-of-{len(plan):05d}.safetensors"
+    for name, shard in zip(_shard_names(plan), plan, strict=True):
         with open(folder / name, "wb") as file:
-            write_safetensors_header(file, [(info.name, info.shape, info.dtype) for info in shard])
-            for info in shard:
-                parameters += _write_tensor(file, info, next(tensors))
-                weight_map[info.name] = name
-                total += math.prod(info.shape) * DTYPE_ITEMSIZE[info.dtype]
-    for _ in tensors:  # runs the end-of-stream checks (missing units)
-        raise AssertionError("more tensors than described")
+            parameters += _stream_safetensors(shard, itertools.islice(tensors, len(shard)), file)
+        for info in shard:
+            weight_map[info.name] = name
+            total += math.prod(info.shape) * DTYPE_ITEMSIZE[info.dtype]
     index = {"metadata": {"total_size": total}, "weight_map": weight_map}
     (folder / SAFETENSORS_INDEX).write_text(json.dumps(index, indent=2) + "\n", encoding="utf-8")
     return parameters
@@ -519,15 +509,16 @@ def is_folder_target(path: str | os.PathLike) -> bool:
 
 
 def decode_to_folder(data: bytes, target: str | os.PathLike, *, limits=None, progress=None,
-                     overwrite: bool = False,
-                     max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES) -> tuple[int, int, int]:
+                     overwrite: bool = False, max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES,
+                     model: DecodedModel | None = None) -> tuple[int, int, int]:
     """Decode a stream into a model folder: ``model.safetensors`` (written tensor by tensor;
     shards and their index, as transformers writes them, when the tensors exceed
     ``max_shard_bytes``) and the stream's attached files (§5.7) at their paths, so that
     ``transformers``' ``from_pretrained`` loads it when the config was attached. Built in a temporary folder
     beside ``target`` and moved into place file by file at the end: nothing partial is left.
-    A non-empty existing ``target`` needs ``overwrite``. Returns tensors, parameters, files."""
-    from .decoder import describe
+    A non-empty existing ``target`` needs ``overwrite``. ``model``, the stream already
+    decoded, saves decoding it again. Returns tensors, parameters, files."""
+    from .decoder import describe, iter_decoded
 
     target = Path(target)
     if target.exists() and not target.is_dir():
@@ -536,23 +527,24 @@ def decode_to_folder(data: bytes, target: str | os.PathLike, *, limits=None, pro
         raise FileExistsError(f"{target}: folder exists and is not empty (use -f to overwrite its files)")
     files: list[AttachedFile] = []
     _, infos = describe(data, limits=limits, files=files)
-    total = sum(math.prod(info.shape) * DTYPE_ITEMSIZE[info.dtype] for info in infos)
-    sharded = total > max_shard_bytes
-    written = {SAFETENSORS_INDEX} | {f"model-{i:05d}-of-{n:05d}.safetensors" for n in
-                                     [len(_shard_plan(infos, max_shard_bytes))] for i in range(1, n + 1)} \
-        if sharded else {"model.safetensors"}
+    plan = _shard_plan(infos, max_shard_bytes)
+    sharded = len(plan) > 1
+    written = {SAFETENSORS_INDEX, *_shard_names(plan)} if sharded else {"model.safetensors"}
     clash = [attached.path for attached in files if attached.path in written]
     if clash:
         raise CheckpointError(f"{target}: the stream attaches {clash[0]!r}, which the weights are written to")
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
+        tensors = iter(model.tensors) if model is not None else iter_decoded(data, limits=limits, progress=progress)
         if sharded:
-            count, parameters = len(infos), _write_shards(data, staging, infos, max_shard_bytes, limits=limits,
-                                                          progress=progress)
+            parameters = _write_shards(plan, tensors, staging)
         else:
-            count, parameters = decode_to_safetensors(data, staging / "model.safetensors", limits=limits,
-                                                      progress=progress)
+            with open(staging / "model.safetensors", "wb") as file:
+                parameters = _stream_safetensors(infos, tensors, file)
+        if next(tensors, None) is not None:  # also runs the end-of-stream checks
+            raise AssertionError("the stream holds more tensors than its headers describe")
+        count = len(infos)
         for attached in files:
             path = staging / attached.path
             path.parent.mkdir(parents=True, exist_ok=True)

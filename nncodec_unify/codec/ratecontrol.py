@@ -122,7 +122,7 @@ def encode_to_target(tensors: Mapping[str, object], target: RateTarget, *, confi
     def usable(u: int) -> bool:
         return valid(direction * u)
 
-    start = direction * _clamp(config.qp + _predicted_shift(first, target, trials[config.qp][1]), valid, config.qp)
+    start = direction * _edge(config.qp + _predicted_shift(first, target, trials[config.qp][1]), valid, config.qp)
     if meets(start):  # search down for a u that fails
         hi, distance = start, 1
         while usable(start - distance) and meets(start - distance):
@@ -158,7 +158,8 @@ def encode_to_target(tensors: Mapping[str, object], target: RateTarget, *, confi
 
 
 def _edge(u: int, usable: Callable[[int], bool], inside: int) -> int:
-    """The usable value nearest to ``u`` on the way back to ``inside`` (usable)."""
+    """The usable value nearest to ``u`` on the way back to ``inside`` (usable): a qp or a
+    signed qp, whichever the predicate ``usable`` takes."""
     while not usable(u) and u != inside:
         u += 1 if u < inside else -1
     return u
@@ -188,13 +189,6 @@ def _predicted_shift(trial: Trial, target: RateTarget, result: EncodeResult) -> 
         target.bits_per_param * trial.size_bytes / trial.bits_per_param / 1.0
     surplus_bits = 8.0 * (trial.size_bytes - wanted)
     return int(round(4 * surplus_bits / quantized))
-
-
-def _clamp(qp: int, valid: Callable[[int], bool], fallback: int) -> int:
-    """``qp``, or the valid qp nearest to it on the way back to ``fallback`` (which is valid)."""
-    while not valid(qp) and qp != fallback:
-        qp += 1 if qp < fallback else -1
-    return qp
 
 
 def _distance(trial: Trial, target: RateTarget) -> float:
