@@ -20,13 +20,14 @@ from .codec.errors import (
     UnsupportedVersionError,
 )
 from .codec.format import VERSION_MAJOR, VERSION_MINOR, BlockKind, CodingMode, DType, Limits
+from .codec.integrity import model_digest_of
 
-__version__ = "0.3.0"
+__version__ = "0.4.0"
 
 __all__ = [
     "BitstreamError", "BlockKind", "ChecksumError", "CodingMode", "DType", "DecodedModel",
     "DecodedTensor", "EncodeError", "EncodeResult", "EncoderConfig", "LimitExceededError", "Limits",
     "NncodecError", "TensorReport", "TensorRule", "TruncatedError", "UnsupportedVersionError",
     "VERSION_MAJOR", "VERSION_MINOR", "decode", "decode_file", "decode_tensors", "encode", "encode_file",
-    "encode_with_report",
+    "encode_with_report", "model_digest_of",
 ]

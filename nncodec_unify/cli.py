@@ -138,6 +138,9 @@ def build_parser() -> argparse.ArgumentParser:
     encode.add_argument("--no-contexts", action="store_true",
                         help="code levels without row/column contexts or column offsets (faster, a little larger)")
     encode.add_argument("--workers", type=int, default=1, help="code tensors in N processes (same output)")
+    encode.add_argument("--no-digests", action="store_true",
+                        help="write no content digests and no stream_end unit: a format 2.0/3.0/3.1 stream for "
+                             "decoders older than nncodec_unify 0.4 (the decoder can then not prove its result)")
     rdo = encode.add_argument_group(
         "rate-distortion optimization (on by default: each level, and each block's kind, is chosen by "
         "error + lambda x bits; a weight's error may then exceed half a step)")
@@ -189,6 +192,9 @@ def build_parser() -> argparse.ArgumentParser:
     decode.add_argument("-f", "--force", action="store_true", help="overwrite the output if it exists")
     decode.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
     decode.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    decode.add_argument("--no-verify", action="store_true",
+                        help="skip comparing each decoded tensor with its content digest (about 7%% faster; "
+                             "every other check stays)")
     decode.add_argument("--max-shard-size", type=_byte_size, default=DEFAULT_MAX_SHARD_BYTES, metavar="SIZE",
                         help="folder output: split the weights into shards of at most SIZE (e.g. 5GB, 500MB; "
                              "default 5GB, as transformers) with an index")
@@ -200,6 +206,17 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0, help="seed of the data split and training (default %(default)s)")
     demo.add_argument("--verbose", action="store_true", help="progress on stderr even when it is not a terminal")
     demo.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
+
+    verify = commands.add_parser("verify", help="decode a stream completely and check every digest, writing "
+                                 "nothing (as gzip -t)")
+    verify.add_argument("input", help="the stream to check (.nnu), or - to read it from stdin")
+    verify.add_argument("--model-digest", metavar="HEX", default=None,
+                        help="also require this model digest (the SHA-256 that encode and info print): exit 1 "
+                             "if the stream holds another model")
+    verify.add_argument("--max-output-bytes", type=int, default=None, metavar="N",
+                        help="refuse streams that would decode to more than N bytes")
+    verify.add_argument("-q", "--quiet", action="store_true", help="no progress, and no output when the stream is good")
+    verify.add_argument("--json", action="store_true", help="print the result as one JSON object")
 
     info = commands.add_parser("info", help="show a stream's version and tensors")
     info.add_argument("input", help="the stream to describe (.nnu), or - to read it from stdin")
@@ -222,7 +239,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         print(f"nncodec: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    handler = {"encode": _encode, "decode": _decode, "info": _info, "demo": _demo, "conform": _conform}[args.command]
+    handler = {"encode": _encode, "decode": _decode, "verify": _verify, "info": _info, "demo": _demo,
+               "conform": _conform}[args.command]
     previous = {}
     if threading.current_thread() is threading.main_thread():
         for name in ("SIGTERM", "SIGHUP"):
@@ -325,7 +343,7 @@ def _config(args: argparse.Namespace) -> EncoderConfig:
         return EncoderConfig(qp=args.qp, vector_qp=args.vector_qp, block=args.block, rules=tuple(rules),
                              use_contexts=not args.no_contexts, rdo=not args.no_rdo, rdo_lambda=args.rdo_lambda,
                              rdo_blocks=not args.no_rdo_blocks, dependent=not args.no_dq,
-                             dependent_lambda=args.rdo_lambda)
+                             dependent_lambda=args.rdo_lambda, digests=not args.no_digests)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
 
@@ -386,7 +404,8 @@ def _encode(args: argparse.Namespace) -> int:
     summary["notes"] += checkpoint_notes + attachment_notes + _unmatched_rules(args, reports)
     summary["rdo"] = {"lambda": config.rdo_lambda, "blocks": config.rdo_blocks} if config.rdo else None
     summary["dependent_quantization"] = config.dependent
-    summary["format"] = f"{header[8]}.{header[9]}"  # the version the encoder chose (attachments: 3.1)
+    summary["format"] = f"{header[8]}.{header[9]}"  # the version the encoder chose
+    summary["model_digest"] = _model_digest_hex([(r.name, r.dtype, r.shape, r.content_digest) for r in reports])
     if target is not None:
         summary["rate_control"] = {"target": target.describe(), **controlled.to_dict()}
     if projection is not None:
@@ -427,6 +446,16 @@ def _print_encoded(args, summary: dict, projection, target, controlled) -> None:
                   f"after {len(controlled.trials)} encodes: {chosen.size_bytes:,} bytes, "
                   f"{chosen.bits_per_param:.3f} bits/parameter, RMSE {chosen.rmse:.4g}")
         _print_summary(summary)
+
+
+def _model_digest_hex(records: list[tuple]) -> str | None:
+    """The model digest (spec §5.8) of ``(name, dtype, shape, content_digest)`` records, in
+    hex; None when they carry no digests (a stream of format 2.x or 3.x)."""
+    from .codec.integrity import model_digest
+
+    if any(record[3] is None for record in records):
+        return None
+    return model_digest(records).hex()
 
 
 def _unmatched_rules(args: argparse.Namespace, reports) -> list[str]:
@@ -550,7 +579,8 @@ def _tensor_report(report) -> dict:
             "max_abs_error": report.max_abs_error,
             "rmse": (report.squared_error / count) ** 0.5 if count else 0.0,
             "blocks": dict(zip(("pruned", "unified", "dense"), report.block_counts, strict=True))
-            if report.block_counts else None, "note": report.note}
+            if report.block_counts else None, "note": report.note,
+            "content_digest": report.content_digest.hex() if report.content_digest is not None else None}
 
 
 def _count(shape) -> int:
@@ -572,6 +602,8 @@ def _print_summary(summary: dict) -> None:
     blocks = summary["blocks"]
     if any(blocks.values()):
         print(f"  blocks: {blocks['pruned']:,} pruned, {blocks['unified']:,} unified, {blocks['dense']:,} dense")
+    if summary.get("model_digest"):
+        print(f"  model digest (SHA-256): {summary['model_digest']}")
     for note in summary["notes"]:
         print(f"  note: {_shown(note)}")
 
@@ -597,31 +629,78 @@ def _decode(args: argparse.Namespace) -> int:
         raise UsageError("input and output are the same file")
     if args.output != "-" and os.path.exists(args.output) and not args.force and not is_folder_target(args.output):
         raise FileExistsError(f"{args.output}: already exists (use -f to overwrite)")
-    limits = None
-    if args.max_output_bytes is not None:
-        if args.max_output_bytes < 1:
-            raise UsageError(f"--max-output-bytes must be positive, got {args.max_output_bytes}")
-        limits = Limits(max_total_output_bytes=args.max_output_bytes)
+    limits = _output_limits(args)
     data, progress = _read_stream(args.input), _progress_printer(args, "decoding")
     if args.output == "-":  # safetensors on stdout, written as decoded; the summary goes to stderr
-        count, parameters = decode_to_safetensors_file(data, sys.stdout.buffer, limits=limits, progress=progress)
+        count, parameters = decode_to_safetensors_file(data, sys.stdout.buffer, limits=limits, progress=progress,
+                                                       verify=not args.no_verify)
         sys.stdout.buffer.flush()
         with contextlib.redirect_stdout(sys.stderr):
             _print_decoded(args, count, parameters, 0)
         return EXIT_OK
     if is_folder_target(args.output):
         count, parameters, files = decode_to_folder(data, args.output, limits=limits, progress=progress,
-                                                    overwrite=args.force, max_shard_bytes=args.max_shard_size)
+                                                    overwrite=args.force, max_shard_bytes=args.max_shard_size,
+                                                    verify=not args.no_verify)
         _print_decoded(args, count, parameters, files)
         return EXIT_OK
     if checkpoint_format(args.output) == "safetensors":  # tensor by tensor: memory holds one tensor
         count, parameters = decode_to_safetensors(data, args.output, limits=limits, progress=progress,
-                                                  overwrite=args.force)
+                                                  overwrite=args.force, verify=not args.no_verify)
     else:  # torch.save writes the whole state_dict at once
-        model = decode_tensors(data, limits=limits, progress=progress)
+        model = decode_tensors(data, limits=limits, progress=progress, verify=not args.no_verify)
         save_decoded(args.output, model, overwrite=args.force)
         count, parameters = len(model.tensors), sum(t.array.size for t in model.tensors)
     _print_decoded(args, count, parameters, 0)
+    return EXIT_OK
+
+
+def _output_limits(args: argparse.Namespace) -> Limits | None:
+    """The decoder limits of --max-output-bytes (None: the defaults)."""
+    if args.max_output_bytes is None:
+        return None
+    if args.max_output_bytes < 1:
+        raise UsageError(f"--max-output-bytes must be positive, got {args.max_output_bytes}")
+    return Limits(max_total_output_bytes=args.max_output_bytes)
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from .codec.decoder import iter_decoded
+
+    expected = None
+    if args.model_digest is not None:
+        if not re.fullmatch(r"[0-9a-fA-F]{64}", args.model_digest.strip()):
+            raise UsageError(f"--model-digest must be 64 hexadecimal digits, got {args.model_digest!r}")
+        expected = args.model_digest.strip().lower()
+    limits = _output_limits(args)
+    data = _read_stream(args.input)
+    header, _ = describe(data, limits=limits)  # framing, CRCs, unit order, stream digest
+    parameters, records = 0, []
+    for tensor in iter_decoded(data, limits=limits, progress=_progress_printer(args, "verifying")):
+        parameters += tensor.array.size  # each tensor is let go: memory holds the stream and one tensor
+        records.append((tensor.name, tensor.dtype, tensor.array.shape, tensor.content_digest))
+    count = len(records)
+    digest = _model_digest_hex(records) if header.version_major >= 4 else None
+    result = {"input": args.input, "format": f"{header.version_major}.{header.version_minor}", "valid": True,
+              "tensors": count, "parameters": parameters, "digests_verified": digest is not None,
+              "model_digest": digest}
+    mismatch = expected is not None and digest != expected
+    if mismatch:
+        result["expected_model_digest"] = expected
+    if args.json:
+        print(json.dumps(result))
+    elif not args.quiet and not mismatch:
+        if digest is not None:
+            proof = "every tensor matches its content digest"
+        else:
+            proof = (f"format {result['format']} carries no digests: structure and CRCs checked, the decoded "
+                     "values cannot be proven")
+        print(f"{args.input}: OK, format {result['format']}, {count} tensors, {parameters:,} parameters; {proof}")
+        if digest is not None:
+            print(f"  model digest (SHA-256): {digest}")
+    if mismatch:
+        return _fail(f"{args.input}: holds model {digest or '(no digest: format < 4.0)'}, expected {expected}",
+                     EXIT_FAILURES)
     return EXIT_OK
 
 
@@ -644,10 +723,13 @@ def _info(args: argparse.Namespace) -> int:
              "payload_bytes": t.payload_bytes,
              "bits_per_parameter": 8 * t.payload_bytes / _count(t.shape) if _count(t.shape) else None,
              "blocks": dict(zip(("pruned", "unified", "dense"), t.block_counts, strict=True))
-             if t.block_counts else None} for t in tensors]
+             if t.block_counts else None,
+             "content_digest": t.content_digest.hex() if t.content_digest is not None else None} for t in tensors]
+    digest = _model_digest_hex([(t.name, t.dtype, t.shape, t.content_digest) for t in tensors]) \
+        if header.version_major >= 4 else None
     if args.json:
         print(json.dumps({"version": f"{header.version_major}.{header.version_minor}", "bytes": len(data),
-                          "tensors": rows}))
+                          "model_digest": digest, "tensors": rows}))
         return EXIT_OK
     print(f"{args.input}: nncodec_unify stream, format {header.version_major}.{header.version_minor}, "
           f"{len(data):,} bytes, {len(tensors)} tensors")
@@ -669,6 +751,8 @@ def _info(args: argparse.Namespace) -> int:
         cells = [cell.ljust(width) if k < 4 else cell.rjust(width) for k, (cell, width)
                  in enumerate(zip(line, widths, strict=True))]
         print("  " + "  ".join(cells).rstrip())
+    if digest is not None:
+        print(f"  model digest (SHA-256): {digest} (as stored; `nncodec verify` checks the tensors)")
     return EXIT_OK
 
 

@@ -64,7 +64,8 @@ def test_info_json_lists_tensors(tmp_path, state_dict, capsys):
     assert main(["info", str(tmp_path / "m.nnu"), "--json"]) == EXIT_OK
     info = json.loads(capsys.readouterr().out)
     by_name = {t["name"]: t for t in info["tensors"]}
-    assert info["version"] == "3.0"  # dependent quantization, the default
+    assert info["version"] == "4.0"  # content digests and dependent quantization, the defaults
+    assert info["model_digest"] == summary["model_digest"] and len(info["model_digest"]) == 64
     assert by_name["0.weight"]["dependent"] and not by_name["extra.steps"]["dependent"]
     assert by_name["0.bias"]["mode"] == "raw"
     assert by_name["3.weight"]["qp"] == -20 and by_name["0.weight"]["qp"] == -32

@@ -37,10 +37,10 @@ def _laplace(shape, seed=0):
     return np.random.default_rng(seed).laplace(0, 0.05, size=shape).astype(np.float32)
 
 
-def test_dependent_streams_are_format_3_and_decode_to_what_the_encoder_measured():
+def test_dependent_streams_decode_to_what_the_encoder_measured():
     values = {"w": _laplace((96, 130)), "v": _laplace((70,), seed=1), "n": np.arange(-5, 5, dtype=np.int16)}
     result = encode_with_report(values, measure_error=True)
-    assert result.data[8] == 3
+    assert result.data[8] == 4  # with digests (the default); without, 3: test_no_digests_...
     _, infos = describe(result.data)
     assert {t.name: t.dependent for t in infos} == {"w": True, "v": True, "n": False}
     decoded = nu.decode(result.data)
@@ -81,12 +81,15 @@ def test_structured_tensors_keep_scalar_levels_and_their_unified_blocks():
     assert (decoded.max(axis=(1, 3)) == decoded.min(axis=(1, 3))).all()
 
 
-def test_no_dq_and_no_rdo_write_format_2():
+def test_no_digests_writes_format_3_with_dq_and_format_2_without():
     values = {"w": _laplace((40, 40))}
-    for config in (EncoderConfig(dependent=False), EncoderConfig(rdo=False)):
+    assert nu.encode(values, config=EncoderConfig(digests=False))[8] == 3
+    for config in (EncoderConfig(dependent=False, digests=False), EncoderConfig(rdo=False, digests=False)):
         data = nu.encode(values, config=config)
         assert data[8] == 2
         assert not any(t.dependent for t in describe(data)[1])
+    data = nu.encode(values, config=EncoderConfig(dependent=False))  # 4.0 carries quant_flags, all 0
+    assert data[8] == 4 and not any(t.dependent for t in describe(data)[1])
 
 
 def test_an_explicit_dense_mode_is_dependently_quantized_too():
@@ -100,14 +103,16 @@ def test_cli_no_dq_flag(tmp_path, capsys):
     from safetensors.numpy import save_file
 
     save_file({"w": _laplace((64, 64))}, tmp_path / "m.safetensors")
-    for flags, major in (([], 3), (["--no-dq"], 2)):
-        out = tmp_path / f"m{major}.nnu"
+    for flags, major, dependent in (([], 4, True), (["--no-dq"], 4, False), (["--no-digests"], 3, True),
+                                    (["--no-dq", "--no-digests"], 2, False)):
+        out = tmp_path / f"m{major}{dependent}.nnu"
         assert main(["encode", str(tmp_path / "m.safetensors"), str(out), "--json", *flags]) == EXIT_OK
         import json
 
         summary = json.loads(capsys.readouterr().out)
         assert out.read_bytes()[8] == major and summary["format"] == f"{major}.0"
-        assert summary["dependent_quantization"] == (major == 3)
+        assert summary["dependent_quantization"] == dependent
+        assert any(t.dependent for t in describe(out.read_bytes())[1]) == dependent
 
 
 @given(st.lists(st.integers(0, 2**31 - 1), max_size=200), st.integers(-60, 0))

@@ -38,7 +38,7 @@ def test_a_model_folder_round_trips_to_a_folder_from_pretrained_loads(tmp_path, 
     assert main(["encode", str(source), str(stream), "--json", "--qp", "-48"]) == EXIT_OK  # fine: outputs compared
     model = nu.decode_tensors(stream.read_bytes())
     assert {f.path for f in model.files} == {"config.json", "tokenizer_config.json", "1_Pooling/config.json"}
-    assert (model.header.version_major, model.header.version_minor) == (3, 1)
+    assert (model.header.version_major, model.header.version_minor) == (4, 0)
     assert main(["decode", str(stream), str(target) + "/"]) == EXIT_OK
     assert (target / "1_Pooling" / "config.json").read_text() == '{"pooling_mode_mean_tokens": true}'
     loaded = transformers.BertModel.from_pretrained(target).eval()

@@ -402,16 +402,17 @@ def encode_file(source: str | os.PathLike, target: str | os.PathLike, *, config=
 
 
 def decode_file(source: str | os.PathLike, target: str | os.PathLike, *, limits=None,
-                overwrite: bool = False) -> DecodedModel:
+                overwrite: bool = False, verify: bool = True) -> DecodedModel:
     """Decode the stream file ``source`` into ``target``: .pt/.pth, .safetensors or a model
-    folder (a path ending in a separator, or an existing folder: :func:`decode_to_folder`)."""
+    folder (a path ending in a separator, or an existing folder: :func:`decode_to_folder`).
+    ``verify=False`` skips the content digests' comparison (see :func:`decode`)."""
     from .decoder import decode_tensors
 
     if _same_path(source, target):
         raise CheckpointError(f"{target}: input and output are the same file")
     if is_folder_target(target):
         data = Path(source).read_bytes()
-        model = decode_tensors(data, limits=limits)
+        model = decode_tensors(data, limits=limits, verify=verify)
         decode_to_folder(data, target, limits=limits, overwrite=overwrite, model=model)
         return model
     checkpoint_format(target)
@@ -419,31 +420,34 @@ def decode_file(source: str | os.PathLike, target: str | os.PathLike, *, limits=
         raise FileExistsError(f"{target}: already exists (use -f to overwrite)")
     if not Path(source).is_file():  # not a FIFO or /dev/zero, which read_bytes would never finish
         raise FileNotFoundError(f"{source}: no such file (or not a regular file)")
-    model = decode_tensors(Path(source).read_bytes(), limits=limits)
+    model = decode_tensors(Path(source).read_bytes(), limits=limits, verify=verify)
     save_decoded(target, model, overwrite=overwrite)
     return model
 
 
 def decode_to_safetensors(data: bytes, target: str | os.PathLike, *, limits=None, progress=None,
-                          overwrite: bool = False) -> tuple[int, int]:
+                          overwrite: bool = False, verify: bool = True) -> tuple[int, int]:
     """Decode the stream ``data`` into the safetensors file ``target`` one tensor at a time:
     the header comes from the tensor headers (:func:`describe`), then each tensor is decoded,
     written and let go, so memory holds the stream and one tensor. Atomic like every output.
-    Returns the number of tensors and of parameters."""
+    Returns the number of tensors and of parameters. ``verify`` as for :func:`decode`."""
     with atomic_output(Path(target), overwrite=overwrite) as temporary, open(temporary, "wb") as file:
-        return decode_to_safetensors_file(data, file, limits=limits, progress=progress)
+        return decode_to_safetensors_file(data, file, limits=limits, progress=progress, verify=verify)
 
 
-def decode_to_safetensors_file(data: bytes, file, *, limits=None, progress=None) -> tuple[int, int]:
+def decode_to_safetensors_file(data: bytes, file, *, limits=None, progress=None,
+                               verify: bool = True) -> tuple[int, int]:
     """:func:`decode_to_safetensors` into an open binary file (a pipe: nothing is atomic
-    there, and a stream found invalid midway leaves the reader a cut file)."""
+    there, and a tensor found wrong midway leaves the reader a cut file; the stream's framing,
+    order and stream digest are checked before the first byte is written)."""
     from .decoder import describe, iter_decoded
 
     _, infos = describe(data, limits=limits)
     if any(info.name == SAFETENSORS_RESERVED for info in infos):
         raise CheckpointError(f"a tensor is named {SAFETENSORS_RESERVED!r}, which safetensors reserves; "
                               "write a .pt file instead")
-    return len(infos), _stream_safetensors(infos, iter_decoded(data, limits=limits, progress=progress), file)
+    tensors = iter_decoded(data, limits=limits, progress=progress, verify=verify)
+    return len(infos), _stream_safetensors(infos, tensors, file)
 
 
 def _stream_safetensors(infos, tensors, file) -> int:
@@ -510,14 +514,15 @@ def is_folder_target(path: str | os.PathLike) -> bool:
 
 def decode_to_folder(data: bytes, target: str | os.PathLike, *, limits=None, progress=None,
                      overwrite: bool = False, max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES,
-                     model: DecodedModel | None = None) -> tuple[int, int, int]:
+                     model: DecodedModel | None = None, verify: bool = True) -> tuple[int, int, int]:
     """Decode a stream into a model folder: ``model.safetensors`` (written tensor by tensor;
     shards and their index, as transformers writes them, when the tensors exceed
     ``max_shard_bytes``) and the stream's attached files (§5.7) at their paths, so that
     ``transformers``' ``from_pretrained`` loads it when the config was attached. Built in a temporary folder
     beside ``target`` and moved into place file by file at the end: nothing partial is left.
     A non-empty existing ``target`` needs ``overwrite``. ``model``, the stream already
-    decoded, saves decoding it again. Returns tensors, parameters, files."""
+    decoded, saves decoding it again. ``verify`` as for :func:`decode`. Returns tensors,
+    parameters, files."""
     from .decoder import describe, iter_decoded
 
     target = Path(target)
@@ -536,7 +541,8 @@ def decode_to_folder(data: bytes, target: str | os.PathLike, *, limits=None, pro
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
-        tensors = iter(model.tensors) if model is not None else iter_decoded(data, limits=limits, progress=progress)
+        tensors = iter(model.tensors) if model is not None else iter_decoded(data, limits=limits, progress=progress,
+                                                                             verify=verify)
         if sharded:
             parameters = _write_shards(plan, tensors, staging)
         else:

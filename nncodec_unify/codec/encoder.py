@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import hashlib
 import io
 import itertools
 from collections.abc import Callable, Mapping, Sequence
@@ -21,11 +22,11 @@ from .classes import entropy_bits
 from .config import EncoderConfig, TensorCoding
 from .errors import EncodeError
 from .format import (
-    ATTACHMENT_MINOR,
+    ATTACHMENT_VERSION,
     DEFAULT_LIMITS,
+    DIGEST_SIZE,
     DTYPE_ITEMSIZE,
     FLOAT_DTYPES,
-    VERSION_MAJOR,
     VERSION_MINOR,
     BlockKind,
     CodingMode,
@@ -33,6 +34,7 @@ from .format import (
     OffsetMode,
     UnitType,
 )
+from .integrity import content_digest, model_digest
 from .planes import encode_plane
 from .rdo import _PlaneRates, optimize_dense, optimize_unified
 from .trellis import trellis_magnitudes
@@ -42,6 +44,7 @@ from .syntax import (
     FileHeader,
     ModelHeader,
     QuantParams,
+    StreamEnd,
     TensorHeader,
     check_attachment_path,
     write_attached_file,
@@ -50,6 +53,7 @@ from .syntax import (
     write_model_header,
     write_quant_params,
     write_sign_section,
+    write_stream_end,
     write_tensor_header,
     write_unit,
 )
@@ -71,6 +75,7 @@ class TensorReport:
     block_counts: tuple[int, int, int] | None = None  # pruned, unified, dense
     note: str = ""
     squared_error: float = 0.0  # sum over the elements (measured with max_abs_error)
+    content_digest: bytes | None = None  # format 4.0: SHA-256 of the decoded bytes (spec §7.4)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -115,7 +120,9 @@ def encode_to_file(tensors: Mapping[str, object], file, *, config: EncoderConfig
     of ``tensors`` are produced lazily (memory-mapped arrays). Options as for
     :func:`encode_with_report`; returns the reports. The bytes are those of :func:`encode`.
     ``attachments`` (a model's config and tokenizer files) go in ancillary ATTACHED_FILE
-    units after the model header (§5.7), which makes the stream format 3.1.
+    units after the model header (§5.7), which makes a stream without digests format 3.1.
+    With digests (the default, format 4.0) the stream ends with a STREAM_END unit (§5.8) that
+    holds the unit count, the model digest and the SHA-256 of every byte written before it.
     """
     config = EncoderConfig() if config is None else config
     if not isinstance(config, EncoderConfig):
@@ -123,10 +130,20 @@ def encode_to_file(tensors: Mapping[str, object], file, *, config: EncoderConfig
     if not isinstance(tensors, Mapping):
         raise EncodeError(f"expected a mapping of names to tensors, got {type(tensors).__name__}")
 
-    def emit(unit_type: int, payload: bytes) -> None:
+    stream_hash = hashlib.sha256() if config.digests else None
+    units = 0
+
+    def write(data: bytes) -> None:
+        file.write(data)
+        if stream_hash is not None:
+            stream_hash.update(data)
+
+    def emit(unit_type: int, payload: bytes, ancillary: bool = False) -> None:
+        nonlocal units
         unit = ByteWriter()
-        write_unit(unit, unit_type, payload)
-        file.write(unit.getvalue())
+        write_unit(unit, unit_type, payload, ancillary=ancillary)
+        write(unit.getvalue())
+        units += 1
 
     paths = [attached.path for attached in attachments]
     for path in paths:
@@ -136,19 +153,18 @@ def encode_to_file(tensors: Mapping[str, object], file, *, config: EncoderConfig
     if len(set(paths)) != len(paths):
         raise EncodeError("two attached files have the same path")
     start = ByteWriter()
-    # attachments need 3.1 (3.x decoders that predate them skip the ancillary units)
-    version = (VERSION_MAJOR, ATTACHMENT_MINOR) if attachments else (config.stream_major, VERSION_MINOR)
+    version = (config.stream_major, VERSION_MINOR)
+    if attachments and version < ATTACHMENT_VERSION:  # 3.0 decoders skip the ancillary units
+        version = ATTACHMENT_VERSION
     write_file_header(start, FileHeader(*version))
-    file.write(start.getvalue())
+    write(start.getvalue())
     header = ByteWriter()
     write_model_header(header, ModelHeader(len(tensors)))
     emit(UnitType.MODEL_HEADER, header.getvalue())
     for attached in attachments:
         unit = ByteWriter()
         write_attached_file(unit, attached)
-        framed = ByteWriter()
-        write_unit(framed, UnitType.ATTACHED_FILE, unit.getvalue(), ancillary=True)
-        file.write(framed.getvalue())
+        emit(UnitType.ATTACHED_FILE, unit.getvalue(), ancillary=True)
     jobs = _jobs(tensors, config, measure_error)
     reports = []
     if workers > 1 and len(tensors) > 1:
@@ -180,6 +196,11 @@ def encode_to_file(tensors: Mapping[str, object], file, *, config: EncoderConfig
             payload, report = _encode_job(job)
             emit(UnitType.TENSOR, payload)
             reports.append(report)
+    if stream_hash is not None:
+        end = ByteWriter()
+        records = ((r.name, r.dtype, r.shape, r.content_digest) for r in reports)
+        write_stream_end(end, StreamEnd(units, model_digest(records), stream_hash.digest()))
+        emit(UnitType.STREAM_END, end.getvalue())
     return tuple(reports)
 
 
@@ -249,33 +270,48 @@ def encode_tensor(name: str, array: np.ndarray, dtype: DType, coding: TensorCodi
             if coding.explicit_mode:
                 raise EncodeError(f"tensor {name!r}: cannot code in {mode.name} mode: {problem}")
             mode, note = CodingMode.RAW, f"coded RAW: {problem}"
-    raw_header = ByteWriter()
-    write_tensor_header(raw_header, TensorHeader(name, dtype, tuple(array.shape), CodingMode.RAW))
-    raw_size = len(raw_header.getvalue()) + original_bytes  # the RAW payload is built only if chosen
-
-    def raw_payload() -> bytes:
-        return raw_header.getvalue() + _raw_bytes(array, dtype)
-
-    raw_report = TensorReport(name, dtype, tuple(array.shape), CodingMode.RAW, None, original_bytes, raw_size,
-                              0.0, None, note)
+    shape = tuple(array.shape)
+    raw_size = _header_size(name, shape, coding) + original_bytes  # the RAW payload is built only if chosen
+    raw_report = TensorReport(name, dtype, shape, CodingMode.RAW, None, original_bytes, raw_size, 0.0, None, note)
     if mode == CodingMode.RAW:
-        return raw_payload(), raw_report
+        return _raw_payload(name, array, dtype, coding, raw_report)
     step = step_size(coding.qp, coding.qp_density)
     choice = choose_levels(array, step, mode, coding, use_contexts)
     if mode == CodingMode.UNIFIED and not coding.explicit_mode and _few_structured_blocks(choice.levels, coding.block):
         mode = CodingMode.DENSE
-    writer = ByteWriter()
-    write_tensor_header(writer, TensorHeader(name, dtype, tuple(array.shape), mode))
-    block_counts = _write_levels(writer, choice.levels, mode, coding, use_contexts, choice)
-    payload = writer.getvalue()
-    if len(payload) >= raw_size and not coding.explicit_mode:
+    body = ByteWriter()
+    block_counts = _write_levels(body, choice.levels, mode, coding, use_contexts, choice)
+    if _header_size(name, shape, coding) + len(body) >= raw_size and not coding.explicit_mode:
         # small tensors (biases, norms) can cost more coded than stored, and RAW is lossless
-        return raw_payload(), dataclasses.replace(raw_report, note="coded RAW: no larger than quantized")
+        return _raw_payload(name, array, dtype, coding,
+                            dataclasses.replace(raw_report, note="coded RAW: no larger than quantized"))
+    rebuilt = reconstruct(choice, step, dtype) if (measure_error or coding.digests) and array.size else None
+    digest = content_digest(rebuilt if array.size else array, dtype) if coding.digests else None
+    writer = ByteWriter()
+    write_tensor_header(writer, TensorHeader(name, dtype, shape, mode, digest))
+    writer.bytes(body.getvalue())
+    payload = writer.getvalue()
     max_error = squared_error = 0.0
     if measure_error and array.size:
-        max_error, squared_error = _errors(reconstruct(choice, step, dtype), array.reshape(-1))
-    return payload, TensorReport(name, dtype, tuple(array.shape), mode, coding.qp, original_bytes,
-                                 len(payload), max_error, block_counts, note, squared_error)
+        max_error, squared_error = _errors(rebuilt, array.reshape(-1))
+    return payload, TensorReport(name, dtype, shape, mode, coding.qp, original_bytes,
+                                 len(payload), max_error, block_counts, note, squared_error, digest)
+
+
+def _header_size(name: str, shape: tuple[int, ...], coding: TensorCoding) -> int:
+    """Bytes of the tensor_header (§5.2) of ``name`` and ``shape``."""
+    return 2 + len(name.encode("utf-8")) + 2 + 4 * len(shape) + 1 + (DIGEST_SIZE if coding.digests else 0)
+
+
+def _raw_payload(name: str, array: np.ndarray, dtype: DType, coding: TensorCoding,
+                 report: TensorReport) -> tuple[bytes, TensorReport]:
+    """The RAW tensor payload (§5.4): its bytes are the canonical bytes (§7.3)."""
+    data = _raw_bytes(array, dtype)
+    digest = hashlib.sha256(data).digest() if coding.digests else None
+    writer = ByteWriter()
+    write_tensor_header(writer, TensorHeader(name, dtype, tuple(array.shape), CodingMode.RAW, digest))
+    writer.bytes(data)
+    return writer.getvalue(), dataclasses.replace(report, content_digest=digest)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -404,14 +440,16 @@ def _encode_integer_tensor(name: str, array: np.ndarray, dtype: DType, coding: T
     """An integer tensor in DENSE or UNIFIED mode, losslessly (step 1, §7.1.1), or RAW when
     its values exceed 31 bits or RAW is smaller (unless the mode was asked for)."""
     original_bytes = array.size * DTYPE_ITEMSIZE[dtype]
-    header = TensorHeader(name, dtype, tuple(array.shape), coding.mode)
     fits = array.size == 0 or (int(array.min()) >= -MAX_LEVEL and int(array.max()) <= MAX_LEVEL)
     if not fits and coding.explicit_mode:
         raise EncodeError(f"tensor {name!r}: cannot code in {coding.mode.name} mode: "
                           "its values need more than 31 bits")
+    data = _raw_bytes(array, dtype)  # lossless: also the canonical bytes of the decoded tensor
+    digest = hashlib.sha256(data).digest() if coding.digests else None
+    header = TensorHeader(name, dtype, tuple(array.shape), coding.mode, digest)
     raw_writer = ByteWriter()
-    write_tensor_header(raw_writer, TensorHeader(name, dtype, tuple(array.shape), CodingMode.RAW))
-    raw_writer.bytes(_raw_bytes(array, dtype))
+    write_tensor_header(raw_writer, TensorHeader(name, dtype, tuple(array.shape), CodingMode.RAW, digest))
+    raw_writer.bytes(data)
     raw = raw_writer.getvalue()
     if fits:
         writer = ByteWriter()
@@ -421,10 +459,10 @@ def _encode_integer_tensor(name: str, array: np.ndarray, dtype: DType, coding: T
         coded = writer.getvalue()
         if coding.explicit_mode or len(coded) < len(raw):
             return coded, TensorReport(name, dtype, tuple(array.shape), coding.mode, 0, original_bytes,
-                                       len(coded), 0.0, block_counts)
+                                       len(coded), 0.0, block_counts, content_digest=digest)
     note = "coded RAW: its values need more than 31 bits" if not fits else ""
     return raw, TensorReport(name, dtype, tuple(array.shape), CodingMode.RAW, None, original_bytes, len(raw),
-                             0.0, None, note)
+                             0.0, None, note, content_digest=digest)
 
 
 def _unquantizable(array: np.ndarray, coding: TensorCoding) -> str:

@@ -13,10 +13,13 @@ import numpy as np
 # §4.1: PNG-style signature. 0x89 is not ASCII (catches 7-bit transports), CR LF and LF catch
 # newline translation, 0x1A stops `type` on DOS-like systems.
 MAGIC = b"\x89NNU\r\n\x1a\n"
-VERSION_MAJOR = 3  # the newest major version this package reads and writes (§10)
+VERSION_MAJOR = 4  # the newest major version this package reads and writes (§10)
 VERSION_MINOR = 0
-SUPPORTED_MAJORS = (2, 3)  # 2.x streams are 3.0 streams without quant_flags (§6.1)
-PLAIN_MAJOR = 2  # what the encoder writes when no tensor may use dependent quantization
+SUPPORTED_MAJORS = (2, 3, 4)  # 2.x and 3.x differ from 4.0 as the table in §4.1 says
+# Without digests the encoder writes the lowest of these that its streams need (§10):
+PLAIN_MAJOR = 2  # no tensor may use dependent quantization
+DEPENDENT_MAJOR = 3  # quant_flags (§6.1): dependent quantization (§7.1.2)
+INTEGRITY_MAJOR = 4  # content digests (§5.2, §7.4) and the STREAM_END unit (§5.8)
 QUANT_FLAG_DEPENDENT = 0x01  # §6.1 quant_flags bit 0: dependent quantization (§7.1.2)
 
 FILE_HEADER_SIZE = len(MAGIC) + 4  # magic, major, minor, header_flags (§4.1)
@@ -32,9 +35,12 @@ class UnitType(enum.IntEnum):
     MODEL_HEADER = 1
     TENSOR = 2
     ATTACHED_FILE = 3  # §5.7, format 3.1: always ancillary
+    STREAM_END = 4  # §5.8, format 4.0: critical, the last unit
 
 
-ATTACHMENT_MINOR = 1  # the minor version that defines ATTACHED_FILE units (§10)
+ATTACHMENT_VERSION = (3, 1)  # the first version that defines ATTACHED_FILE units (§4.3 rule 4)
+DIGEST_SIZE = 32  # SHA-256 (Appendix A): content_digest, model_digest, stream_digest
+STREAM_END_SIZE = 4 + 2 * DIGEST_SIZE  # unit_count, model_digest, stream_digest (§5.8)
 MAX_PATH_COMPONENTS = 8  # §5.7
 
 

@@ -25,6 +25,8 @@ from .format import (
     MAX_MANTISSA_BITS,
     MAX_PATH_COMPONENTS,
     MAX_QP_DENSITY,
+    DIGEST_SIZE,
+    INTEGRITY_MAJOR,
     UNIT_CRC_SIZE,
     UNIT_FLAG_ANCILLARY,
     QUANT_FLAG_DEPENDENT,
@@ -54,7 +56,7 @@ def read_file_header(reader: ByteReader) -> FileHeader:
     major = reader.u8("version_major")
     minor = reader.u8("version_minor")
     if major not in SUPPORTED_MAJORS:
-        readable = " and ".join(f"{m}.x" for m in SUPPORTED_MAJORS)
+        readable = ", ".join(f"{m}.x" for m in SUPPORTED_MAJORS[:-1]) + f" and {SUPPORTED_MAJORS[-1]}.x"
         raise UnsupportedVersionError(f"major version {major} is not supported (this decoder reads {readable})",
                                       element="version_major", offset=len(MAGIC))
     flags_at = reader.offset
@@ -159,6 +161,8 @@ class TensorHeader:
     dtype: DType
     shape: tuple[int, ...]
     coding_mode: CodingMode
+    content_digest: bytes | None = None  # §5.2, format 4.0: SHA-256 of the canonical bytes
+    digest_offset: int | None = dataclasses.field(default=None, compare=False)  # where it was read
 
     @property
     def element_count(self) -> int:
@@ -168,7 +172,8 @@ class TensorHeader:
         return count
 
 
-def read_tensor_header(reader: ByteReader, limits: Limits) -> TensorHeader:
+def read_tensor_header(reader: ByteReader, limits: Limits, version_major: int = VERSION_MAJOR) -> TensorHeader:
+    """§5.2 tensor_header, with the content_digest that ends it from format 4.0 on."""
     at = reader.offset
     name_length = reader.u16("name_length")
     if name_length == 0:
@@ -211,7 +216,10 @@ def read_tensor_header(reader: ByteReader, limits: Limits) -> TensorHeader:
     if mode != CodingMode.RAW and dtype == DType.BOOL:
         raise BitstreamError(f"mode {mode.name} is not allowed for dtype {dtype.name}",
                              element="coding_mode", offset=at)
-    return TensorHeader(name, dtype, shape, mode)
+    if version_major < INTEGRITY_MAJOR:
+        return TensorHeader(name, dtype, shape, mode)
+    at = reader.offset
+    return TensorHeader(name, dtype, shape, mode, reader.bytes(DIGEST_SIZE, "content_digest"), at)
 
 
 def write_tensor_header(writer: ByteWriter, header: TensorHeader) -> None:
@@ -223,6 +231,8 @@ def write_tensor_header(writer: ByteWriter, header: TensorHeader) -> None:
     for dim in header.shape:
         writer.u32(dim)
     writer.u8(header.coding_mode)
+    if header.content_digest is not None:  # format 4.0
+        writer.bytes(header.content_digest)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -508,3 +518,30 @@ def write_attached_file(writer: ByteWriter, file: AttachedFile) -> None:
     writer.u16(len(encoded))
     writer.bytes(encoded)
     writer.bytes(file.content)
+
+
+# ---------------------------------------------------------------------------------------------
+# §5.8 stream_end (format 4.0)
+
+
+@dataclasses.dataclass(frozen=True)
+class StreamEnd:
+    unit_count: int
+    model_digest: bytes
+    stream_digest: bytes
+
+
+def read_stream_end(reader: ByteReader) -> StreamEnd:
+    """§5.8: unit_count, model_digest, stream_digest, and nothing after them. The caller
+    compares them with what it read."""
+    unit_count = reader.u32("unit_count")
+    model_digest = reader.bytes(DIGEST_SIZE, "model_digest")
+    stream_digest = reader.bytes(DIGEST_SIZE, "stream_digest")
+    reader.expect_end("stream_end")
+    return StreamEnd(unit_count, model_digest, stream_digest)
+
+
+def write_stream_end(writer: ByteWriter, end: StreamEnd) -> None:
+    writer.u32(end.unit_count)
+    writer.bytes(end.model_digest)
+    writer.bytes(end.stream_digest)
