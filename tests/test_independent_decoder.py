@@ -138,9 +138,12 @@ def test_it_agrees_with_the_reference_decoder_on_encoder_output(monkeypatch):
     tensors["centred_int32"] = integers.pop("centred_int32")
     dense_rules = (nu.TensorRule("scaled", mode=nu.CodingMode.DENSE), nu.TensorRule("centred16", mode=nu.CodingMode.DENSE),
                    nu.TensorRule("counts", mode=nu.CodingMode.DENSE), nu.TensorRule("weights_int8", mode=nu.CodingMode.DENSE))
-    for config in (nu.EncoderConfig(qp=-40, dependent=False), nu.EncoderConfig(qp=-32, rules=dense_rules, dependent=False),
-                   nu.EncoderConfig(qp=-24, dependent=False), nu.EncoderConfig(qp=-24), nu.EncoderConfig(qp=-32, rules=dense_rules)):
+    # formats 2.0, 4.0, 2.0, 4.0 (dependently quantized) and 3.0: the 4.0 streams' digests verified
+    for config, major in ((_plain(qp=-40, dependent=False), 2), (nu.EncoderConfig(qp=-32, rules=dense_rules, dependent=False), 4),
+                          (_plain(qp=-24, dependent=False), 2), (nu.EncoderConfig(qp=-24), 4),
+                          (_plain(qp=-32, rules=dense_rules), 3)):
         data = nu.encode(tensors, config=config)
+        assert data[8] == major
         offset_modes.clear()
         reference = nu.decode_tensors(data).tensors
         independent = ind.decode(data)
@@ -158,6 +161,13 @@ def test_it_agrees_with_the_reference_decoder_on_encoder_output(monkeypatch):
         assert [mode for mode, _ in offset_modes[-3:]] == [1, 1, 1], offset_modes
         assert {mode for mode, _ in offset_modes[:-3]} == {0}, offset_modes
     assert {(True, True), (False, True)} <= set(coded)
+
+
+def _plain(**options) -> nu.EncoderConfig:
+    """The reference encoder's options for a stream without digests: format 2.0 or 3.0 (spec §4.1).
+    Tests that force or patch what the encoder writes use it, so that the rule they test is
+    reached rather than the content digest (§7.4), which the encoder computed from its own data."""
+    return nu.EncoderConfig(digests=False, **options)
 
 
 def _integer_tensors() -> dict[str, np.ndarray]:
@@ -233,7 +243,7 @@ def test_column_offsets_apply_to_the_dense_blocks_only(monkeypatch):
     offsets[1] = (1 << 30) - 1
     offset_modes = _record_offset_modes(monkeypatch)
     _force_offsets(monkeypatch, 1, offsets)
-    config = nu.EncoderConfig(qp=0, block=(4, 4))
+    config = _plain(qp=0, block=(4, 4))
     result = nu.encode_with_report({"mixed": matrix, "dense": matrix[8:]}, config=config)
     assert [r.block_counts[:2] for r in result.reports] == [(10, 4), (0, 4)]  # pruned, unified
     reference, independent = _both_decoders(result.data)
@@ -262,7 +272,7 @@ def test_column_offsets_apply_to_the_dense_blocks_only(monkeypatch):
 def test_dense_offsets_checks(monkeypatch, coding_mode, mode, offsets, residuals, trailing, error):
     """§6.10: a reserved offset_mode, and a level (residual + offset) beyond ±(2**31 - 1)."""
     _force_offsets(monkeypatch, mode, offsets, residuals, trailing)
-    config = nu.EncoderConfig(qp=0, rules=(nu.TensorRule("w", mode=coding_mode),))
+    config = _plain(qp=0, rules=(nu.TensorRule("w", mode=coding_mode),))
     w = np.array([[1, 2, 3]], np.float32)  # one dense block when UNIFIED: dense_levels unmasked
     reference, independent = _both_decoders(nu.encode({"w": w}, config=config))
     assert reference == independent
@@ -305,7 +315,7 @@ def test_integer_tensor_checks(coding_mode, changes, error):
     the dtype's range; §5.2: no DENSE or UNIFIED bool. An int16 tensor of -100..199, its header
     or quant_params patched (CRCs recomputed): both decoders agree."""
     values = np.arange(300, dtype=np.int16).reshape(10, 30) - 100
-    config = nu.EncoderConfig(rules=(nu.TensorRule("counts", mode=coding_mode),))
+    config = _plain(rules=(nu.TensorRule("counts", mode=coding_mode),))
     data = nu.encode({"counts": values}, config=config)
     assert ind.decode(data)[0].coding_mode == coding_mode.name.lower()
     reference, independent = _both_decoders(_patched(data, **changes))
@@ -335,7 +345,7 @@ def test_integer_tensor_checks(coding_mode, changes, error):
 def test_integer_levels_must_fit_the_dtype(monkeypatch, coding_mode, dtype, values, error):
     """§7.1.1 at the edges of each range: the dense levels are forced (without column offsets)."""
     _force_offsets(monkeypatch, 0, None, values)
-    config = nu.EncoderConfig(rules=(nu.TensorRule("w", mode=coding_mode),))
+    config = _plain(rules=(nu.TensorRule("w", mode=coding_mode),))
     w = np.array([[1, 2, 3]], dtype)  # one dense block when UNIFIED: dense_levels unmasked
     reference, independent = _both_decoders(nu.encode({"w": w}, config=config))
     assert reference == independent
@@ -362,7 +372,7 @@ def test_column_offsets_of_an_int8_tensor(monkeypatch, coding_mode, offsets, res
     """§6.10 and §7.1.1 together: the offsets are added before the dtype's range is checked, which
     comes after the ±(2**31 - 1) check and before the payload's trailing bytes."""
     _force_offsets(monkeypatch, 1, offsets, residuals, trailing)
-    config = nu.EncoderConfig(rules=(nu.TensorRule("w", mode=coding_mode),))
+    config = _plain(rules=(nu.TensorRule("w", mode=coding_mode),))
     w = np.array([[1, 2, 3]], np.int8)  # one dense block when UNIFIED: dense_levels unmasked
     reference, independent = _both_decoders(nu.encode({"w": w}, config=config))
     assert reference == independent
@@ -402,17 +412,256 @@ def test_empty_and_one_row_grids_of_2_32_minus_1_are_never_listed():
 
 @pytest.mark.parametrize("minor", [0, 1, 255])
 @pytest.mark.parametrize("dependent", [False, True])
-def test_it_reads_every_minor_version_of_formats_2_and_3_and_no_other_major(minor, dependent):
+def test_it_reads_every_minor_version_of_formats_2_and_3_and_no_unknown_major(minor, dependent):
     values = np.random.default_rng(0).normal(size=(2, 3)).astype(np.float32)
-    data = bytearray(nu.encode({"w": values}, config=nu.EncoderConfig(dependent=dependent)))
+    data = bytearray(nu.encode({"w": values}, config=_plain(dependent=dependent)))
     assert data[8] == (3 if dependent else 2)
     data[9] = minor
     assert [t.name for t in ind.decode(bytes(data))] == ["w"]
-    for major in (0, 1, 4, 255):
+    for major in (0, 1, 5, 255):
         data[8] = major
         with pytest.raises(ind.DecodeError) as caught:
             ind.decode(bytes(data))
         assert (caught.value.category, caught.value.element) == ("unsupported_version", "version_major")
+
+
+# ---------------------------------------------------------------------------------------------
+# Format 4.0 (§4.3 rules 0 and 5, §5.2 content_digest, §5.8 stream_end, §7.4), on streams built
+# here byte by byte from the spec (units framed with zlib's CRC-32, digests with hashlib).
+
+FLOAT32, FLOAT16 = 1, 2  # dtype values (§5.2)
+MAGIC = b"\x89NNU\r\n\x1a\n"
+
+
+def _unit(unit_type: int, payload: bytes, flags: int = 0) -> bytes:
+    """§4.2: unit_type, unit_flags, payload_length, payload, unit_crc."""
+    head = bytes([unit_type, flags]) + len(payload).to_bytes(4, "little")
+    return head + payload + zlib.crc32(head + payload).to_bytes(4, "little")
+
+
+def _tensor(name: str, dtype: int, dims: tuple[int, ...], body: bytes, *, mode: int = 0, canonical: bytes | None = None,
+            digest: bytes | None = None, major: int = 4) -> tuple[bytes, bytes]:
+    """A TENSOR unit (§5.2) and its tensor_record (§5.8). ``body`` follows the header: raw_data for
+    RAW (mode 0), else the rest of the payload, whose canonical bytes are then ``canonical``.
+    ``digest`` defaults to the SHA-256 of the canonical bytes; no digest before major version 4."""
+    raw_name = name.encode()
+    fields = (len(raw_name).to_bytes(2, "little") + raw_name + bytes([dtype, len(dims)])
+              + b"".join(d.to_bytes(4, "little") for d in dims))
+    if digest is None:
+        digest = hashlib.sha256(body if canonical is None else canonical).digest()
+    if major < 4:
+        digest = b""
+    return _unit(2, fields + bytes([mode]) + digest + body), fields + digest
+
+
+def _zero_dense(count: int, quant_flags: int | None = 0, trailing: bytes = b"") -> bytes:
+    """A dense_payload (§5.5) of ``count`` levels 0 in a 1 x count matrix, with no range-coded word:
+    qp 0, density 0, quant_flags (absent if None), offset_mode 0, a level plane with one
+    one-symbol magnitude table (§6.6), no sign bits."""
+    quant = (0).to_bytes(2, "little") + b"\0" + (b"" if quant_flags is None else bytes([quant_flags]))
+    plane = (count.to_bytes(4, "little") + bytes([0, 0, 1, 1]) + (1).to_bytes(2, "little")
+             + (0).to_bytes(4, "little") + (0).to_bytes(4, "little"))
+    return quant + b"\0" + plane + (0).to_bytes(4, "little") + trailing
+
+
+def _stream(items, *, major: int = 4, minor: int = 0, tensor_count: int | None = None, end: bool = True,
+            unit_count: int | None = None, model_digest: bytes | None = None, stream_digest: bytes | None = None,
+            end_payload: bytes | None = None, end_flags: int = 0, after: bytes = b"") -> bytes:
+    """A stream of ``major.minor``: the file header, a model header, then ``items`` — units, or
+    (unit, record) pairs from ``_tensor`` — then (when ``end``) a STREAM_END unit whose fields
+    are right unless given, then ``after``."""
+    units = [item[0] if isinstance(item, tuple) else item for item in items]
+    records = [item[1] for item in items if isinstance(item, tuple)]
+    count = len(records) if tensor_count is None else tensor_count
+    body = MAGIC + bytes([major, minor, 0, 0]) + _unit(1, count.to_bytes(4, "little")) + b"".join(units)
+    if not end:
+        return body + after
+    if end_payload is None:
+        end_payload = ((1 + len(units) if unit_count is None else unit_count).to_bytes(4, "little")
+                       + (model_digest or hashlib.sha256(b"".join(records)).digest())
+                       + (stream_digest or hashlib.sha256(body).digest()))
+    return body + _unit(4, end_payload, end_flags) + after
+
+
+def _error(data: bytes) -> tuple[str, str] | None:
+    try:
+        ind.decode(data)
+    except ind.DecodeError as exc:
+        return exc.category, exc.element
+    return None
+
+
+W = np.arange(6, dtype="<f4").reshape(2, 3)
+MASK = np.array([1, 0, 1], "u1")
+IDS = np.array([-3, 7], "<i2")
+
+
+def _three_tensors(**digests: bytes):
+    return [_tensor("w", FLOAT32, (2, 3), W.tobytes(), digest=digests.get("w")),
+            _tensor("mask", BOOL, (3,), MASK.tobytes(), digest=digests.get("mask")),
+            _tensor("ids", INT16, (2,), IDS.tobytes(), digest=digests.get("ids"))]
+
+
+def test_sha256_vectors_of_appendix_a():
+    assert hashlib.sha256(b"").hexdigest() == "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+    assert hashlib.sha256(b"abc").hexdigest() == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+
+
+@pytest.mark.parametrize("minor", [0, 1, 255])
+def test_a_4_0_stream_of_raw_tensors_decodes(minor):
+    """§5.2, §5.8: RAW tensors with their content digests, an attached file (defined at every 4.x
+    minor version, §5.7) and an unknown ancillary unit, counted in unit_count, then STREAM_END."""
+    attached = _unit(3, (10).to_bytes(2, "little") + b"config.txt" + b"hello", flags=1)
+    items = [attached, *_three_tensors(), _unit(200, b"skip me", flags=1)]
+    tensors = ind.decode(_stream(items, minor=minor))
+    assert [(t.name, t.dtype, t.shape, t.coding_mode) for t in tensors] == [
+        ("w", "float32", (2, 3), "raw"), ("mask", "bool", (3,), "raw"), ("ids", "int16", (2,), "raw")]
+    assert [t.data for t in tensors] == [W.tobytes(), MASK.tobytes(), IDS.tobytes()]
+
+
+def test_a_4_0_stream_without_tensors_has_the_digest_of_no_bytes():
+    data = _stream([])
+    assert data[-4 - 64:-4 - 32] == hashlib.sha256(b"").digest()
+    assert ind.decode(data) == []
+
+
+@pytest.mark.parametrize("quant_flags, trailing, digest, error", [
+    pytest.param(0, b"", None, None, id="scalar"),
+    pytest.param(1, b"", None, None, id="dependent"),  # zeros are zeros in either quantizer (§7.1.2)
+    pytest.param(2, b"", None, ("malformed", "quant_flags"), id="quant-flags-2"),
+    pytest.param(0, b"", bytes(32), ("checksum", "content_digest"), id="wrong-digest"),
+    # the content digest is compared after every other check on the tensor (§7.4, §9)
+    pytest.param(0, b"\0", bytes(32), ("malformed", "tensor_payload"), id="trailing-byte-before-digest"),
+    pytest.param(2, b"", bytes(32), ("malformed", "quant_flags"), id="quant-flags-before-digest"),
+])
+def test_a_4_0_dense_tensor_reads_quant_flags_and_its_content_digest(quant_flags, trailing, digest, error):
+    """§6.1: 4.x quant_params end with quant_flags, as in 3.x; a DENSE float16 tensor of zeros."""
+    tensor = _tensor("z", FLOAT16, (1, 4), _zero_dense(4, quant_flags, trailing), mode=1, canonical=bytes(8),
+                     digest=digest)
+    data = _stream([tensor])
+    assert _error(data) == error
+    if error is None:
+        assert ind.decode(data)[0].data == bytes(8)
+
+
+def _swapped_tensors() -> bytes:
+    """The three tensors in another order, but STREAM_END's model digest that of the encoder's order
+    and its stream digest right for the bytes before it."""
+    items = _three_tensors()
+    return _stream([items[1], items[0], items[2]], model_digest=hashlib.sha256(b"".join(r for _, r in items)).digest())
+
+
+def _tensor_replaced() -> bytes:
+    """A tensor edited, its content digest and CRC recomputed (so it decodes and verifies), but the
+    model digest that of the original tensors."""
+    items = _three_tensors()
+    edited = _tensor("ids", INT16, (2,), np.array([-3, 8], "<i2").tobytes())
+    return _stream([items[0], items[1], edited], model_digest=hashlib.sha256(b"".join(r for _, r in items)).digest())
+
+
+def _with_end(data: bytes, end_payload: bytes, flags: int = 0) -> bytes:
+    """``data`` whose last unit (a STREAM_END of 68 payload bytes) is replaced."""
+    return data[:-78] + _unit(4, end_payload, flags)
+
+
+def _end_payload(data: bytes) -> bytes:
+    return data[-72:-4]
+
+
+@pytest.mark.parametrize("build, error", [
+    pytest.param(lambda: _stream(_three_tensors()), None, id="valid"),
+    pytest.param(lambda: _stream(_three_tensors(mask=bytes(32))), ("checksum", "content_digest"), id="content-digest"),
+    pytest.param(lambda: _stream([_tensor("w", FLOAT32, (2, 3), W.tobytes(), digest=hashlib.sha256(b"").digest())]),
+                 ("checksum", "content_digest"), id="content-digest-of-no-bytes"),
+    # a RAW payload of the wrong size is malformed before any digest is compared (§7.4)
+    pytest.param(lambda: _stream([_tensor("w", FLOAT32, (2, 3), W.tobytes()[:-1], digest=bytes(32))]),
+                 ("malformed", "raw_data"), id="raw-data-before-content-digest"),
+    pytest.param(lambda: _stream([_tensor("m", BOOL, (3,), b"\0\2\1")]), ("malformed", "raw_data"), id="bool-byte-2"),
+    # the header ends with content_digest: cut inside it, the unit's payload is truncated there
+    pytest.param(lambda: _stream([(_unit(2, b"\1\0w\1\0\0" + bytes(31)), b"")]), ("truncated", "content_digest"),
+                 id="content-digest-cut"),
+    pytest.param(lambda: _stream(_three_tensors(), unit_count=3), ("malformed", "unit_count"), id="unit-count-low"),
+    pytest.param(lambda: _stream(_three_tensors(), unit_count=5), ("malformed", "unit_count"), id="unit-count-high"),
+    pytest.param(lambda: _stream(_three_tensors(), unit_count=5, model_digest=bytes(32), stream_digest=bytes(32)),
+                 ("malformed", "unit_count"), id="unit-count-first"),
+    pytest.param(lambda: _stream(_three_tensors(), model_digest=bytes(32)), ("checksum", "model_digest"),
+                 id="model-digest"),
+    pytest.param(lambda: _stream(_three_tensors(), model_digest=bytes(32), stream_digest=bytes(32)),
+                 ("checksum", "model_digest"), id="model-digest-before-stream-digest"),
+    pytest.param(_swapped_tensors, ("checksum", "model_digest"), id="tensors-reordered"),
+    pytest.param(_tensor_replaced, ("checksum", "model_digest"), id="tensor-replaced"),
+    pytest.param(lambda: _stream(_three_tensors(), stream_digest=bytes(32)), ("checksum", "stream_digest"),
+                 id="stream-digest"),
+    pytest.param(lambda: _stream([_unit(200, b"b", flags=1), *_three_tensors()],
+                                 stream_digest=hashlib.sha256(_stream([_unit(200, b"a", flags=1), *_three_tensors()],
+                                                                      end=False)).digest()),
+                 ("checksum", "stream_digest"), id="ancillary-unit-edited"),
+    # a longer payload: malformed, but after the three checks (§5.8)
+    pytest.param(lambda: _with_end(_stream([]), _end_payload(_stream([])) + b"\0"), ("malformed", "stream_end"),
+                 id="payload-69-bytes"),
+    pytest.param(lambda: _with_end(_stream([]), _end_payload(_stream([]))[:-1] + b"\0\0"), ("checksum", "stream_digest"),
+                 id="payload-69-bytes-wrong-digest"),
+    pytest.param(lambda: _with_end(_stream([]), _end_payload(_stream([]))[:-1]), ("truncated", "stream_digest"),
+                 id="payload-67-bytes"),
+    pytest.param(lambda: _with_end(_stream([]), _end_payload(_stream([]))[:36]), ("truncated", "stream_digest"),
+                 id="payload-36-bytes"),
+    pytest.param(lambda: _with_end(_stream([]), _end_payload(_stream([]))[:35]), ("truncated", "model_digest"),
+                 id="payload-35-bytes"),
+    # the checks come after the whole payload is read: a wrong unit_count in a cut payload is not reported
+    pytest.param(lambda: _with_end(_stream([]), (7).to_bytes(4, "little") + _end_payload(_stream([]))[4:35]),
+                 ("truncated", "model_digest"), id="payload-35-bytes-wrong-unit-count"),
+    pytest.param(lambda: _with_end(_stream([]), _end_payload(_stream([]))[:3]), ("truncated", "unit_count"),
+                 id="payload-3-bytes"),
+    pytest.param(lambda: _with_end(_stream([]), b""), ("truncated", "unit_count"), id="payload-empty"),
+    # §4.3 rule 0: nothing may follow STREAM_END, checked before anything of the next unit is read
+    pytest.param(lambda: _stream(_three_tensors(), after=b"\0"), ("malformed", "stream_end"), id="one-byte-after"),
+    pytest.param(lambda: _stream(_three_tensors(), after=_unit(200, b"", flags=1)), ("malformed", "stream_end"),
+                 id="ancillary-unit-after"),
+    pytest.param(lambda: _stream(_three_tensors(), after=_unit(2, b"", flags=0x80)), ("malformed", "stream_end"),
+                 id="bad-unit-after"),
+    pytest.param(lambda: _stream([], after=_stream([])[-78:]),
+                 ("malformed", "stream_end"), id="second-stream-end"),
+    # §4.3 rule 5
+    pytest.param(lambda: _stream(_three_tensors(), end_flags=1), ("malformed", "unit_flags"), id="ancillary-stream-end"),
+    pytest.param(lambda: _stream(_three_tensors(), tensor_count=4), ("truncated", "tensor_count"),
+                 id="stream-end-before-last-tensor"),
+    pytest.param(lambda: _stream(_three_tensors(), tensor_count=4, end_flags=1), ("malformed", "unit_flags"),
+                 id="ancillary-stream-end-before-last-tensor"),
+    pytest.param(lambda: MAGIC + bytes([4, 0, 0, 0]) + _unit(4, bytes(68)), ("malformed", "unit_type"),
+                 id="stream-end-first"),
+    pytest.param(lambda: _stream([_unit(3, b"\1\0a", flags=0)]), ("malformed", "unit_flags"),
+                 id="critical-attached-file"),
+    pytest.param(lambda: _stream([_unit(5, b"")]), ("malformed", "unit_type"), id="unknown-critical-unit-type-5"),
+    # §4.3 end of the stream: model_header, then tensor_count, then stream_end
+    pytest.param(lambda: _stream(_three_tensors(), end=False), ("truncated", "stream_end"), id="no-stream-end"),
+    pytest.param(lambda: _stream(_three_tensors(), tensor_count=4, end=False), ("truncated", "tensor_count"),
+                 id="no-stream-end-nor-last-tensor"),
+    pytest.param(lambda: MAGIC + bytes([4, 0, 0, 0]), ("truncated", "model_header"), id="no-model-header"),
+    pytest.param(lambda: _stream(_three_tensors())[:-1], ("truncated", "payload_length"), id="stream-end-cut"),
+    pytest.param(lambda: _stream(_three_tensors())[:-78] + _unit(4, bytes(68))[:-4] + b"\0\0\0\0", ("checksum", "unit_crc"),
+                 id="stream-end-crc"),
+    pytest.param(lambda: _stream([], major=5), ("unsupported_version", "version_major"), id="major-5"),
+])
+def test_4_0_stream_checks(build, error):
+    assert _error(build()) == error
+
+
+@pytest.mark.parametrize("major, minor", [(2, 0), (3, 0), (3, 1), (3, 255)])
+def test_in_2_x_and_3_x_streams_type_4_is_an_unknown_unit_and_nothing_is_digested(major, minor):
+    """§4.1 table: no content_digest, no STREAM_END; a unit of type 4 is unknown (rules 7, 8)."""
+    raw = _tensor("w", FLOAT32, (2, 3), W.tobytes(), major=major)
+    dense = _tensor("z", FLOAT16, (1, 4), _zero_dense(4, None if major == 2 else 0), mode=1, major=major)
+    valid = _stream([raw, dense], major=major, minor=minor, end=False)
+    assert [t.data for t in ind.decode(valid)] == [W.tobytes(), bytes(8)]
+    ancillary_end = _unit(4, bytes(68), flags=1)
+    assert [t.name for t in ind.decode(valid + ancillary_end)] == ["w", "z"]  # skipped, even last
+    assert _error(valid + _unit(4, bytes(68))) == ("malformed", "unit_type")
+    assert _error(valid + b"\0") == ("truncated", "unit_flags")  # trailing bytes start another unit
+    assert _error(_stream([raw], major=major, minor=minor, tensor_count=2, end=False)) == ("truncated", "tensor_count")
+    # a 4.0 stream read as 2.x or 3.x misreads the tensor header (why 4.0 is a new major version)
+    v4 = bytearray(_stream([_tensor("w", FLOAT32, (2, 3), W.tobytes())]))
+    v4[8:10] = bytes([major, minor])
+    assert _error(bytes(v4)) == ("malformed", "raw_data")
 
 
 def test_crc32_is_zlibs():

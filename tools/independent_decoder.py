@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""An independent decoder for nncodec_unify streams of formats 2.x and 3.x, written from
+"""An independent decoder for nncodec_unify streams of formats 2.x, 3.x and 4.x, written from
 ``spec/bitstream.md`` alone.
 
 It imports neither ``nncodec_unify`` nor ``constriction``: the range decoder, the probability
@@ -13,7 +13,9 @@ is a plain Python loop).
 
 Every rejection is a :class:`DecodeError` with the spec's ``category`` and ``element`` (§3.6).
 Streams of any other major version, 1.0 included, are ``unsupported_version`` (§4.1, §10).
-A 2.x stream is a 3.x stream whose quant_params lack quant_flags (§6.1).
+A 2.x stream is a 3.x stream whose quant_params lack quant_flags (§6.1). A 4.x stream adds a
+content_digest to every tensor_header, which is always checked against the decoded tensor (§7.4),
+and ends with a STREAM_END unit (§5.8); 2.x and 3.x streams carry no digests (§4.1 table).
 """
 
 from __future__ import annotations
@@ -182,7 +184,9 @@ class Tensor:
 
 
 MAGIC = b"\x89NNU\r\n\x1a\n"
-VERSION_MAJORS = (2, 3)  # the formats this decoder implements, every minor version (§10)
+VERSION_MAJORS = (2, 3, 4)  # the formats this decoder implements, every minor version (§10)
+DIGEST_SIZE = 32  # SHA-256 (Appendix A): content_digest, model_digest, stream_digest
+STREAM_END_SIZE = 4 + 2 * DIGEST_SIZE  # §5.8: unit_count, model_digest, stream_digest
 DQ_SEGMENT = 64  # §7.1.2: the state restarts every 64 positions of the scan
 DQ_NEXT_STATE = ((0, 2), (2, 0), (1, 3), (3, 1))  # §7.1.2: [state][level parity]
 
@@ -195,12 +199,19 @@ def decode(data: bytes, limits: dict | None = None) -> list[Tensor]:
     stream = Window(data, 0, len(data))
     major, minor = read_file_header(stream)
     attachments = (major, minor) >= (3, 1)  # unit type 3 is an attached file from format 3.1 on (§5.7)
+    stream_end = major >= 4  # unit type 4 is STREAM_END, required last, from format 4.0 on (§5.8)
     paths: set[str] = set()
     tensor_count = None
     tensors: list[Tensor] = []
+    records: list[bytes] = []  # §5.8 tensor_record of every tensor, in stream order
     names: set[bytes] = set()
     output_bytes = 0
+    unit_count = 0  # units read after the file header (§5.8 unit_count)
+    ended = False  # a STREAM_END unit was read
     while stream.remaining:
+        if ended:  # §4.3 rule 0: applied when the next unit would start, before anything of it is read
+            raise malformed("stream_end", "bytes after the STREAM_END unit")
+        unit_start = stream.pos
         unit_type, ancillary, payload = read_unit(stream, data)
         if unit_type == 1 and not ancillary:  # §4.3 rule 1
             if tensor_count is not None:
@@ -211,15 +222,19 @@ def decode(data: bytes, limits: dict | None = None) -> list[Tensor]:
         elif unit_type == 2 and not ancillary:  # rule 3
             if len(tensors) == tensor_count:
                 raise malformed("unit_type", "more tensor units than tensor_count")
-            header = read_tensor_header(payload, lim)
+            header = read_tensor_header(payload, lim, major)
             if header["raw_name"] in names:
                 raise malformed("name", "duplicate tensor name")
             names.add(header["raw_name"])
             output_bytes += header["element_count"] * DTYPES[header["dtype"]][2]
             if output_bytes > lim["max_total_output_bytes"]:
                 raise limit_error("dims", "total output size exceeds max_total_output_bytes")
-            tensors.append(read_tensor_payload(payload, header, lim, major))
-        elif unit_type == 3 and attachments:  # §4.3 rule 4a, §5.7
+            tensor = read_tensor_payload(payload, header, lim, major)
+            if major >= 4:  # §7.4, after every other check on the tensor
+                verify_content(tensor, header["content_digest"])
+                records.append(header["record"])
+            tensors.append(tensor)
+        elif unit_type == 3 and attachments:  # §4.3 rule 4, §5.7
             if not ancillary:
                 raise malformed("unit_flags", "an attached_file unit must be ancillary")
             path = read_attached_file_path(payload)
@@ -229,20 +244,31 @@ def decode(data: bytes, limits: dict | None = None) -> list[Tensor]:
             output_bytes += payload.remaining  # the content counts as output (§8)
             if output_bytes > lim["max_total_output_bytes"]:
                 raise limit_error("content", "total output size exceeds max_total_output_bytes")
-        elif unit_type in (1, 2):  # rule 4
+        elif unit_type == 4 and stream_end:  # rule 5, §5.8
+            if ancillary:
+                raise malformed("unit_flags", "a STREAM_END unit must be critical")
+            if len(tensors) < tensor_count:
+                raise DecodeError("truncated", "tensor_count",
+                                  f"STREAM_END after {len(tensors)} of {tensor_count} tensor units")
+            read_stream_end(payload, unit_count, records, memoryview(data)[:unit_start])
+            ended = True
+        elif unit_type in (1, 2):  # rule 6
             raise malformed("unit_flags", "a known unit type marked ancillary")
-        elif not ancillary:  # rule 5
+        elif not ancillary:  # rule 7
             raise malformed("unit_type", f"unknown critical unit type {unit_type}")
-        # rule 6: unknown ancillary unit, skipped
+        # rule 8: unknown ancillary unit, skipped
+        unit_count += 1
     if tensor_count is None:
         raise DecodeError("truncated", "model_header", "no model_header unit")
     if len(tensors) < tensor_count:
         raise DecodeError("truncated", "tensor_count", f"{len(tensors)} of {tensor_count} tensor units")
+    if stream_end and not ended:
+        raise DecodeError("truncated", "stream_end", "no STREAM_END unit")
     return tensors
 
 
 def read_file_header(stream: Window) -> tuple[int, int]:
-    """§4.1: the magic number, then a version_major of 2 or 3 (any version_minor), then
+    """§4.1: the magic number, then a version_major of 2, 3 or 4 (any version_minor), then
     header_flags 0. Returns version_major and version_minor."""
     if stream.remaining < 8 or stream.take(8, "magic") != MAGIC:
         raise malformed("magic", "not an nncodec_unify stream")
@@ -307,8 +333,10 @@ def read_model_header(payload: Window, lim: dict) -> int:
     return count
 
 
-def read_tensor_header(payload: Window, lim: dict) -> dict:
-    """§5.2."""
+def read_tensor_header(payload: Window, lim: dict, major: int) -> dict:
+    """§5.2. From format 4.0 the header ends with content_digest; ``record`` is then the header
+    without coding_mode, each field as stored: the tensor's §5.8 tensor_record."""
+    start = payload.pos
     name_length = payload.u16("name_length")
     if name_length == 0:
         raise malformed("name_length", "empty name")
@@ -331,13 +359,43 @@ def read_tensor_header(payload: Window, lim: dict) -> dict:
         element_count *= d
     if element_count > lim["max_elements_per_tensor"]:
         raise limit_error("dims", f"{element_count} elements")
+    fields = payload.data[start:payload.pos]  # name_length … dims, as stored
     mode = payload.u8("coding_mode")
     if mode not in MODE_NAMES:
         raise malformed("coding_mode", f"reserved value {mode}")
     if mode != RAW and DTYPES[dtype][0] == "bool":
         raise malformed("coding_mode", f"{MODE_NAMES[mode].upper()} for dtype bool")
-    return {"name": name, "raw_name": raw_name, "dtype": dtype, "dims": dims,
-            "element_count": element_count, "mode": mode}
+    header = {"name": name, "raw_name": raw_name, "dtype": dtype, "dims": dims,
+              "element_count": element_count, "mode": mode}
+    if major >= 4:
+        header["content_digest"] = payload.take(DIGEST_SIZE, "content_digest")
+        header["record"] = fields + header["content_digest"]
+    return header
+
+
+def verify_content(tensor: Tensor, content_digest: bytes) -> None:
+    """§7.4: the SHA-256 of the decoded tensor's canonical bytes (§7.3) is its content_digest."""
+    if hashlib.sha256(tensor.data).digest() != content_digest:
+        raise DecodeError("checksum", "content_digest",
+                          f"tensor {tensor.name!r} does not decode to its content_digest")
+
+
+def read_stream_end(payload: Window, unit_count: int, records: list[bytes], before: bytes | memoryview) -> None:
+    """§5.8: the three fields are read, then checked in order: that the payload ends, then
+    unit_count, model_digest and stream_digest. ``unit_count`` is the number of units before
+    this one, ``records`` the tensor_record of every tensor read, ``before`` every byte of the
+    stream before this unit."""
+    stored_count = payload.u32("unit_count")
+    model_digest = payload.take(DIGEST_SIZE, "model_digest")
+    stream_digest = payload.take(DIGEST_SIZE, "stream_digest")
+    if payload.remaining:
+        raise malformed("stream_end", f"{STREAM_END_SIZE + payload.remaining} bytes, {STREAM_END_SIZE} expected")
+    if stored_count != unit_count:
+        raise malformed("unit_count", f"{stored_count}, but {unit_count} units precede STREAM_END")
+    if hashlib.sha256(b"".join(records)).digest() != model_digest:
+        raise DecodeError("checksum", "model_digest", "the tensors read do not give the model_digest")
+    if hashlib.sha256(before).digest() != stream_digest:
+        raise DecodeError("checksum", "stream_digest", "the stream before STREAM_END does not give the stream_digest")
 
 
 def read_tensor_payload(payload: Window, header: dict, lim: dict, major: int) -> Tensor:
@@ -505,7 +563,7 @@ def unzigzag(v: int) -> int:
 
 
 def read_quant_params(payload: Window, major: int) -> tuple[int, int, bool]:
-    """§6.1: qp, qp_density and (format 3.x only) whether the tensor is dependently quantized."""
+    """§6.1: qp, qp_density and (formats 3.x and 4.x) whether the tensor is dependently quantized."""
     qp = payload.i16("qp")
     density = payload.u8("qp_density")
     if density > 4:
