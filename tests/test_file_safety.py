@@ -264,5 +264,6 @@ def test_info_prints_names_with_control_characters_escaped(tmp_path, capsys):
     assert main(["info", str(tmp_path / "m.nnu")]) == EXIT_OK
     out = capsys.readouterr().out
     assert "\x1b" not in out and "\t" not in out
-    assert len(out.strip().splitlines()) == 2 + len(names)  # title, table header, one row per tensor
+    # title, table header, one row per tensor, the model digest
+    assert len(out.strip().splitlines()) == 3 + len(names)
     assert "ünïcode" in out and "\\x1b[2J" in out and "two\\nlines" in out

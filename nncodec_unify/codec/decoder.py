@@ -104,7 +104,7 @@ def decode(data: bytes, *, limits: Limits | None = None, framework: str = "numpy
     included, ready for ``model.load_state_dict`` (imports torch; only then). Raises
     :class:`BitstreamError` for any malformed stream. A format 4.0 stream proves each tensor
     bit-exact by its content digest (spec §7.4); ``verify=False`` skips that comparison (about
-    7 % of the decoding time), never the other checks.
+    9 % of the decoding time of all-MiniLM-L6-v2), never the other checks.
     """
     if framework not in ("numpy", "pt"):
         raise ValueError(f"framework must be 'numpy' or 'pt', got {framework!r}")
