@@ -52,6 +52,7 @@ def test_safetensors_round_trip_through_the_cli_without_torch(tmp_path):
         from nncodec_unify.codec.safetensors_io import read_safetensors
         assert main(["encode", {str(source)!r}, {str(tmp_path / "m.nnu")!r}, "--json"]) == 0
         assert main(["decode", {str(tmp_path / "m.nnu")!r}, {str(tmp_path / "back.safetensors")!r}]) == 0
+        assert main(["verify", {str(tmp_path / "m.nnu")!r}, "-q"]) == 0  # digests checked on the device
         back = read_safetensors({str(tmp_path / "back.safetensors")!r})
         assert back["steps"].shape == () and int(back["steps"]) == 7
         assert back["bf"].bits.tolist() == [[0x3FC0, 0xC000], [0x3E80, 0x4040]]

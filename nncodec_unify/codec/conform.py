@@ -24,7 +24,8 @@ import numpy as np
 
 from .decoder import decode_tensors
 from .errors import BitstreamError, ChecksumError, LimitExceededError, TruncatedError, UnsupportedVersionError
-from .format import Limits
+from . import integrity
+from .format import DTYPE_BY_NAME, Limits
 
 GROUPS = ("valid", "invalid")
 
@@ -52,10 +53,9 @@ def error_category(exc: BitstreamError) -> str:
 
 
 def canonical_bytes(array: np.ndarray, dtype_name: str) -> bytes:
-    """Spec §7.3: little-endian, C order; bfloat16 as its 16-bit patterns; bool one byte each."""
-    if dtype_name == "bfloat16":  # returned widened exactly to float32: the low 16 bits are zero
-        return (np.ascontiguousarray(array, dtype=np.float32).view(np.uint32) >> 16).astype("<u2").tobytes()
-    return np.ascontiguousarray(array).astype(array.dtype.newbyteorder("<"), copy=False).tobytes()
+    """Spec §7.3: little-endian, C order; bfloat16 as its 16-bit patterns; bool one byte each
+    (what a content digest hashes, :func:`integrity.canonical_bytes`)."""
+    return bytes(integrity.canonical_bytes(array, DTYPE_BY_NAME[dtype_name]))
 
 
 def check_stream(data: bytes, entry: dict, group: str) -> FileResult:
