@@ -4,6 +4,7 @@ decoder (``nncodec conform``), and consistent with spec/bitstream.md (every erro
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import re
@@ -105,8 +106,10 @@ def test_manifests_name_the_format_and_revision_of_the_spec():
         manifest = _manifest(group)
         assert (manifest["format_version"], manifest["spec_revision"]) == (version, revision)
     major = int(version.split(".")[0])
-    for entry in _manifest("valid")["streams"]:  # 3.x decoders read 2.x streams too (§10)
-        assert (SUITE / "valid" / entry["file"]).read_bytes()[8] in (2, major), entry["file"]
+    majors = set()
+    for entry in _manifest("valid")["streams"]:  # 4.x decoders read 2.x and 3.x streams too (§10)
+        majors.add((SUITE / "valid" / entry["file"]).read_bytes()[8])
+    assert majors == {2, 3, major}
 
 
 def test_valid_streams_cover_every_dtype_mode_and_block_kind():
@@ -182,19 +185,36 @@ def _section_numbers(text: str) -> set[str]:
     return set(re.findall(r"^#{2,4} (\d+(?:\.\d+)*)\.? ", text, flags=re.M))
 
 
+def _invalid_errors() -> set[tuple[str, str, int | None]]:
+    """(category, element, version_major) of every invalid stream (None: shorter than 9 bytes)."""
+    errors = set()
+    for e in _manifest("invalid")["streams"]:
+        data = (SUITE / "invalid" / e["file"]).read_bytes()
+        errors.add((e["error"]["category"], e["error"]["element"], data[8] if len(data) > 8 else None))
+    return errors
+
+
 def test_every_error_condition_of_the_spec_has_an_invalid_stream():
+    """Each row of §9 has an invalid stream with its category and element; a row marked for some
+    versions, "(4.x)" or "(3.1, 4.x)", has one in a stream of each of those major versions."""
     text = SPEC.read_text(encoding="utf-8")
     table = text[text.index("## 9. Error conditions"):text.index("## 10. Versioning")]
-    errors = {(e["error"]["category"], e["error"]["element"]) for e in _manifest("invalid")["streams"]}
+    errors = _invalid_errors()
     missing = []
-    for row in re.findall(r"^\| (.+?) \| `(\w+)` \| (.+?) \| [\d., ]+ \|$", table, flags=re.M):
+    rows = re.findall(r"^\| (.+?) \| `(\w+)` \| (.+?) \| [\d., ]+ \|$", table, flags=re.M)
+    assert len(rows) > 60 and sum(1 for r in rows if r[0].startswith("(4.x)")) >= 8
+    for row in rows:
         condition, category, elements = row
+        tag = re.match(r"\(([\d.x, ]+)\) ", condition)
+        majors = {int(v.split(".")[0]) for v in tag.group(1).split(", ")} if tag else {None}
         for element in re.findall(r"`([\w.\[\]]+)`", elements):
             prefix, _, name = element.rpartition(".")
-            # P., T. and S. stand for a plane, table or sign section: any instance covers the row
-            if not any(c == category and (e == element or (prefix in ("P", "T", "S") and e.endswith("." + name)))
-                       for c, e in errors):
-                missing.append(f"{condition}: {category} at {element}")
+            for major in majors:
+                # P., T. and S. stand for a plane, table or sign section: any instance covers the row
+                if not any(c == category and (major is None or m == major)
+                           and (e == element or (prefix in ("P", "T", "S") and e.endswith("." + name)))
+                           for c, e, m in errors):
+                    missing.append(f"{condition}: {category} at {element}" + (f" in {major}.x" if major else ""))
     assert not missing, "\n".join(missing)
 
 
@@ -207,7 +227,8 @@ def test_every_section_cited_in_the_code_exists_in_the_spec():
 
 
 def test_every_section_cited_by_the_suite_exists_in_the_spec():
-    sections = _section_numbers(SPEC.read_text(encoding="utf-8")) | {"Appendix B"}
+    text = SPEC.read_text(encoding="utf-8")
+    sections = _section_numbers(text) | set(re.findall(r"^## (Appendix [A-Z])\.", text, flags=re.M))
     for group in ("valid", "invalid"):
         for entry in _manifest(group)["streams"]:
             assert set(entry["sections"]) <= sections, entry["file"]
@@ -216,7 +237,7 @@ def test_every_section_cited_by_the_suite_exists_in_the_spec():
 def test_the_examples_walk_through_the_suites_streams_byte_for_byte():
     text = (ROOT / "spec" / "examples.md").read_text(encoding="utf-8")
     examples = re.findall(r"`conformance/(valid/[\w.-]+\.nnu)`.*?```hex\n(.*?)```", text, flags=re.S)
-    assert len(examples) == 2
+    assert len(examples) == 3
     for path, dump in examples:
         data = (SUITE / path).read_bytes()
         assert bytes.fromhex(re.sub(r"^\s*\w+:|\s", "", dump, flags=re.M)) == data, path
@@ -225,3 +246,80 @@ def test_the_examples_walk_through_the_suites_streams_byte_for_byte():
         sizes = [int(m) for m in re.findall(r"^\| \d+ \| (\d+) \|", rows[:rows.index("```hex")], flags=re.M)]
         assert offsets and offsets[0] == 0 and offsets[-1] + sizes[-1] == len(data)
         assert all(a + s == b for a, s, b in zip(offsets, sizes, offsets[1:], strict=False)), path
+
+
+# ---------------------------------------------------------------------------------------------
+# format 4.0 (§5.2 content_digest, §5.8 STREAM_END): the stored digests, read here from the bytes
+
+
+DTYPE_CODES = {"float32": 1, "float16": 2, "bfloat16": 3, "float64": 4, "int8": 5, "int16": 6, "int32": 7,
+               "int64": 8, "uint8": 9, "bool": 10, "uint16": 11, "uint32": 12, "uint64": 13}
+
+
+def _units(data: bytes) -> list[tuple[int, int, int, bytes]]:
+    """(offset, unit_type, unit_flags, payload) of every unit (§4.2), CRCs checked."""
+    import zlib
+
+    units, at = [], 12
+    while at < len(data):
+        length = int.from_bytes(data[at + 2:at + 6], "little")
+        end = at + 6 + length
+        assert int.from_bytes(data[end:end + 4], "little") == zlib.crc32(data[at:end])
+        units.append((at, data[at], data[at + 1], data[at + 6:end]))
+        at = end + 4
+    return units
+
+
+def _stored_digest(payload: bytes) -> tuple[bytes, bytes]:
+    """A 4.x TENSOR payload's tensor_record (§5.8) and content_digest (§5.2)."""
+    name_length = int.from_bytes(payload[:2], "little")
+    ndim = payload[3 + name_length]
+    mode_at = 4 + name_length + 4 * ndim
+    digest = payload[mode_at + 1:mode_at + 33]
+    return payload[:mode_at] + digest, digest
+
+
+def _record_of(entry: dict) -> bytes:
+    """§5.8 tensor_record from a manifest entry alone."""
+    name = entry["name"].encode("utf-8")
+    return (len(name).to_bytes(2, "little") + name + bytes([DTYPE_CODES[entry["dtype"]], len(entry["shape"])])
+            + b"".join(d.to_bytes(4, "little") for d in entry["shape"]) + bytes.fromhex(entry["sha256"]))
+
+
+def _valid_4x() -> list[tuple[dict, bytes]]:
+    streams = [(e, (SUITE / "valid" / e["file"]).read_bytes()) for e in _manifest("valid")["streams"]]
+    return [(e, d) for e, d in streams if d[8] == 4]
+
+
+def test_every_4_0_valid_stream_stores_the_manifests_digests():
+    """Each stored content_digest is the manifest's sha256 of that tensor (§5.2, §7.4); the model
+    digest follows from the manifest alone, the stream digest and unit_count from the bytes (§5.8)."""
+    streams = _valid_4x()
+    assert len(streams) >= 10 and any(not e["tensors"] for e, _ in streams)
+    for entry, data in streams:
+        units = _units(data)
+        tensors = [u for u in units if u[1] == 2]
+        assert [_stored_digest(u[3])[1].hex() for u in tensors] == [t["sha256"] for t in entry["tensors"]], \
+            entry["file"]
+        offset, unit_type, flags, payload = units[-1]
+        assert (unit_type, flags, len(payload)) == (4, 0, 68), entry["file"]
+        assert int.from_bytes(payload[:4], "little") == len(units) - 1, entry["file"]
+        model = hashlib.sha256(b"".join(_record_of(t) for t in entry["tensors"])).digest()
+        assert model == hashlib.sha256(b"".join(_stored_digest(u[3])[0] for u in tensors)).digest()
+        assert payload[4:36] == model, entry["file"]
+        assert payload[36:68] == hashlib.sha256(data[:offset]).digest(), entry["file"]
+
+
+def test_the_model_digest_does_not_depend_on_the_coding_modes():
+    """§5.8 (informative): two streams of the same tensors, coded differently, share a model digest."""
+    pair = {e["file"][4:]: (e, d) for e, d in _valid_4x() if "model-digest" in e["file"]}
+    (raw, raw_data), (coded, coded_data) = pair["v4-model-digest-raw.nnu"], pair["v4-model-digest-coded.nnu"]
+    assert {t["coding_mode"] for t in raw["tensors"]} == {"raw"}
+    assert "raw" not in {t["coding_mode"] for t in coded["tensors"]}
+    assert raw_data[-68:-36] == coded_data[-68:-36] and raw_data[-36:-4] != coded_data[-36:-4]
+    assert raw_data[-68:-36] == hashlib.sha256(b"".join(_record_of(t) for t in coded["tensors"])).digest()
+
+
+def test_the_empty_4_0_model_has_the_model_digest_of_no_bytes():
+    entry, data = next((e, d) for e, d in _valid_4x() if not e["tensors"])
+    assert data[-68:-36].hex() == "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"

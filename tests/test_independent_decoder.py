@@ -596,11 +596,11 @@ def _end_payload(data: bytes) -> bytes:
                                  stream_digest=hashlib.sha256(_stream([_unit(200, b"a", flags=1), *_three_tensors()],
                                                                       end=False)).digest()),
                  ("checksum", "stream_digest"), id="ancillary-unit-edited"),
-    # a longer payload: malformed, but after the three checks (§5.8)
+    # a longer payload: malformed, checked before the three fields are compared (§5.8)
     pytest.param(lambda: _with_end(_stream([]), _end_payload(_stream([])) + b"\0"), ("malformed", "stream_end"),
                  id="payload-69-bytes"),
-    pytest.param(lambda: _with_end(_stream([]), _end_payload(_stream([]))[:-1] + b"\0\0"), ("checksum", "stream_digest"),
-                 id="payload-69-bytes-wrong-digest"),
+    pytest.param(lambda: _with_end(_stream([]), _end_payload(_stream([]))[:-1] + b"\0\0"), ("malformed", "stream_end"),
+                 id="payload-69-bytes-wrong-digest"),  # the length is checked first (§5.8)
     pytest.param(lambda: _with_end(_stream([]), _end_payload(_stream([]))[:-1]), ("truncated", "stream_digest"),
                  id="payload-67-bytes"),
     pytest.param(lambda: _with_end(_stream([]), _end_payload(_stream([]))[:36]), ("truncated", "stream_digest"),

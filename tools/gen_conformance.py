@@ -14,8 +14,10 @@ and the reference decoder, which must accept every valid stream with the expecte
 reject every invalid one as expected before anything is written. Every plane is also decoded
 here by the letter of §6.5.1 and §6.9 (``SpecDecoder``): valid streams must decode to what was
 coded, invalid word streams must have the defect they are built to have, and the coding-order
-streams must decode to another hash under format 1.0's order. Pseudo-random data come from a
-SplitMix64 generator defined here, so the output never depends on numpy's generators.
+streams must decode to another hash under format 1.0's order. Format 4.0's content digests,
+tensor records, model digests and stream digests (§5.2, §5.8) are computed here with hashlib from
+the bytes as written. Pseudo-random data come from a SplitMix64 generator defined here, so the
+output never depends on numpy's generators.
 """
 
 from __future__ import annotations
@@ -43,9 +45,11 @@ from nncodec_unify.codec.errors import (
 from nncodec_unify.codec.format import DType, Limits
 from nncodec_unify.codec.quant import dependent_magnitudes, dequantize, step_size, to_output_type
 
-SPEC_REVISION = "3.1.0"
-FORMAT_VERSION = "3.1"
-VERSION_MAJOR = 2
+SPEC_REVISION = "4.0.0"
+FORMAT_VERSION = "4.0"
+VERSION_MAJOR = 2  # the major version of a stream unless a case says otherwise
+INTEGRITY_MAJOR = 4  # content_digest in tensor_header (§5.2) and the STREAM_END unit (§5.8)
+STREAM_END = 4  # unit_type (§4.2)
 MAGIC = b"\x89NNU\r\n\x1a\n"
 M64 = (1 << 64) - 1
 
@@ -581,10 +585,22 @@ class T:
     offset_mode: int | None = None  # invalid: written instead of 0 or 1
     quant_flags: int | None = None  # format 3.x: written after qp_density (§6.1); None: format 2.x syntax
     unified_writer: object = None  # invalid: writes the unified payload instead of _unified
+    content_digest: bytes | None = None  # format 4.x: written instead of the SHA-256 of expected() (§5.2)
+    no_digest: bool = False  # invalid: a 4.x tensor_header without content_digest (3.x syntax)
     stats: list[PlaneStats] = dataclasses.field(default_factory=list)
 
     def expected(self, levels: list[int] | None = None) -> dict:
         """The manifest entry; with ``levels``, the entry a decoder that got those levels would compute."""
+        name = self.name if isinstance(self.name, str) else self.name.decode("utf-8")
+        return {"name": name, "dtype": self.dtype, "shape": list(self.shape), "coding_mode": MODE_NAME[self.mode],
+                "sha256": hashlib.sha256(self.canonical(levels)).hexdigest()}
+
+    def digest(self) -> bytes:
+        """The content_digest a 4.x tensor_header stores (§5.2): the SHA-256 of the canonical bytes."""
+        return self.content_digest if self.content_digest is not None else hashlib.sha256(self.canonical()).digest()
+
+    def canonical(self, levels: list[int] | None = None) -> bytes:
+        """§7.3: the canonical bytes of the decoded tensor (of a decoder that got ``levels``)."""
         if self.mode == RAW:
             data = self.raw
         elif self.dtype in INTEGER_DTYPES:  # §7.1.1: step 1, each element is its level
@@ -606,12 +622,11 @@ class T:
                 data = (np.ascontiguousarray(values, dtype=np.float32).view(np.uint32) >> 16).astype("<u2").tobytes()
             else:
                 data = values.astype(values.dtype.newbyteorder("<")).tobytes()
-        name = self.name if isinstance(self.name, str) else self.name.decode("utf-8")
-        return {"name": name, "dtype": self.dtype, "shape": list(self.shape), "coding_mode": MODE_NAME[self.mode],
-                "sha256": hashlib.sha256(data).hexdigest()}
+        return data
 
 
-def tensor_payload(t: T) -> W:
+def tensor_payload(t: T, major: int = VERSION_MAJOR) -> W:
+    """§5.2 tensor_payload as a stream of version ``major`` has it."""
     w = W()
     h = t.header
     name = t.name.encode("utf-8") if isinstance(t.name, str) else t.name
@@ -622,13 +637,16 @@ def tensor_payload(t: T) -> W:
     for d in t.shape:
         w.u32("dims", d)
     w.u8("coding_mode", h.get("coding_mode", t.mode))
+    if major >= INTEGRITY_MAJOR and not t.no_digest:
+        digest = t.digest()
+        w.raw("content_digest", digest, digest.hex())
     if t.mode == RAW:
         w.raw("raw_data", t.raw)
     else:
         w.i16("qp", t.qp)
         w.u8("qp_density", t.density)
-        if t.quant_flags is not None:
-            w.u8("quant_flags", t.quant_flags)
+        if t.quant_flags is not None or major >= 3:  # §6.1: from format 3.0 (0 unless the case says)
+            w.u8("quant_flags", t.quant_flags or 0)
         rows, cols = matrix_shape(t.shape)
         levels = [t.levels[r * cols:(r + 1) * cols] for r in range(rows)] if rows * cols else []
         if t.mode == DENSE:
@@ -844,11 +862,63 @@ def ancillary(unit_type: int, payload: bytes) -> Unit:
     return Unit(unit_type, w, flags=1)
 
 
-def tensor_unit(t: T) -> Unit:
-    return Unit(2, tensor_payload(t))
+def tensor_unit(t: T, major: int = VERSION_MAJOR) -> Unit:
+    return Unit(2, tensor_payload(t, major))
 
 
-def assemble(units: list[Unit], *, major: int = VERSION_MAJOR, minor: int = 0, flags: int = 0) -> W:
+@dataclasses.dataclass
+class End:
+    """The STREAM_END unit of a 4.x stream (§5.8). Its fields are computed from the units before it
+    (or from ``like``: the units of the stream that an invalid stream was made from); the other
+    fields are overrides for invalid streams."""
+
+    unit_count: int | None = None
+    model_digest: bytes | None = None
+    stream_digest: bytes | None = None
+    like: list[Unit] | None = None
+    trailing: bytes = b""  # bytes after stream_digest, inside the payload
+    flags: int = 0
+    crc_xor: int = 0
+
+
+def tensor_record(u: Unit) -> bytes:
+    """§5.8 tensor_record of a TENSOR unit: its tensor_header without coding_mode, as stored."""
+    p = u.payload
+    mode = p.find("coding_mode")
+    digest = [f for f in p.fields if f.element == "content_digest"]
+    record = bytes(p.buf[:mode.offset])
+    return record + (bytes(p.buf[digest[0].offset:digest[0].offset + digest[0].size]) if digest else b"")
+
+
+def model_digest(units: list[Unit]) -> bytes:
+    """§5.8: the SHA-256 of the tensor_records of the (critical) TENSOR units, in stream order."""
+    return hashlib.sha256(b"".join(tensor_record(u) for u in units if u.unit_type == 2 and not u.flags & 1)).digest()
+
+
+def stream_end_unit(units: list[Unit], end: End, *, major: int, minor: int, flags: int) -> Unit:
+    """The STREAM_END unit after ``units`` (§5.8): unit_count, model_digest, stream_digest."""
+    like = end.like if end.like is not None else units
+    before = assemble(like, major=major, minor=minor, flags=flags, end=False).bytes()
+    w = W()
+    w.u32("unit_count", len(like) if end.unit_count is None else end.unit_count)
+    for element, digest in (("model_digest", end.model_digest or model_digest(like)),
+                            ("stream_digest", end.stream_digest or hashlib.sha256(before).digest())):
+        w.raw(element, digest, digest.hex())
+    if end.trailing:
+        w.raw("trailing", end.trailing)
+    return Unit(STREAM_END, w, flags=end.flags, crc_xor=end.crc_xor)
+
+
+def assemble(units: list[Unit], *, major: int = VERSION_MAJOR, minor: int = 0, flags: int = 0,
+             end: End | bool | None = None) -> W:
+    """The file header and ``units``; in a stream of major version 4 or later, then a STREAM_END
+    unit (§5.8) unless ``end`` is False (``None``: by the version; an ``End``: with its overrides)."""
+    if end is None:
+        end = major >= INTEGRITY_MAJOR
+    if end is True:
+        end = End()
+    if end:
+        units = list(units) + [stream_end_unit(units, end, major=major, minor=minor, flags=flags)]
     w = W()
     w.raw("magic", MAGIC, "89 4e 4e 55 0d 0a 1a 0a")
     w.u8("version_major", major)
@@ -865,31 +935,74 @@ def assemble(units: list[Unit], *, major: int = VERSION_MAJOR, minor: int = 0, f
     return w
 
 
-def stream(tensors: list[T], *, extra_units: dict[int, list[Unit]] | None = None, **kw) -> W:
-    """A stream with a model header and one unit per tensor; ``extra_units[i]`` go before tensor i."""
-    units = [model_header(len(tensors))]
+def stream_units(tensors: list[T], *, extra_units: dict[int, list[Unit]] | None = None, major: int = VERSION_MAJOR,
+                 tensor_count: int | None = None) -> list[Unit]:
+    """A model header and one unit per tensor; ``extra_units[i]`` go before tensor i."""
+    units = [model_header(len(tensors) if tensor_count is None else tensor_count)]
     for i, t in enumerate(tensors):
         units += (extra_units or {}).get(i, [])
-        units.append(tensor_unit(t))
+        units.append(tensor_unit(t, major))
     units += (extra_units or {}).get(len(tensors), [])
+    return units
+
+
+def stream(tensors: list[T], *, extra_units: dict[int, list[Unit]] | None = None, tensor_count: int | None = None,
+           **kw) -> W:
+    """A stream with a model header and one unit per tensor; ``extra_units[i]`` go before tensor i
+    (``extra_units[len(tensors)]`` after the last, before STREAM_END in a 4.x stream)."""
+    units = stream_units(tensors, extra_units=extra_units, major=kw.get("major", VERSION_MAJOR),
+                         tensor_count=tensor_count)
     return assemble(units, **kw)
 
 
-def reframe_last_unit(w: W, payload_cut: int | None = None) -> bytes:
-    """Cut the last unit's payload to ``payload_cut`` bytes and fix its length and CRC."""
-    data = w.bytes()
-    start = w.find("unit_type", sum(1 for f in w.fields if f.element == "unit_type") - 1).offset
-    payload = data[start + 6:len(data) - 4][:payload_cut]
-    header = data[start:start + 2] + len(payload).to_bytes(4, "little")
+def _unit_start(w: W, offset: int) -> int:
+    """The offset of the unit of ``w`` that holds byte ``offset``."""
+    return max(f.offset for f in w.fields if f.element == "unit_type" and f.offset <= offset)
+
+
+def _last_unit_start(w: W) -> int:
+    return max(f.offset for f in w.fields if f.element == "unit_type")
+
+
+def reseal(data: bytes) -> bytes:
+    """In a 4.x stream that ends with a 68-byte STREAM_END unit, recompute its unit_count,
+    model_digest (from the tensor headers as they now are) and stream_digest, and its CRC, after
+    a unit before it was edited (§5.8): the edit stays the stream's one defect."""
+    if len(data) < 12 or data[8] < INTEGRITY_MAJOR:
+        return data
+    at, units = 12, []
+    while at + 6 <= len(data):
+        length = int.from_bytes(data[at + 2:at + 6], "little")
+        units.append((at, data[at], data[at + 1], data[at + 6:at + 6 + length]))
+        at += 10 + length
+    if at != len(data) or not units or units[-1][1] != STREAM_END or len(units[-1][3]) != 68:
+        return data
+    start, _, _, old = units[-1]
+    model = old[4:36]
+    try:  # a tensor header cut short has no record: the model digest is then kept as it was
+        records = []
+        for _, unit_type, flags, payload in units[:-1]:
+            if unit_type == 2 and not flags & 1:
+                n = int.from_bytes(payload[:2], "little")
+                mode_at = 4 + n + 4 * payload[3 + n]
+                assert len(payload) >= mode_at + 33
+                records.append(payload[:mode_at] + payload[mode_at + 1:mode_at + 33])
+        model = hashlib.sha256(b"".join(records)).digest()
+    except (IndexError, AssertionError):
+        pass
+    payload = (len(units) - 1).to_bytes(4, "little") + model + hashlib.sha256(data[:start]).digest()
+    header = data[start:start + 6]
     return data[:start] + header + payload + zlib.crc32(header + payload).to_bytes(4, "little")
 
 
 def patch(w: W, element: str, value: bytes, occurrence: int = 0) -> bytes:
-    """Overwrite a field inside the last unit and recompute that unit's CRC."""
+    """Overwrite a field and recompute the CRCs (and, in a 4.x stream, the STREAM_END unit,
+    unless the field is in it)."""
     data = bytearray(w.bytes())
     f = w.find(element, occurrence)
     data[f.offset:f.offset + len(value)] = value
-    return refresh_crcs(w, bytes(data))
+    data = refresh_crcs(w, bytes(data))
+    return reseal(data) if _unit_start(w, f.offset) != _last_unit_start(w) else data
 
 
 def refresh_crcs(w: W, data: bytes) -> bytes:
@@ -903,12 +1016,18 @@ def refresh_crcs(w: W, data: bytes) -> bytes:
 
 
 def cut_inside(w: W, element: str, occurrence: int = 0, keep: int | None = None) -> bytes:
-    """Cut the last unit's payload inside ``element`` (its first ``keep`` bytes kept, default
-    all but one) and reframe the unit, so the parser meets the end of the payload there."""
+    """Cut the payload of the unit that holds ``element`` inside it (its first ``keep`` bytes
+    kept, default all but one) and reframe the unit (length and CRC), so the parser meets the end
+    of the payload there; the units after it stay (in a 4.x stream, the STREAM_END resealed)."""
     f = w.find(element, occurrence)
-    start = w.find("unit_type", sum(1 for g in w.fields if g.element == "unit_type") - 1).offset
+    start = _unit_start(w, f.offset)
     keep = f.size - 1 if keep is None else keep
-    return reframe_last_unit(w, f.offset + keep - (start + 6))
+    data = w.bytes()
+    end = start + 10 + int.from_bytes(data[start + 2:start + 6], "little")
+    payload = data[start + 6:f.offset + keep]
+    header = data[start:start + 2] + len(payload).to_bytes(4, "little")
+    data = data[:start] + header + payload + zlib.crc32(header + payload).to_bytes(4, "little") + data[end:]
+    return reseal(data) if start != _last_unit_start(w) else data
 
 
 # ---------------------------------------------------------------------------------------------
@@ -925,6 +1044,8 @@ class Case:
     error: tuple[str, str] | None = None  # invalid streams: (category, element)
     limits: dict[str, int] | None = None
     layout: W | None = None
+    mentions: str | None = None  # invalid streams: what the reference decoder's message must name
+
 
 
 def f32_bits(values: list[int]) -> bytes:
@@ -1530,6 +1651,118 @@ def valid_cases() -> list[Case]:
          T("n", "int8", (2,), RAW, ints([7, -7], 1, True))],
         extra_units={0: [attached("config.json", b'{"model_type": "bert"}'), attached("1_Pooling/config.json", b"{}")],
                      1: [attached("vocab/\u00e9t\u00e9.txt", b"")]}, major=3, minor=1)
+    # §4.3 rules 7, 8: before format 4.0, unit type 4 is an unknown type
+    plain_end = stream_end_unit(stream_units([T("w", "int8", (2,), RAW, ints([1, -1], 1, True))], major=3), End(),
+                                major=3, minor=1, flags=0)
+    add("type-4-ancillary-before-4-0", "format 3.1: an ancillary unit of type 4 whose payload is a well-formed "
+        "stream_end (§5.8): type 4 is unknown before 4.0, so a 4.x decoder skips it in a 3.x stream",
+        ["4.2", "4.3", "10"], [T("w", "int8", (2,), RAW, ints([1, -1], 1, True))],
+        extra_units={1: [ancillary(STREAM_END, plain_end.payload.bytes())]}, major=3, minor=1)
+    cases += integrity_valid_cases(unified_levels, specials32)
+    return cases
+
+
+def integrity_valid_cases(unified_levels, specials32: list[int]) -> list[Case]:
+    """Format 4.0 (§5.2 content_digest, §5.8 STREAM_END, §7.4): valid streams."""
+    cases: list[Case] = []
+
+    def add(slug, description, sections, tensors, *, extra_units=None, minor=0):
+        for t in tensors:
+            check_planes(t)
+        w = stream(tensors, extra_units=extra_units, major=4, minor=minor)
+        cases.append(Case(slug, "format 4.0: " + description if minor == 0 else description, sections, w.bytes(),
+                          tensors=tensors, layout=w))
+        return w
+
+    rng = Rng(400)
+    add("v4-empty-model", "a model header with tensor_count 0 and the STREAM_END unit: unit_count 1, the model "
+        "digest of no tensors (the SHA-256 of no bytes, e3b0c442...), the stream digest of the 26 bytes before it",
+        ["4.3", "5.1", "5.8", "Appendix A"], [])
+    add("v4-raw-int8-tiny", "one RAW int8 tensor of shape (3,), the tensor of valid/002 with its content_digest, "
+        "then STREAM_END: the third example of spec/examples.md",
+        ["5.2", "5.4", "5.8", "7.4"], [T("w", "int8", (3,), RAW, ints([-128, 0, 127], 1, True))])
+    add("v4-raw-dtypes", "RAW float32 (NaN payloads, infinities, signed zero), float16, bfloat16, bool, uint64, a "
+        "float64 scalar (rank 0) and an empty int32 (0, 4), whose content digest is the SHA-256 of no bytes: "
+        "content digests over canonical bytes (§7.3: bfloat16 as 16-bit patterns, bool one byte each)",
+        ["5.2", "5.4", "7.3", "7.4"],
+        [T("f32", "float32", (2, 3), RAW, ints(specials32[:6], 4, False)),
+         T("f16", "float16", (3,), RAW, ints([0x3C00, 0xFC00, 0x7E01], 2, False)),
+         T("bf16", "bfloat16", (2, 2), RAW, ints([0x3F80, 0x7FC0, 0x8000, 0x0001], 2, False)),
+         T("mask", "bool", (5,), RAW, bytes([1, 0, 0, 1, 1])),
+         T("ids", "uint64", (2,), RAW, ints([0, M64], 8, False)),
+         T("scalar", "float64", (), RAW, ints([0x400921FB54442D18], 8, False)),
+         T("empty", "int32", (0, 4), RAW, b"")])
+    off = [2, -1, 0, 3]
+    add("v4-dense", "DENSE float32 with row and column classes, escapes and raw bits; DENSE float16 with column "
+        "offsets; DENSE float64 from levels beyond 2**24; an empty DENSE (0, 3): quant_flags 0 in every "
+        "quant_params (§6.1), the content digest after coding_mode",
+        ["5.2", "5.5", "6.1", "6.10", "7.1", "7.4"],
+        [rich_tensor("dense.classes"),
+         T("dense.offsets", "float16", (3, 4), DENSE, levels=with_offsets(rng.laplace_levels(12, 2), off, 4), qp=-20,
+           offsets=off, planes={"column_offsets": PlaneOptions(q=2), "dense_levels": PlaneOptions(q=2, m=1)}),
+         T("dense.f64", "float64", (5,), DENSE, levels=[1, -3, (1 << 24) + 1, 0, -(1 << 30) - 1], qp=-57, density=3,
+           planes=dl(q=0)),
+         T("dense.empty", "float32", (0, 3), DENSE, levels=[])])
+    kinds = [[K_UNIFIED, K_PRUNED, K_DENSE], [K_DENSE, K_UNIFIED, K_PRUNED]]
+    uoff = [1, -2, 0, 0, 3, -1, 2, 0, 1]
+    ulv = unified_levels(4, 9, 2, 3, kinds, rng)
+    ulv = [v + uoff[k % 9] if kinds[k // 18][k % 9 // 3] == K_DENSE else v for k, v in enumerate(ulv)]
+    add("v4-unified", "UNIFIED float32 4x9 in 2x3 blocks with all three block kinds and column offsets on the "
+        "DENSE blocks; UNIFIED bfloat16 with a partial block; a UNIFIED scalar",
+        ["5.6", "6.3", "6.10", "7.4"],
+        [T("unified.w", "float32", (4, 9), UNIFIED, levels=ulv, block=(2, 3), kinds=kinds, qp=-24, offsets=uoff,
+           planes={"block_map": PlaneOptions(q=2), "unified_magnitudes": PlaneOptions(q=3),
+                   "column_offsets": PlaneOptions(q=2), "dense_levels": PlaneOptions(q=3, m=1)}),
+         T("unified.bf16", "bfloat16", (3, 3), UNIFIED, levels=[5, -5, 1, 5, 5, -2, 0, 0, 3], block=(2, 2), qp=-3),
+         T("unified.scalar", "float32", (), UNIFIED, levels=[-4], block=(2, 2))])
+    dq_kinds = [[(a + b) % 3 for b in range(4)] for a in range(2)]
+    add("v4-dependent-quantization", "quant_flags 1 (§7.1.2): a DENSE float32 3x50 (150 positions: segments of "
+        "64, 64 and 22) and a UNIFIED float16 4x16 with every block kind; the content digests are of the values "
+        "the dependent quantizers give",
+        ["6.1", "7.1.2", "7.4"],
+        [T("dq.dense", "float32", (3, 50), DENSE, levels=rng.laplace_levels(150, 3), qp=-36, quant_flags=1,
+           planes=dl(q=2, m=1)),
+         T("dq.unified", "float16", (4, 16), UNIFIED, levels=unified_levels(4, 16, 2, 4, dq_kinds, rng), block=(2, 4),
+           qp=-24, quant_flags=1, planes={"block_map": PlaneOptions(q=2), "unified_magnitudes": PlaneOptions(q=2),
+                                          "dense_levels": PlaneOptions(q=2)})])
+    top = (1 << 31) - 1
+    add("v4-integer", "integer tensors coded losslessly (§7.1.1): DENSE int8 at its extremes, UNIFIED uint16 with "
+        "a block of magnitude 65535, DENSE int64 with column offsets reaching ±(2**31 - 1)",
+        ["5.5", "5.6", "6.10", "7.1.1", "7.4"],
+        [T("int8", "int8", (2, 4), DENSE, levels=[-128, 127, 0, 3, -3, 1, 0, -1], qp=0, planes=dl(q=2, m=1)),
+         T("uint16", "uint16", (2, 4), UNIFIED, levels=[65535, 65535, 0, 9, 65535, 65535, 1, 0], qp=0, block=(2, 2),
+           planes={"block_map": PlaneOptions(q=2), "unified_magnitudes": PlaneOptions(q=0),
+                   "dense_levels": PlaneOptions(q=2)}),
+         T("int64", "int64", (2, 2), DENSE, levels=[top, -top, 0, 0], qp=0, offsets=[(1 << 30) - 1, -(1 << 30)],
+           planes={"column_offsets": PlaneOptions(q=0), "dense_levels": PlaneOptions(q=0)})])
+    add("v4-attached-files-minor-0", "ATTACHED_FILE units at version_minor 0 (defined in 4.0 whatever the minor "
+        "version, §5.7): counted in unit_count and covered by the stream digest",
+        ["4.3", "5.7", "5.8"],
+        [T("w", "int8", (2,), RAW, ints([7, -7], 1, True)),
+         T("b", "float32", (3,), DENSE, levels=[1, 0, -1], qp=-8)],
+        extra_units={0: [attached("config.json", b'{"model_type": "bert"}'), attached("tokenizer/vocab.txt", b"")]})
+    add("v4-unknown-ancillary-units", "unknown ancillary units (types 5, 200 and 255; empty, 4-byte and 300-byte "
+        "payloads) after the model header, between the tensors and right before STREAM_END: skipped, but counted "
+        "in unit_count (6) and covered by the stream digest",
+        ["4.2", "4.3", "5.8"],
+        [T("a", "int32", (1,), RAW, ints([1], 4, True)), T("b", "uint8", (2,), RAW, b"\x02\x03")],
+        extra_units={0: [ancillary(5, b"")], 1: [ancillary(200, b"meta")], 2: [ancillary(255, bytes(300))]})
+    add("v4-newer-minor-version", "format 4.7 (version_minor 7) with an ancillary unit of type 9 that a 4.7 encoder "
+        "may define: a 4.0 decoder reads it, skipping the unit (§10)",
+        ["4.1", "4.3", "5.8", "10"], [T("w", "uint16", (2,), RAW, ints([1, 2], 2, False))],
+        extra_units={1: [ancillary(9, b"4.7")]}, minor=7)
+    # §5.8: the model digest depends on the decoded tensors, not on how they were coded
+    f = T("f", "float32", (2, 3), DENSE, levels=[3, -1, 0, 7, 2, -5], qp=-8, planes=dl(q=2, m=1))
+    raw_pair = add("v4-model-digest-raw", "two tensors stored RAW, int8 'w' and float32 'f': the same model "
+                   "digest as the next stream, which codes the same tensors DENSE and UNIFIED (informative, §5.8)",
+                   ["5.4", "5.8"],
+                   [T("w", "int8", (3,), RAW, ints([-128, 0, 127], 1, True)), T("f", "float32", (2, 3), RAW, f.canonical())])
+    coded_pair = add("v4-model-digest-coded", "the tensors of the previous stream, 'w' coded UNIFIED (qp 0) and 'f' "
+                     "DENSE: other coding modes, other bytes, the same content digests and model digest",
+                     ["5.5", "5.6", "5.8"],
+                     [T("w", "int8", (3,), UNIFIED, levels=[-128, 0, 127], qp=0, block=(1, 2)), f])
+    digests = [w.find("model_digest").value for w in (raw_pair, coded_pair)]
+    assert digests[0] == digests[1] and raw_pair.bytes() != coded_pair.bytes(), digests
     return cases
 
 
@@ -1673,8 +1906,8 @@ def invalid_cases() -> list[Case]:
     add("major-version-1", "version_major 1: format 1.0, whose coding order (§6.5.1) and end check (§6.9.4) "
         "differ, is not read by a 2.x decoder", ["4.1", "10"], stream([raw], major=1).bytes(),
         ("unsupported_version", "version_major"))
-    add("major-version-4", "version_major 4 (a future major version)", ["4.1", "10"], stream([raw], major=4).bytes(),
-        ("unsupported_version", "version_major"))
+    add("major-version-5", "version_major 5 (a future major version; the rest is a 4.0 stream)", ["4.1", "10"],
+        stream([raw], major=5).bytes(), ("unsupported_version", "version_major"))
     add("header-flags-bit0", "header_flags 0x0001 (reserved)", ["4.1"], stream([raw], flags=1).bytes(),
         ("malformed", "header_flags"))
     add("header-flags-bit15-newer-minor", "header_flags 0x8000 with version_minor 7: reserved bits are rejected "
@@ -2095,6 +2328,196 @@ def invalid_cases() -> list[Case]:
                major=3, minor=1).bytes(), ("malformed", "path"))
     add("attached-file-truncated-path", "format 3.1: path_length 40 in a 10-byte payload", ["5.7", "3.5"],
         with_file(attached("config", b"", path_length=40)), ("truncated", "path"))
+    cases += integrity_invalid_cases(dense, unified)
+    return cases
+
+
+def integrity_invalid_cases(dense: T, unified) -> list[Case]:
+    """Format 4.0 (§4.3, §5.2, §5.8, §7.4): invalid streams, one or more per new rule of §9, and the
+    orders of the checks that the spec fixes."""
+    cases: list[Case] = []
+
+    def add(slug, description, sections, data, error, mentions=None):
+        cases.append(Case(slug, "format 4.0: " + description, sections, data, error=error, mentions=mentions))
+
+    def v4(units: list[Unit], **kw) -> bytes:
+        return assemble(units, major=4, **kw).bytes()
+
+    def units_of(tensors: list[T], **kw) -> list[Unit]:
+        return stream_units(tensors, major=4, **kw)
+
+    def sha(b: bytes) -> bytes:
+        return hashlib.sha256(b).digest()
+
+    raw = T("w", "int8", (3,), RAW, ints([1, 2, 3], 1, True))
+    second = T("b", "float32", (2,), RAW, f32_bits([0x3F800000, 0xC0000000]))
+    pair = units_of([raw, second])
+    good = v4(pair)
+
+    # §7.4 content verification
+    be = [-2, 1, 258, -32768, 32767, 0]
+    t = T("layer.be", "int16", (2, 3), RAW, ints(be, 2, True),
+          content_digest=sha(b"".join(v.to_bytes(2, "big", signed=True) for v in be)))
+    add("v4-content-digest-raw-big-endian", "RAW int16 'layer.be' whose content_digest is the SHA-256 of its "
+        "values in big-endian order, not of its canonical (little-endian) bytes", ["5.2", "7.3", "7.4"],
+        v4(units_of([raw, t])), ("checksum", "content_digest"), "layer.be")
+    t = dataclasses.replace(dense, name="layer.dense")
+    t.content_digest = sha(t.canonical([v + (k == 7) for k, v in enumerate(t.levels)]))
+    add("v4-content-digest-dense-one-element", "DENSE float32 'layer.dense' whose content_digest is of a tensor "
+        "that differs in one element (an encoder whose reconstruction differs from §7.1): every other check "
+        "passes, model and stream digests included", ["5.2", "7.1", "7.4"],
+        v4(units_of([t])), ("checksum", "content_digest"), "layer.dense")
+    t = T("layer.bf16", "bfloat16", (2, 4), UNIFIED, levels=[5, -5, 1, 0, 5, 5, -2, 3], block=(2, 2), qp=-3)
+    t.content_digest = sha((np.frombuffer(t.canonical(), "<u2").astype("<u4") << 16).astype("<u4").tobytes())
+    add("v4-content-digest-bfloat16-widened", "UNIFIED bfloat16 'layer.bf16' whose content_digest is of its values "
+        "widened to float32 (4 bytes each), not of the 16-bit patterns (§7.3)", ["5.6", "7.3", "7.4"],
+        v4(units_of([t])), ("checksum", "content_digest"), "layer.bf16")
+    add("v4-truncated-in-content-digest", "the first tensor_header's payload ends after 16 bytes of content_digest "
+        "(length and CRC framed to match; a second tensor and STREAM_END follow)", ["5.2", "3.5"],
+        cut_inside(assemble(pair, major=4), "content_digest", keep=16), ("truncated", "content_digest"))
+    w = assemble(pair, major=4)
+    flipped = bytearray(bytes.fromhex(w.find("content_digest", 1).value))
+    flipped[0] ^= 0x80
+    add("v4-content-digest-bit-flipped", "the first bit of the second tensor's content_digest flipped (CRC, model "
+        "digest and stream digest recomputed): tensor 'b' decodes to other bytes than its digest says",
+        ["5.2", "7.4"], patch(w, "content_digest", bytes(flipped), occurrence=1), ("checksum", "content_digest"), "'b'")
+    add("v4-tensor-header-without-content-digest", "a RAW float32 (2, 8) tensor written with the 3.x "
+        "tensor_header (no content_digest): the first 32 bytes of raw_data are read as the digest, and raw_data "
+        "is then 32 bytes short", ["5.2", "5.4", "10"],
+        v4(units_of([T("w", "float32", (2, 8), RAW, bytes(range(64)), no_digest=True)])), ("malformed", "raw_data"))
+    # §4.3: STREAM_END required, last, critical, after tensor_count tensors
+    add("v4-stream-end-missing", "two tensors and no STREAM_END unit", ["4.3", "5.8"],
+        v4(pair, end=False), ("truncated", "stream_end"))
+    add("v4-stream-end-missing-empty-model", "a model header (tensor_count 0) and nothing else: no STREAM_END", ["4.3", "5.8"],
+        v4([model_header(0)], end=False), ("truncated", "stream_end"))
+    add("v4-byte-after-stream-end", "one zero byte after STREAM_END: an error before anything of a next unit is "
+        "read (not truncated at unit_flags, as in 2.x and 3.x)", ["4.3"], good + b"\x00",
+        ("malformed", "stream_end"))
+    end1 = stream_end_unit(pair, End(), major=4, minor=0, flags=0)
+    end2 = stream_end_unit(pair + [end1], End(), major=4, minor=0, flags=0)
+    add("v4-second-stream-end", "a second, well-formed STREAM_END unit (unit_count 4, digests of everything "
+        "before it) after the first", ["4.3", "5.8"], v4(pair + [end1, end2], end=False),
+        ("malformed", "stream_end"))
+    add("v4-ancillary-unit-after-stream-end", "an ancillary unit (type 7, CRC valid) after STREAM_END",
+        ["4.3"], v4(pair + [end1, ancillary(7, b"meta")], end=False), ("malformed", "stream_end"))
+    add("v4-stream-end-ancillary", "the STREAM_END unit marked ancillary (unit_flags 1)", ["4.2", "4.3", "5.8"],
+        v4(pair, end=End(flags=1)), ("malformed", "unit_flags"))
+    add("v4-stream-end-before-tensors", "tensor_count 2, one tensor unit, then STREAM_END (its unit_count and "
+        "digests match the units before it)", ["4.3", "5.8"], v4(units_of([raw], tensor_count=2)),
+        ("truncated", "tensor_count"))
+    early = units_of([raw], tensor_count=2)
+    add("v4-stream-end-between-tensors", "tensor_count 2 and STREAM_END between the two tensor units: rule 5 "
+        "applies at STREAM_END, before the unit after it is looked at", ["4.3", "5.8"],
+        v4(early + [stream_end_unit(early, End(), major=4, minor=0, flags=0), tensor_unit(second, 4)], end=False),
+        ("truncated", "tensor_count"))
+    add("v4-stream-end-first-unit", "a STREAM_END unit and nothing else: the first unit must be a model header",
+        ["4.3"], v4([]), ("malformed", "unit_type"))
+    add("v4-unknown-critical-unit-5", "a critical unit of type 5 (reserved) before STREAM_END", ["4.2", "4.3"],
+        v4(units_of([raw], extra_units={1: [Unit(5, W())]})), ("malformed", "unit_type"))
+    add("v4-attached-file-critical", "an ATTACHED_FILE unit marked critical in a 4.0 stream", ["4.3", "5.7"],
+        v4(units_of([raw], extra_units={0: [attached("config.json", b"{}", critical=True)]})),
+        ("malformed", "unit_flags"))
+    add("v4-attached-file-duplicate-path", "two ATTACHED_FILE units named config.json at version_minor 0",
+        ["5.7"], v4(units_of([raw], extra_units={0: [attached("config.json", b"{}"), attached("config.json", b"")]})),
+        ("malformed", "path"))
+    # 2.x and 3.x: type 4 is unknown
+    units3 = stream_units([raw], major=3)
+    add3 = stream_end_unit(units3, End(), major=3, minor=1, flags=0)
+    cases.append(Case("stream-end-in-format-3", "format 3.1: a critical unit of type 4 whose payload is a "
+                      "well-formed stream_end: type 4 is unknown before 4.0 (§4.3 rule 7)", ["4.3", "10"],
+                      assemble(units3 + [add3], major=3, minor=1).bytes(), error=("malformed", "unit_type")))
+    # §5.8 stream_end payload
+    add("v4-stream-end-payload-69", "a stream_end payload of 69 bytes (a zero byte after stream_digest)", ["5.8"],
+        v4(pair, end=End(trailing=b"\x00")), ("malformed", "stream_end"))
+    w = assemble(pair, major=4)
+    add("v4-truncated-in-stream-digest", "a stream_end payload of 67 bytes: it ends inside stream_digest",
+        ["5.8", "3.5"], cut_inside(w, "stream_digest"), ("truncated", "stream_digest"))
+    add("v4-truncated-in-model-digest", "a stream_end payload of 20 bytes: it ends inside model_digest",
+        ["5.8", "3.5"], cut_inside(w, "model_digest", keep=16), ("truncated", "model_digest"))
+    add("v4-stream-end-empty", "a stream_end payload of 0 bytes", ["5.8", "3.5"], cut_inside(w, "unit_count", keep=0),
+        ("truncated", "unit_count"))
+    add("v4-unit-count-counts-itself", "unit_count 4 for the 3 units before STREAM_END (an encoder that counted "
+        "STREAM_END too)", ["5.8"], v4(pair, end=End(unit_count=len(pair) + 1)), ("malformed", "unit_count"))
+    records = b"".join(tensor_payload(x, 4).bytes()[:tensor_payload(x, 4).find("coding_mode").offset + 33]
+                       for x in (raw, second))
+    add("v4-model-digest-with-coding-mode", "a model_digest over the whole tensor_headers, coding_mode included "
+        "(§5.8's tensor_record leaves it out)", ["5.8"], v4(pair, end=End(model_digest=sha(records))),
+        ("checksum", "model_digest"))
+    add("v4-stream-digest-without-file-header", "a stream_digest over the units only, without the 12-byte file "
+        "header", ["5.8"], v4(pair, end=End(stream_digest=sha(assemble(pair, major=4, end=False).bytes()[12:]))),
+        ("checksum", "stream_digest"))
+    # units removed, repeated, reordered or edited, CRCs valid (the STREAM_END of the stream before)
+    three = units_of([raw, second, T("c", "uint8", (2,), RAW, b"\x05\x06")])
+    add("v4-tensor-units-swapped", "the first two of three tensor units swapped, each CRC valid: the unit count "
+        "holds, the model digest does not", ["5.8"], v4([three[0], three[2], three[1], three[3]], end=End(like=three)),
+        ("checksum", "model_digest"))
+    add("v4-tensor-unit-dropped", "the second of three tensor units removed: STREAM_END comes after two of the "
+        "three tensors tensor_count declares", ["4.3", "5.8"], v4([three[0], three[1], three[3]], end=End(like=three)),
+        ("truncated", "tensor_count"))
+    files = units_of([raw], extra_units={0: [attached("config.json", b"{}"), attached("tokenizer.json", b"{}")]})
+    add("v4-ancillary-unit-dropped", "the second of two ATTACHED_FILE units removed (4 units where unit_count "
+        "says 5)", ["5.7", "5.8"], v4([files[0], files[1], files[3]], end=End(like=files)), ("malformed", "unit_count"))
+    meta = units_of([raw], extra_units={1: [ancillary(200, b"meta")]})
+    add("v4-ancillary-unit-duplicated", "an unknown ancillary unit repeated (4 units where unit_count says 3)",
+        ["4.3", "5.8"], v4([meta[0], meta[1], meta[2], meta[2]], end=End(like=meta)), ("malformed", "unit_count"))
+    one = units_of([raw])
+    add("v4-tensor-unit-duplicated", "the one tensor unit repeated: more tensor units than tensor_count, found "
+        "before STREAM_END", ["4.3"], v4([one[0], one[1], one[1]], end=End(like=one)), ("malformed", "unit_type"))
+    # §6.9.4 is not exact; the stream digest closes the gap
+    base = rich_tensor("r")
+    appended = rich_tensor("r", extra_words=[0])
+    check_planes(appended)
+    assert appended.digest() == base.digest() and end_state(base)[0].extra == 0
+    add("v4-word-appended-crc-recomputed", "a zero word appended to a level plane whose encoder wrote no final "
+        "zero word, word_count and the unit's CRC updated: the plane passes §6.9.4 and decodes to the same "
+        "tensor (content digest and model digest hold, as valid/*-words-zero-word-appended shows for 2.0), but "
+        "the stream digest differs", ["6.9.4", "5.8"],
+        v4(units_of([appended]), end=End(like=units_of([base]))), ("checksum", "stream_digest"))
+    base = random_table_tensor("extra-1", 313, 1, 31)
+    dropped = random_table_tensor("extra-1", 313, 1, 31)
+    dropped.planes["dense_levels"].drop_words = 1
+    check_planes(dropped)
+    assert observed(base).extra == 1 and dropped.digest() == base.digest()
+    add("v4-final-word-dropped-crc-recomputed", "the final zero word of a level plane left out, word_count and the "
+        "unit's CRC updated: it decodes to the same tensor (§6.9.4, as valid/*-words-final-zero-word-omitted shows "
+        "for 2.0), but the stream digest differs", ["6.9.4", "5.8"],
+        v4(units_of([dropped]), end=End(like=units_of([base]))), ("checksum", "stream_digest"))
+    # the order of the checks (two defects each)
+    add("v4-stream-end-payload-69-wrong-fields", "a 69-byte stream_end payload whose unit_count and both digests "
+        "are also wrong (four defects): the length is checked first", ["5.8"],
+        v4(pair, end=End(unit_count=9, model_digest=bytes(32), stream_digest=bytes(32), trailing=b"\x00")),
+        ("malformed", "stream_end"))
+    add("v4-unit-count-and-model-digest-wrong", "unit_count 0 and a wrong model_digest (two defects): unit_count "
+        "is checked first", ["5.8"], v4(pair, end=End(unit_count=0, model_digest=sha(b"x"))),
+        ("malformed", "unit_count"))
+    add("v4-model-and-stream-digest-wrong", "both digests wrong (two defects): model_digest is checked first",
+        ["5.8"], v4(pair, end=End(model_digest=sha(b"x"), stream_digest=sha(b"y"))), ("checksum", "model_digest"))
+    add("v4-stream-end-crc-and-digest-wrong", "a wrong stream_digest and a wrong CRC on the STREAM_END unit (two "
+        "defects): the CRC is checked before the unit is read", ["4.2", "5.8"],
+        v4(pair, end=End(stream_digest=bytes(32), crc_xor=1)), ("checksum", "unit_crc"))
+    add("v4-stream-end-ancillary-and-early", "tensor_count 2, one tensor unit, then a STREAM_END marked ancillary "
+        "(two defects): rule 5 checks unit_flags first", ["4.3"],
+        v4(units_of([raw], tensor_count=2), end=End(flags=1)), ("malformed", "unit_flags"))
+    add("v4-tensor-missing-and-no-stream-end", "tensor_count 2, one tensor unit and no STREAM_END (two defects): at "
+        "the end of the stream, tensor_count is checked first", ["4.3"], v4(units_of([raw], tensor_count=2), end=False),
+        ("truncated", "tensor_count"))
+    bad = dataclasses.replace(raw, name="layer.first", content_digest=bytes(32))
+    add("v4-content-digest-and-stream-digest-wrong", "a zero content_digest on tensor 'layer.first' and a wrong "
+        "stream_digest (two defects): the tensor is verified when it is decoded, before STREAM_END",
+        ["5.8", "7.4"], v4(units_of([bad, second]), end=End(stream_digest=bytes(32))), ("checksum", "content_digest"),
+        "layer.first")
+    add("v4-content-digest-wrong-and-trailing-byte", "a wrong content_digest and one byte after the DENSE payload "
+        "(two defects): the content digest is checked after everything else in the payload", ["5.3", "7.4"],
+        v4(units_of([dataclasses.replace(dense, trailing=b"\x00", content_digest=bytes(32))])),
+        ("malformed", "tensor_payload"))
+    add("v4-content-digest-wrong-and-level-out-of-range", "DENSE uint8 with a level 256 and a wrong content_digest "
+        "(two defects): the levels are checked first", ["7.1.1", "7.4"],
+        v4(units_of([T("x", "uint8", (6,), DENSE, levels=[255, 0, 256, 1, 2, 3], qp=0, planes=dl(q=0),
+                       content_digest=bytes(32))])), ("malformed", "levels"))
+    unified_bad = unified(content_digest=bytes(32), sign_padding={"unified_signs": 1})
+    add("v4-content-digest-wrong-and-sign-padding", "UNIFIED with a padding bit set after the unified signs and a "
+        "wrong content_digest (two defects)", ["6.8", "7.4"], v4(units_of([unified_bad])),
+        ("malformed", "unified_signs.sign_bits"))
     return cases
 
 
@@ -2182,6 +2605,11 @@ def verify(case: Case, group: str) -> dict:
             if got != case.error:
                 raise AssertionError(f"{case.slug}: expected {case.error}, the reference decoder says {got}: "
                                      f"{exc}") from None
+            if case.mentions is not None and case.mentions not in str(exc):
+                raise AssertionError(f"{case.slug}: the reference decoder's message does not name "
+                                     f"{case.mentions!r}: {exc}") from None
+            if case.error == ("checksum", "content_digest") and "two defects" not in case.description:
+                decode_tensors(case.data, limits=limits, verify=False)  # §7.4: the one defect of the stream
         else:
             raise AssertionError(f"{case.slug}: the reference decoder accepted an invalid stream")
         entry["error"] = {"category": case.error[0], "element": case.error[1]}
@@ -2205,7 +2633,7 @@ def build() -> dict[str, bytes]:
                     "spec_revision": SPEC_REVISION, "streams": entries}
         files[f"{group}/manifest.json"] = (json.dumps(manifest, indent=1, ensure_ascii=False) + "\n").encode("utf-8")
         files[f"{group}/README.md"] = group_readme(group, entries).encode("utf-8")
-    files["README.md"] = TOP_README.encode("utf-8")
+    files["README.md"] = TOP_README.replace("@FORMAT@", FORMAT_VERSION).replace("@REVISION@", SPEC_REVISION).encode("utf-8")
     return files
 
 
@@ -2237,13 +2665,41 @@ def group_readme(group: str, entries: list[dict]) -> str:
 
 TOP_README = """# nncodec_unify conformance suite
 
-Streams that test a decoder against `spec/bitstream.md` (format 2.0, document revision 2.0.0):
+Streams that test a decoder against `spec/bitstream.md` (format @FORMAT@, document revision @REVISION@):
 
 * `valid/` — streams a decoder MUST decode, with the SHA-256 of every tensor's canonical bytes;
 * `invalid/` — streams a decoder MUST reject, with the error category and element it reports.
 
 Each folder has a `manifest.json` (machine-readable) and a `README.md` (the same, as a table).
-File names are `NNN-what-it-exercises.nnu`.
+File names are `NNN-what-it-exercises.nnu`. A 4.x decoder reads 2.x and 3.x streams too (spec §10),
+so the suite holds streams of all three major versions; most of the streams that test rules
+common to all of them are 2.0 streams, which every version of the suite has kept byte for byte.
+
+## Format 4.0
+
+Format 4.0 ends every `tensor_header` with the tensor's `content_digest` (the SHA-256 of its
+canonical bytes, spec §5.2, checked after decoding, §7.4) and ends the stream with a `STREAM_END`
+unit (§5.8: `unit_count`, `model_digest`, `stream_digest`). Its streams are named `*-v4-*`:
+
+* `valid/*-v4-*.nnu` — every coding mode, dtype and tool of the earlier formats with content
+  digests; an empty model (the model digest of no tensors is the SHA-256 of no bytes);
+  attached files at `version_minor` 0; unknown ancillary units before `STREAM_END` (counted and
+  hashed); version 4.7; and two streams (`v4-model-digest-raw`, `v4-model-digest-coded`) that
+  code the same tensors in different modes and have the same model digest (informative). A
+  decoder can check every stored `content_digest` against the manifest's `sha256` values, and
+  each `model_digest` against the manifest alone (§5.8 `tensor_record`: name, dtype, shape,
+  digest). `valid/*-type-4-ancillary-before-4-0.nnu` is a 3.1 stream, in which type 4 is unknown.
+* `invalid/*-v4-*.nnu` — one stream or more per 4.0 rule of spec §9: content digests that do
+  not match (`checksum` at `content_digest`, in RAW and coded tensors); `STREAM_END` missing,
+  followed by anything (one byte, a second `STREAM_END`, an ancillary unit), ancillary, too
+  early, too long or cut short; a wrong `unit_count`, `model_digest` or `stream_digest`; units
+  swapped, dropped or repeated with every CRC valid; a word appended to or dropped from a level
+  plane with its CRC recomputed, which §6.9.4 accepts and decodes to the same tensor, so that
+  only the stream digest finds it. Streams whose descriptions say "two defects" test the order
+  of the checks that the spec fixes. `invalid/*-stream-end-in-format-3.nnu` is a 3.1 stream
+  with a critical type 4 unit (unknown before 4.0).
+
+## Formats 2.0, 3.0 and 3.1
 
 Format 2.0 differs from 1.0 in two rules, and the suite has streams for both: within a context,
 magnitude symbols follow the coding order (row class, then scan order; spec §6.5.1 step 3:
@@ -2262,6 +2718,10 @@ range. Streams: `valid/*-integer-*.nnu` (every integer dtype in both modes at it
 UNIFIED and PRUNED blocks, column offsets, every `qp_density`, scalars and empty shapes) and the
 `integer-*`, `dense-int32-qp-minus-32` and `*-mode-for-bool` invalid streams.
 
+Format 3.0 adds dependent quantization (`quant_flags`, spec §6.1, §7.1.2: `valid/*-dq-*.nnu` and the
+`quant-flags-*` invalid streams), format 3.1 the `ATTACHED_FILE` unit (§5.7: `valid/*-attached-files.nnu`
+and the `attached-file-*` invalid streams).
+
 ## Checking a decoder
 
     nncodec conform conformance/                              # the reference decoder
@@ -2271,12 +2731,14 @@ A decoder passes a valid stream when it decodes it into exactly the listed tenso
 the same names, dtypes, shapes and canonical-byte hashes; it passes an invalid stream when it rejects
 it with the listed category and element (spec §3.6). A decoder that cannot name them can still check
 that it rejects every invalid stream, but conformance needs both. Entries with `limits` are decoded
-with those limits (spec §8).
+with those limits (spec §8). A decoder that can skip the comparison of content digests (spec §7.4)
+is tested with it on: the streams that are `checksum` at `content_digest` fail no other check (but
+where their descriptions say "two defects").
 
 ## Manifest format
 
 ```json
-{"suite": "...", "format_version": "3.1", "spec_revision": "3.1.0",
+{"suite": "...", "format_version": "@FORMAT@", "spec_revision": "@REVISION@",
  "streams": [{"file": "001-empty-model.nnu", "description": "...", "sections": ["4.1"],
               "limits": {"max_tensor_count": 3},
               "tensors": [{"name": "w", "dtype": "float32", "shape": [2, 2],
