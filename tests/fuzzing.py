@@ -6,9 +6,13 @@
 * **mutators** (bit flips, byte changes, insertions, deletions, truncations, duplications,
   splices of two streams, integer fields set to boundary values) and :func:`fix_crcs`, which
   recomputes every unit's CRC-32 so that a mutation reaches the parser, the entropy decoder
-  and the reconstruction instead of stopping at the checksum;
+  and the reconstruction instead of stopping at the checksum; :func:`reseal` also rewrites a
+  4.x stream's STREAM_END unit (unit count, model digest, stream digest), as a hostile writer
+  would, so that only the content digests and the decoder's own checks remain;
 * a **field map** of every element the decoder reads (name, offset, width), recorded by
   instrumenting :class:`nncodec_unify.codec.bitio.ByteReader`, so size fields can be aimed at;
+  the corpus mixes format 4.0 streams (the encoder's default) with 3.0 and 2.0 ones
+  (``digests=False``), so that the paths of the older formats stay fuzzed;
 * :func:`run_decoder`, which decodes one input with numpy warnings turned into errors and
   records what escaped, how long it took and the peak memory numpy allocated.
 
@@ -19,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import os
 import time
 import tracemalloc
@@ -32,7 +37,19 @@ import numpy as np
 import nncodec_unify as nu
 from nncodec_unify.codec import bitio
 from nncodec_unify.codec.config import EncoderConfig, TensorRule
-from nncodec_unify.codec.format import FILE_HEADER_SIZE, UNIT_CRC_SIZE, UNIT_HEADER_SIZE, CodingMode, Limits
+from nncodec_unify.codec.format import (
+    DIGEST_SIZE,
+    FILE_HEADER_SIZE,
+    INTEGRITY_MAJOR,
+    MAGIC,
+    STREAM_END_SIZE,
+    UNIT_CRC_SIZE,
+    UNIT_FLAG_ANCILLARY,
+    UNIT_HEADER_SIZE,
+    CodingMode,
+    Limits,
+    UnitType,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -118,9 +135,10 @@ def random_model(rng: np.random.Generator, *, large: bool = False) -> tuple[dict
     return model, config
 
 
-def small_stream() -> bytes:
-    """A ~300-byte stream with every kind of block, escape symbols (raw bits), signs, a DENSE
-    vector and a RAW tensor: small enough to flip every bit of."""
+def small_stream(*, digests: bool = True) -> bytes:
+    """A ~400-byte format 4.0 stream (~250 bytes and format 3.0 without ``digests``) with every
+    kind of block, escape symbols (raw bits), signs, a DENSE vector and a RAW tensor: small
+    enough to flip every bit of."""
     levels = np.array([[0, 0, 5, -5, 1, 2, 300, -1],
                        [0, 0, -5, 5, 3, -4, 0, 7],
                        [2, -2, 0, 0, 9, 9, -9, 9],
@@ -128,7 +146,7 @@ def small_stream() -> bytes:
     model = {"w": (levels * 2.0 ** -6).astype(np.float32),
              "b": np.array([0.5, -0.25, 0.0, 3.0], dtype=np.float32),
              "i": np.array([-1, 0, 7], dtype=np.int8)}
-    return nu.encode(model, config=EncoderConfig(qp=-24, vector_qp=-24, block=(2, 2)))
+    return nu.encode(model, config=EncoderConfig(qp=-24, vector_qp=-24, block=(2, 2), digests=digests))
 
 
 def conformance_streams(kind: str) -> list[tuple[str, bytes]]:
@@ -150,14 +168,24 @@ class Sample:
     fields: tuple[Field, ...]
 
 
-def make_corpus(seed: int, count: int, *, large_every: int = 4, conformance: bool = True) -> list[Sample]:
+def make_corpus(seed: int, count: int, *, large_every: int = 4, conformance: bool = True,
+                old_every: int = 3) -> list[Sample]:
     """``count`` encoded random models (every ``large_every``-th with contexts), then the
-    conformance streams."""
+    conformance streams.
+
+    The models are format 4.0 streams (the encoder's default), except every ``old_every``-th
+    (index 2, 5, 8, ...), written without digests: alternately 3.0 and 2.0, so that the
+    paths of the older formats stay fuzzed. ``old_every=0``: 4.0 streams only.
+    """
     rng = np.random.default_rng(seed)
     streams = []
     for index in range(count):
         model, config = random_model(rng, large=large_every > 0 and index % large_every == 0)
-        streams.append((f"random model {seed}/{index}", nu.encode(model, config=config)))
+        label = f"random model {seed}/{index}"
+        if old_every and index % old_every == old_every - 1:
+            config = dataclasses.replace(config, digests=False, dependent=(index // old_every) % 2 == 0)
+        data = nu.encode(model, config=config)
+        streams.append((label if data[len(MAGIC)] >= INTEGRITY_MAJOR else f"{label} ({data[len(MAGIC)]}.0)", data))
     if conformance:
         streams += conformance_streams("valid")
     samples = [Sample(label, data, True, field_map(data)) for label, data in streams]
@@ -189,6 +217,56 @@ def fix_crcs(data: bytes) -> bytes:
     for offset, size in units(data):
         end = offset + size - UNIT_CRC_SIZE
         fixed[end:end + UNIT_CRC_SIZE] = zlib.crc32(fixed[offset:end]).to_bytes(4, "little")
+    return bytes(fixed)
+
+
+def version_major(data: bytes) -> int | None:
+    """The stream's version_major, or None when ``data`` does not start with the magic number."""
+    return data[len(MAGIC)] if len(data) > len(MAGIC) and data.startswith(MAGIC) else None
+
+
+def _tensor_record(payload: bytes) -> bytes | None:
+    """§5.8 tensor_record of a 4.x tensor unit's payload: its tensor_header without
+    coding_mode, every field as stored; None when the header does not fit in the payload."""
+    if len(payload) < 2:
+        return None
+    name_end = 2 + int.from_bytes(payload[:2], "little")
+    if name_end + 2 > len(payload):
+        return None
+    dims_end = name_end + 2 + 4 * payload[name_end + 1]
+    digest_at = dims_end + 1  # after coding_mode
+    if digest_at + DIGEST_SIZE > len(payload):
+        return None
+    return payload[:dims_end] + payload[digest_at:digest_at + DIGEST_SIZE]
+
+
+def reseal(data: bytes) -> bytes:
+    """What a hostile writer who fixes every container check, but cannot fix a content digest,
+    makes of an edited stream: every CRC recomputed (:func:`fix_crcs`) and, in a 4.x stream,
+    the STREAM_END unit (the first critical unit of type 4, the one a decoder checks) rewritten
+    with the number of units before it, the model digest of the tensor units before it (from
+    their stored content digests, §5.8 tensor_record) and the SHA-256 of every byte before it.
+
+    What can still reject such a stream: the content digests (§7.4) and the decoder's own
+    checks. A 2.x/3.x stream, or one without a STREAM_END unit, only gets its CRCs fixed.
+    """
+    fixed = bytearray(fix_crcs(data))
+    if (version_major(data) or 0) < INTEGRITY_MAJOR:
+        return bytes(fixed)
+    model = hashlib.sha256()
+    for index, (offset, size) in enumerate(units(data)):
+        unit_type, flags = fixed[offset], fixed[offset + 1]
+        payload_at, crc_at = offset + UNIT_HEADER_SIZE, offset + size - UNIT_CRC_SIZE
+        critical = not flags & UNIT_FLAG_ANCILLARY
+        if critical and unit_type == UnitType.TENSOR:
+            record = _tensor_record(bytes(fixed[payload_at:crc_at]))
+            if record is not None:
+                model.update(record)
+        elif critical and unit_type == UnitType.STREAM_END and crc_at - payload_at >= STREAM_END_SIZE:
+            fields = index.to_bytes(4, "little") + model.digest() + hashlib.sha256(fixed[:offset]).digest()
+            fixed[payload_at:payload_at + STREAM_END_SIZE] = fields
+            fixed[crc_at:crc_at + UNIT_CRC_SIZE] = zlib.crc32(fixed[offset:crc_at]).to_bytes(4, "little")
+            break
     return bytes(fixed)
 
 
@@ -367,6 +445,59 @@ def shuffle_units(rng, data, sample, other):
     return data[:FILE_HEADER_SIZE] + b"".join(pieces) + data[end:]
 
 
+# ---------------------------------------------------------------------------------------------
+# systematic edits (tests/test_fuzz.py, tools/fuzz_figures.py): CRCs left as they are; the
+# caller fixes them (fix_crcs) or reseals the stream (reseal)
+
+
+def unit_edits(data: bytes) -> Iterator[tuple[str, str, bytes]]:
+    """(kind, label, stream): every swap of two units, every unit dropped, every unit repeated
+    at every place (kinds ``swap``, ``drop``, ``repeat``). Whole units move with their CRCs."""
+    found = units(data)
+    if not found:
+        return
+    pieces = [data[o:o + s] for o, s in found]
+    head, tail = data[:found[0][0]], data[found[-1][0] + found[-1][1]:]
+    for i in range(len(pieces)):
+        for j in range(i + 1, len(pieces)):
+            if pieces[i] != pieces[j]:
+                swapped = list(pieces)
+                swapped[i], swapped[j] = swapped[j], swapped[i]
+                yield "swap", f"swap {i} {j}", head + b"".join(swapped) + tail
+        yield "drop", f"drop {i}", head + b"".join(pieces[:i] + pieces[i + 1:]) + tail
+        for at in range(len(pieces) + 1):
+            yield "repeat", f"repeat {i} at {at}", head + b"".join(pieces[:at] + [pieces[i]] + pieces[at:]) + tail
+
+
+def word_edits(data: bytes, rng: np.random.Generator,
+               fields: tuple[Field, ...] | None = None) -> Iterator[tuple[str, str, bytes]]:
+    """(kind, label, stream) for each level plane of ``data``: a zero word and a random word
+    appended to its words (kind ``append``), its final word dropped (kind ``drop``), with its
+    ``word_count`` and its unit's ``payload_length`` changed to match (the CRC is not fixed)."""
+    found = units(data)
+    for field in fields if fields is not None else field_map(data):
+        if not field.element.endswith(".word_count"):
+            continue
+        unit = [(o, s) for o, s in found if o < field.offset < o + s]
+        if not unit:
+            continue
+        (offset, size), = unit
+        count = int.from_bytes(data[field.offset:field.offset + 4], "little")
+        words_end = field.offset + 4 + 4 * count
+        plane = field.element.rsplit(".", 1)[0]
+        edits = [("append", f"{plane} at {field.offset}: zero word appended", b"\0\0\0\0"),
+                 ("append", f"{plane} at {field.offset}: random word appended", rng.bytes(4))]
+        if count:
+            edits.append(("drop", f"{plane} at {field.offset}: final word dropped", None))
+        for kind, label, word in edits:
+            change = 1 if word is not None else -1
+            body = bytearray(data[:words_end] + word + data[words_end:] if word is not None
+                             else data[:words_end - 4] + data[words_end:])
+            body[offset + 2:offset + 6] = (size - UNIT_HEADER_SIZE - UNIT_CRC_SIZE + 4 * change).to_bytes(4, "little")
+            body[field.offset:field.offset + 4] = (count + change).to_bytes(4, "little")
+            yield kind, label, bytes(body)
+
+
 MUTATORS: dict[str, Callable] = {
     "flip_bits": flip_bits, "set_byte": set_byte, "insert_bytes": insert_bytes,
     "delete_bytes": delete_bytes, "truncate": truncate, "duplicate_range": duplicate_range,
@@ -383,14 +514,18 @@ class Mutation:
     mutator: str  # "flip_bits", or "flip_bits+splice" when two were stacked
     crcs_fixed: bool
     data: bytes
+    resealed: bool = False  # the CRCs fixed by :func:`reseal`: a 4.x stream's STREAM_END rewritten too
 
     @property
     def steps(self) -> set[str]:
         return set(self.mutator.split("+"))
 
 
-def mutations(corpus: list[Sample], seed: int, count: int, *, fix_probability: float = 0.75) -> Iterator[Mutation]:
-    """``count`` seeded mutations of the corpus; most have their CRCs recomputed."""
+def mutations(corpus: list[Sample], seed: int, count: int, *, fix_probability: float = 0.75,
+              reseal_probability: float = 0.5) -> Iterator[Mutation]:
+    """``count`` seeded mutations of the corpus; most have their CRCs recomputed, and of those
+    a share ``reseal_probability`` is :func:`reseal`-ed (which in a 4.x stream also rewrites
+    STREAM_END, so that an edit reaches the content digests and the end of the stream)."""
     rng = np.random.default_rng(seed)
     names = sorted(MUTATORS)
     valid = [s for s in corpus if s.valid] or corpus
@@ -407,7 +542,12 @@ def mutations(corpus: list[Sample], seed: int, count: int, *, fix_probability: f
             data = MUTATORS[second](rng, data, sample, other)
             name += "+" + second
         fixed = rng.random() < fix_probability
-        yield Mutation(sample, name, fixed, fix_crcs(data) if fixed else data)
+        if not fixed:
+            yield Mutation(sample, name, False, data)
+        elif rng.random() < reseal_probability:
+            yield Mutation(sample, name, True, reseal(data), resealed=True)
+        else:
+            yield Mutation(sample, name, True, fix_crcs(data))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -424,6 +564,8 @@ class Outcome:
     peak_bytes: int | None
     tensors: tuple | None  # fingerprint of the output (see :func:`fingerprint`)
     message: str = ""
+    element: str | None = None  # the BitstreamError's element
+    files: tuple | None = None  # the attached files decoded: (path, content) in stream order
 
 
 def fingerprint(model: nu.DecodedModel) -> tuple:
@@ -441,23 +583,24 @@ def run_decoder(data: bytes, *, limits: Limits = FUZZ_LIMITS, measure_memory: bo
         tracemalloc.reset_peak()
         base = tracemalloc.get_traced_memory()[0]
     start = time.perf_counter()
-    error, ours, tensors, message = None, True, None, ""
+    error, ours, tensors, message, element, files = None, True, None, "", None, None
     try:
         with warnings.catch_warnings(), np.errstate(all="raise"):
             warnings.simplefilter("error")
             result = function(data, limits=limits)
         if isinstance(result, nu.DecodedModel):
             tensors = fingerprint(result)
+            files = tuple((f.path, f.content) for f in result.files)
         del result
     except nu.BitstreamError as exc:
-        error, message = type(exc).__name__, str(exc)
+        error, message, element = type(exc).__name__, str(exc), exc.element
     except KeyboardInterrupt:
         raise
     except BaseException as exc:  # noqa: B036 - the point is to see everything that escapes
         error, ours, message = type(exc).__name__, False, f"{type(exc).__name__}: {exc}"
     seconds = time.perf_counter() - start
     peak = tracemalloc.get_traced_memory()[1] - base if tracing else None
-    return Outcome(error, ours, seconds, peak, tensors, message)
+    return Outcome(error, ours, seconds, peak, tensors, message, element, files)
 
 
 def same_or_rejected(outcome: Outcome, expected: tuple) -> bool:

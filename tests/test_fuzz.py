@@ -5,13 +5,17 @@
 6. no code runs and nothing is opened because of the input.
 
 Most mutations recompute the unit CRCs (``fuzzing.fix_crcs``) so that they reach the parser,
-the range decoder and the reconstruction; the tests check that they do. ``tools/fuzz_mutations.py``
+the range decoder and the reconstruction; the tests check that they do. Half of those are
+resealed (``fuzzing.reseal``: a format 4.0 stream's STREAM_END rewritten too), so that they
+also reach the content digests and the end of the stream. The corpus mixes 4.0 streams with
+3.0 and 2.0 ones (written without digests). ``tools/fuzz_mutations.py``
 runs the same mutators for as long as you like; ``tools/fuzz_figures.py`` prints the figures.
 """
 
 from __future__ import annotations
 
 import collections
+import dataclasses
 import re
 import sys
 import tracemalloc
@@ -32,11 +36,14 @@ from fuzzing import (
     fix_crcs,
     make_corpus,
     mutations,
+    reseal,
     run_decoder,
     same_or_rejected,
     single_bit_flips,
     small_stream,
+    unit_edits,
     units,
+    version_major,
 )
 from hypothesis import given
 from hypothesis import strategies as st
@@ -45,7 +52,7 @@ import nncodec_unify as nu
 from nncodec_unify import BitstreamError, CodingMode, EncoderConfig, Limits, TensorRule
 from nncodec_unify.codec.bitio import ByteWriter
 from nncodec_unify.codec.decoder import describe
-from nncodec_unify.codec.format import DEFAULT_LIMITS, MAGIC, DType, UnitType
+from nncodec_unify.codec.format import DEFAULT_LIMITS, DIGEST_SIZE, INTEGRITY_MAJOR, MAGIC, DType, UnitType
 from nncodec_unify.codec.syntax import (
     ModelHeader,
     TensorHeader,
@@ -77,13 +84,15 @@ def _failures(outcomes) -> str:
 
 
 def test_corpus_covers_every_size_field_and_mode(corpus):
+    # format 4.0 streams and, without digests, 3.0 and 2.0 ones
+    assert {version_major(s.data) for s in corpus if s.label.startswith("random model")} == {2, 3, 4}
     names = {f.name for s in corpus for f in s.fields}
     assert SIZE_FIELDS <= names, SIZE_FIELDS - names
     elements = {f.element for s in corpus for f in s.fields}
     # row/column contexts, escape symbols and all three planes of a UNIFIED payload are present
     for needed in ("dense_levels.row_class_table.alphabet_size", "dense_levels.col_class_count",
                    "block_map.value_count", "unified_magnitudes.word_count", "unified_signs.sign_bits",
-                   "dense_levels.raw_bits", "raw_data"):
+                   "dense_levels.raw_bits", "raw_data", "content_digest", "stream_digest"):
         assert any(e.endswith(needed) for e in elements), needed
 
 
@@ -103,6 +112,9 @@ def test_mutations_raise_only_bitstream_errors(corpus):
     # level planes, and some mutated streams decode.
     deep = [e for e in errors_at if e.startswith(("dense_levels.", "block_map.", "unified_magnitudes."))]
     assert len(deep) >= 8, errors_at
+    # ... and in format 4.0 to the content digests (resealed or not) and the STREAM_END checks
+    assert errors_at["content_digest"] >= 5, errors_at
+    assert errors_at["model_digest"] + errors_at["stream_digest"] + errors_at["unit_count"] >= 1, errors_at
     assert outcomes["ok"] >= 200 and outcomes["ChecksumError"] < 3000, outcomes
 
 
@@ -148,38 +160,98 @@ def test_changes_under_the_original_crcs_are_rejected_or_harmless(corpus, expect
         assert outcome.ours, outcome.message
         original = expected[mutation.sample.label]
         if mutation.steps & REORDERING and outcome.error is None:
-            # whole units moved with their CRCs: only a reordering of the same tensors can pass
+            # whole units moved with their CRCs: only a reordering of the same tensors can pass,
+            # and only in a 2.x/3.x stream (4.0: STREAM_END binds the units' order and number)
             assert sorted(outcome.tensors) == sorted(original)
+            assert version_major(mutation.sample.data) < INTEGRITY_MAJOR or outcome.tensors == original, (
+                f"{mutation.sample.label} {mutation.mutator}")
         elif not same_or_rejected(outcome, original):
             broken.append((f"{mutation.sample.label} {mutation.mutator}", outcome))
     assert not broken, _failures(broken)
 
 
-def test_every_single_bit_flip_is_detected():
-    """Invariant 4, exhaustively: each of the stream's bits flipped alone. The only flips that
-    decode are those of version_minor (any minor version is read, §4.1), identically."""
-    data = small_stream()
+def _accepted_flips(data: bytes, *, fix: bool = False) -> list[int]:
+    """The bits of ``data`` whose flip alone (CRCs recomputed after it if ``fix``) decodes; each
+    must decode to the original tensors."""
     original = fingerprint(nu.decode_tensors(data))
     accepted = []
     for bit, flipped in single_bit_flips(data):
+        if fix:
+            flipped = fix_crcs(flipped)
+            if flipped == data:  # a flip in a CRC, undone by recomputing it: no edit
+                continue
         outcome = run_decoder(flipped)
         assert outcome.ours, (bit, outcome.message)
         if outcome.error is None:
             assert outcome.tensors == original, bit
-            accepted.append(bit // 8)
-    assert set(accepted) == {len(MAGIC) + 1}  # version_minor's byte, all 8 of its bits
+            accepted.append(bit)
+    return accepted
+
+
+def test_every_single_bit_flip_is_detected():
+    """Invariant 4, exhaustively: each of a 4.0 stream's bits flipped alone is detected, even
+    version_minor's (any minor version is read, §4.1, but the stream digest covers the file
+    header, §5.8)."""
+    assert _accepted_flips(small_stream()) == []
+
+
+def test_every_single_bit_flip_with_fixed_crcs_is_detected_in_format_4():
+    """With the CRCs recomputed after the flip (a buggy encoder, or a careless hostile one),
+    the stream digest still detects every flip of a 4.0 stream."""
+    assert _accepted_flips(small_stream(), fix=True) == []
+
+
+def test_every_single_bit_flip_of_a_3_0_stream_is_detected_but_version_minor():
+    """Format 3.0 (no digests): the only flips that decode are those of version_minor, which
+    has no CRC (any minor version is read, §4.1), and they decode identically."""
+    data = small_stream(digests=False)
+    assert version_major(data) == 3
+    accepted = _accepted_flips(data)
+    assert {bit // 8 for bit in accepted} == {len(MAGIC) + 1}  # version_minor's byte, all 8 of its bits
     assert len(accepted) == 8
 
 
 def test_every_single_bit_flip_with_fixed_crcs_raises_only_ours():
-    """Invariant 1 when a flip is 'blessed' by recomputing the CRC (a buggy or hostile encoder)."""
-    data = small_stream()
-    escaped = []
-    for bit, flipped in single_bit_flips(data):
-        outcome = run_decoder(fix_crcs(flipped))
-        if not outcome.ours:
-            escaped.append((f"bit {bit}", outcome))
+    """Invariant 1 when a flip is 'blessed' by recomputing the CRC, or by resealing the whole
+    stream (a buggy or hostile encoder), in formats 4.0 and 3.0. Resealed, a 4.0 flip is
+    rejected (by the content digest, if nothing else) or changes only what the content digest
+    does not cover: the tensor's name, dtype or shape, never its canonical bytes."""
+    escaped, changed = [], []
+    for data in (small_stream(), small_stream(digests=False)):
+        original = fingerprint(nu.decode_tensors(data))
+        for bit, flipped in single_bit_flips(data):
+            for edited in (fix_crcs(flipped), reseal(flipped)):
+                outcome = run_decoder(edited)
+                if not outcome.ours:
+                    escaped.append((f"bit {bit}", outcome))
+            if version_major(data) >= INTEGRITY_MAJOR and outcome.error is None:  # resealed, decoded
+                # the canonical bytes (fingerprint()[4]) of every tensor are the encoder's
+                if [t[4] for t in outcome.tensors] != [t[4] for t in original]:
+                    changed.append(f"bit {bit}")
     assert not escaped, _failures(escaped)
+    assert not changed, changed[:10]
+
+
+def test_units_swapped_dropped_or_repeated_are_detected_in_format_4():
+    """Format 4.0 binds the units' order and number (§5.8): every swap, drop and repetition of
+    whole units (their CRCs valid) is rejected. In 3.0 a swap of two tensor units decodes, to
+    the same tensors in another order (the gap 4.0 closes)."""
+    data = small_stream()
+    end_offset, _ = units(data)[-1]
+    data = reseal(data[:end_offset] + _ancillary_unit() + data[end_offset:])  # a unit to skip, too
+    elements = collections.Counter()
+    for _, label, edited in unit_edits(data):
+        with pytest.raises(BitstreamError) as info:
+            nu.decode(edited)
+        elements[info.value.element] += 1
+    # tensors swapped: the model digest; the ancillary unit lost or repeated: the unit count;
+    # moved: the stream digest (the rest is found before STREAM_END: tensor_count, name, ...)
+    assert elements["model_digest"] and elements["unit_count"] and elements["stream_digest"], elements
+    old = small_stream(digests=False)
+    original = fingerprint(nu.decode_tensors(old))
+    swapped = [label for kind, label, edited in unit_edits(old) if kind == "swap"
+               and run_decoder(edited).tensors not in (None, original)]
+    assert swapped == ["swap 1 2", "swap 1 3", "swap 2 3"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -259,8 +331,8 @@ def _model_header(count: int) -> bytes:
 
 
 def _tensor_header(shape: tuple[int, ...], mode: CodingMode = CodingMode.DENSE, dtype=DType.FLOAT32) -> bytes:
-    writer = ByteWriter()
-    write_tensor_header(writer, TensorHeader("t", dtype, shape, mode))
+    writer = ByteWriter()  # write_file_header writes format 4.0: the header ends with a content digest
+    write_tensor_header(writer, TensorHeader("t", dtype, shape, mode, bytes(DIGEST_SIZE)))
     return writer.getvalue()
 
 
@@ -307,9 +379,11 @@ def test_blocks_larger_than_the_matrix_cost_no_extra_memory(block, shape):
 
 
 def test_decoding_time_is_linear_in_the_declared_output():
-    """A 40-byte-per-tensor stream declaring 2**22 zeros decodes at the speed of the output."""
+    """A ~110-byte-per-tensor stream declaring 2**22 zeros decodes at the speed of the output."""
     data = nu.encode({f"z{i}": np.zeros((1 << 11, 1 << 11), np.float32) for i in range(4)})
-    assert len(data) < 400
+    # format 4.0: about 80 bytes per tensor as in 3.0, plus its 32-byte content digest, plus
+    # the 78-byte STREAM_END unit (520 bytes in all)
+    assert len(data) < 600
     outcome = run_decoder(data, limits=DEFAULT_LIMITS)
     assert outcome.error is None and outcome.seconds < 2.0
 
@@ -327,12 +401,31 @@ def test_trailing_bytes_are_rejected():
             nu.decode(data + tail)
 
 
-def test_a_trailing_ancillary_unit_is_skipped_and_changes_nothing():
-    """The one legitimate addition (§4.3): an unknown ancillary unit after the last tensor."""
-    data = small_stream()
+def _ancillary_unit() -> bytes:
     writer = ByteWriter()
     write_unit(writer, 200, b"future metadata", ancillary=True)
-    assert fingerprint(nu.decode_tensors(data + writer.getvalue())) == fingerprint(nu.decode_tensors(data))
+    return writer.getvalue()
+
+
+def test_a_trailing_ancillary_unit_is_skipped_and_changes_nothing():
+    """The one legitimate addition (§4.3): an unknown ancillary unit after the last tensor. In
+    format 4.0 it comes before STREAM_END, which then counts and hashes it (the writer reseals
+    the stream); after STREAM_END nothing may follow, and an unsealed insertion is detected."""
+    for data in (small_stream(), small_stream(digests=False)):
+        original = fingerprint(nu.decode_tensors(data))
+        if version_major(data) < INTEGRITY_MAJOR:  # 3.0: appended after the last tensor unit
+            assert fingerprint(nu.decode_tensors(data + _ancillary_unit())) == original
+            continue
+        end_offset, _ = units(data)[-1]
+        assert data[end_offset] == UnitType.STREAM_END
+        inserted = data[:end_offset] + _ancillary_unit() + data[end_offset:]
+        assert fingerprint(nu.decode_tensors(reseal(inserted))) == original
+        with pytest.raises(BitstreamError) as info:  # not resealed: the unit count differs
+            nu.decode(inserted)
+        assert info.value.element == "unit_count"
+        with pytest.raises(BitstreamError) as info:  # after STREAM_END, resealed or not
+            nu.decode(reseal(data + _ancillary_unit()))
+        assert info.value.element == "stream_end"
 
 
 def _grow_unit(data: bytes, unit_index: int, at: int, insert: bytes) -> bytes:
@@ -382,13 +475,18 @@ def test_surplus_words_and_a_point_far_above_lower_are_rejected():
     raised[last:last + 4] = ((int.from_bytes(data[last:last + 4], "little") + 3) % 2**32).to_bytes(4, "little")
     with pytest.raises(BitstreamError, match="word_count"):
         nu.decode(fix_crcs(bytes(raised)))
-    # one word fewer: the missing word reads as zero; the stream is rejected or decodes
+    # one word fewer: the missing word reads as zero, so the end check may pass; in format
+    # 4.0 the stream digest detects it (§6.9.4), and resealed, the stream is rejected or
+    # decodes to the same tensor (the content digest, §7.4)
     offset, size = units(data)[tensor_unit]
     shrunk = bytearray(data[:words_at + 4 * (count - 1)] + data[words_at + 4 * count:])
     shrunk[offset + 2:offset + 6] = (size - 14).to_bytes(4, "little")
     shrunk[field.offset:field.offset + 4] = (count - 1).to_bytes(4, "little")
+    with pytest.raises(BitstreamError):
+        nu.decode(fix_crcs(bytes(shrunk)))
+    original = nu.decode(data)["w"]
     try:
-        assert nu.decode(fix_crcs(bytes(shrunk)))["w"].shape == (40, 50)
+        assert nu.decode(reseal(bytes(shrunk)))["w"].tobytes() == original.tobytes()
     except BitstreamError:
         pass
 
@@ -445,7 +543,7 @@ def _unit(unit_type: int, flags: int, payload: bytes) -> bytes:
     return header + payload + zlib.crc32(header + payload).to_bytes(4, "little")
 
 
-_units = st.tuples(st.sampled_from([1, 2, 2, 2, 0, 3, 255]), st.sampled_from([0, 0, 0, 1, 2]),
+_units = st.tuples(st.sampled_from([1, 2, 2, 2, 0, 3, 4, 255]), st.sampled_from([0, 0, 0, 1, 2]),
                    st.binary(max_size=96))
 
 
@@ -457,14 +555,18 @@ def test_arbitrary_units_with_valid_crcs(count, parts):
     assert outcome.ours, outcome.message
 
 
+_SMALL_STREAMS = (small_stream(), small_stream(digests=False))
+
+
 @given(st.data())
 def test_arbitrary_edits_of_a_valid_stream(data):
-    """Hypothesis picks positions and values (and shrinks a failure to the fewest edits)."""
-    stream = bytearray(small_stream())
+    """Hypothesis picks positions and values (and shrinks a failure to the fewest edits), in
+    a 4.0 or a 3.0 stream, then fixes the CRCs or reseals the stream."""
+    stream = bytearray(data.draw(st.sampled_from(_SMALL_STREAMS)))
     for _ in range(data.draw(st.integers(1, 4))):
         at = data.draw(st.integers(0, len(stream) - 1))
         stream[at] = data.draw(st.integers(0, 255))
-    outcome = run_decoder(fix_crcs(bytes(stream)))
+    outcome = run_decoder(data.draw(st.sampled_from([fix_crcs, reseal]))(bytes(stream)))
     assert outcome.ours, outcome.message
 
 
@@ -477,7 +579,9 @@ def test_reconstruction_does_not_depend_on_the_callers_floating_point_state():
     model = {"tiny": np.array([[2.0 ** -26, 0.0]], np.float32), "huge": np.array([[70000.0, 1.0]], np.float32)}
     unified = CodingMode.UNIFIED  # asked for: RAW would be smaller for two elements
     config = EncoderConfig(rules=(TensorRule("tiny", qp=-104, mode=unified), TensorRule("huge", qp=0, mode=unified)))
-    data = nu.encode(model, config=config)
+    # digests=False (format 3.0): the edit changes the decoded tensor, which a 4.0 stream's
+    # content digest would reject; this test is about the reconstruction behind it
+    data = nu.encode(model, config=dataclasses.replace(config, digests=False))
     as_half = bytearray(data)
     for field in field_map(data):
         if field.element == "dtype":  # float32 -> float16, CRCs recomputed below
@@ -497,10 +601,12 @@ def test_fuzz_regressions(path):
     in bounded time and memory."""
     data = path.read_bytes()
     if path.suffix == ".nnu":
-        cases = [(data, nu.decode_tensors), (fix_crcs(data), nu.decode_tensors), (data, describe)]
-    else:  # an atheris output: mode byte, then the stream
+        cases = [(data, nu.decode_tensors), (fix_crcs(data), nu.decode_tensors), (reseal(data), nu.decode_tensors),
+                 (data, describe)]
+    else:  # an atheris output: mode byte, then the stream (tools/fuzz_atheris.py)
         mode, stream = (data[0], data[1:]) if data else (0, b"")
-        cases = [(fix_crcs(stream) if mode & 1 else stream, describe if mode & 2 else nu.decode_tensors)]
+        stream = reseal(stream) if mode & 4 else fix_crcs(stream) if mode & 1 else stream
+        cases = [(stream, describe if mode & 2 else nu.decode_tensors)]
     tracemalloc.start()
     try:
         for stream, function in cases:

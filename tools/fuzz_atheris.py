@@ -10,6 +10,9 @@ to replay it). The first byte of each input is a mode, the rest is the stream:
 
 * bit 0 set: every unit CRC is recomputed first, so that coverage grows inside the tensor
   parser, the range decoder and the reconstruction instead of stopping at the checksum;
+* bit 2 set: the stream is resealed first (``fuzzing.reseal``: the CRCs, and a 4.0 stream's
+  STREAM_END unit count and digests), so that edits of a 4.0 stream get past its end checks
+  to the content digests and the decoded output;
 * bit 1 set: ``describe`` (what ``nncodec info`` runs) instead of ``decode_tensors``.
 
 A crash is any exception other than ``BitstreamError`` (numpy warnings count), or libFuzzer's
@@ -30,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 def replay(data: bytes) -> None:
     """Run one fuzzer input; raises whatever escapes other than BitstreamError."""
     import numpy as np
-    from fuzzing import FUZZ_LIMITS, fix_crcs
+    from fuzzing import FUZZ_LIMITS, fix_crcs, reseal
 
     import nncodec_unify as nu
     from nncodec_unify.codec.decoder import describe
@@ -38,7 +41,9 @@ def replay(data: bytes) -> None:
     if not data:
         return
     mode, stream = data[0], data[1:]
-    if mode & 1:
+    if mode & 4:
+        stream = reseal(stream)
+    elif mode & 1:
         stream = fix_crcs(stream)
     function = describe if mode & 2 else nu.decode_tensors
     try:
@@ -55,9 +60,9 @@ def make_corpus(folder: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     samples = corpus_of(7, 12, large_every=6)
     for index, sample in enumerate(samples):
-        for mode in (1, 0):
+        for mode in (5, 1, 0):
             (folder / f"seed-{index:02d}-mode{mode}").write_bytes(bytes([mode]) + sample.data)
-    print(f"wrote {2 * len(samples)} seeds to {folder}")
+    print(f"wrote {3 * len(samples)} seeds to {folder}")
 
 
 def main() -> None:
