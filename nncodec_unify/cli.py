@@ -193,7 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
     decode.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
     decode.add_argument("--json", action="store_true", help="print the result as one JSON object")
     decode.add_argument("--no-verify", action="store_true",
-                        help="skip comparing each decoded tensor with its content digest (about 9%% faster; "
+                        help="skip comparing each decoded tensor with its content digest (6-9%% faster; "
                              "every other check stays)")
     decode.add_argument("--max-shard-size", type=_byte_size, default=DEFAULT_MAX_SHARD_BYTES, metavar="SIZE",
                         help="folder output: split the weights into shards of at most SIZE (e.g. 5GB, 500MB; "

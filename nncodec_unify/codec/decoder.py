@@ -103,8 +103,8 @@ def decode(data: bytes, *, limits: Limits | None = None, framework: str = "numpy
     type). With ``framework="pt"`` they are torch tensors of the stored dtypes, bfloat16
     included, ready for ``model.load_state_dict`` (imports torch; only then). Raises
     :class:`BitstreamError` for any malformed stream. A format 4.0 stream proves each tensor
-    bit-exact by its content digest (spec §7.4); ``verify=False`` skips that comparison (about
-    9 % of the decoding time of all-MiniLM-L6-v2), never the other checks.
+    bit-exact by its content digest (spec §7.4); ``verify=False`` skips that comparison (6-9 %
+    of the decoding time of all-MiniLM-L6-v2), never the other checks.
     """
     if framework not in ("numpy", "pt"):
         raise ValueError(f"framework must be 'numpy' or 'pt', got {framework!r}")
