@@ -403,3 +403,27 @@ def test_decode_to_stdout_writes_safetensors(tmp_path):
     back = read_safetensors(tmp_path / "o.safetensors")
     assert back["w"].tobytes() == nu.decode(data)["w"].tobytes() and back["s"].shape == ()
     assert b"2 tensors" in piped.stderr
+
+
+def test_workers_auto_uses_processes_only_for_large_inputs(tmp_path, capsys, monkeypatch):
+    from safetensors.numpy import save_file
+
+    import nncodec_unify.cli as cli
+
+    rng = np.random.default_rng(3)
+    save_file({"a": rng.normal(size=(64, 64)).astype(np.float32), "b": rng.normal(size=64).astype(np.float32)},
+              tmp_path / "m.safetensors")
+    out = tmp_path / "m.nnu"
+    assert main(["encode", str(tmp_path / "m.safetensors"), str(out), "--json"]) == EXIT_OK
+    assert json.loads(capsys.readouterr().out)["workers"] == 1  # 16 KB: processes would not pay
+    monkeypatch.setattr(cli, "AUTO_WORKERS_FROM", 1)
+    monkeypatch.setattr(cli.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3, 4, 5, 6, 7}, raising=False)
+    assert cli._auto_workers(str(tmp_path / "m.safetensors"), 2) == 2  # never more than the tensors
+    assert cli._auto_workers(str(tmp_path / "m.safetensors"), 50) == cli.MAX_AUTO_WORKERS
+    assert cli._auto_workers(str(tmp_path), 50) == cli.MAX_AUTO_WORKERS  # a model folder: its weight files
+    assert main(["encode", str(tmp_path / "m.safetensors"), str(tmp_path / "w.nnu"), "--json"]) == EXIT_OK
+    assert json.loads(capsys.readouterr().out)["workers"] == 2
+    assert (tmp_path / "w.nnu").read_bytes() == out.read_bytes()  # the same bytes with 2 processes
+    for bad in ("0", "many"):
+        assert main(["encode", str(tmp_path / "m.safetensors"), str(tmp_path / "x.nnu"), "--workers", bad]) == 2
+        assert "--workers" in capsys.readouterr().err
