@@ -75,7 +75,7 @@ def main(argv=None) -> int:
     parameters = total // 4
     print(f"model: {total / 2**20:,.0f} MiB, {parameters:,} parameters, largest tensor {largest / 2**20:,.0f} MiB")
     budget = 1.5 * largest / 2**20 + 200
-    seconds, peak = run(["encode", str(model), str(stream), "-f", "-q", *args.extra])
+    seconds, peak = run(["encode", str(model), str(stream), "-f", "-q", "--workers", "1", *args.extra])
     print(f"encode, 1 worker: {seconds:.1f} s, {parameters / seconds / 1e6:.2f} M parameters/s, peak RSS "
           f"{peak:,.0f} MiB (budget 1.5 x largest + 200 = {budget:,.0f} MiB: {'met' if peak <= budget else 'NOT met'}); "
           f"{stream.stat().st_size:,} bytes")
