@@ -34,7 +34,6 @@ from .codec.checkpoint import (
     decode_to_safetensors_file,
     folder_attachments,
     is_folder_target,
-    load_tensors,
     save_decoded,
     write_bytes,
 )
@@ -700,7 +699,9 @@ def _output_limits(args: argparse.Namespace) -> Limits | None:
 
 
 def _verify(args: argparse.Namespace) -> int:
+    from .codec.bitio import ByteReader
     from .codec.decoder import iter_decoded
+    from .codec.syntax import read_file_header
 
     expected = None
     if args.model_digest is not None:
@@ -709,7 +710,7 @@ def _verify(args: argparse.Namespace) -> int:
         expected = args.model_digest.strip().lower()
     limits = _output_limits(args)
     data = _read_stream(args.input)
-    header, _ = describe(data, limits=limits)  # framing, CRCs, unit order, stream digest
+    header = read_file_header(ByteReader(data))  # iter_decoded checks it, and everything else, again
     parameters, records = 0, []
     for tensor in iter_decoded(data, limits=limits, progress=_progress_printer(args, "verifying")):
         parameters += tensor.array.size  # each tensor is let go: memory holds the stream and one tensor

@@ -17,11 +17,12 @@ import pytest
 
 import nncodec_unify as nu
 from nncodec_unify.cli import EXIT_BAD_INPUT, EXIT_FAILURES, EXIT_OK, main
-from nncodec_unify.codec.bitio import ByteWriter
 from nncodec_unify.codec.decoder import describe, iter_decoded
 from nncodec_unify.codec.format import DIGEST_SIZE, FILE_HEADER_SIZE, UNIT_CRC_SIZE, UNIT_HEADER_SIZE, UnitType
 from nncodec_unify.codec.integrity import model_digest
 from nncodec_unify.codec.syntax import AttachedFile
+
+from fuzzing import reseal, units
 
 RNG = np.random.default_rng(12)
 MODEL = {
@@ -52,28 +53,10 @@ def _frame(units: list[tuple[int, int, bytes]], header: bytes) -> bytes:
     return bytes(out)
 
 
-def _records(units) -> list[tuple]:
-    """The §5.8 tensor records of the TENSOR units, from their stored headers."""
-    records = []
-    for unit_type, _, payload in units:
-        if unit_type != UnitType.TENSOR:
-            continue
-        size = int.from_bytes(payload[:2], "little")
-        name = payload[2:2 + size].decode("utf-8")
-        dtype, ndim = payload[2 + size], payload[3 + size]
-        at = 4 + size
-        shape = tuple(int.from_bytes(payload[at + 4 * k:at + 4 * k + 4], "little") for k in range(ndim))
-        at += 4 * ndim + 1  # coding_mode
-        records.append((name, nu.DType(dtype), shape, payload[at:at + DIGEST_SIZE]))
-    return records
-
-
 def _reseal(units: list[tuple[int, int, bytes]], header: bytes) -> bytes:
-    """Frame ``units`` (without a STREAM_END) with correct CRCs and append a correct STREAM_END:
-    only the content digests can then catch an edit."""
-    body = _frame(units, header)
-    end = len(units).to_bytes(4, "little") + model_digest(_records(units)) + hashlib.sha256(body).digest()
-    return body + _frame([(UnitType.STREAM_END, 0, end)], b"")
+    """Frame ``units`` (without a STREAM_END) with correct CRCs and a correct STREAM_END
+    (:func:`fuzzing.reseal`): only the content digests can then catch an edit."""
+    return reseal(_frame(units + [(UnitType.STREAM_END, 0, bytes(4 + 2 * DIGEST_SIZE))], header))
 
 
 @pytest.fixture(scope="module")
@@ -223,7 +206,7 @@ def test_an_appended_or_dropped_word_is_caught_by_the_stream_digest():
             for new_count, edited in edits:
                 edited = bytearray(edited)
                 edited[field.offset:field.offset + 4] = new_count.to_bytes(4, "little")
-                unit = max(u for u in _unit_offsets(data) if u < field.offset)
+                unit = max(offset for offset, _ in units(data) if offset < field.offset)
                 length = int.from_bytes(edited[unit + 2:unit + 6], "little") + 4 * (new_count - count)
                 edited[unit + 2:unit + 6] = length.to_bytes(4, "little")
                 edited = fix_crcs(bytes(edited))
@@ -237,14 +220,6 @@ def test_an_appended_or_dropped_word_is_caught_by_the_stream_digest():
                     except nu.BitstreamError:
                         pass
     assert gaps > 0  # without digests some such edit decodes: the gap format 4.0 closes
-
-
-def _unit_offsets(data: bytes) -> list[int]:
-    offsets, pos = [], FILE_HEADER_SIZE
-    while pos < len(data):
-        offsets.append(pos)
-        pos += UNIT_HEADER_SIZE + int.from_bytes(data[pos + 2:pos + 6], "little") + UNIT_CRC_SIZE
-    return offsets
 
 
 def test_iter_decoded_checks_every_tensor_before_yielding_it(stream):

@@ -10,7 +10,7 @@ Every stream is assembled field by field from ``spec/bitstream.md``, with every 
 encoder's heuristics. The only code borrowed from ``nncodec_unify`` is the range coder
 (``entropy.encode_groups``, i.e. constriction; every plane's words are checked against this
 file's own Appendix B encoder), the reconstruction rule (``quant``) for the expected values,
-and the reference decoder, which must accept every valid stream with the expected results and
+and the reference decoder (and its error categories), which must accept every valid stream with the expected results and
 reject every invalid one as expected before anything is written. Every plane is also decoded
 here by the letter of §6.5.1 and §6.9 (``SpecDecoder``): valid streams must decode to what was
 coded, invalid word streams must have the defect they are built to have, and the coding-order
@@ -35,13 +35,8 @@ from pathlib import Path
 import numpy as np
 
 from nncodec_unify.codec.entropy import FrequencyTable, encode_groups
-from nncodec_unify.codec.errors import (
-    BitstreamError,
-    ChecksumError,
-    LimitExceededError,
-    TruncatedError,
-    UnsupportedVersionError,
-)
+from nncodec_unify.codec.conform import error_category
+from nncodec_unify.codec.errors import BitstreamError
 from nncodec_unify.codec.format import DType, Limits
 from nncodec_unify.codec.quant import dependent_magnitudes, dequantize, step_size, to_output_type
 
@@ -2566,14 +2561,6 @@ def _overflow() -> T:
 # checks against the reference decoder, manifests, READMEs
 
 
-def category_of(exc: BitstreamError) -> str:
-    for cls, name in ((UnsupportedVersionError, "unsupported_version"), (ChecksumError, "checksum"),
-                      (TruncatedError, "truncated"), (LimitExceededError, "limit")):
-        if isinstance(exc, cls):
-            return name
-    return "malformed"
-
-
 def verify(case: Case, group: str) -> dict:
     """Decode with the reference decoder; raise unless it gives the expected result. Returns the entry."""
     from nncodec_unify.codec.decoder import decode_tensors
@@ -2601,7 +2588,7 @@ def verify(case: Case, group: str) -> dict:
         try:
             decode_tensors(case.data, limits=limits)
         except BitstreamError as exc:
-            got = (category_of(exc), exc.element)
+            got = (error_category(exc), exc.element)
             if got != case.error:
                 raise AssertionError(f"{case.slug}: expected {case.error}, the reference decoder says {got}: "
                                      f"{exc}") from None

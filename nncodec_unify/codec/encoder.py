@@ -335,13 +335,19 @@ def _header_size(name: str, shape: tuple[int, ...], coding: TensorCoding) -> int
 
 def _raw_payload(name: str, array: np.ndarray, dtype: DType, coding: TensorCoding,
                  report: TensorReport) -> tuple[bytes, TensorReport]:
-    """The RAW tensor payload (§5.4): its bytes are the canonical bytes (§7.3)."""
+    """The RAW tensor payload (§5.4) of a float tensor and its report."""
     data = _raw_bytes(array, dtype)
     digest = hashlib.sha256(data).digest() if coding.digests else None
+    return _raw_tensor(name, dtype, tuple(array.shape), data, digest), dataclasses.replace(report, content_digest=digest)
+
+
+def _raw_tensor(name: str, dtype: DType, shape: tuple[int, ...], data: bytes, digest: bytes | None) -> bytes:
+    """tensor_header and raw_payload (§5.2, §5.4); ``data`` are the canonical bytes (§7.3),
+    so ``digest`` is their SHA-256 (None: a stream without digests)."""
     writer = ByteWriter()
-    write_tensor_header(writer, TensorHeader(name, dtype, tuple(array.shape), CodingMode.RAW, digest))
+    write_tensor_header(writer, TensorHeader(name, dtype, shape, CodingMode.RAW, digest))
     writer.bytes(data)
-    return writer.getvalue(), dataclasses.replace(report, content_digest=digest)
+    return writer.getvalue()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -477,10 +483,7 @@ def _encode_integer_tensor(name: str, array: np.ndarray, dtype: DType, coding: T
     data = _raw_bytes(array, dtype)  # lossless: also the canonical bytes of the decoded tensor
     digest = hashlib.sha256(data).digest() if coding.digests else None
     header = TensorHeader(name, dtype, tuple(array.shape), coding.mode, digest)
-    raw_writer = ByteWriter()
-    write_tensor_header(raw_writer, TensorHeader(name, dtype, tuple(array.shape), CodingMode.RAW, digest))
-    raw_writer.bytes(data)
-    raw = raw_writer.getvalue()
+    raw = _raw_tensor(name, dtype, tuple(array.shape), data, digest)
     if fits:
         writer = ByteWriter()
         write_tensor_header(writer, header)
