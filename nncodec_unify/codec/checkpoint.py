@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .decoder import DecodedModel, torch_tensor
+from .decoder import DecodedModel, torch_tensors
 from .errors import NncodecError
 from .format import DTYPE_ITEMSIZE, DType
 from .syntax import AttachedFile, check_attachment_path
@@ -320,7 +320,7 @@ def save_decoded(path: str | os.PathLike, model: DecodedModel, *, overwrite: boo
         import torch
     except ImportError:
         raise MissingDependencyError(f"{path}: writing .pt files needs torch (write .safetensors instead)") from None
-    tensors = {t.name: torch_tensor(t) for t in model.tensors}
+    tensors = torch_tensors(model.tensors)
     with atomic_output(path, overwrite=overwrite) as temporary:
         torch.save(tensors, temporary)
 

@@ -74,6 +74,7 @@ class DecodedTensor:
     array: np.ndarray
     coding_mode: CodingMode
     content_digest: bytes | None = None  # format 4.0: SHA-256 of the canonical bytes (§7.4)
+    alias_of: str | None = None  # format 5.0: the tensor whose values (the same array) this name shares
 
     @property
     def dtype_name(self) -> str:
@@ -104,14 +105,25 @@ def decode(data: bytes, *, limits: Limits | None = None, framework: str = "numpy
     included, ready for ``model.load_state_dict`` (imports torch; only then). Raises
     :class:`BitstreamError` for any malformed stream. A format 4.0 stream proves each tensor
     bit-exact by its content digest (spec §7.4); ``verify=False`` skips that comparison (6-9 %
-    of the decoding time of all-MiniLM-L6-v2), never the other checks.
+    of the decoding time of all-MiniLM-L6-v2), never the other checks. Tied weights (format
+    5.0: one tensor under several names) come back as one array, or one torch tensor, under
+    each name.
     """
     if framework not in ("numpy", "pt"):
         raise ValueError(f"framework must be 'numpy' or 'pt', got {framework!r}")
     tensors = decode_tensors(data, limits=limits, verify=verify).tensors
     if framework == "numpy":
         return {t.name: t.array for t in tensors}
-    return {t.name: torch_tensor(t) for t in tensors}
+    return torch_tensors(tensors)
+
+
+def torch_tensors(tensors) -> dict[str, object]:
+    """Decoded tensors as ``{name: torch tensor}``; an alias (format 5.0) is the very tensor
+    of the name it aliases, so tied weights stay tied (in ``torch.save`` too)."""
+    result: dict[str, object] = {}
+    for tensor in tensors:
+        result[tensor.name] = result[tensor.alias_of] if tensor.alias_of is not None else torch_tensor(tensor)
+    return result
 
 
 def torch_tensor(tensor: DecodedTensor):
@@ -164,6 +176,7 @@ class TensorInfo:
     dependent: bool = False  # §7.1.2 dependent quantization
     block_counts: tuple[int, int, int] | None = None  # UNIFIED: pruned, unified, dense blocks
     content_digest: bytes | None = None  # format 4.0 (stored; only decoding checks it, §7.4)
+    alias_of: str | None = None  # format 5.0: another name of that tensor, with no bytes of its own
 
 
 def describe(data: bytes, *, limits: Limits | None = None, with_blocks: bool = False,
@@ -280,7 +293,14 @@ def _walk_units(data: bytes, limits: Limits, on_tensor, progress=None,
                 raise BitstreamError(f"duplicate tensor name {tensor_header.name!r}", element="name",
                                      offset=unit.payload_offset + 2)
             names.add(tensor_header.name)
-            output_bytes += tensor_header.element_count * DTYPE_ITEMSIZE[tensor_header.dtype]  # §8: stored sizes
+            aliases = tensor_header.aliases or ()
+            for alias, at in zip(aliases, tensor_header.alias_offsets, strict=True):
+                if alias in names:
+                    raise BitstreamError(f"alias name {alias!r} is already a tensor's name", element="alias_name",
+                                         offset=at + 2)
+                names.add(alias)
+            # §8: stored sizes, an alias's as often as its name is written out
+            output_bytes += (1 + len(aliases)) * tensor_header.element_count * DTYPE_ITEMSIZE[tensor_header.dtype]
             if output_bytes > limits.max_total_output_bytes:
                 raise LimitExceededError(
                     f"decoded tensors would exceed {limits.max_total_output_bytes} bytes", element="dims",
@@ -290,10 +310,12 @@ def _walk_units(data: bytes, limits: Limits, on_tensor, progress=None,
             result = on_tensor(payload, tensor_header, limits, header.version_major)
             payload.expect_end("tensor_payload")
             if integrity:
-                records.append((tensor_header.name, tensor_header.dtype, tensor_header.shape,
-                                tensor_header.content_digest))
+                records += [(name, tensor_header.dtype, tensor_header.shape, tensor_header.content_digest)
+                            for name in (tensor_header.name, *aliases)]
             results += 1
             yield result
+            for alias in aliases:
+                yield _alias_result(result, alias, tensor_header.name)
         elif unit.unit_type == UnitType.ATTACHED_FILE and version >= ATTACHMENT_VERSION:
             if not unit.ancillary:
                 raise BitstreamError("an attached_file unit must be ancillary", element="unit_flags",
@@ -337,6 +359,14 @@ def _walk_units(data: bytes, limits: Limits, on_tensor, progress=None,
     if integrity and not ended:
         raise TruncatedError("the stream ends without its stream_end unit (units were lost)",
                              element="stream_end", offset=reader.offset)
+
+
+def _alias_result(result, alias: str, target: str):
+    """A tensor's result (DecodedTensor or TensorInfo) under its alias name (§5.2): the same
+    values, the same array, and no payload bytes of its own."""
+    if isinstance(result, TensorInfo):
+        return dataclasses.replace(result, name=alias, alias_of=target, payload_bytes=0)
+    return dataclasses.replace(result, name=alias, alias_of=target)
 
 
 def _check_stream_end(end: StreamEnd, units: int, records: list, stream_digest: bytes, offset: int) -> None:

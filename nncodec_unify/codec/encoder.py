@@ -24,6 +24,7 @@ from .classes import entropy_bits
 from .config import EncoderConfig, TensorCoding
 from .errors import EncodeError
 from .format import (
+    ALIAS_MAJOR,
     ATTACHMENT_VERSION,
     DEFAULT_LIMITS,
     DIGEST_SIZE,
@@ -59,7 +60,7 @@ from .syntax import (
     write_tensor_header,
     write_unit,
 )
-from .tensors import float32_to_bfloat16_bits, to_numpy
+from .tensors import find_ties, float32_to_bfloat16_bits, to_numpy
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,6 +79,7 @@ class TensorReport:
     note: str = ""
     squared_error: float = 0.0  # sum over the elements (measured with max_abs_error)
     content_digest: bytes | None = None  # format 4.0: SHA-256 of the decoded bytes (spec §7.4)
+    aliases: tuple[str, ...] = ()  # format 5.0: its other names, coded with it (tied weights, §5.2)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -154,27 +156,33 @@ def encode_to_file(tensors: Mapping[str, object], file, *, config: EncoderConfig
             raise EncodeError(f"attached file {path!r}: {problem}")
     if len(set(paths)) != len(paths):
         raise EncodeError("two attached files have the same path")
+    # tied weights are coded once, their other names in the tensor's header (format 5.0)
+    ties = find_ties(tensors) if config.digests else {}
+    aliases_of: dict[str, list[str]] = {}
+    for alias, target in ties.items():
+        aliases_of.setdefault(target, []).append(alias)
+    major = ALIAS_MAJOR if ties else config.stream_major
+    names = [name for name in tensors if name not in ties]
     start = ByteWriter()
-    version = (config.stream_major, VERSION_MINOR)
+    version = (major, VERSION_MINOR)
     if attachments and version < ATTACHMENT_VERSION:  # 3.0 decoders skip the ancillary units
         version = ATTACHMENT_VERSION
     write_file_header(start, FileHeader(*version))
     write(start.getvalue())
     header = ByteWriter()
-    write_model_header(header, ModelHeader(len(tensors)))
+    write_model_header(header, ModelHeader(len(names)))
     emit(UnitType.MODEL_HEADER, header.getvalue())
     for attached in attachments:
         unit = ByteWriter()
         write_attached_file(unit, attached)
         emit(UnitType.ATTACHED_FILE, unit.getvalue(), ancillary=True)
-    jobs = _jobs(tensors, config, measure_error)
+    jobs = _jobs(tensors, config, measure_error, ties, aliases_of, major)
     reports = []
-    if workers > 1 and len(tensors) > 1:
+    if workers > 1 and len(names) > 1:
         import concurrent.futures
         import multiprocessing
 
         context = multiprocessing.get_context("spawn")
-        names = list(tensors)
         with _single_threaded_children(), concurrent.futures.ProcessPoolExecutor(
                 workers, mp_context=context, initializer=_worker_init) as pool:
             # Units are written in stream order, so a large tensor at the head (a word
@@ -191,7 +199,7 @@ def encode_to_file(tensors: Mapping[str, object], file, *, config: EncoderConfig
                 while pending and (job is None or pending[0][0].done()
                                    or (len(pending) >= 2 * workers and inflight >= INFLIGHT_BYTES)):
                     if progress is not None:
-                        progress(index, len(tensors), names[index])
+                        progress(index, len(names), names[index])
                     future, size = pending.popleft()
                     payload, report = future.result()
                     inflight -= size
@@ -201,13 +209,13 @@ def encode_to_file(tensors: Mapping[str, object], file, *, config: EncoderConfig
     else:
         for index, job in enumerate(jobs):
             if progress is not None:
-                progress(index, len(tensors), job[0])
+                progress(index, len(names), job[0])
             payload, report = _encode_job(job)
             emit(UnitType.TENSOR, payload)
             reports.append(report)
     if stream_hash is not None:
         end = ByteWriter()
-        records = ((r.name, r.dtype, r.shape, r.content_digest) for r in reports)
+        records = ((name, r.dtype, r.shape, r.content_digest) for r in reports for name in (r.name, *r.aliases))
         write_stream_end(end, StreamEnd(units, model_digest(records), stream_hash.digest()))
         emit(UnitType.STREAM_END, end.getvalue())
     return tuple(reports)
@@ -216,11 +224,15 @@ def encode_to_file(tensors: Mapping[str, object], file, *, config: EncoderConfig
 INFLIGHT_BYTES = 256 << 20  # tensor bytes handed to workers ahead of the unit being written
 
 
-def _jobs(tensors: Mapping[str, object], config: EncoderConfig, measure_error: bool):
-    """One (name, array, dtype, coding, use_contexts, measure_error) per tensor, converted lazily
-    so that only one converted tensor is alive at a time in a single-process run."""
+def _jobs(tensors: Mapping[str, object], config: EncoderConfig, measure_error: bool, ties: dict[str, str],
+          aliases_of: dict[str, list[str]], major: int):
+    """One (name, array, dtype, coding, use_contexts, measure_error, aliases) per tensor but
+    the aliases in ``ties``, converted lazily so that only one converted tensor is alive at a
+    time in a single-process run; ``major`` is the stream's major version."""
     for name, value in tensors.items():
         _check_name(name)
+        if name in ties:
+            continue
         declared = getattr(value, "shape", None)
         if isinstance(declared, tuple):  # before converting: a broadcast view may be huge
             _check_shape(name, tuple(int(dim) for dim in declared))
@@ -233,12 +245,20 @@ def _jobs(tensors: Mapping[str, object], config: EncoderConfig, measure_error: b
             detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             raise EncodeError(f"tensor {name!r}: cannot read its values as an array ({detail})") from None
         _check_shape(name, array.shape)
-        yield name, array, dtype, config.coding_for(name, dtype, array.ndim), config.use_contexts, measure_error
+        coding = config.coding_for(name, dtype, array.ndim)
+        aliases = None
+        if major >= ALIAS_MAJOR:
+            coding = dataclasses.replace(coding, stream_major=major)
+            aliases = tuple(aliases_of.get(name, ()))
+            for alias in aliases:
+                _check_name(alias)
+        yield name, array, dtype, coding, config.use_contexts, measure_error, aliases
 
 
 def _encode_job(job) -> tuple[bytes, TensorReport]:
-    name, array, dtype, coding, use_contexts, measure_error = job
-    return encode_tensor(name, array, dtype, coding, use_contexts=use_contexts, measure_error=measure_error)
+    name, array, dtype, coding, use_contexts, measure_error, aliases = job
+    return encode_tensor(name, array, dtype, coding, use_contexts=use_contexts, measure_error=measure_error,
+                         aliases=aliases)
 
 
 _THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
@@ -288,10 +308,12 @@ def _check_shape(name: str, shape: tuple[int, ...]) -> None:
 
 
 def encode_tensor(name: str, array: np.ndarray, dtype: DType, coding: TensorCoding, *,
-                  use_contexts: bool = True, measure_error: bool = False) -> tuple[bytes, TensorReport]:
-    """The TENSOR unit payload (§5) of one tensor and its report."""
+                  use_contexts: bool = True, measure_error: bool = False,
+                  aliases: tuple[str, ...] | None = None) -> tuple[bytes, TensorReport]:
+    """The TENSOR unit payload (§5) of one tensor and its report. ``aliases``: the tensor's
+    other names (format 5.0, §5.2; None in a stream of an earlier format)."""
     if dtype not in FLOAT_DTYPES and coding.mode != CodingMode.RAW:
-        return _encode_integer_tensor(name, array, dtype, coding, use_contexts)
+        return _encode_integer_tensor(name, array, dtype, coding, use_contexts, aliases)
     original_bytes = array.size * DTYPE_ITEMSIZE[dtype]
     mode, note = coding.mode, ""
     if mode != CodingMode.RAW:
@@ -301,51 +323,57 @@ def encode_tensor(name: str, array: np.ndarray, dtype: DType, coding: TensorCodi
                 raise EncodeError(f"tensor {name!r}: cannot code in {mode.name} mode: {problem}")
             mode, note = CodingMode.RAW, f"coded RAW: {problem}"
     shape = tuple(array.shape)
-    raw_size = _header_size(name, shape, coding) + original_bytes  # the RAW payload is built only if chosen
-    raw_report = TensorReport(name, dtype, shape, CodingMode.RAW, None, original_bytes, raw_size, 0.0, None, note)
+    header_size = _header_size(name, shape, coding, aliases)
+    raw_size = header_size + original_bytes  # the RAW payload is built only if chosen
+    raw_report = TensorReport(name, dtype, shape, CodingMode.RAW, None, original_bytes, raw_size, 0.0, None, note,
+                              aliases=aliases or ())
     if mode == CodingMode.RAW:
-        return _raw_payload(name, array, dtype, coding, raw_report)
+        return _raw_payload(name, array, dtype, coding, raw_report, aliases)
     step = step_size(coding.qp, coding.qp_density)
     choice = choose_levels(array, step, mode, coding, use_contexts)
     if mode == CodingMode.UNIFIED and not coding.explicit_mode and _few_structured_blocks(choice.levels, coding.block):
         mode = CodingMode.DENSE
     body = ByteWriter()
     block_counts = _write_levels(body, choice.levels, mode, coding, use_contexts, choice)
-    if _header_size(name, shape, coding) + len(body) >= raw_size and not coding.explicit_mode:
+    if header_size + len(body) >= raw_size and not coding.explicit_mode:
         # small tensors (biases, norms) can cost more coded than stored, and RAW is lossless
         return _raw_payload(name, array, dtype, coding,
-                            dataclasses.replace(raw_report, note="coded RAW: no larger than quantized"))
+                            dataclasses.replace(raw_report, note="coded RAW: no larger than quantized"), aliases)
     rebuilt = reconstruct(choice, step, dtype) if (measure_error or coding.digests) and array.size else None
     digest = content_digest(rebuilt if array.size else array, dtype) if coding.digests else None
     writer = ByteWriter()
-    write_tensor_header(writer, TensorHeader(name, dtype, shape, mode, digest))
+    write_tensor_header(writer, TensorHeader(name, dtype, shape, mode, digest, aliases=aliases))
     writer.bytes(body.getvalue())
     payload = writer.getvalue()
     max_error = squared_error = 0.0
     if measure_error and array.size:
         max_error, squared_error = _errors(rebuilt, array.reshape(-1))
     return payload, TensorReport(name, dtype, shape, mode, coding.qp, original_bytes,
-                                 len(payload), max_error, block_counts, note, squared_error, digest)
+                                 len(payload), max_error, block_counts, note, squared_error, digest, aliases or ())
 
 
-def _header_size(name: str, shape: tuple[int, ...], coding: TensorCoding) -> int:
-    """Bytes of the tensor_header (§5.2) of ``name`` and ``shape``."""
-    return 2 + len(name.encode("utf-8")) + 2 + 4 * len(shape) + 1 + (DIGEST_SIZE if coding.digests else 0)
+def _header_size(name: str, shape: tuple[int, ...], coding: TensorCoding, aliases: tuple[str, ...] | None) -> int:
+    """Bytes of the tensor_header (§5.2) of ``name``, ``shape`` and ``aliases``."""
+    alias_bytes = 0 if aliases is None else 2 + sum(2 + len(alias.encode("utf-8")) for alias in aliases)
+    return (2 + len(name.encode("utf-8")) + 2 + 4 * len(shape) + 1 + (DIGEST_SIZE if coding.digests else 0)
+            + alias_bytes)
 
 
 def _raw_payload(name: str, array: np.ndarray, dtype: DType, coding: TensorCoding,
-                 report: TensorReport) -> tuple[bytes, TensorReport]:
+                 report: TensorReport, aliases: tuple[str, ...] | None) -> tuple[bytes, TensorReport]:
     """The RAW tensor payload (§5.4) of a float tensor and its report."""
     data = _raw_bytes(array, dtype)
     digest = hashlib.sha256(data).digest() if coding.digests else None
-    return _raw_tensor(name, dtype, tuple(array.shape), data, digest), dataclasses.replace(report, content_digest=digest)
+    payload = _raw_tensor(name, dtype, tuple(array.shape), data, digest, aliases)
+    return payload, dataclasses.replace(report, content_digest=digest)
 
 
-def _raw_tensor(name: str, dtype: DType, shape: tuple[int, ...], data: bytes, digest: bytes | None) -> bytes:
+def _raw_tensor(name: str, dtype: DType, shape: tuple[int, ...], data: bytes, digest: bytes | None,
+                aliases: tuple[str, ...] | None) -> bytes:
     """tensor_header and raw_payload (§5.2, §5.4); ``data`` are the canonical bytes (§7.3),
     so ``digest`` is their SHA-256 (None: a stream without digests)."""
     writer = ByteWriter()
-    write_tensor_header(writer, TensorHeader(name, dtype, shape, CodingMode.RAW, digest))
+    write_tensor_header(writer, TensorHeader(name, dtype, shape, CodingMode.RAW, digest, aliases=aliases))
     writer.bytes(data)
     return writer.getvalue()
 
@@ -472,7 +500,7 @@ def _write_levels(writer: ByteWriter, levels: np.ndarray, mode: CodingMode, codi
 
 
 def _encode_integer_tensor(name: str, array: np.ndarray, dtype: DType, coding: TensorCoding,
-                           use_contexts: bool) -> tuple[bytes, TensorReport]:
+                           use_contexts: bool, aliases: tuple[str, ...] | None) -> tuple[bytes, TensorReport]:
     """An integer tensor in DENSE or UNIFIED mode, losslessly (step 1, §7.1.1), or RAW when
     its values exceed 31 bits or RAW is smaller (unless the mode was asked for)."""
     original_bytes = array.size * DTYPE_ITEMSIZE[dtype]
@@ -482,8 +510,8 @@ def _encode_integer_tensor(name: str, array: np.ndarray, dtype: DType, coding: T
                           "its values need more than 31 bits")
     data = _raw_bytes(array, dtype)  # lossless: also the canonical bytes of the decoded tensor
     digest = hashlib.sha256(data).digest() if coding.digests else None
-    header = TensorHeader(name, dtype, tuple(array.shape), coding.mode, digest)
-    raw = _raw_tensor(name, dtype, tuple(array.shape), data, digest)
+    header = TensorHeader(name, dtype, tuple(array.shape), coding.mode, digest, aliases=aliases)
+    raw = _raw_tensor(name, dtype, tuple(array.shape), data, digest, aliases)
     if fits:
         writer = ByteWriter()
         write_tensor_header(writer, header)
@@ -492,10 +520,10 @@ def _encode_integer_tensor(name: str, array: np.ndarray, dtype: DType, coding: T
         coded = writer.getvalue()
         if coding.explicit_mode or len(coded) < len(raw):
             return coded, TensorReport(name, dtype, tuple(array.shape), coding.mode, 0, original_bytes,
-                                       len(coded), 0.0, block_counts, content_digest=digest)
+                                       len(coded), 0.0, block_counts, content_digest=digest, aliases=aliases or ())
     note = "coded RAW: its values need more than 31 bits" if not fits else ""
     return raw, TensorReport(name, dtype, tuple(array.shape), CodingMode.RAW, None, original_bytes, len(raw),
-                             0.0, None, note, content_digest=digest)
+                             0.0, None, note, content_digest=digest, aliases=aliases or ())
 
 
 def _unquantizable(array: np.ndarray, coding: TensorCoding) -> str:

@@ -13,13 +13,14 @@ import numpy as np
 # §4.1: PNG-style signature. 0x89 is not ASCII (catches 7-bit transports), CR LF and LF catch
 # newline translation, 0x1A stops `type` on DOS-like systems.
 MAGIC = b"\x89NNU\r\n\x1a\n"
-VERSION_MAJOR = 4  # the newest major version this package reads and writes (§10)
+VERSION_MAJOR = 5  # the newest major version this package reads and writes (§10)
 VERSION_MINOR = 0
-SUPPORTED_MAJORS = (2, 3, 4)  # 2.x and 3.x differ from 4.0 as the table in §4.1 says
+SUPPORTED_MAJORS = (2, 3, 4, 5)  # 2.x, 3.x and 4.x differ from 5.0 as the table in §4.1 says
 # Without digests the encoder writes the lowest of these that its streams need (§10):
 PLAIN_MAJOR = 2  # no tensor may use dependent quantization
 DEPENDENT_MAJOR = 3  # quant_flags (§6.1): dependent quantization (§7.1.2)
 INTEGRITY_MAJOR = 4  # content digests (§5.2, §7.4) and the STREAM_END unit (§5.8)
+ALIAS_MAJOR = 5  # alias names in the tensor header (§5.2): tied weights coded once
 QUANT_FLAG_DEPENDENT = 0x01  # §6.1 quant_flags bit 0: dependent quantization (§7.1.2)
 
 FILE_HEADER_SIZE = len(MAGIC) + 4  # magic, major, minor, header_flags (§4.1)

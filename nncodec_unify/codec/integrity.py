@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping
 import numpy as np
 
 from .format import DType
-from .tensors import to_numpy
+from .tensors import find_ties, to_numpy
 
 
 def canonical_bytes(array: np.ndarray, dtype: DType) -> memoryview:
@@ -57,9 +57,16 @@ def model_digest_of(tensors: Mapping[str, object]) -> bytes:
     """The model digest (spec §5.8) of ``{name: array}`` in mapping order — numpy arrays or
     torch tensors, as :func:`nncodec_unify.encode` takes them. Equal to the digest a stream of
     these tensors carries when it codes them losslessly (RAW, or values on the grid), and to
-    ``decode_tensors(stream).model_digest`` of any stream, so a deployment can pin a model."""
-    records = []
+    ``decode_tensors(stream).model_digest`` of any stream, so a deployment can pin a model.
+    Tied weights are where a stream puts them (format 5.0): each alias right after the first
+    name of its tensor."""
+    ties = find_ties(tensors)
+    records: dict[str, list] = {}  # first name -> its records, the aliases' after its own
     for name, value in tensors.items():
+        if name in ties:
+            continue
         array, dtype = to_numpy(name, value)
-        records.append((name, dtype, tuple(array.shape), content_digest(array, dtype)))
-    return model_digest(records)
+        records[name] = [(name, dtype, tuple(array.shape), content_digest(array, dtype))]
+    for alias, target in ties.items():
+        records[target].append((alias, *records[target][0][1:]))
+    return model_digest(record for group in records.values() for record in group)

@@ -27,6 +27,7 @@ from .format import (
     MAX_QP_DENSITY,
     DIGEST_SIZE,
     INTEGRITY_MAJOR,
+    ALIAS_MAJOR,
     UNIT_CRC_SIZE,
     UNIT_FLAG_ANCILLARY,
     QUANT_FLAG_DEPENDENT,
@@ -163,6 +164,8 @@ class TensorHeader:
     coding_mode: CodingMode
     content_digest: bytes | None = None  # §5.2, format 4.0: SHA-256 of the canonical bytes
     digest_offset: int | None = dataclasses.field(default=None, compare=False)  # where it was read
+    aliases: tuple[str, ...] | None = None  # §5.2, format 5.0: other names of this tensor (tied weights)
+    alias_offsets: tuple[int, ...] = dataclasses.field(default=(), compare=False)  # where each was read
 
     @property
     def element_count(self) -> int:
@@ -173,20 +176,9 @@ class TensorHeader:
 
 
 def read_tensor_header(reader: ByteReader, limits: Limits, version_major: int = VERSION_MAJOR) -> TensorHeader:
-    """§5.2 tensor_header, with the content_digest that ends it from format 4.0 on."""
-    at = reader.offset
-    name_length = reader.u16("name_length")
-    if name_length == 0:
-        raise BitstreamError("tensor name is empty", element="name_length", offset=at)
-    if name_length > limits.max_name_length:
-        raise LimitExceededError(f"{name_length} bytes exceed the limit of {limits.max_name_length}",
-                                 element="name_length", offset=at)
-    name_at = reader.offset
-    raw_name = reader.bytes(name_length, "name")
-    try:
-        name = raw_name.decode("utf-8", errors="strict")
-    except UnicodeDecodeError as exc:
-        raise BitstreamError(f"not valid UTF-8 (byte {exc.start})", element="name", offset=name_at) from None
+    """§5.2 tensor_header, with the content_digest that ends it from format 4.0 on and the
+    alias names after it from format 5.0 on."""
+    name = _read_name(reader, limits, "name")
     at = reader.offset
     dtype_value = reader.u8("dtype")
     try:
@@ -218,14 +210,39 @@ def read_tensor_header(reader: ByteReader, limits: Limits, version_major: int = 
                              element="coding_mode", offset=at)
     if version_major < INTEGRITY_MAJOR:
         return TensorHeader(name, dtype, shape, mode)
+    digest_at = reader.offset
+    digest = reader.bytes(DIGEST_SIZE, "content_digest")
+    if version_major < ALIAS_MAJOR:
+        return TensorHeader(name, dtype, shape, mode, digest, digest_at)
+    alias_count = reader.u16("alias_count")
+    offsets = []
+    aliases = []
+    for _ in range(alias_count):
+        offsets.append(reader.offset)
+        aliases.append(_read_name(reader, limits, "alias_name"))
+    return TensorHeader(name, dtype, shape, mode, digest, digest_at, tuple(aliases), tuple(offsets))
+
+
+def _read_name(reader: ByteReader, limits: Limits, element: str) -> str:
+    """§5.2 a name and its u16 length (elements ``name_length`` and ``name``, or
+    ``alias_name_length`` and ``alias_name``): 1..max_name_length bytes of well-formed UTF-8."""
     at = reader.offset
-    return TensorHeader(name, dtype, shape, mode, reader.bytes(DIGEST_SIZE, "content_digest"), at)
+    length = reader.u16(f"{element}_length")
+    if length == 0:
+        raise BitstreamError(f"{element.replace('_', ' ')} is empty", element=f"{element}_length", offset=at)
+    if length > limits.max_name_length:
+        raise LimitExceededError(f"{length} bytes exceed the limit of {limits.max_name_length}",
+                                 element=f"{element}_length", offset=at)
+    at = reader.offset
+    raw = reader.bytes(length, element)
+    try:
+        return raw.decode("utf-8", errors="strict")
+    except UnicodeDecodeError as exc:
+        raise BitstreamError(f"not valid UTF-8 (byte {exc.start})", element=element, offset=at) from None
 
 
 def write_tensor_header(writer: ByteWriter, header: TensorHeader) -> None:
-    name = header.name.encode("utf-8")
-    writer.u16(len(name))
-    writer.bytes(name)
+    _write_name(writer, header.name)
     writer.u8(header.dtype)
     writer.u8(len(header.shape))
     for dim in header.shape:
@@ -233,6 +250,16 @@ def write_tensor_header(writer: ByteWriter, header: TensorHeader) -> None:
     writer.u8(header.coding_mode)
     if header.content_digest is not None:  # format 4.0
         writer.bytes(header.content_digest)
+    if header.aliases is not None:  # format 5.0
+        writer.u16(len(header.aliases))
+        for alias in header.aliases:
+            _write_name(writer, alias)
+
+
+def _write_name(writer: ByteWriter, name: str) -> None:
+    encoded = name.encode("utf-8")
+    writer.u16(len(encoded))
+    writer.bytes(encoded)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -77,3 +77,48 @@ def bfloat16_bits_to_float32(bits: np.ndarray) -> np.ndarray:
 def float32_to_bfloat16_bits(values: np.ndarray) -> np.ndarray:
     """Bit patterns of float32 values that are exact bfloat16 values (low 16 bits dropped)."""
     return (np.ascontiguousarray(values, dtype=np.float32).view(np.uint32) >> 16).astype(np.uint16)
+
+
+def storage_key(value) -> tuple | None:
+    """What identifies the elements a tensor reads: the address of its first element, its
+    shape, strides and element type. Two values with equal keys are one tensor under two
+    names (tied weights, such as a language model's input and output embeddings). None for
+    an empty tensor and for anything whose memory is not known (a meta tensor, a list).
+
+    An address identifies memory only while the value is alive: compare keys of values that
+    are all held, such as those of a dict.
+    """
+    if isinstance(value, BFloat16Array):
+        key = storage_key(value.bits)
+        return None if key is None else ("bfloat16", *key)
+    if type(value).__module__.split(".")[0] == "torch":
+        try:
+            if value.numel() == 0 or value.device.type == "meta":
+                return None
+            return ("torch", str(value.device), value.data_ptr(), tuple(value.shape), tuple(value.stride()),
+                    str(value.dtype))
+        except (AttributeError, RuntimeError, TypeError):
+            return None
+    if isinstance(value, np.ndarray) and value.size:
+        return ("numpy", value.__array_interface__["data"][0], value.shape, value.strides, value.dtype.str)
+    return None
+
+
+def find_ties(tensors) -> dict[str, str]:
+    """``{alias: target}`` for the tensors of the dict ``tensors`` that are an earlier
+    tensor under another name (equal :func:`storage_key`): each alias maps to the first name
+    of its storage. Only a dict is searched, because its values are alive while it is; a
+    lazily read mapping (a safetensors file, whose format has no shared tensors) has none."""
+    if not isinstance(tensors, dict):
+        return {}
+    first: dict[tuple, str] = {}
+    ties: dict[str, str] = {}
+    for name, value in tensors.items():
+        key = storage_key(value)
+        if key is None:
+            continue
+        if key in first:
+            ties[name] = first[key]
+        else:
+            first[key] = name
+    return ties
