@@ -22,7 +22,7 @@ from .codec.errors import (
 from .codec.format import VERSION_MAJOR, VERSION_MINOR, BlockKind, CodingMode, DType, Limits
 from .codec.integrity import model_digest_of
 
-__version__ = "0.4.0"
+__version__ = "0.5.0"
 
 __all__ = [
     "BitstreamError", "BlockKind", "ChecksumError", "CodingMode", "DType", "DecodedModel",

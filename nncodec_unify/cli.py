@@ -383,7 +383,7 @@ def _config(args: argparse.Namespace) -> EncoderConfig:
 
 
 def _encode(args: argparse.Namespace) -> int:
-    from .codec.encoder import encode_to_file
+    from .codec.encoder import encode_to_file, model_records
 
     config = _config(args)
     if args.output != "-" and _same_file(args.input, args.output):
@@ -438,7 +438,7 @@ def _encode(args: argparse.Namespace) -> int:
     summary["rdo"] = {"lambda": config.rdo_lambda, "blocks": config.rdo_blocks} if config.rdo else None
     summary["dependent_quantization"] = config.dependent
     summary["format"] = f"{header[8]}.{header[9]}"  # the version the encoder chose
-    summary["model_digest"] = _model_digest_hex([(r.name, r.dtype, r.shape, r.content_digest) for r in reports])
+    summary["model_digest"] = _model_digest_hex(model_records(reports))
     summary["workers"] = workers
     if target is not None:
         summary["rate_control"] = {"target": target.describe(), **controlled.to_dict()}
@@ -530,13 +530,17 @@ def _projection_asked(args: argparse.Namespace) -> bool:
 
 def _project(tensors, args: argparse.Namespace, config: EncoderConfig):
     """Apply the post-training projection; bfloat16 tensors stay bfloat16 (no torch needed).
-    Tensors that a rule codes RAW are left exactly as they are: the user asked to keep them."""
+    Tensors that a rule codes RAW are left exactly as they are: the user asked to keep them.
+    Tied weights are projected once and stay tied (one array under each name)."""
     from .codec.quant import round_to_bfloat16
-    from .codec.tensors import BFloat16Array, float32_to_bfloat16_bits, to_numpy
+    from .codec.tensors import BFloat16Array, find_ties, float32_to_bfloat16_bits, to_numpy
     from .method.posttrain import project_tensors
 
+    ties = find_ties(tensors)
     arrays, bfloat16, kept = {}, set(), []
     for name, value in tensors.items():
+        if name in ties:
+            continue
         array, dtype = to_numpy(name, value)
         arrays[name] = array
         if dtype.name == "BFLOAT16":
@@ -555,7 +559,7 @@ def _project(tensors, args: argparse.Namespace, config: EncoderConfig):
     for name in bfloat16:
         values = np.ascontiguousarray(projected[name], dtype=np.float32)
         projected[name] = BFloat16Array(float32_to_bfloat16_bits(round_to_bfloat16(values)))
-    return projected, report
+    return {name: projected[ties.get(name, name)] for name in tensors}, report
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -600,7 +604,8 @@ def _summary(source: str, target: str, reports, size: int) -> dict:
         "by_mode": kinds,
         "blocks": {"pruned": sum(b[0] for b in blocks), "unified": sum(b[1] for b in blocks),
                    "dense": sum(b[2] for b in blocks)},
-        "notes": [f"{r.name}: {r.note}" for r in reports if r.note],
+        "notes": [f"{r.name}: {r.note}" for r in reports if r.note]
+        + [f"{alias}: tied to {r.name}, coded once (an alias, format 5.0)" for r in reports for alias in r.aliases],
     }
 
 
@@ -614,7 +619,8 @@ def _tensor_report(report) -> dict:
             "rmse": (report.squared_error / count) ** 0.5 if count else 0.0,
             "blocks": dict(zip(("pruned", "unified", "dense"), report.block_counts, strict=True))
             if report.block_counts else None, "note": report.note,
-            "content_digest": report.content_digest.hex() if report.content_digest is not None else None}
+            "content_digest": report.content_digest.hex() if report.content_digest is not None else None,
+            "aliases": list(report.aliases)}
 
 
 def _count(shape) -> int:
@@ -760,7 +766,8 @@ def _info(args: argparse.Namespace) -> int:
              "bits_per_parameter": 8 * t.payload_bytes / _count(t.shape) if _count(t.shape) else None,
              "blocks": dict(zip(("pruned", "unified", "dense"), t.block_counts, strict=True))
              if t.block_counts else None,
-             "content_digest": t.content_digest.hex() if t.content_digest is not None else None} for t in tensors]
+             "content_digest": t.content_digest.hex() if t.content_digest is not None else None,
+             "alias_of": t.alias_of} for t in tensors]
     digest = _model_digest_hex([(t.name, t.dtype, t.shape, t.content_digest) for t in tensors]) \
         if header.version_major >= 4 else None
     if args.json:
@@ -772,11 +779,13 @@ def _info(args: argparse.Namespace) -> int:
     table = [("name", "dtype", "shape", "coding", "bytes", "bits/param", "pruned/unified/dense")]
     for row in rows:
         coding = row["mode"]
-        if row["qp"] is not None:
+        if row["alias_of"] is not None:  # tied weights (format 5.0): coded once, under the first name
+            coding = f"alias of {_shown(row['alias_of'])}"
+        elif row["qp"] is not None:
             coding += f" qp={row['qp']}"
-        if row["block"]:
+        if row["block"] and row["alias_of"] is None:
             coding += f" {row['block'][0]}x{row['block'][1]}"
-        if row["dependent"]:
+        if row["dependent"] and row["alias_of"] is None:
             coding += " dq"
         bits = f"{row['bits_per_parameter']:.3f}" if row["bits_per_parameter"] is not None else "-"
         blocks = "/".join(f"{v:,}" for v in row["blocks"].values()) if row["blocks"] else "-"

@@ -106,7 +106,7 @@ def test_bad_magic_says_so():
 
 def test_unknown_major_version_is_rejected_and_newer_minor_read():
     units = [(UnitType.MODEL_HEADER, _model_header(1), False), (UnitType.TENSOR, _raw_tensor("a", np.ones(2, np.int8)), False)]
-    for major in (1, 5):  # format 1.0 streams are not read by this 2.x-4.x decoder, nor a future 5.0
+    for major in (1, 6):  # format 1.0 streams are not read by this 2.x-5.x decoder, nor a future 6.0
         with pytest.raises(nu.UnsupportedVersionError, match=f"major version {major}"):
             nu.decode(_stream_of(units, version=(major, 0)))
     assert nu.decode(_stream_of(units, version=(2, 7)))["a"].tolist() == [1, 1]

@@ -215,13 +215,18 @@ def encode_to_file(tensors: Mapping[str, object], file, *, config: EncoderConfig
             reports.append(report)
     if stream_hash is not None:
         end = ByteWriter()
-        records = ((name, r.dtype, r.shape, r.content_digest) for r in reports for name in (r.name, *r.aliases))
-        write_stream_end(end, StreamEnd(units, model_digest(records), stream_hash.digest()))
+        write_stream_end(end, StreamEnd(units, model_digest(model_records(reports)), stream_hash.digest()))
         emit(UnitType.STREAM_END, end.getvalue())
     return tuple(reports)
 
 
 INFLIGHT_BYTES = 256 << 20  # tensor bytes handed to workers ahead of the unit being written
+
+
+def model_records(reports: Sequence[TensorReport]) -> list[tuple[str, DType, tuple[int, ...], bytes | None]]:
+    """The model digest's records (spec §5.8) of the tensors in ``reports``: each tensor's
+    ``(name, dtype, shape, content_digest)``, then the same under each of its aliases."""
+    return [(name, r.dtype, r.shape, r.content_digest) for r in reports for name in (r.name, *r.aliases)]
 
 
 def _jobs(tensors: Mapping[str, object], config: EncoderConfig, measure_error: bool, ties: dict[str, str],
