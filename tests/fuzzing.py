@@ -38,6 +38,7 @@ import nncodec_unify as nu
 from nncodec_unify.codec import bitio
 from nncodec_unify.codec.config import EncoderConfig, TensorRule
 from nncodec_unify.codec.format import (
+    ALIAS_MAJOR,
     DIGEST_SIZE,
     FILE_HEADER_SIZE,
     INTEGRITY_MAJOR,
@@ -61,7 +62,8 @@ FUZZ_LIMITS = Limits(max_total_output_bytes=1 << 27, max_elements_per_tensor=1 <
 SIZE_FIELDS = frozenset({
     "payload_length", "tensor_count", "name_length", "ndim", "dims", "value_count", "direct_bits",
     "mantissa_bits", "row_class_count", "col_class_count", "alphabet_size", "frequency_bits",
-    "word_count", "raw_byte_count", "sign_byte_count", "block_rows", "block_cols",
+    "word_count", "raw_byte_count", "sign_byte_count", "block_rows", "block_cols", "alias_count",
+    "alias_name_length",
 })
 
 
@@ -173,9 +175,10 @@ def make_corpus(seed: int, count: int, *, large_every: int = 4, conformance: boo
     """``count`` encoded random models (every ``large_every``-th with contexts), then the
     conformance streams.
 
-    The models are format 4.0 streams (the encoder's default), except every ``old_every``-th
-    (index 2, 5, 8, ...), written without digests: alternately 3.0 and 2.0, so that the
-    paths of the older formats stay fuzzed. ``old_every=0``: 4.0 streams only.
+    The models are format 4.0 streams (the encoder's default), format 5.0 at odd indexes
+    (two more names for one tensor: tied weights), except every ``old_every``-th (index 2, 5,
+    8, ...), written without digests: alternately 3.0 and 2.0, so that the paths of the older
+    formats stay fuzzed. ``old_every=0``: 4.x and 5.0 streams only.
     """
     rng = np.random.default_rng(seed)
     streams = []
@@ -184,6 +187,8 @@ def make_corpus(seed: int, count: int, *, large_every: int = 4, conformance: boo
         label = f"random model {seed}/{index}"
         if old_every and index % old_every == old_every - 1:
             config = dataclasses.replace(config, digests=False, dependent=(index // old_every) % 2 == 0)
+        elif index % 2:  # tied weights: a 5.0 stream (§5.2 alias names)
+            model["fc.tied"] = model["embed.tied"] = model["fc.weight"]
         data = nu.encode(model, config=config)
         streams.append((label if data[len(MAGIC)] >= INTEGRITY_MAJOR else f"{label} ({data[len(MAGIC)]}.0)", data))
     if conformance:
@@ -225,9 +230,10 @@ def version_major(data: bytes) -> int | None:
     return data[len(MAGIC)] if len(data) > len(MAGIC) and data.startswith(MAGIC) else None
 
 
-def _tensor_record(payload: bytes) -> bytes | None:
-    """§5.8 tensor_record of a 4.x tensor unit's payload: its tensor_header without
-    coding_mode, every field as stored; None when the header does not fit in the payload."""
+def _tensor_records(payload: bytes, major: int) -> bytes | None:
+    """§5.8 tensor_records of a 4.x/5.x tensor unit's payload: its tensor_header without
+    coding_mode, every field as stored, then (5.x) the same under each alias name; None when
+    the header does not fit in the payload."""
     if len(payload) < 2:
         return None
     name_end = 2 + int.from_bytes(payload[:2], "little")
@@ -237,7 +243,18 @@ def _tensor_record(payload: bytes) -> bytes | None:
     digest_at = dims_end + 1  # after coding_mode
     if digest_at + DIGEST_SIZE > len(payload):
         return None
-    return payload[:dims_end] + payload[digest_at:digest_at + DIGEST_SIZE]
+    rest = payload[name_end:dims_end] + payload[digest_at:digest_at + DIGEST_SIZE]
+    records = payload[:name_end] + rest
+    at = digest_at + DIGEST_SIZE
+    if major < ALIAS_MAJOR or at + 2 > len(payload):
+        return records
+    for _ in range(int.from_bytes(payload[at:at + 2], "little")):
+        if at + 4 > len(payload):
+            break
+        alias_end = at + 4 + int.from_bytes(payload[at + 2:at + 4], "little")
+        records += payload[at + 2:alias_end] + rest
+        at = alias_end - 2
+    return records
 
 
 def reseal(data: bytes) -> bytes:
@@ -259,7 +276,7 @@ def reseal(data: bytes) -> bytes:
         payload_at, crc_at = offset + UNIT_HEADER_SIZE, offset + size - UNIT_CRC_SIZE
         critical = not flags & UNIT_FLAG_ANCILLARY
         if critical and unit_type == UnitType.TENSOR:
-            record = _tensor_record(bytes(fixed[payload_at:crc_at]))
+            record = _tensor_records(bytes(fixed[payload_at:crc_at]), version_major(data))
             if record is not None:
                 model.update(record)
         elif critical and unit_type == UnitType.STREAM_END and crc_at - payload_at >= STREAM_END_SIZE:

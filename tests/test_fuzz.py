@@ -84,15 +84,15 @@ def _failures(outcomes) -> str:
 
 
 def test_corpus_covers_every_size_field_and_mode(corpus):
-    # format 4.0 streams and, without digests, 3.0 and 2.0 ones
-    assert {version_major(s.data) for s in corpus if s.label.startswith("random model")} == {2, 3, 4}
+    # format 4.0 and (tied weights) 5.0 streams and, without digests, 3.0 and 2.0 ones
+    assert {version_major(s.data) for s in corpus if s.label.startswith("random model")} == {2, 3, 4, 5}
     names = {f.name for s in corpus for f in s.fields}
     assert SIZE_FIELDS <= names, SIZE_FIELDS - names
     elements = {f.element for s in corpus for f in s.fields}
     # row/column contexts, escape symbols and all three planes of a UNIFIED payload are present
     for needed in ("dense_levels.row_class_table.alphabet_size", "dense_levels.col_class_count",
                    "block_map.value_count", "unified_magnitudes.word_count", "unified_signs.sign_bits",
-                   "dense_levels.raw_bits", "raw_data", "content_digest", "stream_digest"):
+                   "dense_levels.raw_bits", "raw_data", "content_digest", "stream_digest", "alias_name"):
         assert any(e.endswith(needed) for e in elements), needed
 
 
