@@ -107,9 +107,9 @@ def test_manifests_name_the_format_and_revision_of_the_spec():
         assert (manifest["format_version"], manifest["spec_revision"]) == (version, revision)
     major = int(version.split(".")[0])
     majors = set()
-    for entry in _manifest("valid")["streams"]:  # 4.x decoders read 2.x and 3.x streams too (§10)
+    for entry in _manifest("valid")["streams"]:  # 5.x decoders read 2.x, 3.x and 4.x streams too (§10)
         majors.add((SUITE / "valid" / entry["file"]).read_bytes()[8])
-    assert majors == {2, 3, major}
+    assert majors == set(range(2, major + 1))
 
 
 def test_valid_streams_cover_every_dtype_mode_and_block_kind():
@@ -196,13 +196,15 @@ def _invalid_errors() -> set[tuple[str, str, int | None]]:
 
 def test_every_error_condition_of_the_spec_has_an_invalid_stream():
     """Each row of §9 has an invalid stream with its category and element; a row marked for some
-    versions, "(4.x)" or "(3.1, 4.x)", has one in a stream of each of those major versions."""
+    versions, "(5.x)", "(4.x, 5.x)" or "(3.1, 4.x, 5.x)", has one in a stream of each of those major
+    versions."""
     text = SPEC.read_text(encoding="utf-8")
     table = text[text.index("## 9. Error conditions"):text.index("## 10. Versioning")]
     errors = _invalid_errors()
     missing = []
     rows = re.findall(r"^\| (.+?) \| `(\w+)` \| (.+?) \| [\d., ]+ \|$", table, flags=re.M)
-    assert len(rows) > 60 and sum(1 for r in rows if r[0].startswith("(4.x)")) >= 8
+    assert len(rows) > 60 and sum(1 for r in rows if r[0].startswith("(4.x, 5.x)")) >= 8
+    assert sum(1 for r in rows if r[0].startswith("(5.x)")) >= 3
     for row in rows:
         condition, category, elements = row
         tag = re.match(r"\(([\d.x, ]+)\) ", condition)
@@ -237,7 +239,7 @@ def test_every_section_cited_by_the_suite_exists_in_the_spec():
 def test_the_examples_walk_through_the_suites_streams_byte_for_byte():
     text = (ROOT / "spec" / "examples.md").read_text(encoding="utf-8")
     examples = re.findall(r"`conformance/(valid/[\w.-]+\.nnu)`.*?```hex\n(.*?)```", text, flags=re.S)
-    assert len(examples) == 3
+    assert len(examples) == 4
     for path, dump in examples:
         data = (SUITE / path).read_bytes()
         assert bytes.fromhex(re.sub(r"^\s*\w+:|\s", "", dump, flags=re.M)) == data, path
@@ -272,11 +274,26 @@ def _units(data: bytes) -> list[tuple[int, int, int, bytes]]:
 
 def _stored_digest(payload: bytes) -> tuple[bytes, bytes]:
     """A 4.x TENSOR payload's tensor_record (§5.8) and content_digest (§5.2)."""
+    records, digest = _stored_records(payload, 4)
+    return records[0], digest
+
+
+def _stored_records(payload: bytes, major: int) -> tuple[list[bytes], bytes]:
+    """A 4.x or 5.x TENSOR payload's tensor_records (§5.8: its own, then in 5.x one per alias
+    name, the alias_name_length and alias_name in place of name_length and name) and its
+    content_digest (§5.2)."""
     name_length = int.from_bytes(payload[:2], "little")
     ndim = payload[3 + name_length]
     mode_at = 4 + name_length + 4 * ndim
     digest = payload[mode_at + 1:mode_at + 33]
-    return payload[:mode_at] + digest, digest
+    rest = payload[2 + name_length:mode_at] + digest
+    names, at = [payload[:2 + name_length]], mode_at + 33
+    if major >= 5:
+        for _ in range(int.from_bytes(payload[at:at + 2], "little")):
+            length = int.from_bytes(payload[at + 2:at + 4], "little")
+            names.append(payload[at + 2:at + 4 + length])
+            at += 2 + length
+    return [name + rest for name in names], digest
 
 
 def _record_of(entry: dict) -> bytes:
@@ -286,9 +303,9 @@ def _record_of(entry: dict) -> bytes:
             + b"".join(d.to_bytes(4, "little") for d in entry["shape"]) + bytes.fromhex(entry["sha256"]))
 
 
-def _valid_4x() -> list[tuple[dict, bytes]]:
+def _valid_4x(major: int = 4) -> list[tuple[dict, bytes]]:
     streams = [(e, (SUITE / "valid" / e["file"]).read_bytes()) for e in _manifest("valid")["streams"]]
-    return [(e, d) for e, d in streams if d[8] == 4]
+    return [(e, d) for e, d in streams if d[8] == major]
 
 
 def test_every_4_0_valid_stream_stores_the_manifests_digests():
@@ -323,3 +340,43 @@ def test_the_model_digest_does_not_depend_on_the_coding_modes():
 def test_the_empty_4_0_model_has_the_model_digest_of_no_bytes():
     entry, data = next((e, d) for e, d in _valid_4x() if not e["tensors"])
     assert data[-68:-36].hex() == "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+
+
+# ---------------------------------------------------------------------------------------------
+# format 5.0 (§5.2 alias names): a record per presented name in the model digest
+
+
+def test_every_5_0_valid_stream_stores_the_manifests_digests_and_aliases():
+    """The manifest lists every presented name (§4.3): each tensor, then its alias names in the
+    order stored, with the tensor's dtype, shape and sha256; the model digest follows from the
+    manifest alone, a record per name (§5.8), and from the stored records alike."""
+    streams = _valid_4x(5)
+    assert len(streams) >= 6 and any(t.get("alias_of") for e, _ in streams for t in e["tensors"])
+    for entry, data in streams:
+        units = _units(data)
+        stored = [_stored_records(u[3], 5) for u in units if u[1] == 2]
+        tensors = [t for t in entry["tensors"] if "alias_of" not in t]
+        assert [digest.hex() for _, digest in stored] == [t["sha256"] for t in tensors], entry["file"]
+        names = [record[2:2 + int.from_bytes(record[:2], "little")].decode() for records, _ in stored
+                 for record in records]
+        assert names == [t["name"] for t in entry["tensors"]], entry["file"]
+        for t in entry["tensors"]:
+            if "alias_of" in t:
+                target = next(u for u in entry["tensors"] if u["name"] == t["alias_of"])
+                assert {**target, "name": t["name"], "alias_of": t["alias_of"]} == t, entry["file"]
+        offset, unit_type, flags, payload = units[-1]
+        assert (unit_type, flags, len(payload)) == (4, 0, 68), entry["file"]
+        model = hashlib.sha256(b"".join(_record_of(t) for t in entry["tensors"])).digest()
+        assert model == hashlib.sha256(b"".join(r for records, _ in stored for r in records)).digest()
+        assert payload[4:36] == model, entry["file"]
+        assert payload[36:68] == hashlib.sha256(data[:offset]).digest(), entry["file"]
+
+
+def test_tied_weights_stored_once_have_the_model_digest_of_a_4_0_stream_storing_them_per_name():
+    """§5.8: a 5.x stream that stores tied weights once has the model digest of a stream that
+    stores them under each name in the same order."""
+    streams = {e["file"][4:]: (e, d) for e, d in _valid_4x(5) + _valid_4x(4)}
+    (tied, tied_data), (untied, untied_data) = streams["v5-model-digest-tied.nnu"], streams["v5-model-digest-as-4-0.nnu"]
+    assert (tied_data[8], untied_data[8]) == (5, 4) and len(tied_data) < len(untied_data)
+    assert [t["name"] for t in tied["tensors"]] == [t["name"] for t in untied["tensors"]]
+    assert tied_data[-68:-36] == untied_data[-68:-36]

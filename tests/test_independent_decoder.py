@@ -79,7 +79,7 @@ def test_it_passes_the_suite_from_the_command_line_without_loading_our_package()
 def test_valid_stream_decodes_to_the_expected_tensors(entry):
     tensors = ind.decode((SUITE / "valid" / entry["file"]).read_bytes(), entry.get("limits"))
     got = [{"name": t.name, "dtype": t.dtype, "shape": list(t.shape), "coding_mode": t.coding_mode,
-            "sha256": t.sha256} for t in tensors]
+            "sha256": t.sha256} | ({"alias_of": t.alias_of} if t.alias_of is not None else {}) for t in tensors]
     assert got == entry["tensors"]
 
 
@@ -161,6 +161,23 @@ def test_it_agrees_with_the_reference_decoder_on_encoder_output(monkeypatch):
         assert [mode for mode, _ in offset_modes[-3:]] == [1, 1, 1], offset_modes
         assert {mode for mode, _ in offset_modes[:-3]} == {0}, offset_modes
     assert {(True, True), (False, True)} <= set(coded)
+
+
+def test_it_agrees_with_the_reference_decoder_on_tied_weights():
+    """Format 5.0 (§5.2): the reference encoder stores one array under two names once, the second
+    name an alias; both decoders present it right after its tensor with the same values, and the
+    independent decoder's model digest (§5.8, a record per name) matches the stream's."""
+    rng = np.random.default_rng(3)
+    embed = (rng.standard_normal((16, 8)) * 0.1).astype(np.float32)
+    tensors = {"embed": embed, "bias": rng.standard_normal(8).astype(np.float32), "lm_head": embed}
+    data = nu.encode(tensors)
+    assert data[8] == 5
+    reference = nu.decode_tensors(data).tensors
+    independent = ind.decode(data)
+    assert [(t.name, t.alias_of) for t in independent] == [(t.name, t.alias_of) for t in reference]
+    assert ("lm_head", "embed") in [(t.name, t.alias_of) for t in independent]
+    for r, i in zip(reference, independent, strict=True):
+        assert i.sha256 == hashlib.sha256(canonical_bytes(r.array, r.dtype_name)).hexdigest(), r.name
 
 
 def _plain(**options) -> nu.EncoderConfig:
@@ -418,7 +435,7 @@ def test_it_reads_every_minor_version_of_formats_2_and_3_and_no_unknown_major(mi
     assert data[8] == (3 if dependent else 2)
     data[9] = minor
     assert [t.name for t in ind.decode(bytes(data))] == ["w"]
-    for major in (0, 1, 5, 255):
+    for major in (0, 1, 6, 255):
         data[8] = major
         with pytest.raises(ind.DecodeError) as caught:
             ind.decode(bytes(data))
@@ -640,7 +657,7 @@ def _end_payload(data: bytes) -> bytes:
     pytest.param(lambda: _stream(_three_tensors())[:-1], ("truncated", "payload_length"), id="stream-end-cut"),
     pytest.param(lambda: _stream(_three_tensors())[:-78] + _unit(4, bytes(68))[:-4] + b"\0\0\0\0", ("checksum", "unit_crc"),
                  id="stream-end-crc"),
-    pytest.param(lambda: _stream([], major=5), ("unsupported_version", "version_major"), id="major-5"),
+    pytest.param(lambda: _stream([], major=6), ("unsupported_version", "version_major"), id="major-6"),
 ])
 def test_4_0_stream_checks(build, error):
     assert _error(build()) == error

@@ -16,8 +16,9 @@ here by the letter of §6.5.1 and §6.9 (``SpecDecoder``): valid streams must de
 coded, invalid word streams must have the defect they are built to have, and the coding-order
 streams must decode to another hash under format 1.0's order. Format 4.0's content digests,
 tensor records, model digests and stream digests (§5.2, §5.8) are computed here with hashlib from
-the bytes as written. Pseudo-random data come from a SplitMix64 generator defined here, so the
-output never depends on numpy's generators.
+the bytes as written, and format 5.0's alias names (§5.2) with their records in the model digest.
+Pseudo-random data come from a SplitMix64 generator defined here, so the output never depends on
+numpy's generators.
 """
 
 from __future__ import annotations
@@ -40,10 +41,11 @@ from nncodec_unify.codec.errors import BitstreamError
 from nncodec_unify.codec.format import DType, Limits
 from nncodec_unify.codec.quant import dependent_magnitudes, dequantize, step_size, to_output_type
 
-SPEC_REVISION = "4.0.0"
-FORMAT_VERSION = "4.0"
+SPEC_REVISION = "5.0.0"
+FORMAT_VERSION = "5.0"
 VERSION_MAJOR = 2  # the major version of a stream unless a case says otherwise
 INTEGRITY_MAJOR = 4  # content_digest in tensor_header (§5.2) and the STREAM_END unit (§5.8)
+ALIAS_MAJOR = 5  # alias_count and alias names after content_digest in tensor_header (§5.2)
 STREAM_END = 4  # unit_type (§4.2)
 MAGIC = b"\x89NNU\r\n\x1a\n"
 M64 = (1 << 64) - 1
@@ -573,7 +575,7 @@ class T:
     kinds: list[list[int]] | None = None  # UNIFIED: explicit block kinds
     offsets: list[int] | None = None  # DENSE/UNIFIED: column offsets (§6.10; None: offset_mode 0)
     planes: dict[str, PlaneOptions] = dataclasses.field(default_factory=dict)
-    header: dict[str, int] = dataclasses.field(default_factory=dict)  # invalid: field overrides
+    header: dict[str, int] = dataclasses.field(default_factory=dict)  # invalid: field overrides (alias_count too)
     sign_counts: dict[str, int] = dataclasses.field(default_factory=dict)  # invalid: sign_byte_count
     sign_padding: dict[str, int] = dataclasses.field(default_factory=dict)  # invalid: padding bits
     trailing: bytes = b""  # invalid: bytes after the payload
@@ -582,6 +584,7 @@ class T:
     unified_writer: object = None  # invalid: writes the unified payload instead of _unified
     content_digest: bytes | None = None  # format 4.x: written instead of the SHA-256 of expected() (§5.2)
     no_digest: bool = False  # invalid: a 4.x tensor_header without content_digest (3.x syntax)
+    aliases: list[str | bytes] = dataclasses.field(default_factory=list)  # format 5.x: alias names (§5.2)
     stats: list[PlaneStats] = dataclasses.field(default_factory=list)
 
     def expected(self, levels: list[int] | None = None) -> dict:
@@ -589,6 +592,13 @@ class T:
         name = self.name if isinstance(self.name, str) else self.name.decode("utf-8")
         return {"name": name, "dtype": self.dtype, "shape": list(self.shape), "coding_mode": MODE_NAME[self.mode],
                 "sha256": hashlib.sha256(self.canonical(levels)).hexdigest()}
+
+    def entries(self) -> list[dict]:
+        """The manifest entries of every name a decoder presents (§4.3): the tensor's, then (5.x) one
+        per alias in the order stored, with the same dtype, shape and values and ``alias_of``."""
+        entry = self.expected()
+        aliases = [a if isinstance(a, str) else a.decode("utf-8") for a in self.aliases]
+        return [entry] + [{**entry, "name": alias, "alias_of": entry["name"]} for alias in aliases]
 
     def digest(self) -> bytes:
         """The content_digest a 4.x tensor_header stores (§5.2): the SHA-256 of the canonical bytes."""
@@ -624,9 +634,7 @@ def tensor_payload(t: T, major: int = VERSION_MAJOR) -> W:
     """§5.2 tensor_payload as a stream of version ``major`` has it."""
     w = W()
     h = t.header
-    name = t.name.encode("utf-8") if isinstance(t.name, str) else t.name
-    w.u16("name_length", h.get("name_length", len(name)))
-    w.raw("name", name, repr(name.decode("utf-8", "replace")) if len(name) <= 40 else f"{len(name)} bytes")
+    _name(w, "name", t.name, h.get("name_length"))
     w.u8("dtype", h.get("dtype", DTYPE[t.dtype]))
     w.u8("ndim", h.get("ndim", len(t.shape)))
     for d in t.shape:
@@ -635,6 +643,10 @@ def tensor_payload(t: T, major: int = VERSION_MAJOR) -> W:
     if major >= INTEGRITY_MAJOR and not t.no_digest:
         digest = t.digest()
         w.raw("content_digest", digest, digest.hex())
+    if major >= ALIAS_MAJOR:
+        w.u16("alias_count", h.get("alias_count", len(t.aliases)))
+        for alias in t.aliases:
+            _name(w, "alias_name", alias)
     if t.mode == RAW:
         w.raw("raw_data", t.raw)
     else:
@@ -651,6 +663,14 @@ def tensor_payload(t: T, major: int = VERSION_MAJOR) -> W:
     if t.trailing:
         w.raw("trailing", t.trailing)
     return w
+
+
+def _name(w: W, element: str, name: str | bytes, length: int | None = None) -> None:
+    """§5.2 ``name_length`` and ``name`` (or ``alias_name_length`` and ``alias_name``): UTF-8 unless
+    given as bytes; ``length`` (invalid streams) is written instead of the true length."""
+    raw = name.encode("utf-8") if isinstance(name, str) else name
+    w.u16(f"{element}_length", len(raw) if length is None else length)
+    w.raw(element, raw, repr(raw.decode("utf-8", "replace")) if len(raw) <= 40 else f"{len(raw)} bytes")
 
 
 def _signs(w: W, t: T, section: str, negative: list[bool]) -> None:
@@ -876,18 +896,31 @@ class End:
     crc_xor: int = 0
 
 
-def tensor_record(u: Unit) -> bytes:
-    """§5.8 tensor_record of a TENSOR unit: its tensor_header without coding_mode, as stored."""
+def tensor_records(u: Unit, aliases: bool = True) -> list[bytes]:
+    """§5.8 tensor_record of a TENSOR unit: its tensor_header without coding_mode (and without the
+    alias names), as stored; then (5.x) the record of each alias name, the same with
+    ``alias_name_length`` and ``alias_name`` in place of ``name_length`` and ``name``.
+    ``aliases=False`` leaves the alias records out (invalid streams)."""
     p = u.payload
-    mode = p.find("coding_mode")
-    digest = [f for f in p.fields if f.element == "content_digest"]
-    record = bytes(p.buf[:mode.offset])
-    return record + (bytes(p.buf[digest[0].offset:digest[0].offset + digest[0].size]) if digest else b"")
+
+    def stored(element: str, occurrence: int = 0) -> bytes:
+        f = p.find(element, occurrence)
+        return bytes(p.buf[f.offset:f.offset + f.size])
+
+    digest = stored("content_digest") if any(f.element == "content_digest" for f in p.fields) else b""
+    rest = bytes(p.buf[p.find("dtype").offset:p.find("coding_mode").offset]) + digest  # dtype, ndim, dims
+    names = [stored("name_length") + stored("name")]
+    if aliases:
+        names += [stored("alias_name_length", k) + stored("alias_name", k)
+                  for k in range(sum(f.element == "alias_name" for f in p.fields))]
+    return [name + rest for name in names]
 
 
-def model_digest(units: list[Unit]) -> bytes:
-    """§5.8: the SHA-256 of the tensor_records of the (critical) TENSOR units, in stream order."""
-    return hashlib.sha256(b"".join(tensor_record(u) for u in units if u.unit_type == 2 and not u.flags & 1)).digest()
+def model_digest(units: list[Unit], aliases: bool = True) -> bytes:
+    """§5.8: the SHA-256 of the tensor_records of the (critical) TENSOR units, in stream order, each
+    tensor's alias records (5.x) right after its own."""
+    return hashlib.sha256(b"".join(record for u in units if u.unit_type == 2 and not u.flags & 1
+                                   for record in tensor_records(u, aliases))).digest()
 
 
 def stream_end_unit(units: list[Unit], end: End, *, major: int, minor: int, flags: int) -> Unit:
@@ -960,8 +993,8 @@ def _last_unit_start(w: W) -> int:
 
 
 def reseal(data: bytes) -> bytes:
-    """In a 4.x stream that ends with a 68-byte STREAM_END unit, recompute its unit_count,
-    model_digest (from the tensor headers as they now are) and stream_digest, and its CRC, after
+    """In a 4.x or 5.x stream that ends with a 68-byte STREAM_END unit, recompute its unit_count,
+    model_digest (from the tensor headers as they now are, alias names included) and stream_digest, and its CRC, after
     a unit before it was edited (§5.8): the edit stays the stream's one defect."""
     if len(data) < 12 or data[8] < INTEGRITY_MAJOR:
         return data
@@ -981,7 +1014,15 @@ def reseal(data: bytes) -> bytes:
                 n = int.from_bytes(payload[:2], "little")
                 mode_at = 4 + n + 4 * payload[3 + n]
                 assert len(payload) >= mode_at + 33
-                records.append(payload[:mode_at] + payload[mode_at + 1:mode_at + 33])
+                rest = payload[2 + n:mode_at] + payload[mode_at + 1:mode_at + 33]
+                names, at = [payload[:2 + n]], mode_at + 33
+                if data[8] >= ALIAS_MAJOR:  # §5.8: an alias's record is the tensor's under its name
+                    for _ in range(int.from_bytes(payload[at:at + 2], "little")):
+                        n = int.from_bytes(payload[at + 2:at + 4], "little")
+                        assert len(payload) >= at + 4 + n
+                        names.append(payload[at + 2:at + 4 + n])
+                        at += 2 + n
+                records += [name + rest for name in names]
         model = hashlib.sha256(b"".join(records)).digest()
     except (IndexError, AssertionError):
         pass
@@ -1654,20 +1695,30 @@ def valid_cases() -> list[Case]:
         ["4.2", "4.3", "10"], [T("w", "int8", (2,), RAW, ints([1, -1], 1, True))],
         extra_units={1: [ancillary(STREAM_END, plain_end.payload.bytes())]}, major=3, minor=1)
     cases += integrity_valid_cases(unified_levels, specials32)
+    cases += alias_valid_cases(unified_levels)
     return cases
+
+
+def valid_adder(cases: list[Case], major: int):
+    """``add(slug, description, sections, tensors, *, extra_units, minor, major)``: append a valid
+    stream of format ``major``.``minor`` to ``cases`` (its description prefixed "format M.0: " at
+    minor 0) and return its layout."""
+    default_major = major
+
+    def add(slug, description, sections, tensors, *, extra_units=None, minor=0, major=default_major):
+        for t in tensors:
+            check_planes(t)
+        w = stream(tensors, extra_units=extra_units, major=major, minor=minor)
+        cases.append(Case(slug, f"format {major}.0: " + description if minor == 0 else description, sections,
+                          w.bytes(), tensors=tensors, layout=w))
+        return w
+    return add
 
 
 def integrity_valid_cases(unified_levels, specials32: list[int]) -> list[Case]:
     """Format 4.0 (§5.2 content_digest, §5.8 STREAM_END, §7.4): valid streams."""
     cases: list[Case] = []
-
-    def add(slug, description, sections, tensors, *, extra_units=None, minor=0):
-        for t in tensors:
-            check_planes(t)
-        w = stream(tensors, extra_units=extra_units, major=4, minor=minor)
-        cases.append(Case(slug, "format 4.0: " + description if minor == 0 else description, sections, w.bytes(),
-                          tensors=tensors, layout=w))
-        return w
+    add = valid_adder(cases, INTEGRITY_MAJOR)
 
     rng = Rng(400)
     add("v4-empty-model", "a model header with tensor_count 0 and the STREAM_END unit: unit_count 1, the model "
@@ -1756,8 +1807,87 @@ def integrity_valid_cases(unified_levels, specials32: list[int]) -> list[Case]:
                      "DENSE: other coding modes, other bytes, the same content digests and model digest",
                      ["5.5", "5.6", "5.8"],
                      [T("w", "int8", (3,), UNIFIED, levels=[-128, 0, 127], qp=0, block=(1, 2)), f])
-    digests = [w.find("model_digest").value for w in (raw_pair, coded_pair)]
-    assert digests[0] == digests[1] and raw_pair.bytes() != coded_pair.bytes(), digests
+    assert_same_model_digest(raw_pair, coded_pair)
+    return cases
+
+
+def assert_same_model_digest(a: W, b: W) -> None:
+    """Two different streams with the same model digest (§5.8)."""
+    digests = [w.find("model_digest").value for w in (a, b)]
+    assert digests[0] == digests[1] and a.bytes() != b.bytes(), digests
+
+
+def alias_valid_cases(unified_levels) -> list[Case]:
+    """Format 5.0 (§5.2 alias names, §5.8 their records in the model digest): valid streams. The
+    manifest lists every name a decoder presents, each alias right after its tensor with the
+    tensor's dtype, shape and sha256 and ``alias_of`` (informative: the name it shares values with)."""
+    cases: list[Case] = []
+    add = valid_adder(cases, ALIAS_MAJOR)
+    rng = Rng(500)
+    add("v5-raw-int8-tiny-alias", "the tensor of valid/002 with one alias name 'v', then STREAM_END: the fourth "
+        "example of spec/examples.md", ["5.2", "5.4", "5.8", "7.4"],
+        [T("w", "int8", (3,), RAW, ints([-128, 0, 127], 1, True), aliases=["v"])])
+    embed = f32_bits([0x3F800000, 0xBF000000, 0x00000000, 0x80000000, 0x7FC00001, 0x3E800000])
+    add("v5-raw-one-alias", "a RAW float32 'embed.weight' with one alias 'lm_head.weight' (tied weights stored "
+        "once), then a RAW float16 'bias' with alias_count 0: a decoder presents embed.weight, lm_head.weight "
+        "(the same values), bias; the model digest has three records",
+        ["4.3", "5.2", "5.4", "5.8"],
+        [T("embed.weight", "float32", (2, 3), RAW, embed, aliases=["lm_head.weight"]),
+         T("bias", "float16", (3,), RAW, ints([0x3C00, 0x8001, 0x7BFF], 2, False))])
+    add("v5-dense-two-aliases", "a DENSE float32 3x4 with two alias names, 'decoder.embed_tokens.weight' and "
+        "the non-ASCII 'd\u00e9codeur.\u5d4c\u5165' (2- and 3-byte UTF-8 sequences), presented in the order "
+        "stored after the tensor's own name",
+        ["4.3", "5.2", "5.5", "5.8"],
+        [T("encoder.embed_tokens.weight", "float32", (3, 4), DENSE, levels=rng.laplace_levels(12, 2), qp=-12,
+           planes=dl(q=2, m=1), aliases=["decoder.embed_tokens.weight", "d\u00e9codeur.\u5d4c\u5165"])])
+    kinds = [[K_UNIFIED, K_DENSE], [K_PRUNED, K_UNIFIED]]
+    add("v5-unified-alias-count-0", "a UNIFIED float32 4x6 in 2x3 blocks with every block kind and alias_count 0 "
+        "(the common case: two zero bytes after content_digest), then a RAW int8 with one alias",
+        ["5.2", "5.6"],
+        [T("unified", "float32", (4, 6), UNIFIED, levels=unified_levels(4, 6, 2, 3, kinds, rng), block=(2, 3),
+           kinds=kinds, qp=-16, planes={"block_map": PlaneOptions(q=2), "unified_magnitudes": PlaneOptions(q=2),
+                                        "dense_levels": PlaneOptions(q=2)}),
+         T("scale", "int8", (2,), RAW, ints([-5, 5], 1, True), aliases=["scale.tied"])])
+    add("v5-empty-tensor-alias", "an empty RAW int32 (0, 4) with an alias: both names are presented with shape "
+        "(0, 4) and the content digest of no bytes; an empty DENSE float32 (3, 0) with one too; neither adds "
+        "output bytes (§8)",
+        ["5.2", "5.4", "5.5", "7.4", "8"],
+        [T("empty", "int32", (0, 4), RAW, b"", aliases=["empty.alias"]),
+         T("none", "float32", (3, 0), DENSE, levels=[], aliases=["none.alias"])])
+    # §5.8: a stream that stores tied weights once has the model digest of one that stores them per name
+    tied = T("wte", "float32", (2, 2), DENSE, levels=[1, -2, 0, 5], qp=-8, planes=dl(q=2, m=1),
+             aliases=["lm_head"])
+    ln = T("ln", "float16", (2,), RAW, ints([0x3C00, 0x0000], 2, False))
+    once = add("v5-model-digest-tied", "'wte' (DENSE, alias 'lm_head') and 'ln': the same model digest as the "
+               "next stream, a 4.0 stream of the same tensors stored once per name (informative, §5.8)",
+               ["5.2", "5.8"], [tied, ln])
+    twice = add("v5-model-digest-as-4-0", "the tensors of the previous stream stored once per name, 'wte', "
+                "'lm_head' (both DENSE) and 'ln', in the order a 5.x decoder presents them: other bytes, the same "
+                "model digest", ["5.8"],
+                [dataclasses.replace(tied, aliases=[]), dataclasses.replace(tied, name="lm_head", aliases=[]), ln],
+                major=INTEGRITY_MAJOR)
+    assert_same_model_digest(once, twice)
+    add("v5-newer-minor-version", "format 5.2 (version_minor 2) with an ancillary unit of type 9 that a 5.2 "
+        "encoder may define, and a tensor with an alias: a 5.0 decoder reads it, skipping the unit (§10)",
+        ["4.1", "4.3", "5.2", "10"], [T("w", "uint16", (2,), RAW, ints([1, 2], 2, False), aliases=["w.tied"])],
+        extra_units={1: [ancillary(9, b"5.2")]}, minor=2)
+    dq_kinds = [[(a + b) % 3 for b in range(4)] for a in range(2)]
+    add("v5-every-feature", "every tool together: ATTACHED_FILE units, an unknown ancillary unit between the "
+        "tensors, dependent quantization (DENSE float32 3x50 with an alias; UNIFIED float16 with every block "
+        "kind and two aliases), column offsets, a lossless integer tensor, a RAW bool with an alias",
+        ["4.3", "5.2", "5.5", "5.6", "5.7", "5.8", "6.10", "7.1.1", "7.1.2", "7.4"],
+        [T("dq.dense", "float32", (3, 50), DENSE, levels=rng.laplace_levels(150, 3), qp=-36, quant_flags=1,
+           planes=dl(q=2, m=1), aliases=["dq.dense.tied"]),
+         T("dq.unified", "float16", (4, 16), UNIFIED, levels=unified_levels(4, 16, 2, 4, dq_kinds, rng), block=(2, 4),
+           qp=-24, quant_flags=1, aliases=["dq.unified.a", "dq.unified.b"],
+           planes={"block_map": PlaneOptions(q=2), "unified_magnitudes": PlaneOptions(q=2),
+                   "dense_levels": PlaneOptions(q=2)}),
+         T("offsets", "float32", (3, 4), DENSE, levels=with_offsets(rng.laplace_levels(12, 2), [2, -1, 0, 3], 4),
+           qp=-20, offsets=[2, -1, 0, 3], planes={"column_offsets": PlaneOptions(q=2), "dense_levels": PlaneOptions(q=2)}),
+         T("int8", "int8", (2, 4), DENSE, levels=[-128, 127, 0, 3, -3, 1, 0, -1], qp=0, planes=dl(q=2, m=1)),
+         T("mask", "bool", (5,), RAW, bytes([1, 0, 0, 1, 1]), aliases=["mask.tied"])],
+        extra_units={0: [attached("config.json", b'{"tie_word_embeddings": true}'), attached("tokenizer/vocab.txt", b"")],
+                     2: [ancillary(200, b"meta")]})
     return cases
 
 
@@ -1901,8 +2031,8 @@ def invalid_cases() -> list[Case]:
     add("major-version-1", "version_major 1: format 1.0, whose coding order (§6.5.1) and end check (§6.9.4) "
         "differ, is not read by a 2.x decoder", ["4.1", "10"], stream([raw], major=1).bytes(),
         ("unsupported_version", "version_major"))
-    add("major-version-5", "version_major 5 (a future major version; the rest is a 4.0 stream)", ["4.1", "10"],
-        stream([raw], major=5).bytes(), ("unsupported_version", "version_major"))
+    add("major-version-6", "version_major 6 (a future major version; the rest is a 5.0 stream)", ["4.1", "10"],
+        stream([raw], major=6).bytes(), ("unsupported_version", "version_major"))
     add("header-flags-bit0", "header_flags 0x0001 (reserved)", ["4.1"], stream([raw], flags=1).bytes(),
         ("malformed", "header_flags"))
     add("header-flags-bit15-newer-minor", "header_flags 0x8000 with version_minor 7: reserved bits are rejected "
@@ -2324,6 +2454,7 @@ def invalid_cases() -> list[Case]:
     add("attached-file-truncated-path", "format 3.1: path_length 40 in a 10-byte payload", ["5.7", "3.5"],
         with_file(attached("config", b"", path_length=40)), ("truncated", "path"))
     cases += integrity_invalid_cases(dense, unified)
+    cases += alias_invalid_cases()
     return cases
 
 
@@ -2516,6 +2647,115 @@ def integrity_invalid_cases(dense: T, unified) -> list[Case]:
     return cases
 
 
+def alias_invalid_cases() -> list[Case]:
+    """Format 5.0 (§5.2 alias names, §5.8, §8): invalid streams, one or more per 5.0 rule of §9,
+    and the 4.x rules of §9 again in 5.0 streams (a 5.x decoder applies them too)."""
+    cases: list[Case] = []
+
+    def add(slug, description, sections, data, error, limits=None, mentions=None):
+        cases.append(Case(slug, "format 5.0: " + description, sections, data, error=error, limits=limits,
+                          mentions=mentions))
+
+    def v5(tensors: list[T], **kw) -> W:
+        return stream(tensors, major=ALIAS_MAJOR, **kw)
+
+    def w8(*aliases, name="w") -> T:
+        return T(name, "int8", (3,), RAW, ints([1, 2, 3], 1, True), aliases=list(aliases))
+
+    b = T("b", "float32", (2,), RAW, f32_bits([0x3F800000, 0xC0000000]))
+    tied = v5([w8("w.tied"), b])
+
+    # §5.2 the alias list
+    add("v5-alias-name-length-zero", "'w' with one alias of alias_name_length 0", ["5.2"],
+        v5([w8(b"")]).bytes(), ("malformed", "alias_name_length"))
+    add("v5-alias-name-length-above-limit", "alias_name_length 14 ('lm_head.weight') with max_name_length 13 "
+        "in the manifest; the tensor's own name (1 byte) is within it", ["5.2", "8"],
+        v5([w8("lm_head.weight")]).bytes(), ("limit", "alias_name_length"), {"max_name_length": 13})
+    add("v5-alias-name-not-utf8", "an alias name 'tied.' followed by ed a0 80, an encoded surrogate U+D800 "
+        "(not well-formed UTF-8)", ["5.2"], v5([w8(b"tied.\xed\xa0\x80")]).bytes(), ("malformed", "alias_name"))
+    add("v5-alias-count-beyond-the-names", "alias_count 2 with one alias name written: the second "
+        "alias_name_length is read from raw_data (01 02: 513) and alias_name then reaches past the payload",
+        ["5.2", "3.5"], v5([dataclasses.replace(w8("w.tied"), header={"alias_count": 2})]).bytes(),
+        ("truncated", "alias_name"))
+    for element, keep, what in (("alias_count", None, "after the first byte of alias_count"),
+                                ("alias_name_length", None, "after the first byte of alias_name_length"),
+                                ("alias_name", 2, "after 2 of the 6 bytes of the alias name 'w.tied'")):
+        add(f"v5-truncated-in-{element.replace('_', '-')}", f"the first tensor_header's payload ends {what}",
+            ["5.2", "3.5"], cut_inside(tied, element, keep=keep), ("truncated", element))
+    # §5.2 one namespace for names and alias names
+    add("v5-alias-equals-own-name", "'w' with the alias name 'w'", ["5.2"], v5([w8("w")]).bytes(),
+        ("malformed", "alias_name"))
+    add("v5-alias-equals-earlier-name", "'b', then 'w' with the alias name 'b'", ["5.2"],
+        v5([b, w8("b")]).bytes(), ("malformed", "alias_name"))
+    add("v5-alias-equals-earlier-alias", "'w' with the alias 'tied', then 'x' with the alias 'tied'", ["5.2"],
+        v5([w8("tied"), w8("tied", name="x")]).bytes(), ("malformed", "alias_name"))
+    add("v5-alias-repeated-in-one-list", "'w' with the aliases 'tied', 'tied'", ["5.2"],
+        v5([w8("tied", "tied")]).bytes(), ("malformed", "alias_name"))
+    add("v5-alias-normalization-differs-then-repeated", "'w' with the aliases 'caf\u00e9' (U+00E9) and "
+        "'cafe\u0301' (e, U+0301: a different name, no normalization), then 'caf\u00e9' again",
+        ["5.2"], v5([w8("caf\u00e9", "cafe\u0301", "caf\u00e9")]).bytes(), ("malformed", "alias_name"))
+    add("v5-name-equals-earlier-alias", "'w' with the alias 'b', then a tensor named 'b'", ["5.2"],
+        v5([w8("b"), b]).bytes(), ("malformed", "name"))
+    add("v5-name-and-alias-repeated", "'w', then a second 'w' whose alias 'w' repeats too (two defects): the "
+        "tensor's name is checked before its alias names", ["5.2"], v5([w8(), w8("w")]).bytes(),
+        ("malformed", "name"))
+    add("v5-name-repeated-and-alias-not-utf8", "a second 'w' whose alias name is the byte ff (two defects): the "
+        "alias name is read, and its UTF-8 checked, with the header, before the names are compared", ["5.2"],
+        v5([w8(), w8(b"\xff")]).bytes(), ("malformed", "alias_name"))
+    # §8: an alias counts as a copy
+    embed = T("embed", "float32", (4, 4), RAW, bytes(64), aliases=["lm_head"])
+    add("v5-total-output-by-alias-copies", "a RAW float32 4x4 (64 bytes) with one alias and "
+        "max_total_output_bytes 127: the tensor fits, its copy under the alias name does not", ["5.2", "8"],
+        v5([embed]).bytes(), ("limit", "dims"), {"max_total_output_bytes": 127})
+    add("v5-alias-repeated-and-total-output", "an alias equal to the tensor's name and max_total_output_bytes "
+        "127 exceeded by the copy (two defects): the names are checked first", ["5.2", "8"],
+        v5([dataclasses.replace(embed, aliases=["embed"])]).bytes(), ("malformed", "alias_name"),
+        {"max_total_output_bytes": 127})
+    # §5.8 the model digest has a record per name
+    units = stream_units([w8("w.tied"), b], major=ALIAS_MAJOR)
+    add("v5-model-digest-without-alias-records", "a model_digest of the tensor records alone, without the "
+        "record of the alias 'w.tied' (§5.8: a record per name, the alias's right after its tensor's)", ["5.8"],
+        assemble(units, major=ALIAS_MAJOR, end=End(model_digest=model_digest(units, aliases=False))).bytes(),
+        ("checksum", "model_digest"))
+    swapped = [units[0], tensor_unit(w8("w", name="w.tied"), ALIAS_MAJOR), units[2]]
+    add("v5-name-and-alias-swapped", "the tensor stored as 'w.tied' with the alias 'w', the STREAM_END of the "
+        "stream that names it 'w' with the alias 'w.tied': the same names, but the records in another order",
+        ["5.8"], assemble(swapped, major=ALIAS_MAJOR, end=End(like=units)).bytes(), ("checksum", "model_digest"))
+    add("v5-unit-count-counts-aliases", "unit_count 4 for the 3 units before STREAM_END (an encoder that counted "
+        "the alias as a unit)", ["5.8"], assemble(units, major=ALIAS_MAJOR, end=End(unit_count=4)).bytes(),
+        ("malformed", "unit_count"))
+    # the format 4.x rules of §9, in 5.0 streams
+    add("v5-content-digest-of-aliased-tensor", "a zero content_digest on 'embed', which has an alias: checked "
+        "once, after the payload (§7.4), and nothing is presented", ["5.2", "7.4"],
+        v5([dataclasses.replace(embed, content_digest=bytes(32))]).bytes(), ("checksum", "content_digest"),
+        mentions="embed")
+    add("v5-stream-end-missing", "a tensor with an alias and no STREAM_END unit", ["4.3", "5.8"],
+        v5([w8("w.tied")], end=False).bytes(), ("truncated", "stream_end"))
+    add("v5-byte-after-stream-end", "one zero byte after STREAM_END", ["4.3"], tied.bytes() + b"\x00",
+        ("malformed", "stream_end"))
+    add("v5-stream-end-ancillary", "the STREAM_END unit marked ancillary (unit_flags 1)", ["4.3", "5.8"],
+        v5([w8("w.tied")], end=End(flags=1)).bytes(), ("malformed", "unit_flags"))
+    add("v5-stream-end-before-tensors", "tensor_count 2, then one tensor unit whose tensor has an alias (two "
+        "names, one tensor unit), then STREAM_END: aliases are not tensor units", ["4.3", "5.2", "5.8"],
+        v5([w8("w.tied")], tensor_count=2).bytes(), ("truncated", "tensor_count"))
+    add("v5-stream-end-payload-69", "a stream_end payload of 69 bytes (a zero byte after stream_digest)", ["5.8"],
+        v5([w8("w.tied")], end=End(trailing=b"\x00")).bytes(), ("malformed", "stream_end"))
+    add("v5-attached-file-path-escapes", "an attached file path '../config.json' in a 5.0 stream", ["5.7"],
+        v5([w8("w.tied")], extra_units={0: [attached("../config.json", b"{}")]}).bytes(), ("malformed", "path"))
+    # §4.1, §10: a 4.0 stream is not a 5.0 stream
+    four = assemble(stream_units([w8(), b], major=INTEGRITY_MAJOR), major=INTEGRITY_MAJOR).bytes()
+    add("v5-relabelled-4-0-stream", "a 4.0 stream ('w' RAW int8 [1, 2, 3], then 'b') with version_major "
+        "changed to 5 and nothing else (the file header is in no unit, so every CRC holds): a 5.x decoder reads "
+        "alias_count after content_digest from raw_data (01 02: 513 aliases), then alias_name_length from the "
+        "one byte left in the payload", ["4.1", "5.2", "3.5", "10"], four[:8] + b"\x05" + four[9:],
+        ("truncated", "alias_name_length"))
+    empty = assemble([model_header(0)], major=INTEGRITY_MAJOR).bytes()
+    add("v5-relabelled-4-0-empty-model", "the 4.0 stream of an empty model (no tensor header to misread) with "
+        "version_major changed to 5: only the stream digest, which covers the file header, differs",
+        ["4.1", "5.8", "10"], empty[:8] + b"\x05" + empty[9:], ("checksum", "stream_digest"))
+    return cases
+
+
 def _w_raw(b: bytes) -> W:
     w = W()
     w.raw("payload", b)
@@ -2570,7 +2810,7 @@ def verify(case: Case, group: str) -> dict:
     if case.limits:
         entry["limits"] = case.limits
     if group == "valid":
-        expected = [t.expected() for t in case.tensors]
+        expected = [e for t in case.tensors for e in t.entries()]
         model = decode_tensors(case.data, limits=limits)
         got = []
         for t in model.tensors:
@@ -2580,7 +2820,8 @@ def verify(case: Case, group: str) -> dict:
             else:
                 raw = a.astype(a.dtype.newbyteorder("<")).tobytes()
             got.append({"name": t.name, "dtype": t.dtype_name, "shape": list(a.shape),
-                        "coding_mode": t.coding_mode.name.lower(), "sha256": hashlib.sha256(raw).hexdigest()})
+                        "coding_mode": t.coding_mode.name.lower(), "sha256": hashlib.sha256(raw).hexdigest()}
+                       | ({"alias_of": t.alias_of} if t.alias_of is not None else {}))
         if got != expected:
             raise AssertionError(f"{case.slug}: the reference decoder disagrees:\n{got}\n{expected}")
         entry["tensors"] = expected
@@ -2658,9 +2899,31 @@ Streams that test a decoder against `spec/bitstream.md` (format @FORMAT@, docume
 * `invalid/` — streams a decoder MUST reject, with the error category and element it reports.
 
 Each folder has a `manifest.json` (machine-readable) and a `README.md` (the same, as a table).
-File names are `NNN-what-it-exercises.nnu`. A 4.x decoder reads 2.x and 3.x streams too (spec §10),
-so the suite holds streams of all three major versions; most of the streams that test rules
-common to all of them are 2.0 streams, which every version of the suite has kept byte for byte.
+File names are `NNN-what-it-exercises.nnu`. A 5.x decoder reads 2.x, 3.x and 4.x streams too (spec
+§10), so the suite holds streams of all four major versions; most of the streams that test rules
+common to all of them are 2.0 streams, which every version of the suite has kept byte for byte
+(new streams are added at the end of each folder, so existing numbers do not change).
+
+## Format 5.0
+
+Format 5.0 ends every `tensor_header`, after `content_digest`, with `alias_count` and that many
+alias names (spec §5.2): tied weights, one tensor under several names, stored once. A decoder
+presents each alias right after its tensor, with the same dtype, shape and values; the manifest
+lists every presented name in that order, an alias's entry with the tensor's `sha256` and
+`"alias_of"` (informative: the name whose values it shares). Its streams are named `*-v5-*`:
+
+* `valid/*-v5-*.nnu` — aliases of RAW, DENSE and empty tensors, non-ASCII alias names,
+  `alias_count` 0, version 5.2 with an unknown ancillary unit, every tool of the earlier formats
+  together, and a pair (`v5-model-digest-tied`, `v5-model-digest-as-4-0`): a 5.0 stream and a 4.0
+  stream that stores the tied tensor once per name, with the same model digest (§5.8: a record
+  per presented name). Each `model_digest` follows from the manifest alone.
+* `invalid/*-v5-*.nnu` — every 5.0 rule of spec §9: `alias_name_length` 0 or above the limit, an
+  alias name that is not UTF-8 or repeats a name or alias name (its own tensor's, an earlier
+  tensor's, one of its own list), a name that repeats an earlier alias, a header cut inside the
+  alias list, `max_total_output_bytes` exceeded by alias copies, a model digest without the alias
+  records; the 4.x rules of §9 again in 5.0 streams; and 4.0 streams relabelled `version_major` 5
+  (a 4.0 tensor header misread as a 5.0 one; an empty model caught by its stream digest). The
+  unsupported-version stream is now major 6.
 
 ## Format 4.0
 

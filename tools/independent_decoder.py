@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""An independent decoder for nncodec_unify streams of formats 2.x, 3.x and 4.x, written from
+"""An independent decoder for nncodec_unify streams of formats 2.x, 3.x, 4.x and 5.x, written from
 ``spec/bitstream.md`` alone.
 
 It imports neither ``nncodec_unify`` nor ``constriction``: the range decoder, the probability
@@ -15,7 +15,10 @@ Every rejection is a :class:`DecodeError` with the spec's ``category`` and ``ele
 Streams of any other major version, 1.0 included, are ``unsupported_version`` (§4.1, §10).
 A 2.x stream is a 3.x stream whose quant_params lack quant_flags (§6.1). A 4.x stream adds a
 content_digest to every tensor_header, which is always checked against the decoded tensor (§7.4),
-and ends with a STREAM_END unit (§5.8); 2.x and 3.x streams carry no digests (§4.1 table).
+and ends with a STREAM_END unit (§5.8); 2.x and 3.x streams carry no digests (§4.1 table). A 5.x
+stream ends every tensor_header with alias names (§5.2): the tensor is presented under its name,
+then under each alias name in the order stored, with the same values (``Tensor.alias_of``), and
+the model digest has a record per presented name.
 """
 
 from __future__ import annotations
@@ -173,6 +176,7 @@ class Tensor:
     shape: tuple[int, ...]
     coding_mode: str
     data: bytes  # §7.3 canonical bytes
+    alias_of: str | None = None  # 5.x: the name of the tensor this alias name presents again (§5.2)
 
     @property
     def sha256(self) -> str:
@@ -184,7 +188,7 @@ class Tensor:
 
 
 MAGIC = b"\x89NNU\r\n\x1a\n"
-VERSION_MAJORS = (2, 3, 4)  # the formats this decoder implements, every minor version (§10)
+VERSION_MAJORS = (2, 3, 4, 5)  # the formats this decoder implements, every minor version (§10)
 DIGEST_SIZE = 32  # SHA-256 (Appendix A): content_digest, model_digest, stream_digest
 STREAM_END_SIZE = 4 + 2 * DIGEST_SIZE  # §5.8: unit_count, model_digest, stream_digest
 DQ_SEGMENT = 64  # §7.1.2: the state restarts every 64 positions of the scan
@@ -192,7 +196,8 @@ DQ_NEXT_STATE = ((0, 2), (2, 0), (1, 3), (3, 1))  # §7.1.2: [state][level parit
 
 
 def decode(data: bytes, limits: dict | None = None) -> list[Tensor]:
-    """§4: the whole stream. Returns the tensors in stream order."""
+    """§4: the whole stream. Returns the tensors in stream order, each (5.x) followed by its
+    alias names (§4.3)."""
     lim = dict(DEFAULT_LIMITS)
     lim.update(limits or {})
     data = bytes(data)
@@ -202,9 +207,10 @@ def decode(data: bytes, limits: dict | None = None) -> list[Tensor]:
     stream_end = major >= 4  # unit type 4 is STREAM_END, required last, from format 4.0 on (§5.8)
     paths: set[str] = set()
     tensor_count = None
-    tensors: list[Tensor] = []
-    records: list[bytes] = []  # §5.8 tensor_record of every tensor, in stream order
-    names: set[bytes] = set()
+    tensors: list[Tensor] = []  # every presented name (§4.3)
+    tensor_units = 0
+    records: list[bytes] = []  # §5.8 tensor_record of every presented name, in the order presented
+    names: set[bytes] = set()  # every name and (5.x) alias name read so far: one namespace (§5.2)
     output_bytes = 0
     unit_count = 0  # units read after the file header (§5.8 unit_count)
     ended = False  # a STREAM_END unit was read
@@ -220,20 +226,22 @@ def decode(data: bytes, limits: dict | None = None) -> list[Tensor]:
         elif tensor_count is None:  # rule 2
             raise malformed("unit_type", "the first unit must be a critical model_header")
         elif unit_type == 2 and not ancillary:  # rule 3
-            if len(tensors) == tensor_count:
+            if tensor_units == tensor_count:
                 raise malformed("unit_type", "more tensor units than tensor_count")
             header = read_tensor_header(payload, lim, major)
-            if header["raw_name"] in names:
-                raise malformed("name", "duplicate tensor name")
-            names.add(header["raw_name"])
-            output_bytes += header["element_count"] * DTYPES[header["dtype"]][2]
+            check_names(header, names)
+            # §5.2, §8: an alias counts as a copy
+            output_bytes += (1 + len(header["aliases"])) * header["element_count"] * DTYPES[header["dtype"]][2]
             if output_bytes > lim["max_total_output_bytes"]:
                 raise limit_error("dims", "total output size exceeds max_total_output_bytes")
             tensor = read_tensor_payload(payload, header, lim, major)
             if major >= 4:  # §7.4, after every other check on the tensor
                 verify_content(tensor, header["content_digest"])
-                records.append(header["record"])
+                records += header["records"]
+            tensor_units += 1
             tensors.append(tensor)
+            tensors += [dataclasses.replace(tensor, name=alias, alias_of=tensor.name)  # §4.3: right after it
+                        for alias in header["aliases"]]
         elif unit_type == 3 and attachments:  # §4.3 rule 4, §5.7
             if not ancillary:
                 raise malformed("unit_flags", "an attached_file unit must be ancillary")
@@ -247,9 +255,9 @@ def decode(data: bytes, limits: dict | None = None) -> list[Tensor]:
         elif unit_type == 4 and stream_end:  # rule 5, §5.8
             if ancillary:
                 raise malformed("unit_flags", "a STREAM_END unit must be critical")
-            if len(tensors) < tensor_count:
+            if tensor_units < tensor_count:
                 raise DecodeError("truncated", "tensor_count",
-                                  f"STREAM_END after {len(tensors)} of {tensor_count} tensor units")
+                                  f"STREAM_END after {tensor_units} of {tensor_count} tensor units")
             read_stream_end(payload, unit_count, records, memoryview(data)[:unit_start])
             ended = True
         elif unit_type in (1, 2):  # rule 6
@@ -260,15 +268,15 @@ def decode(data: bytes, limits: dict | None = None) -> list[Tensor]:
         unit_count += 1
     if tensor_count is None:
         raise DecodeError("truncated", "model_header", "no model_header unit")
-    if len(tensors) < tensor_count:
-        raise DecodeError("truncated", "tensor_count", f"{len(tensors)} of {tensor_count} tensor units")
+    if tensor_units < tensor_count:
+        raise DecodeError("truncated", "tensor_count", f"{tensor_units} of {tensor_count} tensor units")
     if stream_end and not ended:
         raise DecodeError("truncated", "stream_end", "no STREAM_END unit")
     return tensors
 
 
 def read_file_header(stream: Window) -> tuple[int, int]:
-    """§4.1: the magic number, then a version_major of 2, 3 or 4 (any version_minor), then
+    """§4.1: the magic number, then a version_major of 2, 3, 4 or 5 (any version_minor), then
     header_flags 0. Returns version_major and version_minor."""
     if stream.remaining < 8 or stream.take(8, "magic") != MAGIC:
         raise malformed("magic", "not an nncodec_unify stream")
@@ -333,20 +341,42 @@ def read_model_header(payload: Window, lim: dict) -> int:
     return count
 
 
-def read_tensor_header(payload: Window, lim: dict, major: int) -> dict:
-    """§5.2. From format 4.0 the header ends with content_digest; ``record`` is then the header
-    without coding_mode, each field as stored: the tensor's §5.8 tensor_record."""
+def read_name(payload: Window, lim: dict, element: str) -> tuple[bytes, str]:
+    """§5.2 ``name_length`` and ``name`` (``element`` "name"), or ``alias_name_length`` and
+    ``alias_name`` (``element`` "alias_name"): 1 to max_name_length bytes, checked before they are
+    read, of well-formed UTF-8. Returns the stored bytes (with their length field) and the name."""
     start = payload.pos
-    name_length = payload.u16("name_length")
-    if name_length == 0:
-        raise malformed("name_length", "empty name")
-    if name_length > lim["max_name_length"]:
-        raise limit_error("name_length", f"{name_length} bytes")
-    raw_name = payload.take(name_length, "name")
+    length = payload.u16(f"{element}_length")
+    if length == 0:
+        raise malformed(f"{element}_length", "empty name")
+    if length > lim["max_name_length"]:
+        raise limit_error(f"{element}_length", f"{length} bytes")
+    raw = payload.take(length, element)
     try:
-        name = raw_name.decode("utf-8", errors="strict")
+        return payload.data[start:payload.pos], raw.decode("utf-8", errors="strict")
     except UnicodeDecodeError:
-        raise malformed("name", "not well-formed UTF-8") from None
+        raise malformed(element, "not well-formed UTF-8") from None
+
+
+def check_names(header: dict, names: set[bytes]) -> None:
+    """§5.2, after the tensor header: the name, then each alias name in order, is new in the
+    stream's one namespace of names and alias names (compared as bytes); adds them to ``names``."""
+    if header["raw_name"] in names:
+        raise malformed("name", "the name of an earlier tensor, or an earlier alias name")
+    names.add(header["raw_name"])
+    for raw_alias in header["raw_aliases"]:
+        if raw_alias in names:
+            raise malformed("alias_name", "a name or alias name already read")
+        names.add(raw_alias)
+
+
+def read_tensor_header(payload: Window, lim: dict, major: int) -> dict:
+    """§5.2. From format 4.0 the header ends with content_digest, from 5.0 then with the alias
+    names. ``records`` are then the §5.8 tensor_records of the presented names: the header without
+    coding_mode (and without the alias list), each field as stored, then for each alias the same
+    with its alias_name_length and alias_name in place of name_length and name."""
+    stored_name, name = read_name(payload, lim, "name")
+    start = payload.pos
     dtype = payload.u8("dtype")
     if dtype not in DTYPES:
         raise malformed("dtype", f"reserved value {dtype}")
@@ -359,17 +389,25 @@ def read_tensor_header(payload: Window, lim: dict, major: int) -> dict:
         element_count *= d
     if element_count > lim["max_elements_per_tensor"]:
         raise limit_error("dims", f"{element_count} elements")
-    fields = payload.data[start:payload.pos]  # name_length … dims, as stored
+    fields = payload.data[start:payload.pos]  # dtype … dims, as stored
     mode = payload.u8("coding_mode")
     if mode not in MODE_NAMES:
         raise malformed("coding_mode", f"reserved value {mode}")
     if mode != RAW and DTYPES[dtype][0] == "bool":
         raise malformed("coding_mode", f"{MODE_NAMES[mode].upper()} for dtype bool")
-    header = {"name": name, "raw_name": raw_name, "dtype": dtype, "dims": dims,
-              "element_count": element_count, "mode": mode}
+    header = {"name": name, "raw_name": stored_name[2:], "dtype": dtype, "dims": dims,
+              "element_count": element_count, "mode": mode, "aliases": [], "raw_aliases": []}
+    stored_names = [stored_name]
     if major >= 4:
         header["content_digest"] = payload.take(DIGEST_SIZE, "content_digest")
-        header["record"] = fields + header["content_digest"]
+    if major >= 5:
+        for _ in range(payload.u16("alias_count")):
+            stored_alias, alias = read_name(payload, lim, "alias_name")
+            stored_names.append(stored_alias)
+            header["raw_aliases"].append(stored_alias[2:])
+            header["aliases"].append(alias)
+    if major >= 4:
+        header["records"] = [stored + fields + header["content_digest"] for stored in stored_names]
     return header
 
 
@@ -919,7 +957,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"rejected: {exc}")
         return 1
     for t in tensors:
-        print(f"{t.name}\t{t.dtype}{list(t.shape)}\t{t.coding_mode}\t{t.sha256}")
+        alias = f"\talias of {t.alias_of}" if t.alias_of is not None else ""
+        print(f"{t.name}\t{t.dtype}{list(t.shape)}\t{t.coding_mode}\t{t.sha256}{alias}")
     return 0
 
 
