@@ -383,8 +383,9 @@ def _config(args: argparse.Namespace) -> EncoderConfig:
 
 
 def _encode(args: argparse.Namespace) -> int:
-    from .codec.encoder import encode_to_file, model_records
+    from .codec.encoder import encode_to_file, keep_large_blocks_mapped, model_records
 
+    keep_large_blocks_mapped()
     config = _config(args)
     if args.output != "-" and _same_file(args.input, args.output):
         raise UsageError("input and output are the same file")

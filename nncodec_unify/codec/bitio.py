@@ -146,3 +146,23 @@ def padding_is_zero(data: bytes | memoryview, used_bits: int) -> bool:
         return True
     last = data[used_bits // 8]
     return last & ((1 << (8 - used_bits % 8)) - 1) == 0
+
+
+class BitPacker:
+    """Packs bits that arrive in pieces, most significant first: :meth:`getvalue` is
+    ``np.packbits`` of their concatenation (the last byte zero-padded), while memory holds
+    the packed bytes and fewer than 8 pending bits, not the concatenation."""
+
+    def __init__(self):
+        self._parts: list[bytes] = []
+        self._pending = np.zeros(0, dtype=np.uint8)
+
+    def add(self, bits: np.ndarray) -> None:
+        """Append the 0/1 (or boolean) values of ``bits``, flat."""
+        bits = np.concatenate([self._pending, bits.reshape(-1).astype(np.uint8, copy=False)])
+        whole = bits.size - bits.size % 8
+        self._parts.append(np.packbits(bits[:whole]).tobytes())
+        self._pending = bits[whole:]
+
+    def getvalue(self) -> bytes:
+        return b"".join(self._parts) + np.packbits(self._pending).tobytes()

@@ -145,18 +145,17 @@ def refine_classes(symbols: np.ndarray, row_classes: np.ndarray,
 
 
 class _LineKeys:
-    """Histogram keys of a matrix's lines (rows of ``symbols``), computed once: line ``i``,
-    other-axis class ``k`` and symbol ``s`` count at ``(i * other_count + k) * alphabet + s``."""
+    """Histogram keys of a matrix's lines (rows of ``symbols``): line ``i``, other-axis class
+    ``k`` and symbol ``s`` count at ``(i * other_count + k) * alphabet + s``."""
 
     _CHUNK = 1 << 20  # keys are formed this many at a time: no full-size key array
 
     def __init__(self, symbols: np.ndarray, other_count: int, alphabet: int):
+        self.symbols = symbols
         self.lines, self.other_count, self.alphabet = symbols.shape[0], other_count, alphabet
         size = self.lines * other_count * alphabet
         # int32 keys when they fit (half the memory of intp on a large plane)
         self.key_type = np.int32 if size < (1 << 31) else np.intp
-        self.base = symbols.astype(self.key_type)
-        self.base += (np.arange(self.lines, dtype=self.key_type) * (other_count * alphabet))[:, None]
 
     def histograms(self, other_classes: np.ndarray) -> np.ndarray:
         """histogram[i, k * alphabet + s] for the given classes of the other axis, float32
@@ -165,10 +164,13 @@ class _LineKeys:
         offsets = (other_classes * self.alphabet).astype(self.key_type)[None, :]
         width = self.other_count * self.alphabet  # histogram entries per line
         histogram = np.empty(size, dtype=np.float32)
-        rows = max(1, self._CHUNK // max(1, self.base.shape[1]))
+        rows = max(1, self._CHUNK // max(1, self.symbols.shape[1]))
+        line_starts = (np.arange(rows, dtype=self.key_type) * self.key_type(width))[:, None]
         for start in range(0, self.lines, rows):
             stop = min(start + rows, self.lines)
-            key = self.base[start:stop] + (offsets - self.key_type(start * width))  # keys of these lines
+            key = self.symbols[start:stop].astype(self.key_type)  # keys of these lines, from 0
+            key += offsets
+            key += line_starts[:stop - start]
             histogram[start * width:stop * width] = np.bincount(key.ravel(), minlength=(stop - start) * width)
         return histogram.reshape(self.lines, -1)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import ctypes
 import dataclasses
 import hashlib
 import io
@@ -18,7 +19,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
-from .bitio import ByteWriter
+from .bitio import BitPacker, ByteWriter
 from .blocks import block_kinds, expand_blocks, grid_shape, matrix_shape
 from .classes import entropy_bits
 from .config import EncoderConfig, TensorCoding
@@ -37,7 +38,7 @@ from .format import (
     OffsetMode,
     UnitType,
 )
-from .integrity import content_digest, model_digest
+from .integrity import canonical_bytes, content_digest, model_digest
 from .planes import encode_plane
 from .rdo import _PlaneRates, optimize_dense, optimize_unified
 from .trellis import trellis_magnitudes
@@ -289,6 +290,27 @@ def _worker_init() -> None:
 
     if "torch" in sys.modules:  # two processes with two torch threads each crawl on 2 cores
         sys.modules["torch"].set_num_threads(1)
+    keep_large_blocks_mapped()
+
+
+_MMAP_THRESHOLD = 16 << 20
+
+
+def keep_large_blocks_mapped() -> None:
+    """Fix the C library's mmap threshold at 16 MiB where it is glibc's (a no-op elsewhere),
+    for a process that encodes large tensors.
+
+    glibc raises the threshold (up to 32 MiB) whenever a mapped block is freed; from then on
+    arrays the size of a tensor's levels come from the heap, whose freed memory the process
+    keeps. Fixed, blocks of 16 MiB and more are mapped and go back to the system when freed,
+    while the smaller per-chunk temporaries reuse the heap. ``tools/bench_scale.py --scale
+    0.5``, one worker: a peak of 413 MiB without, 305 MiB with.
+    """
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return
+    mallopt(ctypes.c_int(-3), ctypes.c_int(_MMAP_THRESHOLD))  # -3: M_MMAP_THRESHOLD
 
 
 def _check_name(name: object) -> None:
@@ -344,15 +366,11 @@ def encode_tensor(name: str, array: np.ndarray, dtype: DType, coding: TensorCodi
         # small tensors (biases, norms) can cost more coded than stored, and RAW is lossless
         return _raw_payload(name, array, dtype, coding,
                             dataclasses.replace(raw_report, note="coded RAW: no larger than quantized"), aliases)
-    rebuilt = reconstruct(choice, step, dtype) if (measure_error or coding.digests) and array.size else None
-    digest = content_digest(rebuilt if array.size else array, dtype) if coding.digests else None
+    digest, max_error, squared_error = _check_rebuilt(choice, step, dtype, array, coding.digests, measure_error)
     writer = ByteWriter()
     write_tensor_header(writer, TensorHeader(name, dtype, shape, mode, digest, aliases=aliases))
     writer.bytes(body.getvalue())
     payload = writer.getvalue()
-    max_error = squared_error = 0.0
-    if measure_error and array.size:
-        max_error, squared_error = _errors(rebuilt, array.reshape(-1))
     return payload, TensorReport(name, dtype, shape, mode, coding.qp, original_bytes,
                                  len(payload), max_error, block_counts, note, squared_error, digest, aliases or ())
 
@@ -389,34 +407,58 @@ class LevelChoice:
     column offsets (None: the writer decides) and the dense plane's context classes (None:
     the writer chooses), both of which the levels were optimised against."""
 
-    levels: np.ndarray
+    levels: np.ndarray  # signed integers of any type that holds them (see _level_dtype)
     offsets: np.ndarray | None = None
     classes: tuple[np.ndarray, np.ndarray] | None = None
     dependent: bool = False  # the dense levels are dependently quantized (§7.1.2)
     use_offsets: bool = True  # False: the writer codes no column offsets
 
 
-_ERROR_CHUNK = 1 << 20
+# Elementwise stages run over this many elements at a time, so that their temporaries stay
+# small beside the tensor. A multiple of DQ_SEGMENT: dependent quantization's segments never
+# straddle two chunks.
+_CHUNK = 1 << 20
 
 
-def _errors(rebuilt: np.ndarray, original: np.ndarray) -> tuple[float, float]:
-    """Largest absolute and summed squared difference, in float64 chunks (no float64 copy of
-    a whole large tensor)."""
+def _chunks(size: int):
+    """(start, stop) of each chunk of ``size`` elements, in order."""
+    return ((start, min(start + _CHUNK, size)) for start in range(0, size, _CHUNK))
+
+
+def _level_dtype(bound: float) -> type:
+    """The narrowest signed type that holds levels of magnitude up to ``bound`` (at most
+    MAX_LEVEL): a tensor's levels take a byte each in the usual case, not four."""
+    for dtype in (np.int8, np.int16):
+        if bound <= np.iinfo(dtype).max:
+            return dtype
+    return np.int32
+
+
+def _check_rebuilt(choice: LevelChoice, step: np.float32, dtype: DType, original: np.ndarray, digest: bool,
+                   measure_error: bool) -> tuple[bytes | None, float, float]:
+    """The content digest (§7.4; None unless ``digest``) of the values a decoder rebuilds from
+    ``choice`` (§7.1, §7.1.2) and, with ``measure_error``, their largest absolute and summed
+    squared difference from ``original`` (else 0.0). Rebuilt a chunk at a time: the tensor is
+    never copied whole, in float64 or at all."""
+    if original.size == 0:
+        return (content_digest(original, dtype) if digest else None), 0.0, 0.0
+    hasher = hashlib.sha256()
     largest = squared = 0.0
-    for start in range(0, original.size, _ERROR_CHUNK):
-        difference = rebuilt[start:start + _ERROR_CHUNK].astype(np.float64)
-        difference -= original[start:start + _ERROR_CHUNK]
-        largest = max(largest, float(np.max(np.abs(difference))))
-        squared += float(np.dot(difference, difference))
-    return largest, squared
-
-
-def reconstruct(choice: LevelChoice, step: np.float32, dtype: DType) -> np.ndarray:
-    """The flat values a decoder rebuilds from ``choice`` (§7.1, §7.1.2)."""
-    if not choice.dependent:
-        return dequantize(choice.levels, step, dtype).reshape(-1)
-    levels = choice.levels.reshape(-1)
-    return dequantize_dependent(np.abs(levels), (levels < 0).astype(np.uint8), step, dtype)
+    levels, original = choice.levels.reshape(-1), original.reshape(-1)
+    for start, stop in _chunks(levels.size):
+        part = levels[start:stop]
+        if choice.dependent:
+            rebuilt = dequantize_dependent(np.abs(part), (part < 0).astype(np.uint8), step, dtype)
+        else:
+            rebuilt = dequantize(part, step, dtype)
+        if digest:
+            hasher.update(canonical_bytes(rebuilt, dtype))
+        if measure_error:
+            difference = rebuilt.astype(np.float64)
+            difference -= original[start:stop]
+            largest = max(largest, float(np.max(np.abs(difference))))
+            squared += float(np.dot(difference, difference))
+    return (hasher.digest() if digest else None), largest, squared
 
 
 _STRUCTURED_SHARE = 0.01  # below this share of unified and pruned blocks, a block map does not pay
@@ -438,13 +480,29 @@ def _few_structured_blocks(levels: np.ndarray, block: tuple[int, int]) -> bool:
 def on_grid(array: np.ndarray, levels: np.ndarray, step: np.float32) -> bool:
     """Whether ``levels * step`` rebuilds ``array`` exactly: a tensor trained onto this grid,
     which the encoder codes losslessly rather than trading its values for bits."""
-    rebuilt = np.multiply(levels, np.float32(step), dtype=np.float64)
-    return bool(np.array_equal(rebuilt, array.astype(np.float64, copy=False)))
+    levels, array = levels.reshape(-1), array.reshape(-1)
+    for start, stop in _chunks(array.size):
+        rebuilt = np.multiply(levels[start:stop], np.float32(step), dtype=np.float64)
+        if not np.array_equal(rebuilt, array[start:stop].astype(np.float64, copy=False)):
+            return False
+    return True
+
+
+def _nearest(array: np.ndarray, step: np.float32) -> np.ndarray:
+    """:func:`quant.quantize` of a float tensor whose levels fit in 31 bits (the caller
+    checked), in the narrowest type that holds them, quantized a chunk at a time."""
+    largest = max(float(array.max()), -float(array.min())) if array.size else 0.0
+    levels = np.empty(array.shape, _level_dtype(largest / float(step) + 1))
+    flat_levels, flat = levels.reshape(-1), array.reshape(-1)
+    for start, stop in _chunks(flat.size):
+        flat_levels[start:stop] = quantize(flat[start:stop], step, np.int32)
+    return levels
 
 
 def choose_levels(array: np.ndarray, step: np.float32, mode: CodingMode, coding: TensorCoding,
                   use_contexts: bool) -> LevelChoice:
-    """The int32 levels (the array's shape) of a float tensor in DENSE or UNIFIED mode.
+    """The levels (the array's shape, see :func:`_level_dtype`) of a float tensor in DENSE or
+    UNIFIED mode.
 
     Nearest levels without RDO or when they rebuild the tensor exactly (:func:`on_grid`);
     with dependent quantization, levels from the trellis (unless more than 1 % of the blocks are
@@ -453,18 +511,19 @@ def choose_levels(array: np.ndarray, step: np.float32, mode: CodingMode, coding:
     for, if any. Offsets need every block dense, so a tensor that takes them keeps its blocks
     dense.
     """
-    nearest = quantize(array, step, np.int32)  # |level| < 2**31 was checked by the caller
+    nearest = _nearest(array, step)  # |level| < 2**31 was checked by the caller
     if coding.rdo_lambda <= 0 or array.size == 0 or on_grid(array, nearest, step):
         return LevelChoice(nearest)
     matrix = nearest.reshape(matrix_shape(nearest.shape))
-    # float32 suffices to compare costs; levels stay exact integers whatever the rounding
-    scaled = np.divide(array.reshape(matrix.shape), np.float64(step), dtype=np.float32)
     kinds = block_kinds(np.abs(matrix), *coding.block) if mode == CodingMode.UNIFIED else None
     # blocks that are unified at the nearest levels (a projected or ADMM-trained tensor) keep
     # that structure only with scalar levels: dependent quantization reads each element anew
     structured = kinds is not None and np.count_nonzero(kinds == BlockKind.UNIFIED) > _STRUCTURED_SHARE * kinds.size
     if coding.dependent and not structured:
-        return _choose_dependent(scaled, use_contexts, coding, array.shape)
+        del nearest, matrix  # the trellis's memory is for its own levels
+        return _choose_dependent(array, step, use_contexts, coding)
+    # float32 suffices to compare costs; levels stay exact integers whatever the rounding
+    scaled = np.divide(array.reshape(matrix.shape), np.float64(step), dtype=np.float32)
     all_dense = kinds is None or bool((kinds == BlockKind.DENSE).all())
     offsets = choose_column_offsets(matrix) if use_contexts and all_dense else None
     if mode == CodingMode.DENSE or offsets is not None:
@@ -472,22 +531,40 @@ def choose_levels(array: np.ndarray, step: np.float32, mode: CodingMode, coding:
     else:
         levels, classes = optimize_unified(scaled, coding.block, coding.rdo_lambda, use_contexts,
                                            choose_kinds=coding.rdo_blocks)
-    levels = np.clip(levels, -MAX_LEVEL, MAX_LEVEL).astype(np.int32).reshape(array.shape)
+    levels = np.clip(levels, -MAX_LEVEL, MAX_LEVEL)
+    levels = levels.astype(_level_dtype(max(int(levels.max()), -int(levels.min())))).reshape(array.shape)
     return LevelChoice(levels, offsets, classes if use_contexts else None)
 
 
-def _choose_dependent(scaled: np.ndarray, use_contexts: bool, coding: TensorCoding,
-                      shape: tuple[int, ...]) -> LevelChoice:
+def _choose_dependent(array: np.ndarray, step: np.float32, use_contexts: bool, coding: TensorCoding) -> LevelChoice:
     """Levels for dependent quantization (§7.1.2), every one chosen by the trellis
-    (trellis.py); the block kinds then follow from them as always (§6.3)."""
-    magnitudes = np.abs(scaled)
-    guess = np.rint(magnitudes * 0.5).astype(np.int32)  # the trellis codes about half the level
-    rates = _PlaneRates(guess, None, int(guess.max(initial=0)) + 1, use_contexts=use_contexts)
-    chosen = trellis_magnitudes(magnitudes.reshape(-1), rates.contexts(None), rates, coding.rdo_lambda)
+    (trellis.py); the block kinds then follow from them as always (§6.3). The values in
+    steps are formed a chunk at a time where they are needed, never for the whole tensor."""
+    flat = array.reshape(-1)
+
+    def scaled(start: int, stop: int) -> np.ndarray:
+        # float32 suffices to compare costs; levels stay exact integers whatever the rounding
+        return np.divide(flat[start:stop], np.float64(step), dtype=np.float32)
+
+    def magnitudes(start: int, stop: int) -> np.ndarray:
+        return np.abs(scaled(start, stop))
+
     # magnitudes are about half the level (below 2**30 + 2: the caller checked |x| / step < 2**31)
-    np.negative(chosen, out=chosen, where=scaled.reshape(-1) < 0)
-    levels = chosen.reshape(shape)
-    return LevelChoice(levels, None, rates.classes if use_contexts else None, dependent=True, use_offsets=False)
+    largest = max(float(array.max()), -float(array.min()))
+    dtype = _level_dtype(largest / float(step) / 2 + 2)
+    guess = np.empty(flat.size, dtype)  # the trellis codes about half the level
+    for start, stop in _chunks(flat.size):
+        guess[start:stop] = np.rint(magnitudes(start, stop) * 0.5)
+    rates = _PlaneRates(guess.reshape(matrix_shape(array.shape)), int(guess.max(initial=0)) + 1,
+                        use_contexts=use_contexts)
+    del guess
+    levels = np.empty(flat.size, dtype)
+    for start, chosen in trellis_magnitudes(magnitudes, flat.size, rates, coding.rdo_lambda):
+        stop = start + chosen.size
+        np.negative(chosen, out=chosen, where=scaled(start, stop) < 0)
+        levels[start:stop] = chosen
+    return LevelChoice(levels.reshape(array.shape), None, rates.classes if use_contexts else None, dependent=True,
+                       use_offsets=False)
 
 
 def _write_levels(writer: ByteWriter, levels: np.ndarray, mode: CodingMode, coding: TensorCoding,
@@ -534,9 +611,10 @@ def _encode_integer_tensor(name: str, array: np.ndarray, dtype: DType, coding: T
 def _unquantizable(array: np.ndarray, coding: TensorCoding) -> str:
     if array.size == 0:
         return ""
-    if not np.isfinite(array).all():
+    high, low = float(array.max()), float(array.min())  # nan if any is (no full-size temporary)
+    if not (np.isfinite(high) and np.isfinite(low)):
         return "it holds nan or inf"
-    largest = float(np.max(np.abs(array)))
+    largest = max(high, -low)
     if largest / float(step_size(coding.qp, coding.qp_density)) >= MAX_LEVEL:
         return f"its largest magnitude {largest:g} needs levels beyond 2**31 at qp {coding.qp}"
     return ""
@@ -565,11 +643,21 @@ def _write_dense_levels(writer: ByteWriter, matrix: np.ndarray, mask: np.ndarray
     writer.u8(OffsetMode.COLUMN if offsets is not None else OffsetMode.NONE)
     if offsets is not None:
         write_level_plane(writer, encode_plane(zigzag(offsets)[None, :], None, use_contexts=False))
-        matrix = matrix - offsets.astype(matrix.dtype)[None, :]  # in range: checked by the choice
+        reach = max(int(matrix.max()), -int(matrix.min())) + int(np.abs(offsets).max())  # checked by the choice
+        matrix = np.subtract(matrix, offsets[None, :], dtype=_level_dtype(reach))
     magnitudes = np.abs(matrix)
     write_level_plane(writer, encode_plane(magnitudes, mask, use_contexts=use_contexts, classes=classes))
-    levels = matrix.ravel() if mask is None else matrix[mask]
-    write_sign_section(writer, levels[levels != 0] < 0)
+    del magnitudes
+    write_sign_section(writer, _packed_signs(matrix.reshape(-1) if mask is None else matrix[mask]))
+
+
+def _packed_signs(levels: np.ndarray) -> bytes:
+    """``np.packbits(levels[levels != 0] < 0)`` for flat ``levels``, a chunk at a time."""
+    packer = BitPacker()
+    for start, stop in _chunks(levels.size):
+        part = levels[start:stop]
+        packer.add(part[part != 0] < 0)
+    return packer.getvalue()
 
 
 _OFFSET_MIN_SIZE = 1 << 16  # smaller matrices gain too little to pay for the offsets
@@ -643,10 +731,16 @@ def _write_unified(writer: ByteWriter, matrix: np.ndarray, block: tuple[int, int
     else:
         block_magnitude = np.zeros((grid_rows, grid_cols), dtype=np.int64)
     write_level_plane(writer, encode_plane(block_magnitude - 1, unified_blocks, use_contexts=use_contexts))
-    element_kinds = expand_blocks(kinds, block_rows, block_cols, rows, cols)
-    in_unified = element_kinds == BlockKind.UNIFIED
-    write_sign_section(writer, matrix[in_unified] < 0)
-    in_dense = None if bool((kinds == BlockKind.DENSE).all()) else element_kinds == BlockKind.DENSE
+    del magnitudes
+    # per-element kinds only where some block is not dense (not for a typical weight matrix)
+    in_dense, unified_negative = None, np.zeros(0, dtype=bool)
+    if not bool((kinds == BlockKind.DENSE).all()):
+        element_kinds = expand_blocks(kinds, block_rows, block_cols, rows, cols)
+        if unified_blocks.any():
+            unified_negative = matrix[element_kinds == BlockKind.UNIFIED] < 0
+        in_dense = element_kinds == BlockKind.DENSE
+        del element_kinds
+    write_sign_section(writer, unified_negative)
     _write_dense_levels(writer, matrix, in_dense, use_contexts, choice)
     counts = np.bincount(kinds.ravel(), minlength=len(BlockKind))
     return int(counts[BlockKind.PRUNED]), int(counts[BlockKind.UNIFIED]), int(counts[BlockKind.DENSE])

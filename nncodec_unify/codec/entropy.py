@@ -15,6 +15,7 @@ This is the only module that imports constriction. Facts it relies on (constrict
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable
 
 import constriction
 import numpy as np
@@ -99,15 +100,22 @@ def _code_lengths(frequencies: np.ndarray) -> np.ndarray:
     return PROBABILITY_BITS - np.log2(w + 1.0)
 
 
-def encode_groups(groups: list[tuple[np.ndarray, FrequencyTable]]) -> np.ndarray:
+_ENCODE_CHUNK = 1 << 20  # symbols handed to constriction at a time (as int32: no full-size copy)
+
+
+def encode_groups(groups: Iterable[tuple[np.ndarray, FrequencyTable]]) -> np.ndarray:
     """Range-code each group's symbols with its table, in order, into one word sequence.
 
-    Groups whose table has one symbol are skipped (they cost nothing). Returns uint32 words.
+    Groups whose table has one symbol are skipped (they cost nothing). ``groups`` may be
+    produced lazily: each is coded before the next is taken. Returns uint32 words. The range
+    coder's state runs on from call to call, so coding a group in pieces gives its words.
     """
     encoder = constriction.stream.queue.RangeEncoder()
     for symbols, table in groups:
         if symbols.size and table.alphabet_size > 1:
-            encoder.encode(np.ascontiguousarray(symbols, dtype=np.int32), table.model())
+            model = table.model()
+            for start in range(0, symbols.size, _ENCODE_CHUNK):
+                encoder.encode(np.ascontiguousarray(symbols[start:start + _ENCODE_CHUNK], dtype=np.int32), model)
     return np.asarray(encoder.get_compressed(), dtype=np.uint32)
 
 

@@ -11,6 +11,7 @@ decodes any magnitude and decodes each context's symbols in one call.
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -22,6 +23,7 @@ from .format import MAX_DIRECT_BITS, MAX_MAGNITUDE_EXPONENT, Limits
 from .syntax import ByteReader, LevelPlane, magnitude_alphabet_limit, read_level_plane
 
 _MAX_VALUE = (1 << (MAX_MAGNITUDE_EXPONENT + 1)) - 1
+_CHUNK = 1 << 20  # elements per pass where numpy would take a wide copy of a whole plane
 
 
 # ---------------------------------------------------------------------------------------------
@@ -67,11 +69,30 @@ _LOOKUP_LIMIT = 1 << 16
 
 
 def _binarize_fast(values: np.ndarray, largest: int, direct_bits: int, mantissa_bits: int) -> np.ndarray:
-    """Symbols of ``values`` (uint16), by table lookup when the values are small."""
-    if largest < _LOOKUP_LIMIT:
-        lookup, _ = binarize(np.arange(largest + 1), direct_bits, mantissa_bits)
-        return lookup.astype(np.uint16)[values]
-    return binarize(values, direct_bits, mantissa_bits)[0].astype(np.uint16)
+    """Symbols of ``values`` (at most ``largest``) as uint8 when every symbol fits, else
+    uint16; by table lookup when the values are small."""
+    top, _ = binarize(np.array([largest]), direct_bits, mantissa_bits)  # symbols grow with values
+    dtype = np.uint8 if int(top[0]) < 256 else np.uint16
+    symbols = np.empty(values.shape, dtype)
+    lookup = binarize(np.arange(largest + 1), direct_bits, mantissa_bits)[0].astype(dtype) \
+        if largest < _LOOKUP_LIMIT else None
+    flat, flat_symbols = values.reshape(-1), symbols.reshape(-1)
+    for start in range(0, flat.size, _CHUNK):  # indexing and binarize take an intp or int64 copy
+        part = flat[start:start + _CHUNK]
+        flat_symbols[start:start + _CHUNK] = lookup[part] if lookup is not None else \
+            binarize(part, direct_bits, mantissa_bits)[0]
+    return symbols
+
+
+def symbol_histogram(symbols: np.ndarray, minlength: int = 0) -> np.ndarray:
+    """``np.bincount(symbols.ravel(), minlength=minlength)``, a chunk at a time (bincount
+    takes an intp copy of its input: eight bytes a symbol)."""
+    flat = symbols.reshape(-1)
+    counts = np.zeros(max(minlength, int(flat.max()) + 1 if flat.size else 0), dtype=np.int64)
+    for start in range(0, flat.size, _CHUNK):
+        part = np.bincount(flat[start:start + _CHUNK])
+        counts[:part.size] += part
+    return counts
 
 
 def choose_binarization(distinct_values: np.ndarray, counts: np.ndarray) -> tuple[int, int]:
@@ -147,28 +168,27 @@ def encode_plane(magnitudes: np.ndarray, mask: np.ndarray | None = None, *, use_
         row_classes, col_classes = np.zeros(rows, dtype=np.int64), np.zeros(cols, dtype=np.int64)
     row_count, col_count = int(row_classes.max()) + 1, int(col_classes.max()) + 1
     context_count = row_count + col_count - 1
-    groups: list[tuple[np.ndarray, FrequencyTable]] = []
-    row_table = col_table = None
-    if row_count > 1:
-        row_table = table_for_counts(np.bincount(row_classes, minlength=row_count))
-        groups.append((row_classes, row_table))
-    if col_count > 1:
-        col_table = table_for_counts(np.bincount(col_classes, minlength=col_count))
-        groups.append((col_classes, col_table))
-    if context_count > 1:
-        if mask is None:
-            coded = _BlockLayout(row_classes, col_classes, context_count).to_coding_order(symbols.reshape(rows, cols))
+    row_table = table_for_counts(np.bincount(row_classes, minlength=row_count)) if row_count > 1 else None
+    col_table = table_for_counts(np.bincount(col_classes, minlength=col_count)) if col_count > 1 else None
+    tables: list[FrequencyTable] = []
+
+    def groups():  # produced as they are coded: one context's symbols at a time in coding order
+        if row_table is not None:
+            yield row_classes, row_table
+        if col_table is not None:
+            yield col_classes, col_table
+        if context_count == 1:
+            coded = [symbols]
+        elif mask is None:
+            coded = _BlockLayout(row_classes, col_classes, context_count).coding_order(symbols.reshape(rows, cols))
         else:
             bounds = np.cumsum(_context_sizes(row_classes, col_classes, mask, context_count))[:-1]
             coded = np.split(symbols[_coding_order(row_classes, col_classes, mask)], bounds)
-        tables = []
         for group in coded:
-            tables.append(table_for_counts(np.bincount(group)) if group.size else _CONSTANT)
-            groups.append((group, tables[-1]))
-    else:
-        tables = [table_for_counts(np.bincount(symbols))]
-        groups.append((symbols, tables[0]))
-    words = encode_groups(groups)
+            tables.append(table_for_counts(symbol_histogram(group)) if group.size else _CONSTANT)
+            yield group, tables[-1]
+
+    words = encode_groups(groups())
     raw = _pack_raw_bits(values, symbols, direct_bits, mantissa_bits)
     return LevelPlane(values.size, direct_bits, mantissa_bits, row_table, col_table, row_count, col_count,
                       tuple(tables), words, 0, raw)
@@ -218,18 +238,27 @@ class _BlockLayout:
         self.col_starts = np.concatenate([[0], np.cumsum(self.cols_per_class)])
         self.blocks = [(r, c - r) for c in range(context_count) for r in range(row_count)
                        if 0 <= c - r < col_count and self.rows_per_class[r] and self.cols_per_class[c - r]]
+        self._block_set = set(self.blocks)
         self.sizes = np.zeros(context_count, dtype=np.int64)
         for r, k in self.blocks:
             self.sizes[r + k] += int(self.rows_per_class[r]) * int(self.cols_per_class[k])
 
-    def to_coding_order(self, symbols: np.ndarray) -> list[np.ndarray]:
-        """The symbols of the plane (a rows x cols array) as each context codes them."""
-        by_class = np.take(np.take(symbols, self.row_order, axis=0), self.col_order, axis=1)
-        parts: list[list[np.ndarray]] = [[] for _ in range(self.sizes.size)]
-        for r, k in self.blocks:
-            rows = slice(self.row_starts[r], self.row_starts[r + 1])
-            parts[r + k].append(by_class[rows, self.col_starts[k]:self.col_starts[k + 1]].ravel())
-        return [np.concatenate(part) if part else np.zeros(0, dtype=symbols.dtype) for part in parts]
+    def coding_order(self, symbols: np.ndarray) -> Iterator[np.ndarray]:
+        """The symbols of the plane (a rows x cols array) as each context codes them, context
+        by context. Memory holds one copy of the symbols in blocks, less the blocks of the
+        contexts already taken, and the context being taken."""
+        pieces: dict[tuple[int, int], np.ndarray] = {}
+        for r in range(self.rows_per_class.size):
+            if self.rows_per_class[r]:
+                rows = np.take(symbols, self.row_order[self.row_starts[r]:self.row_starts[r + 1]], axis=0)
+                for k in range(self.cols_per_class.size):
+                    if (r, k) in self._block_set:
+                        columns = self.col_order[self.col_starts[k]:self.col_starts[k + 1]]
+                        pieces[r, k] = np.take(rows, columns, axis=1).ravel()
+                del rows
+        for context in range(self.sizes.size):
+            parts = [pieces.pop((r, k)) for r, k in self.blocks if r + k == context]
+            yield np.concatenate(parts) if parts else np.zeros(0, dtype=symbols.dtype)
 
     def to_scan_order(self, coded: list[np.ndarray]) -> np.ndarray:
         """Each context's decoded symbols (``coded[c]``, in coding order) put into scan order

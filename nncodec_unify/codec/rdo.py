@@ -34,6 +34,7 @@ _SMOOTHING = 0.5  # added to every count: a symbol never seen still has a finite
 _PASSES = 1  # a second pass re-estimating the tables changed MiniLM by < 0.1 % at twice the time
 _KIND_PRIOR_BITS = float(np.log2(3))  # before any kind statistics: every kind equally likely
 _TABLE_LIMIT = 1 << 16  # magnitudes priced by lookup table up to here, by binarization beyond
+_CHUNK = 1 << 20  # positions whose histogram keys are formed at a time
 
 Classes = tuple[np.ndarray, np.ndarray]  # row class per row, column class per column (§6.5)
 
@@ -42,17 +43,18 @@ class _PlaneRates:
     """Bits a magnitude costs at each position of a plane: the smoothed code length of its
     symbol in the position's context, plus its raw bits and, when it is non-zero, a sign bit.
 
-    Built from the current magnitudes with the contexts the writer would choose for them.
+    Built from the current magnitudes (rows x cols, any integer type) with the contexts the
+    writer would choose for them; keeps no per-position array.
     """
 
-    def __init__(self, magnitudes: np.ndarray, mask: np.ndarray | None, largest: int,
-                 direct_bits: int = 4, mantissa_bits: int = 2, use_contexts: bool = True):
+    def __init__(self, magnitudes: np.ndarray, largest: int, direct_bits: int = 4, mantissa_bits: int = 2,
+                 use_contexts: bool = True):
         rows, cols = magnitudes.shape
         self.direct_bits, self.mantissa_bits = direct_bits, mantissa_bits
-        values = magnitudes[mask] if mask is not None else magnitudes.ravel()
-        symbols = _binarize_fast(values, int(values.max(initial=0)), direct_bits, mantissa_bits).astype(np.int32)
+        values = magnitudes.ravel()
+        symbols = _binarize_fast(values, int(values.max(initial=0)), direct_bits, mantissa_bits)
         if use_contexts and values.size:
-            row_classes, col_classes = choose_classes(symbols, magnitudes, mask)
+            row_classes, col_classes = choose_classes(symbols, magnitudes, None)
         else:
             row_classes, col_classes = np.zeros(rows, np.int64), np.zeros(cols, np.int64)
         self.row_classes, self.col_classes = row_classes, col_classes
@@ -60,8 +62,11 @@ class _PlaneRates:
         context_count = int(row_classes.max()) + int(col_classes.max()) + 1
         top_symbol, _ = binarize(np.array([max(largest, 1) + 1]), direct_bits, mantissa_bits)
         alphabet = int(top_symbol[0]) + 1
-        contexts = self.contexts(mask)
-        joint = np.bincount(contexts * alphabet + symbols, minlength=context_count * alphabet)
+        joint = np.zeros(context_count * alphabet, dtype=np.int64)
+        for start in range(0, values.size, _CHUNK):  # int32 keys a chunk at a time
+            stop = min(start + _CHUNK, values.size)
+            joint += np.bincount(self.contexts(start, stop) * alphabet + symbols[start:stop],
+                                 minlength=context_count * alphabet)
         joint = joint.reshape(context_count, alphabet).astype(np.float64) + _SMOOTHING
         self.symbol_bits = np.log2(joint.sum(axis=1, keepdims=True)) - np.log2(joint)
         self.alphabet = alphabet
@@ -74,10 +79,20 @@ class _PlaneRates:
         self.largest_step = float(self.steps.max(initial=0.0))
         self.largest_gain = float((self.table - self.table[:, :1]).max(initial=0.0))
 
-    def contexts(self, mask: np.ndarray | None) -> np.ndarray:
-        """The context of each masked position (all positions when ``mask`` is None), in scan order."""
-        grid = self.row_classes.astype(np.int32)[:, None] + self.col_classes.astype(np.int32)[None, :]
-        return grid[mask] if mask is not None else grid.ravel()
+    def contexts(self, start: int = 0, stop: int | None = None) -> np.ndarray:
+        """The int32 context of each position ``start..stop`` of the plane in scan order
+        (all positions by default)."""
+        row_classes, col_classes = self.row_classes.astype(np.int32), self.col_classes.astype(np.int32)
+        cols = col_classes.size
+        stop = row_classes.size * cols if stop is None else stop
+        first_row, first_col = divmod(start, cols)
+        last_row, last_col = divmod(stop, cols)
+        if first_row == last_row:
+            return row_classes[first_row] + col_classes[first_col:last_col]
+        # the rest of the first row, the whole rows between, the start of the last row
+        middle = row_classes[first_row + 1:last_row, None] + col_classes[None, :]
+        tail = row_classes[last_row] + col_classes[:last_col] if last_col else np.zeros(0, np.int32)
+        return np.concatenate([row_classes[first_row] + col_classes[first_col:], middle.ravel(), tail])
 
     def step_bits(self, contexts: np.ndarray, magnitudes: np.ndarray) -> np.ndarray:
         """``|bits(m + 1) - bits(m)|`` at each context (an upper bound beyond the table)."""
@@ -161,8 +176,8 @@ def optimize_dense(scaled: np.ndarray, offsets: np.ndarray | None, scale: float,
     negative = residual < 0
     current = np.rint(magnitudes).astype(np.int32)
     for _ in range(passes):
-        rates = _PlaneRates(current, None, int(current.max(initial=0)), use_contexts=use_contexts)
-        chosen, _ = _rdoq(magnitudes.ravel(), rates, rates.contexts(None), scale, want_cost=False)
+        rates = _PlaneRates(current, int(current.max(initial=0)), use_contexts=use_contexts)
+        chosen, _ = _rdoq(magnitudes.ravel(), rates, rates.contexts(), scale, want_cost=False)
         current = chosen.reshape(scaled.shape)
     levels = np.where(negative, -current, current)
     return levels + (0 if offsets is None else offsets.astype(np.int64)[None, :]), rates.classes
@@ -181,8 +196,8 @@ def optimize_unified(scaled: np.ndarray, block: tuple[int, int], scale: float, u
     kind_bits = np.full(len(BlockKind), _KIND_PRIOR_BITS)
     unified_bits = None
     for _ in range(passes):
-        rates = _PlaneRates(current, None, int(current.max(initial=0)), use_contexts=use_contexts)
-        dense_levels, dense_cost = _rdoq(magnitudes.ravel(), rates, rates.contexts(None), scale,
+        rates = _PlaneRates(current, int(current.max(initial=0)), use_contexts=use_contexts)
+        dense_levels, dense_cost = _rdoq(magnitudes.ravel(), rates, rates.contexts(), scale,
                                          want_cost=choose_kinds)
         dense_levels = dense_levels.reshape(rows, cols)
         if not choose_kinds:

@@ -494,8 +494,10 @@ def read_sign_section(reader: ByteReader, bit_count: int, element: str) -> np.nd
     return np.unpackbits(np.frombuffer(packed, dtype=np.uint8), count=bit_count)
 
 
-def write_sign_section(writer: ByteWriter, negative: np.ndarray) -> None:
-    packed = np.packbits(negative.astype(np.uint8)).tobytes()
+def write_sign_section(writer: ByteWriter, negative: np.ndarray | bytes) -> None:
+    """A sign section (§6.8) of the boolean flags ``negative``, or of those flags already
+    packed (``bytes``, as ``np.packbits`` packs them)."""
+    packed = negative if isinstance(negative, bytes) else np.packbits(negative.astype(np.uint8)).tobytes()
     writer.u32(len(packed))
     writer.bytes(packed)
 

@@ -12,6 +12,8 @@ search runs over all segments side by side, one column of positions at a time.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+
 import numpy as np
 
 from .quant import DQ_NEXT_STATE, DQ_SEGMENT
@@ -22,24 +24,24 @@ _CHUNK_SEGMENTS = 1 << 12  # segments searched together: bounds the back-pointer
 _PREDECESSORS = [[(s, p) for s in range(4) for p in range(2) if DQ_NEXT_STATE[s][p] == t] for t in range(4)]
 
 
-def trellis_magnitudes(magnitudes: np.ndarray, contexts: np.ndarray, rates: _PlaneRates,
-                       scale: float) -> np.ndarray:
-    """The magnitudes (int32, flat) to code for values of these ``magnitudes`` in steps (flat
-    float32, in the dependently quantized scan's order), whose bits are priced by ``rates``
-    at ``contexts`` (one per position)."""
-    count = magnitudes.size
-    segments = -(-count // DQ_SEGMENT)
-    padded = np.zeros(segments * DQ_SEGMENT, dtype=np.float32)
-    padded[:count] = magnitudes
-    padded_contexts = np.zeros(segments * DQ_SEGMENT, dtype=np.int32)
-    padded_contexts[:count] = contexts
-    values = padded.reshape(segments, DQ_SEGMENT)
-    context_grid = padded_contexts.reshape(segments, DQ_SEGMENT)
-    chosen = np.empty((segments, DQ_SEGMENT), dtype=np.int32)
-    for start in range(0, segments, _CHUNK_SEGMENTS):
-        stop = min(start + _CHUNK_SEGMENTS, segments)
-        chosen[start:stop] = _search(values[start:stop], context_grid[start:stop], rates, scale)
-    return chosen.reshape(-1)[:count]
+def trellis_magnitudes(magnitudes: Callable[[int, int], np.ndarray], count: int, rates: _PlaneRates,
+                       scale: float) -> Iterator[tuple[int, np.ndarray]]:
+    """The magnitudes to code for ``count`` values of the dependently quantized scan, chunk
+    by chunk: yields ``(start, chosen)``, ``chosen`` the int32 magnitudes of positions
+    ``start..start + chosen.size``. ``magnitudes(start, stop)`` gives those positions' values
+    in steps (float32, non-negative), and their bits are priced by ``rates`` at the contexts
+    of an unmasked plane. Chunks hold whole segments, so no value array of the whole scan
+    is needed."""
+    chunk = _CHUNK_SEGMENTS * DQ_SEGMENT
+    for start in range(0, count, chunk):
+        stop = min(start + chunk, count)
+        segments = -(-(stop - start) // DQ_SEGMENT)
+        values = np.zeros(segments * DQ_SEGMENT, dtype=np.float32)  # the last segment padded with zeros
+        values[:stop - start] = magnitudes(start, stop)
+        contexts = np.zeros(segments * DQ_SEGMENT, dtype=np.int32)
+        contexts[:stop - start] = rates.contexts(start, stop)
+        chosen = _search(values.reshape(segments, DQ_SEGMENT), contexts.reshape(segments, DQ_SEGMENT), rates, scale)
+        yield start, chosen.reshape(-1)[:stop - start]
 
 
 _QUANTIZERS = np.array([[0], [1]], dtype=np.float32)  # both quantizers side by side
