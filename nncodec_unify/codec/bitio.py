@@ -146,3 +146,11 @@ def padding_is_zero(data: bytes | memoryview, used_bits: int) -> bool:
         return True
     last = data[used_bits // 8]
     return last & ((1 << (8 - used_bits % 8)) - 1) == 0
+
+
+def unpack_bits(data: bytes | memoryview, start: int, count: int) -> np.ndarray:
+    """Bits ``start`` to ``start + count`` of ``data`` (MSB first) as a uint8 array of 0/1,
+    unpacking only the bytes that hold them."""
+    first = start // 8
+    octets = np.frombuffer(data, dtype=np.uint8, count=-(-(start + count) // 8) - first, offset=first)
+    return np.unpackbits(octets, count=start % 8 + count)[start % 8:]

@@ -111,6 +111,9 @@ def encode_groups(groups: list[tuple[np.ndarray, FrequencyTable]]) -> np.ndarray
     return np.asarray(encoder.get_compressed(), dtype=np.uint32)
 
 
+DECODE_PIECE = 1 << 18  # symbols a decoder returns per call when its caller bounds the memory
+
+
 class RangeDecoder:
     """Decodes symbol groups from one word sequence (inverse of :func:`encode_groups`).
 
@@ -142,6 +145,13 @@ class RangeDecoder:
             raise BitstreamError(f"range decoder rejected the data ({type(exc).__name__})",
                                  element=self._element, offset=self._offset) from None
         return symbols
+
+    def decode_into(self, out: np.ndarray, table: FrequencyTable) -> None:
+        """``decode(out.size, table)`` written into the 1-D int32 array ``out`` a bounded piece
+        at a time: the decoder resumes where it stopped, so the symbols are the same, and only
+        one piece is held beside ``out``."""
+        for start in range(0, out.size, DECODE_PIECE):
+            out[start:start + DECODE_PIECE] = self.decode(min(DECODE_PIECE, out.size - start), table)
 
     def finish(self, *, element: str, offset: int) -> None:
         """§6.9.4: after the last symbol, the decoder has read every word and its point lies
