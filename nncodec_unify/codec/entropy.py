@@ -124,6 +124,7 @@ class RangeDecoder:
         self._element, self._offset = element, offset
         self._decoder = None
         self._words = np.ascontiguousarray(words, dtype=np.uint32)
+        self._table = self._model = None  # the last table and its model: pieces reuse it
 
     def decode(self, count: int, table: FrequencyTable) -> np.ndarray:
         """``count`` symbols (int32) under ``table``; a one-symbol table yields zeros."""
@@ -132,8 +133,9 @@ class RangeDecoder:
         try:
             if self._decoder is None:
                 self._decoder = constriction.stream.queue.RangeDecoder(self._words)
-            model = table.model()
-            symbols = np.asarray(self._decoder.decode(model, count), dtype=np.int32)
+            if table is not self._table:
+                self._table, self._model = table, table.model()
+            symbols = np.asarray(self._decoder.decode(self._model, count), dtype=np.int32)
         except (KeyboardInterrupt, SystemExit):
             raise
         except MemoryError:
