@@ -41,12 +41,17 @@ def make_model(path: Path, scale: float, seed: int = 0) -> tuple[int, int]:
     return sum(sizes), max(sizes)
 
 
-_CHILD = ("import resource, runpy, sys\n"
+# The child's own peak: Linux's VmHWM. Its ru_maxrss would start from this process's peak
+# (the address space it was spawned from counts until exec), hiding any smaller figure.
+_CHILD = ("import os, re, resource, runpy, sys\n"
           "sys.argv = ['nncodec'] + sys.argv[1:]\n"
           "try:\n"
           "    runpy.run_module('nncodec_unify', run_name='__main__')\n"
           "finally:\n"
-          "    print('peak-rss-kib', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)\n")
+          "    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+          "    if os.path.exists('/proc/self/status'):\n"
+          "        peak = int(re.search(r'VmHWM:\\s+(\\d+) kB', open('/proc/self/status').read()).group(1))\n"
+          "    print('peak-rss-kib', peak, file=sys.stderr)\n")
 
 
 def run(arguments: list[str]) -> tuple[float, float]:
