@@ -594,5 +594,6 @@ def _read_structured(reader: ByteReader, rows: int, cols: int, block_rows: int, 
     unified = expand_blocks(block_magnitude, block_rows, block_cols, rows, cols)[in_unified]
     levels[in_unified] = np.where(negative != 0, -unified, unified)
     in_dense = element_kinds == BlockKind.DENSE
+    del element_kinds, in_unified, negative, unified  # not held while the dense levels are decoded
     levels[in_dense], offsets = _read_dense_levels(reader, rows, cols, in_dense, limits)
     return _Levels(levels, offsets, in_dense)
