@@ -166,3 +166,11 @@ class BitPacker:
 
     def getvalue(self) -> bytes:
         return b"".join(self._parts) + np.packbits(self._pending).tobytes()
+
+
+def unpack_bits(data: bytes | memoryview, start: int, count: int) -> np.ndarray:
+    """Bits ``start`` to ``start + count`` of ``data`` (MSB first) as a uint8 array of 0/1,
+    unpacking only the bytes that hold them."""
+    first = start // 8
+    octets = np.frombuffer(data, dtype=np.uint8, count=-(-(start + count) // 8) - first, offset=first)
+    return np.unpackbits(octets, count=start % 8 + count)[start % 8:]

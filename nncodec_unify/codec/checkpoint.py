@@ -451,12 +451,15 @@ def decode_to_safetensors_file(data: bytes, file, *, limits=None, progress=None,
 
 
 def _stream_safetensors(infos, tensors, file) -> int:
-    """The safetensors header from ``infos``, then each of ``tensors`` (decoded tensors, one
-    per info, possibly decoded as they are asked for); returns the parameters written."""
+    """The safetensors header from ``infos``, then each of ``tensors`` (an iterator of decoded
+    tensors, one per info, possibly decoded as they are asked for); returns the parameters
+    written. Each tensor is let go before the next one is asked for."""
     parameters = 0
     write_safetensors_header(file, [(info.name, info.shape, info.dtype) for info in infos])
-    for info, tensor in zip(infos, tensors, strict=True):
-        parameters += _write_tensor(file, info, tensor)
+    for info in infos:  # not zip(): its result tuple would hold a tensor while the next is decoded
+        parameters += _write_tensor(file, info, next(tensors))
+    if next(tensors, None) is not None:  # also runs the end-of-stream checks of a decoding iterator
+        raise AssertionError("the stream holds more tensors than its headers describe")
     return parameters
 
 

@@ -10,11 +10,12 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
+import math
 from collections.abc import Callable, Iterator
 
 import numpy as np
 
-from .bitio import ByteReader
+from .bitio import ByteReader, unpack_bits
 from .blocks import expand_blocks, grid_shape, matrix_shape
 from .errors import BitstreamError, ChecksumError, LimitExceededError, NncodecError, TruncatedError
 from .format import (
@@ -37,6 +38,7 @@ from .format import (
 from .integrity import content_digest, model_digest
 from .planes import decode_plane
 from .quant import (
+    DQ_SEGMENT,
     MAX_LEVEL,
     dequantize,
     dequantize_dependent,
@@ -56,6 +58,7 @@ from .syntax import (
     read_attached_file,
     read_quant_params,
     read_raw_payload,
+    read_packed_signs,
     read_sign_section,
     read_stream_end,
     read_tensor_header,
@@ -316,6 +319,7 @@ def _walk_units(data: bytes, limits: Limits, on_tensor, progress=None,
             yield result
             for alias in aliases:
                 yield _alias_result(result, alias, tensor_header.name)
+            del result  # the consumer may let it go before the next tensor is decoded
         elif unit.unit_type == UnitType.ATTACHED_FILE and version >= ATTACHMENT_VERSION:
             if not unit.ancillary:
                 raise BitstreamError("an attached_file unit must be ancillary", element="unit_flags",
@@ -429,28 +433,70 @@ def _raw_array(raw: memoryview, header: TensorHeader) -> np.ndarray:
     return np.frombuffer(raw, dtype=stored).astype(stored.newbyteorder("="), copy=True).reshape(header.shape)
 
 
+_PIECE = 1 << 18  # elements reconstructed at a time: bounds the temporaries; a multiple of DQ_SEGMENT
+
+
 @dataclasses.dataclass
 class _Levels:
-    """A matrix's levels as decoded: magnitudes and sign flags (0/1 uint8) of every element,
-    and the column offsets (§6.10) to add at the positions of ``offset_mask`` (all if None)."""
+    """A matrix's levels as decoded, signed (int32: each magnitude negated where its §6.8 sign
+    bit is 1), and the column offsets (§6.10) to add at the positions of ``offset_mask`` (all
+    if None). Magnitudes are below 2**31, so a signed level always fits."""
 
-    magnitudes: np.ndarray
-    negative: np.ndarray
+    levels: np.ndarray
     offsets: np.ndarray | None = None
     offset_mask: np.ndarray | None = None
     dependent: bool = False  # §7.1.2
 
     def values(self, step: np.float32, dtype: DType) -> np.ndarray:
-        """§7.1: the reconstructed values, as a flat array of the output type."""
-        if self.dependent and self.magnitudes.size:
+        """§7.1: the reconstructed values, as a flat array of the output type.
+
+        Reconstructs :data:`_PIECE` elements at a time (whole segments of the dependent
+        quantizer's state machine, so each piece restarts it where the scan does). A float32
+        result (float32 and bfloat16 tensors) is written over the int32 ``levels``, which are
+        used up: memory holds the matrix and one piece's temporaries.
+        """
+        levels = self.levels.reshape(-1)
+        output_type = DTYPE_NUMPY[dtype].newbyteorder("=")
+        if output_type == np.float32 and levels.dtype == np.int32 and levels.flags.c_contiguous:
+            values = levels.view(np.float32)
+        else:
+            values = np.empty(levels.size, dtype=output_type)
+        size = self._piece_size()
+        for start in range(0, levels.size, size):
+            piece = self._piece(start, start + size)
+            values[start:start + piece.levels.size] = piece._piece_values(step, dtype)
+        return values
+
+    def _piece_size(self) -> int:
+        """:data:`_PIECE`, or a multiple of the row length near it when there are column
+        offsets, so that each piece is whole rows and takes the offsets as they are."""
+        rows = math.lcm(DQ_SEGMENT, self.offsets.size) if self.offsets is not None else 0
+        return _PIECE if not 0 < rows <= 4 * _PIECE else max(1, _PIECE // rows) * rows
+
+    def _piece(self, start: int, stop: int) -> _Levels:
+        """The levels at flat positions ``start`` to ``stop`` (``start`` a multiple of
+        DQ_SEGMENT), as the levels of a matrix of their own."""
+        levels = self.levels.reshape(-1)[start:stop]
+        offsets, mask = self.offsets, None
+        if offsets is not None:
+            if start % offsets.size or levels.size % offsets.size:
+                offsets = offsets[np.arange(start, start + levels.size) % offsets.size]  # a one-row matrix
+            if self.offset_mask is not None:
+                mask = self.offset_mask.reshape(-1)[start:stop].reshape(-1, offsets.size)
+        return _Levels(levels, offsets, mask, self.dependent)
+
+    def _piece_values(self, step: np.float32, dtype: DType) -> np.ndarray:
+        """:meth:`values` of a piece, in one go."""
+        if self.dependent and self.levels.size:
             return self._dependent_values(step, dtype)
-        if self.offsets is None or self.magnitudes.size == 0:  # no offsets, or nothing to add them to
-            return dequantize_magnitudes(self.magnitudes, self.negative, step, dtype)
-        largest = (int(self.magnitudes.max(initial=0)) + int(np.abs(self.offsets).max(initial=0)))
+        magnitudes, negative = _split_signs(self.levels)
+        if self.offsets is None or magnitudes.size == 0:  # no offsets, or nothing to add them to
+            return dequantize_magnitudes(magnitudes, negative, step, dtype)
+        largest = (int(magnitudes.max(initial=0)) + int(np.abs(self.offsets).max(initial=0)))
         if largest * _odd_mantissa(step) < 1 << 24:
             # every level, offset and their sum times the step is exact in float32, so the
             # offset can be added to the product: float32(level) * step, one float pass
-            values = dequantize_magnitudes(self.magnitudes, self.negative, step, DType.FLOAT32)
+            values = dequantize_magnitudes(magnitudes, negative, step, DType.FLOAT32)
             shifts = (self.offsets.astype(np.float32) * np.float32(step))[None, :]
             matrix = values.reshape(-1, self.offsets.size)
             matrix += shifts if self.offset_mask is None else np.where(self.offset_mask, shifts, np.float32(0))
@@ -459,12 +505,7 @@ class _Levels:
 
     def _dependent_values(self, step: np.float32, dtype: DType) -> np.ndarray:
         """§7.1.2: every element, in scan order, read by the quantizer its state selects."""
-        if self.offsets is None:
-            magnitudes, negative = self.magnitudes.reshape(-1), self.negative.reshape(-1)
-        else:
-            levels = self._signed()
-            magnitudes, negative = np.abs(levels.astype(np.int64)), (levels < 0).astype(np.uint8)
-        return dequantize_dependent(magnitudes, negative, step, dtype)
+        return dequantize_dependent(*_split_signs(self._signed()), step, dtype)
 
     def integers(self, dtype: DType) -> np.ndarray:
         """§7.1.1: the levels themselves, as a flat array of the integer ``dtype``."""
@@ -476,17 +517,21 @@ class _Levels:
         return levels.astype(DTYPE_NUMPY[dtype])
 
     def _signed(self) -> np.ndarray:
-        """The flat int32 levels: signed magnitudes plus column offsets, checked to stay
-        within ±(2**31 - 1) (§6.10)."""
-        magnitudes = self.magnitudes.astype(np.int64)
-        levels = np.where(self.negative != 0, -magnitudes, magnitudes)
-        if self.offsets is not None and self.offsets.size and levels.size:
-            levels = levels.reshape(-1, self.offsets.size)
-            levels += self.offsets[None, :] if self.offset_mask is None else np.where(self.offset_mask, self.offsets, 0)
-            if int(np.abs(levels).max()) > MAX_LEVEL:
-                raise BitstreamError(f"a level plus its column offset exceeds {MAX_LEVEL} in magnitude",
-                                     element="column_offsets")
+        """The flat int32 levels plus column offsets, checked to stay within ±(2**31 - 1)
+        (§6.10)."""
+        if self.offsets is None or not self.offsets.size or not self.levels.size:
+            return self.levels.reshape(-1)
+        levels = self.levels.astype(np.int64).reshape(-1, self.offsets.size)
+        levels += self.offsets[None, :] if self.offset_mask is None else np.where(self.offset_mask, self.offsets, 0)
+        if int(np.abs(levels).max()) > MAX_LEVEL:
+            raise BitstreamError(f"a level plus its column offset exceeds {MAX_LEVEL} in magnitude",
+                                 element="column_offsets")
         return levels.astype(np.int32).ravel()
+
+
+def _split_signs(levels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Signed levels as magnitudes and 0/1 uint8 sign flags, as ``quant`` takes them."""
+    return np.abs(levels), (levels < 0).view(np.uint8)
 
 
 def _odd_mantissa(step: np.float32) -> int:
@@ -495,14 +540,24 @@ def _odd_mantissa(step: np.float32) -> int:
     return numerator >> ((numerator & -numerator).bit_length() - 1)
 
 
-def _signs_of_nonzero(magnitudes: np.ndarray, reader: ByteReader, element: str) -> np.ndarray:
-    """§6.8: read one sign per non-zero magnitude, in scan order; returns a 0/1 uint8 array
-    shaped like ``magnitudes`` (0 where the magnitude is zero)."""
-    nonzero = magnitudes != 0
-    signs = read_sign_section(reader, int(np.count_nonzero(nonzero)), element)
-    negative = np.zeros(magnitudes.shape, dtype=np.uint8)
-    negative[nonzero] = signs
-    return negative
+def _apply_signs(magnitudes: np.ndarray, reader: ByteReader, element: str) -> np.ndarray:
+    """§6.8: read one sign per non-zero magnitude, in scan order, and negate, in place, the
+    magnitudes whose sign bit is 1, a piece of the scan at a time; returns ``magnitudes``,
+    now the signed levels."""
+    packed = read_packed_signs(reader, int(np.count_nonzero(magnitudes)), element)
+    flat = magnitudes.reshape(-1)
+    used = 0  # sign bits applied so far
+    for start in range(0, flat.size, _PIECE):
+        piece = flat[start:start + _PIECE]
+        nonzero = piece != 0
+        count = int(np.count_nonzero(nonzero))
+        flip = np.zeros(piece.size, dtype=np.int32)
+        flip[nonzero] = unpack_bits(packed, used, count)
+        np.negative(flip, out=flip)  # -1 where the level is negative, else 0
+        piece ^= flip  # two's complement: -m == (m ^ -1) + 1
+        piece -= flip
+        used += count
+    return magnitudes
 
 
 def _read_offsets(reader: ByteReader, rows: int, cols: int, limits: Limits) -> np.ndarray | None:
@@ -520,13 +575,13 @@ def _read_offsets(reader: ByteReader, rows: int, cols: int, limits: Limits) -> n
 
 
 def _read_dense_levels(reader: ByteReader, rows: int, cols: int, mask: np.ndarray | None,
-                       limits: Limits) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+                       limits: Limits) -> tuple[np.ndarray, np.ndarray | None]:
     """offset_mode, column_offsets, dense_levels, dense_signs (§5.5, §5.6): the masked
-    positions' magnitudes and sign flags in scan order, and the column offsets or None."""
+    positions' signed levels (int32) in scan order, and the column offsets or None."""
     offsets = _read_offsets(reader, rows, cols, limits)
     count = rows * cols if mask is None else int(np.count_nonzero(mask))
     magnitudes = decode_plane(reader, rows, cols, mask, count, limits, "dense_levels")
-    return magnitudes, _signs_of_nonzero(magnitudes, reader, "dense_signs"), offsets
+    return _apply_signs(magnitudes, reader, "dense_signs"), offsets
 
 
 def _read_dense(reader: ByteReader, rows: int, cols: int, limits: Limits) -> _Levels:
@@ -563,13 +618,12 @@ def _read_structured(reader: ByteReader, rows: int, cols: int, block_rows: int, 
     block_magnitude = np.zeros(kinds.shape, dtype=np.int32)
     block_magnitude[kinds == BlockKind.UNIFIED] = unified_magnitudes + 1
     element_kinds = expand_blocks(kinds, block_rows, block_cols, rows, cols)
-    magnitudes = np.zeros((rows, cols), dtype=np.int32)
-    negative = np.zeros((rows, cols), dtype=np.uint8)
+    levels = np.zeros((rows, cols), dtype=np.int32)
     in_unified = element_kinds == BlockKind.UNIFIED
-    negative[in_unified] = read_sign_section(reader, int(np.count_nonzero(in_unified)), "unified_signs")
-    magnitudes[in_unified] = expand_blocks(block_magnitude, block_rows, block_cols, rows, cols)[in_unified]
+    negative = read_sign_section(reader, int(np.count_nonzero(in_unified)), "unified_signs")
+    unified = expand_blocks(block_magnitude, block_rows, block_cols, rows, cols)[in_unified]
+    levels[in_unified] = np.where(negative != 0, -unified, unified)
     in_dense = element_kinds == BlockKind.DENSE
-    dense, dense_negative, offsets = _read_dense_levels(reader, rows, cols, in_dense, limits)
-    magnitudes[in_dense] = dense
-    negative[in_dense] = dense_negative
-    return _Levels(magnitudes, negative, offsets, in_dense)
+    del element_kinds, in_unified, negative, unified  # not held while the dense levels are decoded
+    levels[in_dense], offsets = _read_dense_levels(reader, rows, cols, in_dense, limits)
+    return _Levels(levels, offsets, in_dense)

@@ -119,6 +119,9 @@ def encode_groups(groups: Iterable[tuple[np.ndarray, FrequencyTable]]) -> np.nda
     return np.asarray(encoder.get_compressed(), dtype=np.uint32)
 
 
+DECODE_PIECE = 1 << 18  # symbols a decoder returns per call when its caller bounds the memory
+
+
 class RangeDecoder:
     """Decodes symbol groups from one word sequence (inverse of :func:`encode_groups`).
 
@@ -129,6 +132,7 @@ class RangeDecoder:
         self._element, self._offset = element, offset
         self._decoder = None
         self._words = np.ascontiguousarray(words, dtype=np.uint32)
+        self._table = self._model = None  # the last table and its model: pieces reuse it
 
     def decode(self, count: int, table: FrequencyTable) -> np.ndarray:
         """``count`` symbols (int32) under ``table``; a one-symbol table yields zeros."""
@@ -137,8 +141,9 @@ class RangeDecoder:
         try:
             if self._decoder is None:
                 self._decoder = constriction.stream.queue.RangeDecoder(self._words)
-            model = table.model()
-            symbols = np.asarray(self._decoder.decode(model, count), dtype=np.int32)
+            if table is not self._table:
+                self._table, self._model = table, table.model()
+            symbols = np.asarray(self._decoder.decode(self._model, count), dtype=np.int32)
         except (KeyboardInterrupt, SystemExit):
             raise
         except MemoryError:
@@ -150,6 +155,13 @@ class RangeDecoder:
             raise BitstreamError(f"range decoder rejected the data ({type(exc).__name__})",
                                  element=self._element, offset=self._offset) from None
         return symbols
+
+    def decode_into(self, out: np.ndarray, table: FrequencyTable) -> None:
+        """``decode(out.size, table)`` written into the 1-D int32 array ``out`` a bounded piece
+        at a time: the decoder resumes where it stopped, so the symbols are the same, and only
+        one piece is held beside ``out``."""
+        for start in range(0, out.size, DECODE_PIECE):
+            out[start:start + DECODE_PIECE] = self.decode(min(DECODE_PIECE, out.size - start), table)
 
     def finish(self, *, element: str, offset: int) -> None:
         """§6.9.4: after the last symbol, the decoder has read every word and its point lies

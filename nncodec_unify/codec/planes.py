@@ -17,7 +17,7 @@ import numpy as np
 
 from .bitio import padding_is_zero
 from .classes import choose_classes, entropy_bits, table_bits
-from .entropy import FrequencyTable, RangeDecoder, encode_groups, table_for_counts
+from .entropy import DECODE_PIECE, FrequencyTable, RangeDecoder, encode_groups, table_for_counts
 from .errors import BitstreamError, EncodeError
 from .format import MAX_DIRECT_BITS, MAX_MAGNITUDE_EXPONENT, Limits
 from .syntax import ByteReader, LevelPlane, magnitude_alphabet_limit, read_level_plane
@@ -221,11 +221,12 @@ def _context_sizes(row_classes: np.ndarray, col_classes: np.ndarray, mask: np.nd
 
 
 class _BlockLayout:
-    """Moves the symbols of an unmasked plane between scan order and coding order (§6.5.1 step 3).
+    """Moves the symbols of a plane between scan order and coding order (§6.5.1 step 3).
 
-    In coding order the symbols of rows of class ``r`` and columns of class ``k`` form one
-    contiguous block in row-major order, so the plane is rebuilt by block copies into a matrix
-    whose columns are sorted by class, then one gather that restores the column order.
+    In coding order the symbols of rows of class ``r`` and columns of class ``k`` (those of
+    a mask's positions, in a masked plane) form one contiguous run in row-major order, so the
+    plane is rebuilt by block copies into a matrix whose columns are sorted by class, then
+    one gather that restores the column order. The encoder uses it for unmasked planes.
     """
 
     def __init__(self, row_classes: np.ndarray, col_classes: np.ndarray, context_count: int):
@@ -260,21 +261,42 @@ class _BlockLayout:
             parts = [pieces.pop((r, k)) for r, k in self.blocks if r + k == context]
             yield np.concatenate(parts) if parts else np.zeros(0, dtype=symbols.dtype)
 
-    def to_scan_order(self, coded: list[np.ndarray]) -> np.ndarray:
-        """Each context's decoded symbols (``coded[c]``, in coding order) put into scan order
-        (a flat int32 array)."""
-        by_class = np.empty((self.row_order.size, self.col_order.size), dtype=np.int32)
-        at = np.zeros(len(coded), dtype=np.int64)
+    def decode_scan_order(self, decoder: RangeDecoder, tables: tuple[FrequencyTable, ...],
+                          mask: np.ndarray | None = None) -> np.ndarray:
+        """Decode every context's symbols (context ``c`` under ``tables[c]``) and return them
+        in scan order (a flat int32 array): of every position, or of ``mask``'s positions only.
+
+        Each block is decoded a few rows at a time straight into its place in a matrix whose
+        columns are sorted by class (a masked block's symbols, in row-major order, fill its
+        masked positions); the columns are then put back in order a few rows at a time, so
+        memory holds the plane and one piece beside it.
+        """
+        shape = (self.row_order.size, self.col_order.size)
+        by_class = np.empty(shape, dtype=np.int32) if mask is None else np.zeros(shape, dtype=np.int32)
         for r, k in self.blocks:
             rows = self.row_order[self.row_starts[r]:self.row_starts[r + 1]]
-            height, width = rows.size, int(self.cols_per_class[k])
-            start = int(at[r + k])
-            block = coded[r + k][start:start + height * width].reshape(height, width)
-            by_class[rows, self.col_starts[k]:self.col_starts[k + 1]] = block
-            at[r + k] += height * width
-        if np.array_equal(self.col_order, np.arange(self.col_order.size)):
-            return by_class.ravel()
-        return np.take(by_class, np.argsort(self.col_order), axis=1).ravel()
+            columns = slice(self.col_starts[k], self.col_starts[k + 1])
+            width = int(self.cols_per_class[k])
+            step = max(1, DECODE_PIECE // width)
+            for start in range(0, rows.size, step):
+                piece = rows[start:start + step]
+                if piece[-1] - piece[0] == piece.size - 1:  # consecutive rows: a slice, not a gather
+                    piece = slice(int(piece[0]), int(piece[-1]) + 1)
+                if mask is None:
+                    by_class[piece, columns] = decoder.decode(min(step, rows.size - start) * width,
+                                                              tables[r + k]).reshape(-1, width)
+                else:
+                    covered = mask[piece][:, self.col_order[columns]]
+                    block = np.zeros(covered.shape, dtype=np.int32)
+                    block[covered] = decoder.decode(int(np.count_nonzero(covered)), tables[r + k])
+                    by_class[piece, columns] = block
+        if not np.array_equal(self.col_order, np.arange(self.col_order.size)):
+            inverse = np.argsort(self.col_order)
+            step = max(1, DECODE_PIECE // max(1, inverse.size))
+            for start in range(0, by_class.shape[0], step):
+                rows = by_class[start:start + step]
+                rows[...] = np.take(rows, inverse, axis=1)
+        return by_class.ravel() if mask is None else by_class[mask]
 
 
 def _pack_raw_bits(values: np.ndarray, symbols: np.ndarray, direct_bits: int, mantissa_bits: int) -> bytes:
@@ -315,20 +337,21 @@ def decode_plane(reader: ByteReader, rows: int, cols: int, mask: np.ndarray | No
     class_indices = [decoder.decode(count, table) for count, table in class_groups]
     row_classes = class_indices.pop(0) if plane.row_class_table is not None else np.zeros(rows, dtype=np.int32)
     col_classes = class_indices.pop(0) if plane.col_class_table is not None else np.zeros(cols, dtype=np.int32)
-    if plane.context_count > 1 and mask is None:
+    if plane.context_count > 1:
         layout = _BlockLayout(row_classes, col_classes, plane.context_count)
-        symbols = layout.to_scan_order([decoder.decode(int(size), table)
-                                        for size, table in zip(layout.sizes, plane.magnitude_tables, strict=True)])
-    elif plane.context_count > 1:
-        sizes = _context_sizes(row_classes, col_classes, mask, plane.context_count)
-        coded = np.concatenate([decoder.decode(int(size), table)
-                                for size, table in zip(sizes, plane.magnitude_tables, strict=True)])
-        symbols = np.empty_like(coded)
-        symbols[_coding_order(row_classes, col_classes, mask)] = coded
+        symbols = layout.decode_scan_order(decoder, plane.magnitude_tables, mask)
     else:
-        symbols = decoder.decode(plane.value_count, plane.magnitude_tables[0])
+        symbols = np.empty(plane.value_count, dtype=np.int32)
+        decoder.decode_into(symbols, plane.magnitude_tables[0])
     decoder.finish(element=f"{element}.word_count", offset=plane.words_offset - 4)
     return _add_raw_bits(plane, symbols, element)
+
+
+def _positions_at_least(values: np.ndarray, limit: int) -> np.ndarray:
+    """``np.flatnonzero(values >= limit)`` for a flat array, a piece at a time: no mask of
+    the whole array beside it."""
+    return np.concatenate([np.flatnonzero(values[start:start + DECODE_PIECE] >= limit) + start
+                           for start in range(0, values.size, DECODE_PIECE)] or [np.zeros(0, dtype=np.intp)])
 
 
 def _fields_value(fields: np.ndarray) -> np.ndarray:
@@ -345,7 +368,7 @@ def _add_raw_bits(plane: LevelPlane, symbols: np.ndarray, element: str) -> np.nd
     base_of, width_of = symbol_tables(plane.direct_bits, plane.mantissa_bits)
     # symbols below 2**direct_bits are their own values; only escapes need the tables
     values = symbols
-    escaped = np.flatnonzero(symbols >= (1 << plane.direct_bits))
+    escaped = _positions_at_least(symbols, 1 << plane.direct_bits)
     order = escaped[np.argsort(symbols[escaped].astype(np.uint16), kind="stable")]
     widths = width_of[symbols[order]]
     values[order] = base_of[symbols[order]]

@@ -150,13 +150,15 @@ def write_safetensors_header(file, entries: Iterable[tuple[str, tuple[int, ...],
     file.write(encoded)
 
 
-def tensor_bytes(array: np.ndarray, dtype: DType) -> bytes:
-    """A tensor's data as safetensors stores it (little-endian; bfloat16 as its bit patterns)."""
+def tensor_bytes(array: np.ndarray, dtype: DType) -> memoryview:
+    """A tensor's data as safetensors stores it (little-endian; bfloat16 as its bit patterns):
+    a view of ``array`` when it is already laid out so, not a copy of a large tensor."""
     return _little_endian_bytes(array, dtype)
 
 
-def _little_endian_bytes(array: np.ndarray, dtype: DType) -> bytes:
+def _little_endian_bytes(array: np.ndarray, dtype: DType) -> memoryview:
     if dtype == DType.BFLOAT16:
-        return float32_to_bfloat16_bits(array).astype("<u2").tobytes()
-    target = np.dtype(_NUMPY_OF[_NAME_OF[dtype]])
-    return np.asarray(array, dtype=target).tobytes()
+        array, target = float32_to_bfloat16_bits(array), np.dtype("<u2")
+    else:
+        target = np.dtype(_NUMPY_OF[_NAME_OF[dtype]])
+    return memoryview(np.ascontiguousarray(array, dtype=target).reshape(-1).view(np.uint8))

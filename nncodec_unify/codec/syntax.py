@@ -443,7 +443,8 @@ def read_level_plane(reader: ByteReader, expected_count: int, limits: Limits, el
         raise TruncatedError(f"declares {word_count} words but only {reader.remaining} bytes remain",
                              element=f"{element}.word_count", offset=at)
     words_offset = reader.offset
-    words = np.frombuffer(reader.view(4 * word_count, f"{element}.words"), dtype="<u4").astype(np.uint32)
+    # a view of the stream: copied only when unaligned (or on a big-endian machine)
+    words = np.require(np.frombuffer(reader.view(4 * word_count, f"{element}.words"), dtype="<u4"), np.uint32, "A")
     at = reader.offset
     raw_count = reader.u32(f"{element}.raw_byte_count")
     if raw_count > reader.remaining:
@@ -481,6 +482,12 @@ def write_level_plane(writer: ByteWriter, plane: LevelPlane) -> None:
 def read_sign_section(reader: ByteReader, bit_count: int, element: str) -> np.ndarray:
     """§6.8: sign_byte_count u(32) then the sign bits (1 = negative), MSB first. Returns them
     as a uint8 array of 0/1."""
+    return np.unpackbits(np.frombuffer(read_packed_signs(reader, bit_count, element), dtype=np.uint8),
+                         count=bit_count)
+
+
+def read_packed_signs(reader: ByteReader, bit_count: int, element: str) -> memoryview:
+    """:func:`read_sign_section`, checked the same way, but the sign bits left packed."""
     at = reader.offset
     byte_count = reader.u32(f"{element}.sign_byte_count")
     expected = -(-bit_count // 8)
@@ -491,7 +498,7 @@ def read_sign_section(reader: ByteReader, bit_count: int, element: str) -> np.nd
     packed = reader.view(byte_count, f"{element}.sign_bits")
     if not padding_is_zero(packed, bit_count):
         raise BitstreamError("padding bits are not zero", element=f"{element}.sign_bits", offset=at)
-    return np.unpackbits(np.frombuffer(packed, dtype=np.uint8), count=bit_count)
+    return packed
 
 
 def write_sign_section(writer: ByteWriter, negative: np.ndarray | bytes) -> None:
