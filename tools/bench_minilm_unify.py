@@ -57,6 +57,7 @@ import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import minilm  # noqa: E402
+from minilm_sensitivity import GROUPS, group_rules  # noqa: E402
 
 import nncodec_unify as nu  # noqa: E402
 from nncodec_unify import EncoderConfig, TensorRule  # noqa: E402
@@ -83,6 +84,7 @@ class Job:
     unify_ratio: float = 0.0
     block: tuple[int, int] = (4, 4)
     embedding_qp: int | None = None  # None: Settings.embedding_qp
+    groups: tuple[tuple[str, int], ...] = ()  # (minilm_sensitivity.GROUPS name, qp): a qp per tensor group
 
     @property
     def label(self) -> str:
@@ -91,7 +93,8 @@ class Job:
         structure = (f" {self.block[0]}x{self.block[1]} P={self.prune_ratio:g} U={self.unify_ratio:g}"
                      if self.prune_ratio or self.unify_ratio else " grid only")
         embedding = f", embeddings qp {self.embedding_qp}" if self.embedding_qp is not None else ""
-        return f"{self.method} qp {self.qp}{structure}{embedding}"
+        groups = f", groups {' '.join(f'{g}={q}' for g, q in self.groups)}" if self.groups else ""
+        return f"{self.method} qp {self.qp}{structure}{embedding}{groups}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -120,13 +123,25 @@ def jobs_for(quick: bool) -> list[Job]:
     return jobs
 
 
+def parse_groups(text: str) -> tuple[tuple[str, int], ...]:
+    """``'query/key=-20,value=-26'`` -> ((group, qp), ...), groups of minilm_sensitivity.GROUPS."""
+    groups = []
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        name, _, qp = item.rpartition("=")
+        if name not in GROUPS:
+            raise argparse.ArgumentTypeError(f"unknown group {name!r} (groups: {', '.join(GROUPS)})")
+        groups.append((name, int(qp)))
+    return tuple(groups)
+
+
 def coding_for(job: Job, settings: Settings) -> EncoderConfig:
     if job.method == "plain":
         return EncoderConfig(qp=job.qp)
     embedding_qp = job.embedding_qp if job.embedding_qp is not None else settings.embedding_qp
     return EncoderConfig(qp=job.qp, block=job.block, rules=(
         TensorRule("embeddings.word_embeddings.weight", qp=embedding_qp),
-        TensorRule("embeddings.position_embeddings.weight", qp=settings.position_qp)))
+        TensorRule("embeddings.position_embeddings.weight", qp=settings.position_qp))
+        + group_rules(dict(job.groups)))  # last: a group's qp wins
 
 
 # --- data ---------------------------------------------------------------------------------------
@@ -294,12 +309,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--embedding-qp", type=int, default=Settings.embedding_qp)
     parser.add_argument("--position-qp", type=int, default=Settings.position_qp)
     parser.add_argument("--calibration", type=int, default=Settings.calibration, help="calibration glosses")
+    parser.add_argument("--group-qp", type=parse_groups, action="append", default=[],
+                        help="also a calibrated and a distilled row with these qps per tensor group, e.g. "
+                             "'query/key=-20,value=-26' (tools/minilm_sensitivity.py proposes them); repeatable")
     args = parser.parse_args(argv)
     started = time.perf_counter()
     torch.set_num_threads(1)
     settings = Settings(embedding_qp=args.embedding_qp, position_qp=args.position_qp,
                         calibration=args.calibration, quick=args.quick)
-    jobs = [job for job in jobs_for(args.quick) if args.only is None or args.only in job.label]
+    jobs = jobs_for(args.quick) + [Job(method, -22, groups=groups) for groups in args.group_qp
+                                   for method in ("calibrated", "distilled")]
+    jobs = [job for job in jobs if args.only is None or args.only in job.label]
     if not jobs:
         parser.error(f"no job label contains {args.only!r}")
     args.out.mkdir(parents=True, exist_ok=True)
