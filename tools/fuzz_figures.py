@@ -63,7 +63,7 @@ from fuzzing import (  # noqa: E402
 
 import nncodec_unify as nu  # noqa: E402
 from nncodec_unify import CodingMode, EncoderConfig, TensorRule  # noqa: E402
-from nncodec_unify.codec.format import DEFAULT_LIMITS, INTEGRITY_MAJOR  # noqa: E402
+from nncodec_unify.codec.format import ALIAS_MAJOR, DEFAULT_LIMITS, INTEGRITY_MAJOR  # noqa: E402
 from nncodec_unify.codec.syntax import AttachedFile  # noqa: E402
 
 
@@ -324,7 +324,7 @@ def _stream_with_files(model: dict, config: EncoderConfig) -> bytes:
 def integrity_figures(seed: int, *, flip_streams: int, unit_streams: int, word_models: int, jobs: int) -> bool:
     """Section 6; returns False when an edit went undetected with its CRCs recomputed, or decoded
     to other tensors after resealing, or raised a foreign exception."""
-    print("\n## 6. Integrity of format 4.0: edits with the CRCs recomputed, and resealed")
+    print("\n## 6. Integrity of formats 4.0 and 5.0: edits with the CRCs recomputed, and resealed")
     start = time.perf_counter()
     rng = np.random.default_rng(seed)
     tasks: list[tuple] = []
@@ -332,17 +332,24 @@ def integrity_figures(seed: int, *, flip_streams: int, unit_streams: int, word_m
     flips = [("small stream", small_stream())]
     for index in range(flip_streams - 1):
         model, config = random_model(rng)
-        flips.append((f"flipped model {index}", nu.encode(model, config=config)))
+        if index == 0:  # tied weights: a format 5.0 stream (alias names, §5.2)
+            model["fc.tied"] = model["fc.weight"]
+        flips.append((f"flipped model {index}{' (5.0, tied)' if index == 0 else ''}", nu.encode(model, config=config)))
     for label, data in flips:
         for begin in range(0, 8 * len(data), 2048):
             tasks.append(("flip", label, data, (begin, begin + 2048)))
     # unit edits and word edits: random models (every 4th with contexts, every 3rd with two
-    # attached files), and for words also single DENSE tensors of 2-59 x 2-59 (section 4's)
+    # attached files, every 4th from the 3rd on with tied weights: format 5.0), and for words
+    # also single DENSE tensors of 2-59 x 2-59 (section 4's)
     unit_data = []
     for index in range(unit_streams):
         model, config = random_model(rng, large=index % 4 == 0)
+        if index % 4 == 2:
+            model["fc.tied"] = model["embed.tied"] = model["fc.weight"]
         data = _stream_with_files(model, config) if index % 3 == 1 else nu.encode(model, config=config)
-        unit_data.append((f"edited model {index}{' (with files)' if index % 3 == 1 else ''}", data))
+        notes = ", ".join(note for note, present in (("with files", index % 3 == 1), ("5.0, tied", index % 4 == 2))
+                          if present)
+        unit_data.append((f"edited model {index}" + (f" ({notes})" if notes else ""), data))
         tasks.append(("units", unit_data[-1][0], data, None))
         tasks.append(("words", unit_data[-1][0], data, seed + index))
     word_rng = np.random.default_rng(5)
@@ -351,10 +358,11 @@ def integrity_figures(seed: int, *, flip_streams: int, unit_streams: int, word_m
         model = {"w": (word_rng.laplace(size=shape) * 0.05).astype(np.float32)}
         data = nu.encode(model, config=EncoderConfig(rules=(TensorRule("w", mode=CodingMode.DENSE),)))
         tasks.append(("words", f"dense {shape[0]}x{shape[1]}", data, seed + 1000 + index))
-    assert all(version_major(t[2]) == INTEGRITY_MAJOR for t in tasks)
+    assert all(version_major(t[2]) in (INTEGRITY_MAJOR, ALIAS_MAJOR) for t in tasks)
     sizes = [len(d) for _, d in flips]
     unit_counts = [len(units(d)) for _, d in unit_data]
-    print(f"streams (format 4.0): bit flips of {len(flips)} ({min(sizes):,}-{max(sizes):,} bytes, "
+    tied = sum(1 for _, d in flips + unit_data if version_major(d) == ALIAS_MAJOR)
+    print(f"streams (format 4.0; {tied} of them 5.0, with tied weights): bit flips of {len(flips)} ({min(sizes):,}-{max(sizes):,} bytes, "
           f"{8 * sum(sizes):,} flips); unit edits of {len(unit_data)} ({min(unit_counts)}-{max(unit_counts)} "
           f"units, {sum(1 for label, _ in unit_data if 'files' in label)} with 2 attached files); word edits "
           f"of every level plane of those and of {word_models} single DENSE tensors")
