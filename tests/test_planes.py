@@ -10,7 +10,7 @@ from nncodec_unify.codec.bitio import ByteReader, ByteWriter
 from nncodec_unify.codec.classes import refine_classes
 from nncodec_unify.codec.entropy import FrequencyTable, table_for_counts
 from nncodec_unify.codec.format import MAX_DIRECT_BITS, PROBABILITY_BITS, Limits
-from nncodec_unify.codec.planes import _coding_order, binarize, decode_plane, encode_plane, symbol_tables
+from nncodec_unify.codec.planes import _BlockLayout, binarize, decode_plane, encode_plane, symbol_tables
 from nncodec_unify.codec.syntax import write_level_plane
 
 
@@ -64,7 +64,10 @@ def test_any_classes_round_trip_in_coding_order(rows, cols, row_classes, col_cla
     # the order is: context, then row class, then scan order
     i, j = np.nonzero(mask if masked else np.ones((rows, cols), dtype=bool))
     expected = sorted(range(i.size), key=lambda n: (classes[0][i[n]] + classes[1][j[n]], classes[0][i[n]], n))
-    assert _coding_order(*classes, mask).tolist() == expected
+    positions = np.zeros((rows, cols), dtype=np.int64)  # each position's index among the coded ones
+    positions[i, j] = np.arange(i.size)
+    layout = _BlockLayout(*classes, row_classes + col_classes - 1)
+    assert np.concatenate(list(layout.coding_order(positions, mask))).tolist() == expected
 
 
 def test_contexts_are_used_when_line_scales_differ_and_pay_off():

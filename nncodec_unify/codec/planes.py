@@ -15,7 +15,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from .bitio import padding_is_zero
+from .bitio import BitPacker, padding_is_zero
 from .classes import choose_classes, entropy_bits, table_bits
 from .entropy import DECODE_PIECE, FrequencyTable, RangeDecoder, encode_groups, table_for_counts
 from .errors import BitstreamError, EncodeError
@@ -181,9 +181,10 @@ def encode_plane(magnitudes: np.ndarray, mask: np.ndarray | None = None, *, use_
             coded = [symbols]
         elif mask is None:
             coded = _BlockLayout(row_classes, col_classes, context_count).coding_order(symbols.reshape(rows, cols))
-        else:
-            bounds = np.cumsum(_context_sizes(row_classes, col_classes, mask, context_count))[:-1]
-            coded = np.split(symbols[_coding_order(row_classes, col_classes, mask)], bounds)
+        else:  # the masked symbols in their places (1 byte each), not an index array of the plane
+            grid = np.zeros((rows, cols), dtype=symbols.dtype)
+            grid[mask] = symbols
+            coded = _BlockLayout(row_classes, col_classes, context_count).coding_order(grid, mask)
         for group in coded:
             tables.append(table_for_counts(symbol_histogram(group)) if group.size else _CONSTANT)
             yield group, tables[-1]
@@ -195,29 +196,6 @@ def encode_plane(magnitudes: np.ndarray, mask: np.ndarray | None = None, *, use_
 
 
 _CONSTANT = FrequencyTable(np.ones(1, dtype=np.int64))
-
-
-def _coding_order(row_classes: np.ndarray, col_classes: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
-    """The plane's positions (indices in scan order) in the order their symbols are coded
-    (§6.5.1 step 3): by context ``row_class + col_class``, then by row class, then scan order."""
-    row_count = int(row_classes.max()) + 1
-    rows = row_classes.astype(np.uint16)[:, None]
-    key = (rows + col_classes.astype(np.uint16)[None, :]) * np.uint16(row_count) + rows
-    return np.argsort(key[mask] if mask is not None else key.ravel(), kind="stable")
-
-
-def _context_sizes(row_classes: np.ndarray, col_classes: np.ndarray, mask: np.ndarray | None,
-                   context_count: int) -> np.ndarray:
-    """How many positions of the plane fall in each context, without a pass per element."""
-    row_classes = row_classes.astype(np.int64)
-    col_classes = col_classes.astype(np.int64)
-    sizes = np.zeros(context_count, dtype=np.int64)
-    for col_class in np.unique(col_classes):
-        columns = col_classes == col_class
-        per_row = (mask[:, columns].sum(axis=1) if mask is not None
-                   else np.full(row_classes.size, int(columns.sum())))
-        sizes += np.bincount(row_classes + col_class, weights=per_row, minlength=context_count).astype(np.int64)
-    return sizes
 
 
 class _BlockLayout:
@@ -244,22 +222,27 @@ class _BlockLayout:
         for r, k in self.blocks:
             self.sizes[r + k] += int(self.rows_per_class[r]) * int(self.cols_per_class[k])
 
-    def coding_order(self, symbols: np.ndarray) -> Iterator[np.ndarray]:
+    def coding_order(self, symbols: np.ndarray, mask: np.ndarray | None = None) -> Iterator[np.ndarray]:
         """The symbols of the plane (a rows x cols array) as each context codes them, context
-        by context. Memory holds one copy of the symbols in blocks, less the blocks of the
-        contexts already taken, and the context being taken."""
+        by context: of every position, or of ``mask``'s positions only. Memory holds one copy
+        of the symbols in blocks, less the blocks of the contexts already taken, and the
+        context being taken."""
         pieces: dict[tuple[int, int], np.ndarray] = {}
+        empty = np.zeros(0, dtype=symbols.dtype)
         for r in range(self.rows_per_class.size):
             if self.rows_per_class[r]:
-                rows = np.take(symbols, self.row_order[self.row_starts[r]:self.row_starts[r + 1]], axis=0)
+                row_indices = self.row_order[self.row_starts[r]:self.row_starts[r + 1]]
+                rows = np.take(symbols, row_indices, axis=0)
+                covered = np.take(mask, row_indices, axis=0) if mask is not None else None
                 for k in range(self.cols_per_class.size):
                     if (r, k) in self._block_set:
                         columns = self.col_order[self.col_starts[k]:self.col_starts[k + 1]]
-                        pieces[r, k] = np.take(rows, columns, axis=1).ravel()
-                del rows
+                        block = np.take(rows, columns, axis=1)
+                        pieces[r, k] = block.ravel() if mask is None else block[np.take(covered, columns, axis=1)]
+                del rows, covered
         for context in range(self.sizes.size):
             parts = [pieces.pop((r, k)) for r, k in self.blocks if r + k == context]
-            yield np.concatenate(parts) if parts else np.zeros(0, dtype=symbols.dtype)
+            yield np.concatenate(parts) if parts else empty
 
     def decode_scan_order(self, decoder: RangeDecoder, tables: tuple[FrequencyTable, ...],
                           mask: np.ndarray | None = None) -> np.ndarray:
@@ -300,21 +283,33 @@ class _BlockLayout:
 
 
 def _pack_raw_bits(values: np.ndarray, symbols: np.ndarray, direct_bits: int, mantissa_bits: int) -> bytes:
-    """§6.7: for each escape symbol in ascending order, the raw bits of its values in scan order."""
+    """§6.7: for each escape symbol in ascending order, the raw bits of its values in scan order.
+
+    The scan is read :data:`_CHUNK` positions at a time and each escape symbol's bits are kept
+    apart (a byte per bit) until they are packed in symbol order: memory holds the raw bits,
+    not index arrays over the whole plane."""
     _, width_of = symbol_tables(direct_bits, mantissa_bits)
-    escaped = np.flatnonzero(symbols >= (1 << direct_bits))
-    if escaped.size == 0:
-        return b""
-    order = escaped[np.argsort(symbols[escaped].astype(np.uint16), kind="stable")]
-    widths = width_of[symbols[order]]
-    low = (values[order] & ((np.int64(1) << widths) - 1)).astype(np.uint64)
-    chunks = []
-    boundaries = np.flatnonzero(np.diff(widths)) + 1
-    for start, stop in zip(np.concatenate([[0], boundaries]), np.concatenate([boundaries, [widths.size]]), strict=True):
-        width = int(widths[start])
-        shifts = np.arange(width - 1, -1, -1, dtype=np.uint64)
-        chunks.append(((low[start:stop, None] >> shifts) & np.uint64(1)).astype(np.uint8).ravel())
-    return np.packbits(np.concatenate(chunks)).tobytes()
+    first_escape = 1 << direct_bits
+    groups: dict[int, list[np.ndarray]] = {}
+    for start in range(0, symbols.size, _CHUNK):
+        part = symbols[start:start + _CHUNK]
+        escaped = np.flatnonzero(part >= first_escape)
+        if escaped.size == 0:
+            continue
+        escaped_symbols = part[escaped]
+        for symbol in np.unique(escaped_symbols):
+            width = int(width_of[symbol])
+            if width == 0:
+                continue
+            positions = escaped[escaped_symbols == symbol] + start
+            low = values[positions].astype(np.uint64) & np.uint64((1 << width) - 1)
+            shifts = np.arange(width - 1, -1, -1, dtype=np.uint64)
+            groups.setdefault(int(symbol), []).append(((low[:, None] >> shifts) & np.uint64(1)).astype(np.uint8).ravel())
+    packer = BitPacker()
+    for symbol in sorted(groups):
+        for bits in groups.pop(symbol):
+            packer.add(bits)
+    return packer.getvalue()
 
 
 # ---------------------------------------------------------------------------------------------
