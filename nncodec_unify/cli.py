@@ -383,7 +383,8 @@ def _config(args: argparse.Namespace) -> EncoderConfig:
 
 
 def _encode(args: argparse.Namespace) -> int:
-    from .codec.encoder import encode_to_file, keep_large_blocks_mapped, model_records
+    from .codec.encoder import encode_to_file, model_records
+    from .codec.memory import keep_large_blocks_mapped
 
     keep_large_blocks_mapped()
     config = _config(args)

@@ -95,3 +95,51 @@ def test_malformed_files_are_one_clear_error(tmp_path, content, problem):
         read_safetensors(path)
     with pytest.raises(CheckpointError, match="not a readable safetensors file"):
         load_tensors(path)
+
+
+def _resident_mib() -> int:
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("VmRSS")) // 1024
+
+
+def _write(path, tensors):
+    with open(path, "wb") as file:
+        write_safetensors(file, [(name, array, DType.FLOAT32) for name, array in tensors.items()])
+
+
+def test_tensors_are_views_of_the_mapped_file_whose_pages_can_be_released(tmp_path):
+    """The encoder lets a mapped tensor's pages go once its levels stand for it; the values
+    stay readable (from the file again), and arrays that map nothing are left alone."""
+    from nncodec_unify.codec.memory import release_pages
+
+    values = np.random.default_rng(1).normal(size=(2048, 4096)).astype(np.float32)  # 32 MiB
+    _write(tmp_path / "m.safetensors", {"w": values})
+    mapped = read_safetensors(tmp_path / "m.safetensors")["w"]
+    assert not mapped.flags.writeable and not mapped.flags.owndata
+    before = _resident_mib()
+    assert float(mapped.sum()) == pytest.approx(float(values.sum()), rel=1e-4)  # every page read
+    touched = _resident_mib()
+    assert release_pages(mapped)
+    if before + 24 <= touched:  # Linux counts mapped file pages as resident
+        assert _resident_mib() <= touched - 24
+    assert np.array_equal(mapped, values)
+    assert not release_pages(values) and not release_pages(mapped.T) and not release_pages(mapped[:0])
+
+
+def test_a_file_that_shrinks_after_opening_is_a_clear_error_not_a_crash(tmp_path):
+    path = tmp_path / "m.safetensors"
+    _write(path, {"a": np.ones(4096, np.float32), "b": np.ones(4096, np.float32)})
+    opened = read_safetensors(path)
+    with open(path, "r+b") as file:
+        file.truncate(path.stat().st_size - 4096)
+    with pytest.raises(SafetensorsError, match="'b' is cut short"):
+        opened["b"]
+
+
+def test_encoding_a_mapped_file_gives_the_bytes_of_encoding_the_arrays(tmp_path):
+    """Pages released pass by pass (quantization, the trellis) read back the same values."""
+    rng = np.random.default_rng(2)
+    tensors = {"big": rng.laplace(0, 0.02, size=(1536, 1024)).astype(np.float32),  # > one 2**20 chunk
+               "bias": rng.normal(size=1024).astype(np.float32)}
+    _write(tmp_path / "m.safetensors", tensors)
+    assert nu.encode(read_safetensors(tmp_path / "m.safetensors")) == nu.encode(tensors)

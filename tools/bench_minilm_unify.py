@@ -309,6 +309,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--embedding-qp", type=int, default=Settings.embedding_qp)
     parser.add_argument("--position-qp", type=int, default=Settings.position_qp)
     parser.add_argument("--calibration", type=int, default=Settings.calibration, help="calibration glosses")
+    parser.add_argument("--distill-texts", type=int, default=Settings.distill_texts,
+                        help=f"distillation texts from the train part (default {Settings.distill_texts})")
+    parser.add_argument("--distill-epochs", type=int, default=Settings.distill_epochs,
+                        help=f"distillation epochs (default {Settings.distill_epochs})")
     parser.add_argument("--group-qp", type=parse_groups, action="append", default=[],
                         help="also a calibrated and a distilled row with these qps per tensor group, e.g. "
                              "'query/key=-20,value=-26' (tools/minilm_sensitivity.py proposes them); repeatable")
@@ -316,7 +320,8 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     torch.set_num_threads(1)
     settings = Settings(embedding_qp=args.embedding_qp, position_qp=args.position_qp,
-                        calibration=args.calibration, quick=args.quick)
+                        calibration=args.calibration, distill_texts=args.distill_texts,
+                        distill_epochs=args.distill_epochs, quick=args.quick)
     jobs = jobs_for(args.quick) + [Job(method, -22, groups=groups) for groups in args.group_qp
                                    for method in ("calibrated", "distilled")]
     jobs = [job for job in jobs if args.only is None or args.only in job.label]

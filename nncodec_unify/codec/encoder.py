@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import ctypes
 import dataclasses
 import hashlib
 import io
@@ -39,6 +38,7 @@ from .format import (
     UnitType,
 )
 from .integrity import canonical_bytes, content_digest, model_digest
+from .memory import keep_large_blocks_mapped, release_pages
 from .planes import encode_plane
 from .rdo import _PlaneRates, optimize_dense, optimize_unified
 from .trellis import trellis_magnitudes
@@ -191,19 +191,20 @@ def encode_to_file(tensors: Mapping[str, object], file, *, config: EncoderConfig
             # being submitted behind it until two per worker are in flight *and* their inputs
             # exceed INFLIGHT_BYTES: the other workers keep busy, and memory stays bounded by
             # that budget plus the largest tensors, not by the model.
-            pending: collections.deque = collections.deque()  # (future, input bytes)
+            pending: collections.deque = collections.deque()  # (future, input array)
             inflight, index = 0, 0
             for job in itertools.chain(jobs, [None]):
                 if job is not None:
-                    pending.append((pool.submit(_encode_job, job), job[1].nbytes))
+                    pending.append((pool.submit(_encode_job, job), job[1]))
                     inflight += job[1].nbytes
                 while pending and (job is None or pending[0][0].done()
                                    or (len(pending) >= 2 * workers and inflight >= INFLIGHT_BYTES)):
                     if progress is not None:
                         progress(index, len(names), names[index])
-                    future, size = pending.popleft()
+                    future, array = pending.popleft()
                     payload, report = future.result()
-                    inflight -= size
+                    inflight -= array.nbytes
+                    release_pages(array)  # read here to be sent to the worker
                     emit(UnitType.TENSOR, payload)
                     reports.append(report)
                     index += 1
@@ -263,8 +264,11 @@ def _jobs(tensors: Mapping[str, object], config: EncoderConfig, measure_error: b
 
 def _encode_job(job) -> tuple[bytes, TensorReport]:
     name, array, dtype, coding, use_contexts, measure_error, aliases = job
-    return encode_tensor(name, array, dtype, coding, use_contexts=use_contexts, measure_error=measure_error,
-                         aliases=aliases)
+    try:
+        return encode_tensor(name, array, dtype, coding, use_contexts=use_contexts, measure_error=measure_error,
+                             aliases=aliases)
+    finally:
+        release_pages(array)  # whatever path read it (RAW, integer, the error measurement)
 
 
 _THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
@@ -291,26 +295,6 @@ def _worker_init() -> None:
     if "torch" in sys.modules:  # two processes with two torch threads each crawl on 2 cores
         sys.modules["torch"].set_num_threads(1)
     keep_large_blocks_mapped()
-
-
-_MMAP_THRESHOLD = 16 << 20
-
-
-def keep_large_blocks_mapped() -> None:
-    """Fix the C library's mmap threshold at 16 MiB where it is glibc's (a no-op elsewhere),
-    for a process that encodes large tensors.
-
-    glibc raises the threshold (up to 32 MiB) whenever a mapped block is freed; from then on
-    arrays the size of a tensor's levels come from the heap, whose freed memory the process
-    keeps. Fixed, blocks of 16 MiB and more are mapped and go back to the system when freed,
-    while the smaller per-chunk temporaries reuse the heap. ``tools/bench_scale.py --scale
-    0.5``, one worker: a peak of 413 MiB without, 305 MiB with.
-    """
-    try:
-        mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):
-        return
-    mallopt(ctypes.c_int(-3), ctypes.c_int(_MMAP_THRESHOLD))  # -3: M_MMAP_THRESHOLD
 
 
 def _check_name(name: object) -> None:
@@ -358,6 +342,9 @@ def encode_tensor(name: str, array: np.ndarray, dtype: DType, coding: TensorCodi
         return _raw_payload(name, array, dtype, coding, raw_report, aliases)
     step = step_size(coding.qp, coding.qp_density)
     choice = choose_levels(array, step, mode, coding, use_contexts)
+    # from here on the levels stand for the values: a memory-mapped input's pages can go (a
+    # RAW fallback or the error measurement reads them from the file again)
+    release_pages(array)
     if mode == CodingMode.UNIFIED and not coding.explicit_mode and _few_structured_blocks(choice.levels, coding.block):
         mode = CodingMode.DENSE
     body = ByteWriter()
@@ -458,6 +445,7 @@ def _check_rebuilt(choice: LevelChoice, step: np.float32, dtype: DType, original
             difference -= original[start:stop]
             largest = max(largest, float(np.max(np.abs(difference))))
             squared += float(np.dot(difference, difference))
+            release_pages(original[start:stop])
     return (hasher.digest() if digest else None), largest, squared
 
 
@@ -496,6 +484,7 @@ def _nearest(array: np.ndarray, step: np.float32) -> np.ndarray:
     flat_levels, flat = levels.reshape(-1), array.reshape(-1)
     for start, stop in _chunks(flat.size):
         flat_levels[start:stop] = quantize(flat[start:stop], step, np.int32)
+        release_pages(flat[start:stop])  # see choose_levels
     return levels
 
 
@@ -510,6 +499,10 @@ def choose_levels(array: np.ndarray, step: np.float32, mode: CodingMode, coding:
     rate-distortion cost (rdo.py), against the column offsets that the nearest levels call
     for, if any. Offsets need every block dense, so a tensor that takes them keeps its blocks
     dense.
+
+    Each pass over a memory-mapped ``array`` lets its pages go behind it
+    (:func:`~.memory.release_pages`): the next pass reads them from the file (the page
+    cache) again, and the tensor's values are never resident beside its levels.
     """
     nearest = _nearest(array, step)  # |level| < 2**31 was checked by the caller
     if coding.rdo_lambda <= 0 or array.size == 0 or on_grid(array, nearest, step):
@@ -524,6 +517,7 @@ def choose_levels(array: np.ndarray, step: np.float32, mode: CodingMode, coding:
         return _choose_dependent(array, step, use_contexts, coding)
     # float32 suffices to compare costs; levels stay exact integers whatever the rounding
     scaled = np.divide(array.reshape(matrix.shape), np.float64(step), dtype=np.float32)
+    release_pages(array)
     all_dense = kinds is None or bool((kinds == BlockKind.DENSE).all())
     offsets = choose_column_offsets(matrix) if use_contexts and all_dense else None
     if mode == CodingMode.DENSE or offsets is not None:
@@ -555,6 +549,7 @@ def _choose_dependent(array: np.ndarray, step: np.float32, use_contexts: bool, c
     guess = np.empty(flat.size, dtype)  # the trellis codes about half the level
     for start, stop in _chunks(flat.size):
         guess[start:stop] = np.rint(magnitudes(start, stop) * 0.5)
+        release_pages(flat[start:stop])
     rates = _PlaneRates(guess.reshape(matrix_shape(array.shape)), int(guess.max(initial=0)) + 1,
                         use_contexts=use_contexts)
     del guess
@@ -563,6 +558,7 @@ def _choose_dependent(array: np.ndarray, step: np.float32, use_contexts: bool, c
         stop = start + chosen.size
         np.negative(chosen, out=chosen, where=scaled(start, stop) < 0)
         levels[start:stop] = chosen
+        release_pages(flat[start:stop])
     return LevelChoice(levels.reshape(array.shape), None, rates.classes if use_contexts else None, dependent=True,
                        use_offsets=False)
 

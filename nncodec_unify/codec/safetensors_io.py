@@ -4,14 +4,15 @@ The format is an 8-byte little-endian header length, a JSON header naming each t
 shape and byte range, then the data. The ``safetensors`` package's numpy API cannot hold
 bfloat16 (numpy has no such type) and turns 0-dim arrays into 1-D ones, and its torch API
 imports torch, which a device's decode-only install does not have; so the codec reads and
-writes the format itself. Reading is lazy: a tensor's bytes are read from the file when it
-is looked up, so an encoder taking tensors one at a time holds one tensor, not the model.
+writes the format itself. Reading is lazy: the file is memory-mapped and a tensor is a view of
+it, so an encoder taking tensors one at a time holds one tensor, not the model.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import mmap
 import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -37,26 +38,39 @@ class SafetensorsError(NncodecError, ValueError):
 
 
 class SafetensorsFile(Mapping):
-    """The tensors of a safetensors file by name, in file order, each read from the file when
-    it is looked up (numpy arrays, 0-dim shapes kept; bfloat16 as :class:`BFloat16Array`).
+    """The tensors of a safetensors file by name, in file order, each a read-only view of the
+    memory-mapped file (numpy arrays, 0-dim shapes kept; bfloat16 as :class:`BFloat16Array`).
 
-    Nothing but the header is held: an encoder that takes the tensors one at a time holds
-    one tensor's bytes, and each lookup reads them again. The header is validated whole
-    when the file is opened.
+    Nothing is read until a tensor's values are used, and the system may drop the pages
+    again (:func:`~nncodec_unify.codec.memory.release_pages`): an encoder that takes the
+    tensors one at a time holds about one tensor. The header is validated whole when the file
+    is opened; a file that shrinks afterwards is reported when a tensor is looked up.
     """
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
         self._entries, self._data_start = _read_header(self.path)
+        self._size = self._data_start + max((start + length for _, _, start, length in self._entries.values()),
+                                            default=0)
+        self._mapping: mmap.mmap | None = None
 
     def __getitem__(self, name: str) -> np.ndarray | BFloat16Array:
         dtype, shape, start, length = self._entries[name]
-        with open(self.path, "rb") as file:
-            file.seek(self._data_start + start)
-            raw = file.read(length)
-        if len(raw) != length:
+        if self._mapping is None:
+            try:
+                with open(self.path, "rb") as file:
+                    self._mapping = mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) if self._size else b""
+            except (OSError, ValueError) as exc:
+                raise SafetensorsError(f"{self.path}: cannot map the file ({exc})") from None
+        # a mapped file that shrinks would crash the process on access (SIGBUS), not raise
+        if len(self._mapping) < self._size or self.path.stat().st_size < self._size:
             raise SafetensorsError(f"{self.path}: tensor {name!r} is cut short (the file changed?)")
-        array = np.frombuffer(raw, dtype=np.dtype(_NUMPY_OF[dtype])).reshape(shape)
+        count = math.prod(shape)
+        if count == 0:
+            array = np.empty(shape, dtype=np.dtype(_NUMPY_OF[dtype]))
+            return BFloat16Array(array) if dtype == "BF16" else array
+        array = np.frombuffer(self._mapping, dtype=np.dtype(_NUMPY_OF[dtype]), count=count,
+                              offset=self._data_start + start).reshape(shape)
         return BFloat16Array(array) if dtype == "BF16" else array
 
     def __iter__(self):
