@@ -172,6 +172,23 @@ def test_workers_give_the_same_bytes():
     assert nu.encode_with_report(tensors, workers=2).data == nu.encode(tensors)
 
 
+def test_workers_keep_the_stream_order_behind_a_large_head_and_report_a_failing_tensor(monkeypatch):
+    """Many small tensors finish while the large first one is still coding: they are held
+    (BUFFERED_BYTES, here tiny so that submitting also stalls) and written after it, in
+    order; a tensor that cannot be coded stops the run with its own error."""
+    from nncodec_unify.codec import encoder
+
+    monkeypatch.setattr(encoder, "BUFFERED_BYTES", 1000)
+    rng = np.random.default_rng(4)
+    tensors = {"head": rng.normal(0, 0.1, (600, 400)).astype(np.float32)}
+    tensors.update({f"t{i}": rng.normal(0, 0.1, (8, 3 + i)).astype(np.float32) for i in range(12)})
+    assert nu.encode_with_report(tensors, workers=2).data == nu.encode(tensors)
+    tensors["t5"] = np.full((4, 4), np.nan, np.float32)
+    config = nu.EncoderConfig(rules=(TensorRule("t5", mode=CodingMode.DENSE),))
+    with pytest.raises(nu.EncodeError, match="'t5'"):
+        nu.encode_with_report(tensors, config=config, workers=2)
+
+
 @pytest.mark.parametrize("mode", [CodingMode.DENSE, CodingMode.UNIFIED])
 @pytest.mark.parametrize("qp", [-32, -31, -29])
 @pytest.mark.parametrize("dtype", [np.float32, np.float16])

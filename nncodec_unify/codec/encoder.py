@@ -12,7 +12,6 @@ import contextlib
 import dataclasses
 import hashlib
 import io
-import itertools
 import os
 from collections.abc import Callable, Mapping, Sequence
 
@@ -180,34 +179,11 @@ def encode_to_file(tensors: Mapping[str, object], file, *, config: EncoderConfig
     jobs = _jobs(tensors, config, measure_error, ties, aliases_of, major)
     reports = []
     if workers > 1 and len(names) > 1:
-        import concurrent.futures
-        import multiprocessing
-
-        context = multiprocessing.get_context("spawn")
-        with _single_threaded_children(), concurrent.futures.ProcessPoolExecutor(
-                workers, mp_context=context, initializer=_worker_init) as pool:
-            # Units are written in stream order, so a large tensor at the head (a word
-            # embedding: half of all-MiniLM-L6-v2) holds back the others' units. Jobs go on
-            # being submitted behind it until two per worker are in flight *and* their inputs
-            # exceed INFLIGHT_BYTES: the other workers keep busy, and memory stays bounded by
-            # that budget plus the largest tensors, not by the model.
-            pending: collections.deque = collections.deque()  # (future, input array)
-            inflight, index = 0, 0
-            for job in itertools.chain(jobs, [None]):
-                if job is not None:
-                    pending.append((pool.submit(_encode_job, job), job[1]))
-                    inflight += job[1].nbytes
-                while pending and (job is None or pending[0][0].done()
-                                   or (len(pending) >= 2 * workers and inflight >= INFLIGHT_BYTES)):
-                    if progress is not None:
-                        progress(index, len(names), names[index])
-                    future, array = pending.popleft()
-                    payload, report = future.result()
-                    inflight -= array.nbytes
-                    release_pages(array)  # read here to be sent to the worker
-                    emit(UnitType.TENSOR, payload)
-                    reports.append(report)
-                    index += 1
+        for index, (payload, report) in enumerate(_encode_in_workers(jobs, workers)):
+            if progress is not None:
+                progress(index, len(names), names[index])
+            emit(UnitType.TENSOR, payload)
+            reports.append(report)
     else:
         for index, job in enumerate(jobs):
             if progress is not None:
@@ -222,7 +198,56 @@ def encode_to_file(tensors: Mapping[str, object], file, *, config: EncoderConfig
     return tuple(reports)
 
 
-INFLIGHT_BYTES = 256 << 20  # tensor bytes handed to workers ahead of the unit being written
+BUFFERED_BYTES = 256 << 20  # coded payloads held back behind an unfinished unit
+
+
+def _encode_in_workers(jobs, workers: int):
+    """``(payload, report)`` of each job in order, coded in ``workers`` spawned processes.
+
+    Units are written in stream order, so a large tensor at the head (a word embedding: half
+    of all-MiniLM-L6-v2) holds back the others' units. Jobs are submitted as workers free up
+    (two per worker running or queued), whatever the head is doing, while the finished
+    payloads waiting behind it stay under BUFFERED_BYTES: the workers keep busy, and memory
+    holds two inputs per worker plus that budget, not the model.
+    """
+    import concurrent.futures
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    with _single_threaded_children(), concurrent.futures.ProcessPoolExecutor(
+            workers, mp_context=context, initializer=_worker_init) as pool:
+        pending: collections.deque = collections.deque()  # [future, input array or None once done]
+        upcoming = iter(jobs)
+        exhausted = False
+        while True:
+            buffered = 0
+            for entry in pending:
+                if entry[0].done():
+                    if entry[1] is not None:  # read here to be sent to the worker
+                        release_pages(entry[1])
+                        entry[1] = None
+                    if entry[0].exception() is None:
+                        buffered += len(entry[0].result()[0])
+            running = sum(1 for future, _ in pending if not future.done())
+            while not exhausted and running < 2 * workers and buffered < BUFFERED_BYTES:
+                job = next(upcoming, None)
+                if job is None:
+                    exhausted = True
+                    break
+                pending.append([pool.submit(_encode_job, job), job[1]])
+                running += 1
+            if not pending:
+                return
+            if not pending[0][0].done():
+                concurrent.futures.wait([future for future, _ in pending if not future.done()],
+                                        return_when=concurrent.futures.FIRST_COMPLETED)
+            while pending and pending[0][0].done():
+                future, array = pending.popleft()
+                if array is not None:
+                    release_pages(array)
+                yield future.result()
+
+
 
 
 def model_records(reports: Sequence[TensorReport]) -> list[tuple[str, DType, tuple[int, ...], bytes | None]]:
