@@ -174,11 +174,12 @@ def test_workers_give_the_same_bytes():
 
 def test_workers_keep_the_stream_order_behind_a_large_head_and_report_a_failing_tensor(monkeypatch):
     """Many small tensors finish while the large first one is still coding: they are held
-    (BUFFERED_BYTES, here tiny so that submitting also stalls) and written after it, in
-    order; a tensor that cannot be coded stops the run with its own error."""
+    (BUFFERED_BYTES, here one byte: the first finished payload behind the head stops the
+    submitting) and written after it, in order; a tensor that cannot be coded stops the run
+    with its own error."""
     from nncodec_unify.codec import encoder
 
-    monkeypatch.setattr(encoder, "BUFFERED_BYTES", 1000)
+    monkeypatch.setattr(encoder, "BUFFERED_BYTES", 1)
     rng = np.random.default_rng(4)
     tensors = {"head": rng.normal(0, 0.1, (600, 400)).astype(np.float32)}
     tensors.update({f"t{i}": rng.normal(0, 0.1, (8, 3 + i)).astype(np.float32) for i in range(12)})

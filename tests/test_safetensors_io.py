@@ -126,6 +126,24 @@ def test_tensors_are_views_of_the_mapped_file_whose_pages_can_be_released(tmp_pa
     assert not release_pages(values) and not release_pages(mapped.T) and not release_pages(mapped[:0])
 
 
+def test_copy_on_write_and_anonymous_mappings_keep_their_values(tmp_path):
+    """Only the reader's own read-only file mappings are released: dropping the pages of a
+    copy-on-write memmap would bring back the file's old values, of an anonymous one zeros."""
+    import mmap
+
+    from nncodec_unify.codec.memory import release_pages
+
+    values = np.random.default_rng(3).laplace(0, 0.02, size=(1536, 1024)).astype(np.float32)
+    values.tofile(tmp_path / "w.bin")
+    edited = np.memmap(tmp_path / "w.bin", dtype=np.float32, mode="c", shape=values.shape)
+    edited *= 2
+    assert nu.encode({"w": edited}) == nu.encode({"w": values * 2})
+    assert np.array_equal(edited, values * 2)
+    anonymous = np.frombuffer(mmap.mmap(-1, values.nbytes), dtype=np.float32).reshape(values.shape)
+    anonymous[...] = values
+    assert not release_pages(anonymous) and np.array_equal(anonymous, values)
+
+
 def test_a_file_that_shrinks_after_opening_is_a_clear_error_not_a_crash(tmp_path):
     path = tmp_path / "m.safetensors"
     _write(path, {"a": np.ones(4096, np.float32), "b": np.ones(4096, np.float32)})
@@ -143,3 +161,8 @@ def test_encoding_a_mapped_file_gives_the_bytes_of_encoding_the_arrays(tmp_path)
                "bias": rng.normal(size=1024).astype(np.float32)}
     _write(tmp_path / "m.safetensors", tensors)
     assert nu.encode(read_safetensors(tmp_path / "m.safetensors")) == nu.encode(tensors)
+    half = (tensors["big"].view(np.uint32) & 0xFFFF0000).view(np.float32)  # bfloat16 values
+    with open(tmp_path / "h.safetensors", "wb") as file:
+        write_safetensors(file, [("half", half, DType.BFLOAT16)])
+    mapped = read_safetensors(tmp_path / "h.safetensors")
+    assert nu.encode(mapped) == nu.encode({"half": BFloat16Array((half.view(np.uint32) >> 16).astype(np.uint16))})

@@ -60,7 +60,7 @@ from .syntax import (
     write_tensor_header,
     write_unit,
 )
-from .tensors import find_ties, float32_to_bfloat16_bits, to_numpy
+from .tensors import BFloat16Array, find_ties, float32_to_bfloat16_bits, to_numpy
 
 
 @dataclasses.dataclass(frozen=True)
@@ -216,38 +216,47 @@ def _encode_in_workers(jobs, workers: int):
     context = multiprocessing.get_context("spawn")
     with _single_threaded_children(), concurrent.futures.ProcessPoolExecutor(
             workers, mp_context=context, initializer=_worker_init) as pool:
-        pending: collections.deque = collections.deque()  # [future, input array or None once done]
-        upcoming = iter(jobs)
-        exhausted = False
-        while True:
-            buffered = 0
-            for entry in pending:
-                if entry[0].done():
-                    if entry[1] is not None:  # read here to be sent to the worker
-                        release_pages(entry[1])
-                        entry[1] = None
-                    if entry[0].exception() is None:
-                        buffered += len(entry[0].result()[0])
-            running = sum(1 for future, _ in pending if not future.done())
-            while not exhausted and running < 2 * workers and buffered < BUFFERED_BYTES:
-                job = next(upcoming, None)
-                if job is None:
-                    exhausted = True
-                    break
-                pending.append([pool.submit(_encode_job, job), job[1]])
-                running += 1
-            if not pending:
-                return
-            if not pending[0][0].done():
-                concurrent.futures.wait([future for future, _ in pending if not future.done()],
-                                        return_when=concurrent.futures.FIRST_COMPLETED)
-            while pending and pending[0][0].done():
-                future, array = pending.popleft()
-                if array is not None:
-                    release_pages(array)
-                yield future.result()
+        try:
+            yield from _in_stream_order(pool, jobs, workers)
+        except BaseException:  # a tensor failed or the writer stopped: queued jobs are not run
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
 
 
+def _in_stream_order(pool, jobs, workers: int):
+    """:func:`_encode_in_workers`'s scheduling on an open ``pool``."""
+    import concurrent.futures
+
+    pending: collections.deque = collections.deque()  # [future, input array or None once done]
+    upcoming = iter(jobs)
+    exhausted = False
+    while True:
+        buffered = 0
+        for entry in pending:
+            if entry[0].done():
+                if entry[1] is not None:  # read here to be sent to the worker
+                    release_pages(entry[1])
+                    entry[1] = None
+                if entry[0].exception() is None:
+                    buffered += len(entry[0].result()[0])
+        running = sum(1 for future, _ in pending if not future.done())
+        while not exhausted and running < 2 * workers and buffered < BUFFERED_BYTES:
+            job = next(upcoming, None)
+            if job is None:
+                exhausted = True
+                break
+            pending.append([pool.submit(_encode_job, job), job[1]])
+            running += 1
+        if not pending:
+            return
+        if not pending[0][0].done():
+            concurrent.futures.wait([future for future, _ in pending if not future.done()],
+                                    return_when=concurrent.futures.FIRST_COMPLETED)
+        while pending and pending[0][0].done():
+            future, array = pending.popleft()
+            if array is not None:
+                release_pages(array)
+            yield future.result()
 
 
 def model_records(reports: Sequence[TensorReport]) -> list[tuple[str, DType, tuple[int, ...], bytes | None]]:
@@ -270,6 +279,8 @@ def _jobs(tensors: Mapping[str, object], config: EncoderConfig, measure_error: b
             _check_shape(name, tuple(int(dim) for dim in declared))
         try:
             array, dtype = to_numpy(name, value)
+            if isinstance(value, BFloat16Array):  # widened to a float32 copy: its source is read
+                release_pages(value.bits)
         except (TypeError, ValueError, RuntimeError, NotImplementedError) as exc:
             if isinstance(exc, EncodeError):
                 raise

@@ -33,21 +33,36 @@ def keep_large_blocks_mapped() -> None:
     mallopt(ctypes.c_int(-3), ctypes.c_int(_MMAP_THRESHOLD))  # -3: M_MMAP_THRESHOLD
 
 
+class FileMapping(mmap.mmap):
+    """A read-only shared mapping of a whole file (``map_file``): its pages hold nothing but
+    the file's bytes, so dropping them loses nothing. :func:`release_pages` acts on these
+    alone; a copy-on-write or anonymous mapping (``np.memmap(mode="c")``) would lose its
+    changes."""
+
+
+def map_file(file) -> FileMapping:
+    """A :class:`FileMapping` of the open binary ``file`` (not empty)."""
+    return FileMapping(file.fileno(), 0, access=mmap.ACCESS_READ)
+
+
 def release_pages(array: np.ndarray) -> bool:
-    """Let the system drop the resident pages under ``array`` when it views a memory-mapped
-    file (as :class:`~nncodec_unify.codec.safetensors_io.SafetensorsFile` returns tensors);
-    returns whether it did. The values stay readable: a later access reads them from the
-    file again. Pages ``array`` shares only partly with its neighbours are kept. Any other
-    array (on the heap, a copy, a non-contiguous view) is left alone.
+    """Let the system drop the resident pages under ``array`` when it views a
+    :class:`FileMapping` (as :class:`~nncodec_unify.codec.safetensors_io.SafetensorsFile`
+    returns tensors); returns whether it did. The values stay readable: a later access reads
+    them from the file again. Pages ``array`` shares only partly with its neighbours are kept.
+    Any other array (on the heap, a copy, another kind of mapping, a non-contiguous view) is
+    left alone, and so is a system that cannot do it.
     """
     owner = array
     while owner is not None and not isinstance(owner, mmap.mmap):
         owner = owner.obj if isinstance(owner, memoryview) else getattr(owner, "base", None)
-    if owner is None or not hasattr(owner, "madvise") or not array.flags.c_contiguous or array.nbytes == 0:
+    advice = getattr(mmap, "MADV_DONTNEED", None)
+    if (not isinstance(owner, FileMapping) or advice is None or not hasattr(owner, "madvise")
+            or not array.flags.c_contiguous or array.nbytes == 0):
         return False
     try:
         mapping_start = np.frombuffer(owner, dtype=np.uint8, count=1).ctypes.data
-    except (ValueError, TypeError):  # a closed or empty mapping
+    except (ValueError, TypeError):  # a closed mapping
         return False
     offset = array.ctypes.data - mapping_start
     page = mmap.PAGESIZE
@@ -55,5 +70,8 @@ def release_pages(array: np.ndarray) -> bool:
     stop = (offset + array.nbytes) // page * page
     if stop <= start:
         return False
-    owner.madvise(mmap.MADV_DONTNEED, start, stop - start)
+    try:
+        owner.madvise(advice, start, stop - start)
+    except OSError:  # e.g. locked pages: they stay, nothing else changes
+        return False
     return True

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import math
-import mmap
 import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -21,6 +20,7 @@ import numpy as np
 
 from .errors import NncodecError
 from .format import DType
+from .memory import FileMapping, map_file
 from .tensors import BFloat16Array, float32_to_bfloat16_bits
 
 # safetensors dtype names <-> the stream's dtypes and numpy's little-endian types
@@ -44,7 +44,9 @@ class SafetensorsFile(Mapping):
     Nothing is read until a tensor's values are used, and the system may drop the pages
     again (:func:`~nncodec_unify.codec.memory.release_pages`): an encoder that takes the
     tensors one at a time holds about one tensor. The header is validated whole when the file
-    is opened; a file that shrinks afterwards is reported when a tensor is looked up.
+    is opened; a file that shrinks afterwards is reported when a tensor is looked up (one
+    truncated while a tensor is being read would end the process with SIGBUS, as with any
+    memory-mapped file: do not rewrite a model while it is being encoded).
     """
 
     def __init__(self, path: str | os.PathLike):
@@ -52,18 +54,19 @@ class SafetensorsFile(Mapping):
         self._entries, self._data_start = _read_header(self.path)
         self._size = self._data_start + max((start + length for _, _, start, length in self._entries.values()),
                                             default=0)
-        self._mapping: mmap.mmap | None = None
+        self._mapping: FileMapping | bytes | None = None
 
     def __getitem__(self, name: str) -> np.ndarray | BFloat16Array:
         dtype, shape, start, length = self._entries[name]
         if self._mapping is None:
             try:
                 with open(self.path, "rb") as file:
-                    self._mapping = mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) if self._size else b""
+                    self._mapping = map_file(file) if self._size else b""
             except (OSError, ValueError) as exc:
                 raise SafetensorsError(f"{self.path}: cannot map the file ({exc})") from None
-        # a mapped file that shrinks would crash the process on access (SIGBUS), not raise
-        if len(self._mapping) < self._size or self.path.stat().st_size < self._size:
+        # a mapped file that shrinks would crash the process on access (SIGBUS), not raise;
+        # size() asks the mapped file itself, not whatever the path names now
+        if len(self._mapping) < self._size or (self._size and self._mapping.size() < self._size):
             raise SafetensorsError(f"{self.path}: tensor {name!r} is cut short (the file changed?)")
         count = math.prod(shape)
         if count == 0:
