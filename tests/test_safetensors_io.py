@@ -165,4 +165,9 @@ def test_encoding_a_mapped_file_gives_the_bytes_of_encoding_the_arrays(tmp_path)
     with open(tmp_path / "h.safetensors", "wb") as file:
         write_safetensors(file, [("half", half, DType.BFLOAT16)])
     mapped = read_safetensors(tmp_path / "h.safetensors")
-    assert nu.encode(mapped) == nu.encode({"half": BFloat16Array((half.view(np.uint32) >> 16).astype(np.uint16))})
+    result = nu.encode_with_report(mapped, measure_error=True)
+    assert result.data == nu.encode({"half": BFloat16Array((half.view(np.uint32) >> 16).astype(np.uint16))})
+    # the error is measured against the values the bits widen to, after the widened copy has gone
+    decoded = nu.decode(result.data)["half"].astype(np.float64)
+    assert result.reports[0].max_abs_error == pytest.approx(float(np.max(np.abs(decoded - half))), rel=0, abs=0)
+    assert result.reports[0].max_abs_error > 0

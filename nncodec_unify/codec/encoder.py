@@ -60,7 +60,7 @@ from .syntax import (
     write_tensor_header,
     write_unit,
 )
-from .tensors import BFloat16Array, find_ties, float32_to_bfloat16_bits, to_numpy
+from .tensors import BFloat16Array, bfloat16_bits_to_float32, find_ties, float32_to_bfloat16_bits, to_source
 
 
 @dataclasses.dataclass(frozen=True)
@@ -245,7 +245,7 @@ def _in_stream_order(pool, jobs, workers: int):
             if job is None:
                 exhausted = True
                 break
-            pending.append([pool.submit(_encode_job, job), job[1]])
+            pending.append([pool.submit(_encode_job, job), _pages_of(job[1])])
             running += 1
         if not pending:
             return
@@ -278,9 +278,7 @@ def _jobs(tensors: Mapping[str, object], config: EncoderConfig, measure_error: b
         if isinstance(declared, tuple):  # before converting: a broadcast view may be huge
             _check_shape(name, tuple(int(dim) for dim in declared))
         try:
-            array, dtype = to_numpy(name, value)
-            if isinstance(value, BFloat16Array):  # widened to a float32 copy: its source is read
-                release_pages(value.bits)
+            array, dtype = to_source(name, value)  # bfloat16 stays bits until its job runs
         except (TypeError, ValueError, RuntimeError, NotImplementedError) as exc:
             if isinstance(exc, EncodeError):
                 raise
@@ -288,7 +286,7 @@ def _jobs(tensors: Mapping[str, object], config: EncoderConfig, measure_error: b
             detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             raise EncodeError(f"tensor {name!r}: cannot read its values as an array ({detail})") from None
         _check_shape(name, array.shape)
-        coding = config.coding_for(name, dtype, array.ndim)
+        coding = config.coding_for(name, dtype, len(array.shape))
         aliases = None
         if major >= ALIAS_MAJOR:
             coding = dataclasses.replace(coding, stream_major=major)
@@ -299,12 +297,17 @@ def _jobs(tensors: Mapping[str, object], config: EncoderConfig, measure_error: b
 
 
 def _encode_job(job) -> tuple[bytes, TensorReport]:
-    name, array, dtype, coding, use_contexts, measure_error, aliases = job
+    name, source, dtype, coding, use_contexts, measure_error, aliases = job
     try:
-        return encode_tensor(name, array, dtype, coding, use_contexts=use_contexts, measure_error=measure_error,
+        return encode_tensor(name, source, dtype, coding, use_contexts=use_contexts, measure_error=measure_error,
                              aliases=aliases)
     finally:
-        release_pages(array)  # whatever path read it (RAW, integer, the error measurement)
+        release_pages(_pages_of(source))  # whatever path read it (RAW, integer, the error measurement)
+
+
+def _pages_of(source: np.ndarray | BFloat16Array) -> np.ndarray:
+    """The array whose pages hold a job's input."""
+    return source.bits if isinstance(source, BFloat16Array) else source
 
 
 _THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
@@ -354,11 +357,17 @@ def _check_shape(name: str, shape: tuple[int, ...]) -> None:
         raise EncodeError(f"tensor {name!r} has more than {DEFAULT_LIMITS.max_elements_per_tensor} elements")
 
 
-def encode_tensor(name: str, array: np.ndarray, dtype: DType, coding: TensorCoding, *,
+def encode_tensor(name: str, array: np.ndarray | BFloat16Array, dtype: DType, coding: TensorCoding, *,
                   use_contexts: bool = True, measure_error: bool = False,
                   aliases: tuple[str, ...] | None = None) -> tuple[bytes, TensorReport]:
     """The TENSOR unit payload (§5) of one tensor and its report. ``aliases``: the tensor's
-    other names (format 5.0, §5.2; None in a stream of an earlier format)."""
+    other names (format 5.0, §5.2; None in a stream of an earlier format). A bfloat16 tensor
+    may come as its bits (:class:`BFloat16Array`): it is widened to float32 here, and the copy
+    is let go once quantized (what follows reads the bits)."""
+    bits = None
+    if isinstance(array, BFloat16Array):
+        bits, array = array.bits, bfloat16_bits_to_float32(array.bits)
+        release_pages(bits)
     if dtype not in FLOAT_DTYPES and coding.mode != CodingMode.RAW:
         return _encode_integer_tensor(name, array, dtype, coding, use_contexts, aliases)
     original_bytes = array.size * DTYPE_ITEMSIZE[dtype]
@@ -379,8 +388,11 @@ def encode_tensor(name: str, array: np.ndarray, dtype: DType, coding: TensorCodi
     step = step_size(coding.qp, coding.qp_density)
     choice = choose_levels(array, step, mode, coding, use_contexts)
     # from here on the levels stand for the values: a memory-mapped input's pages can go (a
-    # RAW fallback or the error measurement reads them from the file again)
+    # RAW fallback or the error measurement reads them from the file again), and so can a
+    # widened bfloat16 copy (they read the bits)
     release_pages(array)
+    if bits is not None:
+        array = BFloat16Array(bits)
     if mode == CodingMode.UNIFIED and not coding.explicit_mode and _few_structured_blocks(choice.levels, coding.block):
         mode = CodingMode.DENSE
     body = ByteWriter()
@@ -457,14 +469,19 @@ def _level_dtype(bound: float) -> type:
     return np.int32
 
 
-def _check_rebuilt(choice: LevelChoice, step: np.float32, dtype: DType, original: np.ndarray, digest: bool,
+def _check_rebuilt(choice: LevelChoice, step: np.float32, dtype: DType, original: np.ndarray | BFloat16Array,
+                   digest: bool,
                    measure_error: bool) -> tuple[bytes | None, float, float]:
     """The content digest (§7.4; None unless ``digest``) of the values a decoder rebuilds from
     ``choice`` (§7.1, §7.1.2) and, with ``measure_error``, their largest absolute and summed
-    squared difference from ``original`` (else 0.0). Rebuilt a chunk at a time: the tensor is
-    never copied whole, in float64 or at all."""
+    squared difference from ``original`` (else 0.0; a :class:`BFloat16Array`: the values its bits
+    widen to). Rebuilt a chunk at a time: the tensor is never copied whole, in float64 or at all."""
+    widen = isinstance(original, BFloat16Array)
+    if widen:
+        original = original.bits
     if original.size == 0:
-        return (content_digest(original, dtype) if digest else None), 0.0, 0.0
+        empty = bfloat16_bits_to_float32(original) if widen else original
+        return (content_digest(empty, dtype) if digest else None), 0.0, 0.0
     hasher = hashlib.sha256()
     largest = squared = 0.0
     levels, original = choice.levels.reshape(-1), original.reshape(-1)
@@ -478,7 +495,7 @@ def _check_rebuilt(choice: LevelChoice, step: np.float32, dtype: DType, original
             hasher.update(canonical_bytes(rebuilt, dtype))
         if measure_error:
             difference = rebuilt.astype(np.float64)
-            difference -= original[start:stop]
+            difference -= bfloat16_bits_to_float32(original[start:stop]) if widen else original[start:stop]
             largest = max(largest, float(np.max(np.abs(difference))))
             squared += float(np.dot(difference, difference))
             release_pages(original[start:stop])
@@ -652,7 +669,9 @@ def _unquantizable(array: np.ndarray, coding: TensorCoding) -> str:
     return ""
 
 
-def _raw_bytes(array: np.ndarray, dtype: DType) -> bytes:
+def _raw_bytes(array: np.ndarray | BFloat16Array, dtype: DType) -> bytes:
+    if isinstance(array, BFloat16Array):
+        return array.bits.astype("<u2").tobytes()
     if dtype == DType.BFLOAT16:
         return float32_to_bfloat16_bits(array).astype("<u2").tobytes()
     return array.astype(array.dtype.newbyteorder("<"), copy=False).tobytes()

@@ -34,12 +34,22 @@ def to_numpy(name: str, value) -> tuple[np.ndarray, DType]:
     """A C-contiguous native-endian numpy array and the stream dtype for ``value``.
 
     Accepts numpy arrays, numpy scalars, :class:`BFloat16Array` and torch tensors (any device;
-    bfloat16 included).
+    bfloat16 included, widened exactly to float32).
     """
+    source, dtype = to_source(name, value)
+    if isinstance(source, BFloat16Array):
+        return bfloat16_bits_to_float32(source.bits), dtype
+    return source, dtype
+
+
+def to_source(name: str, value) -> tuple[np.ndarray | BFloat16Array, DType]:
+    """:func:`to_numpy` without widening bfloat16: its bit patterns stay a
+    :class:`BFloat16Array` of C-contiguous native uint16 (a view where the value allows), for
+    a caller that widens a piece at a time or only for as long as it needs the values."""
     if isinstance(value, BFloat16Array):
-        return bfloat16_bits_to_float32(np.asarray(value.bits, dtype=np.uint16)), DType.BFLOAT16
+        return BFloat16Array(np.asarray(value.bits, dtype=np.uint16, order="C")), DType.BFLOAT16  # 0-dim kept
     if type(value).__module__.split(".")[0] == "torch":
-        return _torch_to_numpy(name, value)
+        return _torch_source(name, value)
     array = np.asarray(value)
     dtype = _NUMPY_TO_DTYPE.get(array.dtype.newbyteorder("="))
     if dtype is None:
@@ -48,19 +58,19 @@ def to_numpy(name: str, value) -> tuple[np.ndarray, DType]:
     return np.asarray(array, dtype=array.dtype.newbyteorder("="), order="C"), dtype
 
 
-def _torch_to_numpy(name: str, tensor) -> tuple[np.ndarray, DType]:
+def _torch_source(name: str, tensor) -> tuple[np.ndarray | BFloat16Array, DType]:
     tensor = tensor.detach().cpu()
     if not tensor.is_contiguous():
         tensor = tensor.contiguous()
     dtype_name = str(tensor.dtype).removeprefix("torch.")
     if dtype_name == "bfloat16":
         bits = tensor.view(tensor.new_empty(0, dtype=_int16_of(tensor)).dtype).numpy().view(np.uint16)
-        return bfloat16_bits_to_float32(bits), DType.BFLOAT16
+        return BFloat16Array(bits), DType.BFLOAT16
     try:
         array = tensor.numpy()
     except (TypeError, RuntimeError) as exc:
         raise EncodeError(f"tensor {name!r}: dtype {tensor.dtype} is not supported ({exc})") from None
-    return to_numpy(name, array)
+    return to_source(name, array)
 
 
 def _int16_of(tensor):
@@ -70,8 +80,10 @@ def _int16_of(tensor):
 
 
 def bfloat16_bits_to_float32(bits: np.ndarray) -> np.ndarray:
-    """Widen bfloat16 bit patterns (uint16) exactly to float32."""
-    return (bits.astype(np.uint32) << 16).view(np.float32)
+    """Widen bfloat16 bit patterns (uint16) exactly to float32 (one new array, no temporary)."""
+    widened = np.asarray(bits).astype(np.uint32)
+    widened <<= 16
+    return widened.view(np.float32)
 
 
 def float32_to_bfloat16_bits(values: np.ndarray) -> np.ndarray:
