@@ -230,15 +230,13 @@ def _in_stream_order(pool, jobs, workers: int):
     pending: collections.deque = collections.deque()  # [future, input array or None once done]
     upcoming = iter(jobs)
     exhausted = False
+    buffered = 0  # bytes of the finished payloads in pending
     while True:
-        buffered = 0
         for entry in pending:
-            if entry[0].done():
-                if entry[1] is not None:  # read here to be sent to the worker
-                    release_pages(entry[1])
-                    entry[1] = None
-                if entry[0].exception() is None:
-                    buffered += len(entry[0].result()[0])
+            if entry[0].done() and entry[1] is not None:  # its input was read here to be sent
+                release_pages(entry[1])
+                entry[1] = None
+                buffered += len(entry[0].result()[0]) if entry[0].exception() is None else 0
         running = sum(1 for future, _ in pending if not future.done())
         while not exhausted and running < 2 * workers and buffered < BUFFERED_BYTES:
             job = next(upcoming, None)
@@ -256,6 +254,8 @@ def _in_stream_order(pool, jobs, workers: int):
             future, array = pending.popleft()
             if array is not None:
                 release_pages(array)
+            else:
+                buffered -= len(future.result()[0]) if future.exception() is None else 0
             yield future.result()
 
 
@@ -470,8 +470,7 @@ def _level_dtype(bound: float) -> type:
 
 
 def _check_rebuilt(choice: LevelChoice, step: np.float32, dtype: DType, original: np.ndarray | BFloat16Array,
-                   digest: bool,
-                   measure_error: bool) -> tuple[bytes | None, float, float]:
+                   digest: bool, measure_error: bool) -> tuple[bytes | None, float, float]:
     """The content digest (§7.4; None unless ``digest``) of the values a decoder rebuilds from
     ``choice`` (§7.1, §7.1.2) and, with ``measure_error``, their largest absolute and summed
     squared difference from ``original`` (else 0.0; a :class:`BFloat16Array`: the values its bits
