@@ -42,6 +42,7 @@ from .codec.decoder import decode_tensors, describe
 from .codec.errors import BitstreamError, EncodeError, LimitExceededError, NncodecError
 from .codec.format import DTYPE_NAMES, CodingMode, Limits
 from .codec.quant import step_size
+from .codec import termination
 
 EXIT_OK = 0
 EXIT_FAILURES = 1  # a command ran but found failures (e.g. conformance)
@@ -53,19 +54,6 @@ EXIT_EXISTS = 6  # the output exists and -f was not given
 EXIT_LIMIT = 7  # a stream exceeds a decoder limit (valid, maybe, but too large to accept)
 EXIT_DEPENDENCY = 8  # an optional package (torch, scikit-learn) needed for this is missing
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE: the reader went away (e.g. `| head`); nothing is printed
-
-
-class _Terminated(BaseException):
-    """SIGTERM or SIGHUP, raised where the program is, so that every output in progress is
-    cleaned up (atomic_output removes its temporary file) as for Ctrl-C."""
-
-    def __init__(self, signum: int):
-        super().__init__(signum)
-        self.signum = signum
-
-
-def _on_signal(signum, frame) -> None:
-    raise _Terminated(signum)
 
 
 class UsageError(Exception):
@@ -276,13 +264,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler = {"encode": _encode, "decode": _decode, "verify": _verify, "info": _info, "demo": _demo,
                "conform": _conform}[args.command]
     previous = {}
+    termination.reset()
     if threading.current_thread() is threading.main_thread():
         for name in ("SIGTERM", "SIGHUP"):
             if hasattr(signal, name):
-                previous[getattr(signal, name)] = signal.signal(getattr(signal, name), _on_signal)
+                previous[getattr(signal, name)] = signal.signal(getattr(signal, name), termination.on_signal)
     try:
-        return handler(args)
-    except _Terminated as exc:
+        status = handler(args)
+        termination.check()  # the signal's exception may have been dropped inside a finalizer
+        return status
+    except termination.Terminated as exc:
         return _fail(f"terminated by {signal.Signals(exc.signum).name}; no output was written", 128 + exc.signum)
     except BrokenPipeError:
         # the reader closed the pipe: stop quietly, and keep Python from complaining at exit

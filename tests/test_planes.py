@@ -120,3 +120,25 @@ def test_refined_classes_code_a_plane_in_fewer_bytes():
         assert (values == magnitudes.ravel()).all()
         size[label] = plane.words.nbytes
     assert size["refined"] < 0.95 * size["start"]
+
+
+def test_range_decoder_reports_bad_data_and_lets_a_termination_through(monkeypatch):
+    """constriction's assertions become BitstreamError; Ctrl-C and SIGTERM are not bad data."""
+    import pytest
+
+    from nncodec_unify.codec import entropy, termination
+    from nncodec_unify.codec.errors import BitstreamError
+
+    table = table_for_counts(np.array([3, 1]))
+    for raised, expected in ((AssertionError(), BitstreamError), (termination.Terminated(15), termination.Terminated),
+                             (KeyboardInterrupt(), KeyboardInterrupt)):
+        class Failing:
+            def __init__(self, words):
+                pass
+
+            def decode(self, model, count, raised=raised):
+                raise raised
+
+        monkeypatch.setattr(entropy.constriction.stream.queue, "RangeDecoder", Failing)
+        with pytest.raises(expected):
+            entropy.RangeDecoder(np.zeros(2, np.uint32), element="p", offset=0).decode(4, table)

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import termination
 from .decoder import DecodedModel, torch_tensors
 from .errors import NncodecError
 from .format import DTYPE_ITEMSIZE, DType
@@ -349,6 +350,7 @@ def atomic_output(path: Path, *, overwrite: bool) -> Iterator[str]:
     os.close(descriptor)
     try:
         yield temporary
+        termination.check()  # never complete an output after SIGTERM, even if its exception was lost
         with open(temporary, "rb+") as handle:
             os.fsync(handle.fileno())
         os.chmod(temporary, 0o666 & ~_umask())  # mkstemp makes 0600; give what open() would

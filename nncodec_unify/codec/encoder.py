@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
+from . import termination
 from .bitio import BitPacker, ByteWriter
 from .blocks import block_kinds, expand_blocks, grid_shape, matrix_shape
 from .classes import entropy_bits
@@ -144,6 +145,7 @@ def encode_to_file(tensors: Mapping[str, object], file, *, config: EncoderConfig
 
     def emit(unit_type: int, payload: bytes, ancillary: bool = False) -> None:
         nonlocal units
+        termination.check()  # a SIGTERM whose exception was lost stops at the next unit
         unit = ByteWriter()
         write_unit(unit, unit_type, payload, ancillary=ancillary)
         write(unit.getvalue())

@@ -144,14 +144,14 @@ class RangeDecoder:
             if table is not self._table:
                 self._table, self._model = table, table.model()
             symbols = np.asarray(self._decoder.decode(self._model, count), dtype=np.int32)
-        except (KeyboardInterrupt, SystemExit):
-            raise
         except MemoryError:
             raise LimitExceededError(f"cannot allocate {count} symbols", element=self._element,
                                      offset=self._offset) from None
         # constriction signals bad data with bare assertions; a Rust panic would arrive as
         # pyo3's PanicException, which derives from BaseException
         except BaseException as exc:
+            if not isinstance(exc, Exception) and type(exc).__name__ != "PanicException":
+                raise  # Ctrl-C, SIGTERM (termination.Terminated), SystemExit
             raise BitstreamError(f"range decoder rejected the data ({type(exc).__name__})",
                                  element=self._element, offset=self._offset) from None
         return symbols
