@@ -58,6 +58,7 @@ import multiprocessing
 import statistics
 import sys
 import time
+import typing
 from pathlib import Path
 
 import numpy as np
@@ -129,11 +130,14 @@ class Settings:
     calibration_images: int = 2048  # the calibrated path: unlabelled training images
     calibrated_distill_epochs: int = 5  # ... then distillation from the dense model's logits, no labels
     calibrated_distill_lr: float = 1e-3
+    validation: int = 5000  # training images held out to choose settings on (VALIDATION_SEED)
+    digests: bool = True  # the streams carry content digests (format 4+; ~32 bytes a tensor)
 
     def config(self, **changes) -> EncoderConfig:
         """The codec's settings: also the grid that GridTraining and snap_to_grid use."""
         rules = tuple(TensorRule(pattern, qp=qp) for pattern, qp in self.qp_rules)
-        return dataclasses.replace(EncoderConfig(qp=self.qp, vector_qp=self.vector_qp, rules=rules), **changes)
+        return dataclasses.replace(EncoderConfig(qp=self.qp, vector_qp=self.vector_qp, rules=rules,
+                                                 digests=self.digests), **changes)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -163,7 +167,24 @@ def read_idx(path: Path) -> np.ndarray:
     return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
 
 
-def load_data(subset: int | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+class Data(typing.NamedTuple):
+    """Training images, the validation split held out of the training file (settings are chosen
+    on it; never trained on), and the t10k test set (only reported: no choice reads it)."""
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_val: torch.Tensor
+    y_val: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+
+
+VALIDATION_SEED = 20261203  # fixes which training images are the validation split, for every run and seed
+
+
+def load_data(subset: int | None, validation: int) -> Data:
+    """Fashion-MNIST with ``validation`` images of the training file held out (a permutation fixed
+    by VALIDATION_SEED, the same for every training seed); ``subset`` keeps the first images of
+    each split (--quick)."""
     def images(name: str) -> torch.Tensor:
         pixels = read_idx(DATA_DIR / name).astype(np.float32) / 255.0
         return (torch.from_numpy(pixels)[:, None] - MEAN) / STD
@@ -173,10 +194,14 @@ def load_data(subset: int | None) -> tuple[torch.Tensor, torch.Tensor, torch.Ten
 
     x_train, y_train = images("train-images-idx3-ubyte.gz"), labels("train-labels-idx1-ubyte.gz")
     x_test, y_test = images("t10k-images-idx3-ubyte.gz"), labels("t10k-labels-idx1-ubyte.gz")
+    order = torch.randperm(len(x_train), generator=torch.Generator().manual_seed(VALIDATION_SEED))
+    held, kept = order[:validation], order[validation:].sort().values
+    x_val, y_val, x_train, y_train = x_train[held], y_train[held], x_train[kept], y_train[kept]
     if subset is not None:
         x_train, y_train = x_train[:subset], y_train[:subset]
+        x_val, y_val = x_val[:subset // 2], y_val[:subset // 2]
         x_test, y_test = x_test[:subset // 2], y_test[:subset // 2]
-    return x_train, y_train, x_test, y_test
+    return Data(x_train, y_train, x_val, y_val, x_test, y_test)
 
 
 # --- training --------------------------------------------------------------------------------------
@@ -211,7 +236,7 @@ def accuracy(model, x, y) -> float:
 
 
 def train_dense(settings: Settings, data) -> dict[str, torch.Tensor]:
-    x_train, y_train, _, _ = data
+    x_train, y_train = data.x_train, data.y_train
     torch.manual_seed(settings.seed)
     generator = torch.Generator().manual_seed(settings.seed)
     model = LeNet5()
@@ -224,7 +249,7 @@ def train_dense(settings: Settings, data) -> dict[str, torch.Tensor]:
 
 
 def fine_tune(model, structure, settings: Settings, data, epochs: int, generator, teacher=None) -> None:
-    x_train, y_train, _, _ = data
+    x_train, y_train = data.x_train, data.y_train
     optimizer = torch.optim.Adam(model.parameters(), lr=settings.finetune_lr)
     structure.attach(optimizer)
     if settings.grid_training:
@@ -245,8 +270,7 @@ def weight_names(model, free: tuple[str, ...]) -> list[str]:
 
 def code_and_check(model, settings: Settings, data, blocks: list[tuple[int, int]], try_dense_mode: bool) -> dict:
     """Snap to the grid, encode with each candidate setting, keep the smallest stream, decode it
-    and evaluate the decoded weights."""
-    _, _, x_test, y_test = data
+    and evaluate the decoded weights on the validation and the test images."""
     base = settings.config()
     state = snap_to_grid(model, base)  # the grid depends on qp only, not on the block shape
     candidates = [(f"block {block[0]}x{block[1]}", dataclasses.replace(base, block=block)) for block in blocks]
@@ -259,8 +283,12 @@ def code_and_check(model, settings: Settings, data, blocks: list[tuple[int, int]
     rebuilt = LeNet5()
     rebuilt.load_state_dict({name: torch.from_numpy(array.copy()) for name, array in decoded.items()})
     fp32_bytes = 4 * sum(p.numel() for p in model.parameters())
-    return {"accuracy": accuracy(rebuilt, x_test, y_test), "bytes": len(stream),
-            "ratio": fp32_bytes / len(stream), "bit_exact": same_bits(state, decoded), "coding": coding,
+    # the same coding without content digests (a format 3 stream: unit CRCs only), for comparison
+    without = len(encode_with_report(state, config=dataclasses.replace(
+        [config for coding_name, config in candidates if coding_name == coding][0], digests=False)).data)
+    return {"accuracy": accuracy(rebuilt, data.x_test, data.y_test),
+            "val_accuracy": accuracy(rebuilt, data.x_val, data.y_val), "bytes": len(stream),
+            "ratio": fp32_bytes / len(stream), "bytes_without_digests": without, "bit_exact": same_bits(state, decoded), "coding": coding,
             "tensor_bytes": {report.name: report.coded_bytes for report in result.reports}}
 
 
@@ -275,7 +303,7 @@ def _init_worker(settings: Settings, dense_paths: dict[int, str]) -> None:
     global _DATA, _DENSE, _SETTINGS
     torch.set_num_threads(1)
     _SETTINGS = settings
-    _DATA = load_data(settings.subset)
+    _DATA = load_data(settings.subset, settings.validation)
     _DENSE = {seed: torch.load(path, weights_only=True) for seed, path in dense_paths.items()}
 
 
@@ -287,7 +315,7 @@ def run_job(task: tuple[int, Job]) -> dict:
     generator = torch.Generator().manual_seed(settings.seed + 1)
     model = LeNet5()
     model.load_state_dict(_DENSE[seed])
-    x_train, y_train, x_test, y_test = data
+    x_train, y_train = data.x_train, data.y_train
     names = weight_names(model, settings.free)
     if job.method in ("calibrated", "calibrated+distilled"):
         return run_calibrated(seed, job, settings, data, model, names, started)
@@ -328,7 +356,7 @@ def run_job(task: tuple[int, Job]) -> dict:
         finetune_epochs = settings.admm_epochs + settings.finetune_epochs  # the same training budget
         code_blocks = sorted({(1, 1), block, (4, 4)})
         try_dense_mode = True
-    projected_accuracy = accuracy(model, x_test, y_test)
+    projected_accuracy = accuracy(model, data.x_val, data.y_val)
     fine_tune(model, structure, settings, data, finetune_epochs, generator, teacher)
     assert structure.holds()
     counts = np.bincount(np.concatenate([k.ravel() for k in structure.kinds.values()]), minlength=3)
@@ -348,7 +376,7 @@ def run_calibrated(seed: int, job: Job, settings: Settings, data, model, names: 
     """The path for a pretrained model without labels: layer-wise calibration on unlabelled training
     images (global budget over the constrained layers, the free ones kept dense on the grid), then
     optionally distillation from the dense model's logits on unlabelled images; no label is read."""
-    x_train, _, x_test, y_test = data
+    x_train = data.x_train
     images = x_train[:settings.calibration_images]
     batches = [images[i:i + 256] for i in range(0, len(images), 256)]
     coding = settings.config()
@@ -356,7 +384,7 @@ def run_calibrated(seed: int, job: Job, settings: Settings, data, model, names: 
     report = calibrate(model, batches, CalibrationConfig(
         target=Target(block=job.block), budget=budget, coding=coding,
         rules=tuple((name, Target(block=job.block)) for name in settings.free)))
-    projected_accuracy = accuracy(model, x_test, y_test)
+    projected_accuracy = accuracy(model, data.x_val, data.y_val)
     structure = report.structure(model)
     if job.method == "calibrated+distilled":
         teacher = LeNet5()
@@ -422,25 +450,30 @@ def parse_setting(settings: Settings, text: str) -> Settings:
 
 # --- reporting -------------------------------------------------------------------------------------
 
-def drop_of(row: dict, dense: dict[int, float]) -> float:
-    """Accuracy drop in points against the dense model of the row's seed."""
-    return 100 * (dense[row["seed"]] - row["accuracy"])
+def drop_of(row: dict, dense: dict[int, dict[str, float]], split: str = "test") -> float:
+    """Accuracy drop in points against the dense model of the row's seed, on ``split``
+    ("val": the held-out validation images, "test": t10k)."""
+    key = "val_accuracy" if split == "val" else "accuracy"
+    return 100 * (dense[row["seed"]][split] - row[key])
 
 
-def table(rows: list[dict], dense: dict[int, float]) -> str:
-    lines = ["| method | seed | accuracy % | drop (points) | bytes | ratio | blocks P/U/D | coded as | bit-exact | s |",
-             "|---|---:|---:|---:|---:|---:|---|---|---|---:|"]
+def table(rows: list[dict], dense: dict[int, dict[str, float]]) -> str:
+    lines = ["| method | seed | validation % | drop | test % | drop (points) | bytes | ratio | blocks P/U/D | coded as "
+             "| bit-exact | s |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---|---|---|---:|"]
     for row in rows:
         blocks = row.get("blocks")
         block_text = f"{blocks['pruned']}/{blocks['unified']}/{blocks['dense']}" if blocks else "-"
-        lines.append(f"| {row['label']} | {row['seed']} | {100 * row['accuracy']:.2f} | {drop_of(row, dense):.2f} "
+        lines.append(f"| {row['label']} | {row['seed']} | {100 * row['val_accuracy']:.2f} "
+                     f"| {drop_of(row, dense, 'val'):.2f} | {100 * row['accuracy']:.2f} | {drop_of(row, dense):.2f} "
                      f"| {row['bytes']:,} | {row['ratio']:.1f}x | {block_text} | {row.get('coding', '-')} "
                      f"| {row.get('bit_exact', '-')} | {row.get('seconds', '-')} |")
     return "\n".join(lines)
 
 
-def summarize(rows: list[dict], dense: dict[int, float]) -> list[dict]:
-    """One entry per setting (label): every seed's ratio and drop, and their medians."""
+def summarize(rows: list[dict], dense: dict[int, dict[str, float]]) -> list[dict]:
+    """One entry per setting (label): every seed's ratio and drops (validation and test), and
+    their medians and worst."""
     groups: dict[str, list[dict]] = {}
     for row in rows:
         if row["method"] not in ("dense", "dense-coded"):
@@ -449,21 +482,25 @@ def summarize(rows: list[dict], dense: dict[int, float]) -> list[dict]:
     for label, group in groups.items():
         group = sorted(group, key=lambda r: r["seed"])
         drops = [drop_of(r, dense) for r in group]
+        val_drops = [drop_of(r, dense, "val") for r in group]
         summary.append({"label": label, "method": group[0]["method"], "block": group[0]["block"],
                         "seeds": [r["seed"] for r in group], "ratios": [r["ratio"] for r in group],
                         "drops": drops, "median_ratio": statistics.median(r["ratio"] for r in group),
                         "median_drop": statistics.median(drops), "worst_drop": max(drops),
-                        "least_ratio": min(r["ratio"] for r in group)})
+                        "val_drops": val_drops, "median_val_drop": statistics.median(val_drops),
+                        "worst_val_drop": max(val_drops), "least_ratio": min(r["ratio"] for r in group)})
     return summary
 
 
 def summary_table(summary: list[dict]) -> str:
-    lines = ["| setting | ratio per seed | drop per seed (points) | median ratio | median drop |",
-             "|---|---|---|---:|---:|"]
+    lines = ["| setting | ratio per seed | validation drop per seed | test drop per seed (points) | median ratio "
+             "| median test drop |",
+             "|---|---|---|---|---:|---:|"]
     for entry in summary:
         ratios = " / ".join(f"{r:.1f}x" for r in entry["ratios"])
+        val_drops = " / ".join(f"{d:.2f}" for d in entry["val_drops"])
         drops = " / ".join(f"{d:.2f}" for d in entry["drops"])
-        lines.append(f"| {entry['label']} | {ratios} | {drops} | {entry['median_ratio']:.1f}x "
+        lines.append(f"| {entry['label']} | {ratios} | {val_drops} | {drops} | {entry['median_ratio']:.1f}x "
                      f"| {entry['median_drop']:.2f} |")
     return "\n".join(lines)
 
@@ -511,7 +548,7 @@ def plot(summary: list[dict], path: Path) -> bool:
     axes.set_xticks(ticks, [f"{t}x" for t in ticks])
     axes.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     axes.set_xlabel("compression ratio of the whole bitstream (fp32 bytes / stream bytes), median over seeds")
-    axes.set_ylabel("accuracy of the decoded model - dense accuracy (points)")
+    axes.set_ylabel("test accuracy of the decoded model - dense (points)")
     axes.set_title("LeNet-5 on Fashion-MNIST (median over seeds; bars: least to most)")
     axes.grid(True, which="both", alpha=0.3)
     axes.legend(fontsize=8, loc="lower left")
@@ -522,36 +559,43 @@ def plot(summary: list[dict], path: Path) -> bool:
 
 
 def describe(entry: dict) -> str:
-    per_seed = "; ".join(f"seed {seed}: {ratio:.1f}x at a drop of {drop:.2f} points"
-                         for seed, ratio, drop in zip(entry["seeds"], entry["ratios"], entry["drops"]))
-    return f"{entry['label']}: {per_seed} (median {entry['median_ratio']:.1f}x, {entry['median_drop']:.2f} points)"
+    per_seed = "; ".join(f"seed {seed}: {ratio:.1f}x at a drop of {val:.2f} (validation) / {drop:.2f} (test) points"
+                         for seed, ratio, val, drop in zip(entry["seeds"], entry["ratios"], entry["val_drops"],
+                                                           entry["drops"]))
+    return (f"{entry['label']}: {per_seed} (median {entry['median_ratio']:.1f}x, test {entry['median_drop']:.2f} "
+            "points)")
 
 
-def report(settings: dict, rows: list[dict], dense_accuracy: dict[int, float], quick: bool):
-    """Print the tables and the summary lines; returns (summary, best, target met, stretch met)."""
+def report(settings: dict, rows: list[dict], dense_accuracy: dict[int, dict[str, float]], quick: bool):
+    """Print the tables and the summary lines; returns (summary, best, target met, stretch met).
+
+    The best setting is chosen on the validation split alone (the highest median ratio among
+    the ADMM settings within 1.0 point there on every seed); the target is then judged on the
+    test set, which no choice has read."""
     print("settings: " + ", ".join(f"{key}={value}" for key, value in settings.items() if key != "seed"))
     print()
     print(table(rows, dense_accuracy))
     summary = summarize(rows, dense_accuracy)
     print()
     print(summary_table(summary))
-    # the best setting: the highest median ratio among the ADMM settings within 1.0 point on every seed
     admm = [e for e in summary if e["method"] == "admm"]
-    within = [e for e in admm if e["worst_drop"] <= 1.0 + 1e-9]
+    within = [e for e in admm if e["worst_val_drop"] <= 1.0 + 1e-9]
     best = max(within, key=lambda e: e["median_ratio"], default=None)
     print()
     if best is None:
-        print("no ADMM setting is within 1.0 point of the dense accuracy on every seed"
-              + (f"; the least drop: {describe(min(admm, key=lambda e: e['worst_drop']))}" if admm else ""))
+        print("no ADMM setting is within 1.0 point of the dense accuracy on the validation split on every seed"
+              + (f"; the least drop: {describe(min(admm, key=lambda e: e['worst_val_drop']))}" if admm else ""))
     else:
-        print(f"best ADMM within 1.0 point on every seed: {describe(best)}")
+        print(f"chosen on validation (best ADMM within 1.0 point there on every seed): {describe(best)}")
     at_target = [e for e in admm if e["least_ratio"] >= 60]
     if at_target and (best is None or best["least_ratio"] < 60):
-        print(f"least drop among the ADMM settings at >= 60x on every seed: "
-              f"{describe(min(at_target, key=lambda e: e['worst_drop']))}")
-    met = best is not None and best["least_ratio"] >= 60
-    stretch = best is not None and best["least_ratio"] >= 80
-    print(f"target >= 60x at <= 1.0 point drop on every seed: {'met' if met else 'NOT met'}; "
+        print(f"least validation drop among the ADMM settings at >= 60x on every seed: "
+              f"{describe(min(at_target, key=lambda e: e['worst_val_drop']))}")
+    held_out = best is not None and best["worst_drop"] <= 1.0 + 1e-9
+    met = held_out and best["least_ratio"] >= 60
+    stretch = held_out and best["least_ratio"] >= 80
+    print(f"target >= 60x at <= 1.0 point drop on every seed (chosen on validation, judged on test): "
+          f"{'met' if met else 'NOT met'}; "
           f"stretch >= 80x: {'met' if stretch else 'not met'}"
           + (" (a --quick smoke run: these figures mean nothing)" if quick else ""))
     print(f"all decoded models bit-exact: {all(r.get('bit_exact', True) for r in rows)}")
@@ -560,7 +604,8 @@ def report(settings: dict, rows: list[dict], dense_accuracy: dict[int, float], q
 
 def dense_model(settings: Settings, data, out: Path, retrain: bool) -> Path:
     """The dense model of ``settings.seed`` (cached under ``out``)."""
-    path = out / f"lenet5_dense_e{settings.dense_epochs}_s{settings.seed}_n{settings.subset or 60000}.pt"
+    path = out / (f"lenet5_dense_e{settings.dense_epochs}_s{settings.seed}_n{settings.subset or 60000}"
+                  f"_v{settings.validation}.pt")
     if path.exists() and not retrain:
         print(f"dense model: {path} (cached; --retrain to train again)", file=sys.stderr)
     else:
@@ -590,6 +635,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.report:
         result = json.loads(args.report.read_text())
+        if not isinstance(next(iter(result["dense_accuracy"].values())), dict):
+            raise SystemExit(f"{args.report}: written before the validation split (2026-12-03); rerun it")
         report(result["settings"], result["rows"], {int(k): v for k, v in result["dense_accuracy"].items()},
                "quick" in args.report.name)
         return 0
@@ -603,7 +650,7 @@ def main(argv: list[str] | None = None) -> int:
     seeds = [int(seed) for seed in args.seeds.split(",")]
     args.out.mkdir(parents=True, exist_ok=True)
     name = "bench_fashion_mnist" + ("_quick" if args.quick else "") + (f"_{args.tag}" if args.tag else "")
-    data = load_data(settings.subset)
+    data = load_data(settings.subset, settings.validation)
     fp32_bytes = 4 * sum(p.numel() for p in LeNet5().parameters())
     dense_paths, dense_accuracy, rows = {}, {}, []
     for seed in seeds:
@@ -611,13 +658,15 @@ def main(argv: list[str] | None = None) -> int:
         dense_paths[seed] = str(dense_model(seeded, data, args.out, args.retrain))
         dense = LeNet5()
         dense.load_state_dict(torch.load(dense_paths[seed], weights_only=True))
-        dense_accuracy[seed] = accuracy(dense, data[2], data[3])
-        rows.append({"method": "dense", "label": "dense fp32", "seed": seed, "accuracy": dense_accuracy[seed],
-                     "bytes": fp32_bytes, "ratio": 1.0})
+        dense_accuracy[seed] = {"val": accuracy(dense, data.x_val, data.y_val),
+                                "test": accuracy(dense, data.x_test, data.y_test)}
+        rows.append({"method": "dense", "label": "dense fp32", "seed": seed, "accuracy": dense_accuracy[seed]["test"],
+                     "val_accuracy": dense_accuracy[seed]["val"], "bytes": fp32_bytes, "ratio": 1.0})
         coded = code_and_check(dense, seeded, data, [(4, 4)], True)
         rows.append({"method": "dense-coded", "label": f"dense through the codec (qp {settings.qp})", "seed": seed,
                      **coded})
-        print(f"dense accuracy, seed {seed}: {100 * dense_accuracy[seed]:.2f}%", file=sys.stderr)
+        print(f"dense accuracy, seed {seed}: validation {100 * dense_accuracy[seed]['val']:.2f}%, "
+              f"test {100 * dense_accuracy[seed]['test']:.2f}%", file=sys.stderr)
 
     jobs = args.job or jobs_for(args.quick)
     if args.only:
@@ -626,8 +675,10 @@ def main(argv: list[str] | None = None) -> int:
     context = multiprocessing.get_context("spawn")
     with context.Pool(args.workers, initializer=_init_worker, initargs=(settings, dense_paths)) as pool:
         for done, row in enumerate(pool.imap_unordered(run_job, tasks), start=1):
-            print(f"[{done}/{len(tasks)}] {row['label']} (seed {row['seed']}): {100 * row['accuracy']:.2f}% "
-                  f"(drop {drop_of(row, dense_accuracy):.2f}) at {row['ratio']:.1f}x ({row['seconds']} s)",
+            print(f"[{done}/{len(tasks)}] {row['label']} (seed {row['seed']}): validation "
+                  f"{100 * row['val_accuracy']:.2f}% (drop {drop_of(row, dense_accuracy, 'val'):.2f}), test "
+                  f"{100 * row['accuracy']:.2f}% (drop {drop_of(row, dense_accuracy):.2f}) at {row['ratio']:.1f}x "
+                  f"({row['seconds']} s)",
                   file=sys.stderr, flush=True)
             rows.append(row)
     order = {"dense": 0, "dense-coded": 1, "admm": 2, "block-prune": 3, "unstructured": 4, "calibrated": 5,
