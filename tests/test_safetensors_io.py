@@ -171,3 +171,31 @@ def test_encoding_a_mapped_file_gives_the_bytes_of_encoding_the_arrays(tmp_path)
     decoded = nu.decode(result.data)["half"].astype(np.float64)
     assert result.reports[0].max_abs_error == pytest.approx(float(np.max(np.abs(decoded - half))), rel=0, abs=0)
     assert result.reports[0].max_abs_error > 0
+
+
+@pytest.mark.parametrize("changes, structured", [({}, False), ({"dependent": False}, False), ({"rdo": False}, False),
+                                                 ({}, True)])
+def test_bfloat16_bits_choose_the_levels_their_widened_values_choose(changes, structured):
+    """Every quantization pass widens a bfloat16 tensor a chunk at a time (no float32 copy of
+    the whole tensor): the trellis, the scalar RDO, plain rounding, and the block-kind RDO of
+    a tensor whose 4x4 blocks are unified or pruned choose the levels the float32 values do."""
+    from nncodec_unify.codec.config import EncoderConfig
+    from nncodec_unify.codec.encoder import choose_levels
+    from nncodec_unify.codec.quant import step_size
+
+    rng = np.random.default_rng(5)
+    config = EncoderConfig(**changes)
+    coding = config.coding_for("w", DType.BFLOAT16, 2)
+    step = float(step_size(coding.qp, coding.qp_density))
+    if structured:  # one magnitude per 4x4 block (0 in a third of them), own signs, a little noise
+        magnitudes = np.kron(rng.integers(0, 6, size=(275, 250)) * (rng.random((275, 250)) > 0.33), np.ones((4, 4)))
+        values = (magnitudes * step * rng.choice([-1, 1], size=magnitudes.shape)
+                  + rng.normal(0, 0.05 * step, size=magnitudes.shape)).astype(np.float32)
+    else:
+        values = rng.laplace(0, 0.02, size=(1100, 1000)).astype(np.float32)  # more than one 2**20 chunk
+    bits = (values.view(np.uint32) >> 16).astype(np.uint16)
+    widened = (bits.astype(np.uint32) << 16).view(np.float32)
+    from_bits = choose_levels(BFloat16Array(bits), step, coding.mode, coding, True)
+    from_values = choose_levels(widened, step, coding.mode, coding, True)
+    assert np.array_equal(from_bits.levels, from_values.levels) and from_bits.dependent == from_values.dependent
+    assert from_bits.dependent == (config.dependent and config.rdo and not structured)

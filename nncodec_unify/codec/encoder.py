@@ -364,12 +364,8 @@ def encode_tensor(name: str, array: np.ndarray | BFloat16Array, dtype: DType, co
                   aliases: tuple[str, ...] | None = None) -> tuple[bytes, TensorReport]:
     """The TENSOR unit payload (§5) of one tensor and its report. ``aliases``: the tensor's
     other names (format 5.0, §5.2; None in a stream of an earlier format). A bfloat16 tensor
-    may come as its bits (:class:`BFloat16Array`): it is widened to float32 here, and the copy
-    is let go once quantized (what follows reads the bits)."""
-    bits = None
-    if isinstance(array, BFloat16Array):
-        bits, array = array.bits, bfloat16_bits_to_float32(array.bits)
-        release_pages(bits)
+    may come as its bits (:class:`BFloat16Array`): every pass widens a chunk at a time
+    (:func:`_flat_values`), so no float32 copy of the whole tensor is made."""
     if dtype not in FLOAT_DTYPES and coding.mode != CodingMode.RAW:
         return _encode_integer_tensor(name, array, dtype, coding, use_contexts, aliases)
     original_bytes = array.size * DTYPE_ITEMSIZE[dtype]
@@ -390,11 +386,8 @@ def encode_tensor(name: str, array: np.ndarray | BFloat16Array, dtype: DType, co
     step = step_size(coding.qp, coding.qp_density)
     choice = choose_levels(array, step, mode, coding, use_contexts)
     # from here on the levels stand for the values: a memory-mapped input's pages can go (a
-    # RAW fallback or the error measurement reads them from the file again), and so can a
-    # widened bfloat16 copy (they read the bits)
-    release_pages(array)
-    if bits is not None:
-        array = BFloat16Array(bits)
+    # RAW fallback or the error measurement reads them from the file again)
+    _release(array)
     if mode == CodingMode.UNIFIED and not coding.explicit_mode and _few_structured_blocks(choice.levels, coding.block):
         mode = CodingMode.DENSE
     body = ByteWriter()
@@ -477,15 +470,12 @@ def _check_rebuilt(choice: LevelChoice, step: np.float32, dtype: DType, original
     ``choice`` (§7.1, §7.1.2) and, with ``measure_error``, their largest absolute and summed
     squared difference from ``original`` (else 0.0; a :class:`BFloat16Array`: the values its bits
     widen to). Rebuilt a chunk at a time: the tensor is never copied whole, in float64 or at all."""
-    widen = isinstance(original, BFloat16Array)
-    if widen:
-        original = original.bits
     if original.size == 0:
-        empty = bfloat16_bits_to_float32(original) if widen else original
-        return (content_digest(empty, dtype) if digest else None), 0.0, 0.0
+        return (content_digest(_flat_values(original, 0, 0).reshape(original.shape), dtype) if digest else None,
+                0.0, 0.0)
     hasher = hashlib.sha256()
     largest = squared = 0.0
-    levels, original = choice.levels.reshape(-1), original.reshape(-1)
+    levels = choice.levels.reshape(-1)
     for start, stop in _chunks(levels.size):
         part = levels[start:stop]
         if choice.dependent:
@@ -496,10 +486,10 @@ def _check_rebuilt(choice: LevelChoice, step: np.float32, dtype: DType, original
             hasher.update(canonical_bytes(rebuilt, dtype))
         if measure_error:
             difference = rebuilt.astype(np.float64)
-            difference -= bfloat16_bits_to_float32(original[start:stop]) if widen else original[start:stop]
+            difference -= _flat_values(original, start, stop)
             largest = max(largest, float(np.max(np.abs(difference))))
             squared += float(np.dot(difference, difference))
-            release_pages(original[start:stop])
+            _release(original, start, stop)
     return (hasher.digest() if digest else None), largest, squared
 
 
@@ -519,30 +509,57 @@ def _few_structured_blocks(levels: np.ndarray, block: tuple[int, int]) -> bool:
     return 0 < structured <= _STRUCTURED_SHARE * kinds.size
 
 
-def on_grid(array: np.ndarray, levels: np.ndarray, step: np.float32) -> bool:
+def _flat_values(source: np.ndarray | BFloat16Array, start: int, stop: int) -> np.ndarray:
+    """Elements ``start:stop`` of a float tensor in C order: a view of an array, or that piece
+    of a bfloat16 tensor's bits widened to float32 (exactly)."""
+    if isinstance(source, BFloat16Array):
+        return bfloat16_bits_to_float32(source.bits.reshape(-1)[start:stop])
+    return source.reshape(-1)[start:stop]
+
+
+def _release(source: np.ndarray | BFloat16Array, start: int = 0, stop: int | None = None) -> None:
+    """:func:`~.memory.release_pages` of elements ``start:stop`` of ``source`` (of its bits for
+    a bfloat16 tensor); by default all of them."""
+    release_pages(_pages_of(source).reshape(-1)[start:stop])
+
+
+def _extremes(source: np.ndarray | BFloat16Array) -> tuple[float, float]:
+    """The least and the greatest element of a non-empty float tensor (both nan if any element
+    is nan); a bfloat16 tensor is read a chunk at a time."""
+    if not isinstance(source, BFloat16Array):
+        return float(source.min()), float(source.max())
+    lows, highs = [], []
+    for start, stop in _chunks(source.size):
+        piece = _flat_values(source, start, stop)
+        lows.append(piece.min())
+        highs.append(piece.max())
+    return float(np.min(lows)), float(np.max(highs))
+
+
+def on_grid(array: np.ndarray | BFloat16Array, levels: np.ndarray, step: np.float32) -> bool:
     """Whether ``levels * step`` rebuilds ``array`` exactly: a tensor trained onto this grid,
     which the encoder codes losslessly rather than trading its values for bits."""
-    levels, array = levels.reshape(-1), array.reshape(-1)
+    levels = levels.reshape(-1)
     for start, stop in _chunks(array.size):
         rebuilt = np.multiply(levels[start:stop], np.float32(step), dtype=np.float64)
-        if not np.array_equal(rebuilt, array[start:stop].astype(np.float64, copy=False)):
+        if not np.array_equal(rebuilt, _flat_values(array, start, stop).astype(np.float64, copy=False)):
             return False
     return True
 
 
-def _nearest(array: np.ndarray, step: np.float32) -> np.ndarray:
+def _nearest(array: np.ndarray | BFloat16Array, step: np.float32) -> np.ndarray:
     """:func:`quant.quantize` of a float tensor whose levels fit in 31 bits (the caller
     checked), in the narrowest type that holds them, quantized a chunk at a time."""
-    largest = max(float(array.max()), -float(array.min())) if array.size else 0.0
-    levels = np.empty(array.shape, _level_dtype(largest / float(step) + 1))
-    flat_levels, flat = levels.reshape(-1), array.reshape(-1)
-    for start, stop in _chunks(flat.size):
-        flat_levels[start:stop] = quantize(flat[start:stop], step, np.int32)
-        release_pages(flat[start:stop])  # see choose_levels
+    low, high = _extremes(array) if array.size else (0.0, 0.0)
+    levels = np.empty(array.shape, _level_dtype(max(high, -low) / float(step) + 1))
+    flat_levels = levels.reshape(-1)
+    for start, stop in _chunks(array.size):
+        flat_levels[start:stop] = quantize(_flat_values(array, start, stop), step, np.int32)
+        _release(array, start, stop)  # see choose_levels
     return levels
 
 
-def choose_levels(array: np.ndarray, step: np.float32, mode: CodingMode, coding: TensorCoding,
+def choose_levels(array: np.ndarray | BFloat16Array, step: np.float32, mode: CodingMode, coding: TensorCoding,
                   use_contexts: bool) -> LevelChoice:
     """The levels (the array's shape, see :func:`_level_dtype`) of a float tensor in DENSE or
     UNIFIED mode.
@@ -570,8 +587,11 @@ def choose_levels(array: np.ndarray, step: np.float32, mode: CodingMode, coding:
         del nearest, matrix  # the trellis's memory is for its own levels
         return _choose_dependent(array, step, use_contexts, coding)
     # float32 suffices to compare costs; levels stay exact integers whatever the rounding
-    scaled = np.divide(array.reshape(matrix.shape), np.float64(step), dtype=np.float32)
-    release_pages(array)
+    scaled = np.empty(matrix.shape, np.float32)
+    for start, stop in _chunks(array.size):
+        np.divide(_flat_values(array, start, stop), np.float64(step), out=scaled.reshape(-1)[start:stop],
+                  dtype=np.float32)
+        _release(array, start, stop)
     all_dense = kinds is None or bool((kinds == BlockKind.DENSE).all())
     offsets = choose_column_offsets(matrix) if use_contexts and all_dense else None
     if mode == CodingMode.DENSE or offsets is not None:
@@ -584,35 +604,36 @@ def choose_levels(array: np.ndarray, step: np.float32, mode: CodingMode, coding:
     return LevelChoice(levels, offsets, classes if use_contexts else None)
 
 
-def _choose_dependent(array: np.ndarray, step: np.float32, use_contexts: bool, coding: TensorCoding) -> LevelChoice:
+def _choose_dependent(array: np.ndarray | BFloat16Array, step: np.float32, use_contexts: bool,
+                      coding: TensorCoding) -> LevelChoice:
     """Levels for dependent quantization (§7.1.2), every one chosen by the trellis
     (trellis.py); the block kinds then follow from them as always (§6.3). The values in
     steps are formed a chunk at a time where they are needed, never for the whole tensor."""
-    flat = array.reshape(-1)
+    size = array.size
 
     def scaled(start: int, stop: int) -> np.ndarray:
         # float32 suffices to compare costs; levels stay exact integers whatever the rounding
-        return np.divide(flat[start:stop], np.float64(step), dtype=np.float32)
+        return np.divide(_flat_values(array, start, stop), np.float64(step), dtype=np.float32)
 
     def magnitudes(start: int, stop: int) -> np.ndarray:
         return np.abs(scaled(start, stop))
 
     # magnitudes are about half the level (below 2**30 + 2: the caller checked |x| / step < 2**31)
-    largest = max(float(array.max()), -float(array.min()))
-    dtype = _level_dtype(largest / float(step) / 2 + 2)
-    guess = np.empty(flat.size, dtype)  # the trellis codes about half the level
-    for start, stop in _chunks(flat.size):
+    low, high = _extremes(array)
+    dtype = _level_dtype(max(high, -low) / float(step) / 2 + 2)
+    guess = np.empty(size, dtype)  # the trellis codes about half the level
+    for start, stop in _chunks(size):
         guess[start:stop] = np.rint(magnitudes(start, stop) * 0.5)
-        release_pages(flat[start:stop])
+        _release(array, start, stop)
     rates = _PlaneRates(guess.reshape(matrix_shape(array.shape)), int(guess.max(initial=0)) + 1,
                         use_contexts=use_contexts)
     del guess
-    levels = np.empty(flat.size, dtype)
-    for start, chosen in trellis_magnitudes(magnitudes, flat.size, rates, coding.rdo_lambda):
+    levels = np.empty(size, dtype)
+    for start, chosen in trellis_magnitudes(magnitudes, size, rates, coding.rdo_lambda):
         stop = start + chosen.size
         np.negative(chosen, out=chosen, where=scaled(start, stop) < 0)
         levels[start:stop] = chosen
-        release_pages(flat[start:stop])
+        _release(array, start, stop)
     return LevelChoice(levels.reshape(array.shape), None, rates.classes if use_contexts else None, dependent=True,
                        use_offsets=False)
 
@@ -658,10 +679,10 @@ def _encode_integer_tensor(name: str, array: np.ndarray, dtype: DType, coding: T
                              0.0, None, note, content_digest=digest, aliases=aliases or ())
 
 
-def _unquantizable(array: np.ndarray, coding: TensorCoding) -> str:
+def _unquantizable(array: np.ndarray | BFloat16Array, coding: TensorCoding) -> str:
     if array.size == 0:
         return ""
-    high, low = float(array.max()), float(array.min())  # nan if any is (no full-size temporary)
+    low, high = _extremes(array)  # nan if any is (no full-size temporary)
     if not (np.isfinite(high) and np.isfinite(low)):
         return "it holds nan or inf"
     largest = max(high, -low)

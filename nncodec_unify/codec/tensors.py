@@ -29,6 +29,10 @@ class BFloat16Array:
     def shape(self) -> tuple[int, ...]:
         return self.bits.shape
 
+    @property
+    def size(self) -> int:
+        return self.bits.size
+
 
 def to_numpy(name: str, value) -> tuple[np.ndarray, DType]:
     """A C-contiguous native-endian numpy array and the stream dtype for ``value``.
