@@ -1,6 +1,8 @@
 """Our torch-free safetensors reader/writer: exact shapes and dtypes, and files that the
 safetensors package and torch read the same way."""
 
+import hashlib
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -199,3 +201,26 @@ def test_bfloat16_bits_choose_the_levels_their_widened_values_choose(changes, st
     from_values = choose_levels(widened, step, coding.mode, coding, True)
     assert np.array_equal(from_bits.levels, from_values.levels) and from_bits.dependent == from_values.dependent
     assert from_bits.dependent == (config.dependent and config.rdo and not structured)
+
+
+def test_bfloat16_and_big_endian_tensors_are_written_a_piece_at_a_time():
+    """Decoding a bfloat16 model to safetensors converts 2**20 elements at a time (a 128 MiB
+    tensor decoded at 360 MiB instead of 720): the pieces are the tensor's bytes, in order."""
+    from nncodec_unify.codec.integrity import canonical_bytes, content_digest
+    from nncodec_unify.codec.safetensors_io import tensor_bytes, tensor_pieces
+    from nncodec_unify.codec.tensors import float32_to_bfloat16_bits
+
+    rng = np.random.default_rng(3)
+    values = (rng.normal(size=(1100, 1000)).astype(np.float32).view(np.uint32) & 0xFFFF0000).view(np.float32)
+    pieces = list(tensor_pieces(values, DType.BFLOAT16))
+    assert len(pieces) == 2 and b"".join(pieces) == bytes(tensor_bytes(values, DType.BFLOAT16))
+    assert b"".join(pieces) == (values.view(np.uint32) >> 16).astype("<u2").tobytes()
+    assert content_digest(values, DType.BFLOAT16) == hashlib.sha256(b"".join(pieces)).digest()
+    swapped = values.astype(">f4")
+    assert b"".join(tensor_pieces(swapped, DType.FLOAT32)) == values.astype("<f4").tobytes()
+    assert len(list(tensor_pieces(values, DType.FLOAT32))) == 1  # already laid out: one view, no copy
+    for shaped in (np.float32(1.5).reshape(()), np.zeros((0, 3), np.float32)):
+        bits = float32_to_bfloat16_bits(shaped)
+        assert bits.shape == shaped.shape and bits.dtype == np.uint16
+        assert bytes(canonical_bytes(shaped, DType.BFLOAT16)) == bits.astype("<u2").tobytes()
+    assert float32_to_bfloat16_bits(np.float32(1.5).reshape(())) == 0x3FC0

@@ -28,7 +28,7 @@ from .safetensors_io import (
     METADATA,
     SafetensorsError,
     read_safetensors,
-    tensor_bytes,
+    tensor_pieces,
     write_safetensors,
     write_safetensors_header,
 )
@@ -468,7 +468,8 @@ def _stream_safetensors(infos, tensors, file) -> int:
 def _write_tensor(file, info, tensor) -> int:
     """Write one decoded tensor's safetensors bytes; returns its element count."""
     assert (tensor.name, tensor.array.shape) == (info.name, info.shape)  # the same stream, parsed twice
-    file.write(tensor_bytes(tensor.array, tensor.dtype))
+    for piece in tensor_pieces(tensor.array, tensor.dtype):  # bfloat16 converted a piece at a time
+        file.write(piece)
     return tensor.array.size
 
 

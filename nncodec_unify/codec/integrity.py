@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import hashlib
 import struct
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 
 import numpy as np
 
 from .format import DType
-from .tensors import find_ties, to_numpy
+from .tensors import find_ties, float32_to_bfloat16_bits, to_numpy
 
 
 def canonical_bytes(array: np.ndarray, dtype: DType) -> memoryview:
@@ -24,7 +24,7 @@ def canonical_bytes(array: np.ndarray, dtype: DType) -> memoryview:
     decoders return widened to float32) as its 16-bit patterns, bool one byte each. A view of
     ``array`` when it is already laid out so (no copy of a large tensor)."""
     if dtype == DType.BFLOAT16:  # widened exactly: the low 16 bits are zero
-        array = (np.ascontiguousarray(array, dtype=np.float32).view(np.uint32) >> 16).astype("<u2")
+        array = float32_to_bfloat16_bits(array).astype("<u2", copy=False)
     else:
         array = np.ascontiguousarray(array)
         if array.dtype.byteorder == ">":
@@ -32,9 +32,28 @@ def canonical_bytes(array: np.ndarray, dtype: DType) -> memoryview:
     return memoryview(array.reshape(-1).view(np.uint8))
 
 
+_PIECE = 1 << 20  # elements converted at a time by canonical_pieces
+
+
+def canonical_pieces(array: np.ndarray, dtype: DType) -> Iterator[memoryview]:
+    """:func:`canonical_bytes` as consecutive pieces: one view when ``array`` is laid out so
+    already, else converted 2**20 elements at a time (bfloat16, big-endian), so that a large
+    tensor is never copied whole. (Safetensors stores exactly these bytes.)"""
+    array = np.asarray(array)
+    if array.size == 0 or (dtype != DType.BFLOAT16 and array.flags.c_contiguous and array.dtype.byteorder != ">"):
+        yield canonical_bytes(array, dtype)
+        return
+    flat = array.reshape(-1)
+    for start in range(0, flat.size, _PIECE):
+        yield canonical_bytes(flat[start:start + _PIECE], dtype)
+
+
 def content_digest(array: np.ndarray, dtype: DType) -> bytes:
     """The 32-byte SHA-256 of the canonical bytes of a tensor of stored type ``dtype``."""
-    return hashlib.sha256(canonical_bytes(array, dtype)).digest()
+    hasher = hashlib.sha256()
+    for piece in canonical_pieces(array, dtype):
+        hasher.update(piece)
+    return hasher.digest()
 
 
 def tensor_record(name: str, dtype: DType, shape: tuple[int, ...], digest: bytes) -> bytes:

@@ -13,13 +13,14 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
 import numpy as np
 
 from .errors import NncodecError
 from .format import DType
+from .integrity import canonical_pieces
 from .memory import FileMapping, map_file
 from .tensors import BFloat16Array, float32_to_bfloat16_bits
 
@@ -146,7 +147,8 @@ def write_safetensors(file, tensors: Iterable[tuple[str, np.ndarray, DType]],
     entries = list(tensors)
     write_safetensors_header(file, [(name, array.shape, dtype) for name, array, dtype in entries], metadata)
     for _, array, dtype in entries:
-        file.write(_little_endian_bytes(array, dtype))
+        for piece in tensor_pieces(array, dtype):
+            file.write(piece)
 
 
 def write_safetensors_header(file, entries: Iterable[tuple[str, tuple[int, ...], DType]],
@@ -171,6 +173,17 @@ def tensor_bytes(array: np.ndarray, dtype: DType) -> memoryview:
     """A tensor's data as safetensors stores it (little-endian; bfloat16 as its bit patterns):
     a view of ``array`` when it is already laid out so, not a copy of a large tensor."""
     return _little_endian_bytes(array, dtype)
+
+
+def tensor_pieces(array: np.ndarray, dtype: DType) -> Iterator[memoryview]:
+    """:func:`tensor_bytes` as consecutive pieces, converted a piece at a time where they need
+    converting (bfloat16's bit patterns, a big-endian array): a large tensor is never copied
+    whole. Safetensors stores exactly a tensor's canonical bytes (spec §7.3)."""
+    numbers = np.float32 if dtype == DType.BFLOAT16 else _NUMPY_OF[_NAME_OF[dtype]]
+    array = np.asarray(array)
+    if array.dtype.newbyteorder("=") != np.dtype(numbers).newbyteorder("="):
+        array = array.astype(np.dtype(numbers))
+    return canonical_pieces(array, dtype)
 
 
 def _little_endian_bytes(array: np.ndarray, dtype: DType) -> memoryview:

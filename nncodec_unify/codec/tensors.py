@@ -8,6 +8,7 @@ are carried as float32 arrays holding the exact widened values (§7.3).
 from __future__ import annotations
 
 import dataclasses
+import sys
 
 import numpy as np
 
@@ -91,8 +92,11 @@ def bfloat16_bits_to_float32(bits: np.ndarray) -> np.ndarray:
 
 
 def float32_to_bfloat16_bits(values: np.ndarray) -> np.ndarray:
-    """Bit patterns of float32 values that are exact bfloat16 values (low 16 bits dropped)."""
-    return (np.ascontiguousarray(values, dtype=np.float32).view(np.uint32) >> 16).astype(np.uint16)
+    """Bit patterns (native uint16, ``values``' shape) of float32 values that are exact
+    bfloat16 values: the high half of each element, copied once (no 32-bit temporary)."""
+    values = np.asarray(values, dtype=np.float32, order="C")  # ascontiguousarray would make 0-dim 1-D
+    halves = values.reshape(-1).view(np.uint16).reshape(-1, 2)
+    return np.ascontiguousarray(halves[:, 1 if sys.byteorder == "little" else 0]).reshape(values.shape)
 
 
 def storage_key(value) -> tuple | None:
