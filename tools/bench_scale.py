@@ -4,8 +4,9 @@ Makes a safetensors model of Laplace-distributed fp32 weights (default: 24 matri
 4096 x 4096 and a 32000 x 4096 embedding, ~2.1 GB; ``--scale`` shrinks every side), then runs
 ``nncodec encode`` and ``nncodec decode`` as separate processes and reports each one's wall
 time, peak resident memory (the child's VmHWM) against the largest tensor, and
-throughput per core; ``--workers N`` encodes again in N processes and checks the bytes are
-identical.
+throughput per core; ``--workers N`` encodes and decodes again in N processes and checks
+that the stream and the decoded file are the same bytes (the memory figures are those of
+one process: N workers each hold the tensor they code).
 
     python tools/bench_scale.py [--scale 0.5] [--workers 2] [--keep DIR] [-- extra encode options]
 """
@@ -68,15 +69,33 @@ def run(arguments: list[str]) -> tuple[float, float]:
     return seconds, int(lines[-1].split()[1]) / 1024
 
 
+def _digest(path: Path) -> bytes:
+    """SHA-256 of a file, read a piece at a time."""
+    import hashlib
+
+    hasher = hashlib.sha256()
+    with open(path, "rb") as file:
+        for piece in iter(lambda: file.read(1 << 24), b""):
+            hasher.update(piece)
+    return hasher.digest()
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--scale", type=float, default=1.0, help="side-length factor (1.0: ~2.1 GB)")
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--keep", default=None, help="folder for the files (default: a temporary one)")
+    parser.add_argument("--keep", default=None, help="folder for the files, kept (default: a temporary one, removed)")
     parser.add_argument("extra", nargs="*", help="extra options for nncodec encode, after --")
     args = parser.parse_args(argv)
-    folder = Path(args.keep or tempfile.mkdtemp(prefix="bench_scale_"))
-    folder.mkdir(parents=True, exist_ok=True)
+    if args.keep:
+        Path(args.keep).mkdir(parents=True, exist_ok=True)
+        return measure(Path(args.keep), args)
+    with tempfile.TemporaryDirectory(prefix="bench_scale_") as folder:  # up to 4 GB: never left behind
+        return measure(Path(folder), args)
+
+
+def measure(folder: Path, args: argparse.Namespace) -> int:
+    """The benchmark with its files in ``folder``."""
     model, stream, back = folder / "model.safetensors", folder / "model.nnu", folder / "back.safetensors"
     total, largest = make_model(model, args.scale)
     parameters = total // 4
@@ -87,7 +106,7 @@ def main(argv=None) -> int:
           f"{peak:,.0f} MiB (budget 1.5 x largest + 200 = {budget:,.0f} MiB: {'met' if peak <= budget else 'NOT met'}); "
           f"{stream.stat().st_size:,} bytes")
     single = stream.read_bytes()
-    seconds_decode, peak = run(["decode", str(stream), str(back), "-f", "-q"])
+    seconds_decode, peak = run(["decode", str(stream), str(back), "-f", "-q", "--workers", "1"])
     print(f"decode: {seconds_decode:.1f} s, {parameters / seconds_decode / 1e6:.2f} M parameters/s, peak RSS "
           f"{peak:,.0f} MiB ({'met' if peak <= budget else 'NOT met'})")
     if args.workers > 1:
@@ -95,6 +114,10 @@ def main(argv=None) -> int:
         same = stream.read_bytes() == single
         print(f"encode, {args.workers} workers: {parallel:.1f} s, {seconds / parallel:.2f}x faster, "
               f"identical bytes: {same}")
+        decoded = _digest(back)
+        parallel, _ = run(["decode", str(stream), str(back), "-f", "-q", "--workers", str(args.workers)])
+        print(f"decode, {args.workers} workers: {parallel:.1f} s, {seconds_decode / parallel:.2f}x faster, "
+              f"identical output: {_digest(back) == decoded}")
     return 0
 
 

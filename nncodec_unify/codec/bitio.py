@@ -18,17 +18,24 @@ _U32 = struct.Struct("<I")
 
 
 class ByteReader:
-    """Reads spec descriptors from ``data[start:end]``; offsets are absolute in ``data``."""
+    """Reads spec descriptors from ``data[start:end]``; offsets are absolute in ``data``, or,
+    when ``data`` is a piece of a stream that starts at stream offset ``origin``, in the
+    stream (a worker process decoding one payload reports where an error is in the file)."""
 
-    def __init__(self, data: bytes | memoryview, start: int = 0, end: int | None = None):
+    def __init__(self, data: bytes | memoryview, start: int = 0, end: int | None = None, *, origin: int = 0):
         self._data = memoryview(data).cast("B") if not isinstance(data, bytes) else data
         self._pos = start
         self._end = len(data) if end is None else end
+        self._origin = origin
 
     @property
     def offset(self) -> int:
         """Absolute offset of the next unread byte."""
-        return self._pos
+        return self._origin + self._pos
+
+    def skip_to_end(self) -> None:
+        """Consume the rest of the window unread (another reader interprets it)."""
+        self._pos = self._end
 
     @property
     def remaining(self) -> int:
@@ -39,7 +46,7 @@ class ByteReader:
         if n < 0 or n > self._end - self._pos:
             raise TruncatedError(
                 f"needs {n} bytes but only {self._end - self._pos} remain",
-                element=element, offset=self._pos,
+                element=element, offset=self.offset,
             )
         start = self._pos
         self._pos += n
@@ -76,7 +83,7 @@ class ByteReader:
         if self._pos != self._end:
             raise BitstreamError(
                 f"{self._end - self._pos} unexpected trailing bytes", element=element,
-                offset=self._pos,
+                offset=self.offset,
             )
 
 

@@ -404,17 +404,18 @@ def encode_file(source: str | os.PathLike, target: str | os.PathLike, *, config=
 
 
 def decode_file(source: str | os.PathLike, target: str | os.PathLike, *, limits=None,
-                overwrite: bool = False, verify: bool = True) -> DecodedModel:
+                overwrite: bool = False, verify: bool = True, workers: int = 1) -> DecodedModel:
     """Decode the stream file ``source`` into ``target``: .pt/.pth, .safetensors or a model
     folder (a path ending in a separator, or an existing folder: :func:`decode_to_folder`).
-    ``verify=False`` skips the content digests' comparison (see :func:`decode`)."""
+    ``verify=False`` skips the content digests' comparison, ``workers`` > 1 decodes in that
+    many processes (see :func:`decode`)."""
     from .decoder import decode_tensors
 
     if _same_path(source, target):
         raise CheckpointError(f"{target}: input and output are the same file")
     if is_folder_target(target):
         data = Path(source).read_bytes()
-        model = decode_tensors(data, limits=limits, verify=verify)
+        model = decode_tensors(data, limits=limits, verify=verify, workers=workers)
         decode_to_folder(data, target, limits=limits, overwrite=overwrite, model=model)
         return model
     checkpoint_format(target)
@@ -422,23 +423,25 @@ def decode_file(source: str | os.PathLike, target: str | os.PathLike, *, limits=
         raise FileExistsError(f"{target}: already exists (use -f to overwrite)")
     if not Path(source).is_file():  # not a FIFO or /dev/zero, which read_bytes would never finish
         raise FileNotFoundError(f"{source}: no such file (or not a regular file)")
-    model = decode_tensors(Path(source).read_bytes(), limits=limits, verify=verify)
+    model = decode_tensors(Path(source).read_bytes(), limits=limits, verify=verify, workers=workers)
     save_decoded(target, model, overwrite=overwrite)
     return model
 
 
 def decode_to_safetensors(data: bytes, target: str | os.PathLike, *, limits=None, progress=None,
-                          overwrite: bool = False, verify: bool = True) -> tuple[int, int]:
+                          overwrite: bool = False, verify: bool = True, workers: int = 1) -> tuple[int, int]:
     """Decode the stream ``data`` into the safetensors file ``target`` one tensor at a time:
     the header comes from the tensor headers (:func:`describe`), then each tensor is decoded,
     written and let go, so memory holds the stream and one tensor. Atomic like every output.
-    Returns the number of tensors and of parameters. ``verify`` as for :func:`decode`."""
+    Returns the number of tensors and of parameters. ``verify`` and ``workers`` as for
+    :func:`decode`."""
     with atomic_output(Path(target), overwrite=overwrite) as temporary, open(temporary, "wb") as file:
-        return decode_to_safetensors_file(data, file, limits=limits, progress=progress, verify=verify)
+        return decode_to_safetensors_file(data, file, limits=limits, progress=progress, verify=verify,
+                                          workers=workers)
 
 
 def decode_to_safetensors_file(data: bytes, file, *, limits=None, progress=None,
-                               verify: bool = True) -> tuple[int, int]:
+                               verify: bool = True, workers: int = 1) -> tuple[int, int]:
     """:func:`decode_to_safetensors` into an open binary file (a pipe: nothing is atomic
     there, and a tensor found wrong midway leaves the reader a cut file; the stream's framing,
     order and stream digest are checked before the first byte is written)."""
@@ -448,7 +451,7 @@ def decode_to_safetensors_file(data: bytes, file, *, limits=None, progress=None,
     if any(info.name == SAFETENSORS_RESERVED for info in infos):
         raise CheckpointError(f"a tensor is named {SAFETENSORS_RESERVED!r}, which safetensors reserves; "
                               "write a .pt file instead")
-    tensors = iter_decoded(data, limits=limits, progress=progress, verify=verify)
+    tensors = iter_decoded(data, limits=limits, progress=progress, verify=verify, workers=workers)
     return len(infos), _stream_safetensors(infos, tensors, file)
 
 
@@ -520,14 +523,15 @@ def is_folder_target(path: str | os.PathLike) -> bool:
 
 def decode_to_folder(data: bytes, target: str | os.PathLike, *, limits=None, progress=None,
                      overwrite: bool = False, max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES,
-                     model: DecodedModel | None = None, verify: bool = True) -> tuple[int, int, int]:
+                     model: DecodedModel | None = None, verify: bool = True,
+                     workers: int = 1) -> tuple[int, int, int]:
     """Decode a stream into a model folder: ``model.safetensors`` (written tensor by tensor;
     shards and their index, as transformers writes them, when the tensors exceed
     ``max_shard_bytes``) and the stream's attached files (§5.7) at their paths, so that
     ``transformers``' ``from_pretrained`` loads it when the config was attached. Built in a temporary folder
     beside ``target`` and moved into place file by file at the end: nothing partial is left.
     A non-empty existing ``target`` needs ``overwrite``. ``model``, the stream already
-    decoded, saves decoding it again. ``verify`` as for :func:`decode`. Returns tensors,
+    decoded, saves decoding it again. ``verify`` and ``workers`` as for :func:`decode`. Returns tensors,
     parameters, files."""
     from .decoder import describe, iter_decoded
 
@@ -548,7 +552,7 @@ def decode_to_folder(data: bytes, target: str | os.PathLike, *, limits=None, pro
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
         tensors = iter(model.tensors) if model is not None else iter_decoded(data, limits=limits, progress=progress,
-                                                                             verify=verify)
+                                                                             verify=verify, workers=workers)
         if sharded:
             parameters = _write_shards(plan, tensors, staging)
         else:

@@ -7,9 +7,12 @@ size before that size is checked against the limits and the bytes present.
 
 from __future__ import annotations
 
+import collections
+import concurrent.futures
 import dataclasses
 import functools
 import hashlib
+import itertools
 import math
 from collections.abc import Callable, Iterator
 
@@ -65,6 +68,7 @@ from .syntax import (
     read_unit,
 )
 from .tensors import bfloat16_bits_to_float32
+from .workers import BUFFERED_BYTES, process_pool
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,7 +103,7 @@ class DecodedModel:
 
 
 def decode(data: bytes, *, limits: Limits | None = None, framework: str = "numpy",
-           verify: bool = True) -> dict[str, object]:
+           verify: bool = True, workers: int = 1) -> dict[str, object]:
     """Decode a stream into ``{name: array}`` in stream order.
 
     With ``framework="numpy"`` (default) arrays have the stored dtype, except bfloat16, which
@@ -110,11 +114,12 @@ def decode(data: bytes, *, limits: Limits | None = None, framework: str = "numpy
     bit-exact by its content digest (spec §7.4); ``verify=False`` skips that comparison (6-9 %
     of the decoding time of all-MiniLM-L6-v2), never the other checks. Tied weights (format
     5.0: one tensor under several names) come back as one array, or one torch tensor, under
-    each name.
+    each name. ``workers`` > 1 decodes that many tensors at a time in worker processes, with
+    the same results (see :func:`iter_decoded`).
     """
     if framework not in ("numpy", "pt"):
         raise ValueError(f"framework must be 'numpy' or 'pt', got {framework!r}")
-    tensors = decode_tensors(data, limits=limits, verify=verify).tensors
+    tensors = decode_tensors(data, limits=limits, verify=verify, workers=workers).tensors
     if framework == "numpy":
         return {t.name: t.array for t in tensors}
     return torch_tensors(tensors)
@@ -141,27 +146,28 @@ def torch_tensor(tensor: DecodedTensor):
 
 def decode_tensors(data: bytes, *, limits: Limits | None = None,
                    progress: Callable[[int, int, str], None] | None = None,
-                   verify: bool = True) -> DecodedModel:
+                   verify: bool = True, workers: int = 1) -> DecodedModel:
     """Decode a stream, keeping each tensor's stored dtype, coding mode and content digest.
 
-    ``progress(done, total, name)`` is called as each tensor is taken up; ``verify`` as for
-    :func:`decode`."""
+    ``progress(done, total, name)`` is called as each tensor is taken up; ``verify`` and
+    ``workers`` as for :func:`decode`."""
     limits = limits or DEFAULT_LIMITS
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise TypeError(f"expected bytes, got {type(data).__name__}")
     data = bytes(data)
     try:
-        return _decode(data, limits, progress, verify)
+        return _decode(data, limits, progress, verify, workers)
     except NncodecError:
         raise
     except (MemoryError, OverflowError) as exc:
         raise LimitExceededError(f"cannot allocate the decoded data ({type(exc).__name__})") from None
 
 
-def _decode(data: bytes, limits: Limits, progress=None, verify: bool = True) -> DecodedModel:
+def _decode(data: bytes, limits: Limits, progress=None, verify: bool = True, workers: int = 1) -> DecodedModel:
     files: list[AttachedFile] = []
-    header, tensors = _walk(data, limits, functools.partial(decode_tensor_payload, verify=verify), progress, files)
-    return DecodedModel(header, tuple(tensors), tuple(files))
+    units = _decoded_units(data, limits, progress, verify, workers, files)
+    header = next(units)
+    return DecodedModel(header, tuple(units), tuple(files))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -237,7 +243,7 @@ def _walk(data: bytes, limits: Limits, on_tensor, progress=None,
 
 def iter_decoded(data: bytes, *, limits: Limits | None = None,
                  progress: Callable[[int, int, str], None] | None = None,
-                 verify: bool = True) -> Iterator[DecodedTensor]:
+                 verify: bool = True, workers: int = 1) -> Iterator[DecodedTensor]:
     """Decode a stream tensor by tensor, each yielded as soon as it is decoded, so that a
     consumer can write it out and let it go: memory holds the stream and one tensor.
 
@@ -246,16 +252,103 @@ def iter_decoded(data: bytes, *, limits: Limits | None = None,
     exhausted (a missing, extra or reordered unit is found at the end, spec §5.8): treat what
     was consumed as provisional until then. Errors and ``progress`` as for
     :func:`decode_tensors`.
+
+    ``workers`` > 1 decodes tensors in that many spawned processes, up to two per worker
+    ahead of the one being yielded; they are yielded in stream order, and an invalid stream
+    raises the error of its first bad unit in stream order, as with one process. Memory then
+    holds those tensors, the finished ones waiting behind an unfinished one (up to 256 MiB
+    of them), and each tensor twice while it crosses from its worker.
     """
     limits = limits or DEFAULT_LIMITS
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise TypeError(f"expected bytes, got {type(data).__name__}")
-    units = _walk_units(bytes(data), limits, functools.partial(decode_tensor_payload, verify=verify), progress)
+    units = _decoded_units(bytes(data), limits, progress, verify, workers)
     try:
         next(units)
         yield from units
     except (MemoryError, OverflowError) as exc:
         raise LimitExceededError(f"cannot allocate the decoded data ({type(exc).__name__})") from None
+
+
+def _decoded_units(data: bytes, limits: Limits, progress, verify: bool, workers: int,
+                   files: list[AttachedFile] | None = None) -> Iterator:
+    """:func:`_walk_units` decoding each tensor: the FileHeader, then each DecodedTensor (an
+    alias's under its own name) in stream order, decoded here or, with ``workers`` > 1, in
+    worker processes (see :func:`iter_decoded`)."""
+    if workers <= 1:
+        yield from _walk_units(data, limits, functools.partial(decode_tensor_payload, verify=verify), progress, files)
+        return
+    with process_pool(workers) as pool:
+
+        def submit(reader: ByteReader, header: TensorHeader, limits: Limits, version_major: int) -> _Pending:
+            start = reader.offset
+            payload = data[start:start + reader.remaining]
+            reader.skip_to_end()  # the worker reads it, and checks that it ends there
+            output_bytes = header.element_count * np.dtype(DTYPE_NUMPY[header.dtype]).itemsize
+            return _Pending(pool.submit(_decode_payload, payload, start, header, limits, version_major, verify),
+                            header.name, output_bytes)
+
+        units = _walk_units(data, limits, submit, progress, files)
+        yield next(units)
+        pending: collections.deque[_Pending] = collections.deque()
+        try:
+            for item in units:
+                pending.append(item)
+                yield from _finished_heads(pending)
+                while _must_wait(pending, workers):  # any worker freeing up will do, not only the head's
+                    concurrent.futures.wait([item.future for item in pending if not item.future.done()],
+                                            return_when=concurrent.futures.FIRST_COMPLETED)
+                    yield from _finished_heads(pending)
+        except NncodecError:
+            # a later unit is bad: the tensors before it come first, as with one process, and
+            # an earlier tensor's own error is the one raised
+            while pending:
+                yield pending.popleft().result()
+            raise
+        while pending:
+            yield pending.popleft().result()
+
+
+@dataclasses.dataclass(frozen=True)
+class _Pending:
+    """A tensor being decoded in a worker process, under its name or (``alias_of``) an alias."""
+
+    future: concurrent.futures.Future
+    name: str
+    output_bytes: int
+    alias_of: str | None = None
+
+    def result(self) -> DecodedTensor:
+        """The decoded tensor (waiting for it); a worker's error is raised here."""
+        tensor = self.future.result()
+        return tensor if self.alias_of is None else dataclasses.replace(tensor, name=self.name, alias_of=self.alias_of)
+
+
+def _finished_heads(pending: collections.deque[_Pending]) -> Iterator[DecodedTensor]:
+    """Yield the decoded tensors at the head of ``pending`` that are finished, in order."""
+    while pending and pending[0].future.done():
+        yield pending.popleft().result()
+
+
+def _must_wait(pending: collections.deque[_Pending], workers: int) -> bool:
+    """Whether a worker must finish before another tensor is taken up: two per worker are
+    running or queued, or the finished tensors behind the unfinished head hold
+    BUFFERED_BYTES."""
+    running = sum(1 for item in pending if item.alias_of is None and not item.future.done())
+    waiting = sum(item.output_bytes for item in itertools.islice(pending, 1, None)
+                  if item.alias_of is None and item.future.done())
+    return running >= 2 * workers or waiting >= BUFFERED_BYTES
+
+
+def _decode_payload(payload: bytes, origin: int, header: TensorHeader, limits: Limits, version_major: int,
+                    verify: bool) -> DecodedTensor:
+    """:func:`decode_tensor_payload` in a worker process: ``payload`` is the tensor unit's
+    payload after its header, which starts at stream offset ``origin`` (errors name stream
+    offsets, as in one process)."""
+    reader = ByteReader(payload, origin=origin)
+    tensor = decode_tensor_payload(reader, header, limits, version_major, verify=verify)
+    reader.expect_end("tensor_payload")
+    return tensor
 
 
 def _walk_units(data: bytes, limits: Limits, on_tensor, progress=None,

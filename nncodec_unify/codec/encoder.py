@@ -8,11 +8,9 @@ trained towards the unified structure.
 from __future__ import annotations
 
 import collections
-import contextlib
 import dataclasses
 import hashlib
 import io
-import os
 from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
@@ -38,7 +36,7 @@ from .format import (
     UnitType,
 )
 from .integrity import canonical_bytes, content_digest, model_digest
-from .memory import keep_large_blocks_mapped, release_pages
+from .memory import release_pages
 from .planes import encode_plane
 from .rdo import _PlaneRates, optimize_dense, optimize_unified
 from .trellis import trellis_magnitudes
@@ -61,6 +59,7 @@ from .syntax import (
     write_tensor_header,
     write_unit,
 )
+from .workers import BUFFERED_BYTES, process_pool
 from .tensors import BFloat16Array, bfloat16_bits_to_float32, find_ties, float32_to_bfloat16_bits, to_source
 
 
@@ -200,9 +199,6 @@ def encode_to_file(tensors: Mapping[str, object], file, *, config: EncoderConfig
     return tuple(reports)
 
 
-BUFFERED_BYTES = 256 << 20  # coded payloads held back behind an unfinished unit
-
-
 def _encode_in_workers(jobs, workers: int):
     """``(payload, report)`` of each job in order, coded in ``workers`` spawned processes.
 
@@ -212,17 +208,8 @@ def _encode_in_workers(jobs, workers: int):
     payloads waiting behind it stay under BUFFERED_BYTES: the workers keep busy, and memory
     holds two inputs per worker plus that budget, not the model.
     """
-    import concurrent.futures
-    import multiprocessing
-
-    context = multiprocessing.get_context("spawn")
-    with _single_threaded_children(), concurrent.futures.ProcessPoolExecutor(
-            workers, mp_context=context, initializer=_worker_init) as pool:
-        try:
-            yield from _in_stream_order(pool, jobs, workers)
-        except BaseException:  # a tensor failed or the writer stopped: queued jobs are not run
-            pool.shutdown(wait=False, cancel_futures=True)
-            raise
+    with process_pool(workers) as pool:
+        yield from _in_stream_order(pool, jobs, workers)
 
 
 def _in_stream_order(pool, jobs, workers: int):
@@ -310,32 +297,6 @@ def _encode_job(job) -> tuple[bytes, TensorReport]:
 def _pages_of(source: np.ndarray | BFloat16Array) -> np.ndarray:
     """The array whose pages hold a job's input."""
     return source.bits if isinstance(source, BFloat16Array) else source
-
-
-_THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
-
-
-@contextlib.contextmanager
-def _single_threaded_children():
-    """Spawned workers start with one BLAS/OpenMP thread each unless the user chose otherwise:
-    numpy reads these when it is imported, and N workers with a thread per core each crawl
-    (all-MiniLM-L6-v2 with 2 workers on 2 cores: 10.8 s with OpenBLAS's default, 6.6 s with 1)."""
-    added = [name for name in _THREAD_VARIABLES if name not in os.environ]
-    for name in added:
-        os.environ[name] = "1"
-    try:
-        yield
-    finally:
-        for name in added:
-            os.environ.pop(name, None)
-
-
-def _worker_init() -> None:
-    import sys
-
-    if "torch" in sys.modules:  # two processes with two torch threads each crawl on 2 cores
-        sys.modules["torch"].set_num_threads(1)
-    keep_large_blocks_mapped()
 
 
 def _check_name(name: object) -> None:

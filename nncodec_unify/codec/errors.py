@@ -21,6 +21,7 @@ class BitstreamError(NncodecError, ValueError):
     """
 
     def __init__(self, message: str, *, element: str | None = None, offset: int | None = None):
+        self.detail = message
         self.element = element
         self.offset = offset
         where = []
@@ -29,6 +30,13 @@ class BitstreamError(NncodecError, ValueError):
         if offset is not None:
             where.append(f"at byte {offset}")
         super().__init__(f"{' '.join(where)}: {message}" if where else message)
+
+    def __reduce__(self):  # element and offset survive the trip from a worker process
+        return _rebuild, (type(self), self.detail, self.element, self.offset)
+
+
+def _rebuild(kind: type, detail: str, element: str | None, offset: int | None) -> BitstreamError:
+    return kind(detail, element=element, offset=offset)
 
 
 class TruncatedError(BitstreamError):
