@@ -11,7 +11,6 @@ import argparse
 import contextlib
 import glob
 import json
-import math
 import os
 import re
 import signal
@@ -42,7 +41,7 @@ from .codec.checkpoint import (
 from .codec.config import EncoderConfig, TensorRule
 from .codec.decoder import decode_tensors, describe
 from .codec.errors import BitstreamError, EncodeError, LimitExceededError, NncodecError
-from .codec.format import DTYPE_ITEMSIZE, DTYPE_NAMES, CodingMode, Limits
+from .codec.format import DTYPE_NAMES, CodingMode, Limits
 from .codec.quant import step_size
 from .codec import termination
 
@@ -89,9 +88,9 @@ def _byte_size(text: str) -> int:
 
 MAX_AUTO_WORKERS = 4
 AUTO_WORKERS_FROM = 32 << 20  # below this, starting worker processes costs more than it saves
-# decoding: the parent takes every decoded tensor back through a pipe, so workers pay later
-# (a 509 MiB model: 1.21x with 2; all-MiniLM-L6-v2, 91 MB: no faster)
-AUTO_DECODE_WORKERS_FROM = 256 << 20
+# decoding: by the stream's size, which needs no pass over it (a pass would also change which
+# error an invalid stream reports first). A 65 MB stream (a 509 MiB model) decodes 1.21x
+# faster with 2 workers; all-MiniLM-L6-v2's 14 MB stream no faster.
 
 
 def _workers(text: str) -> int | str:
@@ -115,16 +114,14 @@ def _auto_workers(source: str, tensor_count: int) -> int:
     return _workers_for(sum(f.stat().st_size for f in files if f.is_file()), tensor_count)
 
 
-def _workers_for(size: int, tensor_count: int, threshold: int | None = None) -> int:
-    """``--workers auto`` for ``size`` bytes of tensors (the input of an encode, the output
-    of a decode) in ``tensor_count`` tensors: worker processes from ``threshold`` bytes
-    (default AUTO_WORKERS_FROM)."""
-    threshold = AUTO_WORKERS_FROM if threshold is None else threshold
+def _workers_for(size: int, tensor_count: int) -> int:
+    """``--workers auto`` for ``size`` bytes (the tensors an encode reads, the stream a
+    decode reads) of ``tensor_count`` tensors."""
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
         cores = os.cpu_count() or 1
-    if size < threshold or tensor_count < 2:
+    if size < AUTO_WORKERS_FROM or tensor_count < 2:
         return 1
     return max(1, min(cores, MAX_AUTO_WORKERS, tensor_count))
 
@@ -231,8 +228,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "every other check stays)")
     decode.add_argument("--workers", type=_workers, default="auto", metavar="N|auto",
                         help="decode tensors in N processes, the same tensors as one (default auto: one per core, "
-                             f"at most {MAX_AUTO_WORKERS}, when the decoded model is {AUTO_DECODE_WORKERS_FROM >> 20} "
-                             "MiB or more); memory then holds up to 2 tensors per worker and 256 MiB of finished ones")
+                             f"at most {MAX_AUTO_WORKERS}, for a stream of {AUTO_WORKERS_FROM >> 20} MiB or more); "
+                             "memory then holds up to 2 tensors per worker and 256 MiB of finished ones")
     decode.add_argument("--max-shard-size", type=_byte_size, default=DEFAULT_MAX_SHARD_BYTES, metavar="SIZE",
                         help="folder output: split the weights into shards of at most SIZE (e.g. 5GB, 500MB; "
                              "default 5GB, as transformers) with an index")
@@ -317,13 +314,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except MemoryError:
         return _fail("out of memory (for a stream, lower --max-output-bytes to refuse it up front)", EXIT_IO)
     except BrokenExecutor:
-        return _fail("a worker process ended abruptly (out of memory? try fewer --workers); no output was written",
-                     EXIT_IO)
+        return _fail("a worker process ended abruptly (out of memory? try fewer --workers)", EXIT_IO)
     except KeyboardInterrupt:
         return _fail("interrupted; no output was written", 130)
     finally:
         for signum, handler_before in previous.items():
             signal.signal(signum, handler_before)
+        termination.reset()  # a later call in this process (the library, another main) starts afresh
 
 
 def _fail(message: str, code: int) -> int:
@@ -683,11 +680,8 @@ def _decode(args: argparse.Namespace) -> int:
         raise FileExistsError(f"{args.output}: already exists (use -f to overwrite)")
     limits = _output_limits(args)
     data, progress = _read_stream(args.input), _progress_printer(args, "decoding")
-    workers = args.workers
-    if workers == "auto":
-        coded = [info for info in describe(data, limits=limits)[1] if info.alias_of is None]
-        workers = _workers_for(sum(math.prod(info.shape) * DTYPE_ITEMSIZE[info.dtype] for info in coded), len(coded),
-                               AUTO_DECODE_WORKERS_FROM)
+    # the tensor count is not known before a pass over the stream: assume enough of them
+    workers = _workers_for(len(data), MAX_AUTO_WORKERS) if args.workers == "auto" else args.workers
     if args.output == "-":  # safetensors on stdout, written as decoded; the summary goes to stderr
         count, parameters = decode_to_safetensors_file(data, sys.stdout.buffer, limits=limits, progress=progress,
                                                        verify=not args.no_verify, workers=workers)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import nncodec_unify as nu
-from nncodec_unify.cli import EXIT_OK, main
+from nncodec_unify.cli import EXIT_BAD_INPUT, EXIT_OK, main
 from nncodec_unify.codec import decoder
 from nncodec_unify.codec.errors import BitstreamError
 
@@ -53,7 +53,56 @@ def test_every_conformance_stream_decodes_in_workers_as_in_one_process(thread_po
         assert outcome(data, 3) == outcome(data, 1), path.name
 
 
-def test_worker_processes_report_payload_errors_where_one_process_does(tmp_path):
+def with_bad_digests(data: bytes, which: set[int]) -> bytes:
+    """``data`` with the content digest of the tensor units numbered in ``which`` altered and
+    their unit CRCs recomputed: the walk accepts them, the tensors' own checks do not."""
+    import struct
+    import zlib
+
+    from nncodec_unify.codec.bitio import ByteReader
+    from nncodec_unify.codec.format import DEFAULT_LIMITS, UnitType
+    from nncodec_unify.codec.syntax import read_file_header, read_tensor_header, read_unit
+
+    out = bytearray(data)
+    reader = ByteReader(data)
+    major = read_file_header(reader).version_major
+    index = 0
+    while reader.remaining:
+        unit = read_unit(reader, data)
+        if unit.unit_type == UnitType.TENSOR:
+            end = unit.payload_offset + unit.payload_length
+            header = read_tensor_header(ByteReader(data, unit.payload_offset, end), DEFAULT_LIMITS, major)
+            if index in which:
+                out[header.digest_offset] ^= 1
+                struct.pack_into("<I", out, end, zlib.crc32(bytes(out[unit.offset:end])))
+            index += 1
+    return bytes(out)
+
+
+def consumed(data: bytes, workers: int) -> tuple[list[str], object]:
+    """The names iter_decoded yields before it raises, and the error."""
+    names = []
+    try:
+        for tensor in decoder.iter_decoded(data, workers=workers):
+            names.append(tensor.name)
+    except BitstreamError as exc:
+        return names, (type(exc).__name__, exc.element, exc.offset, str(exc))
+    return names, None
+
+
+@pytest.mark.parametrize("bad", [{0, 1}, {2}, {2, 5}, {7}])
+def test_the_first_bad_tensor_stops_the_decode_as_in_one_process(thread_pool, bad):
+    """Regression (review): a worker's error was taken for the walk's, so later tensors were
+    still yielded and a later tensor's error could be the one raised."""
+    rng = np.random.default_rng(4)
+    data = nu.encode({f"t{i}": rng.normal(size=(48, 48)).astype(np.float32) for i in range(8)})
+    broken = with_bad_digests(data, bad)
+    names, error = consumed(broken, 1)
+    assert error is not None and names == [f"t{i}" for i in range(min(bad))]
+    assert consumed(broken, 3) == (names, error)
+
+
+def test_worker_processes_report_payload_errors_where_one_process_does(tmp_path, capsys):
     """Real processes: an error inside a tensor payload crosses back with its syntax element
     and its offset in the file (the worker reads only the payload); the CLI's safetensors
     output is byte for byte that of one process, tied weights included."""
@@ -71,6 +120,13 @@ def test_worker_processes_report_payload_errors_where_one_process_does(tmp_path)
         assert main(["decode", "-q", "--workers", workers, str(stream), str(tmp_path / f"w{workers}.safetensors")]) \
             == EXIT_OK
     assert (tmp_path / "w1.safetensors").read_bytes() == (tmp_path / "w2.safetensors").read_bytes()
+    (tmp_path / "bad.nnu").write_bytes(with_bad_digests(stream.read_bytes(), {2, 4}))
+    for workers in ("1", "2"):  # the same one line (safetensors output checks the framing first), no file
+        assert main(["decode", "-q", "--workers", workers, str(tmp_path / "bad.nnu"), str(tmp_path / "bad.safetensors")]) \
+            == EXIT_BAD_INPUT
+        assert not (tmp_path / "bad.safetensors").exists()
+    errors = capsys.readouterr().err.splitlines()
+    assert len(errors) == 2 and errors[0] == errors[1] and "invalid stream" in errors[0]
     decoded, alone = nu.decode(stream.read_bytes(), workers=2), nu.decode(stream.read_bytes())
     assert list(decoded) == list(alone) and sorted(decoded) == sorted(weights)
     assert all(np.array_equal(decoded[name], alone[name]) for name in alone)
@@ -78,10 +134,11 @@ def test_worker_processes_report_payload_errors_where_one_process_does(tmp_path)
 
 
 def test_a_consumer_that_stops_early_leaves_no_work_running(thread_pool, monkeypatch):
-    """Closing the iterator after the first tensor cancels what was queued: no more than two
-    tensors per worker were ever taken up, not all twelve."""
+    """Closing the iterator after the first tensor cancels what was queued: far from all
+    forty tensors were ever taken up (two per worker running, and the finished ones behind
+    the head, before the first tensor came out)."""
     rng = np.random.default_rng(2)
-    data = nu.encode({f"t{i}": rng.normal(size=(32, 32)).astype(np.float32) for i in range(12)})
+    data = nu.encode({f"t{i}": rng.normal(size=(32, 32)).astype(np.float32) for i in range(40)})
     started = []
     real = decoder._decode_payload
 
@@ -93,7 +150,7 @@ def test_a_consumer_that_stops_early_leaves_no_work_running(thread_pool, monkeyp
     tensors = decoder.iter_decoded(data, workers=2)
     assert next(tensors).name == "t0"
     tensors.close()
-    assert 1 <= len(started) <= 1 + 2 * 2
+    assert 1 <= len(started) < 20
 
 
 def test_a_worker_that_dies_is_one_line_and_no_output(tmp_path, monkeypatch, capsys):
@@ -114,3 +171,16 @@ def test_a_worker_that_dies_is_one_line_and_no_output(tmp_path, monkeypatch, cap
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "worker process ended abruptly" in err and "Traceback" not in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.nnu"]
+
+
+def test_no_folder_is_completed_once_a_termination_signal_was_recorded(tmp_path, monkeypatch):
+    """Regression (review): decode_to_folder moved its staging folder into place without
+    asking whether a SIGTERM had been received (its exception lost in a finalizer)."""
+    from nncodec_unify.codec import termination
+    from nncodec_unify.codec.checkpoint import decode_to_folder
+
+    data = nu.encode({"w": np.ones((4, 4), np.float32)})
+    monkeypatch.setattr(termination, "_received", 15)
+    with pytest.raises(termination.Terminated):
+        decode_to_folder(data, tmp_path / "out")
+    assert sorted(p.name for p in tmp_path.iterdir()) == []

@@ -565,6 +565,7 @@ def decode_to_folder(data: bytes, target: str | os.PathLike, *, limits=None, pro
             path = staging / attached.path
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(attached.content)
+        termination.check()  # as atomic_output: no folder is completed after SIGTERM
         if not target.exists():
             os.replace(staging, target)
         else:

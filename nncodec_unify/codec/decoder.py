@@ -255,9 +255,12 @@ def iter_decoded(data: bytes, *, limits: Limits | None = None,
 
     ``workers`` > 1 decodes tensors in that many spawned processes, up to two per worker
     ahead of the one being yielded; they are yielded in stream order, and an invalid stream
-    raises the error of its first bad unit in stream order, as with one process. Memory then
-    holds those tensors, the finished ones waiting behind an unfinished one (up to 256 MiB
-    of them), and each tensor twice while it crosses from its worker.
+    yields the tensors before its first bad unit and raises that unit's error, as with one
+    process. Memory then holds those tensors, the finished ones waiting behind an unfinished
+    one (up to 256 MiB of them), and each tensor twice while it crosses from its worker.
+    ``progress`` reports a tensor when it is handed to a worker. The processes are started
+    with the spawn method: a script that calls this must do so under
+    ``if __name__ == "__main__":``.
     """
     limits = limits or DEFAULT_LIMITS
     if not isinstance(data, (bytes, bytearray, memoryview)):
@@ -291,20 +294,23 @@ def _decoded_units(data: bytes, limits: Limits, progress, verify: bool, workers:
         units = _walk_units(data, limits, submit, progress, files)
         yield next(units)
         pending: collections.deque[_Pending] = collections.deque()
-        try:
-            for item in units:
-                pending.append(item)
+        while True:
+            try:
+                item = next(units, None)
+            except Exception:
+                # a later unit is bad: the tensors before it come first, as with one process,
+                # and an earlier tensor's own error is the one raised
+                while pending:
+                    yield pending.popleft().result()
+                raise
+            if item is None:
+                break
+            pending.append(item)
+            yield from _finished_heads(pending)  # a tensor's own error is raised here, in order
+            while _must_wait(pending, workers):  # any worker freeing up will do, not only the head's
+                concurrent.futures.wait([item.future for item in pending if not item.future.done()],
+                                        return_when=concurrent.futures.FIRST_COMPLETED)
                 yield from _finished_heads(pending)
-                while _must_wait(pending, workers):  # any worker freeing up will do, not only the head's
-                    concurrent.futures.wait([item.future for item in pending if not item.future.done()],
-                                            return_when=concurrent.futures.FIRST_COMPLETED)
-                    yield from _finished_heads(pending)
-        except NncodecError:
-            # a later unit is bad: the tensors before it come first, as with one process, and
-            # an earlier tensor's own error is the one raised
-            while pending:
-                yield pending.popleft().result()
-            raise
         while pending:
             yield pending.popleft().result()
 

@@ -27,9 +27,16 @@ def canonical_bytes(array: np.ndarray, dtype: DType) -> memoryview:
         array = float32_to_bfloat16_bits(array).astype("<u2", copy=False)
     else:
         array = np.ascontiguousarray(array)
-        if array.dtype.byteorder == ">":
+        if not _little_endian(array.dtype):
             array = array.astype(array.dtype.newbyteorder("<"))
     return memoryview(array.reshape(-1).view(np.uint8))
+
+
+def _little_endian(dtype: np.dtype) -> bool:
+    """Whether elements of ``dtype`` are laid out little-endian (or are single bytes). A
+    native type reports its order as "=", so "not '>'" would pass big-endian bytes on a
+    big-endian machine."""
+    return dtype.newbyteorder("<") == dtype
 
 
 _PIECE = 1 << 20  # elements converted at a time by canonical_pieces
@@ -40,7 +47,7 @@ def canonical_pieces(array: np.ndarray, dtype: DType) -> Iterator[memoryview]:
     already, else converted 2**20 elements at a time (bfloat16, big-endian), so that a large
     tensor is never copied whole. (Safetensors stores exactly these bytes.)"""
     array = np.asarray(array)
-    if array.size == 0 or (dtype != DType.BFLOAT16 and array.flags.c_contiguous and array.dtype.byteorder != ">"):
+    if array.size == 0 or (dtype != DType.BFLOAT16 and array.flags.c_contiguous and _little_endian(array.dtype)):
         yield canonical_bytes(array, dtype)
         return
     flat = array.reshape(-1)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import sys
 from collections.abc import Iterator
 
@@ -53,6 +54,9 @@ def _single_threaded_children():
 
 
 def _worker_init() -> None:
+    # Ctrl-C reaches the whole process group: a worker stops at once and quietly (the parent
+    # reports it), rather than finishing its tensor or printing a traceback of its own
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
     if "torch" in sys.modules:  # two processes with two torch threads each crawl on 2 cores
         sys.modules["torch"].set_num_threads(1)
     keep_large_blocks_mapped()
