@@ -184,3 +184,18 @@ def test_no_folder_is_completed_once_a_termination_signal_was_recorded(tmp_path,
     with pytest.raises(termination.Terminated):
         decode_to_folder(data, tmp_path / "out")
     assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_progress_counts_the_tensors_as_they_come_out_of_the_workers(thread_pool):
+    """With workers, progress(done, total, name) follows the tensors yielded, in order, once
+    each (aliases are not tensors of their own), as one process reports them."""
+    rng = np.random.default_rng(6)
+    weights = {f"t{i}": rng.normal(size=(16, 16)).astype(np.float32) for i in range(9)}
+    weights["tied"] = weights["t3"]
+    data = nu.encode(weights)
+    seen = {1: [], 3: []}
+    for workers, calls in seen.items():
+        names = [t.name for t in decoder.iter_decoded(data, workers=workers,
+                                                       progress=lambda *call, calls=calls: calls.append(call))]
+    assert seen[3] == seen[1] == [(i, 9, f"t{i}") for i in range(9)]
+    assert "tied" in names

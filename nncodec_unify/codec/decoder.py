@@ -258,7 +258,7 @@ def iter_decoded(data: bytes, *, limits: Limits | None = None,
     yields the tensors before its first bad unit and raises that unit's error, as with one
     process. Memory then holds those tensors, the finished ones waiting behind an unfinished
     one (up to 256 MiB of them), and each tensor twice while it crosses from its worker.
-    ``progress`` reports a tensor when it is handed to a worker. The processes are started
+    ``progress`` then reports each tensor as it comes out. The processes are started
     with the spawn method: a script that calls this must do so under
     ``if __name__ == "__main__":``.
     """
@@ -291,7 +291,24 @@ def _decoded_units(data: bytes, limits: Limits, progress, verify: bool, workers:
             return _Pending(pool.submit(_decode_payload, payload, start, header, limits, version_major, verify),
                             header.name, output_bytes)
 
-        units = _walk_units(data, limits, submit, progress, files)
+        tensor_count = 0
+        delivered = 0
+
+        def counted(done: int, total: int, name: str) -> None:
+            nonlocal tensor_count
+            tensor_count = total
+
+        def deliver(item: _Pending) -> DecodedTensor:
+            """The finished tensor of ``item``; progress counts tensors as they come out (the
+            walk takes them up ahead of the workers)."""
+            nonlocal delivered
+            tensor = item.result()
+            if progress is not None and item.alias_of is None:
+                progress(delivered, tensor_count, item.name)
+                delivered += 1
+            return tensor
+
+        units = _walk_units(data, limits, submit, counted, files)
         yield next(units)
         pending: collections.deque[_Pending] = collections.deque()
         while True:
@@ -301,18 +318,18 @@ def _decoded_units(data: bytes, limits: Limits, progress, verify: bool, workers:
                 # a later unit is bad: the tensors before it come first, as with one process,
                 # and an earlier tensor's own error is the one raised
                 while pending:
-                    yield pending.popleft().result()
+                    yield deliver(pending.popleft())
                 raise
             if item is None:
                 break
             pending.append(item)
-            yield from _finished_heads(pending)  # a tensor's own error is raised here, in order
+            yield from _finished_heads(pending, deliver)  # a tensor's own error is raised here, in order
             while _must_wait(pending, workers):  # any worker freeing up will do, not only the head's
                 concurrent.futures.wait([item.future for item in pending if not item.future.done()],
                                         return_when=concurrent.futures.FIRST_COMPLETED)
-                yield from _finished_heads(pending)
+                yield from _finished_heads(pending, deliver)
         while pending:
-            yield pending.popleft().result()
+            yield deliver(pending.popleft())
 
 
 @dataclasses.dataclass(frozen=True)
@@ -330,10 +347,10 @@ class _Pending:
         return tensor if self.alias_of is None else dataclasses.replace(tensor, name=self.name, alias_of=self.alias_of)
 
 
-def _finished_heads(pending: collections.deque[_Pending]) -> Iterator[DecodedTensor]:
-    """Yield the decoded tensors at the head of ``pending`` that are finished, in order."""
+def _finished_heads(pending: collections.deque[_Pending], deliver) -> Iterator[DecodedTensor]:
+    """Yield ``deliver(item)`` for the items at the head of ``pending`` that are finished, in order."""
     while pending and pending[0].future.done():
-        yield pending.popleft().result()
+        yield deliver(pending.popleft())
 
 
 def _must_wait(pending: collections.deque[_Pending], workers: int) -> bool:
