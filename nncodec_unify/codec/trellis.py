@@ -22,6 +22,10 @@ from .rdo import _PlaneRates
 _CHUNK_SEGMENTS = 1 << 12  # segments searched together: bounds the back-pointer memory
 # predecessors of each next state t: (state, parity) pairs with DQ_NEXT_STATE[state][parity] == t
 _PREDECESSORS = [[(s, p) for s in range(4) for p in range(2) if DQ_NEXT_STATE[s][p] == t] for t in range(4)]
+# the same as arrays over the targets: each target's first and second predecessor state, and
+# the candidate slot (2q + p) of the transition from it
+_FIRST_STATE, _SECOND_STATE = (np.array([pair[k][0] for pair in _PREDECESSORS]) for k in (0, 1))
+_FIRST_SLOT, _SECOND_SLOT = (np.array([2 * (pair[k][0] >= 2) + pair[k][1] for pair in _PREDECESSORS]) for k in (0, 1))
 
 
 def trellis_magnitudes(magnitudes: Callable[[int, int], np.ndarray], count: int, rates: _PlaneRates,
@@ -56,13 +60,13 @@ def _candidates(a: np.ndarray, base: np.ndarray, table: np.ndarray, limit: int, 
     Both quantizers are computed in one pass over (2, segments) arrays, and everything stays
     float32 / int32: mixing them would compute in float64."""
     zero_cost = a * a
-    zero_cost += table[base]
+    zero_cost += np.take(table, base)  # take: the same values as table[base], with less overhead
     # quantizer 0 reads m as 2m, quantizer 1 as 2m - 1: the two magnitudes around a
     low = np.floor((a + _QUANTIZERS) * np.float32(0.5))
     low_index = low.astype(np.int32)
     high_index = low_index + 1
-    low_cost = table[np.minimum(low_index, limit) + base]
-    high_cost = table[np.minimum(high_index, limit) + base]
+    low_cost = np.take(table, np.minimum(low_index, limit) + base)
+    high_cost = np.take(table, np.minimum(high_index, limit) + base)
     low_point = 2 * low - _QUANTIZERS
     distance = a - np.maximum(low_point, np.float32(0))
     low_cost += distance * distance
@@ -71,7 +75,7 @@ def _candidates(a: np.ndarray, base: np.ndarray, table: np.ndarray, limit: int, 
     odd = (low_index & 1).astype(bool)
     even_cost = np.where(odd, high_cost, low_cost)
     even = np.where(odd, high_index, low_index)
-    even[zero_cost < even_cost] = 0  # zero is even and reads as 0 in both quantizers
+    np.putmask(even, zero_cost < even_cost, 0)  # zero is even and reads as 0 in both quantizers
     cost[0::2] = np.minimum(even_cost, zero_cost)
     magnitude[0::2] = even
     cost[1::2] = np.where(odd, low_cost, high_cost)
@@ -90,17 +94,15 @@ def _search(values: np.ndarray, contexts: np.ndarray, rates: _PlaneRates, scale:
     from_second = np.empty((DQ_SEGMENT, 4, segments), dtype=bool)  # which predecessor won
     magnitudes = np.empty((DQ_SEGMENT, 4, segments), dtype=np.int32)  # per (quantizer, parity) slot
     cost = np.empty((4, segments), dtype=np.float32)
-    first = np.empty(segments, dtype=np.float32)
-    second = np.empty(segments, dtype=np.float32)
     for position in range(DQ_SEGMENT):
         _candidates(values[position], bases[position], table, limit, cost, magnitudes[position])
-        new = np.empty_like(total)
-        for target, ((s0, p0), (s1, p1)) in enumerate(_PREDECESSORS):
-            np.add(total[s0], cost[2 * (s0 >= 2) + p0], out=first)
-            np.add(total[s1], cost[2 * (s1 >= 2) + p1], out=second)
-            np.less(second, first, out=from_second[position, target])
-            np.minimum(first, second, out=new[target])
-        total = new
+        # all four target states at once: (4, segments) arrays, not four rounds of rows
+        first = np.take(total, _FIRST_STATE, axis=0)
+        first += np.take(cost, _FIRST_SLOT, axis=0)
+        second = np.take(total, _SECOND_STATE, axis=0)
+        second += np.take(cost, _SECOND_SLOT, axis=0)
+        np.less(second, first, out=from_second[position])
+        total = np.minimum(first, second, out=first)
     # the slot (2q + p) each transition into a target state used, by which predecessor won
     slot = np.array([[2 * (s >= 2) + p for s, p in pair] for pair in _PREDECESSORS])
     predecessor = np.array([[s for s, _ in pair] for pair in _PREDECESSORS])  # [target][which]
