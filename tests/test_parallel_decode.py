@@ -199,3 +199,17 @@ def test_progress_counts_the_tensors_as_they_come_out_of_the_workers(thread_pool
                                                        progress=lambda *call, calls=calls: calls.append(call))]
     assert seen[3] == seen[1] == [(i, 9, f"t{i}") for i in range(9)]
     assert "tied" in names
+
+
+def test_workers_start_single_threaded_and_leave_the_callers_environment_alone(monkeypatch):
+    """The BLAS thread variables reach the worker processes (set while a job is submitted,
+    when the pool starts them), not the caller's environment while an iterator is paused."""
+    import os
+
+    from nncodec_unify.codec.workers import _THREAD_VARIABLES, process_pool
+
+    for name in _THREAD_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    with process_pool(1) as pool:
+        seen = pool.submit(os.getenv, "OPENBLAS_NUM_THREADS").result()
+        assert seen == "1" and not any(name in os.environ for name in _THREAD_VARIABLES)

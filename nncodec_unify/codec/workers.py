@@ -21,21 +21,35 @@ _THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS
 
 
 @contextlib.contextmanager
-def process_pool(workers: int) -> Iterator:
-    """A ``concurrent.futures.ProcessPoolExecutor`` of ``workers`` spawned processes, each
-    started single-threaded (see :func:`_single_threaded_children`). Leaving the block after
-    an exception cancels the jobs not yet started."""
+def process_pool(workers: int) -> Iterator[_Pool]:
+    """A pool of ``workers`` spawned processes (a ``concurrent.futures.ProcessPoolExecutor``
+    behind :class:`_Pool`), each started single-threaded. Leaving the block after an
+    exception cancels the jobs not yet started."""
     import concurrent.futures
     import multiprocessing
 
     context = multiprocessing.get_context("spawn")
-    with _single_threaded_children(), concurrent.futures.ProcessPoolExecutor(
-            workers, mp_context=context, initializer=_worker_init) as pool:
+    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_init) as executor:
         try:
-            yield pool
+            yield _Pool(executor)
         except BaseException:  # a tensor failed or the consumer stopped: queued jobs are not run
-            pool.shutdown(wait=False, cancel_futures=True)
+            executor.shutdown(wait=False, cancel_futures=True)
             raise
+
+
+class _Pool:
+    """Submits jobs to an executor whose processes start, when a job needs one, with one
+    BLAS/OpenMP thread (:func:`_single_threaded_children`). The variables are set only while a
+    job is submitted, which is when the executor starts its processes: a paused iterator
+    leaves the caller's environment as it was."""
+
+    def __init__(self, executor):
+        self._executor = executor
+
+    def submit(self, function, *args):
+        """``executor.submit(function, *args)``: a future."""
+        with _single_threaded_children():
+            return self._executor.submit(function, *args)
 
 
 @contextlib.contextmanager
