@@ -1,5 +1,6 @@
-"""Decoding with worker processes (``workers=N``, ``nncodec decode --workers N``): the tensors,
-their order and the errors (type, syntax element, byte offset) of one process."""
+"""Decoding at scale: worker processes (``workers=N``, ``nncodec decode --workers N``) give the
+tensors, their order and the errors (type, syntax element, byte offset) of one process; a
+memory-mapped stream decodes as its bytes and is let go unit by unit."""
 
 from __future__ import annotations
 
@@ -213,3 +214,54 @@ def test_workers_start_single_threaded_and_leave_the_callers_environment_alone(m
     with process_pool(1) as pool:
         seen = pool.submit(os.getenv, "OPENBLAS_NUM_THREADS").result()
         assert seen == "1" and not any(name in os.environ for name in _THREAD_VARIABLES)
+
+
+def mapped(path: Path):
+    """A read-only mapping of the file at ``path``, as the CLI makes for large streams."""
+    from nncodec_unify.codec.memory import map_file
+
+    with open(path, "rb") as file:
+        return map_file(file)
+
+
+def test_a_mapped_stream_decodes_as_its_bytes(thread_pool):
+    """The CLI maps streams of 32 MiB and more instead of reading them: every conformance
+    stream gives the same tensors or the same error from a mapping, in one process and in
+    workers."""
+    for path in sorted(SUITE.glob("*/*.nnu")):
+        if path.stat().st_size == 0:  # nothing to map (the CLI reads small files anyway)
+            continue
+        data = path.read_bytes()
+        assert outcome(mapped(path), 1) == outcome(data, 1), path.name
+    path = SUITE / "valid" / "003-dense-tiny.nnu"
+    assert outcome(mapped(path), 3) == outcome(path.read_bytes(), 1)
+
+
+def test_a_mapped_stream_is_let_go_unit_by_unit(tmp_path):
+    """Decoding a mapped stream leaves little of it resident (Linux's /proc/self/smaps counts
+    a mapping's pages): each unit's pages are dropped once it is read, so a stream of
+    gigabytes costs its largest unit, not its size."""
+    smaps = Path("/proc/self/smaps")
+    if not smaps.exists():
+        pytest.skip("no /proc/self/smaps here")
+    rng = np.random.default_rng(7)
+    weights = {f"t{i}": rng.normal(size=(1024, 1024)).astype(np.float32) for i in range(8)}  # 32 MiB, RAW
+    from nncodec_unify.codec.config import EncoderConfig, TensorRule
+    from nncodec_unify.codec.format import CodingMode
+
+    path = tmp_path / "raw.nnu"
+    path.write_bytes(nu.encode(weights, config=EncoderConfig(rules=(TensorRule("*", mode=CodingMode.RAW),))))
+    stream = mapped(path)
+    for tensor in decoder.iter_decoded(stream):
+        assert np.array_equal(tensor.array, weights[tensor.name])
+    start = np.frombuffer(stream, dtype=np.uint8, count=1).ctypes.data
+    resident_kib = None
+    for line in smaps.read_text().splitlines():
+        fields = line.split()
+        if "-" in fields[0] and len(fields) >= 5 and ":" not in fields[0]:
+            low, high = (int(x, 16) for x in fields[0].split("-"))
+            inside = low <= start < high
+        elif inside and fields[0] == "Rss:":
+            resident_kib = int(fields[1])
+            break
+    assert resident_kib is not None and resident_kib < 4 * 1024, resident_kib  # of 32 MiB

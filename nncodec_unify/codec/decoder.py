@@ -68,6 +68,7 @@ from .syntax import (
     read_unit,
 )
 from .tensors import bfloat16_bits_to_float32
+from .memory import FileMapping, release_pages
 from .workers import BUFFERED_BYTES, process_pool
 
 
@@ -152,9 +153,7 @@ def decode_tensors(data: bytes, *, limits: Limits | None = None,
     ``progress(done, total, name)`` is called as each tensor is taken up; ``verify`` and
     ``workers`` as for :func:`decode`."""
     limits = limits or DEFAULT_LIMITS
-    if not isinstance(data, (bytes, bytearray, memoryview)):
-        raise TypeError(f"expected bytes, got {type(data).__name__}")
-    data = bytes(data)
+    data = _stream_bytes(data)
     try:
         return _decode(data, limits, progress, verify, workers)
     except NncodecError:
@@ -214,7 +213,7 @@ def describe(data: bytes, *, limits: Limits | None = None, with_blocks: bool = F
                           dependent, counts, header.content_digest)
 
     try:
-        return _walk(bytes(data), limits or DEFAULT_LIMITS, header_only, None, files)
+        return _walk(_stream_bytes(data), limits or DEFAULT_LIMITS, header_only, None, files)
     except NncodecError:
         raise
     except (MemoryError, OverflowError) as exc:
@@ -263,14 +262,24 @@ def iter_decoded(data: bytes, *, limits: Limits | None = None,
     ``if __name__ == "__main__":``.
     """
     limits = limits or DEFAULT_LIMITS
-    if not isinstance(data, (bytes, bytearray, memoryview)):
-        raise TypeError(f"expected bytes, got {type(data).__name__}")
-    units = _decoded_units(bytes(data), limits, progress, verify, workers)
+    units = _decoded_units(_stream_bytes(data), limits, progress, verify, workers)
     try:
         next(units)
         yield from units
     except (MemoryError, OverflowError) as exc:
         raise LimitExceededError(f"cannot allocate the decoded data ({type(exc).__name__})") from None
+
+
+def _stream_bytes(data) -> bytes | FileMapping:
+    """The stream to decode: ``bytes`` as they are, a :class:`~.memory.FileMapping` of the
+    stream file as it is (read-only; its pages are let go unit by unit, so a large stream is
+    never resident whole), anything else bytes-like copied (it could change under the
+    decoder)."""
+    if isinstance(data, (bytes, FileMapping)):
+        return data
+    if not isinstance(data, (bytearray, memoryview)):
+        raise TypeError(f"expected bytes, got {type(data).__name__}")
+    return bytes(data)
 
 
 def _decoded_units(data: bytes, limits: Limits, progress, verify: bool, workers: int,
@@ -470,6 +479,8 @@ def _walk_units(data: bytes, limits: Limits, on_tensor, progress=None,
         units += 1
         if stream_hash is not None:
             stream_hash.update(memoryview(data)[unit.offset:reader.offset])
+        if isinstance(data, FileMapping):  # read again from the file if a later pass needs it
+            release_pages(np.frombuffer(data, dtype=np.uint8, count=reader.offset - unit.offset, offset=unit.offset))
     if tensor_count is None:
         raise TruncatedError("the stream has no model_header unit", element="model_header",
                              offset=reader.offset)
