@@ -35,6 +35,7 @@ from .codec.checkpoint import (
     decode_to_safetensors_file,
     folder_attachments,
     is_folder_target,
+    read_stream,
     save_decoded,
     write_bytes,
 )
@@ -42,7 +43,7 @@ from .codec.config import EncoderConfig, TensorRule
 from .codec.decoder import decode_tensors, describe
 from .codec.errors import BitstreamError, EncodeError, LimitExceededError, NncodecError
 from .codec.format import DTYPE_NAMES, CodingMode, Limits
-from .codec.memory import FileMapping, map_file
+from .codec.memory import FileMapping
 from .codec.quant import step_size
 from .codec import termination
 
@@ -664,24 +665,15 @@ def _shown(text: str) -> str:
     return text if text.isprintable() else repr(text)[1:-1]
 
 
-MAP_STREAMS_FROM = 32 << 20  # larger streams are memory-mapped, not read into memory
-
-
 def _read_stream(path: str) -> bytes | FileMapping:
-    """The stream at ``path`` (``-``: stdin): its bytes, or for a large file a read-only
-    mapping of it whose pages the decoder lets go unit by unit (a 7B-parameter model's
-    stream is gigabytes). A mapped file that another program truncates while it is being
-    decoded ends the process with SIGBUS, as for the encoder's mapped inputs."""
+    """The stream at ``path`` (``-``: stdin), mapped when large (:func:`read_stream`)."""
     if path == "-":  # a pipe
         return sys.stdin.buffer.read()
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path}: no such file")
     if not os.path.isfile(path):
         raise IsADirectoryError(f"{path}: not a regular file")
-    with open(path, "rb") as file:
-        if os.fstat(file.fileno()).st_size >= MAP_STREAMS_FROM:
-            return map_file(file)
-        return file.read()
+    return read_stream(path)
 
 
 def _decode(args: argparse.Namespace) -> int:

@@ -265,3 +265,21 @@ def test_a_mapped_stream_is_let_go_unit_by_unit(tmp_path):
             resident_kib = int(fields[1])
             break
     assert resident_kib is not None and resident_kib < 4 * 1024, resident_kib  # of 32 MiB
+
+
+def test_the_cli_and_decode_file_map_large_streams(tmp_path, monkeypatch):
+    """With the threshold at one byte every stream file is mapped: decode, verify, info and
+    nu.decode_file give what they give from the stream's bytes."""
+    from nncodec_unify.codec import checkpoint
+
+    rng = np.random.default_rng(8)
+    stream = tmp_path / "m.nnu"
+    stream.write_bytes(nu.encode({f"t{i}": rng.normal(size=(40, 30)).astype(np.float32) for i in range(3)}))
+    assert main(["decode", "-q", str(stream), str(tmp_path / "read.safetensors")]) == EXIT_OK
+    monkeypatch.setattr(checkpoint, "MAP_STREAMS_FROM", 1)
+    assert not isinstance(checkpoint.read_stream(tmp_path / "read.safetensors"), bytes)
+    assert main(["decode", "-q", str(stream), str(tmp_path / "mapped.safetensors")]) == EXIT_OK
+    assert (tmp_path / "read.safetensors").read_bytes() == (tmp_path / "mapped.safetensors").read_bytes()
+    assert main(["verify", "-q", str(stream)]) == EXIT_OK and main(["info", str(stream)]) == EXIT_OK
+    decoded = nu.decode_file(stream, tmp_path / "m.npz")
+    assert [t.name for t in decoded.tensors] == ["t0", "t1", "t2"]

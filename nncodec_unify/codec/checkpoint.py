@@ -23,6 +23,7 @@ from . import termination
 from .decoder import DecodedModel, torch_tensors
 from .errors import NncodecError
 from .format import DTYPE_ITEMSIZE, DType
+from .memory import FileMapping, map_file
 from .syntax import AttachedFile, check_attachment_path
 from .safetensors_io import (
     METADATA,
@@ -414,7 +415,7 @@ def decode_file(source: str | os.PathLike, target: str | os.PathLike, *, limits=
     if _same_path(source, target):
         raise CheckpointError(f"{target}: input and output are the same file")
     if is_folder_target(target):
-        data = Path(source).read_bytes()
+        data = read_stream(source)
         model = decode_tensors(data, limits=limits, verify=verify, workers=workers)
         decode_to_folder(data, target, limits=limits, overwrite=overwrite, model=model)
         return model
@@ -423,9 +424,24 @@ def decode_file(source: str | os.PathLike, target: str | os.PathLike, *, limits=
         raise FileExistsError(f"{target}: already exists (use -f to overwrite)")
     if not Path(source).is_file():  # not a FIFO or /dev/zero, which read_bytes would never finish
         raise FileNotFoundError(f"{source}: no such file (or not a regular file)")
-    model = decode_tensors(Path(source).read_bytes(), limits=limits, verify=verify, workers=workers)
+    model = decode_tensors(read_stream(source), limits=limits, verify=verify, workers=workers)
     save_decoded(target, model, overwrite=overwrite)
     return model
+
+
+MAP_STREAMS_FROM = 32 << 20  # larger stream files are memory-mapped, not read into memory
+
+
+def read_stream(path: str | os.PathLike) -> bytes | FileMapping:
+    """The stream file at ``path`` for the decoder: its bytes, or for a file of
+    MAP_STREAMS_FROM bytes or more a read-only mapping of it, whose pages the decoder lets go
+    unit by unit (a 7B-parameter model's stream is gigabytes). A mapped file that another
+    program truncates while it is being decoded ends the process with SIGBUS, as for the
+    encoder's mapped inputs."""
+    with open(path, "rb") as file:
+        if os.fstat(file.fileno()).st_size >= MAP_STREAMS_FROM:
+            return map_file(file)
+        return file.read()
 
 
 def decode_to_safetensors(data: bytes, target: str | os.PathLike, *, limits=None, progress=None,
