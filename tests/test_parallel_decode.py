@@ -283,3 +283,31 @@ def test_the_cli_and_decode_file_map_large_streams(tmp_path, monkeypatch):
     assert main(["verify", "-q", str(stream)]) == EXIT_OK and main(["info", str(stream)]) == EXIT_OK
     decoded = nu.decode_file(stream, tmp_path / "m.npz")
     assert [t.name for t in decoded.tensors] == ["t0", "t1", "t2"]
+
+
+@pytest.mark.parametrize("scale, narrowed", [(0.05, True), (3e4, False)])
+def test_float16_tensors_decode_through_int16_levels_where_they_fit(monkeypatch, scale, narrowed):
+    """A float16 tensor's dense levels are decoded as int16 when the plane's tables bound them
+    below 2**15 (a 128 MiB float16 tensor decodes at 335 MiB instead of 462), else as int32;
+    the values are those of int32 levels either way."""
+    from nncodec_unify.codec import planes
+    from nncodec_unify.codec.config import EncoderConfig
+
+    rng = np.random.default_rng(9)
+    values = np.clip(rng.laplace(0, scale, size=(300, 200)), -6e4, 6e4).astype(np.float16)
+    data = nu.encode({"h": values}, config=EncoderConfig(qp=-24))
+    real = planes.decode_plane
+    kinds = []
+
+    def spied(*args, **kwargs):
+        result = real(*args, **kwargs)
+        kinds.append((args[6], result.dtype))
+        return result
+
+    monkeypatch.setattr(decoder, "decode_plane", spied)
+    narrow = nu.decode(data)["h"]
+    assert (("dense_levels", np.dtype(np.int16)) in kinds) == narrowed
+    monkeypatch.setattr(decoder, "decode_plane", lambda *args: real(*args[:7]))  # never narrowed
+    wide = nu.decode(data)["h"]
+    assert narrow.dtype == np.float16 and narrow.tobytes() == wide.tobytes()
+    assert np.allclose(narrow.astype(np.float64), values.astype(np.float64), rtol=0.02, atol=2 ** -5)

@@ -532,9 +532,10 @@ def decode_tensor_payload(reader: ByteReader, header: TensorHeader, limits: Limi
                                  "coded losslessly", element="quant_flags", offset=reader.offset - 1)
         rows, cols = matrix_shape(header.shape)
         if header.coding_mode == CodingMode.DENSE:
-            levels = _read_dense(reader, rows, cols, limits)
+            # float16 values take 2 bytes: int16 levels (when they fit) keep the pair at 4, not 6
+            levels = _read_dense(reader, rows, cols, limits, narrow=header.dtype == DType.FLOAT16)
         else:
-            levels = _read_unified(reader, rows, cols, limits)
+            levels = _read_unified(reader, rows, cols, limits, narrow=header.dtype == DType.FLOAT16)
         levels.dependent = params.dependent
         if integer:
             array = levels.integers(header.dtype).reshape(header.shape)
@@ -565,9 +566,10 @@ _PIECE = 1 << 18  # elements reconstructed at a time: bounds the temporaries; a 
 
 @dataclasses.dataclass
 class _Levels:
-    """A matrix's levels as decoded, signed (int32: each magnitude negated where its §6.8 sign
-    bit is 1), and the column offsets (§6.10) to add at the positions of ``offset_mask`` (all
-    if None). Magnitudes are below 2**31, so a signed level always fits."""
+    """A matrix's levels as decoded, signed (int32, or int16 where :func:`decode_plane` could
+    narrow them: each magnitude negated where its §6.8 sign bit is 1), and the column offsets
+    (§6.10) to add at the positions of ``offset_mask`` (all if None). Magnitudes are below
+    the type's largest value, so a signed level always fits."""
 
     levels: np.ndarray
     offsets: np.ndarray | None = None
@@ -678,7 +680,7 @@ def _apply_signs(magnitudes: np.ndarray, reader: ByteReader, element: str) -> np
         piece = flat[start:start + _PIECE]
         nonzero = piece != 0
         count = int(np.count_nonzero(nonzero))
-        flip = np.zeros(piece.size, dtype=np.int32)
+        flip = np.zeros(piece.size, dtype=piece.dtype)
         flip[nonzero] = unpack_bits(packed, used, count)
         np.negative(flip, out=flip)  # -1 where the level is negative, else 0
         piece ^= flip  # two's complement: -m == (m ^ -1) + 1
@@ -702,22 +704,23 @@ def _read_offsets(reader: ByteReader, rows: int, cols: int, limits: Limits) -> n
 
 
 def _read_dense_levels(reader: ByteReader, rows: int, cols: int, mask: np.ndarray | None,
-                       limits: Limits) -> tuple[np.ndarray, np.ndarray | None]:
+                       limits: Limits, narrow: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
     """offset_mode, column_offsets, dense_levels, dense_signs (§5.5, §5.6): the masked
-    positions' signed levels (int32) in scan order, and the column offsets or None."""
+    positions' signed levels (int32; int16 with ``narrow`` where they fit, see
+    :func:`decode_plane`) in scan order, and the column offsets or None."""
     offsets = _read_offsets(reader, rows, cols, limits)
     count = rows * cols if mask is None else int(np.count_nonzero(mask))
-    magnitudes = decode_plane(reader, rows, cols, mask, count, limits, "dense_levels")
+    magnitudes = decode_plane(reader, rows, cols, mask, count, limits, "dense_levels", narrow)
     return _apply_signs(magnitudes, reader, "dense_signs"), offsets
 
 
-def _read_dense(reader: ByteReader, rows: int, cols: int, limits: Limits) -> _Levels:
+def _read_dense(reader: ByteReader, rows: int, cols: int, limits: Limits, narrow: bool = False) -> _Levels:
     """§5.5 dense_payload."""
-    return _Levels(*_read_dense_levels(reader, rows, cols, None, limits))
+    return _Levels(*_read_dense_levels(reader, rows, cols, None, limits, narrow))
 
 
-def _read_unified(reader: ByteReader, rows: int, cols: int, limits: Limits) -> _Levels:
-    """§5.6 unified_payload."""
+def _read_unified(reader: ByteReader, rows: int, cols: int, limits: Limits, narrow: bool = False) -> _Levels:
+    """§5.6 unified_payload; ``narrow`` as for :func:`_read_dense` when every block is dense."""
     block_rows, block_cols = read_block_shape(reader)
     grid_rows, grid_cols = grid_shape(rows, cols, block_rows, block_cols)
     map_at = reader.offset
@@ -736,7 +739,7 @@ def _read_unified(reader: ByteReader, rows: int, cols: int, limits: Limits) -> _
     if not (kinds == BlockKind.DENSE).all():
         return _read_structured(reader, rows, cols, block_rows, block_cols, kinds, unified_magnitudes, limits)
     read_sign_section(reader, 0, "unified_signs")
-    return _Levels(*_read_dense_levels(reader, rows, cols, None, limits))
+    return _Levels(*_read_dense_levels(reader, rows, cols, None, limits, narrow))
 
 
 def _read_structured(reader: ByteReader, rows: int, cols: int, block_rows: int, block_cols: int,

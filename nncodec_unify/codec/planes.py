@@ -245,9 +245,10 @@ class _BlockLayout:
             yield np.concatenate(parts) if parts else empty
 
     def decode_scan_order(self, decoder: RangeDecoder, tables: tuple[FrequencyTable, ...],
-                          mask: np.ndarray | None = None) -> np.ndarray:
+                          mask: np.ndarray | None = None, dtype: type = np.int32) -> np.ndarray:
         """Decode every context's symbols (context ``c`` under ``tables[c]``) and return them
-        in scan order (a flat int32 array): of every position, or of ``mask``'s positions only.
+        in scan order (a flat array of ``dtype``, which must hold every symbol): of every
+        position, or of ``mask``'s positions only.
 
         Each block is decoded a few rows at a time straight into its place in a matrix whose
         columns are sorted by class (a masked block's symbols, in row-major order, fill its
@@ -255,7 +256,7 @@ class _BlockLayout:
         memory holds the plane and one piece beside it.
         """
         shape = (self.row_order.size, self.col_order.size)
-        by_class = np.empty(shape, dtype=np.int32) if mask is None else np.zeros(shape, dtype=np.int32)
+        by_class = np.empty(shape, dtype=dtype) if mask is None else np.zeros(shape, dtype=dtype)
         for r, k in self.blocks:
             rows = self.row_order[self.row_starts[r]:self.row_starts[r + 1]]
             columns = slice(self.col_starts[k], self.col_starts[k + 1])
@@ -317,11 +318,14 @@ def _pack_raw_bits(values: np.ndarray, symbols: np.ndarray, direct_bits: int, ma
 
 
 def decode_plane(reader: ByteReader, rows: int, cols: int, mask: np.ndarray | None, expected_count: int,
-                 limits: Limits, element: str) -> np.ndarray:
-    """Read and decode a level plane (§6.5); returns its int32 values in scan order."""
+                 limits: Limits, element: str, narrow: bool = False) -> np.ndarray:
+    """Read and decode a level plane (§6.5); returns its values in scan order: int32, or with
+    ``narrow`` int16 when the plane's tables bound every value below 2**15 (half the memory:
+    a float16 tensor's levels then take what its values take)."""
     plane = read_level_plane(reader, expected_count, limits, element)
     if plane.value_count == 0:
         return np.zeros(0, dtype=np.int32)
+    dtype = np.int16 if narrow and _largest_value(plane) < 1 << 15 else np.int32
     class_groups: list[tuple[int, FrequencyTable]] = []
     if plane.row_class_table is not None:
         class_groups.append((rows, plane.row_class_table))
@@ -334,12 +338,20 @@ def decode_plane(reader: ByteReader, rows: int, cols: int, mask: np.ndarray | No
     col_classes = class_indices.pop(0) if plane.col_class_table is not None else np.zeros(cols, dtype=np.int32)
     if plane.context_count > 1:
         layout = _BlockLayout(row_classes, col_classes, plane.context_count)
-        symbols = layout.decode_scan_order(decoder, plane.magnitude_tables, mask)
+        symbols = layout.decode_scan_order(decoder, plane.magnitude_tables, mask, dtype)
     else:
-        symbols = np.empty(plane.value_count, dtype=np.int32)
+        symbols = np.empty(plane.value_count, dtype=dtype)
         decoder.decode_into(symbols, plane.magnitude_tables[0])
     decoder.finish(element=f"{element}.word_count", offset=plane.words_offset - 4)
     return _add_raw_bits(plane, symbols, element)
+
+
+def _largest_value(plane: LevelPlane) -> int:
+    """The largest value the plane can hold: its tables' largest symbol (§6.6: a symbol is
+    below its table's alphabet size) with every raw bit set (§6.4)."""
+    largest_symbol = max(table.alphabet_size for table in plane.magnitude_tables) - 1
+    base_of, width_of = symbol_tables(plane.direct_bits, plane.mantissa_bits)
+    return int(base_of[largest_symbol]) + (1 << int(width_of[largest_symbol])) - 1
 
 
 def _positions_at_least(values: np.ndarray, limit: int) -> np.ndarray:
