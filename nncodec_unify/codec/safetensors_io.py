@@ -20,9 +20,9 @@ import numpy as np
 
 from .errors import NncodecError
 from .format import DType
-from .integrity import canonical_pieces
+from .integrity import canonical_bytes, canonical_pieces
 from .memory import FileMapping, map_file
-from .tensors import BFloat16Array, float32_to_bfloat16_bits
+from .tensors import BFloat16Array
 
 # safetensors dtype names <-> the stream's dtypes and numpy's little-endian types
 _NUMPY_OF = {"F64": "<f8", "F32": "<f4", "F16": "<f2", "BF16": "<u2", "I64": "<i8", "I32": "<i4", "I16": "<i2",
@@ -170,25 +170,22 @@ def write_safetensors_header(file, entries: Iterable[tuple[str, tuple[int, ...],
 
 
 def tensor_bytes(array: np.ndarray, dtype: DType) -> memoryview:
-    """A tensor's data as safetensors stores it (little-endian; bfloat16 as its bit patterns):
-    a view of ``array`` when it is already laid out so, not a copy of a large tensor."""
-    return _little_endian_bytes(array, dtype)
+    """A tensor's data as safetensors stores it, which is its canonical bytes (spec §7.3:
+    little-endian; bfloat16 as its bit patterns): a view of ``array`` when it is already laid
+    out so, not a copy of a large tensor."""
+    return canonical_bytes(_in_stored_type(array, dtype), dtype)
 
 
 def tensor_pieces(array: np.ndarray, dtype: DType) -> Iterator[memoryview]:
     """:func:`tensor_bytes` as consecutive pieces, converted a piece at a time where they need
     converting (bfloat16's bit patterns, a big-endian array): a large tensor is never copied
-    whole. Safetensors stores exactly a tensor's canonical bytes (spec §7.3)."""
-    numbers = np.float32 if dtype == DType.BFLOAT16 else _NUMPY_OF[_NAME_OF[dtype]]
+    whole."""
+    return canonical_pieces(_in_stored_type(array, dtype), dtype)
+
+
+def _in_stored_type(array: np.ndarray, dtype: DType) -> np.ndarray:
+    """``array`` as numbers of ``dtype``'s numpy type (bfloat16: float32), converted only if
+    it holds another type."""
+    numbers = np.dtype(np.float32 if dtype == DType.BFLOAT16 else _NUMPY_OF[_NAME_OF[dtype]])
     array = np.asarray(array)
-    if array.dtype.newbyteorder("=") != np.dtype(numbers).newbyteorder("="):
-        array = array.astype(np.dtype(numbers))
-    return canonical_pieces(array, dtype)
-
-
-def _little_endian_bytes(array: np.ndarray, dtype: DType) -> memoryview:
-    if dtype == DType.BFLOAT16:
-        array, target = float32_to_bfloat16_bits(array), np.dtype("<u2")
-    else:
-        target = np.dtype(_NUMPY_OF[_NAME_OF[dtype]])
-    return memoryview(np.ascontiguousarray(array, dtype=target).reshape(-1).view(np.uint8))
+    return array if array.dtype.newbyteorder("=") == numbers.newbyteorder("=") else array.astype(numbers)
