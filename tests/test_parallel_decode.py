@@ -216,6 +216,30 @@ def test_workers_start_single_threaded_and_leave_the_callers_environment_alone(m
         assert seen == "1" and not any(name in os.environ for name in _THREAD_VARIABLES)
 
 
+def test_leaving_the_pool_on_an_error_stops_the_running_jobs_instead_of_waiting_for_them():
+    """A failed tensor, Ctrl-C or SIGTERM leaves the pool at once: the workers are terminated
+    rather than left to finish their tensors (seconds for a large one), and none is left
+    running."""
+    import signal
+    import time
+
+    from nncodec_unify.codec.workers import _processes_of, process_pool
+
+    started = time.monotonic()
+    with pytest.raises(RuntimeError, match="stop"):
+        with process_pool(2) as pool:
+            jobs = [pool.submit(time.sleep, 120) for _ in range(2)]
+            time.sleep(0.5)
+            processes = _processes_of(pool._executor)
+            raise RuntimeError("stop")
+    assert time.monotonic() - started < 60  # not the 120 s the jobs would take
+    assert len(processes) == 2
+    for process in processes:
+        process.join(10)
+        assert process.exitcode == -signal.SIGTERM
+    assert all(job.done() for job in jobs)
+
+
 def mapped(path: Path):
     """A read-only mapping of the file at ``path``, as the CLI makes for large streams."""
     from nncodec_unify.codec.memory import map_file

@@ -2,6 +2,7 @@
 safetensors package and torch read the same way."""
 
 import hashlib
+import os
 
 import numpy as np
 import pytest
@@ -173,6 +174,65 @@ def test_encoding_a_mapped_file_gives_the_bytes_of_encoding_the_arrays(tmp_path)
     decoded = nu.decode(result.data)["half"].astype(np.float64)
     assert result.reports[0].max_abs_error == pytest.approx(float(np.max(np.abs(decoded - half))), rel=0, abs=0)
     assert result.reports[0].max_abs_error > 0
+
+
+@pytest.fixture
+def recorded_pool(monkeypatch):
+    """Encoder workers as threads that record the pickled size of every job submitted."""
+    import concurrent.futures
+    import contextlib
+    import pickle
+
+    from nncodec_unify.codec import encoder
+
+    sizes = []
+
+    class Recording(concurrent.futures.ThreadPoolExecutor):
+        def submit(self, function, *args):
+            sizes.append(len(pickle.dumps(args)))
+            return super().submit(function, *args)
+
+    @contextlib.contextmanager
+    def pool(workers):
+        with Recording(workers) as executor:
+            yield executor
+
+    monkeypatch.setattr(encoder, "process_pool", pool)
+    return sizes
+
+
+def test_workers_map_a_safetensors_input_themselves_instead_of_receiving_its_values(tmp_path, recorded_pool):
+    """A job that views the mapped input file goes to a worker as a reference (file, offset,
+    dtype, shape) of a few hundred bytes, bfloat16 included; the stream is the same."""
+    rng = np.random.default_rng(5)
+    big = rng.laplace(0, 0.02, size=(1024, 1536)).astype(np.float32)  # 6 MiB
+    half = (big[:512].view(np.uint32) & 0xFFFF0000).view(np.float32)
+    with open(tmp_path / "m.safetensors", "wb") as file:
+        write_safetensors(file, [("big", big, DType.FLOAT32), ("half", half, DType.BFLOAT16),
+                                 ("scalar", np.array(1.5, np.float32), DType.FLOAT32)])
+    mapped = read_safetensors(tmp_path / "m.safetensors")
+    assert nu.encode_with_report(mapped, workers=2).data == nu.encode(mapped)
+    assert len(recorded_pool) == 3 and max(recorded_pool) < 2048
+
+
+def test_workers_encode_a_mapped_input_in_real_processes(tmp_path):
+    rng = np.random.default_rng(6)
+    tensors = {f"w{i}": rng.normal(0, 0.05, size=(64 + i, 96)).astype(np.float32) for i in range(3)}
+    _write(tmp_path / "m.safetensors", tensors)
+    assert nu.encode_with_report(read_safetensors(tmp_path / "m.safetensors"), workers=2).data == nu.encode(tensors)
+
+
+def test_a_worker_refuses_an_input_file_replaced_after_it_was_opened(tmp_path, recorded_pool):
+    """The worker maps the path again: if it now names another file, that is one clear error,
+    never the other file's values."""
+    path = tmp_path / "m.safetensors"
+    _write(path, {"w": np.ones((64, 64), np.float32), "b": np.ones(64, np.float32)})
+    opened = read_safetensors(path)
+    opened["w"]  # mapped now, as the encoder's first look at it does
+    _write(tmp_path / "other.safetensors", {"w": np.zeros((64, 64), np.float32), "b": np.ones(64, np.float32)})
+    os.replace(tmp_path / "other.safetensors", path)
+    with pytest.raises(nu.EncodeError, match=r"tensor 'w': cannot read its values again in a worker: .*changed"):
+        nu.encode_with_report(opened, workers=2)
 
 
 @pytest.mark.parametrize("changes, structured", [({}, False), ({"dependent": False}, False), ({"rdo": False}, False),

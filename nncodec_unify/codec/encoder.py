@@ -11,6 +11,7 @@ import collections
 import dataclasses
 import hashlib
 import io
+import typing
 from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
@@ -36,7 +37,7 @@ from .format import (
     UnitType,
 )
 from .integrity import canonical_bytes, content_digest, model_digest
-from .memory import release_pages
+from .memory import FileChangedError, MappedSlice, release_pages
 from .planes import encode_plane
 from .rdo import _PlaneRates, optimize_dense, optimize_unified
 from .trellis import trellis_magnitudes
@@ -206,7 +207,8 @@ def _encode_in_workers(jobs, workers: int):
     of all-MiniLM-L6-v2) holds back the others' units. Jobs are submitted as workers free up
     (two per worker running or queued), whatever the head is doing, while the finished
     payloads waiting behind it stay under BUFFERED_BYTES: the workers keep busy, and memory
-    holds two inputs per worker plus that budget, not the model.
+    holds two inputs per worker plus that budget, not the model. An input that views a mapped
+    file (a safetensors model) is not sent at all: the worker maps it (:func:`_by_reference`).
     """
     with process_pool(workers) as pool:
         yield from _in_stream_order(pool, jobs, workers)
@@ -232,7 +234,7 @@ def _in_stream_order(pool, jobs, workers: int):
             if job is None:
                 exhausted = True
                 break
-            pending.append([pool.submit(_encode_job, job), _pages_of(job[1])])
+            pending.append([pool.submit(_encode_job, _by_reference(job)), _pages_of(job[1])])
             running += 1
         if not pending:
             return
@@ -285,8 +287,36 @@ def _jobs(tensors: Mapping[str, object], config: EncoderConfig, measure_error: b
         yield name, array, dtype, coding, config.use_contexts, measure_error, aliases
 
 
+class _SourceReference(typing.NamedTuple):
+    """A job's input that a worker maps from the input file itself (:class:`~.memory.MappedSlice`)
+    instead of receiving the values through the pool's pipe: the parent never reads them, and
+    a job is a few hundred bytes to send whatever the tensor's size."""
+
+    values: MappedSlice
+    bfloat16: bool  # the values are a bfloat16 tensor's bits (BFloat16Array)
+
+    def load(self, name: str) -> np.ndarray | BFloat16Array:
+        try:
+            values = self.values.load()
+        except FileChangedError as exc:
+            raise EncodeError(f"tensor {name!r}: cannot read its values again in a worker: {exc}") from None
+        return BFloat16Array(values) if self.bfloat16 else values
+
+
+def _by_reference(job):
+    """``job`` with its input replaced by a :class:`_SourceReference` when it views a mapped
+    file (a safetensors input), else ``job`` itself (its values are pickled to the worker)."""
+    source = job[1]
+    values = MappedSlice.of(_pages_of(source))
+    if values is None:
+        return job
+    return (job[0], _SourceReference(values, isinstance(source, BFloat16Array)), *job[2:])
+
+
 def _encode_job(job) -> tuple[bytes, TensorReport]:
     name, source, dtype, coding, use_contexts, measure_error, aliases = job
+    if isinstance(source, _SourceReference):
+        source = source.load(name)
     try:
         return encode_tensor(name, source, dtype, coding, use_contexts=use_contexts, measure_error=measure_error,
                              aliases=aliases)

@@ -9,7 +9,9 @@ memory-mapped input tensor once its values have been turned into levels
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import mmap
+import os
 
 import numpy as np
 
@@ -37,12 +39,110 @@ class FileMapping(mmap.mmap):
     """A read-only shared mapping of a whole file (``map_file``): its pages hold nothing but
     the file's bytes, so dropping them loses nothing. :func:`release_pages` acts on these
     alone; a copy-on-write or anonymous mapping (``np.memmap(mode="c")``) would lose its
-    changes."""
+    changes. ``identity`` names the file mapped (:class:`FileIdentity`), or is None for a
+    file without a usable path."""
+
+    identity: FileIdentity | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class FileIdentity:
+    """Which file a mapping holds: its absolute path and what ``fstat`` said of it when it was
+    mapped. Another process maps the same file only if all of them still agree."""
+
+    path: str
+    device: int
+    inode: int
+    size: int
+    modified_ns: int
+
+    @classmethod
+    def of(cls, file) -> FileIdentity | None:
+        """The identity of the open binary ``file``, or None when it has no path of its own."""
+        name = getattr(file, "name", None)
+        if not isinstance(name, (str, bytes, os.PathLike)):  # e.g. opened from a descriptor
+            return None
+        status = os.fstat(file.fileno())
+        return cls(os.path.abspath(os.fsdecode(name)), status.st_dev, status.st_ino, status.st_size,
+                   status.st_mtime_ns)
 
 
 def map_file(file) -> FileMapping:
     """A :class:`FileMapping` of the open binary ``file`` (not empty)."""
-    return FileMapping(file.fileno(), 0, access=mmap.ACCESS_READ)
+    mapping = FileMapping(file.fileno(), 0, access=mmap.ACCESS_READ)
+    mapping.identity = FileIdentity.of(file)
+    return mapping
+
+
+class FileChangedError(OSError):
+    """The file a :class:`MappedSlice` refers to is not the one it was taken from any more."""
+
+
+@dataclasses.dataclass(frozen=True)
+class MappedSlice:
+    """A reference to a C-contiguous array that views a :class:`FileMapping`: the file, the
+    byte offset, the dtype and the shape. It pickles to a few hundred bytes whatever the
+    array's size, so that a worker process maps the values itself (:meth:`load`) instead of
+    receiving a copy through a pipe."""
+
+    file: FileIdentity
+    offset: int
+    dtype: str
+    shape: tuple[int, ...]
+
+    @classmethod
+    def of(cls, array: np.ndarray) -> MappedSlice | None:
+        """The reference to ``array``, or None when it is not a C-contiguous, non-empty view of a
+        :class:`FileMapping` with a known file."""
+        owner = _mapping_under(array)
+        if (not isinstance(owner, FileMapping) or owner.identity is None or not array.flags.c_contiguous
+                or array.nbytes == 0):
+            return None
+        start = _address_of(owner)
+        if start is None:
+            return None
+        return cls(owner.identity, array.ctypes.data - start, array.dtype.str, tuple(array.shape))
+
+    def load(self) -> np.ndarray:
+        """A read-only view of the referenced values in this process's mapping of the file (one
+        mapping per file, kept for the process's life). Raises :class:`FileChangedError` when the
+        path now names another file, or the file's size or modification time changed."""
+        mapping = _MAPPED.get(self.file)
+        if mapping is None:
+            try:
+                with open(self.file.path, "rb") as file:
+                    if FileIdentity.of(file) != self.file:
+                        raise FileChangedError(f"{self.file.path} changed after it was opened")
+                    mapping = map_file(file)
+            except FileChangedError:
+                raise
+            except (OSError, ValueError) as exc:
+                raise FileChangedError(f"{self.file.path} cannot be mapped again ({exc})") from None
+            _MAPPED[self.file] = mapping
+        dtype = np.dtype(self.dtype)
+        count = int(np.prod(self.shape, dtype=np.int64))
+        if self.offset + count * dtype.itemsize > len(mapping):
+            raise FileChangedError(f"{self.file.path} is shorter than it was")
+        return np.frombuffer(mapping, dtype=dtype, count=count, offset=self.offset).reshape(self.shape)
+
+
+_MAPPED: dict[FileIdentity, FileMapping] = {}  # MappedSlice.load's mappings in this process
+
+
+def _mapping_under(array: np.ndarray):
+    """The ``mmap`` an array's memory belongs to, following views and memoryviews; or None."""
+    owner = array
+    while owner is not None and not isinstance(owner, mmap.mmap):
+        owner = owner.obj if isinstance(owner, memoryview) else getattr(owner, "base", None)
+    return owner
+
+
+def _address_of(mapping: mmap.mmap) -> int | None:
+    """Where ``mapping`` starts in memory, or None for a closed mapping."""
+    try:
+        return np.frombuffer(mapping, dtype=np.uint8, count=1).ctypes.data
+    except (ValueError, TypeError):
+        return None
 
 
 def release_pages(array: np.ndarray) -> bool:
@@ -53,16 +153,13 @@ def release_pages(array: np.ndarray) -> bool:
     Any other array (on the heap, a copy, another kind of mapping, a non-contiguous view) is
     left alone, and so is a system that cannot do it.
     """
-    owner = array
-    while owner is not None and not isinstance(owner, mmap.mmap):
-        owner = owner.obj if isinstance(owner, memoryview) else getattr(owner, "base", None)
+    owner = _mapping_under(array)
     advice = getattr(mmap, "MADV_DONTNEED", None)
     if (not isinstance(owner, FileMapping) or advice is None or not hasattr(owner, "madvise")
             or not array.flags.c_contiguous or array.nbytes == 0):
         return False
-    try:
-        mapping_start = np.frombuffer(owner, dtype=np.uint8, count=1).ctypes.data
-    except (ValueError, TypeError):  # a closed mapping
+    mapping_start = _address_of(owner)
+    if mapping_start is None:
         return False
     offset = array.ctypes.data - mapping_start
     page = mmap.PAGESIZE

@@ -32,9 +32,19 @@ def process_pool(workers: int) -> Iterator[_Pool]:
     with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_init) as executor:
         try:
             yield _Pool(executor)
-        except BaseException:  # a tensor failed or the consumer stopped: queued jobs are not run
+        except BaseException:  # a tensor failed or the consumer stopped: no job's result is wanted
+            running = _processes_of(executor)
             executor.shutdown(wait=False, cancel_futures=True)
+            for process in running:  # rather than wait for their tensors (seconds for a large one)
+                with contextlib.suppress(Exception):
+                    process.terminate()
             raise
+
+
+def _processes_of(executor) -> list:
+    """The executor's worker processes (a private table: ``terminate_workers`` is public only
+    from Python 3.14, and ``shutdown`` forgets the table)."""
+    return list((getattr(executor, "_processes", None) or {}).values())
 
 
 class _Pool:
