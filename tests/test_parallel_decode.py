@@ -13,7 +13,7 @@ import pytest
 
 import nncodec_unify as nu
 from nncodec_unify.cli import EXIT_BAD_INPUT, EXIT_OK, main
-from nncodec_unify.codec import decoder
+from nncodec_unify.codec import decoder, workers
 from nncodec_unify.codec.errors import BitstreamError
 
 SUITE = Path(__file__).resolve().parents[1] / "conformance"
@@ -40,13 +40,16 @@ def thread_pool(monkeypatch):
     monkeypatch.setattr(decoder, "process_pool", pool)
 
 
-@pytest.mark.parametrize("buffered", [decoder.BUFFERED_BYTES, 1])
-def test_every_conformance_stream_decodes_in_workers_as_in_one_process(thread_pool, monkeypatch, buffered):
+@pytest.mark.parametrize("buffered, spill_bytes", [(decoder.BUFFERED_BYTES, workers.SPILL_BYTES), (1, 1)])
+def test_every_conformance_stream_decodes_in_workers_as_in_one_process(thread_pool, monkeypatch, buffered,
+                                                                       spill_bytes):
     """Valid streams give the same tensors in the same order; invalid ones the first error in
     stream order, even where a later unit is bad too (more tensors than declared, a dropped
     STREAM_END) or a worker is still decoding when the walk finds it. ``buffered`` 1: every
-    finished tensor behind the head holds the walk back."""
+    finished tensor behind the head holds the walk back; ``spill_bytes`` 1: every array comes
+    back through a file."""
     monkeypatch.setattr(decoder, "BUFFERED_BYTES", buffered)
+    monkeypatch.setattr(workers, "SPILL_BYTES", spill_bytes)
     streams = sorted(SUITE.glob("*/*.nnu"))
     assert len(streams) > 300
     for path in streams:
@@ -238,6 +241,41 @@ def test_leaving_the_pool_on_an_error_stops_the_running_jobs_instead_of_waiting_
         process.join(10)
         assert process.exitcode == -signal.SIGTERM
     assert all(job.done() for job in jobs)
+
+
+def test_large_tensors_come_back_from_real_workers_through_files_that_are_removed(tmp_path, monkeypatch):
+    """A tensor of 1 MiB or more comes back through a file of a private temporary folder: the
+    same values, writable, one array for a tensor and its alias, and nothing left behind."""
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    rng = np.random.default_rng(8)
+    shared = rng.normal(0, 0.05, size=(512, 1024)).astype(np.float32)  # 2 MiB
+    model = {"a": shared, "tied": shared, "small": rng.normal(size=64).astype(np.float32),
+             "b": rng.normal(0, 0.05, size=(600, 512)).astype(np.float32)}
+    data = nu.encode(model)
+    expected = nu.decode(data)
+    decoded = nu.decode(data, workers=2)
+    assert list(decoded) == list(expected)
+    for name, array in expected.items():
+        assert decoded[name].dtype == array.dtype and decoded[name].tobytes() == array.tobytes()
+    assert decoded["tied"] is decoded["a"]
+    decoded["b"][0, 0] += 1  # copy-on-write: the caller's own array
+    assert decoded["b"][0, 0] == expected["b"][0, 0] + 1
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_spilling_falls_back_to_the_pipe_and_a_lost_file_is_an_os_error(tmp_path):
+    array = np.arange(1 << 19, dtype=np.float32)  # 2 MiB
+    assert workers.spill(array, str(tmp_path / "missing")) is array  # e.g. a full disk: sent as it is
+    small, strided = array[:10], array[::2]  # too small to pay; not one block of memory
+    assert workers.spill(small, str(tmp_path)) is small and workers.spill(strided, str(tmp_path)) is strided
+    assert list(tmp_path.iterdir()) == []
+    spilled = workers.spill(array, str(tmp_path))
+    assert isinstance(spilled, workers.SpilledArray)
+    assert np.array_equal(workers.unspill(spilled), array) and list(tmp_path.iterdir()) == []
+    with pytest.raises(OSError):
+        workers.unspill(spilled)
 
 
 def mapped(path: Path):

@@ -69,7 +69,7 @@ from .syntax import (
 )
 from .tensors import bfloat16_bits_to_float32
 from .memory import FileMapping, release_pages
-from .workers import BUFFERED_BYTES, process_pool
+from .workers import BUFFERED_BYTES, process_pool, spill, spill_folder, unspill
 
 
 @dataclasses.dataclass(frozen=True)
@@ -255,8 +255,11 @@ def iter_decoded(data: bytes, *, limits: Limits | None = None,
     ``workers`` > 1 decodes tensors in that many spawned processes, up to two per worker
     ahead of the one being yielded; they are yielded in stream order, and an invalid stream
     yields the tensors before its first bad unit and raises that unit's error, as with one
-    process. Memory then holds those tensors, the finished ones waiting behind an unfinished
-    one (up to 256 MiB of them), and each tensor twice while it crosses from its worker.
+    process. Memory then holds the tensor being yielded and, as their pages are read, the
+    finished ones waiting behind an unfinished one (up to 256 MiB of them): a worker hands a
+    tensor of 1 MiB or more back through a file in a private temporary folder, which the
+    caller maps (copy-on-write: the arrays are writable) and removes at once, instead of
+    sending it through a pipe. A full disk falls back to the pipe.
     ``progress`` then reports each tensor as it comes out. The processes are started
     with the spawn method: a script that calls this must do so under
     ``if __name__ == "__main__":``.
@@ -290,15 +293,15 @@ def _decoded_units(data: bytes, limits: Limits, progress, verify: bool, workers:
     if workers <= 1:
         yield from _walk_units(data, limits, functools.partial(decode_tensor_payload, verify=verify), progress, files)
         return
-    with process_pool(workers) as pool:
+    with spill_folder() as folder, process_pool(workers) as pool:
 
         def submit(reader: ByteReader, header: TensorHeader, limits: Limits, version_major: int) -> _Pending:
             start = reader.offset
             payload = data[start:start + reader.remaining]
             reader.skip_to_end()  # the worker reads it, and checks that it ends there
             output_bytes = header.element_count * np.dtype(DTYPE_NUMPY[header.dtype]).itemsize
-            return _Pending(pool.submit(_decode_payload, payload, start, header, limits, version_major, verify),
-                            header.name, output_bytes)
+            return _Pending(pool.submit(_decode_payload, payload, start, header, limits, version_major, verify,
+                                        folder), header.name, output_bytes)
 
         tensor_count = 0
         delivered = 0
@@ -349,10 +352,15 @@ class _Pending:
     name: str
     output_bytes: int
     alias_of: str | None = None
+    opened: list = dataclasses.field(default_factory=list, compare=False, repr=False)  # the result, its array unspilled; shared by aliases
 
     def result(self) -> DecodedTensor:
-        """The decoded tensor (waiting for it); a worker's error is raised here."""
-        tensor = self.future.result()
+        """The decoded tensor (waiting for it); a worker's error is raised here. An array the
+        worker spilled to a file is mapped once, for the tensor and its aliases alike."""
+        if not self.opened:
+            tensor = self.future.result()
+            self.opened.append(dataclasses.replace(tensor, array=unspill(tensor.array)))
+        tensor = self.opened[0]
         return tensor if self.alias_of is None else dataclasses.replace(tensor, name=self.name, alias_of=self.alias_of)
 
 
@@ -373,14 +381,15 @@ def _must_wait(pending: collections.deque[_Pending], workers: int) -> bool:
 
 
 def _decode_payload(payload: bytes, origin: int, header: TensorHeader, limits: Limits, version_major: int,
-                    verify: bool) -> DecodedTensor:
+                    verify: bool, folder: str | None = None) -> DecodedTensor:
     """:func:`decode_tensor_payload` in a worker process: ``payload`` is the tensor unit's
     payload after its header, which starts at stream offset ``origin`` (errors name stream
-    offsets, as in one process)."""
+    offsets, as in one process). A large array goes back through a file in ``folder``
+    (:func:`~.workers.spill`), checked against its content digest before."""
     reader = ByteReader(payload, origin=origin)
     tensor = decode_tensor_payload(reader, header, limits, version_major, verify=verify)
     reader.expect_end("tensor_payload")
-    return tensor
+    return dataclasses.replace(tensor, array=spill(tensor.array, folder))
 
 
 def _walk_units(data: bytes, limits: Limits, on_tensor, progress=None,

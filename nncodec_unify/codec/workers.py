@@ -8,14 +8,21 @@ are those of one process. Processes, not threads: constriction's bindings hold t
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import math
+import mmap
 import os
 import signal
 import sys
+import tempfile
 from collections.abc import Iterator
+
+import numpy as np
 
 from .memory import keep_large_blocks_mapped
 
 BUFFERED_BYTES = 256 << 20  # finished results held back behind an unfinished head unit
+SPILL_BYTES = 1 << 20  # results at least this large come back through a file (spill), not the pipe
 
 _THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
@@ -84,3 +91,62 @@ def _worker_init() -> None:
     if "torch" in sys.modules:  # two processes with two torch threads each crawl on 2 cores
         sys.modules["torch"].set_num_threads(1)
     keep_large_blocks_mapped()
+
+
+@contextlib.contextmanager
+def spill_folder() -> Iterator[str]:
+    """A private temporary folder for :func:`spill`, removed with whatever is left in it."""
+    with tempfile.TemporaryDirectory(prefix="nncodec-", ignore_cleanup_errors=True) as folder:
+        yield folder
+
+
+@dataclasses.dataclass(frozen=True)
+class SpilledArray:
+    """An array a worker wrote to a file of the parent's :func:`spill_folder` instead of
+    sending it through the pool's pipe, which would hold it twice in the parent (the message
+    and the unpickled copy): the file's path, the dtype and the shape."""
+
+    path: str
+    dtype: str
+    shape: tuple[int, ...]
+
+
+def spill(array, folder: str | None):
+    """In a worker: a :class:`SpilledArray` for a C-contiguous numpy ``array`` of at least
+    SPILL_BYTES, written to a new file in ``folder``; ``array`` itself when it is smaller,
+    ``folder`` is None, or the file cannot be written (a full disk: the pipe still works)."""
+    if (folder is None or not isinstance(array, np.ndarray) or array.nbytes < SPILL_BYTES
+            or not array.flags.c_contiguous):
+        return array
+    path = None
+    try:
+        handle, path = tempfile.mkstemp(dir=folder, suffix=".array")
+        with open(handle, "wb") as file:
+            array.tofile(file)
+    except OSError:
+        if path is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+        return array
+    return SpilledArray(path, array.dtype.str, tuple(array.shape))
+
+
+def unspill(value):
+    """In the parent: the array a :class:`SpilledArray` stands for, else ``value`` itself.
+
+    The array is a private (copy-on-write) mapping of the file, so it is writable while its
+    pages stay the file's until written to; the file is removed at once (the mapping keeps
+    its data until the array is let go). Raises OSError when the file is gone or short."""
+    if not isinstance(value, SpilledArray):
+        return value
+    dtype = np.dtype(value.dtype)
+    count = math.prod(value.shape)
+    try:
+        with open(value.path, "rb") as file:
+            mapping = mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_COPY)
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(value.path)
+    if len(mapping) != count * dtype.itemsize:
+        raise OSError(f"{value.path}: a decoded tensor's file is {len(mapping)} bytes, not {count * dtype.itemsize}")
+    return np.frombuffer(mapping, dtype=dtype, count=count).reshape(value.shape)
