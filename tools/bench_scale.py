@@ -5,8 +5,8 @@ Makes a safetensors model of Laplace-distributed fp32 weights (default: 24 matri
 ``nncodec encode`` and ``nncodec decode`` as separate processes and reports each one's wall
 time, peak resident memory (the child's VmHWM) against the largest tensor, and
 throughput per core; ``--workers N`` encodes and decodes again in N processes and checks
-that the stream and the decoded file are the same bytes (the memory figures are those of
-one process: N workers each hold the tensor they code).
+that the stream and the decoded file are the same bytes, with the parent's peak memory and
+the largest worker's.
 
     python tools/bench_scale.py [--scale 0.5] [--workers 2] [--keep DIR] [-- extra encode options]
 """
@@ -54,11 +54,14 @@ _CHILD = ("import resource, runpy, sys\n"
           "        peak = next(int(line.split()[1]) for line in open('/proc/self/status') if line.startswith('VmHWM'))\n"
           "    except (OSError, StopIteration):\n"
           "        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
-          "    print('peak-rss-kib', peak, file=sys.stderr)\n")
+          "    workers = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss\n"
+          "    print('peak-rss-kib', peak, workers, file=sys.stderr)\n")
 
 
-def run(arguments: list[str]) -> tuple[float, float]:
-    """Wall seconds and peak RSS (MiB) of ``nncodec ARGUMENTS`` in a child process of its own."""
+def run(arguments: list[str]) -> tuple[float, float, float]:
+    """Wall seconds and peak RSS (MiB) of ``nncodec ARGUMENTS`` in a child process of its own,
+    and the largest peak of its worker processes (ru_maxrss: at most that, since it may
+    count the child's own memory when the worker was started; 0 without workers)."""
     started = time.perf_counter()
     env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
     result = subprocess.run([sys.executable, "-c", _CHILD, *arguments], capture_output=True, text=True, env=env)
@@ -66,7 +69,8 @@ def run(arguments: list[str]) -> tuple[float, float]:
     lines = result.stderr.strip().splitlines()
     if result.returncode != 0 or not lines or not lines[-1].startswith("peak-rss-kib"):
         sys.exit(f"nncodec {' '.join(arguments)} failed: {result.stderr.strip()}")
-    return seconds, int(lines[-1].split()[1]) / 1024
+    fields = lines[-1].split()
+    return seconds, int(fields[1]) / 1024, int(fields[2]) / 1024
 
 
 def _digest(path: Path) -> bytes:
@@ -101,23 +105,26 @@ def measure(folder: Path, args: argparse.Namespace) -> int:
     parameters = total // 4
     print(f"model: {total / 2**20:,.0f} MiB, {parameters:,} parameters, largest tensor {largest / 2**20:,.0f} MiB")
     budget = 1.5 * largest / 2**20 + 200
-    seconds, peak = run(["encode", str(model), str(stream), "-f", "-q", "--workers", "1", *args.extra])
+    seconds, peak, _ = run(["encode", str(model), str(stream), "-f", "-q", "--workers", "1", *args.extra])
     print(f"encode, 1 worker: {seconds:.1f} s, {parameters / seconds / 1e6:.2f} M parameters/s, peak RSS "
           f"{peak:,.0f} MiB (budget 1.5 x largest + 200 = {budget:,.0f} MiB: {'met' if peak <= budget else 'NOT met'}); "
           f"{stream.stat().st_size:,} bytes")
     single = stream.read_bytes()
-    seconds_decode, peak = run(["decode", str(stream), str(back), "-f", "-q", "--workers", "1"])
+    seconds_decode, peak, _ = run(["decode", str(stream), str(back), "-f", "-q", "--workers", "1"])
     print(f"decode: {seconds_decode:.1f} s, {parameters / seconds_decode / 1e6:.2f} M parameters/s, peak RSS "
           f"{peak:,.0f} MiB ({'met' if peak <= budget else 'NOT met'})")
     if args.workers > 1:
-        parallel, _ = run(["encode", str(model), str(stream), "-f", "-q", "--workers", str(args.workers), *args.extra])
+        parallel, parent, worker = run(["encode", str(model), str(stream), "-f", "-q", "--workers", str(args.workers),
+                                        *args.extra])
         same = stream.read_bytes() == single
         print(f"encode, {args.workers} workers: {parallel:.1f} s, {seconds / parallel:.2f}x faster, "
-              f"identical bytes: {same}")
+              f"identical bytes: {same}; peak RSS {parent:,.0f} MiB in the parent, at most {worker:,.0f} MiB "
+              f"in a worker")
         decoded = _digest(back)
-        parallel, _ = run(["decode", str(stream), str(back), "-f", "-q", "--workers", str(args.workers)])
+        parallel, parent, worker = run(["decode", str(stream), str(back), "-f", "-q", "--workers", str(args.workers)])
         print(f"decode, {args.workers} workers: {parallel:.1f} s, {seconds_decode / parallel:.2f}x faster, "
-              f"identical output: {_digest(back) == decoded}")
+              f"identical output: {_digest(back) == decoded}; peak RSS {parent:,.0f} MiB in the parent, at most "
+              f"{worker:,.0f} MiB in a worker")
     return 0
 
 
