@@ -243,6 +243,48 @@ def test_leaving_the_pool_on_an_error_stops_the_running_jobs_instead_of_waiting_
     assert all(job.done() for job in jobs)
 
 
+def test_leaving_the_pool_does_not_hang_on_a_result_cut_short(tmp_path):
+    """A worker terminated while it sends a result leaves the message cut short; the
+    executor's reader must get end-of-file, not wait for the rest for ever (which would hang
+    the process at exit). Here the worker writes the first bytes of a 1 GiB message and stops."""
+    import subprocess
+    import sys
+    import textwrap
+
+    script = tmp_path / "cut_short.py"
+    script.write_text(textwrap.dedent("""
+        import gc, multiprocessing.queues, os, struct, time
+        from nncodec_unify.codec.workers import process_pool
+
+        def cut_short():
+            queue = next(o for o in gc.get_objects() if type(o) is multiprocessing.queues.SimpleQueue)
+            os.write(queue._writer.fileno(), struct.pack("!i", 1 << 30) + b"x" * 100)
+            time.sleep(600)
+
+        if __name__ == "__main__":
+            try:
+                with process_pool(1) as pool:
+                    pool.submit(cut_short)
+                    time.sleep(3)  # the reader has the header and waits for the rest
+                    raise RuntimeError("stop")
+            except RuntimeError:
+                print("left the pool", flush=True)
+    """))
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and result.stdout == "left the pool\n", result.stderr
+
+
+def test_spill_folder_is_none_where_no_temporary_folder_can_be_made(tmp_path, monkeypatch):
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "missing"))
+    with workers.spill_folder() as folder:
+        assert folder is None
+    model = {f"w{i}": np.full((600, 512), i / 7, np.float32) for i in range(3)}
+    data = nu.encode(model)
+    assert [a.tobytes() for a in nu.decode(data, workers=2).values()] == [a.tobytes() for a in nu.decode(data).values()]
+
+
 def test_large_tensors_come_back_from_real_workers_through_files_that_are_removed(tmp_path, monkeypatch):
     """A tensor of 1 MiB or more comes back through a file of a private temporary folder: the
     same values, writable, one array for a tensor and its alias, and nothing left behind."""
@@ -260,7 +302,7 @@ def test_large_tensors_come_back_from_real_workers_through_files_that_are_remove
     for name, array in expected.items():
         assert decoded[name].dtype == array.dtype and decoded[name].tobytes() == array.tobytes()
     assert decoded["tied"] is decoded["a"]
-    decoded["b"][0, 0] += 1  # copy-on-write: the caller's own array
+    decoded["b"][0, 0] += 1  # the caller's own array
     assert decoded["b"][0, 0] == expected["b"][0, 0] + 1
     assert list(tmp_path.iterdir()) == []
 

@@ -222,17 +222,29 @@ def test_workers_encode_a_mapped_input_in_real_processes(tmp_path):
     assert nu.encode_with_report(read_safetensors(tmp_path / "m.safetensors"), workers=2).data == nu.encode(tensors)
 
 
-def test_a_worker_refuses_an_input_file_replaced_after_it_was_opened(tmp_path, recorded_pool):
-    """The worker maps the path again: if it now names another file, that is one clear error,
-    never the other file's values."""
+def test_an_input_file_replaced_after_it_was_opened_is_encoded_as_opened_or_refused(tmp_path, recorded_pool):
+    """The parent sends the values themselves when the path no longer names the file it
+    mapped (replaced, deleted): the stream is that of one process. A worker that finds the
+    path changed after the parent looked refuses, with one clear error, rather than code the
+    other file's values."""
+    from nncodec_unify.codec.encoder import _SourceReference
+    from nncodec_unify.codec.memory import FileChangedError, MappedSlice
+
     path = tmp_path / "m.safetensors"
     _write(path, {"w": np.ones((64, 64), np.float32), "b": np.ones(64, np.float32)})
     opened = read_safetensors(path)
-    opened["w"]  # mapped now, as the encoder's first look at it does
+    reference = MappedSlice.of(opened["w"])  # mapped now, as the encoder's first look at it does
+    assert reference is not None and reference.file.still_names_it()
     _write(tmp_path / "other.safetensors", {"w": np.zeros((64, 64), np.float32), "b": np.ones(64, np.float32)})
     os.replace(tmp_path / "other.safetensors", path)
-    with pytest.raises(nu.EncodeError, match=r"tensor 'w': cannot read its values again in a worker: .*changed"):
-        nu.encode_with_report(opened, workers=2)
+    assert not reference.file.still_names_it()
+    assert nu.encode_with_report(opened, workers=2).data == nu.encode({"w": np.ones((64, 64), np.float32),
+                                                                       "b": np.ones(64, np.float32)})
+    assert max(recorded_pool) > 64 * 64 * 4  # the values went to the worker
+    with pytest.raises(FileChangedError, match="changed"):
+        reference.load()
+    with pytest.raises(nu.EncodeError, match=r"^tensor 'w': cannot read its values again in a worker: .*changed"):
+        _SourceReference(reference, False).load("w")
 
 
 @pytest.mark.parametrize("changes, structured", [({}, False), ({"dependent": False}, False), ({"rdo": False}, False),

@@ -255,11 +255,11 @@ def iter_decoded(data: bytes, *, limits: Limits | None = None,
     ``workers`` > 1 decodes tensors in that many spawned processes, up to two per worker
     ahead of the one being yielded; they are yielded in stream order, and an invalid stream
     yields the tensors before its first bad unit and raises that unit's error, as with one
-    process. Memory then holds the tensor being yielded and, as their pages are read, the
+    process. Memory then holds the tensor being yielded, and temporary disk space the
     finished ones waiting behind an unfinished one (up to 256 MiB of them): a worker hands a
     tensor of 1 MiB or more back through a file in a private temporary folder, which the
-    caller maps (copy-on-write: the arrays are writable) and removes at once, instead of
-    sending it through a pipe. A full disk falls back to the pipe.
+    caller reads once and removes, instead of sending it through a pipe (which would hold it
+    two or three times over). Where no temporary file can be written, tensors cross the pipe.
     ``progress`` then reports each tensor as it comes out. The processes are started
     with the spawn method: a script that calls this must do so under
     ``if __name__ == "__main__":``.

@@ -308,7 +308,7 @@ def _by_reference(job):
     file (a safetensors input), else ``job`` itself (its values are pickled to the worker)."""
     source = job[1]
     values = MappedSlice.of(_pages_of(source))
-    if values is None:
+    if values is None or not values.file.still_names_it():  # e.g. a file deleted once opened: send the values
         return job
     return (job[0], _SourceReference(values, isinstance(source, BFloat16Array)), *job[2:])
 

@@ -56,6 +56,15 @@ class FileIdentity:
     size: int
     modified_ns: int
 
+    def still_names_it(self) -> bool:
+        """Whether ``path`` still names this file, unchanged."""
+        try:
+            status = os.stat(self.path)
+        except OSError:
+            return False
+        return (status.st_dev, status.st_ino, status.st_size, status.st_mtime_ns) == (
+            self.device, self.inode, self.size, self.modified_ns)
+
     @classmethod
     def of(cls, file) -> FileIdentity | None:
         """The identity of the open binary ``file``, or None when it has no path of its own."""

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
-import mmap
 import os
 import signal
 import sys
@@ -31,7 +30,8 @@ _THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS
 def process_pool(workers: int) -> Iterator[_Pool]:
     """A pool of ``workers`` spawned processes (a ``concurrent.futures.ProcessPoolExecutor``
     behind :class:`_Pool`), each started single-threaded. Leaving the block after an
-    exception cancels the jobs not yet started."""
+    exception cancels the jobs not yet started and terminates the running ones
+    (:func:`_stop`) rather than waiting for their tensors (seconds for a large one)."""
     import concurrent.futures
     import multiprocessing
 
@@ -40,17 +40,42 @@ def process_pool(workers: int) -> Iterator[_Pool]:
         try:
             yield _Pool(executor)
         except BaseException:  # a tensor failed or the consumer stopped: no job's result is wanted
-            running = _processes_of(executor)
-            executor.shutdown(wait=False, cancel_futures=True)
-            for process in running:  # rather than wait for their tensors (seconds for a large one)
-                with contextlib.suppress(Exception):
-                    process.terminate()
+            _stop(executor)
             raise
 
 
+def _stop(executor) -> None:
+    """Shut ``executor`` down without waiting for its running jobs: cancel the queued ones,
+    terminate the worker processes and wait until the executor's own thread has reaped them.
+
+    A worker terminated while it sends a result leaves that message cut short, and the
+    executor's thread that reads it would wait for the rest for ever (the parent holds a
+    write end of the pipe too), hanging the exit: closing the parent's write end turns the
+    wait into end-of-file. Only that thread reaps the processes (two threads waiting for
+    one child can each miss its exit status). This reaches into the executor's private
+    state (``_processes``, ``_result_queue``, ``_executor_manager_thread``): Python 3.14's
+    ``terminate_workers`` does not close the pipe either."""
+    running = _processes_of(executor)
+    results = getattr(executor, "_result_queue", None)
+    manager = getattr(executor, "_executor_manager_thread", None)
+    executor.shutdown(wait=False, cancel_futures=True)
+    for signal_process in ("terminate", "kill"):  # kill: for a worker that outlives SIGTERM
+        for process in running:
+            with contextlib.suppress(Exception):
+                getattr(process, signal_process)()
+        writer = getattr(results, "_writer", None)
+        if writer is not None:
+            with contextlib.suppress(Exception):
+                writer.close()
+        if manager is None:
+            return
+        manager.join(10)
+        if not manager.is_alive():
+            return
+
+
 def _processes_of(executor) -> list:
-    """The executor's worker processes (a private table: ``terminate_workers`` is public only
-    from Python 3.14, and ``shutdown`` forgets the table)."""
+    """The executor's worker processes (a private table: ``shutdown`` forgets it)."""
     return list((getattr(executor, "_processes", None) or {}).values())
 
 
@@ -94,17 +119,24 @@ def _worker_init() -> None:
 
 
 @contextlib.contextmanager
-def spill_folder() -> Iterator[str]:
-    """A private temporary folder for :func:`spill`, removed with whatever is left in it."""
-    with tempfile.TemporaryDirectory(prefix="nncodec-", ignore_cleanup_errors=True) as folder:
-        yield folder
+def spill_folder() -> Iterator[str | None]:
+    """A private temporary folder for :func:`spill`, removed with whatever is left in it; None
+    when none can be made (then results cross the pipe)."""
+    try:
+        folder = tempfile.TemporaryDirectory(prefix="nncodec-", ignore_cleanup_errors=True)
+    except OSError:  # no usable temporary folder, a full disk
+        yield None
+        return
+    with folder as path:
+        yield path
 
 
 @dataclasses.dataclass(frozen=True)
 class SpilledArray:
     """An array a worker wrote to a file of the parent's :func:`spill_folder` instead of
-    sending it through the pool's pipe, which would hold it twice in the parent (the message
-    and the unpickled copy): the file's path, the dtype and the shape."""
+    sending it through the pool's pipe, which would hold it two or three times over in the
+    parent (the message, the unpickled bytes, the array): the file's path, the dtype and the
+    shape."""
 
     path: str
     dtype: str
@@ -132,21 +164,20 @@ def spill(array, folder: str | None):
 
 
 def unspill(value):
-    """In the parent: the array a :class:`SpilledArray` stands for, else ``value`` itself.
-
-    The array is a private (copy-on-write) mapping of the file, so it is writable while its
-    pages stay the file's until written to; the file is removed at once (the mapping keeps
-    its data until the array is let go). Raises OSError when the file is gone or short."""
+    """In the parent: the array a :class:`SpilledArray` stands for, read once into memory
+    (a writable array of its own) from its file, which is removed at once; else ``value``
+    itself. Raises OSError when the file is gone or not the array's size. (Reading, not
+    mapping: a mapping would hold a file descriptor, and on Windows the file, for as long
+    as the array lives.)"""
     if not isinstance(value, SpilledArray):
         return value
     dtype = np.dtype(value.dtype)
     count = math.prod(value.shape)
     try:
-        with open(value.path, "rb") as file:
-            mapping = mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_COPY)
+        array = np.fromfile(value.path, dtype=dtype)
     finally:
         with contextlib.suppress(OSError):
             os.unlink(value.path)
-    if len(mapping) != count * dtype.itemsize:
-        raise OSError(f"{value.path}: a decoded tensor's file is {len(mapping)} bytes, not {count * dtype.itemsize}")
-    return np.frombuffer(mapping, dtype=dtype, count=count).reshape(value.shape)
+    if array.size != count:
+        raise OSError(f"{value.path}: a decoded tensor's file holds {array.size} elements, not {count}")
+    return array.reshape(value.shape)
