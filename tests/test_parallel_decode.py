@@ -415,3 +415,42 @@ def test_float16_tensors_decode_through_int16_levels_where_they_fit(monkeypatch,
     wide = nu.decode(data)["h"]
     assert narrow.dtype == np.float16 and narrow.tobytes() == wide.tobytes()
     assert np.allclose(narrow.astype(np.float64), values.astype(np.float64), rtol=0.02, atol=2 ** -5)
+
+
+@pytest.mark.parametrize("unified_level, dense_scale, narrowed", [(3, 0.05, True), (3, 1e3, False), (2 ** 16, 0.05, False)])
+def test_structured_float16_tensors_decode_through_int16_levels_where_they_fit(monkeypatch, unified_level, dense_scale,
+                                                                                narrowed):
+    """A float16 tensor with pruned and unified blocks holds int16 levels while its unified
+    magnitudes and its dense plane's bound stay below 2**15; a dense plane that may reach it
+    widens them, a unified magnitude that does keeps int32 throughout. The values are those
+    of int32 levels every time."""
+    from nncodec_unify.codec import planes
+    from nncodec_unify.codec.config import EncoderConfig, TensorRule
+    from nncodec_unify.codec.format import CodingMode
+
+    rng = np.random.default_rng(10)
+    step = 2.0 ** -6  # qp -24
+    blocks = rng.integers(0, 3, size=(16, 16))  # 0 pruned, 1 unified, 2 dense (4x4 blocks)
+    kinds = np.kron(blocks, np.ones((4, 4), dtype=int))
+    signs = rng.choice([-1.0, 1.0], size=kinds.shape)
+    dense = np.clip(np.rint(rng.laplace(0, dense_scale / step, size=kinds.shape)), -6e4 / step, 6e4 / step) * step
+    values = np.where(kinds == 1, signs * unified_level * step, np.where(kinds == 2, dense, 0.0)).astype(np.float16)
+    config = EncoderConfig(qp=-24, rdo=False, dependent=False, block=(4, 4),
+                           rules=(TensorRule("h", mode=CodingMode.UNIFIED),))
+    data = nu.encode({"h": values}, config=config)
+    pruned, unified, dense_blocks = decoder.describe(data, with_blocks=True)[1][0].block_counts
+    assert min(pruned, unified, dense_blocks) > 40  # about a third of the 256 blocks each
+    real = planes.decode_plane
+    dtypes = {}
+
+    def spied(*args, **kwargs):
+        result = real(*args, **kwargs)
+        dtypes[args[6]] = result.dtype
+        return result
+
+    monkeypatch.setattr(decoder, "decode_plane", spied)
+    narrow = nu.decode(data)["h"]
+    assert "unified_magnitudes" in dtypes and (dtypes["dense_levels"] == np.int16) == narrowed
+    monkeypatch.setattr(decoder, "decode_plane", lambda *args: real(*args[:7]))  # never narrowed
+    wide = nu.decode(data)["h"]
+    assert narrow.dtype == np.float16 and narrow.tobytes() == wide.tobytes() and np.array_equal(narrow, values)

@@ -729,7 +729,8 @@ def _read_dense(reader: ByteReader, rows: int, cols: int, limits: Limits, narrow
 
 
 def _read_unified(reader: ByteReader, rows: int, cols: int, limits: Limits, narrow: bool = False) -> _Levels:
-    """§5.6 unified_payload; ``narrow`` as for :func:`_read_dense` when every block is dense."""
+    """§5.6 unified_payload; ``narrow`` as for :func:`_read_dense`, also for the unified
+    magnitudes of a structured tensor."""
     block_rows, block_cols = read_block_shape(reader)
     grid_rows, grid_cols = grid_shape(rows, cols, block_rows, block_cols)
     map_at = reader.offset
@@ -746,23 +747,31 @@ def _read_unified(reader: ByteReader, rows: int, cols: int, limits: Limits, narr
     if unified_count and int(unified_magnitudes.max()) >= MAX_LEVEL:
         raise BitstreamError(f"a unified magnitude exceeds {MAX_LEVEL}", element="unified_magnitudes", offset=at)
     if not (kinds == BlockKind.DENSE).all():
-        return _read_structured(reader, rows, cols, block_rows, block_cols, kinds, unified_magnitudes, limits)
+        return _read_structured(reader, rows, cols, block_rows, block_cols, kinds, unified_magnitudes, limits,
+                                narrow)
     read_sign_section(reader, 0, "unified_signs")
     return _Levels(*_read_dense_levels(reader, rows, cols, None, limits, narrow))
 
 
 def _read_structured(reader: ByteReader, rows: int, cols: int, block_rows: int, block_cols: int,
-                     kinds: np.ndarray, unified_magnitudes: np.ndarray, limits: Limits) -> _Levels:
-    """The rest of §5.6 when some blocks are unified or pruned."""
-    block_magnitude = np.zeros(kinds.shape, dtype=np.int32)
+                     kinds: np.ndarray, unified_magnitudes: np.ndarray, limits: Limits,
+                     narrow: bool = False) -> _Levels:
+    """The rest of §5.6 when some blocks are unified or pruned. With ``narrow``, the levels
+    are int16 while the unified magnitudes and the dense plane's bound stay below 2**15."""
+    largest_unified = int(unified_magnitudes.max(initial=0)) + 1
+    level_type = np.int16 if narrow and largest_unified < 1 << 15 else np.int32
+    block_magnitude = np.zeros(kinds.shape, dtype=level_type)
     block_magnitude[kinds == BlockKind.UNIFIED] = unified_magnitudes + 1
     element_kinds = expand_blocks(kinds, block_rows, block_cols, rows, cols)
-    levels = np.zeros((rows, cols), dtype=np.int32)
+    levels = np.zeros((rows, cols), dtype=level_type)
     in_unified = element_kinds == BlockKind.UNIFIED
     negative = read_sign_section(reader, int(np.count_nonzero(in_unified)), "unified_signs")
     unified = expand_blocks(block_magnitude, block_rows, block_cols, rows, cols)[in_unified]
     levels[in_unified] = np.where(negative != 0, -unified, unified)
     in_dense = element_kinds == BlockKind.DENSE
     del element_kinds, in_unified, negative, unified  # not held while the dense levels are decoded
-    levels[in_dense], offsets = _read_dense_levels(reader, rows, cols, in_dense, limits)
+    dense, offsets = _read_dense_levels(reader, rows, cols, in_dense, limits, level_type == np.int16)
+    if dense.dtype.itemsize > levels.dtype.itemsize:  # the dense plane may reach 2**15
+        levels = levels.astype(dense.dtype)
+    levels[in_dense] = dense
     return _Levels(levels, offsets, in_dense)
