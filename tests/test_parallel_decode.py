@@ -454,3 +454,30 @@ def test_structured_float16_tensors_decode_through_int16_levels_where_they_fit(m
     monkeypatch.setattr(decoder, "decode_plane", lambda *args: real(*args[:7]))  # never narrowed
     wide = nu.decode(data)["h"]
     assert narrow.dtype == np.float16 and narrow.tobytes() == wide.tobytes() and np.array_equal(narrow, values)
+
+
+@pytest.mark.parametrize("piece", [decoder._PIECE, 512])
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+def test_unified_blocks_are_filled_a_piece_of_block_rows_at_a_time(monkeypatch, piece, dtype):
+    """The unified levels are written whole block rows at a time (``piece`` 512: one block
+    row per piece), edge blocks cut by the matrix included; the levels matrix is the dense
+    plane's working space first. Values on the grid come back exactly."""
+    from nncodec_unify.codec.config import EncoderConfig, TensorRule
+    from nncodec_unify.codec.format import CodingMode
+
+    monkeypatch.setattr(decoder, "_PIECE", piece)
+    rng = np.random.default_rng(12)
+    step = 2.0 ** -6
+    blocks = rng.integers(0, 3, size=(10, 8))  # 4x3 blocks over 37 x 23: edge blocks on both sides
+    kinds = np.repeat(np.repeat(blocks, 4, axis=0), 3, axis=1)[:37, :23]
+    magnitudes = np.repeat(np.repeat(rng.integers(1, 9, size=blocks.shape), 4, axis=0), 3, axis=1)[:37, :23]
+    unified = rng.choice([-1, 1], size=kinds.shape) * magnitudes
+    dense = rng.integers(-40, 41, size=kinds.shape)
+    values = (np.where(kinds == 1, unified, np.where(kinds == 2, dense, 0)) * step).astype(dtype)
+    config = EncoderConfig(qp=-24, rdo=False, dependent=False, block=(4, 3),
+                           rules=(TensorRule("w", mode=CodingMode.UNIFIED),))
+    data = nu.encode({"w": values}, config=config)
+    pruned, unified_blocks, dense_blocks = decoder.describe(data, with_blocks=True)[1][0].block_counts
+    assert min(pruned, unified_blocks, dense_blocks) > 10
+    decoded = nu.decode(data)["w"]
+    assert decoded.dtype == dtype and np.array_equal(decoded, values)

@@ -590,13 +590,15 @@ class _Levels:
 
         Reconstructs :data:`_PIECE` elements at a time (whole segments of the dependent
         quantizer's state machine, so each piece restarts it where the scan does). A float32
-        result (float32 and bfloat16 tensors) is written over the int32 ``levels``, which are
-        used up: memory holds the matrix and one piece's temporaries.
+        result (float32 and bfloat16 tensors) is written over int32 ``levels``, a float16 one
+        over int16 levels, which are used up (each piece's values are computed before they
+        are written over its own levels): memory holds the matrix and one piece's temporaries.
         """
         levels = self.levels.reshape(-1)
         output_type = DTYPE_NUMPY[dtype].newbyteorder("=")
-        if output_type == np.float32 and levels.dtype == np.int32 and levels.flags.c_contiguous:
-            values = levels.view(np.float32)
+        if ((output_type, levels.dtype) in ((np.float32, np.int32), (np.float16, np.int16))
+                and levels.flags.c_contiguous):
+            values = levels.view(output_type)
         else:
             values = np.empty(levels.size, dtype=output_type)
         size = self._piece_size()
@@ -713,13 +715,15 @@ def _read_offsets(reader: ByteReader, rows: int, cols: int, limits: Limits) -> n
 
 
 def _read_dense_levels(reader: ByteReader, rows: int, cols: int, mask: np.ndarray | None,
-                       limits: Limits, narrow: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+                       limits: Limits, narrow: bool = False,
+                       work: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
     """offset_mode, column_offsets, dense_levels, dense_signs (§5.5, §5.6): the masked
     positions' signed levels (int32; int16 with ``narrow`` where they fit, see
-    :func:`decode_plane`) in scan order, and the column offsets or None."""
+    :func:`decode_plane`) in scan order, and the column offsets or None. ``work`` as for
+    :func:`decode_plane`."""
     offsets = _read_offsets(reader, rows, cols, limits)
     count = rows * cols if mask is None else int(np.count_nonzero(mask))
-    magnitudes = decode_plane(reader, rows, cols, mask, count, limits, "dense_levels", narrow)
+    magnitudes = decode_plane(reader, rows, cols, mask, count, limits, "dense_levels", narrow, work)
     return _apply_signs(magnitudes, reader, "dense_signs"), offsets
 
 
@@ -757,21 +761,58 @@ def _read_structured(reader: ByteReader, rows: int, cols: int, block_rows: int, 
                      kinds: np.ndarray, unified_magnitudes: np.ndarray, limits: Limits,
                      narrow: bool = False) -> _Levels:
     """The rest of §5.6 when some blocks are unified or pruned. With ``narrow``, the levels
-    are int16 while the unified magnitudes and the dense plane's bound stay below 2**15."""
+    are int16 while the unified magnitudes and the dense plane's bound stay below 2**15.
+
+    Memory: the levels matrix (which the dense plane uses as its working space before it
+    holds the levels), the block kind of each element, the dense mask, the unified signs
+    (a byte each) and the dense levels in scan order; the unified levels are filled in a
+    piece of rows at a time."""
     largest_unified = int(unified_magnitudes.max(initial=0)) + 1
     level_type = np.int16 if narrow and largest_unified < 1 << 15 else np.int32
-    block_magnitude = np.zeros(kinds.shape, dtype=level_type)
-    block_magnitude[kinds == BlockKind.UNIFIED] = unified_magnitudes + 1
-    element_kinds = expand_blocks(kinds, block_rows, block_cols, rows, cols)
+    negative = read_sign_section(reader, _element_count(kinds == BlockKind.UNIFIED, block_rows, block_cols, rows, cols),
+                                 "unified_signs")
+    in_dense = expand_blocks(kinds == BlockKind.DENSE, block_rows, block_cols, rows, cols)
     levels = np.zeros((rows, cols), dtype=level_type)
-    in_unified = element_kinds == BlockKind.UNIFIED
-    negative = read_sign_section(reader, int(np.count_nonzero(in_unified)), "unified_signs")
-    unified = expand_blocks(block_magnitude, block_rows, block_cols, rows, cols)[in_unified]
-    levels[in_unified] = np.where(negative != 0, -unified, unified)
-    in_dense = element_kinds == BlockKind.DENSE
-    del element_kinds, in_unified, negative, unified  # not held while the dense levels are decoded
-    dense, offsets = _read_dense_levels(reader, rows, cols, in_dense, limits, level_type == np.int16)
+    dense, offsets = _read_dense_levels(reader, rows, cols, in_dense, limits, level_type == np.int16, work=levels)
     if dense.dtype.itemsize > levels.dtype.itemsize:  # the dense plane may reach 2**15
         levels = levels.astype(dense.dtype)
-    levels[in_dense] = dense
+    levels[in_dense] = dense  # over the plane's symbols there; every other element is 0
+    del dense
+    _fill_unified(levels, kinds, unified_magnitudes, negative, block_rows, block_cols)
     return _Levels(levels, offsets, in_dense)
+
+
+def _element_count(blocks: np.ndarray, block_rows: int, block_cols: int, rows: int, cols: int) -> int:
+    """How many elements of the ``rows x cols`` matrix lie in the blocks where the per-block
+    boolean grid ``blocks`` is True (edge blocks count only their part inside the matrix)."""
+    def sides(size: int, block: int, count: int) -> np.ndarray:
+        return np.minimum(block, size - np.arange(count, dtype=np.int64) * block)
+
+    row_sides = sides(rows, block_rows, blocks.shape[0])
+    col_sides = sides(cols, block_cols, blocks.shape[1])
+    return int(row_sides @ blocks.astype(np.int64) @ col_sides)
+
+
+def _fill_unified(levels: np.ndarray, kinds: np.ndarray, unified_magnitudes: np.ndarray, negative: np.ndarray,
+                  block_rows: int, block_cols: int) -> None:
+    """Write each unified block's level (§6.3: magnitude ``unified_magnitudes + 1``, the
+    sign of each element from ``negative``, in scan order of the unified elements) into
+    ``levels``, whole block rows at a time (no per-element array of the whole matrix)."""
+    unified = kinds == BlockKind.UNIFIED
+    block_magnitude = np.zeros(kinds.shape, dtype=levels.dtype)
+    block_magnitude[unified] = unified_magnitudes + 1
+    rows, cols = levels.shape
+    block_rows = min(block_rows, max(rows, 1))
+    step = max(1, _PIECE // max(1, cols * block_rows)) * block_rows
+    used = 0  # signs taken so far
+    for start in range(0, rows, step):
+        stop = min(start + step, rows)
+        grid = slice(start // block_rows, -(-stop // block_rows))
+        in_unified = expand_blocks(unified[grid], block_rows, block_cols, stop - start, cols)
+        count = int(np.count_nonzero(in_unified))
+        if count == 0:
+            continue
+        magnitudes = expand_blocks(block_magnitude[grid], block_rows, block_cols, stop - start, cols)[in_unified]
+        piece = levels[start:stop]
+        piece[in_unified] = np.where(negative[used:used + count] != 0, -magnitudes, magnitudes)
+        used += count

@@ -245,7 +245,8 @@ class _BlockLayout:
             yield np.concatenate(parts) if parts else empty
 
     def decode_scan_order(self, decoder: RangeDecoder, tables: tuple[FrequencyTable, ...],
-                          mask: np.ndarray | None = None, dtype: type = np.int32) -> np.ndarray:
+                          mask: np.ndarray | None = None, dtype: type = np.int32,
+                          work: np.ndarray | None = None) -> np.ndarray:
         """Decode every context's symbols (context ``c`` under ``tables[c]``) and return them
         in scan order (a flat array of ``dtype``, which must hold every symbol): of every
         position, or of ``mask``'s positions only.
@@ -253,10 +254,17 @@ class _BlockLayout:
         Each block is decoded a few rows at a time straight into its place in a matrix whose
         columns are sorted by class (a masked block's symbols, in row-major order, fill its
         masked positions); the columns are then put back in order a few rows at a time, so
-        memory holds the plane and one piece beside it.
+        memory holds the plane and one piece beside it. With ``mask``, that matrix may be the
+        caller's ``work`` (zeros of ``dtype``, the plane's shape): it then ends holding the
+        symbols at the masked positions and zeros elsewhere, and no plane-sized matrix is
+        made here.
         """
         shape = (self.row_order.size, self.col_order.size)
-        by_class = np.empty(shape, dtype=dtype) if mask is None else np.zeros(shape, dtype=dtype)
+        if mask is not None and work is not None:
+            assert work.shape == shape and work.dtype == dtype
+            by_class = work
+        else:
+            by_class = np.empty(shape, dtype=dtype) if mask is None else np.zeros(shape, dtype=dtype)
         for r, k in self.blocks:
             rows = self.row_order[self.row_starts[r]:self.row_starts[r + 1]]
             columns = slice(self.col_starts[k], self.col_starts[k + 1])
@@ -318,14 +326,18 @@ def _pack_raw_bits(values: np.ndarray, symbols: np.ndarray, direct_bits: int, ma
 
 
 def decode_plane(reader: ByteReader, rows: int, cols: int, mask: np.ndarray | None, expected_count: int,
-                 limits: Limits, element: str, narrow: bool = False) -> np.ndarray:
+                 limits: Limits, element: str, narrow: bool = False, work: np.ndarray | None = None) -> np.ndarray:
     """Read and decode a level plane (§6.5); returns its values in scan order: int32, or with
     ``narrow`` int16 when the plane's tables bound every value below 2**15 (half the memory:
-    a float16 tensor's levels then take what its values take)."""
+    a float16 tensor's levels then take what its values take). A masked plane may use the
+    caller's ``work`` matrix (zeros, ``rows x cols``) as its working space when it has that
+    type (see :meth:`_BlockLayout.decode_scan_order`); its contents are undefined after."""
     plane = read_level_plane(reader, expected_count, limits, element)
     if plane.value_count == 0:
         return np.zeros(0, dtype=np.int32)
     dtype = np.int16 if narrow and _largest_value(plane) < 1 << 15 else np.int32
+    if work is not None and (work.dtype != dtype or work.shape != (rows, cols)):
+        work = None
     class_groups: list[tuple[int, FrequencyTable]] = []
     if plane.row_class_table is not None:
         class_groups.append((rows, plane.row_class_table))
@@ -338,7 +350,7 @@ def decode_plane(reader: ByteReader, rows: int, cols: int, mask: np.ndarray | No
     col_classes = class_indices.pop(0) if plane.col_class_table is not None else np.zeros(cols, dtype=np.int32)
     if plane.context_count > 1:
         layout = _BlockLayout(row_classes, col_classes, plane.context_count)
-        symbols = layout.decode_scan_order(decoder, plane.magnitude_tables, mask, dtype)
+        symbols = layout.decode_scan_order(decoder, plane.magnitude_tables, mask, dtype, work)
     else:
         symbols = np.empty(plane.value_count, dtype=dtype)
         decoder.decode_into(symbols, plane.magnitude_tables[0])
