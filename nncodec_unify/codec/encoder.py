@@ -709,9 +709,8 @@ def _write_dense_levels(writer: ByteWriter, matrix: np.ndarray, mask: np.ndarray
         write_level_plane(writer, encode_plane(zigzag(offsets)[None, :], None, use_contexts=False))
         reach = max(int(matrix.max()), -int(matrix.min())) + int(np.abs(offsets).max())  # checked by the choice
         matrix = np.subtract(matrix, offsets[None, :], dtype=_level_dtype(reach))
-    magnitudes = np.abs(matrix)
-    write_level_plane(writer, encode_plane(magnitudes, mask, use_contexts=use_contexts, classes=classes))
-    del magnitudes
+    # a temporary: encode_plane lets the magnitudes go once it has their symbols and classes
+    write_level_plane(writer, encode_plane(np.abs(matrix), mask, use_contexts=use_contexts, classes=classes))
     write_sign_section(writer, _packed_signs(matrix.reshape(-1) if mask is None else matrix[mask]))
 
 

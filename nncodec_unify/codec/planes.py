@@ -166,6 +166,7 @@ def encode_plane(magnitudes: np.ndarray, mask: np.ndarray | None = None, *, use_
         row_classes, col_classes = choose_classes(symbols, magnitudes, mask)
     else:
         row_classes, col_classes = np.zeros(rows, dtype=np.int64), np.zeros(cols, dtype=np.int64)
+    del magnitudes  # not needed to code: a caller that passes a temporary lets it go here
     row_count, col_count = int(row_classes.max()) + 1, int(col_classes.max()) + 1
     context_count = row_count + col_count - 1
     row_table = table_for_counts(np.bincount(row_classes, minlength=row_count)) if row_count > 1 else None
