@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import unittest.mock
+
 import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
 
+from nncodec_unify.codec import planes
 from nncodec_unify.codec.bitio import ByteReader, ByteWriter
 from nncodec_unify.codec.classes import refine_classes
 from nncodec_unify.codec.entropy import FrequencyTable, table_for_counts
@@ -67,7 +70,12 @@ def test_any_classes_round_trip_in_coding_order(rows, cols, row_classes, col_cla
     positions = np.zeros((rows, cols), dtype=np.int64)  # each position's index among the coded ones
     positions[i, j] = np.arange(i.size)
     layout = _BlockLayout(*classes, row_classes + col_classes - 1)
-    assert np.concatenate(list(layout.coding_order(positions, mask))).tolist() == expected
+    if not masked:
+        assert np.concatenate(list(layout.coding_order(positions))).tolist() == expected
+        return
+    for chunk in (planes._CHUNK, 3 * cols):  # the whole plane at once, or three rows at a time
+        with unittest.mock.patch.object(planes, "_CHUNK", chunk):
+            assert np.concatenate(list(layout.masked_coding_order(positions[mask], mask))).tolist() == expected
 
 
 def test_contexts_are_used_when_line_scales_differ_and_pay_off():
@@ -142,3 +150,22 @@ def test_range_decoder_reports_bad_data_and_lets_a_termination_through(monkeypat
         monkeypatch.setattr(entropy.constriction.stream.queue, "RangeDecoder", Failing)
         with pytest.raises(expected):
             entropy.RangeDecoder(np.zeros(2, np.uint32), element="p", offset=0).decode(4, table)
+
+
+@given(st.integers(1, 30), st.integers(1, 30), st.integers(1, 7), st.integers(1, 40), st.integers(0, 2**32 - 1))
+def test_masked_plane_statistics_a_few_rows_at_a_time_equal_the_whole_plane_at_once(rows, cols, step, chunk, seed):
+    """The class choice of a masked plane reads it a few rows at a time (no plane-sized
+    copies): the sampled positions and the line means are those of the whole plane."""
+    from nncodec_unify.codec import classes
+
+    rng = np.random.default_rng(seed)
+    mask = rng.random((rows, cols)) < rng.random()
+    magnitudes = rng.integers(0, 50, (rows, cols))
+    with unittest.mock.patch.object(classes, "_CHUNK", chunk):
+        assert classes._every_nth_position(mask, step).tolist() == np.flatnonzero(mask)[::step].tolist()
+        for axis in (0, 1):
+            sums = np.where(mask, magnitudes, 0).sum(axis=axis, dtype=np.float64)
+            counts = mask.sum(axis=axis, dtype=np.float64)
+            log_means, present = classes._line_log_means(magnitudes, mask, axis)
+            assert np.array_equal(log_means, np.log2(sums / np.maximum(counts, 1) + 0.5))
+            assert np.array_equal(present, counts > 0)

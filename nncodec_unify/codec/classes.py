@@ -12,6 +12,8 @@ import numpy as np
 
 from .format import MAX_CLASS_COUNT
 
+_CHUNK = 1 << 20  # elements per pass over a masked plane (no plane-sized temporaries)
+
 
 def entropy_bits(counts: np.ndarray) -> float:
     """Bits an ideal order-0 code takes for symbols with these counts."""
@@ -34,9 +36,20 @@ def _line_log_means(magnitudes: np.ndarray, mask: np.ndarray | None, axis: int) 
     if mask is None:
         sums = magnitudes.sum(axis=axis, dtype=np.float64)
         counts = np.full(sums.shape, magnitudes.shape[axis], dtype=np.float64)
-    else:
-        sums = np.where(mask, magnitudes, 0).sum(axis=axis, dtype=np.float64)
-        counts = mask.sum(axis=axis, dtype=np.float64)
+    else:  # a few rows at a time: no masked copy of the whole plane
+        rows, cols = magnitudes.shape
+        sums = np.zeros(cols if axis == 0 else rows, dtype=np.float64)
+        counts = np.zeros(sums.size, dtype=np.float64)
+        step = max(1, _CHUNK // max(1, cols))
+        for start in range(0, rows, step):
+            covered = mask[start:start + step]
+            masked = np.where(covered, magnitudes[start:start + step], 0)
+            if axis == 0:
+                sums += masked.sum(axis=0, dtype=np.float64)
+                counts += covered.sum(axis=0, dtype=np.float64)
+            else:
+                sums[start:start + step] = masked.sum(axis=1, dtype=np.float64)
+                counts[start:start + step] = covered.sum(axis=1, dtype=np.float64)
     present = counts > 0
     return np.log2(np.divide(sums, np.maximum(counts, 1)) + 0.5), present
 
@@ -53,6 +66,20 @@ def _classes(log_means: np.ndarray, present: np.ndarray, resolution: float, limi
     return classes
 
 
+def _every_nth_position(mask: np.ndarray, step: int) -> np.ndarray:
+    """``np.flatnonzero(mask)[::step]``, a few rows at a time: no index array of every masked
+    position (8 bytes each)."""
+    rows, cols = mask.shape
+    chunk_rows = max(1, _CHUNK // max(1, cols))
+    picked, seen = [], 0  # masked positions before the chunk
+    for start in range(0, rows, chunk_rows):
+        positions = np.flatnonzero(mask[start:start + chunk_rows])
+        first = -seen % step  # the chunk's first position whose global index is a multiple of step
+        picked.append(positions[first::step] + start * cols)
+        seen += positions.size
+    return np.concatenate(picked) if picked else np.zeros(0, dtype=np.intp)
+
+
 def choose_classes(symbols: np.ndarray, magnitudes: np.ndarray, mask: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
     """Row and column class indices for the plane's contexts (§6.5), chosen by estimated size.
 
@@ -67,8 +94,7 @@ def choose_classes(symbols: np.ndarray, magnitudes: np.ndarray, mask: np.ndarray
     col_log, col_present = _line_log_means(magnitudes, mask, 0)
     # Estimate on a regular sample of the plane's positions (row, col) in scan order.
     sample_step = max(1, symbols.size // (1 << 16))
-    positions = np.flatnonzero(mask) if mask is not None else None
-    picked = (positions[::sample_step] if positions is not None
+    picked = (_every_nth_position(mask, sample_step) if mask is not None
               else np.arange(0, rows * cols, sample_step))
     sample_rows, sample_cols = np.divmod(picked, cols)
     sample_symbols = symbols[::sample_step].astype(np.int64)

@@ -787,12 +787,10 @@ def _write_unified(writer: ByteWriter, matrix: np.ndarray, block: tuple[int, int
     write_level_plane(writer, encode_plane(kinds.astype(np.int64), None, use_contexts=use_contexts))
     unified_blocks = kinds == BlockKind.UNIFIED
     grid_rows, grid_cols = grid_shape(rows, cols, block_rows, block_cols)
+    block_magnitude = np.zeros((grid_rows, grid_cols), dtype=magnitudes.dtype)
     if rows and cols:
-        block_magnitude = np.zeros((grid_rows, grid_cols), dtype=np.int64)
         # any element of a unified block carries its magnitude: take the block's top-left one
         block_magnitude[unified_blocks] = magnitudes[::block_rows, ::block_cols][unified_blocks]
-    else:
-        block_magnitude = np.zeros((grid_rows, grid_cols), dtype=np.int64)
     write_level_plane(writer, encode_plane(block_magnitude - 1, unified_blocks, use_contexts=use_contexts))
     del magnitudes
     # per-element kinds only where some block is not dense (not for a typical weight matrix)
@@ -804,6 +802,7 @@ def _write_unified(writer: ByteWriter, matrix: np.ndarray, block: tuple[int, int
         in_dense = element_kinds == BlockKind.DENSE
         del element_kinds
     write_sign_section(writer, unified_negative)
+    del unified_negative
     _write_dense_levels(writer, matrix, in_dense, use_contexts, choice)
     counts = np.bincount(kinds.ravel(), minlength=len(BlockKind))
     return int(counts[BlockKind.PRUNED]), int(counts[BlockKind.UNIFIED]), int(counts[BlockKind.DENSE])

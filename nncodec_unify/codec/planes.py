@@ -182,10 +182,8 @@ def encode_plane(magnitudes: np.ndarray, mask: np.ndarray | None = None, *, use_
             coded = [symbols]
         elif mask is None:
             coded = _BlockLayout(row_classes, col_classes, context_count).coding_order(symbols.reshape(rows, cols))
-        else:  # the masked symbols in their places (1 byte each), not an index array of the plane
-            grid = np.zeros((rows, cols), dtype=symbols.dtype)
-            grid[mask] = symbols
-            coded = _BlockLayout(row_classes, col_classes, context_count).coding_order(grid, mask)
+        else:
+            coded = _BlockLayout(row_classes, col_classes, context_count).masked_coding_order(symbols, mask)
         for group in coded:
             tables.append(table_for_counts(symbol_histogram(group)) if group.size else _CONSTANT)
             yield group, tables[-1]
@@ -209,6 +207,7 @@ class _BlockLayout:
     """
 
     def __init__(self, row_classes: np.ndarray, col_classes: np.ndarray, context_count: int):
+        self.row_classes = row_classes
         self.row_order = np.argsort(row_classes, kind="stable")
         self.col_order = np.argsort(col_classes, kind="stable")
         row_count, col_count = int(row_classes.max()) + 1, int(col_classes.max()) + 1
@@ -223,27 +222,52 @@ class _BlockLayout:
         for r, k in self.blocks:
             self.sizes[r + k] += int(self.rows_per_class[r]) * int(self.cols_per_class[k])
 
-    def coding_order(self, symbols: np.ndarray, mask: np.ndarray | None = None) -> Iterator[np.ndarray]:
-        """The symbols of the plane (a rows x cols array) as each context codes them, context
-        by context: of every position, or of ``mask``'s positions only. Memory holds one copy
-        of the symbols in blocks, less the blocks of the contexts already taken, and the
-        context being taken."""
+    def coding_order(self, symbols: np.ndarray) -> Iterator[np.ndarray]:
+        """The symbols of an unmasked plane (a rows x cols array) as each context codes them,
+        context by context. Memory holds one copy of the symbols in blocks, less the blocks
+        of the contexts already taken, and the context being taken."""
         pieces: dict[tuple[int, int], np.ndarray] = {}
         empty = np.zeros(0, dtype=symbols.dtype)
         for r in range(self.rows_per_class.size):
             if self.rows_per_class[r]:
                 row_indices = self.row_order[self.row_starts[r]:self.row_starts[r + 1]]
                 rows = np.take(symbols, row_indices, axis=0)
-                covered = np.take(mask, row_indices, axis=0) if mask is not None else None
                 for k in range(self.cols_per_class.size):
                     if (r, k) in self._block_set:
                         columns = self.col_order[self.col_starts[k]:self.col_starts[k + 1]]
-                        block = np.take(rows, columns, axis=1)
-                        pieces[r, k] = block.ravel() if mask is None else block[np.take(covered, columns, axis=1)]
-                del rows, covered
+                        pieces[r, k] = np.take(rows, columns, axis=1).ravel()
+                del rows
         for context in range(self.sizes.size):
             parts = [pieces.pop((r, k)) for r, k in self.blocks if r + k == context]
             yield np.concatenate(parts) if parts else empty
+
+    def masked_coding_order(self, symbols: np.ndarray, mask: np.ndarray) -> Iterator[np.ndarray]:
+        """:meth:`coding_order` of a masked plane given its symbols in scan order of the
+        mask's positions (flat): the plane is walked a piece of rows at a time, so memory
+        holds the symbols once more in blocks and one piece of the plane, not the plane."""
+        rows, cols = mask.shape
+        parts: dict[tuple[int, int], list[np.ndarray]] = {block: [] for block in self.blocks}
+        columns = [self.col_order[self.col_starts[k]:self.col_starts[k + 1]] for k in range(self.cols_per_class.size)]
+        step = max(1, _CHUNK // max(1, cols))
+        taken = 0  # symbols of the rows before the piece
+        for start in range(0, rows, step):
+            covered = mask[start:start + step]
+            count = int(np.count_nonzero(covered))
+            grid = np.zeros(covered.shape, dtype=symbols.dtype)
+            grid[covered] = symbols[taken:taken + count]
+            taken += count
+            classes = self.row_classes[start:start + step]
+            for r in np.unique(classes):
+                lines = np.flatnonzero(classes == r)
+                in_class, covered_in_class = grid[lines], covered[lines]
+                for k in range(self.cols_per_class.size):
+                    if (int(r), k) in self._block_set:
+                        parts[int(r), k].append(np.take(in_class, columns[k], axis=1)[
+                            np.take(covered_in_class, columns[k], axis=1)])
+        empty = np.zeros(0, dtype=symbols.dtype)
+        for context in range(self.sizes.size):
+            group = [piece for r, k in self.blocks if r + k == context for piece in parts.pop((r, k))]
+            yield np.concatenate(group) if group else empty
 
     def decode_scan_order(self, decoder: RangeDecoder, tables: tuple[FrequencyTable, ...],
                           mask: np.ndarray | None = None, dtype: type = np.int32,
