@@ -204,3 +204,22 @@ def test_cli_target_size_reports_its_choice(tmp_path, capsys, model):
     assert summary["rdo"] == {"lambda": EncoderConfig.rdo_lambda, "blocks": True}
     assert main(["encode", str(tmp_path / "m.safetensors"), str(out), "-f", "--no-rdo", "--target-size", "-3"]) == 2
     assert "--target-size must be a positive number" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("shape, block", [((203, 157), (4, 4)), ((130, 61), (3, 5))])
+def test_unified_rdo_a_piece_of_block_rows_at_a_time_equals_the_whole_matrix_at_once(monkeypatch, shape, block):
+    """optimize_unified works a few block rows at a time (edge blocks included): the levels
+    and classes are those of one piece holding the whole matrix."""
+    from nncodec_unify.codec import rdo
+
+    rng = np.random.default_rng(13)
+    kinds = np.repeat(np.repeat(rng.integers(0, 3, size=(-(-shape[0] // block[0]), -(-shape[1] // block[1]))),
+                                block[0], axis=0), block[1], axis=1)[:shape[0], :shape[1]]
+    scaled = rng.laplace(0, 6, size=shape).astype(np.float32)
+    scaled[kinds == 0] *= 0.05
+    scaled[kinds == 1] = np.copysign(7.3, scaled[kinds == 1])
+    whole = rdo.optimize_unified(scaled, block, 0.12)
+    monkeypatch.setattr(rdo, "_CHUNK", 1)  # one block row per piece
+    pieces = rdo.optimize_unified(scaled, block, 0.12)
+    assert np.array_equal(whole[0], pieces[0]) and all(np.array_equal(a, b) for a, b in zip(whole[1], pieces[1]))
+    assert len(np.unique(np.abs(whole[0]))) > 3 and np.count_nonzero(whole[0] == 0) > 0

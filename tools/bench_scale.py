@@ -8,7 +8,7 @@ throughput per core; ``--workers N`` encodes and decodes again in N processes an
 that the stream and the decoded file are the same bytes, with the parent's peak memory and
 the largest worker's.
 
-    python tools/bench_scale.py [--scale 0.5] [--workers 2] [--keep DIR] [-- extra encode options]
+    python tools/bench_scale.py [--scale 0.5] [--workers 2] [--structured] [--keep DIR] [-- extra encode options]
 """
 
 from __future__ import annotations
@@ -24,8 +24,24 @@ from pathlib import Path
 import numpy as np
 
 
-def make_model(path: Path, scale: float, seed: int = 0) -> tuple[int, int]:
-    """Write the synthetic model one tensor at a time; returns (total bytes, largest tensor bytes)."""
+def structured(shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
+    """A weight matrix with the method's structure on the default 4x4 blocks: about a third of
+    the blocks pruned (zeros), a third unified (one magnitude, each element its own sign) and
+    a third dense (Laplace values), as unification and pruning leave a layer."""
+    rows, cols = shape
+    grid = (-(-rows // 4), -(-cols // 4))
+    kinds = np.repeat(np.repeat(rng.integers(0, 3, size=grid, dtype=np.int8), 4, axis=0), 4, axis=1)[:rows, :cols]
+    magnitude = np.repeat(np.repeat(np.abs(rng.laplace(0, 0.02, size=grid)).astype(np.float32), 4, axis=0), 4,
+                          axis=1)[:rows, :cols]
+    values = rng.laplace(0, 0.02, size=shape).astype(np.float32)
+    np.copyto(values, np.copysign(magnitude, values), where=kinds == 1)
+    values[kinds == 0] = 0
+    return values
+
+
+def make_model(path: Path, scale: float, seed: int = 0, structure: bool = False) -> tuple[int, int]:
+    """Write the synthetic model one tensor at a time; returns (total bytes, largest tensor bytes).
+    ``structure``: the matrices have the method's block structure (:func:`structured`)."""
     from nncodec_unify.codec.format import DType
     from nncodec_unify.codec.safetensors_io import tensor_bytes, write_safetensors_header
 
@@ -37,7 +53,9 @@ def make_model(path: Path, scale: float, seed: int = 0) -> tuple[int, int]:
     with open(path, "wb") as file:
         write_safetensors_header(file, [(name, shape, DType.FLOAT32) for name, shape in shapes.items()])
         for name, shape in shapes.items():
-            file.write(tensor_bytes(rng.laplace(0, 0.02, size=shape).astype(np.float32), DType.FLOAT32))
+            values = structured(shape, rng) if structure and len(shape) == 2 else \
+                rng.laplace(0, 0.02, size=shape).astype(np.float32)
+            file.write(tensor_bytes(values, DType.FLOAT32))
     sizes = [4 * int(np.prod(shape)) for shape in shapes.values()]
     return sum(sizes), max(sizes)
 
@@ -88,6 +106,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--scale", type=float, default=1.0, help="side-length factor (1.0: ~2.1 GB)")
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--structured", action="store_true",
+                        help="matrices with the method's structure: a third of the 4x4 blocks each pruned, unified, dense")
     parser.add_argument("--keep", default=None, help="folder for the files, kept (default: a temporary one, removed)")
     parser.add_argument("extra", nargs="*", help="extra options for nncodec encode, after --")
     args = parser.parse_args(argv)
@@ -101,9 +121,10 @@ def main(argv=None) -> int:
 def measure(folder: Path, args: argparse.Namespace) -> int:
     """The benchmark with its files in ``folder``."""
     model, stream, back = folder / "model.safetensors", folder / "model.nnu", folder / "back.safetensors"
-    total, largest = make_model(model, args.scale)
+    total, largest = make_model(model, args.scale, structure=args.structured)
     parameters = total // 4
-    print(f"model: {total / 2**20:,.0f} MiB, {parameters:,} parameters, largest tensor {largest / 2**20:,.0f} MiB")
+    print(f"model{' (structured)' if args.structured else ''}: {total / 2**20:,.0f} MiB, {parameters:,} parameters, "
+          f"largest tensor {largest / 2**20:,.0f} MiB")
     budget = 1.5 * largest / 2**20 + 200
     seconds, peak, _ = run(["encode", str(model), str(stream), "-f", "-q", "--workers", "1", *args.extra])
     print(f"encode, 1 worker: {seconds:.1f} s, {parameters / seconds / 1e6:.2f} M parameters/s, peak RSS "

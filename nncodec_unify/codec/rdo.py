@@ -125,7 +125,12 @@ class _PlaneRates:
 
 def _order0_bits(values: np.ndarray, size: int) -> np.ndarray:
     """Smoothed order-0 code lengths of the symbols 0..size-1 given observed ``values``."""
-    counts = np.bincount(values, minlength=size)[:size].astype(np.float64) + _SMOOTHING
+    return _order0_bits_of_counts(np.bincount(values, minlength=size), size)
+
+
+def _order0_bits_of_counts(counts: np.ndarray, size: int) -> np.ndarray:
+    """:func:`_order0_bits` from the symbols' counts."""
+    counts = counts[:size].astype(np.float64) + _SMOOTHING
     return np.log2(counts.sum()) - np.log2(counts)
 
 
@@ -187,29 +192,39 @@ def optimize_unified(scaled: np.ndarray, block: tuple[int, int], scale: float, u
                      passes: int = _PASSES, choose_kinds: bool = True) -> tuple[np.ndarray, Classes]:
     """RDO levels of a UNIFIED matrix (``scaled``: values in steps, rows x cols, float32): per-weight
     RDOQ inside dense blocks and, with ``choose_kinds``, each block's kind by its cost.
-    Returns int64 levels and the context classes of the dense plane's rate estimate."""
+    Returns int32 levels and the context classes of the dense plane's rate estimate.
+
+    Works a piece of whole block rows at a time: memory holds the magnitudes, the levels
+    and per-block figures (a few numbers per block), not per-element costs and kinds."""
     rows, cols = scaled.shape
     block_rows, block_cols = block
     magnitudes = np.abs(scaled)
     current = np.rint(magnitudes).astype(np.int32)
     grid_rows, grid_cols = grid_shape(rows, cols, block_rows, block_cols)
+    pieces = _BlockRowPieces(rows, cols, block_rows, block_cols)
     kind_bits = np.full(len(BlockKind), _KIND_PRIOR_BITS)
     unified_bits = None
     for _ in range(passes):
         rates = _PlaneRates(current, int(current.max(initial=0)), use_contexts=use_contexts)
-        dense_levels, dense_cost = _rdoq(magnitudes.ravel(), rates, rates.contexts(), scale,
-                                         want_cost=choose_kinds)
-        dense_levels = dense_levels.reshape(rows, cols)
+        # the dense levels go where the current levels were (the rates are built from them)
+        total, energy, dense = (np.zeros((grid_rows, grid_cols)) for _ in range(3))
+        dense_histogram = np.zeros((1 << 12) + 1, dtype=np.int64)
+        for piece, grid in pieces:
+            chosen, cost = _rdoq(magnitudes[piece].ravel(), rates, rates.contexts(piece.start * cols, piece.stop * cols),
+                                 scale, want_cost=choose_kinds)
+            current[piece] = chosen.reshape(-1, cols)
+            if choose_kinds:
+                sums = _BlockSums(block_rows, block_cols, grid.stop - grid.start, grid_cols)
+                total[grid], energy[grid] = sums(magnitudes[piece]), sums(magnitudes[piece] ** 2)
+                dense[grid] = sums(cost.reshape(-1, cols))
+                if unified_bits is None:
+                    dense_histogram += np.bincount(np.minimum(chosen, 1 << 12), minlength=(1 << 12) + 1)
         if not choose_kinds:
-            current = dense_levels
             continue
         if unified_bits is None:  # no unified blocks seen yet: price their magnitudes like weights
-            unified_bits = _order0_bits(np.minimum(dense_levels.ravel(), 1 << 12), (1 << 12) + 1)[1:]
-        sums = _BlockSums(block_rows, block_cols, grid_rows, grid_cols)
-        count = sums(np.ones((rows, cols)))
-        total = sums(magnitudes)
-        energy = sums(magnitudes ** 2)
-        dense = sums(dense_cost.reshape(rows, cols)) + scale * kind_bits[BlockKind.DENSE]
+            unified_bits = _order0_bits_of_counts(dense_histogram, (1 << 12) + 1)[1:]
+        count = pieces.counts()
+        dense += scale * kind_bits[BlockKind.DENSE]
         pruned = energy + scale * kind_bits[BlockKind.PRUNED]
         mean = total / count
         best_unified = np.full(mean.shape, np.inf)
@@ -223,17 +238,42 @@ def optimize_unified(scaled: np.ndarray, block: tuple[int, int], scale: float, u
         kinds = np.full(mean.shape, BlockKind.DENSE, dtype=np.int64)
         kinds[best_unified < dense] = BlockKind.UNIFIED
         kinds[(pruned < dense) & (pruned <= best_unified)] = BlockKind.PRUNED
-        element_kinds = expand_blocks(kinds, block_rows, block_cols, rows, cols)
-        unified_magnitude = expand_blocks(best_magnitude, block_rows, block_cols, rows, cols)
-        current = np.where(element_kinds == BlockKind.DENSE, dense_levels,
-                           np.where(element_kinds == BlockKind.UNIFIED, unified_magnitude, 0))
+        for piece, grid in pieces:
+            element_kinds = expand_blocks(kinds[grid], block_rows, block_cols, piece.stop - piece.start, cols)
+            unified_magnitude = expand_blocks(best_magnitude[grid], block_rows, block_cols, piece.stop - piece.start,
+                                              cols)
+            current[piece] = np.where(element_kinds == BlockKind.DENSE, current[piece],
+                                      np.where(element_kinds == BlockKind.UNIFIED, unified_magnitude, 0))
         kind_counts = np.bincount(kinds.ravel(), minlength=len(BlockKind)).astype(np.float64) + _SMOOTHING
         kind_bits = np.log2(kind_counts.sum()) - np.log2(kind_counts)
         chosen_unified = best_magnitude[kinds == BlockKind.UNIFIED]
         if chosen_unified.size >= 64:
             unified_bits = _order0_bits(np.minimum(chosen_unified - 1, unified_bits.size - 1), unified_bits.size)
-    negative = scaled < 0
-    return np.where(negative, -current, current), rates.classes
+    np.negative(current, out=current, where=scaled < 0)
+    return current, rates.classes
+
+
+class _BlockRowPieces:
+    """The matrix in pieces of whole block rows (about _CHUNK elements each): iterating gives
+    each piece's row slice and its slice of the block grid's rows."""
+
+    def __init__(self, rows: int, cols: int, block_rows: int, block_cols: int):
+        self.rows, self.cols = rows, cols
+        self.block_rows, self.block_cols = block_rows, block_cols
+        self.step = max(1, _CHUNK // max(1, cols * block_rows)) * block_rows
+
+    def __iter__(self):
+        for start in range(0, self.rows, self.step):
+            stop = min(start + self.step, self.rows)
+            yield slice(start, stop), slice(start // self.block_rows, -(-stop // self.block_rows))
+
+    def counts(self) -> np.ndarray:
+        """Elements per block (edge blocks partial), float64, as a grid."""
+        def sides(size: int, block: int) -> np.ndarray:
+            count = -(-size // block)
+            return np.minimum(block, size - np.arange(count) * block).astype(np.float64)
+
+        return np.outer(sides(self.rows, self.block_rows), sides(self.cols, self.block_cols))
 
 
 class _BlockSums:
