@@ -218,8 +218,8 @@ def test_unified_rdo_a_piece_of_block_rows_at_a_time_equals_the_whole_matrix_at_
     scaled = rng.laplace(0, 6, size=shape).astype(np.float32)
     scaled[kinds == 0] *= 0.05
     scaled[kinds == 1] = np.copysign(7.3, scaled[kinds == 1])
-    whole = rdo.optimize_unified(scaled, block, 0.12)
+    whole = rdo.optimize_unified(scaled.copy(), block, 0.12)  # it uses up its input
     monkeypatch.setattr(rdo, "_CHUNK", 1)  # one block row per piece
-    pieces = rdo.optimize_unified(scaled, block, 0.12)
+    pieces = rdo.optimize_unified(scaled.copy(), block, 0.12)
     assert np.array_equal(whole[0], pieces[0]) and all(np.array_equal(a, b) for a, b in zip(whole[1], pieces[1]))
     assert len(np.unique(np.abs(whole[0]))) > 3 and np.count_nonzero(whole[0] == 0) > 0

@@ -577,21 +577,24 @@ def choose_levels(array: np.ndarray | BFloat16Array, step: np.float32, mode: Cod
     if coding.dependent and not structured:
         del nearest, matrix  # the trellis's memory is for its own levels
         return _choose_dependent(array, step, use_contexts, coding)
+    all_dense = kinds is None or bool((kinds == BlockKind.DENSE).all())
+    offsets = choose_column_offsets(matrix) if use_contexts and all_dense else None
+    del nearest, matrix  # the RDO's memory is for its own levels
     # float32 suffices to compare costs; levels stay exact integers whatever the rounding
-    scaled = np.empty(matrix.shape, np.float32)
+    scaled = np.empty(matrix_shape(array.shape), np.float32)
     for start, stop in _chunks(array.size):
         np.divide(_flat_values(array, start, stop), np.float64(step), out=scaled.reshape(-1)[start:stop],
                   dtype=np.float32)
         _release(array, start, stop)
-    all_dense = kinds is None or bool((kinds == BlockKind.DENSE).all())
-    offsets = choose_column_offsets(matrix) if use_contexts and all_dense else None
     if mode == CodingMode.DENSE or offsets is not None:
         levels, classes = optimize_dense(scaled, offsets, coding.rdo_lambda, use_contexts)
     else:
         levels, classes = optimize_unified(scaled, coding.block, coding.rdo_lambda, use_contexts,
                                            choose_kinds=coding.rdo_blocks)
-    levels = np.clip(levels, -MAX_LEVEL, MAX_LEVEL)
-    levels = levels.astype(_level_dtype(max(int(levels.max()), -int(levels.min())))).reshape(array.shape)
+    del scaled
+    if levels.dtype.itemsize > 4 or levels.dtype == np.int32:  # narrower types cannot exceed it
+        levels = np.clip(levels, -MAX_LEVEL, MAX_LEVEL, out=levels)
+    levels = levels.astype(_level_dtype(max(int(levels.max()), -int(levels.min()))), copy=False).reshape(array.shape)
     return LevelChoice(levels, offsets, classes if use_contexts else None)
 
 

@@ -192,65 +192,92 @@ def optimize_unified(scaled: np.ndarray, block: tuple[int, int], scale: float, u
                      passes: int = _PASSES, choose_kinds: bool = True) -> tuple[np.ndarray, Classes]:
     """RDO levels of a UNIFIED matrix (``scaled``: values in steps, rows x cols, float32): per-weight
     RDOQ inside dense blocks and, with ``choose_kinds``, each block's kind by its cost.
-    Returns int32 levels and the context classes of the dense plane's rate estimate.
+    Returns levels (int8, int16 or int32: the narrowest that holds them) and the context
+    classes of the dense plane's rate estimate.
 
-    Works a piece of whole block rows at a time: memory holds the magnitudes, the levels
-    and per-block figures (a few numbers per block), not per-element costs and kinds."""
+    Works a piece of whole block rows at a time: memory holds the magnitudes (``scaled``
+    itself, which is used up), the signs, the levels and per-block figures (a few numbers
+    per block), not per-element costs and kinds."""
     rows, cols = scaled.shape
     block_rows, block_cols = block
-    magnitudes = np.abs(scaled)
-    current = np.rint(magnitudes).astype(np.int32)
-    grid_rows, grid_cols = grid_shape(rows, cols, block_rows, block_cols)
     pieces = _BlockRowPieces(rows, cols, block_rows, block_cols)
+    negative = [np.packbits(scaled[piece] < 0) for piece, _ in pieces]  # a bit per element
+    magnitudes = np.abs(scaled, out=scaled)
+    # every level chosen is at most a magnitude rounded up, plus one
+    current = np.empty(scaled.shape, dtype=_level_type(float(magnitudes.max(initial=0.0)) + 2))
+    for piece, _ in pieces:
+        current[piece] = np.rint(magnitudes[piece])
+    grid_rows, grid_cols = grid_shape(rows, cols, block_rows, block_cols)
     kind_bits = np.full(len(BlockKind), _KIND_PRIOR_BITS)
     unified_bits = None
     for _ in range(passes):
         rates = _PlaneRates(current, int(current.max(initial=0)), use_contexts=use_contexts)
         # the dense levels go where the current levels were (the rates are built from them)
-        total, energy, dense = (np.zeros((grid_rows, grid_cols)) for _ in range(3))
+        dense = np.zeros((grid_rows, grid_cols))  # each block's cost as dense
         dense_histogram = np.zeros((1 << 12) + 1, dtype=np.int64)
         for piece, grid in pieces:
             chosen, cost = _rdoq(magnitudes[piece].ravel(), rates, rates.contexts(piece.start * cols, piece.stop * cols),
                                  scale, want_cost=choose_kinds)
             current[piece] = chosen.reshape(-1, cols)
             if choose_kinds:
-                sums = _BlockSums(block_rows, block_cols, grid.stop - grid.start, grid_cols)
-                total[grid], energy[grid] = sums(magnitudes[piece]), sums(magnitudes[piece] ** 2)
-                dense[grid] = sums(cost.reshape(-1, cols))
+                dense[grid] = _BlockSums(block_rows, block_cols, grid.stop - grid.start, grid_cols)(cost.reshape(-1, cols))
                 if unified_bits is None:
                     dense_histogram += np.bincount(np.minimum(chosen, 1 << 12), minlength=(1 << 12) + 1)
         if not choose_kinds:
             continue
         if unified_bits is None:  # no unified blocks seen yet: price their magnitudes like weights
             unified_bits = _order0_bits_of_counts(dense_histogram, (1 << 12) + 1)[1:]
-        count = pieces.counts()
         dense += scale * kind_bits[BlockKind.DENSE]
-        pruned = energy + scale * kind_bits[BlockKind.PRUNED]
-        mean = total / count
-        best_unified = np.full(mean.shape, np.inf)
-        best_magnitude = np.ones(mean.shape, dtype=np.int64)
-        for candidate in (np.floor(mean), np.floor(mean) + 1):
-            magnitude = np.clip(candidate, 1, min(unified_bits.size, MAX_LEVEL)).astype(np.int64)
-            distortion = energy - 2 * magnitude * total + count * magnitude ** 2
-            cost = distortion + scale * (kind_bits[BlockKind.UNIFIED] + unified_bits[magnitude - 1] + count)
-            better = cost < best_unified
-            best_unified[better], best_magnitude[better] = cost[better], magnitude[better]
-        kinds = np.full(mean.shape, BlockKind.DENSE, dtype=np.int64)
-        kinds[best_unified < dense] = BlockKind.UNIFIED
-        kinds[(pruned < dense) & (pruned <= best_unified)] = BlockKind.PRUNED
-        for piece, grid in pieces:
-            element_kinds = expand_blocks(kinds[grid], block_rows, block_cols, piece.stop - piece.start, cols)
-            unified_magnitude = expand_blocks(best_magnitude[grid], block_rows, block_cols, piece.stop - piece.start,
-                                              cols)
+        kinds = np.empty((grid_rows, grid_cols), dtype=np.int8)
+        chosen_unified = []
+        for piece, grid in pieces:  # each block's kind, and the levels it gives its elements
+            sums = _BlockSums(block_rows, block_cols, grid.stop - grid.start, grid_cols)
+            piece_kinds, magnitude = _block_kinds(sums(magnitudes[piece]), sums(magnitudes[piece] ** 2), dense[grid],
+                                                  pieces.counts(grid), kind_bits, unified_bits, scale)
+            kinds[grid] = piece_kinds
+            chosen_unified.append(magnitude[piece_kinds == BlockKind.UNIFIED])
+            element_kinds = expand_blocks(piece_kinds, block_rows, block_cols, piece.stop - piece.start, cols)
+            unified_magnitude = expand_blocks(magnitude, block_rows, block_cols, piece.stop - piece.start, cols)
             current[piece] = np.where(element_kinds == BlockKind.DENSE, current[piece],
                                       np.where(element_kinds == BlockKind.UNIFIED, unified_magnitude, 0))
         kind_counts = np.bincount(kinds.ravel(), minlength=len(BlockKind)).astype(np.float64) + _SMOOTHING
         kind_bits = np.log2(kind_counts.sum()) - np.log2(kind_counts)
-        chosen_unified = best_magnitude[kinds == BlockKind.UNIFIED]
+        chosen_unified = np.concatenate(chosen_unified)
         if chosen_unified.size >= 64:
             unified_bits = _order0_bits(np.minimum(chosen_unified - 1, unified_bits.size - 1), unified_bits.size)
-    np.negative(current, out=current, where=scaled < 0)
+    for (piece, _), bits in zip(pieces, negative):
+        levels = current[piece]
+        np.negative(levels, out=levels, where=np.unpackbits(bits, count=levels.size).reshape(levels.shape).view(bool))
     return current, rates.classes
+
+
+def _level_type(bound: float) -> type:
+    """The narrowest signed type that holds levels of magnitude up to ``bound``."""
+    for dtype in (np.int8, np.int16):
+        if bound <= np.iinfo(dtype).max:
+            return dtype
+    return np.int32
+
+
+def _block_kinds(total: np.ndarray, energy: np.ndarray, dense: np.ndarray, count: np.ndarray,
+                 kind_bits: np.ndarray, unified_bits: np.ndarray, scale: float) -> tuple[np.ndarray, np.ndarray]:
+    """Each block's cheapest kind by ``distortion + scale * bits``, and its best unified
+    magnitude, from its sum of magnitudes, sum of squares, cost as dense and element count
+    (grids of the same shape)."""
+    pruned = energy + scale * kind_bits[BlockKind.PRUNED]
+    mean = total / count
+    best_unified = np.full(mean.shape, np.inf)
+    best_magnitude = np.ones(mean.shape, dtype=np.int64)
+    for candidate in (np.floor(mean), np.floor(mean) + 1):
+        magnitude = np.clip(candidate, 1, min(unified_bits.size, MAX_LEVEL)).astype(np.int64)
+        distortion = energy - 2 * magnitude * total + count * magnitude ** 2
+        cost = distortion + scale * (kind_bits[BlockKind.UNIFIED] + unified_bits[magnitude - 1] + count)
+        better = cost < best_unified
+        best_unified[better], best_magnitude[better] = cost[better], magnitude[better]
+    kinds = np.full(mean.shape, BlockKind.DENSE, dtype=np.int64)
+    kinds[best_unified < dense] = BlockKind.UNIFIED
+    kinds[(pruned < dense) & (pruned <= best_unified)] = BlockKind.PRUNED
+    return kinds, best_magnitude
 
 
 class _BlockRowPieces:
@@ -267,13 +294,13 @@ class _BlockRowPieces:
             stop = min(start + self.step, self.rows)
             yield slice(start, stop), slice(start // self.block_rows, -(-stop // self.block_rows))
 
-    def counts(self) -> np.ndarray:
-        """Elements per block (edge blocks partial), float64, as a grid."""
+    def counts(self, grid: slice) -> np.ndarray:
+        """Elements per block (edge blocks partial), float64, for the block rows ``grid``."""
         def sides(size: int, block: int) -> np.ndarray:
             count = -(-size // block)
             return np.minimum(block, size - np.arange(count) * block).astype(np.float64)
 
-        return np.outer(sides(self.rows, self.block_rows), sides(self.cols, self.block_cols))
+        return np.outer(sides(self.rows, self.block_rows)[grid], sides(self.cols, self.block_cols))
 
 
 class _BlockSums:
