@@ -6,7 +6,10 @@ Makes a safetensors model of Laplace-distributed fp32 weights (default: 24 matri
 time, peak resident memory (the child's VmHWM) against the largest tensor, and
 throughput per core; ``--workers N`` encodes and decodes again in N processes and checks
 that the stream and the decoded file are the same bytes, with the parent's peak memory and
-the largest worker's.
+the largest worker's. ``--structured`` gives the matrices the structure unification and
+pruning leave (a third of the 4x4 blocks each pruned, unified and dense, off the codec's
+grid), which the encoder codes through its block-kind RDO and the decoder through the
+structured path.
 
     python tools/bench_scale.py [--scale 0.5] [--workers 2] [--structured] [--keep DIR] [-- extra encode options]
 """
