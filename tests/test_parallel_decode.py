@@ -481,3 +481,26 @@ def test_unified_blocks_are_filled_a_piece_of_block_rows_at_a_time(monkeypatch, 
     assert min(pruned, unified_blocks, dense_blocks) > 10
     decoded = nu.decode(data)["w"]
     assert decoded.dtype == dtype and np.array_equal(decoded, values)
+
+
+def test_a_float16_tensor_of_pruned_and_unified_blocks_only_keeps_int16_levels(monkeypatch):
+    """No dense block: the empty dense plane does not widen the int16 levels."""
+    from nncodec_unify.codec.config import EncoderConfig, TensorRule
+    from nncodec_unify.codec.format import CodingMode
+
+    rng = np.random.default_rng(14)
+    kinds = np.repeat(np.repeat(rng.integers(0, 2, size=(16, 16)), 4, axis=0), 4, axis=1)  # pruned or unified
+    values = (np.where(kinds == 1, rng.choice([-5.0, 5.0], size=kinds.shape), 0.0) * 2.0 ** -6).astype(np.float16)
+    config = EncoderConfig(qp=-24, rdo=False, dependent=False, block=(4, 4),
+                           rules=(TensorRule("h", mode=CodingMode.UNIFIED),))
+    data = nu.encode({"h": values}, config=config)
+    seen = []
+    real = decoder._Levels.values
+
+    def spied(self, step, dtype):
+        seen.append(self.levels.dtype)
+        return real(self, step, dtype)
+
+    monkeypatch.setattr(decoder._Levels, "values", spied)
+    decoded = nu.decode(data)["h"]
+    assert seen == [np.dtype(np.int16)] and np.array_equal(decoded, values)

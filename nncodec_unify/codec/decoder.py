@@ -733,8 +733,8 @@ def _read_dense(reader: ByteReader, rows: int, cols: int, limits: Limits, narrow
 
 
 def _read_unified(reader: ByteReader, rows: int, cols: int, limits: Limits, narrow: bool = False) -> _Levels:
-    """§5.6 unified_payload; ``narrow`` as for :func:`_read_dense`, also for the unified
-    magnitudes of a structured tensor."""
+    """§5.6 unified_payload; ``narrow`` as for :func:`_read_dense`, and for a structured
+    tensor it lets the levels matrix be int16 (see :func:`_read_structured`)."""
     block_rows, block_cols = read_block_shape(reader)
     grid_rows, grid_cols = grid_shape(rows, cols, block_rows, block_cols)
     map_at = reader.offset
@@ -764,9 +764,8 @@ def _read_structured(reader: ByteReader, rows: int, cols: int, block_rows: int, 
     are int16 while the unified magnitudes and the dense plane's bound stay below 2**15.
 
     Memory: the levels matrix (which the dense plane uses as its working space before it
-    holds the levels), the block kind of each element, the dense mask, the unified signs
-    (a byte each) and the dense levels in scan order; the unified levels are filled in a
-    piece of rows at a time."""
+    holds the levels), the dense mask, the unified signs (a byte each) and the dense levels
+    in scan order; the unified levels are filled in a piece of block rows at a time."""
     largest_unified = int(unified_magnitudes.max(initial=0)) + 1
     level_type = np.int16 if narrow and largest_unified < 1 << 15 else np.int32
     negative = read_sign_section(reader, _element_count(kinds == BlockKind.UNIFIED, block_rows, block_cols, rows, cols),
@@ -774,7 +773,7 @@ def _read_structured(reader: ByteReader, rows: int, cols: int, block_rows: int, 
     in_dense = expand_blocks(kinds == BlockKind.DENSE, block_rows, block_cols, rows, cols)
     levels = np.zeros((rows, cols), dtype=level_type)
     dense, offsets = _read_dense_levels(reader, rows, cols, in_dense, limits, level_type == np.int16, work=levels)
-    if dense.dtype.itemsize > levels.dtype.itemsize:  # the dense plane may reach 2**15
+    if dense.size and dense.dtype.itemsize > levels.dtype.itemsize:  # the dense plane may reach 2**15
         levels = levels.astype(dense.dtype)
     levels[in_dense] = dense  # over the plane's symbols there; every other element is 0
     del dense

@@ -592,7 +592,7 @@ def choose_levels(array: np.ndarray | BFloat16Array, step: np.float32, mode: Cod
         levels, classes = optimize_unified(scaled, coding.block, coding.rdo_lambda, use_contexts,
                                            choose_kinds=coding.rdo_blocks)
     del scaled
-    if levels.dtype.itemsize > 4 or levels.dtype == np.int32:  # narrower types cannot exceed it
+    if levels.dtype.itemsize >= 4:  # narrower types cannot exceed it
         levels = np.clip(levels, -MAX_LEVEL, MAX_LEVEL, out=levels)
     levels = levels.astype(_level_dtype(max(int(levels.max()), -int(levels.min()))), copy=False).reshape(array.shape)
     return LevelChoice(levels, offsets, classes if use_contexts else None)
@@ -712,7 +712,8 @@ def _write_dense_levels(writer: ByteWriter, matrix: np.ndarray, mask: np.ndarray
         write_level_plane(writer, encode_plane(zigzag(offsets)[None, :], None, use_contexts=False))
         reach = max(int(matrix.max()), -int(matrix.min())) + int(np.abs(offsets).max())  # checked by the choice
         matrix = np.subtract(matrix, offsets[None, :], dtype=_level_dtype(reach))
-    # a temporary: encode_plane lets the magnitudes go once it has their symbols and classes
+    # a temporary: encode_plane lets a masked plane's magnitudes go once it has their symbols
+    # and classes (an unmasked plane's values are a view of them)
     write_level_plane(writer, encode_plane(np.abs(matrix), mask, use_contexts=use_contexts, classes=classes))
     write_sign_section(writer, _packed_signs(matrix.reshape(-1) if mask is None else matrix[mask]))
 

@@ -166,7 +166,7 @@ def encode_plane(magnitudes: np.ndarray, mask: np.ndarray | None = None, *, use_
         row_classes, col_classes = choose_classes(symbols, magnitudes, mask)
     else:
         row_classes, col_classes = np.zeros(rows, dtype=np.int64), np.zeros(cols, dtype=np.int64)
-    del magnitudes  # not needed to code: a caller that passes a temporary lets it go here
+    del magnitudes  # a masked plane's magnitudes go here when the caller passed a temporary
     row_count, col_count = int(row_classes.max()) + 1, int(col_classes.max()) + 1
     context_count = row_count + col_count - 1
     row_table = table_for_counts(np.bincount(row_classes, minlength=row_count)) if row_count > 1 else None
@@ -203,7 +203,8 @@ class _BlockLayout:
     In coding order the symbols of rows of class ``r`` and columns of class ``k`` (those of
     a mask's positions, in a masked plane) form one contiguous run in row-major order, so the
     plane is rebuilt by block copies into a matrix whose columns are sorted by class, then
-    one gather that restores the column order. The encoder uses it for unmasked planes.
+    one gather that restores the column order. The encoder puts symbols into coding order with
+    :meth:`coding_order` (unmasked planes) and :meth:`masked_coding_order`.
     """
 
     def __init__(self, row_classes: np.ndarray, col_classes: np.ndarray, context_count: int):
@@ -356,7 +357,8 @@ def decode_plane(reader: ByteReader, rows: int, cols: int, mask: np.ndarray | No
     ``narrow`` int16 when the plane's tables bound every value below 2**15 (half the memory:
     a float16 tensor's levels then take what its values take). A masked plane may use the
     caller's ``work`` matrix (zeros, ``rows x cols``) as its working space when it has that
-    type (see :meth:`_BlockLayout.decode_scan_order`); its contents are undefined after."""
+    type (see :meth:`_BlockLayout.decode_scan_order`): it then holds the plane's symbols
+    (before raw bits) at the masked positions and still zeros everywhere else."""
     plane = read_level_plane(reader, expected_count, limits, element)
     if plane.value_count == 0:
         return np.zeros(0, dtype=np.int32)

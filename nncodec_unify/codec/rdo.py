@@ -192,8 +192,9 @@ def optimize_unified(scaled: np.ndarray, block: tuple[int, int], scale: float, u
                      passes: int = _PASSES, choose_kinds: bool = True) -> tuple[np.ndarray, Classes]:
     """RDO levels of a UNIFIED matrix (``scaled``: values in steps, rows x cols, float32): per-weight
     RDOQ inside dense blocks and, with ``choose_kinds``, each block's kind by its cost.
-    Returns levels (int8, int16 or int32: the narrowest that holds them) and the context
-    classes of the dense plane's rate estimate.
+    Returns levels (int8, int16 or int32: the narrowest type that holds any level the RDO
+    can choose, from the largest magnitude) and the context classes of the dense plane's
+    rate estimate.
 
     Works a piece of whole block rows at a time: memory holds the magnitudes (``scaled``
     itself, which is used up), the signs, the levels and per-block figures (a few numbers
