@@ -223,3 +223,19 @@ def test_unified_rdo_a_piece_of_block_rows_at_a_time_equals_the_whole_matrix_at_
     pieces = rdo.optimize_unified(scaled.copy(), block, 0.12)
     assert np.array_equal(whole[0], pieces[0]) and all(np.array_equal(a, b) for a, b in zip(whole[1], pieces[1]))
     assert len(np.unique(np.abs(whole[0]))) > 3 and np.count_nonzero(whole[0] == 0) > 0
+
+
+@pytest.mark.parametrize("with_offsets", [False, True])
+def test_dense_rdo_a_piece_of_rows_at_a_time_equals_the_whole_matrix_at_once(monkeypatch, with_offsets):
+    """optimize_dense works a few rows at a time, column offsets included: the levels and
+    classes are those of one piece holding the whole matrix."""
+    from nncodec_unify.codec import rdo
+
+    rng = np.random.default_rng(15)
+    offsets = rng.integers(-9, 10, size=97) if with_offsets else None
+    scaled = (rng.laplace(0, 6, size=(211, 97)) + (0 if offsets is None else offsets)).astype(np.float32)
+    whole = rdo.optimize_dense(scaled.copy(), offsets, 0.12)  # it uses up its input
+    monkeypatch.setattr(rdo, "_CHUNK", 1)  # one row per piece
+    pieces = rdo.optimize_dense(scaled.copy(), offsets, 0.12)
+    assert np.array_equal(whole[0], pieces[0]) and all(np.array_equal(a, b) for a, b in zip(whole[1], pieces[1]))
+    assert np.abs(whole[0] - np.rint(scaled)).max() <= 1 and np.count_nonzero(whole[0] != np.rint(scaled)) > 0

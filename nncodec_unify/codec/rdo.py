@@ -172,20 +172,40 @@ def _rdoq(magnitudes: np.ndarray, rates: _PlaneRates, contexts: np.ndarray, scal
 
 def optimize_dense(scaled: np.ndarray, offsets: np.ndarray | None, scale: float,
                    use_contexts: bool = True, passes: int = _PASSES) -> tuple[np.ndarray, Classes]:
-    """RDOQ of a DENSE matrix: ``scaled`` are the values in steps (rows x cols, float32),
-    ``offsets`` the column offsets the residuals are coded against (or None). Returns int64
-    levels and the context classes their rates were estimated with (fit to code them)."""
-    base = np.zeros(scaled.shape[1], np.float32) if offsets is None else offsets.astype(np.float32)
-    residual = scaled - base[None, :]
-    magnitudes = np.abs(residual)
-    negative = residual < 0
-    current = np.rint(magnitudes).astype(np.int32)
+    """RDOQ of a DENSE matrix: ``scaled`` are the values in steps (rows x cols, float32; used
+    up), ``offsets`` the column offsets the residuals are coded against (or None). Returns
+    the levels (the narrowest of int8, int16 and int32 that holds any level it can choose)
+    and the context classes their rates were estimated with (fit to code them).
+
+    Works a piece of rows at a time: memory holds the magnitudes (in place of ``scaled``),
+    the signs as bits and the levels."""
+    rows, cols = scaled.shape
+    pieces = _BlockRowPieces(rows, cols, 1, max(cols, 1))
+    if offsets is not None:
+        scaled -= offsets.astype(np.float32)[None, :]  # the residuals
+    negative = [np.packbits(scaled[piece] < 0) for piece, _ in pieces]
+    magnitudes = np.abs(scaled, out=scaled)
+    reach = int(np.abs(offsets).max(initial=0)) if offsets is not None else 0
+    current = np.empty(scaled.shape, dtype=_level_type(float(magnitudes.max(initial=0.0)) + 2 + reach))
+    for piece, _ in pieces:
+        current[piece] = np.rint(magnitudes[piece])
     for _ in range(passes):
         rates = _PlaneRates(current, int(current.max(initial=0)), use_contexts=use_contexts)
-        chosen, _ = _rdoq(magnitudes.ravel(), rates, rates.contexts(), scale, want_cost=False)
-        current = chosen.reshape(scaled.shape)
-    levels = np.where(negative, -current, current)
-    return levels + (0 if offsets is None else offsets.astype(np.int64)[None, :]), rates.classes
+        for piece, _ in pieces:
+            chosen, _ = _rdoq(magnitudes[piece].ravel(), rates, rates.contexts(piece.start * cols, piece.stop * cols),
+                              scale, want_cost=False)
+            current[piece] = chosen.reshape(-1, cols)
+    _apply_negative(current, pieces, negative)
+    if offsets is not None:
+        current += offsets.astype(current.dtype)[None, :]
+    return current, rates.classes
+
+
+def _apply_negative(levels: np.ndarray, pieces: _BlockRowPieces, negative: list[np.ndarray]) -> None:
+    """Negate, in place, the levels whose sign bit (packed per piece) is set."""
+    for (piece, _), bits in zip(pieces, negative):
+        part = levels[piece]
+        np.negative(part, out=part, where=np.unpackbits(bits, count=part.size).reshape(part.shape).view(bool))
 
 
 def optimize_unified(scaled: np.ndarray, block: tuple[int, int], scale: float, use_contexts: bool = True,
@@ -246,9 +266,7 @@ def optimize_unified(scaled: np.ndarray, block: tuple[int, int], scale: float, u
         chosen_unified = np.concatenate(chosen_unified)
         if chosen_unified.size >= 64:
             unified_bits = _order0_bits(np.minimum(chosen_unified - 1, unified_bits.size - 1), unified_bits.size)
-    for (piece, _), bits in zip(pieces, negative):
-        levels = current[piece]
-        np.negative(levels, out=levels, where=np.unpackbits(bits, count=levels.size).reshape(levels.shape).view(bool))
+    _apply_negative(current, pieces, negative)
     return current, rates.classes
 
 
