@@ -655,19 +655,25 @@ def _encode_integer_tensor(name: str, array: np.ndarray, dtype: DType, coding: T
     if not fits and coding.explicit_mode:
         raise EncodeError(f"tensor {name!r}: cannot code in {coding.mode.name} mode: "
                           "its values need more than 31 bits")
-    data = _raw_bytes(array, dtype)  # lossless: also the canonical bytes of the decoded tensor
-    digest = hashlib.sha256(data).digest() if coding.digests else None
+    # lossless: the canonical bytes of the decoded tensor are the input's, hashed in place
+    digest = content_digest(array, dtype) if coding.digests else None
     header = TensorHeader(name, dtype, tuple(array.shape), coding.mode, digest, aliases=aliases)
-    raw = _raw_tensor(name, dtype, tuple(array.shape), data, digest, aliases)
+    raw_header = ByteWriter()
+    write_tensor_header(raw_header, dataclasses.replace(header, coding_mode=CodingMode.RAW))
+    raw_size = len(raw_header.getvalue()) + original_bytes  # the RAW payload is built only if chosen
     if fits:
         writer = ByteWriter()
         write_tensor_header(writer, header)
         coding = dataclasses.replace(coding, qp=0)
-        block_counts = _write_levels(writer, array.astype(np.int32), coding.mode, coding, use_contexts)
+        bound = max(-int(array.min()), int(array.max())) if array.size else 0
+        # the narrowest level type (the values themselves where they already are one)
+        block_counts = _write_levels(writer, array.astype(_level_dtype(bound), copy=False), coding.mode, coding,
+                                     use_contexts)
         coded = writer.getvalue()
-        if coding.explicit_mode or len(coded) < len(raw):
+        if coding.explicit_mode or len(coded) < raw_size:
             return coded, TensorReport(name, dtype, tuple(array.shape), coding.mode, 0, original_bytes,
                                        len(coded), 0.0, block_counts, content_digest=digest, aliases=aliases or ())
+    raw = _raw_tensor(name, dtype, tuple(array.shape), _raw_bytes(array, dtype), digest, aliases)
     note = "coded RAW: its values need more than 31 bits" if not fits else ""
     return raw, TensorReport(name, dtype, tuple(array.shape), CodingMode.RAW, None, original_bytes, len(raw),
                              0.0, None, note, content_digest=digest, aliases=aliases or ())
