@@ -30,6 +30,15 @@ def grid_shape(rows: int, cols: int, block_rows: int, block_cols: int) -> tuple[
     return -(-rows // block_rows), -(-cols // block_cols)
 
 
+def block_sizes(rows: int, cols: int, block_rows: int, block_cols: int) -> np.ndarray:
+    """Elements in each block of the ``rows x cols`` matrix (edge blocks partial), as an
+    int64 grid of :func:`grid_shape`."""
+    grid_rows, grid_cols = grid_shape(rows, cols, block_rows, block_cols)
+    row_sizes = np.minimum(block_rows, rows - np.arange(grid_rows, dtype=np.int64) * block_rows)
+    col_sizes = np.minimum(block_cols, cols - np.arange(grid_cols, dtype=np.int64) * block_cols)
+    return np.outer(row_sizes, col_sizes)
+
+
 def block_kinds(magnitudes: np.ndarray, block_rows: int, block_cols: int) -> np.ndarray:
     """Kind of every block from the matrix of level magnitudes, as a uint8 grid.
 

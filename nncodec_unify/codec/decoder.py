@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 import numpy as np
 
 from .bitio import ByteReader, unpack_bits
-from .blocks import expand_blocks, grid_shape, matrix_shape
+from .blocks import block_sizes, expand_blocks, grid_shape, matrix_shape
 from .errors import BitstreamError, ChecksumError, LimitExceededError, NncodecError, TruncatedError
 from .format import (
     DEFAULT_LIMITS,
@@ -768,8 +768,8 @@ def _read_structured(reader: ByteReader, rows: int, cols: int, block_rows: int, 
     in scan order; the unified levels are filled in a piece of block rows at a time."""
     largest_unified = int(unified_magnitudes.max(initial=0)) + 1
     level_type = np.int16 if narrow and largest_unified < 1 << 15 else np.int32
-    negative = read_sign_section(reader, _element_count(kinds == BlockKind.UNIFIED, block_rows, block_cols, rows, cols),
-                                 "unified_signs")
+    unified_count = int(block_sizes(rows, cols, block_rows, block_cols)[kinds == BlockKind.UNIFIED].sum())
+    negative = read_sign_section(reader, unified_count, "unified_signs")
     in_dense = expand_blocks(kinds == BlockKind.DENSE, block_rows, block_cols, rows, cols)
     levels = np.zeros((rows, cols), dtype=level_type)
     dense, offsets = _read_dense_levels(reader, rows, cols, in_dense, limits, level_type == np.int16, work=levels)
@@ -779,17 +779,6 @@ def _read_structured(reader: ByteReader, rows: int, cols: int, block_rows: int, 
     del dense
     _fill_unified(levels, kinds, unified_magnitudes, negative, block_rows, block_cols)
     return _Levels(levels, offsets, in_dense)
-
-
-def _element_count(blocks: np.ndarray, block_rows: int, block_cols: int, rows: int, cols: int) -> int:
-    """How many elements of the ``rows x cols`` matrix lie in the blocks where the per-block
-    boolean grid ``blocks`` is True (edge blocks count only their part inside the matrix)."""
-    def sides(size: int, block: int, count: int) -> np.ndarray:
-        return np.minimum(block, size - np.arange(count, dtype=np.int64) * block)
-
-    row_sides = sides(rows, block_rows, blocks.shape[0])
-    col_sides = sides(cols, block_cols, blocks.shape[1])
-    return int(row_sides @ blocks.astype(np.int64) @ col_sides)
 
 
 def _fill_unified(levels: np.ndarray, kinds: np.ndarray, unified_magnitudes: np.ndarray, negative: np.ndarray,

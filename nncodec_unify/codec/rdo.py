@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .blocks import expand_blocks, grid_shape
+from .blocks import block_sizes, expand_blocks, grid_shape
 from .classes import choose_classes
 from .format import BlockKind
 from .planes import _binarize_fast, binarize
@@ -254,7 +254,7 @@ def optimize_unified(scaled: np.ndarray, block: tuple[int, int], scale: float, u
         for piece, grid in pieces:  # each block's kind, and the levels it gives its elements
             sums = _BlockSums(block_rows, block_cols, grid.stop - grid.start, grid_cols)
             piece_kinds, magnitude = _block_kinds(sums(magnitudes[piece]), sums(magnitudes[piece] ** 2), dense[grid],
-                                                  pieces.counts(grid), kind_bits, unified_bits, scale)
+                                                  pieces.sizes[grid], kind_bits, unified_bits, scale)
             kinds[grid] = piece_kinds
             chosen_unified.append(magnitude[piece_kinds == BlockKind.UNIFIED])
             element_kinds = expand_blocks(piece_kinds, block_rows, block_cols, piece.stop - piece.start, cols)
@@ -306,20 +306,13 @@ class _BlockRowPieces:
     def __init__(self, rows: int, cols: int, block_rows: int, block_cols: int):
         self.rows, self.cols = rows, cols
         self.block_rows, self.block_cols = block_rows, block_cols
+        self.sizes = block_sizes(rows, cols, block_rows, block_cols).astype(np.float64)  # elements per block
         self.step = max(1, _CHUNK // max(1, cols * block_rows)) * block_rows
 
     def __iter__(self):
         for start in range(0, self.rows, self.step):
             stop = min(start + self.step, self.rows)
             yield slice(start, stop), slice(start // self.block_rows, -(-stop // self.block_rows))
-
-    def counts(self, grid: slice) -> np.ndarray:
-        """Elements per block (edge blocks partial), float64, for the block rows ``grid``."""
-        def sides(size: int, block: int) -> np.ndarray:
-            count = -(-size // block)
-            return np.minimum(block, size - np.arange(count) * block).astype(np.float64)
-
-        return np.outer(sides(self.rows, self.block_rows)[grid], sides(self.cols, self.block_cols))
 
 
 class _BlockSums:

@@ -62,7 +62,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from ..codec.blocks import expand_blocks, grid_shape, matrix_shape
+from ..codec.blocks import block_sizes, expand_blocks, grid_shape, matrix_shape
 from ..codec.format import BlockKind
 
 __all__ = [
@@ -168,10 +168,7 @@ def block_costs(array: np.ndarray, block: tuple[int, int], weights: np.ndarray |
     rows, cols = matrix.shape
     block_rows, block_cols = block
     if weights is None:
-        grid_rows, grid_cols = grid_shape(rows, cols, block_rows, block_cols)
-        row_sizes = np.minimum(block_rows, rows - np.arange(grid_rows) * block_rows)
-        col_sizes = np.minimum(block_cols, cols - np.arange(grid_cols) * block_cols)
-        count = np.outer(row_sizes, col_sizes).astype(np.float64)
+        count = block_sizes(rows, cols, block_rows, block_cols).astype(np.float64)
         return BlockCosts(block_sums(np.abs(matrix), block), block_sums(matrix * matrix, block), count)
     element_weights = np.broadcast_to(np.asarray(weights, dtype=np.float64), matrix.shape)
     if not (element_weights >= 0).all():
