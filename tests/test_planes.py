@@ -71,7 +71,15 @@ def test_any_classes_round_trip_in_coding_order(rows, cols, row_classes, col_cla
     positions[i, j] = np.arange(i.size)
     layout = _BlockLayout(*classes, row_classes + col_classes - 1)
     if not masked:
-        assert np.concatenate(list(layout.coding_order(positions))).tolist() == expected
+        for chunk in (planes._CHUNK, 2 * cols):  # the whole plane at once, or two rows at a time
+            with unittest.mock.patch.object(planes, "_CHUNK", chunk):
+                runs = list(layout.coding_order(positions))
+                assert np.concatenate(runs).tolist() == expected
+                # the tables' counts, from one pass over the plane, are those of each context's run
+                codes = magnitudes.reshape(rows, cols) % 7
+                counts = layout.context_histograms(codes, 7)
+                for context, run in enumerate(layout.coding_order(codes)):
+                    assert counts[context].tolist() == np.bincount(run, minlength=7).tolist()
         return
     for chunk in (planes._CHUNK, 3 * cols):  # the whole plane at once, or three rows at a time
         with unittest.mock.patch.object(planes, "_CHUNK", chunk):
@@ -169,3 +177,24 @@ def test_masked_plane_statistics_a_few_rows_at_a_time_equal_the_whole_plane_at_o
             log_means, present = classes._line_log_means(magnitudes, mask, axis)
             assert np.array_equal(log_means, np.log2(sums / np.maximum(counts, 1) + 0.5))
             assert np.array_equal(present, counts > 0)
+
+
+@given(st.integers(1, 60), st.integers(1, 70), st.integers(0, 2**32 - 1), st.booleans())
+def test_planes_of_signed_levels_or_of_a_scratch_grid_are_the_plain_planes(rows, cols, seed, masked):
+    """``signed`` (a masked plane's magnitudes taken from signed levels) and ``scratch`` (the
+    symbols written over the caller's grid) change memory only: the plane is the same."""
+    rng = np.random.default_rng(seed)
+    scale = rng.lognormal(0, 1.5, (rows, 1)) * rng.lognormal(0, 1, (1, cols))
+    levels = np.rint(rng.normal(0, 1, (rows, cols)) * scale * 8).clip(-127, 127).astype(np.int8)
+    mask = rng.random((rows, cols)) < 0.6 if masked else None
+
+    def plane_bytes(plane):
+        writer = ByteWriter()
+        write_level_plane(writer, plane)
+        return writer.getvalue()
+
+    expected = plane_bytes(encode_plane(np.abs(levels), mask))
+    if masked:
+        assert plane_bytes(encode_plane(levels.copy(), mask, signed=True)) == expected
+    scratch = np.abs(levels)
+    assert plane_bytes(encode_plane(scratch, mask, scratch=True)) == expected

@@ -31,8 +31,20 @@ def table_bits(counts: np.ndarray) -> float:
     return 24.0 + float(np.sum(3.0 + 0.5 * np.log2(used + 1.0)))
 
 
-def _line_log_means(magnitudes: np.ndarray, mask: np.ndarray | None, axis: int) -> tuple[np.ndarray, np.ndarray]:
+LineMeans = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # row log means, rows present, the same of columns
+
+
+def line_log_means(magnitudes: np.ndarray, mask: np.ndarray | None, signed: bool = False) -> LineMeans:
+    """What :func:`choose_classes` reads of a plane's magnitudes: log2 of each row's and each
+    column's mean magnitude over the masked positions, and which lines have any. With
+    ``signed`` (a masked plane only), ``magnitudes`` are signed levels, taken absolute."""
+    return (*_line_log_means(magnitudes, mask, 1, signed), *_line_log_means(magnitudes, mask, 0, signed))
+
+
+def _line_log_means(magnitudes: np.ndarray, mask: np.ndarray | None, axis: int,
+                    signed: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """log2 of the mean magnitude along ``axis`` over masked positions, and which lines have any."""
+    assert mask is not None or not signed
     if mask is None:
         sums = magnitudes.sum(axis=axis, dtype=np.float64)
         counts = np.full(sums.shape, magnitudes.shape[axis], dtype=np.float64)
@@ -43,7 +55,8 @@ def _line_log_means(magnitudes: np.ndarray, mask: np.ndarray | None, axis: int) 
         step = max(1, _CHUNK // max(1, cols))
         for start in range(0, rows, step):
             covered = mask[start:start + step]
-            masked = np.where(covered, magnitudes[start:start + step], 0)
+            lines = magnitudes[start:start + step]
+            masked = np.where(covered, np.abs(lines) if signed else lines, 0)
             if axis == 0:
                 sums += masked.sum(axis=0, dtype=np.float64)
                 counts += covered.sum(axis=0, dtype=np.float64)
@@ -80,18 +93,21 @@ def _every_nth_position(mask: np.ndarray, step: int) -> np.ndarray:
     return np.concatenate(picked) if picked else np.zeros(0, dtype=np.intp)
 
 
-def choose_classes(symbols: np.ndarray, magnitudes: np.ndarray, mask: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+def choose_classes(symbols: np.ndarray, magnitudes: np.ndarray | LineMeans, mask: np.ndarray | None,
+                   shape: tuple[int, int] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Row and column class indices for the plane's contexts (§6.5), chosen by estimated size.
 
     A class is a rounded log2 of the line's mean magnitude, so ``row + col`` approximates the
     log of the local scale. Small planes get a single context: tables would cost more.
+    ``magnitudes`` is the plane (rows x cols), or what :func:`line_log_means` found in it,
+    with the plane's ``shape``. ``symbols`` are the masked positions' in scan order.
     """
-    rows, cols = magnitudes.shape
+    rows, cols = magnitudes.shape if shape is None else shape
     one = (np.zeros(rows, dtype=np.int64), np.zeros(cols, dtype=np.int64))
     if symbols.size < 4096 or int(symbols.max()) == int(symbols.min()):
         return one  # a constant plane (e.g. the block map of a dense tensor) costs nothing anyway
-    row_log, row_present = _line_log_means(magnitudes, mask, 1)
-    col_log, col_present = _line_log_means(magnitudes, mask, 0)
+    means = line_log_means(magnitudes, mask) if shape is None else magnitudes
+    row_log, row_present, col_log, col_present = means
     # Estimate on a regular sample of the plane's positions (row, col) in scan order.
     sample_step = max(1, symbols.size // (1 << 16))
     picked = (_every_nth_position(mask, sample_step) if mask is not None

@@ -46,6 +46,7 @@ from .quant import (
     dequantize,
     dequantize_dependent,
     dequantize_magnitudes,
+    level_type,
     step_size,
     to_output_type,
     unzigzag,
@@ -540,11 +541,11 @@ def decode_tensor_payload(reader: ByteReader, header: TensorHeader, limits: Limi
             raise BitstreamError(f"dependent quantization for dtype {DTYPE_NAMES[header.dtype]}: integers are "
                                  "coded losslessly", element="quant_flags", offset=reader.offset - 1)
         rows, cols = matrix_shape(header.shape)
+        narrowest = _narrowest_levels(header.dtype)
         if header.coding_mode == CodingMode.DENSE:
-            # float16 values take 2 bytes: int16 levels (when they fit) keep the pair at 4, not 6
-            levels = _read_dense(reader, rows, cols, limits, narrow=header.dtype == DType.FLOAT16)
+            levels = _read_dense(reader, rows, cols, limits, narrowest)
         else:
-            levels = _read_unified(reader, rows, cols, limits, narrow=header.dtype == DType.FLOAT16)
+            levels = _read_unified(reader, rows, cols, limits, narrowest)
         levels.dependent = params.dependent
         if integer:
             array = levels.integers(header.dtype).reshape(header.shape)
@@ -555,6 +556,18 @@ def decode_tensor_payload(reader: ByteReader, header: TensorHeader, limits: Limi
         raise ChecksumError(f"tensor {header.name!r} decodes to other values than the encoder's (content "
                             "digest mismatch)", element="content_digest", offset=header.digest_offset)
     return DecodedTensor(header.name, header.dtype, array, header.coding_mode, header.content_digest)
+
+
+def _narrowest_levels(dtype: DType) -> type:
+    """The narrowest level type worth decoding a ``dtype`` tensor into: one as wide as its
+    values where they are written over the levels (float32 and bfloat16 over int32, float16
+    over int16) or are the levels (integers of one or two bytes), so that levels that fit
+    take no more memory than the result."""
+    if dtype == DType.FLOAT16:
+        return np.int16
+    if dtype not in FLOAT_DTYPES and DTYPE_ITEMSIZE[dtype] <= 2:
+        return np.int8 if DTYPE_ITEMSIZE[dtype] == 1 else np.int16
+    return np.int32
 
 
 def _raw_array(raw: memoryview, header: TensorHeader) -> np.ndarray:
@@ -575,8 +588,8 @@ _PIECE = 1 << 18  # elements reconstructed at a time: bounds the temporaries; a 
 
 @dataclasses.dataclass
 class _Levels:
-    """A matrix's levels as decoded, signed (int32, or int16 where :func:`decode_plane` could
-    narrow them: each magnitude negated where its §6.8 sign bit is 1), and the column offsets
+    """A matrix's levels as decoded, signed (int32, or int16 or int8 where :func:`decode_plane`
+    could narrow them: each magnitude negated where its §6.8 sign bit is 1), and the column offsets
     (§6.10) to add at the positions of ``offset_mask`` (all if None). Magnitudes are below
     the type's largest value, so a signed level always fits."""
 
@@ -648,13 +661,35 @@ class _Levels:
         return dequantize_dependent(*_split_signs(self._signed()), step, dtype)
 
     def integers(self, dtype: DType) -> np.ndarray:
-        """§7.1.1: the levels themselves, as a flat array of the integer ``dtype``."""
-        levels = self._signed()
+        """§7.1.1: the levels themselves, as a flat array of the integer ``dtype``.
+
+        A piece at a time: a first pass checks every level (plus its column offset) against
+        the range of ``dtype``, a second writes them out, over the levels when they have the
+        output's width (the levels are used up), else into a new array. Memory holds the
+        levels, the output if it is new, and one piece's temporaries."""
         info = np.iinfo(DTYPE_NUMPY[dtype])
-        if levels.size and (int(levels.min()) < info.min or int(levels.max()) > info.max):
+        size = self._piece_size()
+        pieces = [self._piece(start, start + size) for start in range(0, self.levels.size, size)]
+        low, high = 0, 0
+        for piece in pieces:  # every piece's offset check comes before any range check
+            signed = piece._signed()
+            if signed.size:
+                low, high = min(low, int(signed.min())), max(high, int(signed.max()))
+        if low < info.min or high > info.max:
             raise BitstreamError(f"a level is outside the range of {DTYPE_NAMES[dtype]} "
                                  f"({info.min}..{info.max})", element="levels")
-        return levels.astype(DTYPE_NUMPY[dtype])
+        levels = self.levels.reshape(-1)
+        output_type = DTYPE_NUMPY[dtype].newbyteorder("=")
+        if levels.dtype.itemsize == output_type.itemsize and levels.flags.c_contiguous:
+            output = levels.view(output_type)
+        else:
+            output = np.empty(levels.size, dtype=output_type)
+        start = 0
+        for piece in pieces:
+            signed = piece._signed()
+            output[start:start + signed.size] = signed  # each piece read before it is written over
+            start += signed.size
+        return output
 
     def _signed(self) -> np.ndarray:
         """The flat int32 levels plus column offsets, checked to stay within ±(2**31 - 1)
@@ -715,26 +750,26 @@ def _read_offsets(reader: ByteReader, rows: int, cols: int, limits: Limits) -> n
 
 
 def _read_dense_levels(reader: ByteReader, rows: int, cols: int, mask: np.ndarray | None,
-                       limits: Limits, narrow: bool = False,
+                       limits: Limits, narrowest: type = np.int32,
                        work: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
     """offset_mode, column_offsets, dense_levels, dense_signs (§5.5, §5.6): the masked
-    positions' signed levels (int32; int16 with ``narrow`` where they fit, see
-    :func:`decode_plane`) in scan order, and the column offsets or None. ``work`` as for
-    :func:`decode_plane`."""
+    positions' signed levels (in the narrowest type no narrower than ``narrowest`` that the
+    plane allows, see :func:`decode_plane`) in scan order, and the column offsets or None.
+    ``work`` as for :func:`decode_plane`."""
     offsets = _read_offsets(reader, rows, cols, limits)
     count = rows * cols if mask is None else int(np.count_nonzero(mask))
-    magnitudes = decode_plane(reader, rows, cols, mask, count, limits, "dense_levels", narrow, work)
+    magnitudes = decode_plane(reader, rows, cols, mask, count, limits, "dense_levels", narrowest, work)
     return _apply_signs(magnitudes, reader, "dense_signs"), offsets
 
 
-def _read_dense(reader: ByteReader, rows: int, cols: int, limits: Limits, narrow: bool = False) -> _Levels:
-    """§5.5 dense_payload."""
-    return _Levels(*_read_dense_levels(reader, rows, cols, None, limits, narrow))
+def _read_dense(reader: ByteReader, rows: int, cols: int, limits: Limits, narrowest: type = np.int32) -> _Levels:
+    """§5.5 dense_payload; the levels in a type no narrower than ``narrowest``."""
+    return _Levels(*_read_dense_levels(reader, rows, cols, None, limits, narrowest))
 
 
-def _read_unified(reader: ByteReader, rows: int, cols: int, limits: Limits, narrow: bool = False) -> _Levels:
-    """§5.6 unified_payload; ``narrow`` as for :func:`_read_dense`, and for a structured
-    tensor it lets the levels matrix be int16 (see :func:`_read_structured`)."""
+def _read_unified(reader: ByteReader, rows: int, cols: int, limits: Limits, narrowest: type = np.int32) -> _Levels:
+    """§5.6 unified_payload; ``narrowest`` as for :func:`_read_dense`, for a structured
+    tensor's levels matrix too (see :func:`_read_structured`)."""
     block_rows, block_cols = read_block_shape(reader)
     grid_rows, grid_cols = grid_shape(rows, cols, block_rows, block_cols)
     map_at = reader.offset
@@ -752,28 +787,29 @@ def _read_unified(reader: ByteReader, rows: int, cols: int, limits: Limits, narr
         raise BitstreamError(f"a unified magnitude exceeds {MAX_LEVEL}", element="unified_magnitudes", offset=at)
     if not (kinds == BlockKind.DENSE).all():
         return _read_structured(reader, rows, cols, block_rows, block_cols, kinds, unified_magnitudes, limits,
-                                narrow)
+                                narrowest)
     read_sign_section(reader, 0, "unified_signs")
-    return _Levels(*_read_dense_levels(reader, rows, cols, None, limits, narrow))
+    return _Levels(*_read_dense_levels(reader, rows, cols, None, limits, narrowest))
 
 
 def _read_structured(reader: ByteReader, rows: int, cols: int, block_rows: int, block_cols: int,
                      kinds: np.ndarray, unified_magnitudes: np.ndarray, limits: Limits,
-                     narrow: bool = False) -> _Levels:
-    """The rest of §5.6 when some blocks are unified or pruned. With ``narrow``, the levels
-    are int16 while the unified magnitudes and the dense plane's bound stay below 2**15.
+                     narrowest: type = np.int32) -> _Levels:
+    """The rest of §5.6 when some blocks are unified or pruned. The levels take the
+    narrowest type no narrower than ``narrowest`` that holds the unified magnitudes and the
+    dense plane's bound.
 
     Memory: the levels matrix (which the dense plane uses as its working space before it
     holds the levels), the dense mask, the unified signs (a byte each) and the dense levels
     in scan order; the unified levels are filled in a piece of block rows at a time."""
     largest_unified = int(unified_magnitudes.max(initial=0)) + 1
-    level_type = np.int16 if narrow and largest_unified < 1 << 15 else np.int32
+    levels_type = level_type(largest_unified, narrowest)
     unified_count = int(block_sizes(rows, cols, block_rows, block_cols)[kinds == BlockKind.UNIFIED].sum())
     negative = read_sign_section(reader, unified_count, "unified_signs")
     in_dense = expand_blocks(kinds == BlockKind.DENSE, block_rows, block_cols, rows, cols)
-    levels = np.zeros((rows, cols), dtype=level_type)
-    dense, offsets = _read_dense_levels(reader, rows, cols, in_dense, limits, level_type == np.int16, work=levels)
-    if dense.size and dense.dtype.itemsize > levels.dtype.itemsize:  # the dense plane may reach 2**15
+    levels = np.zeros((rows, cols), dtype=levels_type)
+    dense, offsets = _read_dense_levels(reader, rows, cols, in_dense, limits, levels_type, work=levels)
+    if dense.size and dense.dtype.itemsize > levels.dtype.itemsize:  # the dense plane may need a wider type
         levels = levels.astype(dense.dtype)
     levels[in_dense] = dense  # over the plane's symbols there; every other element is 0
     del dense

@@ -41,7 +41,7 @@ from .memory import FileChangedError, MappedSlice, release_pages
 from .planes import encode_plane
 from .rdo import _PlaneRates, optimize_dense, optimize_unified
 from .trellis import trellis_magnitudes
-from .quant import MAX_LEVEL, dequantize, dequantize_dependent, quantize, step_size, zigzag
+from .quant import MAX_LEVEL, dequantize, dequantize_dependent, level_type, quantize, step_size, zigzag
 from .syntax import (
     AttachedFile,
     FileHeader,
@@ -58,7 +58,7 @@ from .syntax import (
     write_sign_section,
     write_stream_end,
     write_tensor_header,
-    write_unit,
+    unit_pieces,
 )
 from .workers import BUFFERED_BYTES, process_pool
 from .tensors import BFloat16Array, bfloat16_bits_to_float32, find_ties, float32_to_bfloat16_bits, to_source
@@ -146,9 +146,8 @@ def encode_to_file(tensors: Mapping[str, object], file, *, config: EncoderConfig
     def emit(unit_type: int, payload: bytes, ancillary: bool = False) -> None:
         nonlocal units
         termination.check()  # a SIGTERM whose exception was lost stops at the next unit
-        unit = ByteWriter()
-        write_unit(unit, unit_type, payload, ancillary=ancillary)
-        write(unit.getvalue())
+        for piece in unit_pieces(unit_type, payload, ancillary=ancillary):  # no copy of the payload
+            write(piece)
         units += 1
 
     paths = [attached.path for attached in attachments]
@@ -428,7 +427,7 @@ class LevelChoice:
     column offsets (None: the writer decides) and the dense plane's context classes (None:
     the writer chooses), both of which the levels were optimised against."""
 
-    levels: np.ndarray  # signed integers of any type that holds them (see _level_dtype)
+    levels: np.ndarray  # signed integers of any type that holds them (see quant.level_type)
     offsets: np.ndarray | None = None
     classes: tuple[np.ndarray, np.ndarray] | None = None
     dependent: bool = False  # the dense levels are dependently quantized (§7.1.2)
@@ -444,15 +443,6 @@ _CHUNK = 1 << 20
 def _chunks(size: int):
     """(start, stop) of each chunk of ``size`` elements, in order."""
     return ((start, min(start + _CHUNK, size)) for start in range(0, size, _CHUNK))
-
-
-def _level_dtype(bound: float) -> type:
-    """The narrowest signed type that holds levels of magnitude up to ``bound`` (at most
-    MAX_LEVEL): a tensor's levels take a byte each in the usual case, not four."""
-    for dtype in (np.int8, np.int16):
-        if bound <= np.iinfo(dtype).max:
-            return dtype
-    return np.int32
 
 
 def _check_rebuilt(choice: LevelChoice, step: np.float32, dtype: DType, original: np.ndarray | BFloat16Array,
@@ -542,7 +532,7 @@ def _nearest(array: np.ndarray | BFloat16Array, step: np.float32) -> np.ndarray:
     """:func:`quant.quantize` of a float tensor whose levels fit in 31 bits (the caller
     checked), in the narrowest type that holds them, quantized a chunk at a time."""
     low, high = _extremes(array) if array.size else (0.0, 0.0)
-    levels = np.empty(array.shape, _level_dtype(max(high, -low) / float(step) + 1))
+    levels = np.empty(array.shape, level_type(max(high, -low) / float(step) + 1))
     flat_levels = levels.reshape(-1)
     for start, stop in _chunks(array.size):
         flat_levels[start:stop] = quantize(_flat_values(array, start, stop), step, np.int32)
@@ -594,7 +584,7 @@ def choose_levels(array: np.ndarray | BFloat16Array, step: np.float32, mode: Cod
     del scaled
     if levels.dtype.itemsize >= 4:  # narrower types cannot exceed it
         levels = np.clip(levels, -MAX_LEVEL, MAX_LEVEL, out=levels)
-    levels = levels.astype(_level_dtype(max(int(levels.max()), -int(levels.min()))), copy=False).reshape(array.shape)
+    levels = levels.astype(level_type(max(int(levels.max()), -int(levels.min()))), copy=False).reshape(array.shape)
     return LevelChoice(levels, offsets, classes if use_contexts else None)
 
 
@@ -614,7 +604,7 @@ def _choose_dependent(array: np.ndarray | BFloat16Array, step: np.float32, use_c
 
     # magnitudes are about half the level (below 2**30 + 2: the caller checked |x| / step < 2**31)
     low, high = _extremes(array)
-    dtype = _level_dtype(max(high, -low) / float(step) / 2 + 2)
+    dtype = level_type(max(high, -low) / float(step) / 2 + 2)
     guess = np.empty(size, dtype)  # the trellis codes about half the level
     for start, stop in _chunks(size):
         guess[start:stop] = np.rint(magnitudes(start, stop) * 0.5)
@@ -667,7 +657,7 @@ def _encode_integer_tensor(name: str, array: np.ndarray, dtype: DType, coding: T
         coding = dataclasses.replace(coding, qp=0)
         bound = max(-int(array.min()), int(array.max())) if array.size else 0
         # the narrowest level type (the values themselves where they already are one)
-        block_counts = _write_levels(writer, array.astype(_level_dtype(bound), copy=False), coding.mode, coding,
+        block_counts = _write_levels(writer, array.astype(level_type(bound), copy=False), coding.mode, coding,
                                      use_contexts)
         coded = writer.getvalue()
         if coding.explicit_mode or len(coded) < raw_size:
@@ -717,19 +707,38 @@ def _write_dense_levels(writer: ByteWriter, matrix: np.ndarray, mask: np.ndarray
     if offsets is not None:
         write_level_plane(writer, encode_plane(zigzag(offsets)[None, :], None, use_contexts=False))
         reach = max(int(matrix.max()), -int(matrix.min())) + int(np.abs(offsets).max())  # checked by the choice
-        matrix = np.subtract(matrix, offsets[None, :], dtype=_level_dtype(reach))
-    # a temporary: encode_plane lets a masked plane's magnitudes go once it has their symbols
-    # and classes (an unmasked plane's values are a view of them)
-    write_level_plane(writer, encode_plane(np.abs(matrix), mask, use_contexts=use_contexts, classes=classes))
+        matrix = np.subtract(matrix, offsets[None, :], dtype=level_type(reach))
+    if mask is None:  # a temporary (the call takes the only reference): the symbols go over it
+        plane = encode_plane(_absolute(matrix), None, use_contexts=use_contexts, classes=classes, scratch=True)
+    else:  # the masked positions' magnitudes only
+        plane = encode_plane(matrix, mask, use_contexts=use_contexts, signed=True)
+    write_level_plane(writer, plane)
+    del plane
     write_sign_section(writer, _packed_signs(matrix.reshape(-1) if mask is None else matrix[mask]))
 
 
+def _absolute(levels: np.ndarray) -> np.ndarray:
+    """``np.abs(levels)``, a chunk at a time when ``levels`` is contiguous, letting the pages
+    of a mapped input (an integer tensor's own values) go behind it: they are read again only
+    for the signs."""
+    if not levels.flags.c_contiguous:
+        return np.abs(levels)
+    magnitudes = np.empty_like(levels)
+    flat, flat_magnitudes = levels.reshape(-1), magnitudes.reshape(-1)
+    for start, stop in _chunks(levels.size):
+        np.abs(flat[start:stop], out=flat_magnitudes[start:stop])
+        release_pages(flat[start:stop])
+    return magnitudes
+
+
 def _packed_signs(levels: np.ndarray) -> bytes:
-    """``np.packbits(levels[levels != 0] < 0)`` for flat ``levels``, a chunk at a time."""
+    """``np.packbits(levels[levels != 0] < 0)`` for flat ``levels``, a chunk at a time (the
+    pages of a mapped input go behind it, as in :func:`_absolute`)."""
     packer = BitPacker()
     for start, stop in _chunks(levels.size):
         part = levels[start:stop]
         packer.add(part[part != 0] < 0)
+        release_pages(part)
     return packer.getvalue()
 
 
@@ -742,13 +751,18 @@ _MEDIAN_RANGE = 64  # medians are searched among -64..64; weights' column median
 
 
 def _column_medians(sample: np.ndarray) -> np.ndarray:
-    """The lower median of each column of an integer matrix, from one histogram pass; 0 for a
-    column whose median lies outside -_MEDIAN_RANGE..._MEDIAN_RANGE."""
+    """The lower median of each column of an integer matrix, from one histogram pass a few
+    rows at a time; 0 for a column whose median lies outside -_MEDIAN_RANGE..._MEDIAN_RANGE."""
     rows, cols = sample.shape
     width = 2 * _MEDIAN_RANGE + 3  # the two extra bins collect everything beyond the range
-    bins = np.clip(sample, -_MEDIAN_RANGE - 1, _MEDIAN_RANGE + 1) + (_MEDIAN_RANGE + 1)
-    histogram = np.bincount((bins + np.arange(cols) * width).ravel(), minlength=cols * width).reshape(cols, width)
-    below = np.cumsum(histogram, axis=1)
+    histogram = np.zeros(cols * width, dtype=np.int64)
+    column_starts = (np.arange(cols, dtype=np.intp) * width + (_MEDIAN_RANGE + 1))[None, :]
+    step = max(1, _CHUNK // max(1, cols))
+    for start in range(0, rows, step):
+        bins = np.clip(sample[start:start + step], -_MEDIAN_RANGE - 1, _MEDIAN_RANGE + 1).astype(np.intp)
+        bins += column_starts
+        histogram += np.bincount(bins.ravel(), minlength=histogram.size)
+    below = np.cumsum(histogram.reshape(cols, width), axis=1)
     medians = np.argmax(below > (rows - 1) // 2, axis=1) - (_MEDIAN_RANGE + 1)
     medians[np.abs(medians) > _MEDIAN_RANGE] = 0
     return medians.astype(np.int64)
@@ -764,14 +778,14 @@ def choose_column_offsets(matrix: np.ndarray) -> np.ndarray | None:
     rows, cols = matrix.shape
     if matrix.size < _OFFSET_MIN_SIZE or rows < 64:
         return None
-    sample = matrix[::max(1, rows // _OFFSET_SAMPLE_ROWS)].astype(np.int64)
+    sample = matrix[::max(1, rows // _OFFSET_SAMPLE_ROWS)]  # a view: read a few rows at a time
     offsets = _column_medians(sample)
     if not offsets.any():
         return None
     largest = max(int(matrix.max()), -int(matrix.min()))
     if largest + int(np.abs(offsets).max()) > MAX_LEVEL:
         return None  # residuals might not fit: rare (huge levels), so not worth a closer look
-    sample = sample[::max(1, sample.size // _ESTIMATE_SAMPLE)]  # enough to tell the sizes apart
+    sample = sample[::max(1, sample.size // _ESTIMATE_SAMPLE)].astype(np.int64)  # enough to tell the sizes apart
     residuals = sample - offsets[None, :]
 
     def estimated_bits(levels: np.ndarray) -> float:
@@ -792,9 +806,9 @@ def _write_unified(writer: ByteWriter, matrix: np.ndarray, block: tuple[int, int
     rows, cols = matrix.shape
     writer.u8(block_rows)
     writer.u8(block_cols)
-    magnitudes = np.abs(matrix)
+    magnitudes = _absolute(matrix)
     kinds = block_kinds(magnitudes, block_rows, block_cols)
-    write_level_plane(writer, encode_plane(kinds.astype(np.int64), None, use_contexts=use_contexts))
+    write_level_plane(writer, encode_plane(kinds, None, use_contexts=use_contexts))
     unified_blocks = kinds == BlockKind.UNIFIED
     grid_rows, grid_cols = grid_shape(rows, cols, block_rows, block_cols)
     block_magnitude = np.zeros((grid_rows, grid_cols), dtype=magnitudes.dtype)

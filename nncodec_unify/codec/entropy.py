@@ -22,6 +22,7 @@ import numpy as np
 
 from .errors import BitstreamError, LimitExceededError
 from .format import MAX_FREQUENCY_BITS, PROBABILITY_BITS
+from .memory import release_pages
 
 PROBABILITY_TOTAL = 1 << PROBABILITY_BITS
 
@@ -108,12 +109,15 @@ def encode_groups(groups: Iterable[tuple[np.ndarray, FrequencyTable]]) -> np.nda
 
     Groups whose table has one symbol are skipped (they cost nothing). ``groups`` may be
     produced lazily: each is coded before the next is taken. Returns uint32 words. The range
-    coder's state runs on from call to call, so coding a group in pieces gives its words.
+    coder's state runs on from call to call, so coding a group in pieces (consecutive
+    items with the same table) gives its words.
     """
     encoder = constriction.stream.queue.RangeEncoder()
+    model_of = None  # the table whose model was built last: a group's pieces share it
     for symbols, table in groups:
         if symbols.size and table.alphabet_size > 1:
-            model = table.model()
+            if table is not model_of:
+                model, model_of = table.model(), table
             for start in range(0, symbols.size, _ENCODE_CHUNK):
                 encoder.encode(np.ascontiguousarray(symbols[start:start + _ENCODE_CHUNK], dtype=np.int32), model)
     return np.asarray(encoder.get_compressed(), dtype=np.uint32)
@@ -131,7 +135,7 @@ class RangeDecoder:
     def __init__(self, words: np.ndarray, *, element: str, offset: int):
         self._element, self._offset = element, offset
         self._decoder = None
-        self._words = np.ascontiguousarray(words, dtype=np.uint32)
+        self._words = words  # uint32 values, in any byte order and alignment (a view of the stream)
         self._table = self._model = None  # the last table and its model: pieces reuse it
 
     def decode(self, count: int, table: FrequencyTable) -> np.ndarray:
@@ -140,7 +144,13 @@ class RangeDecoder:
             return np.zeros(count, dtype=np.int32)
         try:
             if self._decoder is None:
-                self._decoder = constriction.stream.queue.RangeDecoder(self._words)
+                # constriction copies the words into the decoder: an aligned, native copy made
+                # for it (where the view is not one) and the stream's pages (where it is a
+                # mapped file) need not stay resident beside that
+                aligned = np.require(self._words, np.uint32, ["A", "C"])
+                release_pages(self._words)
+                self._decoder = constriction.stream.queue.RangeDecoder(aligned)
+                del aligned
             if table is not self._table:
                 self._table, self._model = table, table.model()
             symbols = np.asarray(self._decoder.decode(self._model, count), dtype=np.int32)

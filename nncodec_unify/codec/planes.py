@@ -16,10 +16,11 @@ from collections.abc import Iterator
 import numpy as np
 
 from .bitio import BitPacker, padding_is_zero
-from .classes import choose_classes, entropy_bits, table_bits
+from .classes import choose_classes, entropy_bits, line_log_means, table_bits
 from .entropy import DECODE_PIECE, FrequencyTable, RangeDecoder, encode_groups, table_for_counts
 from .errors import BitstreamError, EncodeError
 from .format import MAX_DIRECT_BITS, MAX_MAGNITUDE_EXPONENT, Limits
+from .quant import level_type
 from .syntax import ByteReader, LevelPlane, magnitude_alphabet_limit, read_level_plane
 
 _MAX_VALUE = (1 << (MAX_MAGNITUDE_EXPONENT + 1)) - 1
@@ -68,19 +69,34 @@ def symbol_tables(direct_bits: int, mantissa_bits: int) -> tuple[np.ndarray, np.
 _LOOKUP_LIMIT = 1 << 16
 
 
-def _binarize_fast(values: np.ndarray, largest: int, direct_bits: int, mantissa_bits: int) -> np.ndarray:
-    """Symbols of ``values`` (at most ``largest``) as uint8 when every symbol fits, else
-    uint16; by table lookup when the values are small."""
+def _symbol_type(largest: int, direct_bits: int, mantissa_bits: int) -> type:
+    """uint8 when the symbols of values up to ``largest`` fit, else uint16."""
     top, _ = binarize(np.array([largest]), direct_bits, mantissa_bits)  # symbols grow with values
-    dtype = np.uint8 if int(top[0]) < 256 else np.uint16
-    symbols = np.empty(values.shape, dtype)
+    return np.uint8 if int(top[0]) < 256 else np.uint16
+
+
+def _binarize_fast(values: np.ndarray, largest: int, direct_bits: int, mantissa_bits: int, *,
+                   in_place: bool = False, raw: _RawBits | None = None) -> np.ndarray:
+    """Symbols of ``values`` (non-negative, at most ``largest``) as :func:`_symbol_type`; by
+    table lookup when the values are small. With ``in_place`` (allowed when ``values`` is
+    contiguous and as wide as that type), the symbols are written over the values, which are
+    used up: a symbol is never larger than its value. ``raw`` collects the raw bits of the
+    escape symbols (§6.7) on the way."""
+    dtype = _symbol_type(largest, direct_bits, mantissa_bits)
+    if in_place:
+        assert values.flags.c_contiguous and values.dtype.itemsize == np.dtype(dtype).itemsize
+        symbols = values.view(dtype)
+    else:
+        symbols = np.empty(values.shape, dtype)
     lookup = binarize(np.arange(largest + 1), direct_bits, mantissa_bits)[0].astype(dtype) \
         if largest < _LOOKUP_LIMIT else None
     flat, flat_symbols = values.reshape(-1), symbols.reshape(-1)
     for start in range(0, flat.size, _CHUNK):  # indexing and binarize take an intp or int64 copy
         part = flat[start:start + _CHUNK]
-        flat_symbols[start:start + _CHUNK] = lookup[part] if lookup is not None else \
-            binarize(part, direct_bits, mantissa_bits)[0]
+        part_symbols = lookup[part] if lookup is not None else binarize(part, direct_bits, mantissa_bits)[0]
+        if raw is not None:
+            raw.add(part, part_symbols)
+        flat_symbols[start:start + _CHUNK] = part_symbols  # (in place: after the values are read)
     return symbols
 
 
@@ -92,6 +108,18 @@ def symbol_histogram(symbols: np.ndarray, minlength: int = 0) -> np.ndarray:
     for start in range(0, flat.size, _CHUNK):
         part = np.bincount(flat[start:start + _CHUNK])
         counts[:part.size] += part
+    return counts
+
+
+def _run_histogram(pieces: list[np.ndarray]) -> np.ndarray:
+    """:func:`symbol_histogram` of the pieces joined (empty: no counts), without joining them."""
+    counts = np.zeros(0, dtype=np.int64)
+    for piece in pieces:
+        if piece.size:
+            part = symbol_histogram(piece)
+            if part.size > counts.size:
+                counts = np.concatenate([counts, np.zeros(part.size - counts.size, dtype=np.int64)])
+            counts[:part.size] += part
     return counts
 
 
@@ -142,14 +170,24 @@ def _value_histogram(values: np.ndarray, largest: int) -> tuple[np.ndarray, np.n
 
 def encode_plane(magnitudes: np.ndarray, mask: np.ndarray | None = None, *, use_contexts: bool = True,
                  binarization: tuple[int, int] | None = None,
-                 classes: tuple[np.ndarray, np.ndarray] | None = None) -> LevelPlane:
+                 classes: tuple[np.ndarray, np.ndarray] | None = None, scratch: bool = False,
+                 signed: bool = False) -> LevelPlane:
     """Code the masked values of the non-negative integer grid ``magnitudes`` (§6.5).
 
     The encoder's choices can be fixed instead of searched for: ``binarization`` as
     ``(direct_bits, mantissa_bits)`` and ``classes`` as (row class per grid row, column class
     per grid column); conformance streams use this to exercise chosen syntax paths.
+    ``scratch`` says that ``magnitudes`` is the caller's temporary, which this may write
+    over: an unmasked plane's symbols then take its place rather than a plane of their own.
+    With ``signed`` (a masked plane only), ``magnitudes`` are signed levels and their
+    absolute values are coded: no grid of magnitudes is made.
     """
-    values = magnitudes[mask] if mask is not None else magnitudes.ravel()
+    if signed:
+        assert mask is not None, "signed levels: a masked plane only"
+        values = magnitudes[mask]
+        np.abs(values, out=values)
+    else:
+        values = magnitudes[mask] if mask is not None else magnitudes.ravel()
     if values.size == 0:
         return LevelPlane(0)
     largest = int(values.max())
@@ -158,12 +196,21 @@ def encode_plane(magnitudes: np.ndarray, mask: np.ndarray | None = None, *, use_
     if binarization is None:
         binarization = choose_binarization(*_value_histogram(values, largest))
     direct_bits, mantissa_bits = binarization
-    symbols = _binarize_fast(values, largest, direct_bits, mantissa_bits)
     rows, cols = magnitudes.shape
+    # a masked plane's values are a copy of its own; an unmasked one's view the caller's
+    in_place = ((mask is not None or scratch) and values.flags.c_contiguous
+                and values.dtype.itemsize == np.dtype(_symbol_type(largest, direct_bits, mantissa_bits)).itemsize)
+    means = None
+    if classes is None and use_contexts and (signed or (in_place and mask is None)):
+        means = line_log_means(magnitudes, mask, signed)  # read before the values turn into symbols
+    raw = _RawBits(direct_bits, mantissa_bits)
+    symbols = _binarize_fast(values, largest, direct_bits, mantissa_bits, in_place=in_place, raw=raw)
+    del values
     if classes is not None:
         row_classes, col_classes = (np.asarray(c, dtype=np.int64) for c in classes)
     elif use_contexts:
-        row_classes, col_classes = choose_classes(symbols, magnitudes, mask)
+        row_classes, col_classes = (choose_classes(symbols, magnitudes, mask) if means is None else
+                                    choose_classes(symbols, means, mask, shape=(rows, cols)))
     else:
         row_classes, col_classes = np.zeros(rows, dtype=np.int64), np.zeros(cols, dtype=np.int64)
     del magnitudes  # a masked plane's magnitudes go here when the caller passed a temporary
@@ -173,25 +220,36 @@ def encode_plane(magnitudes: np.ndarray, mask: np.ndarray | None = None, *, use_
     col_table = table_for_counts(np.bincount(col_classes, minlength=col_count)) if col_count > 1 else None
     tables: list[FrequencyTable] = []
 
-    def groups():  # produced as they are coded: one context's symbols at a time in coding order
+    def groups():  # produced as they are coded, in coding order
+        nonlocal symbols
         if row_table is not None:
             yield row_classes, row_table
         if col_table is not None:
             yield col_classes, col_table
-        if context_count == 1:
-            coded = [symbols]
-        elif mask is None:
-            coded = _BlockLayout(row_classes, col_classes, context_count).coding_order(symbols.reshape(rows, cols))
-        else:
-            coded = _BlockLayout(row_classes, col_classes, context_count).masked_coding_order(symbols, mask)
-        for group in coded:
-            tables.append(table_for_counts(symbol_histogram(group)) if group.size else _CONSTANT)
-            yield group, tables[-1]
+        if context_count > 1 and mask is None:
+            # every context's table from one histogram pass, then the symbols a piece at a
+            # time: no copy of the plane in coding order
+            layout = _BlockLayout(row_classes, col_classes, context_count)
+            matrix = symbols.reshape(rows, cols)
+            top = int(binarize(np.array([largest]), direct_bits, mantissa_bits)[0][0])
+            tables.extend(table_for_counts(counts) if counts.any() else _CONSTANT
+                          for counts in layout.context_histograms(matrix, top + 1))
+            for context, piece in layout.coding_pieces(matrix):
+                yield piece, tables[context]
+            return
+        runs = ([[symbols]] if context_count == 1 else
+                _BlockLayout(row_classes, col_classes, context_count).masked_coding_runs(symbols, mask))
+        symbols = None  # now held in pieces: each goes once it is coded
+        for run in runs:  # one context's pieces at a time
+            counts = _run_histogram(run)
+            tables.append(table_for_counts(counts) if counts.any() else _CONSTANT)
+            while run:
+                yield run.pop(0), tables[-1]
 
+    value_count = symbols.size
     words = encode_groups(groups())
-    raw = _pack_raw_bits(values, symbols, direct_bits, mantissa_bits)
-    return LevelPlane(values.size, direct_bits, mantissa_bits, row_table, col_table, row_count, col_count,
-                      tuple(tables), words, 0, raw)
+    return LevelPlane(value_count, direct_bits, mantissa_bits, row_table, col_table, row_count, col_count,
+                      tuple(tables), words, 0, raw.getvalue())
 
 
 _CONSTANT = FrequencyTable(np.ones(1, dtype=np.int64))
@@ -208,7 +266,7 @@ class _BlockLayout:
     """
 
     def __init__(self, row_classes: np.ndarray, col_classes: np.ndarray, context_count: int):
-        self.row_classes = row_classes
+        self.row_classes, self.col_classes = row_classes, col_classes
         self.row_order = np.argsort(row_classes, kind="stable")
         self.col_order = np.argsort(col_classes, kind="stable")
         row_count, col_count = int(row_classes.max()) + 1, int(col_classes.max()) + 1
@@ -223,29 +281,55 @@ class _BlockLayout:
         for r, k in self.blocks:
             self.sizes[r + k] += int(self.rows_per_class[r]) * int(self.cols_per_class[k])
 
+    def coding_pieces(self, symbols: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
+        """The symbols of an unmasked plane (a rows x cols array) in coding order, as
+        (context, piece) pairs: the contexts in order, each as the run of its pieces. A piece
+        is a few rows of one block, so memory holds one piece beside the plane."""
+        cols = symbols.shape[1]
+        step = max(1, _CHUNK // max(1, cols))
+        for r, k in self.blocks:  # by context, then row class
+            rows = self.row_order[self.row_starts[r]:self.row_starts[r + 1]]
+            columns = self.col_order[self.col_starts[k]:self.col_starts[k + 1]]
+            every_column = columns.size == cols  # then in order: the sort is stable
+            for start in range(0, rows.size, step):
+                piece = rows[start:start + step]
+                lines = symbols[piece[0]:piece[-1] + 1] if piece[-1] - piece[0] == piece.size - 1 else symbols[piece]
+                yield r + k, (lines if every_column else np.take(lines, columns, axis=1)).ravel()
+
     def coding_order(self, symbols: np.ndarray) -> Iterator[np.ndarray]:
-        """The symbols of an unmasked plane (a rows x cols array) as each context codes them,
-        context by context. Memory holds one copy of the symbols in blocks, less the blocks
-        of the contexts already taken, and the context being taken."""
-        pieces: dict[tuple[int, int], np.ndarray] = {}
-        empty = np.zeros(0, dtype=symbols.dtype)
-        for r in range(self.rows_per_class.size):
-            if self.rows_per_class[r]:
-                row_indices = self.row_order[self.row_starts[r]:self.row_starts[r + 1]]
-                rows = np.take(symbols, row_indices, axis=0)
-                for k in range(self.cols_per_class.size):
-                    if (r, k) in self._block_set:
-                        columns = self.col_order[self.col_starts[k]:self.col_starts[k + 1]]
-                        pieces[r, k] = np.take(rows, columns, axis=1).ravel()
-                del rows
-        for context in range(self.sizes.size):
-            parts = [pieces.pop((r, k)) for r, k in self.blocks if r + k == context]
-            yield np.concatenate(parts) if parts else empty
+        """:meth:`coding_pieces` joined: each context's symbols as one array, context by context."""
+        runs: list[list[np.ndarray]] = [[] for _ in range(self.sizes.size)]
+        for context, piece in self.coding_pieces(symbols):
+            runs[context].append(piece)
+        for run in runs:
+            yield np.concatenate(run) if run else np.zeros(0, dtype=symbols.dtype)
+
+    def context_histograms(self, symbols: np.ndarray, alphabet: int) -> np.ndarray:
+        """For an unmasked plane (a rows x cols array of symbols below ``alphabet``): the
+        count of each symbol in each context, as a (contexts, alphabet) int64 array, from
+        one pass a few rows at a time."""
+        rows, cols = symbols.shape
+        counts = np.zeros(self.sizes.size * alphabet, dtype=np.int64)
+        col_keys = (self.col_classes * alphabet).astype(np.intp)[None, :]
+        row_keys = (self.row_classes * alphabet).astype(np.intp)[:, None]
+        step = max(1, _CHUNK // max(1, cols))
+        for start in range(0, rows, step):
+            keys = symbols[start:start + step].astype(np.intp)
+            keys += col_keys
+            keys += row_keys[start:start + step]
+            counts += np.bincount(keys.ravel(), minlength=counts.size)
+        return counts.reshape(self.sizes.size, alphabet)
 
     def masked_coding_order(self, symbols: np.ndarray, mask: np.ndarray) -> Iterator[np.ndarray]:
-        """:meth:`coding_order` of a masked plane given its symbols in scan order of the
-        mask's positions (flat): the plane is walked a piece of rows at a time, so memory
-        holds the symbols once more in blocks and one piece of the plane, not the plane."""
+        """:meth:`masked_coding_runs` joined: each context's symbols as one array."""
+        for run in self.masked_coding_runs(symbols, mask):
+            yield np.concatenate(run) if run else np.zeros(0, dtype=symbols.dtype)
+
+    def masked_coding_runs(self, symbols: np.ndarray, mask: np.ndarray) -> list[list[np.ndarray]]:
+        """The symbols of a masked plane, given in scan order of the mask's positions (flat),
+        in coding order: for each context, the list of its pieces in order. The plane is
+        walked a piece of rows at a time, so memory holds the symbols once more in pieces and
+        one piece of the plane, not the plane."""
         rows, cols = mask.shape
         parts: dict[tuple[int, int], list[np.ndarray]] = {block: [] for block in self.blocks}
         columns = [self.col_order[self.col_starts[k]:self.col_starts[k + 1]] for k in range(self.cols_per_class.size)]
@@ -265,10 +349,8 @@ class _BlockLayout:
                     if (int(r), k) in self._block_set:
                         parts[int(r), k].append(np.take(in_class, columns[k], axis=1)[
                             np.take(covered_in_class, columns[k], axis=1)])
-        empty = np.zeros(0, dtype=symbols.dtype)
-        for context in range(self.sizes.size):
-            group = [piece for r, k in self.blocks if r + k == context for piece in parts.pop((r, k))]
-            yield np.concatenate(group) if group else empty
+        return [[piece for r, k in self.blocks if r + k == context for piece in parts.pop((r, k))]
+                for context in range(self.sizes.size)]
 
     def decode_scan_order(self, decoder: RangeDecoder, tables: tuple[FrequencyTable, ...],
                           mask: np.ndarray | None = None, dtype: type = np.int32,
@@ -317,34 +399,38 @@ class _BlockLayout:
         return by_class.ravel() if mask is None else by_class[mask]
 
 
-def _pack_raw_bits(values: np.ndarray, symbols: np.ndarray, direct_bits: int, mantissa_bits: int) -> bytes:
-    """§6.7: for each escape symbol in ascending order, the raw bits of its values in scan order.
+class _RawBits:
+    """§6.7: for each escape symbol in ascending order, the raw bits of its values in scan
+    order. The scan is given a piece at a time (:meth:`add`) and each escape symbol's bits are
+    kept apart (a byte per bit) until they are packed in symbol order: memory holds the raw
+    bits, not index arrays over the whole plane."""
 
-    The scan is read :data:`_CHUNK` positions at a time and each escape symbol's bits are kept
-    apart (a byte per bit) until they are packed in symbol order: memory holds the raw bits,
-    not index arrays over the whole plane."""
-    _, width_of = symbol_tables(direct_bits, mantissa_bits)
-    first_escape = 1 << direct_bits
-    groups: dict[int, list[np.ndarray]] = {}
-    for start in range(0, symbols.size, _CHUNK):
-        part = symbols[start:start + _CHUNK]
-        escaped = np.flatnonzero(part >= first_escape)
+    def __init__(self, direct_bits: int, mantissa_bits: int):
+        self._width_of = symbol_tables(direct_bits, mantissa_bits)[1]
+        self._first_escape = 1 << direct_bits
+        self._groups: dict[int, list[np.ndarray]] = {}
+
+    def add(self, values: np.ndarray, symbols: np.ndarray) -> None:
+        """The next piece of the scan: its values and their symbols."""
+        escaped = np.flatnonzero(symbols >= self._first_escape)
         if escaped.size == 0:
-            continue
-        escaped_symbols = part[escaped]
+            return
+        escaped_symbols = symbols[escaped]
         for symbol in np.unique(escaped_symbols):
-            width = int(width_of[symbol])
+            width = int(self._width_of[symbol])
             if width == 0:
                 continue
-            positions = escaped[escaped_symbols == symbol] + start
-            low = values[positions].astype(np.uint64) & np.uint64((1 << width) - 1)
+            low = values[escaped[escaped_symbols == symbol]].astype(np.uint64) & np.uint64((1 << width) - 1)
             shifts = np.arange(width - 1, -1, -1, dtype=np.uint64)
-            groups.setdefault(int(symbol), []).append(((low[:, None] >> shifts) & np.uint64(1)).astype(np.uint8).ravel())
-    packer = BitPacker()
-    for symbol in sorted(groups):
-        for bits in groups.pop(symbol):
-            packer.add(bits)
-    return packer.getvalue()
+            self._groups.setdefault(int(symbol), []).append(
+                ((low[:, None] >> shifts) & np.uint64(1)).astype(np.uint8).ravel())
+
+    def getvalue(self) -> bytes:
+        packer = BitPacker()
+        for symbol in sorted(self._groups):
+            for bits in self._groups.pop(symbol):
+                packer.add(bits)
+        return packer.getvalue()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -352,17 +438,20 @@ def _pack_raw_bits(values: np.ndarray, symbols: np.ndarray, direct_bits: int, ma
 
 
 def decode_plane(reader: ByteReader, rows: int, cols: int, mask: np.ndarray | None, expected_count: int,
-                 limits: Limits, element: str, narrow: bool = False, work: np.ndarray | None = None) -> np.ndarray:
-    """Read and decode a level plane (§6.5); returns its values in scan order: int32, or with
-    ``narrow`` int16 when the plane's tables bound every value below 2**15 (half the memory:
-    a float16 tensor's levels then take what its values take). A masked plane may use the
+                 limits: Limits, element: str, narrowest: type = np.int32,
+                 work: np.ndarray | None = None) -> np.ndarray:
+    """Read and decode a level plane (§6.5); returns its values in scan order, in the
+    narrowest signed type no narrower than ``narrowest`` that holds the largest value the
+    plane's tables allow (:func:`quant.level_type`; so that, negated by its sign, each value is
+    a level in the same type: a float16 tensor's levels then take what its values take, an
+    int8 tensor's a byte each). A masked plane may use the
     caller's ``work`` matrix (zeros, ``rows x cols``) as its working space when it has that
     type (see :meth:`_BlockLayout.decode_scan_order`): it then holds the plane's symbols
     (before raw bits) at the masked positions and still zeros everywhere else."""
     plane = read_level_plane(reader, expected_count, limits, element)
     if plane.value_count == 0:
         return np.zeros(0, dtype=np.int32)
-    dtype = np.int16 if narrow and _largest_value(plane) < 1 << 15 else np.int32
+    dtype = level_type(_largest_value(plane), narrowest)
     if work is not None and (work.dtype != dtype or work.shape != (rows, cols)):
         work = None
     class_groups: list[tuple[int, FrequencyTable]] = []
@@ -382,6 +471,7 @@ def decode_plane(reader: ByteReader, rows: int, cols: int, mask: np.ndarray | No
         symbols = np.empty(plane.value_count, dtype=dtype)
         decoder.decode_into(symbols, plane.magnitude_tables[0])
     decoder.finish(element=f"{element}.word_count", offset=plane.words_offset - 4)
+    del decoder  # and its copy of the words, as large as the plane's share of the stream
     return _add_raw_bits(plane, symbols, element)
 
 

@@ -17,6 +17,15 @@ DEFAULT_QP_DENSITY = 2
 MAX_LEVEL = (1 << 31) - 1  # §6.4: level magnitudes are below 2**31
 
 
+def level_type(bound: float, narrowest: type = np.int8) -> type:
+    """The narrowest signed integer type, no narrower than ``narrowest``, that holds levels of
+    magnitude up to ``bound`` (both signs): int8, int16 or int32 (levels stay below 2**31)."""
+    for dtype in (np.int8, np.int16):
+        if np.dtype(dtype).itemsize >= np.dtype(narrowest).itemsize and bound <= np.iinfo(dtype).max:
+            return dtype
+    return np.int32
+
+
 def step_exponent(qp: int, qp_density: int) -> int:
     """Binary exponent ``floor(qp / 2**d) - d`` of the step for ``qp`` at density ``d``."""
     return (qp >> qp_density) - qp_density

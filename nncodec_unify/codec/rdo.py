@@ -28,7 +28,7 @@ from .blocks import block_sizes, expand_blocks, grid_shape
 from .classes import choose_classes
 from .format import BlockKind
 from .planes import _binarize_fast, binarize
-from .quant import MAX_LEVEL
+from .quant import MAX_LEVEL, level_type
 
 _SMOOTHING = 0.5  # added to every count: a symbol never seen still has a finite price
 _PASSES = 1  # a second pass re-estimating the tables changed MiniLM by < 0.1 % at twice the time
@@ -186,7 +186,7 @@ def optimize_dense(scaled: np.ndarray, offsets: np.ndarray | None, scale: float,
     negative = [np.packbits(scaled[piece] < 0) for piece, _ in pieces]
     magnitudes = np.abs(scaled, out=scaled)
     reach = int(np.abs(offsets).max(initial=0)) if offsets is not None else 0
-    current = np.empty(scaled.shape, dtype=_level_type(float(magnitudes.max(initial=0.0)) + 2 + reach))
+    current = np.empty(scaled.shape, dtype=level_type(float(magnitudes.max(initial=0.0)) + 2 + reach))
     for piece, _ in pieces:
         current[piece] = np.rint(magnitudes[piece])
     for _ in range(passes):
@@ -225,7 +225,7 @@ def optimize_unified(scaled: np.ndarray, block: tuple[int, int], scale: float, u
     negative = [np.packbits(scaled[piece] < 0) for piece, _ in pieces]  # a bit per element
     magnitudes = np.abs(scaled, out=scaled)
     # every level chosen is at most a magnitude rounded up, plus one
-    current = np.empty(scaled.shape, dtype=_level_type(float(magnitudes.max(initial=0.0)) + 2))
+    current = np.empty(scaled.shape, dtype=level_type(float(magnitudes.max(initial=0.0)) + 2))
     for piece, _ in pieces:
         current[piece] = np.rint(magnitudes[piece])
     grid_rows, grid_cols = grid_shape(rows, cols, block_rows, block_cols)
@@ -268,14 +268,6 @@ def optimize_unified(scaled: np.ndarray, block: tuple[int, int], scale: float, u
             unified_bits = _order0_bits(np.minimum(chosen_unified - 1, unified_bits.size - 1), unified_bits.size)
     _apply_negative(current, pieces, negative)
     return current, rates.classes
-
-
-def _level_type(bound: float) -> type:
-    """The narrowest signed type that holds levels of magnitude up to ``bound``."""
-    for dtype in (np.int8, np.int16):
-        if bound <= np.iinfo(dtype).max:
-            return dtype
-    return np.int32
 
 
 def _block_kinds(total: np.ndarray, energy: np.ndarray, dense: np.ndarray, count: np.ndarray,

@@ -119,14 +119,22 @@ def read_unit(reader: ByteReader, data: bytes) -> Unit:
     return Unit(unit_type, flags, payload_offset, length, start)
 
 
-def write_unit(writer: ByteWriter, unit_type: int, payload: bytes, *, ancillary: bool = False) -> None:
+def unit_pieces(unit_type: int, payload: bytes, *, ancillary: bool = False) -> tuple[bytes, bytes, bytes]:
+    """§4.2: a unit as its three pieces, to be written in order: the unit header, the payload
+    itself (not copied) and the CRC-32 of the two."""
     header = ByteWriter()
     header.u8(unit_type)
     header.u8(UNIT_FLAG_ANCILLARY if ancillary else 0)
     header.u32(len(payload))
-    framed = header.getvalue() + payload
-    writer.bytes(framed)
-    writer.u32(zlib.crc32(framed))
+    head = header.getvalue()
+    crc = ByteWriter()
+    crc.u32(zlib.crc32(payload, zlib.crc32(head)))
+    return head, payload, crc.getvalue()
+
+
+def write_unit(writer: ByteWriter, unit_type: int, payload: bytes, *, ancillary: bool = False) -> None:
+    for piece in unit_pieces(unit_type, payload, ancillary=ancillary):
+        writer.bytes(piece)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -392,7 +400,7 @@ class LevelPlane:
     row_class_count: int = 1
     col_class_count: int = 1
     magnitude_tables: tuple[FrequencyTable, ...] = ()
-    words: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, dtype=np.uint32))
+    words: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, dtype=np.uint32))  # "<u4", may be unaligned
     words_offset: int = 0
     raw_bits: bytes | memoryview = b""
     raw_bits_offset: int = 0
@@ -444,7 +452,7 @@ def read_level_plane(reader: ByteReader, expected_count: int, limits: Limits, el
                              element=f"{element}.word_count", offset=at)
     words_offset = reader.offset
     # a view of the stream: copied only when unaligned (or on a big-endian machine)
-    words = np.require(np.frombuffer(reader.view(4 * word_count, f"{element}.words"), dtype="<u4"), np.uint32, "A")
+    words = np.frombuffer(reader.view(4 * word_count, f"{element}.words"), dtype="<u4")  # a view: no copy
     at = reader.offset
     raw_count = reader.u32(f"{element}.raw_byte_count")
     if raw_count > reader.remaining:
@@ -470,7 +478,7 @@ def write_level_plane(writer: ByteWriter, plane: LevelPlane) -> None:
     for table in plane.magnitude_tables:
         write_frequency_table(writer, table)
     writer.u32(plane.words.size)
-    writer.bytes(plane.words.astype("<u4").tobytes())
+    writer.bytes(plane.words.astype("<u4", copy=False).tobytes())
     writer.u32(len(plane.raw_bits))
     writer.bytes(plane.raw_bits)
 
