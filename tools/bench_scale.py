@@ -9,9 +9,12 @@ that the stream and the decoded file are the same bytes, with the parent's peak 
 the largest worker's. ``--structured`` gives the matrices the structure unification and
 pruning leave (a third of the 4x4 blocks each pruned, unified and dense, off the codec's
 grid), which the encoder codes through its block-kind RDO and the decoder through the
-structured path.
+structured path. ``--dtype`` stores the tensors as float16, bfloat16, or int8 / uint8 levels
+(a quantized model's, coded losslessly), where the memory rule is hardest: per byte of the
+largest tensor there are four times the elements of a float32 one.
 
-    python tools/bench_scale.py [--scale 0.5] [--workers 2] [--structured] [--keep DIR] [-- extra encode options]
+    python tools/bench_scale.py [--scale 0.5] [--workers 2] [--structured] [--dtype int8] [--keep DIR]
+                                [-- extra encode options]
 """
 
 from __future__ import annotations
@@ -42,24 +45,43 @@ def structured(shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
     return values
 
 
-def make_model(path: Path, scale: float, seed: int = 0, structure: bool = False) -> tuple[int, int]:
+DTYPES = ("float32", "float16", "bfloat16", "int8", "uint8")
+
+
+def _integers(values: np.ndarray, dtype: str) -> np.ndarray:
+    """Laplace weights as a quantized model stores them: int8 levels (a step of 1/300: most
+    within +-16, the tails clipped at +-127), or uint8 ones around a zero point of 128."""
+    levels = np.rint(values * 300)
+    if dtype == "int8":
+        return np.clip(levels, -127, 127).astype(np.int8)
+    return np.clip(levels + 128, 0, 255).astype(np.uint8)
+
+
+def make_model(path: Path, scale: float, seed: int = 0, structure: bool = False,
+               dtype: str = "float32") -> tuple[int, int]:
     """Write the synthetic model one tensor at a time; returns (total bytes, largest tensor bytes).
-    ``structure``: the matrices have the method's block structure (:func:`structured`)."""
-    from nncodec_unify.codec.format import DType
+    ``structure``: the matrices have the method's block structure (:func:`structured`);
+    ``dtype`` one of :data:`DTYPES` (integer types: :func:`_integers`)."""
+    from nncodec_unify.codec.format import DTYPE_BY_NAME, DTYPE_ITEMSIZE
     from nncodec_unify.codec.safetensors_io import tensor_bytes, write_safetensors_header
 
+    stored = DTYPE_BY_NAME[dtype]
     side, vocab = max(8, int(4096 * scale)), max(8, int(32000 * scale))
     shapes = {"embed.weight": (vocab, side)}
     shapes.update({f"layer{i}.weight": (side, side) for i in range(24)})
     shapes.update({f"layer{i}.bias": (side,) for i in range(24)})
     rng = np.random.default_rng(seed)
     with open(path, "wb") as file:
-        write_safetensors_header(file, [(name, shape, DType.FLOAT32) for name, shape in shapes.items()])
+        write_safetensors_header(file, [(name, shape, stored) for name, shape in shapes.items()])
         for name, shape in shapes.items():
             values = structured(shape, rng) if structure and len(shape) == 2 else \
                 rng.laplace(0, 0.02, size=shape).astype(np.float32)
-            file.write(tensor_bytes(values, DType.FLOAT32))
-    sizes = [4 * int(np.prod(shape)) for shape in shapes.values()]
+            if dtype in ("int8", "uint8"):
+                values = _integers(values, dtype)
+            elif dtype == "float16":
+                values = values.astype(np.float16)
+            file.write(tensor_bytes(values, stored))  # bfloat16: rounded from the float32 values
+    sizes = [DTYPE_ITEMSIZE[stored] * int(np.prod(shape)) for shape in shapes.values()]
     return sum(sizes), max(sizes)
 
 
@@ -111,6 +133,8 @@ def main(argv=None) -> int:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--structured", action="store_true",
                         help="matrices with the method's structure: a third of the 4x4 blocks each pruned, unified, dense")
+    parser.add_argument("--dtype", choices=DTYPES, default="float32",
+                        help="the tensors' type (int8, uint8: a quantized model's levels; default float32)")
     parser.add_argument("--keep", default=None, help="folder for the files, kept (default: a temporary one, removed)")
     parser.add_argument("extra", nargs="*", help="extra options for nncodec encode, after --")
     args = parser.parse_args(argv)
@@ -124,10 +148,10 @@ def main(argv=None) -> int:
 def measure(folder: Path, args: argparse.Namespace) -> int:
     """The benchmark with its files in ``folder``."""
     model, stream, back = folder / "model.safetensors", folder / "model.nnu", folder / "back.safetensors"
-    total, largest = make_model(model, args.scale, structure=args.structured)
-    parameters = total // 4
-    print(f"model{' (structured)' if args.structured else ''}: {total / 2**20:,.0f} MiB, {parameters:,} parameters, "
-          f"largest tensor {largest / 2**20:,.0f} MiB")
+    total, largest = make_model(model, args.scale, structure=args.structured, dtype=args.dtype)
+    parameters = total // np.dtype(np.uint16 if args.dtype == "bfloat16" else args.dtype).itemsize
+    print(f"model ({args.dtype}{', structured' if args.structured else ''}): {total / 2**20:,.0f} MiB, "
+          f"{parameters:,} parameters, largest tensor {largest / 2**20:,.0f} MiB")
     budget = 1.5 * largest / 2**20 + 200
     seconds, peak, _ = run(["encode", str(model), str(stream), "-f", "-q", "--workers", "1", *args.extra])
     print(f"encode, 1 worker: {seconds:.1f} s, {parameters / seconds / 1e6:.2f} M parameters/s, peak RSS "

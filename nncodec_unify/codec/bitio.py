@@ -116,6 +116,11 @@ class ByteWriter:
     def bytes(self, value: bytes | bytearray | memoryview) -> None:
         self._append(bytes(value))
 
+    def array(self, values: np.ndarray) -> None:
+        """The bytes of a C-contiguous array, appended without copying them: the array must
+        not change until :meth:`getvalue`."""
+        self._append(memoryview(np.ascontiguousarray(values)).cast("B"))
+
     def getvalue(self) -> bytes:
         return b"".join(self._parts)
 

@@ -47,6 +47,7 @@ from .quant import (
     dequantize_dependent,
     dequantize_magnitudes,
     level_type,
+    signed_type,
     step_size,
     to_output_type,
     unzigzag,
@@ -69,7 +70,7 @@ from .syntax import (
     read_unit,
 )
 from .tensors import bfloat16_bits_to_float32
-from .memory import FileMapping, release_pages
+from .memory import FileMapping, read_through, release_pages
 from .workers import BUFFERED_BYTES, process_pool, spill, spill_folder, unspill
 
 
@@ -488,7 +489,8 @@ def _walk_units(data: bytes, limits: Limits, on_tensor, progress=None,
         # unknown ancillary units are skipped (§4.2), but counted and hashed (§5.8)
         units += 1
         if stream_hash is not None:
-            stream_hash.update(memoryview(data)[unit.offset:reader.offset])
+            for piece in read_through(data, unit.offset, reader.offset):
+                stream_hash.update(piece)
         if isinstance(data, FileMapping):  # read again from the file if a later pass needs it
             release_pages(np.frombuffer(data, dtype=np.uint8, count=reader.offset - unit.offset, offset=unit.offset))
     if tensor_count is None:
@@ -561,12 +563,13 @@ def decode_tensor_payload(reader: ByteReader, header: TensorHeader, limits: Limi
 def _narrowest_levels(dtype: DType) -> type:
     """The narrowest level type worth decoding a ``dtype`` tensor into: one as wide as its
     values where they are written over the levels (float32 and bfloat16 over int32, float16
-    over int16) or are the levels (integers of one or two bytes), so that levels that fit
-    take no more memory than the result."""
+    over int16) or are the levels (integers of one or two bytes: unsigned ones as magnitudes
+    alone where nothing makes a level negative, see :func:`_read_dense_levels`), so that
+    levels that fit take no more memory than the result."""
     if dtype == DType.FLOAT16:
         return np.int16
     if dtype not in FLOAT_DTYPES and DTYPE_ITEMSIZE[dtype] <= 2:
-        return np.int8 if DTYPE_ITEMSIZE[dtype] == 1 else np.int16
+        return DTYPE_NUMPY[dtype].newbyteorder("=").type
     return np.int32
 
 
@@ -589,7 +592,8 @@ _PIECE = 1 << 18  # elements reconstructed at a time: bounds the temporaries; a 
 @dataclasses.dataclass
 class _Levels:
     """A matrix's levels as decoded, signed (int32, or int16 or int8 where :func:`decode_plane`
-    could narrow them: each magnitude negated where its §6.8 sign bit is 1), and the column offsets
+    could narrow them: each magnitude negated where its §6.8 sign bit is 1; an unsigned
+    tensor's may be uint8 or uint16 where none is negative), and the column offsets
     (§6.10) to add at the positions of ``offset_mask`` (all if None). Magnitudes are below
     the type's largest value, so a signed level always fits."""
 
@@ -669,10 +673,11 @@ class _Levels:
         levels, the output if it is new, and one piece's temporaries."""
         info = np.iinfo(DTYPE_NUMPY[dtype])
         size = self._piece_size()
-        pieces = [self._piece(start, start + size) for start in range(0, self.levels.size, size)]
+        # pieces are made as they are used: each may hold its own copy of the offsets
+        starts = range(0, self.levels.size, size)
         low, high = 0, 0
-        for piece in pieces:  # every piece's offset check comes before any range check
-            signed = piece._signed()
+        for start in starts:  # every piece's offset check comes before any range check
+            signed = self._piece(start, start + size)._signed()
             if signed.size:
                 low, high = min(low, int(signed.min())), max(high, int(signed.max()))
         if low < info.min or high > info.max:
@@ -684,11 +689,9 @@ class _Levels:
             output = levels.view(output_type)
         else:
             output = np.empty(levels.size, dtype=output_type)
-        start = 0
-        for piece in pieces:
-            signed = piece._signed()
+        for start in starts:
+            signed = self._piece(start, start + size)._signed()
             output[start:start + signed.size] = signed  # each piece read before it is written over
-            start += signed.size
         return output
 
     def _signed(self) -> np.ndarray:
@@ -717,8 +720,10 @@ def _odd_mantissa(step: np.float32) -> int:
 
 def _apply_signs(magnitudes: np.ndarray, reader: ByteReader, element: str) -> np.ndarray:
     """§6.8: read one sign per non-zero magnitude, in scan order, and negate, in place, the
-    magnitudes whose sign bit is 1, a piece of the scan at a time; returns ``magnitudes``,
-    now the signed levels."""
+    magnitudes whose sign bit is 1, a piece of the scan at a time; returns the flat signed
+    levels: ``magnitudes`` itself, or, when they are unsigned (an unsigned tensor's) and a
+    sign bit is 1, a signed copy wide enough for them (the level is out of the tensor's
+    range, which :meth:`_Levels.integers` reports where §7.1.1 checks it)."""
     packed = read_packed_signs(reader, int(np.count_nonzero(magnitudes)), element)
     flat = magnitudes.reshape(-1)
     used = 0  # sign bits applied so far
@@ -726,13 +731,19 @@ def _apply_signs(magnitudes: np.ndarray, reader: ByteReader, element: str) -> np
         piece = flat[start:start + _PIECE]
         nonzero = piece != 0
         count = int(np.count_nonzero(nonzero))
+        negative = unpack_bits(packed, used, count)
+        used += count
+        if flat.dtype.kind == "u":
+            if not negative.any():
+                continue
+            flat = flat.astype(np.int16 if flat.dtype.itemsize == 1 else np.int32)
+            piece = flat[start:start + _PIECE]
         flip = np.zeros(piece.size, dtype=piece.dtype)
-        flip[nonzero] = unpack_bits(packed, used, count)
+        flip[nonzero] = negative
         np.negative(flip, out=flip)  # -1 where the level is negative, else 0
         piece ^= flip  # two's complement: -m == (m ^ -1) + 1
         piece -= flip
-        used += count
-    return magnitudes
+    return flat
 
 
 def _read_offsets(reader: ByteReader, rows: int, cols: int, limits: Limits) -> np.ndarray | None:
@@ -757,6 +768,8 @@ def _read_dense_levels(reader: ByteReader, rows: int, cols: int, mask: np.ndarra
     plane allows, see :func:`decode_plane`) in scan order, and the column offsets or None.
     ``work`` as for :func:`decode_plane`."""
     offsets = _read_offsets(reader, rows, cols, limits)
+    if offsets is not None or mask is not None:  # levels that may be negative: a signed type
+        narrowest = signed_type(narrowest)
     count = rows * cols if mask is None else int(np.count_nonzero(mask))
     magnitudes = decode_plane(reader, rows, cols, mask, count, limits, "dense_levels", narrowest, work)
     return _apply_signs(magnitudes, reader, "dense_signs"), offsets
@@ -803,7 +816,7 @@ def _read_structured(reader: ByteReader, rows: int, cols: int, block_rows: int, 
     holds the levels), the dense mask, the unified signs (a byte each) and the dense levels
     in scan order; the unified levels are filled in a piece of block rows at a time."""
     largest_unified = int(unified_magnitudes.max(initial=0)) + 1
-    levels_type = level_type(largest_unified, narrowest)
+    levels_type = level_type(largest_unified, signed_type(narrowest))
     unified_count = int(block_sizes(rows, cols, block_rows, block_cols)[kinds == BlockKind.UNIFIED].sum())
     negative = read_sign_section(reader, unified_count, "unified_signs")
     in_dense = expand_blocks(kinds == BlockKind.DENSE, block_rows, block_cols, rows, cols)

@@ -656,9 +656,12 @@ def _encode_integer_tensor(name: str, array: np.ndarray, dtype: DType, coding: T
         write_tensor_header(writer, header)
         coding = dataclasses.replace(coding, qp=0)
         bound = max(-int(array.min()), int(array.max())) if array.size else 0
-        # the narrowest level type (the values themselves where they already are one)
-        block_counts = _write_levels(writer, array.astype(level_type(bound), copy=False), coding.mode, coding,
-                                     use_contexts)
+        # the narrowest level type; the values themselves where they already are one, or where
+        # they are unsigned and narrow (their own magnitudes: no wider signed copy)
+        narrow_unsigned = array.dtype.kind == "u" and array.dtype.itemsize <= 2
+        levels = array if narrow_unsigned else array.astype(level_type(bound), copy=False)
+        block_counts = _write_levels(writer, levels, coding.mode, coding, use_contexts)
+        del levels
         coded = writer.getvalue()
         if coding.explicit_mode or len(coded) < raw_size:
             return coded, TensorReport(name, dtype, tuple(array.shape), coding.mode, 0, original_bytes,
@@ -704,23 +707,49 @@ def _write_dense_levels(writer: ByteWriter, matrix: np.ndarray, mask: np.ndarray
     elif max(int(matrix.max()), -int(matrix.min())) + int(np.abs(offsets).max()) > MAX_LEVEL:
         offsets = None  # residuals would not fit
     writer.u8(OffsetMode.COLUMN if offsets is not None else OffsetMode.NONE)
+    signs = None
     if offsets is not None:
         write_level_plane(writer, encode_plane(zigzag(offsets)[None, :], None, use_contexts=False))
         reach = max(int(matrix.max()), -int(matrix.min())) + int(np.abs(offsets).max())  # checked by the choice
-        matrix = np.subtract(matrix, offsets[None, :], dtype=level_type(reach))
-    if mask is None:  # a temporary (the call takes the only reference): the symbols go over it
+        magnitudes, signs = _residual_magnitudes(matrix, offsets, reach)
+        handed = [magnitudes]  # our own temporary: the symbols take its place, then the words
+        del magnitudes  # (the call takes the only reference)
+        plane = encode_plane(handed.pop(), None, use_contexts=use_contexts, classes=classes, scratch=True)
+    elif mask is None and matrix.dtype.kind == "u":  # their own magnitudes, the caller's: not written over
+        plane = encode_plane(matrix, None, use_contexts=use_contexts, classes=classes)
+    elif mask is None:  # a temporary (the call takes the only reference): the symbols go over it
         plane = encode_plane(_absolute(matrix), None, use_contexts=use_contexts, classes=classes, scratch=True)
     else:  # the masked positions' magnitudes only
         plane = encode_plane(matrix, mask, use_contexts=use_contexts, signed=True)
     write_level_plane(writer, plane)
     del plane
-    write_sign_section(writer, _packed_signs(matrix.reshape(-1) if mask is None else matrix[mask]))
+    if signs is None:
+        signs = _packed_signs(matrix.reshape(-1) if mask is None else matrix[mask])
+    write_sign_section(writer, signs)
+
+
+def _residual_magnitudes(matrix: np.ndarray, offsets: np.ndarray, reach: int) -> tuple[np.ndarray, bytes]:
+    """The magnitudes of ``matrix - offsets[None, :]`` in the narrowest unsigned type that
+    holds ``reach`` (their bound), and their packed signs (:func:`_packed_signs`), a few rows
+    at a time: no signed matrix of the residuals, and the pages of a mapped input go behind
+    the pass (as in :func:`_absolute`)."""
+    magnitudes = np.empty(matrix.shape, level_type(reach, np.uint8))
+    packer = BitPacker()
+    step = max(1, _CHUNK // max(1, matrix.shape[1]))
+    for start in range(0, matrix.shape[0], step):
+        residuals = matrix[start:start + step] - offsets[None, :]  # int64: a few rows
+        packer.add(residuals[residuals != 0] < 0)
+        np.abs(residuals, out=magnitudes[start:start + step], casting="unsafe")  # within reach
+        release_pages(matrix[start:start + step])
+    return magnitudes, packer.getvalue()
 
 
 def _absolute(levels: np.ndarray) -> np.ndarray:
     """``np.abs(levels)``, a chunk at a time when ``levels`` is contiguous, letting the pages
     of a mapped input (an integer tensor's own values) go behind it: they are read again only
-    for the signs."""
+    for the signs. Unsigned levels are their own magnitudes: returned as they are."""
+    if levels.dtype.kind == "u":
+        return levels
     if not levels.flags.c_contiguous:
         return np.abs(levels)
     magnitudes = np.empty_like(levels)
@@ -752,20 +781,26 @@ _MEDIAN_RANGE = 64  # medians are searched among -64..64; weights' column median
 
 def _column_medians(sample: np.ndarray) -> np.ndarray:
     """The lower median of each column of an integer matrix, from one histogram pass a few
-    rows at a time; 0 for a column whose median lies outside -_MEDIAN_RANGE..._MEDIAN_RANGE."""
+    rows and columns at a time; 0 for a column whose median lies outside
+    -_MEDIAN_RANGE..._MEDIAN_RANGE."""
     rows, cols = sample.shape
     width = 2 * _MEDIAN_RANGE + 3  # the two extra bins collect everything beyond the range
-    histogram = np.zeros(cols * width, dtype=np.int64)
-    column_starts = (np.arange(cols, dtype=np.intp) * width + (_MEDIAN_RANGE + 1))[None, :]
-    step = max(1, _CHUNK // max(1, cols))
-    for start in range(0, rows, step):
-        bins = np.clip(sample[start:start + step], -_MEDIAN_RANGE - 1, _MEDIAN_RANGE + 1).astype(np.intp)
-        bins += column_starts
-        histogram += np.bincount(bins.ravel(), minlength=histogram.size)
-    below = np.cumsum(histogram.reshape(cols, width), axis=1)
-    medians = np.argmax(below > (rows - 1) // 2, axis=1) - (_MEDIAN_RANGE + 1)
+    medians = np.zeros(cols, dtype=np.int64)
+    group = max(1, _CHUNK // (8 * width))  # columns whose histograms are counted together
+    for first in range(0, cols, group):
+        columns = slice(first, min(first + group, cols))
+        count = columns.stop - first
+        histogram = np.zeros(count * width, dtype=np.int64)
+        column_starts = (np.arange(count, dtype=np.intp) * width + (_MEDIAN_RANGE + 1))[None, :]
+        step = max(1, _CHUNK // count)
+        for start in range(0, rows, step):
+            bins = np.clip(sample[start:start + step, columns].astype(np.intp), -_MEDIAN_RANGE - 1, _MEDIAN_RANGE + 1)
+            bins += column_starts
+            histogram += np.bincount(bins.ravel(), minlength=histogram.size)
+        below = np.cumsum(histogram.reshape(count, width), axis=1)
+        medians[columns] = np.argmax(below > (rows - 1) // 2, axis=1) - (_MEDIAN_RANGE + 1)
     medians[np.abs(medians) > _MEDIAN_RANGE] = 0
-    return medians.astype(np.int64)
+    return medians
 
 
 def choose_column_offsets(matrix: np.ndarray) -> np.ndarray | None:

@@ -120,7 +120,22 @@ def encode_groups(groups: Iterable[tuple[np.ndarray, FrequencyTable]]) -> np.nda
                 model, model_of = table.model(), table
             for start in range(0, symbols.size, _ENCODE_CHUNK):
                 encoder.encode(np.ascontiguousarray(symbols[start:start + _ENCODE_CHUNK], dtype=np.int32), model)
+    symbols = None  # the last group may view a whole plane: not held while the words are copied out
     return np.asarray(encoder.get_compressed(), dtype=np.uint32)
+
+
+def _aligned_words(words: np.ndarray) -> np.ndarray:
+    """``words`` as an aligned, C-contiguous native uint32 array: the array itself when it is
+    one, else a copy made a piece at a time, letting the pages of a mapped stream go behind
+    it."""
+    if words.dtype == np.uint32 and words.flags.aligned and words.flags.c_contiguous:
+        return words
+    aligned = np.empty(words.size, dtype=np.uint32)
+    for start in range(0, words.size, DECODE_PIECE):
+        piece = words[start:start + DECODE_PIECE]
+        aligned[start:start + piece.size] = piece
+        release_pages(piece)
+    return aligned
 
 
 DECODE_PIECE = 1 << 18  # symbols a decoder returns per call when its caller bounds the memory
@@ -144,13 +159,13 @@ class RangeDecoder:
             return np.zeros(count, dtype=np.int32)
         try:
             if self._decoder is None:
-                # constriction copies the words into the decoder: an aligned, native copy made
+                # constriction copies the words into the decoder: the aligned, native copy made
                 # for it (where the view is not one) and the stream's pages (where it is a
                 # mapped file) need not stay resident beside that
-                aligned = np.require(self._words, np.uint32, ["A", "C"])
-                release_pages(self._words)
+                aligned = _aligned_words(self._words)
                 self._decoder = constriction.stream.queue.RangeDecoder(aligned)
                 del aligned
+                release_pages(self._words)
             if table is not self._table:
                 self._table, self._model = table, table.model()
             symbols = np.asarray(self._decoder.decode(self._model, count), dtype=np.int32)

@@ -12,6 +12,7 @@ import ctypes
 import dataclasses
 import mmap
 import os
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -181,3 +182,19 @@ def release_pages(array: np.ndarray) -> bool:
     except OSError:  # e.g. locked pages: they stay, nothing else changes
         return False
     return True
+
+
+_READ_PIECE = 1 << 24  # bytes a pass over a mapped stream takes at a time
+
+
+def read_through(data, start: int, stop: int) -> Iterator[memoryview]:
+    """Bytes ``start`` to ``stop`` of ``data`` as consecutive memoryviews, for a pass that
+    reads each once (a checksum, a hash): when ``data`` is a :class:`FileMapping`, each
+    piece's pages are let go (:func:`release_pages`) once the consumer has taken it, so the
+    pass leaves nothing of the file resident."""
+    view = memoryview(data)
+    for at in range(start, stop, _READ_PIECE):
+        end = min(at + _READ_PIECE, stop)
+        yield view[at:end]
+        if isinstance(data, FileMapping):
+            release_pages(np.frombuffer(data, dtype=np.uint8, count=end - at, offset=at))

@@ -20,6 +20,7 @@ from .classes import choose_classes, entropy_bits, line_log_means, table_bits
 from .entropy import DECODE_PIECE, FrequencyTable, RangeDecoder, encode_groups, table_for_counts
 from .errors import BitstreamError, EncodeError
 from .format import MAX_DIRECT_BITS, MAX_MAGNITUDE_EXPONENT, Limits
+from .memory import release_pages
 from .quant import level_type
 from .syntax import ByteReader, LevelPlane, magnitude_alphabet_limit, read_level_plane
 
@@ -79,13 +80,15 @@ def _binarize_fast(values: np.ndarray, largest: int, direct_bits: int, mantissa_
                    in_place: bool = False, raw: _RawBits | None = None) -> np.ndarray:
     """Symbols of ``values`` (non-negative, at most ``largest``) as :func:`_symbol_type`; by
     table lookup when the values are small. With ``in_place`` (allowed when ``values`` is
-    contiguous and as wide as that type), the symbols are written over the values, which are
-    used up: a symbol is never larger than its value. ``raw`` collects the raw bits of the
-    escape symbols (§6.7) on the way."""
+    flat, contiguous and at least as wide as that type), the symbols are written over the
+    values, which are used up: a symbol is never larger than its value, and a narrower
+    symbol goes to the front of the values' memory (each piece's symbols are written only
+    once its values are read, and they land no further on than those). ``raw`` collects the
+    raw bits of the escape symbols (§6.7) on the way."""
     dtype = _symbol_type(largest, direct_bits, mantissa_bits)
     if in_place:
-        assert values.flags.c_contiguous and values.dtype.itemsize == np.dtype(dtype).itemsize
-        symbols = values.view(dtype)
+        assert values.ndim == 1 and values.flags.c_contiguous and values.dtype.itemsize >= np.dtype(dtype).itemsize
+        symbols = values.view(np.uint8)[:values.size * np.dtype(dtype).itemsize].view(dtype)
     else:
         symbols = np.empty(values.shape, dtype)
     lookup = binarize(np.arange(largest + 1), direct_bits, mantissa_bits)[0].astype(dtype) \
@@ -97,6 +100,7 @@ def _binarize_fast(values: np.ndarray, largest: int, direct_bits: int, mantissa_
         if raw is not None:
             raw.add(part, part_symbols)
         flat_symbols[start:start + _CHUNK] = part_symbols  # (in place: after the values are read)
+        release_pages(part)  # values read from a mapped file (an integer tensor's) are not read again
     return symbols
 
 
@@ -199,21 +203,20 @@ def encode_plane(magnitudes: np.ndarray, mask: np.ndarray | None = None, *, use_
     rows, cols = magnitudes.shape
     # a masked plane's values are a copy of its own; an unmasked one's view the caller's
     in_place = ((mask is not None or scratch) and values.flags.c_contiguous
-                and values.dtype.itemsize == np.dtype(_symbol_type(largest, direct_bits, mantissa_bits)).itemsize)
-    means = None
-    if classes is None and use_contexts and (signed or (in_place and mask is None)):
-        means = line_log_means(magnitudes, mask, signed)  # read before the values turn into symbols
+                and values.dtype.itemsize >= np.dtype(_symbol_type(largest, direct_bits, mantissa_bits)).itemsize)
+    # what the class choice reads of the magnitudes, read before the values turn into symbols
+    # (or, in a mapped input, before the binarization lets their pages go)
+    means = line_log_means(magnitudes, mask, signed) if classes is None and use_contexts else None
+    del magnitudes  # a masked plane's magnitudes go here when the caller passed a temporary
     raw = _RawBits(direct_bits, mantissa_bits)
     symbols = _binarize_fast(values, largest, direct_bits, mantissa_bits, in_place=in_place, raw=raw)
     del values
     if classes is not None:
         row_classes, col_classes = (np.asarray(c, dtype=np.int64) for c in classes)
     elif use_contexts:
-        row_classes, col_classes = (choose_classes(symbols, magnitudes, mask) if means is None else
-                                    choose_classes(symbols, means, mask, shape=(rows, cols)))
+        row_classes, col_classes = choose_classes(symbols, means, mask, shape=(rows, cols))
     else:
         row_classes, col_classes = np.zeros(rows, dtype=np.int64), np.zeros(cols, dtype=np.int64)
-    del magnitudes  # a masked plane's magnitudes go here when the caller passed a temporary
     row_count, col_count = int(row_classes.max()) + 1, int(col_classes.max()) + 1
     context_count = row_count + col_count - 1
     row_table = table_for_counts(np.bincount(row_classes, minlength=row_count)) if row_count > 1 else None
@@ -230,7 +233,7 @@ def encode_plane(magnitudes: np.ndarray, mask: np.ndarray | None = None, *, use_
             # every context's table from one histogram pass, then the symbols a piece at a
             # time: no copy of the plane in coding order
             layout = _BlockLayout(row_classes, col_classes, context_count)
-            matrix = symbols.reshape(rows, cols)
+            matrix, symbols = symbols.reshape(rows, cols), None  # gone with the last piece
             top = int(binarize(np.array([largest]), direct_bits, mantissa_bits)[0][0])
             tables.extend(table_for_counts(counts) if counts.any() else _CONSTANT
                           for counts in layout.context_histograms(matrix, top + 1))
@@ -519,7 +522,7 @@ def _add_raw_bits(plane: LevelPlane, symbols: np.ndarray, element: str) -> np.nd
         raise BitstreamError("padding bits are not zero", element=f"{element}.raw_bits",
                              offset=plane.raw_bits_offset + len(plane.raw_bits) - 1)
     bits = np.unpackbits(np.frombuffer(plane.raw_bits, dtype=np.uint8), count=total_bits)
-    low = np.empty(order.size, dtype=np.int32)
+    low = np.empty(order.size, dtype=values.dtype)  # raw bits stay below the values they complete
     start_bit = 0
     boundaries = np.flatnonzero(np.diff(widths)) + 1
     for start, stop in zip(np.concatenate([[0], boundaries]), np.concatenate([boundaries, [widths.size]]), strict=True):

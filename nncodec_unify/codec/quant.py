@@ -19,11 +19,19 @@ MAX_LEVEL = (1 << 31) - 1  # §6.4: level magnitudes are below 2**31
 
 def level_type(bound: float, narrowest: type = np.int8) -> type:
     """The narrowest signed integer type, no narrower than ``narrowest``, that holds levels of
-    magnitude up to ``bound`` (both signs): int8, int16 or int32 (levels stay below 2**31)."""
-    for dtype in (np.int8, np.int16):
+    magnitude up to ``bound`` (both signs): int8, int16 or int32 (levels stay below 2**31).
+    An unsigned ``narrowest`` (uint8, uint16) asks for magnitudes alone: uint8 or uint16
+    where they hold ``bound``, else int32."""
+    unsigned = np.dtype(narrowest).kind == "u"
+    for dtype in ((np.uint8, np.uint16) if unsigned else (np.int8, np.int16)):
         if np.dtype(dtype).itemsize >= np.dtype(narrowest).itemsize and bound <= np.iinfo(dtype).max:
             return dtype
     return np.int32
+
+
+def signed_type(dtype: type) -> type:
+    """The signed integer type of the same width as the integer type ``dtype``."""
+    return np.dtype(f"i{np.dtype(dtype).itemsize}").type
 
 
 def step_exponent(qp: int, qp_density: int) -> int:

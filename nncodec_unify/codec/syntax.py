@@ -38,6 +38,7 @@ from .format import (
     DType,
     Limits,
 )
+from .memory import read_through
 from .quant import qp_is_valid
 
 # ---------------------------------------------------------------------------------------------
@@ -112,7 +113,9 @@ def read_unit(reader: ByteReader, data: bytes) -> Unit:
     reader.view(length, "payload")
     crc_at = reader.offset
     crc = reader.u32("unit_crc")
-    actual = zlib.crc32(memoryview(data)[start:payload_offset + length])
+    actual = 0
+    for piece in read_through(data, start, payload_offset + length):  # a mapped unit's pages go behind it
+        actual = zlib.crc32(piece, actual)
     if crc != actual:
         raise ChecksumError(f"CRC-32 mismatch (stored {crc:#010x}, computed {actual:#010x})",
                             element="unit_crc", offset=crc_at)
@@ -478,7 +481,7 @@ def write_level_plane(writer: ByteWriter, plane: LevelPlane) -> None:
     for table in plane.magnitude_tables:
         write_frequency_table(writer, table)
     writer.u32(plane.words.size)
-    writer.bytes(plane.words.astype("<u4", copy=False).tobytes())
+    writer.array(plane.words.astype("<u4", copy=False))  # no copy: the plane's words are not changed
     writer.u32(len(plane.raw_bits))
     writer.bytes(plane.raw_bits)
 
