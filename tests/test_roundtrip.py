@@ -225,3 +225,16 @@ def test_offsets_at_large_levels_take_the_exact_integer_path():
         levels = small.astype(np.int64) + (offsets >> 12)
         got = _Levels(small, offsets >> 12).values(step, DType.FLOAT32)
         assert got.tobytes() == dequantize(levels.astype(np.int32), step, DType.FLOAT32).ravel().tobytes()
+
+
+@pytest.mark.parametrize("dtype, zero_point", [(np.uint8, 128), (np.uint16, 30000)])
+def test_unsigned_tensors_around_a_zero_point_get_column_offsets(dtype, zero_point):
+    """A quantized tensor's unsigned levels around its zero point take column offsets near
+    that zero point: the stream is about the size of the signed levels', and exact."""
+    rng = np.random.default_rng(3)
+    signed = np.clip(np.rint(rng.laplace(0, 6, (512, 256)) + rng.integers(-9, 10, 256)), -127, 127)
+    unsigned = (signed + zero_point).astype(dtype)
+    data = nu.encode({"w": unsigned})
+    assert nu.decode(data)["w"].tobytes() == unsigned.tobytes()
+    assert choose_column_offsets(unsigned) is not None
+    assert len(data) < 1.02 * len(nu.encode({"w": signed.astype(np.int16)}))

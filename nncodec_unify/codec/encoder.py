@@ -710,8 +710,7 @@ def _write_dense_levels(writer: ByteWriter, matrix: np.ndarray, mask: np.ndarray
     signs = None
     if offsets is not None:
         write_level_plane(writer, encode_plane(zigzag(offsets)[None, :], None, use_contexts=False))
-        reach = max(int(matrix.max()), -int(matrix.min())) + int(np.abs(offsets).max())  # checked by the choice
-        magnitudes, signs = _residual_magnitudes(matrix, offsets, reach)
+        magnitudes, signs = _residual_magnitudes(matrix, offsets)
         handed = [magnitudes]  # our own temporary: the symbols take its place, then the words
         del magnitudes  # (the call takes the only reference)
         plane = encode_plane(handed.pop(), None, use_contexts=use_contexts, classes=classes, scratch=True)
@@ -728,18 +727,24 @@ def _write_dense_levels(writer: ByteWriter, matrix: np.ndarray, mask: np.ndarray
     write_sign_section(writer, signs)
 
 
-def _residual_magnitudes(matrix: np.ndarray, offsets: np.ndarray, reach: int) -> tuple[np.ndarray, bytes]:
-    """The magnitudes of ``matrix - offsets[None, :]`` in the narrowest unsigned type that
-    holds ``reach`` (their bound), and their packed signs (:func:`_packed_signs`), a few rows
-    at a time: no signed matrix of the residuals, and the pages of a mapped input go behind
-    the pass (as in :func:`_absolute`)."""
-    magnitudes = np.empty(matrix.shape, level_type(reach, np.uint8))
-    packer = BitPacker()
+def _residual_magnitudes(matrix: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, bytes]:
+    """The magnitudes of ``matrix - offsets[None, :]`` (which the offsets' choice keeps within
+    MAX_LEVEL) in the narrowest unsigned type that holds them, and their packed signs
+    (:func:`_packed_signs`): two passes a few rows at a time (the largest magnitude, then
+    both), no signed matrix of the residuals, and the pages of a mapped input go behind each
+    pass (as in :func:`_absolute`)."""
     step = max(1, _CHUNK // max(1, matrix.shape[1]))
+    largest = 0
+    for start in range(0, matrix.shape[0], step):
+        residuals = np.abs(matrix[start:start + step] - offsets[None, :])  # int64: a few rows
+        largest = max(largest, int(residuals.max(initial=0)))
+        release_pages(matrix[start:start + step])
+    magnitudes = np.empty(matrix.shape, level_type(largest, np.uint8))
+    packer = BitPacker()
     for start in range(0, matrix.shape[0], step):
         residuals = matrix[start:start + step] - offsets[None, :]  # int64: a few rows
         packer.add(residuals[residuals != 0] < 0)
-        np.abs(residuals, out=magnitudes[start:start + step], casting="unsafe")  # within reach
+        np.abs(residuals, out=magnitudes[start:start + step], casting="unsafe")  # within largest
         release_pages(matrix[start:start + step])
     return magnitudes, packer.getvalue()
 
@@ -779,10 +784,10 @@ _ESTIMATE_SAMPLE = 1 << 18
 _MEDIAN_RANGE = 64  # medians are searched among -64..64; weights' column medians are small
 
 
-def _column_medians(sample: np.ndarray) -> np.ndarray:
+def _column_medians(sample: np.ndarray, centre: int = 0) -> np.ndarray:
     """The lower median of each column of an integer matrix, from one histogram pass a few
-    rows and columns at a time; 0 for a column whose median lies outside
-    -_MEDIAN_RANGE..._MEDIAN_RANGE."""
+    rows and columns at a time; ``centre`` for a column whose median lies more than
+    _MEDIAN_RANGE from ``centre``."""
     rows, cols = sample.shape
     width = 2 * _MEDIAN_RANGE + 3  # the two extra bins collect everything beyond the range
     medians = np.zeros(cols, dtype=np.int64)
@@ -794,18 +799,21 @@ def _column_medians(sample: np.ndarray) -> np.ndarray:
         column_starts = (np.arange(count, dtype=np.intp) * width + (_MEDIAN_RANGE + 1))[None, :]
         step = max(1, _CHUNK // count)
         for start in range(0, rows, step):
-            bins = np.clip(sample[start:start + step, columns].astype(np.intp), -_MEDIAN_RANGE - 1, _MEDIAN_RANGE + 1)
+            bins = sample[start:start + step, columns].astype(np.intp)
+            bins -= centre
+            np.clip(bins, -_MEDIAN_RANGE - 1, _MEDIAN_RANGE + 1, out=bins)
             bins += column_starts
             histogram += np.bincount(bins.ravel(), minlength=histogram.size)
         below = np.cumsum(histogram.reshape(count, width), axis=1)
         medians[columns] = np.argmax(below > (rows - 1) // 2, axis=1) - (_MEDIAN_RANGE + 1)
     medians[np.abs(medians) > _MEDIAN_RANGE] = 0
-    return medians
+    return medians + centre
 
 
 def choose_column_offsets(matrix: np.ndarray) -> np.ndarray | None:
     """Per-column offsets to subtract from the levels (the median of each column, from a
-    sample of rows), or None when they would not make the plane smaller.
+    sample of rows; searched near 0, or for unsigned levels near their median), or None when
+    they would not make the plane smaller.
 
     Weights often have a per-input mean (embeddings do); removing it makes the magnitudes
     smaller and the signs balanced. Sizes are estimated on the sample with order-0 entropies.
@@ -814,7 +822,10 @@ def choose_column_offsets(matrix: np.ndarray) -> np.ndarray | None:
     if matrix.size < _OFFSET_MIN_SIZE or rows < 64:
         return None
     sample = matrix[::max(1, rows // _OFFSET_SAMPLE_ROWS)]  # a view: read a few rows at a time
-    offsets = _column_medians(sample)
+    # unsigned values (a quantized tensor's, around its zero point) have column medians near
+    # their overall one, not near 0
+    centre = int(np.median(sample[::max(1, sample.shape[0] // 64)])) if matrix.dtype.kind == "u" else 0
+    offsets = _column_medians(sample, centre)
     if not offsets.any():
         return None
     largest = max(int(matrix.max()), -int(matrix.min()))
@@ -824,8 +835,12 @@ def choose_column_offsets(matrix: np.ndarray) -> np.ndarray | None:
     residuals = sample - offsets[None, :]
 
     def estimated_bits(levels: np.ndarray) -> float:
-        magnitudes = np.minimum(np.abs(levels), 1 << 12).ravel()  # rare large values: rough is fine
-        return entropy_bits(np.bincount(magnitudes)) + float(np.count_nonzero(levels))
+        magnitudes = np.abs(levels).ravel()
+        # large values (rare in weights, all of a wide unsigned tensor's): about their bit
+        # length, less the top bits a binarization symbol carries (§6.4)
+        large = magnitudes >= 1 << 12
+        raw = float(np.log2(magnitudes[large]).sum()) - 2.0 * np.count_nonzero(large)
+        return entropy_bits(np.bincount(np.minimum(magnitudes, 1 << 12))) + raw + float(np.count_nonzero(levels))
 
     scale = matrix.size / sample.size
     codes = zigzag(offsets)
