@@ -657,9 +657,9 @@ def _encode_integer_tensor(name: str, array: np.ndarray, dtype: DType, coding: T
         coding = dataclasses.replace(coding, qp=0)
         bound = max(-int(array.min()), int(array.max())) if array.size else 0
         # the narrowest level type; the values themselves where they already are one, or where
-        # they are unsigned and narrow (their own magnitudes: no wider signed copy)
-        narrow_unsigned = array.dtype.kind == "u" and array.dtype.itemsize <= 2
-        levels = array if narrow_unsigned else array.astype(level_type(bound), copy=False)
+        # they are unsigned (their own magnitudes: no wider signed copy) and below 2**32
+        own_magnitudes = array.dtype.kind == "u" and array.dtype.itemsize <= 4
+        levels = array if own_magnitudes else array.astype(level_type(bound), copy=False)
         block_counts = _write_levels(writer, levels, coding.mode, coding, use_contexts)
         del levels
         coded = writer.getvalue()
@@ -824,7 +824,8 @@ def choose_column_offsets(matrix: np.ndarray) -> np.ndarray | None:
     sample = matrix[::max(1, rows // _OFFSET_SAMPLE_ROWS)]  # a view: read a few rows at a time
     # unsigned values (a quantized tensor's, around its zero point) have column medians near
     # their overall one, not near 0
-    centre = int(np.median(sample[::max(1, sample.shape[0] // 64)])) if matrix.dtype.kind == "u" else 0
+    unsigned = matrix.dtype.kind == "u"
+    centre = int(np.median(sample[::max(1, sample.shape[0] // 64)])) if unsigned else 0
     offsets = _column_medians(sample, centre)
     if not offsets.any():
         return None
@@ -836,10 +837,12 @@ def choose_column_offsets(matrix: np.ndarray) -> np.ndarray | None:
 
     def estimated_bits(levels: np.ndarray) -> float:
         magnitudes = np.abs(levels).ravel()
-        # large values (rare in weights, all of a wide unsigned tensor's): about their bit
-        # length, less the top bits a binarization symbol carries (§6.4)
-        large = magnitudes >= 1 << 12
-        raw = float(np.log2(magnitudes[large]).sum()) - 2.0 * np.count_nonzero(large)
+        raw = 0.0
+        if unsigned:  # large values (all of a wide unsigned tensor's, around its zero point):
+            # about their bit length, less the top bits a binarization symbol carries (§6.4);
+            # rare in weights, where clipping them is rough but fine
+            large = magnitudes >= 1 << 12
+            raw = float(np.log2(magnitudes[large]).sum()) - 2.0 * np.count_nonzero(large)
         return entropy_bits(np.bincount(np.minimum(magnitudes, 1 << 12))) + raw + float(np.count_nonzero(levels))
 
     scale = matrix.size / sample.size
