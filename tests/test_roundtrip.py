@@ -227,7 +227,7 @@ def test_offsets_at_large_levels_take_the_exact_integer_path():
         assert got.tobytes() == dequantize(levels.astype(np.int32), step, DType.FLOAT32).ravel().tobytes()
 
 
-@pytest.mark.parametrize("dtype, zero_point", [(np.uint8, 128), (np.uint16, 30000), (np.uint32, 1 << 20)])
+@pytest.mark.parametrize("dtype, zero_point", [(np.uint8, 128), (np.uint16, 30000), (np.uint32, 1 << 20), (np.uint64, 1 << 20)])
 def test_unsigned_tensors_around_a_zero_point_get_column_offsets(dtype, zero_point):
     """A quantized tensor's unsigned levels around its zero point take column offsets near
     that zero point: the stream is about the size of the signed levels', and exact."""

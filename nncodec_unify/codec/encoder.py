@@ -657,9 +657,11 @@ def _encode_integer_tensor(name: str, array: np.ndarray, dtype: DType, coding: T
         coding = dataclasses.replace(coding, qp=0)
         bound = max(-int(array.min()), int(array.max())) if array.size else 0
         # the narrowest level type; the values themselves where they already are one, or where
-        # they are unsigned (their own magnitudes: no wider signed copy) and below 2**32
-        own_magnitudes = array.dtype.kind == "u" and array.dtype.itemsize <= 4
-        levels = array if own_magnitudes else array.astype(level_type(bound), copy=False)
+        # they are unsigned (their own magnitudes: no wider signed copy; uint64 as uint32)
+        if array.dtype.kind == "u":
+            levels = array.astype(np.uint32, copy=False) if array.dtype.itemsize > 4 else array
+        else:
+            levels = array.astype(level_type(bound), copy=False)
         block_counts = _write_levels(writer, levels, coding.mode, coding, use_contexts)
         del levels
         coded = writer.getvalue()
