@@ -506,12 +506,13 @@ def _release(source: np.ndarray | BFloat16Array, start: int = 0, stop: int | Non
 
 def _extremes(source: np.ndarray | BFloat16Array) -> tuple[float, float]:
     """The least and the greatest element of a non-empty float tensor (both nan if any element
-    is nan); a bfloat16 tensor is read a chunk at a time."""
-    if not isinstance(source, BFloat16Array):
+    is nan); a bfloat16 or float16 tensor is read a chunk at a time, widened to float32
+    (exactly: numpy's float16 reductions are many times slower than float32's)."""
+    if not isinstance(source, BFloat16Array) and source.dtype != np.float16:
         return float(source.min()), float(source.max())
     lows, highs = [], []
     for start, stop in _chunks(source.size):
-        piece = _flat_values(source, start, stop)
+        piece = _flat_values(source, start, stop).astype(np.float32, copy=False)
         lows.append(piece.min())
         highs.append(piece.max())
     return float(np.min(lows)), float(np.max(highs))
