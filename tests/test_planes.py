@@ -73,17 +73,21 @@ def test_any_classes_round_trip_in_coding_order(rows, cols, row_classes, col_cla
     if not masked:
         for chunk in (planes._CHUNK, 2 * cols):  # the whole plane at once, or two rows at a time
             with unittest.mock.patch.object(planes, "_CHUNK", chunk):
-                runs = list(layout.coding_order(positions))
-                assert np.concatenate(runs).tolist() == expected
+                pieces = list(layout.coding_pieces(positions))
+                assert np.concatenate([piece for _, piece in pieces]).tolist() == expected
+                assert [context for context, _ in pieces] == sorted(context for context, _ in pieces)
                 # the tables' counts, from one pass over the plane, are those of each context's run
                 codes = magnitudes.reshape(rows, cols) % 7
                 counts = layout.context_histograms(codes, 7)
-                for context, run in enumerate(layout.coding_order(codes)):
+                for context in range(counts.shape[0]):
+                    run = [piece for c, piece in layout.coding_pieces(codes) if c == context]
+                    run = np.concatenate(run) if run else np.zeros(0, dtype=np.int64)
                     assert counts[context].tolist() == np.bincount(run, minlength=7).tolist()
         return
     for chunk in (planes._CHUNK, 3 * cols):  # the whole plane at once, or three rows at a time
         with unittest.mock.patch.object(planes, "_CHUNK", chunk):
-            assert np.concatenate(list(layout.masked_coding_order(positions[mask], mask))).tolist() == expected
+            runs = layout.masked_coding_runs(positions[mask], mask)
+            assert np.concatenate([piece for run in runs for piece in run]).tolist() == expected
 
 
 def test_contexts_are_used_when_line_scales_differ_and_pay_off():

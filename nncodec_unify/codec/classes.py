@@ -93,21 +93,19 @@ def _every_nth_position(mask: np.ndarray, step: int) -> np.ndarray:
     return np.concatenate(picked) if picked else np.zeros(0, dtype=np.intp)
 
 
-def choose_classes(symbols: np.ndarray, magnitudes: np.ndarray | LineMeans, mask: np.ndarray | None,
-                   shape: tuple[int, int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+def choose_classes(symbols: np.ndarray, means: LineMeans, mask: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
     """Row and column class indices for the plane's contexts (§6.5), chosen by estimated size.
 
     A class is a rounded log2 of the line's mean magnitude, so ``row + col`` approximates the
     log of the local scale. Small planes get a single context: tables would cost more.
-    ``magnitudes`` is the plane (rows x cols), or what :func:`line_log_means` found in it,
-    with the plane's ``shape``. ``symbols`` are the masked positions' in scan order.
+    ``means`` is what :func:`line_log_means` found in the plane's magnitudes; ``symbols`` are
+    the masked positions' in scan order.
     """
-    rows, cols = magnitudes.shape if shape is None else shape
+    row_log, row_present, col_log, col_present = means
+    rows, cols = row_log.size, col_log.size
     one = (np.zeros(rows, dtype=np.int64), np.zeros(cols, dtype=np.int64))
     if symbols.size < 4096 or int(symbols.max()) == int(symbols.min()):
         return one  # a constant plane (e.g. the block map of a dense tensor) costs nothing anyway
-    means = line_log_means(magnitudes, mask) if shape is None else magnitudes
-    row_log, row_present, col_log, col_present = means
     # Estimate on a regular sample of the plane's positions (row, col) in scan order.
     sample_step = max(1, symbols.size // (1 << 16))
     picked = (_every_nth_position(mask, sample_step) if mask is not None

@@ -713,10 +713,11 @@ def _write_dense_levels(writer: ByteWriter, matrix: np.ndarray, mask: np.ndarray
     signs = None
     if offsets is not None:
         write_level_plane(writer, encode_plane(zigzag(offsets)[None, :], None, use_contexts=False))
-        magnitudes, signs = _residual_magnitudes(matrix, offsets)
-        handed = [magnitudes]  # our own temporary: the symbols take its place, then the words
-        del magnitudes  # (the call takes the only reference)
-        plane = encode_plane(handed.pop(), None, use_contexts=use_contexts, classes=classes, scratch=True)
+        packer = BitPacker()
+        # a temporary (the call takes the only reference): the symbols go over it
+        plane = encode_plane(_residual_magnitudes(matrix, offsets, packer), None, use_contexts=use_contexts,
+                             classes=classes, scratch=True)
+        signs = packer.getvalue()
     elif mask is None and matrix.dtype.kind == "u":  # their own magnitudes, the caller's: not written over
         plane = encode_plane(matrix, None, use_contexts=use_contexts, classes=classes)
     elif mask is None:  # a temporary (the call takes the only reference): the symbols go over it
@@ -730,26 +731,26 @@ def _write_dense_levels(writer: ByteWriter, matrix: np.ndarray, mask: np.ndarray
     write_sign_section(writer, signs)
 
 
-def _residual_magnitudes(matrix: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, bytes]:
-    """The magnitudes of ``matrix - offsets[None, :]`` (which the offsets' choice keeps within
-    MAX_LEVEL) in the narrowest unsigned type that holds them, and their packed signs
-    (:func:`_packed_signs`): two passes a few rows at a time (the largest magnitude, then
-    both), no signed matrix of the residuals, and the pages of a mapped input go behind each
-    pass (as in :func:`_absolute`)."""
+def _residual_magnitudes(matrix: np.ndarray, offsets: np.ndarray, signs: BitPacker) -> np.ndarray:
+    """The magnitudes of ``matrix - offsets[None, :]`` in the narrowest unsigned type that
+    holds them, their signs added to ``signs`` as :func:`_packed_signs` packs them, a few
+    rows at a time: no signed matrix of the residuals. Their bound comes from each column's
+    extremes (the offsets' choice keeps it within MAX_LEVEL); the pages of a mapped input go
+    behind each pass (as in :func:`_absolute`)."""
     step = max(1, _CHUNK // max(1, matrix.shape[1]))
-    largest = 0
+    low = high = offsets  # no magnitude below 0
     for start in range(0, matrix.shape[0], step):
-        residuals = np.abs(matrix[start:start + step] - offsets[None, :])  # int64: a few rows
-        largest = max(largest, int(residuals.max(initial=0)))
-        release_pages(matrix[start:start + step])
+        lines = matrix[start:start + step]
+        low, high = np.minimum(low, lines.min(axis=0)), np.maximum(high, lines.max(axis=0))
+        release_pages(lines)
+    largest = max(int((high - offsets).max()), int((offsets - low).max()))
     magnitudes = np.empty(matrix.shape, level_type(largest, np.uint8))
-    packer = BitPacker()
     for start in range(0, matrix.shape[0], step):
         residuals = matrix[start:start + step] - offsets[None, :]  # int64: a few rows
-        packer.add(residuals[residuals != 0] < 0)
+        signs.add(residuals[residuals != 0] < 0)
         np.abs(residuals, out=magnitudes[start:start + step], casting="unsafe")  # within largest
         release_pages(matrix[start:start + step])
-    return magnitudes, packer.getvalue()
+    return magnitudes
 
 
 def _absolute(levels: np.ndarray) -> np.ndarray:

@@ -214,7 +214,7 @@ def encode_plane(magnitudes: np.ndarray, mask: np.ndarray | None = None, *, use_
     if classes is not None:
         row_classes, col_classes = (np.asarray(c, dtype=np.int64) for c in classes)
     elif use_contexts:
-        row_classes, col_classes = choose_classes(symbols, means, mask, shape=(rows, cols))
+        row_classes, col_classes = choose_classes(symbols, means, mask)
     else:
         row_classes, col_classes = np.zeros(rows, dtype=np.int64), np.zeros(cols, dtype=np.int64)
     row_count, col_count = int(row_classes.max()) + 1, int(col_classes.max()) + 1
@@ -265,7 +265,7 @@ class _BlockLayout:
     a mask's positions, in a masked plane) form one contiguous run in row-major order, so the
     plane is rebuilt by block copies into a matrix whose columns are sorted by class, then
     one gather that restores the column order. The encoder puts symbols into coding order with
-    :meth:`coding_order` (unmasked planes) and :meth:`masked_coding_order`.
+    :meth:`coding_pieces` (unmasked planes) and :meth:`masked_coding_runs`.
     """
 
     def __init__(self, row_classes: np.ndarray, col_classes: np.ndarray, context_count: int):
@@ -299,14 +299,6 @@ class _BlockLayout:
                 lines = symbols[piece[0]:piece[-1] + 1] if piece[-1] - piece[0] == piece.size - 1 else symbols[piece]
                 yield r + k, (lines if every_column else np.take(lines, columns, axis=1)).ravel()
 
-    def coding_order(self, symbols: np.ndarray) -> Iterator[np.ndarray]:
-        """:meth:`coding_pieces` joined: each context's symbols as one array, context by context."""
-        runs: list[list[np.ndarray]] = [[] for _ in range(self.sizes.size)]
-        for context, piece in self.coding_pieces(symbols):
-            runs[context].append(piece)
-        for run in runs:
-            yield np.concatenate(run) if run else np.zeros(0, dtype=symbols.dtype)
-
     def context_histograms(self, symbols: np.ndarray, alphabet: int) -> np.ndarray:
         """For an unmasked plane (a rows x cols array of symbols below ``alphabet``): the
         count of each symbol in each context, as a (contexts, alphabet) int64 array, from
@@ -322,11 +314,6 @@ class _BlockLayout:
             keys += row_keys[start:start + step]
             counts += np.bincount(keys.ravel(), minlength=counts.size)
         return counts.reshape(self.sizes.size, alphabet)
-
-    def masked_coding_order(self, symbols: np.ndarray, mask: np.ndarray) -> Iterator[np.ndarray]:
-        """:meth:`masked_coding_runs` joined: each context's symbols as one array."""
-        for run in self.masked_coding_runs(symbols, mask):
-            yield np.concatenate(run) if run else np.zeros(0, dtype=symbols.dtype)
 
     def masked_coding_runs(self, symbols: np.ndarray, mask: np.ndarray) -> list[list[np.ndarray]]:
         """The symbols of a masked plane, given in scan order of the mask's positions (flat),

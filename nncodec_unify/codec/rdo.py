@@ -25,7 +25,7 @@ from __future__ import annotations
 import numpy as np
 
 from .blocks import block_sizes, expand_blocks, grid_shape
-from .classes import choose_classes
+from .classes import choose_classes, line_log_means
 from .format import BlockKind
 from .planes import _binarize_fast, binarize
 from .quant import MAX_LEVEL, level_type
@@ -54,7 +54,7 @@ class _PlaneRates:
         values = magnitudes.ravel()
         symbols = _binarize_fast(values, int(values.max(initial=0)), direct_bits, mantissa_bits)
         if use_contexts and values.size:
-            row_classes, col_classes = choose_classes(symbols, magnitudes, None)
+            row_classes, col_classes = choose_classes(symbols, line_log_means(magnitudes, None), None)
         else:
             row_classes, col_classes = np.zeros(rows, np.int64), np.zeros(cols, np.int64)
         self.row_classes, self.col_classes = row_classes, col_classes
