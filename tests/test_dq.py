@@ -128,3 +128,65 @@ def test_reconstruction_of_small_and_huge_magnitudes_agrees_with_the_multiples(m
         expected = dequantize(dependent_magnitudes(m) * np.where(negative, -1, 1), step_size(qp), DType.FLOAT32)
         got = dequantize_dependent(m.astype(np.int32), negative.astype(np.uint8), step_size(qp), DType.FLOAT32)
         assert got.tobytes() == expected.astype(np.float32).tobytes()
+
+
+class _MonotoneRates:
+    """A stand-in for rdo._PlaneRates: bits that grow with the magnitude, per context."""
+
+    def __init__(self, contexts: np.ndarray, table: np.ndarray):
+        self._contexts, self.table = contexts, table
+        self.table_size = table.shape[1]
+
+    def contexts(self, start: int, stop: int) -> np.ndarray:
+        return self._contexts[start:stop]
+
+
+def _path_cost(values, contexts, table, scale, magnitudes):
+    """(|x| - reconstruction)**2 + scale * bits over the scan, with the state machine."""
+    total, state = 0.0, 0
+    for k, (a, context, m) in enumerate(zip(values, contexts, magnitudes)):
+        if k % DQ_SEGMENT == 0:
+            state = 0
+        point = 2 * m - (1 if state >= 2 and m > 0 else 0)
+        total += (a - point) ** 2 + scale * table[context][min(m, table.shape[1] - 1)]
+        state = DQ_NEXT_STATE[state][m & 1]
+    return total
+
+
+def _literal_viterbi_cost(values, contexts, table, scale):
+    """The least path cost, one position and state at a time, over every magnitude up to a
+    bound (not only the candidates the vectorised search considers)."""
+    best_total = 0.0
+    for start in range(0, len(values), DQ_SEGMENT):
+        best = [0.0, np.inf, np.inf, np.inf]
+        for a, context in zip(values[start:start + DQ_SEGMENT], contexts[start:start + DQ_SEGMENT]):
+            nxt = [np.inf] * 4
+            for state in range(4):
+                for m in range(int(a // 2) + 4):
+                    point = 2 * m - (1 if state >= 2 and m > 0 else 0)
+                    cost = best[state] + (a - point) ** 2 + scale * table[context][min(m, table.shape[1] - 1)]
+                    target = DQ_NEXT_STATE[state][m & 1]
+                    nxt[target] = min(nxt[target], cost)
+            best = nxt
+        best_total += min(best)
+    return best_total
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_the_trellis_finds_the_least_cost_path(seed):
+    from nncodec_unify.codec.trellis import trellis_magnitudes
+
+    rng = np.random.default_rng(seed)
+    count = 3 * DQ_SEGMENT + 17  # a partial last segment
+    values = np.abs(rng.laplace(0, 2.5, count)).astype(np.float32)
+    contexts = rng.integers(0, 3, count).astype(np.int32)
+    # bits grow with the magnitude, at a different pace per context; magnitudes past the
+    # table are priced as its last entry
+    table = (np.arange(12)[None, :] * rng.uniform(0.5, 2.0, (3, 1)) + rng.uniform(0, 1, (3, 1))).astype(np.float32)
+    scale = 0.4
+    chosen = np.concatenate([c for _, c in trellis_magnitudes(lambda a, b: values[a:b], count,
+                                                              _MonotoneRates(contexts, table), scale)])
+    assert chosen.shape == (count,)
+    reached = _path_cost(values.astype(float), contexts, table.astype(float), scale, chosen.tolist())
+    least = _literal_viterbi_cost(values.astype(float), contexts, table.astype(float), scale)
+    assert reached == pytest.approx(least, rel=1e-5)

@@ -20,12 +20,12 @@ from .quant import DQ_NEXT_STATE, DQ_SEGMENT
 from .rdo import _PlaneRates
 
 _CHUNK_SEGMENTS = 1 << 12  # segments searched together: bounds the back-pointer memory
-# predecessors of each next state t: (state, parity) pairs with DQ_NEXT_STATE[state][parity] == t
-_PREDECESSORS = [[(s, p) for s in range(4) for p in range(2) if DQ_NEXT_STATE[s][p] == t] for t in range(4)]
-# the same as arrays over the targets: each target's first and second predecessor state, and
-# the candidate slot (2q + p) of the transition from it
-_FIRST_STATE, _SECOND_STATE = (np.array([pair[k][0] for pair in _PREDECESSORS]) for k in (0, 1))
-_FIRST_SLOT, _SECOND_SLOT = (np.array([2 * (pair[k][0] >= 2) + pair[k][1] for pair in _PREDECESSORS]) for k in (0, 1))
+_POSITIONS_PER_PASS = 8  # positions whose candidates are priced in one pass: arrays stay in cache
+
+# The state's two bits are (q, b), state = 2q + b: q picks the quantizer, and a magnitude of
+# parity p moves (q, b) to (b XOR p, q) (quant.DQ_NEXT_STATE). So the two predecessors of a
+# state (q', b') are (b', 0) and (b', 1), left with parities q' and q' XOR 1.
+assert all(DQ_NEXT_STATE[2 * q + b][p] == 2 * (b ^ p) + q for q in (0, 1) for b in (0, 1) for p in (0, 1))
 
 
 def trellis_magnitudes(magnitudes: Callable[[int, int], np.ndarray], count: int, rates: _PlaneRates,
@@ -54,32 +54,36 @@ _QUANTIZERS = np.array([[0], [1]], dtype=np.float32)  # both quantizers side by 
 def _candidates(a: np.ndarray, base: np.ndarray, table: np.ndarray, limit: int, cost: np.ndarray,
                 magnitude: np.ndarray) -> None:
     """For each quantizer q and parity p, the cheapest magnitude of that parity near ``a``
-    (values over the segments) and its cost, into ``magnitude[2q + p]`` and ``cost[2q + p]``.
-    ``table`` is the flat table of scaled bits, ``base`` each position's context offset into
-    it, ``limit`` the largest magnitude it prices (larger ones are priced as that: rare).
-    Both quantizers are computed in one pass over (2, segments) arrays, and everything stays
-    float32 / int32: mixing them would compute in float64."""
+    (values, positions x segments) and its cost, into ``magnitude[:, q, p]`` and
+    ``cost[:, q, p]`` (positions x 2 x 2 x segments). ``table`` is the flat table of scaled
+    bits, ``base`` each position's context offset into it, ``limit`` the largest magnitude it
+    prices (larger ones are priced as that: rare). Everything stays float32 / int32: mixing
+    them would compute in float64."""
+    a = a[:, None]
+    base = base[:, None]
     zero_cost = a * a
     zero_cost += np.take(table, base)  # take: the same values as table[base], with less overhead
-    # quantizer 0 reads m as 2m, quantizer 1 as 2m - 1: the two magnitudes around a
+    # quantizer 0 reads m as 2m, quantizer 1 as 2m - 1: of the two magnitudes around a, low and
+    # low + 1, one is even and one odd. np.where and np.putmask cost ~6 ns an element here,
+    # so the even and the odd one are formed by arithmetic on low's parity instead.
     low = np.floor((a + _QUANTIZERS) * np.float32(0.5))
     low_index = low.astype(np.int32)
-    high_index = low_index + 1
-    low_cost = np.take(table, np.minimum(low_index, limit) + base)
-    high_cost = np.take(table, np.minimum(high_index, limit) + base)
+    low_odd = low_index & 1
     low_point = 2 * low - _QUANTIZERS
-    distance = a - np.maximum(low_point, np.float32(0))
-    low_cost += distance * distance
-    distance = (low_point + np.float32(2)) - a
-    high_cost += distance * distance
-    odd = (low_index & 1).astype(bool)
-    even_cost = np.where(odd, high_cost, low_cost)
-    even = np.where(odd, high_index, low_index)
-    np.putmask(even, zero_cost < even_cost, 0)  # zero is even and reads as 0 in both quantizers
-    cost[0::2] = np.minimum(even_cost, zero_cost)
-    magnitude[0::2] = even
-    cost[1::2] = np.where(odd, low_cost, high_cost)
-    magnitude[1::2] = np.where(odd, low_index, high_index)
+    shift = low_odd.astype(np.float32) * np.float32(2)  # how far the even magnitude's point is above low's
+    even_index = low_index + low_odd
+    even_cost = np.take(table, np.minimum(even_index, limit) + base)
+    distance = a - np.maximum(low_point + shift, np.float32(0))
+    even_cost += distance * distance
+    keep = even_cost <= zero_cost  # zero is even and reads as 0 in both quantizers
+    np.multiply(even_index, keep, out=magnitude[:, :, 0])
+    np.minimum(even_cost, zero_cost, out=cost[:, :, 0])
+    odd_index = low_index | 1
+    odd_cost = np.take(table, np.minimum(odd_index, limit) + base)
+    distance = a - np.maximum(low_point + (np.float32(2) - shift), np.float32(0))
+    odd_cost += distance * distance
+    cost[:, :, 1] = odd_cost
+    magnitude[:, :, 1] = odd_index
 
 
 def _search(values: np.ndarray, contexts: np.ndarray, rates: _PlaneRates, scale: float) -> np.ndarray:
@@ -89,28 +93,31 @@ def _search(values: np.ndarray, contexts: np.ndarray, rates: _PlaneRates, scale:
     limit = rates.table_size - 1
     values = np.ascontiguousarray(values.T)  # positions x segments: each step reads a row
     bases = np.ascontiguousarray(contexts.T) * np.int32(limit + 1)
-    total = np.full((4, segments), np.inf, dtype=np.float32)
-    total[0] = 0.0
-    from_second = np.empty((DQ_SEGMENT, 4, segments), dtype=bool)  # which predecessor won
-    magnitudes = np.empty((DQ_SEGMENT, 4, segments), dtype=np.int32)  # per (quantizer, parity) slot
-    cost = np.empty((4, segments), dtype=np.float32)
-    for position in range(DQ_SEGMENT):
-        _candidates(values[position], bases[position], table, limit, cost, magnitudes[position])
-        # all four target states at once: (4, segments) arrays, not four rounds of rows
-        first = np.take(total, _FIRST_STATE, axis=0)
-        first += np.take(cost, _FIRST_SLOT, axis=0)
-        second = np.take(total, _SECOND_STATE, axis=0)
-        second += np.take(cost, _SECOND_SLOT, axis=0)
-        np.less(second, first, out=from_second[position])
-        total = np.minimum(first, second, out=first)
-    # the slot (2q + p) each transition into a target state used, by which predecessor won
-    slot = np.array([[2 * (s >= 2) + p for s, p in pair] for pair in _PREDECESSORS])
-    predecessor = np.array([[s for s, _ in pair] for pair in _PREDECESSORS])  # [target][which]
+    total = np.full((2, 2, segments), np.inf, dtype=np.float32)  # [q][b]
+    total[0, 0] = 0.0
+    from_second = np.empty((DQ_SEGMENT, 2, 2, segments), dtype=bool)  # [b'][q']: predecessor (b', 1) won
+    magnitudes = np.empty((DQ_SEGMENT, 2, 2, segments), dtype=np.int32)  # [q][p]
+    costs = np.empty((_POSITIONS_PER_PASS, 2, 2, segments), dtype=np.float32)
+    for start in range(0, DQ_SEGMENT, _POSITIONS_PER_PASS):
+        stop = start + _POSITIONS_PER_PASS
+        _candidates(values[start:stop], bases[start:stop], table, limit, costs, magnitudes[start:stop])
+        for position, cost in enumerate(costs, start):
+            # [b'][q'] = [q][p] of the transition: from (b', 0) with parity q', from (b', 1) with q' XOR 1
+            first = total[:, 0, None] + cost
+            second = total[:, 1, None] + cost[:, ::-1]
+            np.less(second, first, out=from_second[position])
+            total = np.minimum(first, second, out=first).transpose(1, 0, 2)
     result = np.empty((DQ_SEGMENT, segments), dtype=np.int32)
-    state = np.argmin(total, axis=0)
+    state = np.argmin(np.ascontiguousarray(total).reshape(4, segments), axis=0)  # ties: the lowest state
     columns = np.arange(segments)
+    # flat takes over [b][q][segment] rows: ~2x faster than fancy indexing with three arrays
+    from_second = from_second.reshape(DQ_SEGMENT, -1)
+    magnitudes = magnitudes.reshape(DQ_SEGMENT, -1)
     for position in range(DQ_SEGMENT - 1, -1, -1):
-        which = from_second[position, state, columns].astype(np.int64)
-        result[position] = magnitudes[position, slot[state, which], columns]
-        state = predecessor[state, which]
+        b = state & 1
+        index = (2 * b + (state >> 1)) * segments + columns
+        which = from_second[position].take(index)
+        index += (1 - 2 * (state >> 1)) * (which * segments)  # [b][q XOR which]
+        result[position] = magnitudes[position].take(index)
+        state = 2 * b + which
     return result.T
