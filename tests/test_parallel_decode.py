@@ -504,3 +504,59 @@ def test_a_float16_tensor_of_pruned_and_unified_blocks_only_keeps_int16_levels(m
     monkeypatch.setattr(decoder._Levels, "values", spied)
     decoded = nu.decode(data)["h"]
     assert seen == [np.dtype(np.int16)] and np.array_equal(decoded, values)
+
+
+def _large_mixed_model():
+    """Tensors of 1 MiB and more (float32, bfloat16, float16, tied under two names) between
+    small ones, in an order that makes the parent write some and skip others."""
+    from nncodec_unify.codec.tensors import BFloat16Array
+
+
+    rng = np.random.default_rng(11)
+    shared = rng.normal(0, 0.05, size=(512, 1024)).astype(np.float32)  # 2 MiB
+    bfloat = rng.normal(0, 0.05, size=(600, 512)).astype(np.float32)
+    return {"small0": rng.normal(size=7).astype(np.float32),
+            "emb": shared, "bf": BFloat16Array((bfloat.view(np.uint32) >> 16).astype(np.uint16)),
+            "scalar": np.float32(3.0).reshape(()), "half": rng.normal(0, 0.1, size=(1024, 600)).astype(np.float16),
+            "head": shared, "small1": np.arange(5, dtype=np.int64)}
+
+
+def test_workers_write_large_tensors_into_the_safetensors_output_themselves(tmp_path, thread_pool, monkeypatch):
+    """With a regular safetensors file as the output, workers write each large tensor (and
+    its alias) at its place in the file; the parent writes only the small ones, and the
+    file is byte for byte the one-process file."""
+    from nncodec_unify.codec import checkpoint
+
+    stream = tmp_path / "m.nnu"
+    stream.write_bytes(nu.encode(_large_mixed_model()))
+    written = []
+    original = decoder.write_tensor_at
+
+    def recording(path, offsets, array, dtype):
+        written.append((len(offsets), array.nbytes))
+        original(path, offsets, array, dtype)
+
+    monkeypatch.setattr(decoder, "write_tensor_at", recording)
+    checkpoint.decode_to_safetensors(stream.read_bytes(), tmp_path / "one.safetensors", workers=1)
+    assert written == []
+    checkpoint.decode_to_safetensors(stream.read_bytes(), tmp_path / "two.safetensors", workers=2)
+    assert sorted(written) == sorted([(2, 2 << 20), (1, 600 * 512 * 4), (1, 1024 * 600 * 2)])
+    assert (tmp_path / "two.safetensors").read_bytes() == (tmp_path / "one.safetensors").read_bytes()
+
+
+def test_real_workers_write_into_the_output_and_a_pipe_gets_every_byte_from_the_parent(tmp_path):
+    """The same through the CLI with real processes, and on stdout (no positional writes
+    into a pipe: the parent writes everything)."""
+    import subprocess
+    import sys
+
+    stream = tmp_path / "m.nnu"
+    stream.write_bytes(nu.encode(_large_mixed_model()))
+    for workers_option in ("1", "2"):
+        assert main(["decode", "-q", "--workers", workers_option, str(stream),
+                     str(tmp_path / f"w{workers_option}.safetensors")]) == EXIT_OK
+    expected = (tmp_path / "w1.safetensors").read_bytes()
+    assert (tmp_path / "w2.safetensors").read_bytes() == expected
+    piped = subprocess.run([sys.executable, "-m", "nncodec_unify", "decode", "-q", "--workers", "2", str(stream), "-"],
+                           capture_output=True, check=True, timeout=120)
+    assert piped.stdout == expected

@@ -25,6 +25,7 @@ from .errors import NncodecError
 from .format import DTYPE_ITEMSIZE, DType
 from .memory import FileMapping, map_file
 from .syntax import AttachedFile, check_attachment_path
+from .workers import OutputLayout, WrittenArray
 from .safetensors_io import (
     METADATA,
     SafetensorsError,
@@ -452,8 +453,7 @@ def decode_to_safetensors(data: bytes, target: str | os.PathLike, *, limits=None
     Returns the number of tensors and of parameters. ``verify`` and ``workers`` as for
     :func:`decode`."""
     with atomic_output(Path(target), overwrite=overwrite) as temporary, open(temporary, "wb") as file:
-        return decode_to_safetensors_file(data, file, limits=limits, progress=progress, verify=verify,
-                                          workers=workers)
+        return _decode_safetensors(data, file, limits, progress, verify, workers, temporary)
 
 
 def decode_to_safetensors_file(data: bytes, file, *, limits=None, progress=None,
@@ -461,34 +461,58 @@ def decode_to_safetensors_file(data: bytes, file, *, limits=None, progress=None,
     """:func:`decode_to_safetensors` into an open binary file (a pipe: nothing is atomic
     there, and a tensor found wrong midway leaves the reader a cut file; the stream's framing,
     order and stream digest are checked before the first byte is written)."""
+    return _decode_safetensors(data, file, limits, progress, verify, workers, None)
+
+
+def _decode_safetensors(data: bytes, file, limits, progress, verify: bool, workers: int, path: str | None) -> tuple[int, int]:
+    """:func:`decode_to_safetensors_file`; when ``path`` names ``file`` (a regular file) and
+    ``workers`` > 1, the workers write the large tensors into it themselves (at the offsets
+    the header gives them), so that the parent neither receives nor writes their bytes."""
     from .decoder import describe, iter_decoded
 
     _, infos = describe(data, limits=limits)
     if any(info.name == SAFETENSORS_RESERVED for info in infos):
         raise CheckpointError(f"a tensor is named {SAFETENSORS_RESERVED!r}, which safetensors reserves; "
                               "write a .pt file instead")
-    tensors = iter_decoded(data, limits=limits, progress=progress, verify=verify, workers=workers)
-    return len(infos), _stream_safetensors(infos, tensors, file)
+    starts = write_safetensors_header(file, [(info.name, info.shape, info.dtype) for info in infos])
+    output = None
+    if path is not None and workers > 1 and hasattr(os, "pwrite"):
+        output = OutputLayout(str(path), {info.name: start for info, start in zip(infos, starts, strict=True)})
+    tensors = iter_decoded(data, limits=limits, progress=progress, verify=verify, workers=workers, output=output)
+    return len(infos), _stream_tensors(infos, tensors, file, starts if output is not None else None)
 
 
 def _stream_safetensors(infos, tensors, file) -> int:
     """The safetensors header from ``infos``, then each of ``tensors`` (an iterator of decoded
     tensors, one per info, possibly decoded as they are asked for); returns the parameters
     written. Each tensor is let go before the next one is asked for."""
-    parameters = 0
     write_safetensors_header(file, [(info.name, info.shape, info.dtype) for info in infos])
-    for info in infos:  # not zip(): its result tuple would hold a tensor while the next is decoded
-        parameters += _write_tensor(file, info, next(tensors))
+    return _stream_tensors(infos, tensors, file)
+
+
+def _stream_tensors(infos, tensors, file, starts: list[int] | None = None) -> int:
+    """The data of ``tensors`` after their header (:func:`_stream_safetensors`); with
+    ``starts`` (where each tensor's data starts in ``file``) a tensor a worker wrote itself
+    (:class:`~.workers.WrittenArray`) is skipped, and each other one written at its start."""
+    parameters = 0
+    for index, info in enumerate(infos):  # not zip(): its result tuple would hold a tensor while the next is decoded
+        tensor = next(tensors)
+        if starts is not None:
+            file.seek(starts[index])
+        parameters += _write_tensor(file, info, tensor)
+        del tensor
     if next(tensors, None) is not None:  # also runs the end-of-stream checks of a decoding iterator
         raise AssertionError("the stream holds more tensors than its headers describe")
     return parameters
 
 
 def _write_tensor(file, info, tensor) -> int:
-    """Write one decoded tensor's safetensors bytes; returns its element count."""
+    """Write one decoded tensor's safetensors bytes (none where a worker wrote them); returns
+    its element count."""
     assert (tensor.name, tensor.array.shape) == (info.name, info.shape)  # the same stream, parsed twice
-    for piece in tensor_pieces(tensor.array, tensor.dtype):  # bfloat16 converted a piece at a time
-        file.write(piece)
+    if not isinstance(tensor.array, WrittenArray):
+        for piece in tensor_pieces(tensor.array, tensor.dtype):  # bfloat16 converted a piece at a time
+            file.write(piece)
     return tensor.array.size
 
 

@@ -71,7 +71,9 @@ from .syntax import (
 )
 from .tensors import bfloat16_bits_to_float32
 from .memory import FileMapping, read_through, release_pages
-from .workers import BUFFERED_BYTES, process_pool, spill, spill_folder, unspill
+from .safetensors_io import write_tensor_at
+from .workers import (BUFFERED_BYTES, SPILL_BYTES, OutputLayout, WrittenArray, process_pool, spill,
+                      spill_folder, unspill)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -244,7 +246,8 @@ def _walk(data: bytes, limits: Limits, on_tensor, progress=None,
 
 def iter_decoded(data: bytes, *, limits: Limits | None = None,
                  progress: Callable[[int, int, str], None] | None = None,
-                 verify: bool = True, workers: int = 1) -> Iterator[DecodedTensor]:
+                 verify: bool = True, workers: int = 1,
+                 output: OutputLayout | None = None) -> Iterator[DecodedTensor]:
     """Decode a stream tensor by tensor, each yielded as soon as it is decoded, so that a
     consumer can write it out and let it go: memory holds the stream and one tensor.
 
@@ -265,9 +268,14 @@ def iter_decoded(data: bytes, *, limits: Limits | None = None,
     ``progress`` then reports each tensor as it comes out. The processes are started
     with the spawn method: a script that calls this must do so under
     ``if __name__ == "__main__":``.
+
+    With ``output`` (and ``workers`` > 1) the workers write each tensor of 1 MiB or more
+    into ``output.path`` themselves, at the offsets of its name and aliases, as safetensors
+    stores it; such a tensor is yielded with a :class:`~.workers.WrittenArray` in place of
+    its array, after its checks and its write. The caller writes the others.
     """
     limits = limits or DEFAULT_LIMITS
-    units = _decoded_units(_stream_bytes(data), limits, progress, verify, workers)
+    units = _decoded_units(_stream_bytes(data), limits, progress, verify, workers, output=output)
     try:
         next(units)
         yield from units
@@ -288,10 +296,11 @@ def _stream_bytes(data) -> bytes | FileMapping:
 
 
 def _decoded_units(data: bytes, limits: Limits, progress, verify: bool, workers: int,
-                   files: list[AttachedFile] | None = None) -> Iterator:
+                   files: list[AttachedFile] | None = None, output: OutputLayout | None = None) -> Iterator:
     """:func:`_walk_units` decoding each tensor: the FileHeader, then each DecodedTensor (an
     alias's under its own name) in stream order, decoded here or, with ``workers`` > 1, in
-    worker processes (see :func:`iter_decoded`)."""
+    worker processes, which write large ones into ``output`` if given (see
+    :func:`iter_decoded`)."""
     if workers <= 1:
         yield from _walk_units(data, limits, functools.partial(decode_tensor_payload, verify=verify), progress, files)
         return
@@ -302,8 +311,10 @@ def _decoded_units(data: bytes, limits: Limits, progress, verify: bool, workers:
             payload = data[start:start + reader.remaining]
             reader.skip_to_end()  # the worker reads it, and checks that it ends there
             output_bytes = header.element_count * np.dtype(DTYPE_NUMPY[header.dtype]).itemsize
+            if output is not None and output_bytes >= SPILL_BYTES:
+                output_bytes = 0  # the worker writes it out: waiting, it holds nothing
             return _Pending(pool.submit(_decode_payload, payload, start, header, limits, version_major, verify,
-                                        folder), header.name, output_bytes)
+                                        folder, output), header.name, output_bytes)
 
         tensor_count = 0
         delivered = 0
@@ -383,14 +394,20 @@ def _must_wait(pending: collections.deque[_Pending], workers: int) -> bool:
 
 
 def _decode_payload(payload: bytes, origin: int, header: TensorHeader, limits: Limits, version_major: int,
-                    verify: bool, folder: str | None = None) -> DecodedTensor:
+                    verify: bool, folder: str | None = None, output: OutputLayout | None = None) -> DecodedTensor:
     """:func:`decode_tensor_payload` in a worker process: ``payload`` is the tensor unit's
     payload after its header, which starts at stream offset ``origin`` (errors name stream
-    offsets, as in one process). A large array goes back through a file in ``folder``
-    (:func:`~.workers.spill`), checked against its content digest before."""
+    offsets, as in one process). A large array, once checked against its content digest,
+    is written into ``output`` at its name's and aliases' offsets (a
+    :class:`~.workers.WrittenArray` goes back) or else goes back through a file in
+    ``folder`` (:func:`~.workers.spill`)."""
     reader = ByteReader(payload, origin=origin)
     tensor = decode_tensor_payload(reader, header, limits, version_major, verify=verify)
     reader.expect_end("tensor_payload")
+    if output is not None and tensor.array.nbytes >= SPILL_BYTES:
+        names = (header.name, *(header.aliases or ()))
+        write_tensor_at(output.path, [output.offsets[name] for name in names], tensor.array, tensor.dtype)
+        return dataclasses.replace(tensor, array=WrittenArray(tuple(tensor.array.shape)))
     return dataclasses.replace(tensor, array=spill(tensor.array, folder))
 
 

@@ -152,21 +152,42 @@ def write_safetensors(file, tensors: Iterable[tuple[str, np.ndarray, DType]],
 
 
 def write_safetensors_header(file, entries: Iterable[tuple[str, tuple[int, ...], DType]],
-                             metadata: Mapping[str, str] | None = None) -> None:
+                             metadata: Mapping[str, str] | None = None) -> list[int]:
     """The header for tensors ``(name, shape, dtype)`` whose data will follow in this order,
-    each as :func:`tensor_bytes` gives it: lets a writer stream tensors one at a time."""
+    each as :func:`tensor_bytes` gives it: lets a writer stream tensors one at a time.
+    Returns where each tensor's data starts in the file, header included."""
     header: dict[str, object] = {METADATA: dict(metadata or {"format": "pt"})}
     offset = 0
+    starts = []
     for name, shape, dtype in entries:
         if name == METADATA:
             raise SafetensorsError(f"a tensor is named {METADATA!r}, which safetensors reserves")
         length = math.prod(shape) * np.dtype(_NUMPY_OF[_NAME_OF[dtype]]).itemsize
         header[name] = {"dtype": _NAME_OF[dtype], "shape": list(shape), "data_offsets": [offset, offset + length]}
+        starts.append(offset)
         offset += length
     encoded = json.dumps(header, separators=(",", ":")).encode("utf-8")
     encoded += b" " * (-len(encoded) % 8)  # the data starts 8-byte aligned
     file.write(len(encoded).to_bytes(8, "little"))
     file.write(encoded)
+    return [8 + len(encoded) + start for start in starts]
+
+
+def write_tensor_at(path: str, offsets: Iterable[int], array: np.ndarray, dtype: DType) -> None:
+    """Write a tensor's data as :func:`tensor_bytes` gives it into the existing file ``path``
+    at each of ``offsets``, with positional writes: other processes may be writing other
+    parts of the file meanwhile. A piece at a time (bfloat16 converted piece by piece)."""
+    handle = os.open(path, os.O_WRONLY | getattr(os, "O_BINARY", 0))
+    try:
+        for offset in offsets:
+            for piece in tensor_pieces(array, dtype):
+                piece = memoryview(piece).cast("B")
+                while piece:
+                    written = os.pwrite(handle, piece, offset)
+                    offset += written
+                    piece = piece[written:]
+    finally:
+        os.close(handle)
 
 
 def tensor_bytes(array: np.ndarray, dtype: DType) -> memoryview:

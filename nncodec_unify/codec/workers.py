@@ -14,7 +14,7 @@ import os
 import signal
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 
 import numpy as np
 
@@ -129,6 +129,28 @@ def spill_folder() -> Iterator[str | None]:
         return
     with folder as path:
         yield path
+
+
+@dataclasses.dataclass(frozen=True)
+class OutputLayout:
+    """A regular file being written (safetensors) that workers write large decoded tensors
+    into themselves, each at ``offsets[name]`` (an alias at its own offset), instead of
+    handing them to the parent to write: the parent then copies nothing."""
+
+    path: str
+    offsets: Mapping[str, int]
+
+
+@dataclasses.dataclass(frozen=True)
+class WrittenArray:
+    """In place of a decoded array: a worker wrote it into the :class:`OutputLayout`'s file
+    itself, at the offsets of its name and aliases."""
+
+    shape: tuple[int, ...]
+
+    @property
+    def size(self) -> int:
+        return math.prod(self.shape)
 
 
 @dataclasses.dataclass(frozen=True)
