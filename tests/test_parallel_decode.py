@@ -532,9 +532,9 @@ def test_workers_write_large_tensors_into_the_safetensors_output_themselves(tmp_
     written = []
     original = decoder.write_tensor_at
 
-    def recording(path, offsets, array, dtype):
-        written.append((len(offsets), array.nbytes))
-        original(path, offsets, array, dtype)
+    def recording(places, array, dtype):
+        written.append((len(places), array.nbytes))
+        original(places, array, dtype)
 
     monkeypatch.setattr(decoder, "write_tensor_at", recording)
     checkpoint.decode_to_safetensors(stream.read_bytes(), tmp_path / "one.safetensors", workers=1)
@@ -560,3 +560,33 @@ def test_real_workers_write_into_the_output_and_a_pipe_gets_every_byte_from_the_
     piped = subprocess.run([sys.executable, "-m", "nncodec_unify", "decode", "-q", "--workers", "2", str(stream), "-"],
                            capture_output=True, check=True, timeout=120)
     assert piped.stdout == expected
+
+
+@pytest.mark.parametrize("max_shard_bytes", [10**9, 3 << 20])
+def test_workers_write_large_tensors_into_a_folders_files_and_shards(tmp_path, thread_pool, monkeypatch,
+                                                                     max_shard_bytes):
+    """A model folder, whole or in shards (an alias in another shard than its tensor): every
+    shard exists with its header before any tensor is decoded, workers write the large
+    tensors at their places in any shard, and every file equals the one-process folder's."""
+    from nncodec_unify.codec import checkpoint
+
+    data = nu.encode(_large_mixed_model())
+    written = []
+    original = decoder.write_tensor_at
+
+    def recording(places, array, dtype):
+        written.append(sorted(Path(path).name for path, _ in places))
+        original(places, array, dtype)
+
+    monkeypatch.setattr(decoder, "write_tensor_at", recording)
+    checkpoint.decode_to_folder(data, tmp_path / "one", max_shard_bytes=max_shard_bytes, workers=1)
+    assert written == []
+    checkpoint.decode_to_folder(data, tmp_path / "two", max_shard_bytes=max_shard_bytes, workers=2)
+    assert len(written) == 3
+    one = sorted(p.name for p in (tmp_path / "one").iterdir())
+    assert one == sorted(p.name for p in (tmp_path / "two").iterdir())
+    assert (len(one) > 2) == (max_shard_bytes < 10**9)  # shards and their index
+    if max_shard_bytes < 10**9:
+        assert len(set(written[0])) == 2  # the tied tensor's two names are in two shards
+    for name in one:
+        assert (tmp_path / "two" / name).read_bytes() == (tmp_path / "one" / name).read_bytes()

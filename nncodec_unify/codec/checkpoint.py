@@ -475,25 +475,27 @@ def _decode_safetensors(data: bytes, file, limits, progress, verify: bool, worke
         raise CheckpointError(f"a tensor is named {SAFETENSORS_RESERVED!r}, which safetensors reserves; "
                               "write a .pt file instead")
     starts = write_safetensors_header(file, [(info.name, info.shape, info.dtype) for info in infos])
-    output = None
-    if path is not None and workers > 1 and hasattr(os, "pwrite"):
-        output = OutputLayout(str(path), {info.name: start for info, start in zip(infos, starts, strict=True)})
+    output = _output_layout([(path, infos, starts)], workers) if path is not None else None
     tensors = iter_decoded(data, limits=limits, progress=progress, verify=verify, workers=workers, output=output)
     return len(infos), _stream_tensors(infos, tensors, file, starts if output is not None else None)
 
 
-def _stream_safetensors(infos, tensors, file) -> int:
-    """The safetensors header from ``infos``, then each of ``tensors`` (an iterator of decoded
-    tensors, one per info, possibly decoded as they are asked for); returns the parameters
-    written. Each tensor is let go before the next one is asked for."""
-    write_safetensors_header(file, [(info.name, info.shape, info.dtype) for info in infos])
-    return _stream_tensors(infos, tensors, file)
+def _output_layout(files, workers: int) -> OutputLayout | None:
+    """Where workers write large tensors themselves (:class:`~.workers.OutputLayout`), for
+    ``files`` of ``(path, infos, data starts)``; None with one process or without
+    positional writes (Windows)."""
+    if workers <= 1 or not hasattr(os, "pwrite"):
+        return None
+    return OutputLayout({info.name: (os.fspath(path), start)
+                         for path, infos, starts in files for info, start in zip(infos, starts, strict=True)})
 
 
 def _stream_tensors(infos, tensors, file, starts: list[int] | None = None) -> int:
-    """The data of ``tensors`` after their header (:func:`_stream_safetensors`); with
-    ``starts`` (where each tensor's data starts in ``file``) a tensor a worker wrote itself
-    (:class:`~.workers.WrittenArray`) is skipped, and each other one written at its start."""
+    """The data of ``tensors`` (an iterator of decoded tensors, one per info, possibly decoded
+    as they are asked for) after their header; returns the parameters. Each tensor is let go
+    before the next one is asked for. With ``starts`` (where each tensor's data starts in
+    ``file``) a tensor a worker wrote itself (:class:`~.workers.WrittenArray`) is skipped,
+    and each other one written at its start."""
     parameters = 0
     for index, info in enumerate(infos):  # not zip(): its result tuple would hold a tensor while the next is decoded
         tensor = next(tensors)
@@ -538,20 +540,38 @@ def _shard_names(plan: list[list]) -> list[str]:
     return [f"model-{number:05d}-of-{len(plan):05d}.safetensors" for number in range(1, len(plan) + 1)]
 
 
-def _write_shards(plan: list[list], tensors, folder: Path) -> int:
-    """The shards of ``plan`` (:func:`_shard_plan`) and ``model.safetensors.index.json`` in
-    ``folder``, from ``tensors`` in stream order, one at a time; returns the parameters."""
+def _write_shard_index(plan: list[list], folder: Path) -> None:
+    """``model.safetensors.index.json`` in ``folder`` for the shards of ``plan``
+    (:func:`_shard_plan`)."""
     import json
 
-    weight_map, parameters, total = {}, 0, 0
+    weight_map, total = {}, 0
     for name, shard in zip(_shard_names(plan), plan, strict=True):
-        with open(folder / name, "wb") as file:
-            parameters += _stream_safetensors(shard, itertools.islice(tensors, len(shard)), file)
         for info in shard:
             weight_map[info.name] = name
             total += math.prod(info.shape) * DTYPE_ITEMSIZE[info.dtype]
     index = {"metadata": {"total_size": total}, "weight_map": weight_map}
     (folder / SAFETENSORS_INDEX).write_text(json.dumps(index, indent=2) + "\n", encoding="utf-8")
+
+
+def _start_files(files) -> list[list[int]]:
+    """Create each safetensors file of ``files`` (``(path, infos)``) with its header alone;
+    returns where each tensor's data starts in its file. All exist before any tensor is
+    decoded, so that workers running ahead can write into any of them."""
+    starts = []
+    for path, infos in files:
+        with open(path, "wb") as file:
+            starts.append(write_safetensors_header(file, [(info.name, info.shape, info.dtype) for info in infos]))
+    return starts
+
+
+def _fill_files(files, starts: list[list[int]], tensors) -> int:
+    """Write ``tensors`` (stream order) into the files :func:`_start_files` made, each at
+    its start (none where a worker wrote it); returns the parameters."""
+    parameters = 0
+    for (path, infos), file_starts in zip(files, starts, strict=True):
+        with open(path, "r+b") as file:
+            parameters += _stream_tensors(infos, itertools.islice(tensors, len(infos)), file, file_starts)
     return parameters
 
 
@@ -591,13 +611,19 @@ def decode_to_folder(data: bytes, target: str | os.PathLike, *, limits=None, pro
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
-        tensors = iter(model.tensors) if model is not None else iter_decoded(data, limits=limits, progress=progress,
-                                                                             verify=verify, workers=workers)
-        if sharded:
-            parameters = _write_shards(plan, tensors, staging)
+        weights = ([(staging / name, shard) for name, shard in zip(_shard_names(plan), plan, strict=True)]
+                   if sharded else [(staging / "model.safetensors", infos)])
+        starts = _start_files(weights)
+        if model is not None:
+            tensors = iter(model.tensors)
         else:
-            with open(staging / "model.safetensors", "wb") as file:
-                parameters = _stream_safetensors(infos, tensors, file)
+            output = _output_layout([(path, shard, file_starts) for (path, shard), file_starts
+                                     in zip(weights, starts, strict=True)], workers)
+            tensors = iter_decoded(data, limits=limits, progress=progress, verify=verify, workers=workers,
+                                   output=output)
+        parameters = _fill_files(weights, starts, tensors)
+        if sharded:
+            _write_shard_index(plan, staging)
         if next(tensors, None) is not None:  # also runs the end-of-stream checks
             raise AssertionError("the stream holds more tensors than its headers describe")
         count = len(infos)

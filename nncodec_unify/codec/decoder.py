@@ -270,7 +270,7 @@ def iter_decoded(data: bytes, *, limits: Limits | None = None,
     ``if __name__ == "__main__":``.
 
     With ``output`` (and ``workers`` > 1) the workers write each tensor of 1 MiB or more
-    into ``output.path`` themselves, at the offsets of its name and aliases, as safetensors
+    into the output files themselves, at the places of its name and aliases, as safetensors
     stores it; such a tensor is yielded with a :class:`~.workers.WrittenArray` in place of
     its array, after its checks and its write. The caller writes the others.
     """
@@ -406,7 +406,7 @@ def _decode_payload(payload: bytes, origin: int, header: TensorHeader, limits: L
     reader.expect_end("tensor_payload")
     if output is not None and tensor.array.nbytes >= SPILL_BYTES:
         names = (header.name, *(header.aliases or ()))
-        write_tensor_at(output.path, [output.offsets[name] for name in names], tensor.array, tensor.dtype)
+        write_tensor_at([output.places[name] for name in names], tensor.array, tensor.dtype)
         return dataclasses.replace(tensor, array=WrittenArray(tuple(tensor.array.shape)))
     return dataclasses.replace(tensor, array=spill(tensor.array, folder))
 

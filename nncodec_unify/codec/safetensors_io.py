@@ -173,21 +173,22 @@ def write_safetensors_header(file, entries: Iterable[tuple[str, tuple[int, ...],
     return [8 + len(encoded) + start for start in starts]
 
 
-def write_tensor_at(path: str, offsets: Iterable[int], array: np.ndarray, dtype: DType) -> None:
-    """Write a tensor's data as :func:`tensor_bytes` gives it into the existing file ``path``
-    at each of ``offsets``, with positional writes: other processes may be writing other
-    parts of the file meanwhile. A piece at a time (bfloat16 converted piece by piece)."""
-    handle = os.open(path, os.O_WRONLY | getattr(os, "O_BINARY", 0))
-    try:
-        for offset in offsets:
+def write_tensor_at(places: Iterable[tuple[str, int]], array: np.ndarray, dtype: DType) -> None:
+    """Write a tensor's data as :func:`tensor_bytes` gives it into existing files, at each
+    ``(path, offset)`` of ``places``, with positional writes: other processes may be writing
+    other parts of those files meanwhile. A piece at a time (bfloat16 converted piece by
+    piece)."""
+    for path, offset in places:
+        handle = os.open(path, os.O_WRONLY | getattr(os, "O_BINARY", 0))
+        try:
             for piece in tensor_pieces(array, dtype):
                 piece = memoryview(piece).cast("B")
                 while piece:
                     written = os.pwrite(handle, piece, offset)
                     offset += written
                     piece = piece[written:]
-    finally:
-        os.close(handle)
+        finally:
+            os.close(handle)
 
 
 def tensor_bytes(array: np.ndarray, dtype: DType) -> memoryview:

@@ -133,12 +133,12 @@ def spill_folder() -> Iterator[str | None]:
 
 @dataclasses.dataclass(frozen=True)
 class OutputLayout:
-    """A regular file being written (safetensors) that workers write large decoded tensors
-    into themselves, each at ``offsets[name]`` (an alias at its own offset), instead of
-    handing them to the parent to write: the parent then copies nothing."""
+    """Regular files being written (safetensors: one, or a folder's shards) that workers
+    write large decoded tensors into themselves instead of handing them to the parent to
+    write: ``places[name]`` is the file and the byte offset of that name's data (an alias
+    has its own). The parent then copies nothing."""
 
-    path: str
-    offsets: Mapping[str, int]
+    places: Mapping[str, tuple[str, int]]
 
 
 @dataclasses.dataclass(frozen=True)
