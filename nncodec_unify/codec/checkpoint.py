@@ -23,9 +23,8 @@ from . import termination
 from .decoder import DecodedModel, torch_tensors
 from .errors import NncodecError
 from .format import DTYPE_ITEMSIZE, DType
-from .memory import FileMapping, map_file
+from .memory import FileMapping, map_file, mapped_regions
 from .syntax import AttachedFile, check_attachment_path
-from .workers import OutputLayout, WrittenArray
 from .safetensors_io import (
     METADATA,
     SafetensorsError,
@@ -34,6 +33,8 @@ from .safetensors_io import (
     write_safetensors,
     write_safetensors_header,
 )
+from .tensors import BFloat16Array
+from .workers import OutputLayout, WrittenArray
 
 STATE_DICT_KEYS = ("state_dict", "model_state_dict", "model", "module", "weights")
 SAFETENSORS_RESERVED = METADATA
@@ -235,7 +236,55 @@ def _left_out(path: Path) -> list[str]:
 
 
 def _load_torch(path: Path) -> dict[str, object]:
-    return _state_dict_of(_torch_object(path), path)
+    return _file_views(_state_dict_of(_torch_object(path), path), path)
+
+
+# torch dtypes whose bytes numpy reads as they are (bfloat16 as its bit patterns)
+_NUMPY_OF_TORCH = {"float32": "<f4", "float16": "<f2", "float64": "<f8", "bfloat16": "<u2", "int8": "i1",
+                   "uint8": "u1", "int16": "<i2", "int32": "<i4", "int64": "<i8", "bool": "?"}
+
+
+def _file_views(state: dict[str, object], path: Path) -> dict[str, object]:
+    """``state`` with each tensor that ``torch.load`` mapped from ``path`` replaced by a
+    read-only numpy view of the same bytes in a :class:`~.memory.FileMapping` of the file
+    (bfloat16: :class:`BFloat16Array` of its bits), as a safetensors input's tensors are: the
+    encoder then lets each tensor's pages go behind every pass, and workers map the values
+    themselves instead of receiving them through a pipe. Ties stay ties (one storage, one
+    view). A tensor stays as torch loaded it where its place in the file is not known (no
+    ``/proc/self/maps``: not Linux; a legacy file read whole), or it is not contiguous, or
+    its bytes in the file are not its values (checked on its first and last elements)."""
+    regions = mapped_regions(path)
+    if not regions:
+        return state
+    try:
+        with open(path, "rb") as file:
+            mapping = map_file(file)
+    except (OSError, ValueError):
+        return state
+    return {name: _file_view(value, regions, mapping) for name, value in state.items()}
+
+
+def _file_view(value: object, regions: list[tuple[int, int, int]], mapping: FileMapping) -> object:
+    """:func:`_file_views` for one value."""
+    dtype = _NUMPY_OF_TORCH.get(str(getattr(value, "dtype", "")).removeprefix("torch."))
+    if (dtype is None or isinstance(value, np.ndarray) or value.device.type != "cpu" or value.numel() == 0
+            or not value.is_contiguous()):
+        return value
+    address, size = value.data_ptr(), value.numel() * value.element_size()
+    offset = next((offset + address - start for start, end, offset in regions
+                   if start <= address and address + size <= end), None)
+    if offset is None or offset + size > len(mapping):
+        return value
+    view = np.frombuffer(mapping, dtype=dtype, count=value.numel(), offset=offset).reshape(tuple(value.shape))
+    flat = value.reshape(-1)
+    if dtype == "<u2" and str(value.dtype) == "torch.bfloat16":
+        import torch  # only reached with a torch tensor in hand
+
+        flat = flat.view(torch.int16)
+    ends = np.concatenate([flat[:16].numpy().reshape(-1), flat[-16:].numpy().reshape(-1)]).view(np.uint8)
+    if not np.array_equal(ends, np.concatenate([view.reshape(-1)[:16], view.reshape(-1)[-16:]]).view(np.uint8)):
+        return value
+    return BFloat16Array(view) if str(value.dtype) == "torch.bfloat16" else view
 
 
 def _torch_object(path: Path) -> object:

@@ -92,6 +92,32 @@ def map_file(file) -> FileMapping:
     return mapping
 
 
+def mapped_regions(path: str | os.PathLike) -> list[tuple[int, int, int]]:
+    """Where this process has the file ``path`` mapped, from ``/proc/self/maps``: ``(start
+    address, end address, file offset of start)`` for each mapping of that file (the same
+    path and inode), adjacent pieces of one mapping joined. Empty where /proc is not there
+    (not Linux) or nothing of the file is mapped."""
+    try:
+        status = os.stat(path)
+        with open("/proc/self/maps", encoding="utf-8", errors="surrogateescape") as maps:
+            lines = maps.read().splitlines()
+    except OSError:
+        return []
+    real = os.path.realpath(path)
+    regions: list[tuple[int, int, int]] = []
+    for line in lines:
+        fields = line.split(maxsplit=5)
+        if len(fields) < 6 or fields[5] != real or int(fields[4]) != status.st_ino:
+            continue
+        start, end = (int(address, 16) for address in fields[0].split("-"))
+        offset = int(fields[2], 16)
+        if regions and regions[-1][1] == start and regions[-1][2] + (start - regions[-1][0]) == offset:
+            regions[-1] = (regions[-1][0], end, regions[-1][2])
+        else:
+            regions.append((start, end, offset))
+    return regions
+
+
 class FileChangedError(OSError):
     """The file a :class:`MappedSlice` refers to is not the one it was taken from any more."""
 
