@@ -77,3 +77,38 @@ def test_a_pt_input_encodes_with_workers_to_the_bytes_of_one_process(tmp_path):
         assert main(["encode", "-q", "--workers", workers, str(tmp_path / "m.pt"),
                      str(tmp_path / f"w{workers}.nnu")]) == EXIT_OK
     assert (tmp_path / "w2.nnu").read_bytes() == (tmp_path / "w1.nnu").read_bytes() == nu.encode(state)
+
+
+def test_parameters_that_need_gradients_are_read_too(tmp_path):
+    """Regression (review): a checkpoint of nn.Parameters (requires_grad) crashed the check."""
+    layer = torch.nn.Linear(64, 32)
+    torch.save(dict(layer.named_parameters()), tmp_path / "m.pt")
+    loaded = load_tensors(tmp_path / "m.pt")
+    assert all(_mapped(value) for value in loaded.values())
+    assert nu.encode(loaded) == nu.encode({name: value.detach() for name, value in layer.named_parameters()})
+
+
+def test_a_big_endian_file_is_left_to_torch(tmp_path, monkeypatch):
+    """Regression (review): torch swaps a big-endian file's bytes in its own copy of the
+    pages, so a view of the file would read them unswapped; ends that read the same either
+    way (zeros) hid it from the check."""
+    values = torch.zeros(100)
+    values[16:84] = torch.linspace(-1, 1, 68)
+    swapped = torch.from_numpy(values.numpy().byteswap().copy())
+    monkeypatch.setattr(sys, "byteorder", "big")
+    torch.save({"w": swapped}, tmp_path / "be.pt")
+    monkeypatch.undo()
+    loaded = load_tensors(tmp_path / "be.pt")
+    assert not _mapped(loaded["w"]) and torch.equal(loaded["w"], values)
+    assert nu.encode(loaded) == nu.encode({"w": values})
+
+
+def test_strides_that_differ_in_size_one_dimensions_do_not_make_new_ties(tmp_path):
+    """Regression (review): two tensors torch keeps apart (strides differing where a
+    dimension has size 1) must not become one view, and so a tie."""
+    shared = torch.randn(1000, generator=torch.Generator().manual_seed(1))
+    state = {"a": shared.view(1, 1000), "b": shared.view(1000, 1).t()}
+    torch.save(state, tmp_path / "m.pt")
+    loaded = load_tensors(tmp_path / "m.pt")
+    assert find_ties(loaded) == find_ties(state) == {}
+    assert nu.encode(loaded) == nu.encode(state)

@@ -12,6 +12,7 @@ import contextlib
 import itertools
 import math
 import os
+import sys
 import tempfile
 import warnings
 from collections.abc import Iterator, Mapping
@@ -251,10 +252,12 @@ def _file_views(state: dict[str, object], path: Path) -> dict[str, object]:
     encoder then lets each tensor's pages go behind every pass, and workers map the values
     themselves instead of receiving them through a pipe. Ties stay ties (one storage, one
     view). A tensor stays as torch loaded it where its place in the file is not known (no
-    ``/proc/self/maps``: not Linux; a legacy file read whole), or it is not contiguous, or
-    its bytes in the file are not its values (checked on its first and last elements)."""
+    ``/proc/self/maps``: not Linux; a legacy file read whole), or its strides are not
+    exactly row-major (a view would tie it to another tensor that torch keeps apart), or
+    the file's byte order is not this machine's (torch swaps them in its own copy), or its
+    bytes in the file are not its values (checked on its first and last elements)."""
     regions = mapped_regions(path)
-    if not regions:
+    if not regions or _archive_byteorder(path) != sys.byteorder:  # torch swaps the bytes in its own copy
         return state
     try:
         with open(path, "rb") as file:
@@ -264,12 +267,34 @@ def _file_views(state: dict[str, object], path: Path) -> dict[str, object]:
     return {name: _file_view(value, regions, mapping) for name, value in state.items()}
 
 
+def _archive_byteorder(path: Path) -> str:
+    """The byte order a zip-format ``.pt`` file stores its tensors in: its ``byteorder``
+    record, or ``"little"`` where it has none (as torch.load assumes)."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            record = next((name for name in archive.namelist() if name.endswith("/byteorder")), None)
+            return archive.read(record).decode("ascii").strip() if record else "little"
+    except (OSError, zipfile.BadZipFile, UnicodeDecodeError, ValueError):
+        return ""
+
+
+def _row_major_strides(shape: tuple[int, ...]) -> tuple[int, ...]:
+    strides, step = [], 1
+    for size in reversed(shape):
+        strides.append(step)
+        step *= size
+    return tuple(reversed(strides))
+
+
 def _file_view(value: object, regions: list[tuple[int, int, int]], mapping: FileMapping) -> object:
     """:func:`_file_views` for one value."""
     dtype = _NUMPY_OF_TORCH.get(str(getattr(value, "dtype", "")).removeprefix("torch."))
     if (dtype is None or isinstance(value, np.ndarray) or value.device.type != "cpu" or value.numel() == 0
-            or not value.is_contiguous()):
-        return value
+            or tuple(value.stride()) != _row_major_strides(tuple(value.shape))):
+        return value  # (strides exactly row-major: a view keeps the tensor's identity for ties)
+    value = value.detach()
     address, size = value.data_ptr(), value.numel() * value.element_size()
     offset = next((offset + address - start for start, end, offset in regions
                    if start <= address and address + size <= end), None)
