@@ -526,8 +526,9 @@ def decode_to_safetensors(data: bytes, target: str | os.PathLike, *, limits=None
     written and let go, so memory holds the stream and one tensor. Atomic like every output.
     Returns the number of tensors and of parameters. ``verify`` and ``workers`` as for
     :func:`decode`."""
-    with atomic_output(Path(target), overwrite=overwrite) as temporary, open(temporary, "wb") as file:
-        return _decode_safetensors(data, file, limits, progress, verify, workers, temporary)
+    infos = _safetensors_infos(data, limits)
+    with atomic_output(Path(target), overwrite=overwrite) as temporary:
+        return len(infos), _decode_into_files(data, [(temporary, infos)], limits, progress, verify, workers)
 
 
 def decode_to_safetensors_file(data: bytes, file, *, limits=None, progress=None,
@@ -535,23 +536,44 @@ def decode_to_safetensors_file(data: bytes, file, *, limits=None, progress=None,
     """:func:`decode_to_safetensors` into an open binary file (a pipe: nothing is atomic
     there, and a tensor found wrong midway leaves the reader a cut file; the stream's framing,
     order and stream digest are checked before the first byte is written)."""
-    return _decode_safetensors(data, file, limits, progress, verify, workers, None)
+    from .decoder import iter_decoded
+
+    infos = _safetensors_infos(data, limits)
+    write_safetensors_header(file, [(info.name, info.shape, info.dtype) for info in infos])
+    tensors = iter_decoded(data, limits=limits, progress=progress, verify=verify, workers=workers)
+    return len(infos), _stream_tensors(infos, tensors, file)
 
 
-def _decode_safetensors(data: bytes, file, limits, progress, verify: bool, workers: int, path: str | None) -> tuple[int, int]:
-    """:func:`decode_to_safetensors_file`; when ``path`` names ``file`` (a regular file) and
-    ``workers`` > 1, the workers write the large tensors into it themselves (at the offsets
-    the header gives them), so that the parent neither receives nor writes their bytes."""
-    from .decoder import describe, iter_decoded
+def _safetensors_infos(data: bytes, limits) -> list:
+    """The tensors a stream decodes to (:func:`describe`), checked to be writable as safetensors."""
+    from .decoder import describe
 
     _, infos = describe(data, limits=limits)
     if any(info.name == SAFETENSORS_RESERVED for info in infos):
         raise CheckpointError(f"a tensor is named {SAFETENSORS_RESERVED!r}, which safetensors reserves; "
                               "write a .pt file instead")
-    starts = write_safetensors_header(file, [(info.name, info.shape, info.dtype) for info in infos])
-    output = _output_layout([(path, infos, starts)], workers) if path is not None else None
-    tensors = iter_decoded(data, limits=limits, progress=progress, verify=verify, workers=workers, output=output)
-    return len(infos), _stream_tensors(infos, tensors, file, starts if output is not None else None)
+    return infos
+
+
+def _decode_into_files(data: bytes, files, limits, progress, verify: bool, workers: int,
+                       model: DecodedModel | None = None) -> int:
+    """Decode ``data`` (or take ``model``'s tensors) into the safetensors files ``files``
+    (``(path, infos)``, stream order): each is created with its header first, and with
+    ``workers`` > 1 the workers write the large tensors into them themselves (the parent
+    neither receives nor writes their bytes). Returns the parameters."""
+    from .decoder import iter_decoded
+
+    starts = _start_files(files)
+    if model is not None:
+        tensors = iter(model.tensors)
+    else:
+        output = _output_layout([(path, infos, file_starts) for (path, infos), file_starts
+                                 in zip(files, starts, strict=True)], workers)
+        tensors = iter_decoded(data, limits=limits, progress=progress, verify=verify, workers=workers, output=output)
+    parameters = _fill_files(files, starts, tensors)
+    if next(tensors, None) is not None:  # also runs the end-of-stream checks
+        raise AssertionError("the stream holds more tensors than its headers describe")
+    return parameters
 
 
 def _output_layout(files, workers: int) -> OutputLayout | None:
@@ -667,7 +689,7 @@ def decode_to_folder(data: bytes, target: str | os.PathLike, *, limits=None, pro
     A non-empty existing ``target`` needs ``overwrite``. ``model``, the stream already
     decoded, saves decoding it again. ``verify`` and ``workers`` as for :func:`decode`. Returns tensors,
     parameters, files."""
-    from .decoder import describe, iter_decoded
+    from .decoder import describe
 
     target = Path(target)
     if target.exists() and not target.is_dir():
@@ -687,19 +709,9 @@ def decode_to_folder(data: bytes, target: str | os.PathLike, *, limits=None, pro
     try:
         weights = ([(staging / name, shard) for name, shard in zip(_shard_names(plan), plan, strict=True)]
                    if sharded else [(staging / "model.safetensors", infos)])
-        starts = _start_files(weights)
-        if model is not None:
-            tensors = iter(model.tensors)
-        else:
-            output = _output_layout([(path, shard, file_starts) for (path, shard), file_starts
-                                     in zip(weights, starts, strict=True)], workers)
-            tensors = iter_decoded(data, limits=limits, progress=progress, verify=verify, workers=workers,
-                                   output=output)
-        parameters = _fill_files(weights, starts, tensors)
+        parameters = _decode_into_files(data, weights, limits, progress, verify, workers, model)
         if sharded:
             _write_shard_index(plan, staging)
-        if next(tensors, None) is not None:  # also runs the end-of-stream checks
-            raise AssertionError("the stream holds more tensors than its headers describe")
         count = len(infos)
         for attached in files:
             path = staging / attached.path
