@@ -115,7 +115,8 @@ import torch
 from torch import nn
 
 from nncodec_unify import CodingMode, EncoderConfig, TensorRule, decode, encode_with_report
-from nncodec_unify.method.admm import ADMM, GridTraining, same_bits, snap_to_grid, structure_from_weights
+from nncodec_unify.method.admm import (ADMM, GridTraining, StraightThroughStructure, same_bits, snap_to_grid,
+                                       structure_from_weights)
 from nncodec_unify.method.calibrate import CalibrationConfig, calibrate
 from nncodec_unify.method.distill import distill as distill_outputs
 from nncodec_unify.codec.format import BlockKind
@@ -170,6 +171,9 @@ class Settings:
     normalize: str = "none"  # the global budget's cost scale per layer: "none" or "rms" (plan_kinds)
     distill: float = 0.0  # weight of distillation from the dense model in every phase after it (0.7 cost 0.3 point)
     augment: bool = False  # random horizontal flips and shifts of up to 2 pixels in every phase after the dense model
+    straight_through: bool = False  # ADMM's fine-tuning through the projection (StraightThroughStructure): signs free
+    replan_every: int = 0  # ... and the block kinds chosen again every this many steps (0: kinds fixed)
+    replan_epochs: int | None = None  # ... during the first this many fine-tuning epochs only (None: all)
     temperature: float = 4.0  # of the distillation
     rho: float = 0.2
     rho_growth: float = 1.2
@@ -310,9 +314,12 @@ def fine_tune(model, structure, settings: Settings, data, epochs: int, generator
     optimizer = torch.optim.Adam(model.parameters(), lr=settings.finetune_lr)
     structure.attach(optimizer)
     if settings.grid_training:
-        GridTraining(model, settings.config()).attach(optimizer)
+        exclude = structure.names if isinstance(structure, StraightThroughStructure) else ()
+        GridTraining(model, settings.config(), exclude=exclude).attach(optimizer)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, max(1, epochs))
-    for _ in range(epochs):
+    for epoch in range(epochs):
+        if isinstance(structure, StraightThroughStructure) and epoch == settings.replan_epochs:
+            structure.replan_every = 0  # the kinds stay as last planned
         train_epoch(model, optimizer, x_train, y_train, settings.batch_size, generator, teacher=teacher,
                     distill=settings.distill, temperature=settings.temperature, augment=settings.augment)
         schedule.step()
@@ -400,7 +407,10 @@ def run_job(task: tuple[int, Job]) -> dict:
         for _ in range(settings.admm_epochs):
             train_epoch(model, optimizer, x_train, y_train, settings.batch_size, generator, after_step, teacher=teacher,
                         distill=settings.distill, temperature=settings.temperature, augment=settings.augment)
-        structure = admm.hard_project()
+        if settings.straight_through:
+            structure = StraightThroughStructure(admm, settings.config(), replan_every=settings.replan_every)
+        else:
+            structure = admm.hard_project()
         finetune_epochs = settings.finetune_epochs
         code_blocks = [job.block]
         try_dense_mode = False
@@ -415,6 +425,8 @@ def run_job(task: tuple[int, Job]) -> dict:
         try_dense_mode = True
     projected_accuracy = accuracy(model, data.x_val, data.y_val)
     fine_tune(model, structure, settings, data, finetune_epochs, generator, teacher)
+    if isinstance(structure, StraightThroughStructure):
+        structure = structure.finish()
     assert structure.holds()
     counts = np.bincount(np.concatenate([k.ravel() for k in structure.kinds.values()]), minlength=3)
     weight_count = sum(p.numel() for name, p in model.named_parameters() if name in names)
