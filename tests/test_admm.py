@@ -10,8 +10,7 @@ import torch
 from torch import nn
 
 from nncodec_unify import CodingMode, EncoderConfig, TensorRule, decode, encode, encode_with_report
-from nncodec_unify.method.admm import (ADMM, GridTraining, StraightThroughStructure, Structure, same_bits, snap_to_grid,
-                                       structure_from_weights)
+from nncodec_unify.method.admm import ADMM, GridTraining, Structure, same_bits, snap_to_grid, structure_from_weights
 from nncodec_unify.codec.format import BlockKind
 from nncodec_unify.codec.quant import step_size
 from nncodec_unify.method.unify import Target, project, select_kinds
@@ -361,87 +360,3 @@ def test_grid_training_trains_on_the_grid_with_float_shadows():
     model(data()[0])
     state = snap_to_grid(model, config)
     assert same_bits(state, decode(encode(model.state_dict(), config=config)))
-
-
-# --- fine-tuning through the projection (straight-through) ---------------------------------------
-
-def _straight_through(replan_every: int = 0, lr: float = 1e-2, steps: int = 8, seed: int = 0):
-    model = make_net(seed)
-    admm = ADMM(model, TARGET)
-    config = EncoderConfig(qp=-20, vector_qp=-32, block=TARGET.block)
-    ste = StraightThroughStructure(admm, config, replan_every=replan_every)
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    ste.attach(optimizer)
-    GridTraining(model, config, exclude=ste.names).attach(optimizer)
-    x, y = data(seed)
-    history = []
-    for _ in range(steps):
-        optimizer.zero_grad()
-        loss_of(model, x, y).backward()
-        optimizer.step()
-        history.append({n: p.detach().clone() for n, p in model.named_parameters()})
-    return model, ste, config, history
-
-
-def test_straight_through_keeps_the_structure_on_the_grid_and_decodes_bit_exactly():
-    model, ste, config, history = _straight_through()
-    assert ste.names == ["conv.weight", "hidden.weight", "out.weight"]
-    for name, param in model.named_parameters():  # every step left the parameters on the grid
-        snapped = param.detach().clone()
-        snap_to_grid(model, config, names=[name])
-        assert torch.equal(snapped, param.detach())
-    structure = ste.finish()
-    assert structure.holds()
-    for name, kinds in structure.kinds.items():
-        np.testing.assert_array_equal(kinds, ste.kinds[name])
-        counts = np.bincount(kinds.ravel(), minlength=3)
-        assert counts[PRUNED] > 0 and counts[UNIFIED] > 0
-    state = snap_to_grid(model, config)
-    assert same_bits(state, decode(encode(model.state_dict(), config=config)))
-
-
-def _sign_patterns_changed(before: torch.Tensor, after: torch.Tensor, kinds: np.ndarray) -> int:
-    """How many blocks unified in ``kinds`` have a sign pattern in ``after`` that is not the one in
-    ``before``, nor all of it negated (a unified magnitude going negative flips a whole block)."""
-    rows, cols = TARGET.block
-    flips = (torch.sign(before) * torch.sign(after)).reshape(before.shape[0], -1).numpy()
-    changed = 0
-    for r, c in zip(*np.nonzero(kinds == UNIFIED)):
-        block = flips[r * rows:(r + 1) * rows, c * cols:(c + 1) * cols]
-        changed += int(np.unique(block[block != 0]).size > 1)
-    return changed
-
-
-def test_straight_through_lets_unified_signs_change_and_fixed_structure_does_not():
-    _, ste, _, history = _straight_through(lr=5e-2, steps=12)
-    assert sum(_sign_patterns_changed(history[0][n], history[-1][n], ste.kinds[n]) for n in ste.names) > 0
-    # the same training with a fixed Structure keeps every unified block's pattern
-    model = make_net(0)
-    structure = ADMM(model, TARGET).hard_project()
-    before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    optimizer = torch.optim.Adam(model.parameters(), lr=5e-2)
-    structure.attach(optimizer)
-    x, y = data(0)
-    for _ in range(12):
-        optimizer.zero_grad()
-        loss_of(model, x, y).backward()
-        optimizer.step()
-    for name, kinds in structure.kinds.items():
-        assert _sign_patterns_changed(before[name], dict(model.named_parameters())[name].detach(), kinds) == 0
-
-
-def test_straight_through_replanning_changes_kinds_and_keeps_the_budget():
-    _, fixed, _, _ = _straight_through(replan_every=0, lr=5e-2, steps=12)
-    _, replanned, _, _ = _straight_through(replan_every=3, lr=5e-2, steps=12)
-    start = StraightThroughStructure(ADMM(make_net(0), TARGET)).kinds
-    assert all(np.array_equal(fixed.kinds[n], start[n]) for n in start)
-    assert any(not np.array_equal(replanned.kinds[n], start[n]) for n in start)
-    for name in start:
-        assert np.array_equal(np.bincount(replanned.kinds[name].ravel(), minlength=3),
-                              np.bincount(start[name].ravel(), minlength=3))
-    assert replanned.finish().holds()
-
-
-def test_straight_through_rejects_a_negative_replan_interval():
-    with pytest.raises(ValueError, match="replan_every"):
-        StraightThroughStructure(ADMM(make_net(), TARGET), replan_every=-1)

@@ -74,7 +74,7 @@ from ..codec.format import BlockKind, CodingMode, DType
 from ..codec.quant import MAX_LEVEL, dequantize, quantize, step_size
 from .unify import Target, plan_kinds, project, selected_targets
 
-__all__ = ["ADMM", "GridTraining", "StraightThroughStructure", "Structure", "same_bits", "snap_to_grid", "structure_from_weights", "unwrap"]
+__all__ = ["ADMM", "GridTraining", "Structure", "same_bits", "snap_to_grid", "structure_from_weights", "unwrap"]
 
 _TORCH_TO_DTYPE = {torch.float32: DType.FLOAT32, torch.float16: DType.FLOAT16, torch.bfloat16: DType.BFLOAT16,
                    torch.float64: DType.FLOAT64}
@@ -317,21 +317,6 @@ def structure_from_weights(model: torch.nn.Module, kinds: Mapping[str, np.ndarra
     return Structure(model, kinds, blocks)
 
 
-def _grid_codings(model: torch.nn.Module, config: EncoderConfig | None) -> dict[str, tuple]:
-    """``{name: (parameter, dtype, qp, qp_density)}`` of every float parameter the encoder with
-    ``config`` quantizes (not RAW)."""
-    config = config or EncoderConfig()
-    codings = {}
-    for name, param in model.named_parameters():
-        dtype = _TORCH_TO_DTYPE.get(param.dtype)
-        if dtype is None:
-            continue
-        coding = config.coding_for(name, dtype, param.dim())
-        if coding.mode != CodingMode.RAW:
-            codings[name] = (param, dtype, coding.qp, coding.qp_density)
-    return codings
-
-
 def _snap_array(array: np.ndarray, dtype: DType, qp: int, qp_density: int) -> np.ndarray | None:
     """The array on the codec's grid, or None where the encoder would code it RAW (exactly)."""
     if array.size == 0 or not np.isfinite(array).all():
@@ -388,16 +373,20 @@ class GridTraining:
     snapped (rounding is symmetric, so a unified block stays unified or becomes pruned).
 
     After any step, the parameters are on the grid: ``snap_to_grid`` then changes no parameter
-    (it still snaps float buffers such as BatchNorm statistics). ``exclude`` names parameters
-    left alone (those a :class:`StraightThroughStructure` snaps itself).
+    (it still snaps float buffers such as BatchNorm statistics).
     """
 
-    def __init__(self, model: torch.nn.Module, config: EncoderConfig | None = None, *,
-                 exclude: Iterable[str] = ()) -> None:
+    def __init__(self, model: torch.nn.Module, config: EncoderConfig | None = None) -> None:
         self.model = unwrap(model)
-        excluded = set(exclude)
-        self.codings = {name: coding for name, coding in _grid_codings(self.model, config).items()
-                        if name not in excluded}
+        config = config or EncoderConfig()
+        self.codings = {}
+        for name, param in self.model.named_parameters():
+            dtype = _TORCH_TO_DTYPE.get(param.dtype)
+            if dtype is None:
+                continue
+            coding = config.coding_for(name, dtype, param.dim())
+            if coding.mode != CodingMode.RAW:
+                self.codings[name] = (param, dtype, coding.qp, coding.qp_density)
         self.shadows: dict[str, torch.Tensor] = {}
         self.snap_()
 
@@ -420,81 +409,6 @@ class GridTraining:
         """Step from the shadows, then snap: returns the two removable hook handles."""
         return [optimizer.register_step_pre_hook(lambda *_: self.restore_()),
                 optimizer.register_step_post_hook(lambda *_: self.snap_())]
-
-
-class StraightThroughStructure:
-    """Fine-tuning through the projection (straight-through estimator): instead of
-    :meth:`ADMM.hard_project` + :class:`Structure` for ``admm``'s constrained parameters.
-
-    The optimizer updates float *latent* weights (at first the current, unprojected ones); the
-    forward and backward passes see their projection onto the structure, snapped to the codec's
-    grid for ``config``: pruned blocks 0, unified blocks ``sign(v) * mean(|v|)`` with each
-    weight's sign taken from its latent weight, dense blocks as they are. The gradient at that
-    point is applied to the latent weights unchanged. Unlike :class:`Structure`, a unified
-    weight's sign can change while training (the stream pays one bit a sign either way); with
-    ``replan_every`` > 0 the block kinds are chosen again from the latent weights, under
-    ``admm``'s targets and budget, every ``replan_every`` optimizer steps, so a block's kind
-    can change too.
-
-    ``attach(optimizer)`` installs the hooks; build a :class:`GridTraining` with
-    ``exclude=ste.names`` for the other parameters. After any step the constrained parameters
-    hold their projection, exactly on the grid; :meth:`finish` returns the :class:`Structure`
-    they then have (kinds, and the signs of unified blocks), for :meth:`Structure.holds` and
-    further fine-tuning with fixed signs.
-    """
-
-    def __init__(self, admm: ADMM, config: EncoderConfig | None = None, *, replan_every: int = 0) -> None:
-        if replan_every < 0:
-            raise ValueError(f"replan_every must be >= 0, got {replan_every}")
-        self.admm, self.replan_every, self.steps = admm, replan_every, 0
-        codings = _grid_codings(admm.model, config)
-        self.codings = {name: codings.get(name) for name in admm.params}
-        self.latent = {name: p.detach().clone() for name, p in admm.params.items()}
-        self.kinds = plan_kinds({n: _to_numpy(t) for n, t in self.latent.items()}, admm.targets,
-                                budget=admm.budget, normalize=admm.normalize)
-        self._project_()
-
-    @property
-    def names(self) -> list[str]:
-        """The parameters this object projects and snaps."""
-        return list(self.latent)
-
-    @torch.no_grad()
-    def _project_(self) -> None:
-        for name, param in self.admm.params.items():
-            array = project(_to_numpy(self.latent[name]), self.kinds[name], self.admm.targets[name].block)
-            if self.codings[name] is not None:
-                _, dtype, qp, qp_density = self.codings[name]
-                snapped = _snap_array(array, dtype, qp, qp_density)
-                array = array if snapped is None else snapped
-            param.copy_(_from_numpy(np.ascontiguousarray(array), param).reshape(param.shape))
-
-    @torch.no_grad()
-    def restore_(self) -> None:
-        """Put the latent weights into the parameters (the optimizer steps from them)."""
-        for name, param in self.admm.params.items():
-            param.copy_(self.latent[name])
-
-    @torch.no_grad()
-    def project_(self) -> None:
-        """Keep the parameters as the latent weights, re-plan the kinds when due, and put the
-        snapped projection in the parameters."""
-        self.steps += 1
-        for name, param in self.admm.params.items():
-            self.latent[name].copy_(param)
-        if self.replan_every and self.steps % self.replan_every == 0:
-            self.kinds = plan_kinds({n: _to_numpy(t) for n, t in self.latent.items()}, self.admm.targets,
-                                    budget=self.admm.budget, normalize=self.admm.normalize)
-        self._project_()
-
-    def attach(self, optimizer: torch.optim.Optimizer) -> list:
-        """Step from the latent weights, then project: returns the two removable hook handles."""
-        return [optimizer.register_step_pre_hook(lambda *_: self.restore_()),
-                optimizer.register_step_post_hook(lambda *_: self.project_())]
-
-    def finish(self) -> Structure:
-        """The :class:`Structure` of the parameters as they are (projected, on the grid)."""
-        return Structure(self.admm.model, self.kinds, {n: t.block for n, t in self.admm.targets.items()})
 
 
 def same_bits(left: Mapping[str, np.ndarray], right: Mapping[str, np.ndarray]) -> bool:
