@@ -30,6 +30,7 @@ from .codec.checkpoint import (
     atomic_output,
     checkpoint_format,
     decode_to_folder,
+    decode_to_pt,
     load_checkpoint,
     decode_to_safetensors,
     decode_to_safetensors_file,
@@ -701,7 +702,10 @@ def _decode(args: argparse.Namespace) -> int:
     if checkpoint_format(args.output) == "safetensors":  # tensor by tensor: memory holds one tensor
         count, parameters = decode_to_safetensors(data, args.output, limits=limits, progress=progress,
                                                   overwrite=args.force, verify=not args.no_verify, workers=workers)
-    else:  # torch.save writes the whole state_dict at once
+    elif checkpoint_format(args.output) == "pt":  # also tensor by tensor (torch.save's archive, then its storages)
+        count, parameters = decode_to_pt(data, args.output, limits=limits, progress=progress,
+                                         overwrite=args.force, verify=not args.no_verify, workers=workers)
+    else:  # .npz: numpy writes the whole state_dict at once
         model = decode_tensors(data, limits=limits, progress=progress, verify=not args.no_verify, workers=workers)
         save_decoded(args.output, model, overwrite=args.force)
         count, parameters = len(model.tensors), sum(t.array.size for t in model.tensors)

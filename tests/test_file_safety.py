@@ -127,8 +127,11 @@ def test_an_interrupted_write_leaves_no_partial_file_and_keeps_the_old_one(tmp_p
     existing = tmp_path / target
     existing.write_bytes(b"the previous output")
 
-    def half_written(tensors, path, *args, **kwargs):
-        pathlib.Path(path).write_bytes(b"half a file")
+    def half_written(tensors, target, *args, **kwargs):  # torch.save into a path or an open file
+        if hasattr(target, "write"):
+            target.write(b"half a file")
+        else:
+            pathlib.Path(target).write_bytes(b"half a file")
         raise failure
 
     def half_written_safetensors(file, tensors, *args, **kwargs):

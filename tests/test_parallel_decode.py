@@ -532,9 +532,9 @@ def test_workers_write_large_tensors_into_the_safetensors_output_themselves(tmp_
     written = []
     original = decoder.write_tensor_at
 
-    def recording(places, array, dtype):
+    def recording(places, array, dtype, **options):
         written.append((len(places), array.nbytes))
-        original(places, array, dtype)
+        return original(places, array, dtype, **options)
 
     monkeypatch.setattr(decoder, "write_tensor_at", recording)
     checkpoint.decode_to_safetensors(stream.read_bytes(), tmp_path / "one.safetensors", workers=1)
@@ -574,9 +574,9 @@ def test_workers_write_large_tensors_into_a_folders_files_and_shards(tmp_path, t
     written = []
     original = decoder.write_tensor_at
 
-    def recording(places, array, dtype):
+    def recording(places, array, dtype, **options):
         written.append(sorted(Path(path).name for path, _ in places))
-        original(places, array, dtype)
+        return original(places, array, dtype, **options)
 
     monkeypatch.setattr(decoder, "write_tensor_at", recording)
     checkpoint.decode_to_folder(data, tmp_path / "one", max_shard_bytes=max_shard_bytes, workers=1)
@@ -590,3 +590,37 @@ def test_workers_write_large_tensors_into_a_folders_files_and_shards(tmp_path, t
         assert sorted(len(set(files)) for files in written) == [1, 1, 2]
     for name in one:
         assert (tmp_path / "two" / name).read_bytes() == (tmp_path / "one" / name).read_bytes()
+
+
+def test_workers_write_large_tensors_into_the_pt_output_themselves(tmp_path, thread_pool, monkeypatch):
+    """A .pt output: workers write each large tensor into its storage record (a tied pair's
+    one record once) and send its CRC-32 back; the file is byte for byte the one-process
+    file, and a zip reader finds every CRC right."""
+    import zipfile
+
+    from nncodec_unify.codec import checkpoint
+
+    data = nu.encode(_large_mixed_model())
+    written = []
+    original = decoder.write_tensor_at
+
+    def recording(places, array, dtype, **options):
+        written.append((len(set(places)), array.nbytes, options))
+        return original(places, array, dtype, **options)
+
+    monkeypatch.setattr(decoder, "write_tensor_at", recording)
+    checkpoint.decode_to_pt(data, tmp_path / "one.pt", workers=1)
+    assert written == []
+    checkpoint.decode_to_pt(data, tmp_path / "two.pt", workers=2)
+    assert sorted(written, key=repr) == sorted([(1, 2 << 20, {"crc32": True}), (1, 600 * 512 * 4, {"crc32": True}),
+                                                (1, 1024 * 600 * 2, {"crc32": True})], key=repr)
+    assert (tmp_path / "two.pt").read_bytes() == (tmp_path / "one.pt").read_bytes()
+    assert zipfile.ZipFile(tmp_path / "two.pt").testzip() is None
+
+
+def test_real_workers_write_the_same_pt_file(tmp_path):
+    stream = tmp_path / "m.nnu"
+    stream.write_bytes(nu.encode(_large_mixed_model()))
+    for workers_option in ("1", "2"):
+        assert main(["decode", "-q", "--workers", workers_option, str(stream), str(tmp_path / f"w{workers_option}.pt")]) == EXIT_OK
+    assert (tmp_path / "w2.pt").read_bytes() == (tmp_path / "w1.pt").read_bytes()

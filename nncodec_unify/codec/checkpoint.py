@@ -531,6 +531,51 @@ def decode_to_safetensors(data: bytes, target: str | os.PathLike, *, limits=None
         return len(infos), _decode_into_files(data, [(temporary, infos)], limits, progress, verify, workers)
 
 
+def decode_to_pt(data: bytes, target: str | os.PathLike, *, limits=None, progress=None,
+                 overwrite: bool = False, verify: bool = True, workers: int = 1) -> tuple[int, int]:
+    """Decode the stream ``data`` into the ``.pt`` file ``target`` one tensor at a time:
+    ``torch.save`` writes the archive with the storages' bytes left out, then each tensor is
+    decoded and written into its storage record (by the worker that decodes it when large;
+    :mod:`.torch_archive`), so memory holds the stream and one tensor. Tied names stay one
+    storage. Where that archive cannot be made (torch before 2.5, a big-endian machine) the
+    whole state_dict is decoded and saved at once. Atomic like every output. Returns the
+    number of tensors and of parameters. ``verify`` and ``workers`` as for :func:`decode`."""
+    from .decoder import decode_tensors, describe, iter_decoded
+    from .torch_archive import start_archive
+
+    try:
+        import torch  # noqa: F401  (only to fail early and clearly)
+    except ImportError:
+        raise MissingDependencyError(f"{target}: writing .pt files needs torch (write .safetensors instead)") from None
+    _, infos = describe(data, limits=limits)
+    with atomic_output(Path(target), overwrite=overwrite) as temporary:
+        archive = start_archive(temporary, [(i.name, i.shape, i.dtype, i.alias_of) for i in infos])
+        if archive is None:
+            model = decode_tensors(data, limits=limits, progress=progress, verify=verify, workers=workers)
+            torch.save(torch_tensors(model.tensors), temporary)
+            return len(model.tensors), sum(t.array.size for t in model.tensors)
+        output = None
+        if workers > 1 and hasattr(os, "pwrite"):
+            output = OutputLayout({name: (temporary, offset) for name, offset in archive.places.items()}, crc32=True)
+        tensors = iter_decoded(data, limits=limits, progress=progress, verify=verify, workers=workers, output=output)
+        parameters = 0
+        with open(temporary, "r+b") as file:
+            for info in infos:  # not zip(): its tuple would hold a tensor while the next is decoded
+                tensor = next(tensors)
+                assert (tensor.name, tensor.array.shape) == (info.name, info.shape)  # the same stream, parsed twice
+                if isinstance(tensor.array, WrittenArray):
+                    if tensor.alias_of is None:
+                        archive.written_elsewhere(tensor.name, tensor.array.crc32)
+                elif tensor.alias_of is None:  # an alias's storage is its tensor's
+                    archive.write(file, tensor.name, tensor.array, tensor.dtype)
+                parameters += tensor.array.size
+                del tensor
+        if next(tensors, None) is not None:  # also runs the end-of-stream checks
+            raise AssertionError("the stream holds more tensors than its headers describe")
+        archive.finish()
+    return len(infos), parameters
+
+
 def decode_to_safetensors_file(data: bytes, file, *, limits=None, progress=None,
                                verify: bool = True, workers: int = 1) -> tuple[int, int]:
     """:func:`decode_to_safetensors` into an open binary file (a pipe: nothing is atomic

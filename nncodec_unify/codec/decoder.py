@@ -406,8 +406,8 @@ def _decode_payload(payload: bytes, origin: int, header: TensorHeader, limits: L
     reader.expect_end("tensor_payload")
     if output is not None and tensor.array.nbytes >= SPILL_BYTES:
         names = (header.name, *(header.aliases or ()))
-        write_tensor_at([output.places[name] for name in names], tensor.array, tensor.dtype)
-        return dataclasses.replace(tensor, array=WrittenArray(tuple(tensor.array.shape)))
+        crc = write_tensor_at([output.places[name] for name in names], tensor.array, tensor.dtype, crc32=output.crc32)
+        return dataclasses.replace(tensor, array=WrittenArray(tuple(tensor.array.shape), crc))
     return dataclasses.replace(tensor, array=spill(tensor.array, folder))
 
 

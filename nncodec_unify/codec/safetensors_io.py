@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import zlib
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
@@ -173,22 +174,27 @@ def write_safetensors_header(file, entries: Iterable[tuple[str, tuple[int, ...],
     return [8 + len(encoded) + start for start in starts]
 
 
-def write_tensor_at(places: Iterable[tuple[str, int]], array: np.ndarray, dtype: DType) -> None:
+def write_tensor_at(places: Iterable[tuple[str, int]], array: np.ndarray, dtype: DType, *,
+                    crc32: bool = False) -> int | None:
     """Write a tensor's data as :func:`tensor_bytes` gives it into existing files, at each
-    ``(path, offset)`` of ``places``, with positional writes: other processes may be writing
-    other parts of those files meanwhile. A piece at a time (bfloat16 converted piece by
-    piece)."""
-    for path, offset in places:
+    distinct ``(path, offset)`` of ``places``, with positional writes: other processes may be
+    writing other parts of those files meanwhile. A piece at a time (bfloat16 converted piece
+    by piece). Returns the CRC-32 of the data with ``crc32``, else None."""
+    crc = 0 if crc32 else None
+    for number, (path, offset) in enumerate(dict.fromkeys(places)):
         handle = os.open(path, os.O_WRONLY | getattr(os, "O_BINARY", 0))
         try:
             for piece in tensor_pieces(array, dtype):
                 piece = memoryview(piece).cast("B")
+                if crc is not None and number == 0:
+                    crc = zlib.crc32(piece, crc)
                 while piece:
                     written = os.pwrite(handle, piece, offset)
                     offset += written
                     piece = piece[written:]
         finally:
             os.close(handle)
+    return crc
 
 
 def tensor_bytes(array: np.ndarray, dtype: DType) -> memoryview:

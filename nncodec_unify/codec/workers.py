@@ -139,6 +139,7 @@ class OutputLayout:
     has its own). The parent then copies nothing."""
 
     places: Mapping[str, tuple[str, int]]
+    crc32: bool = False  # the worker also sends back the CRC-32 of what it wrote (a .pt archive's records need it)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -147,6 +148,7 @@ class WrittenArray:
     itself, at the offsets of its name and aliases."""
 
     shape: tuple[int, ...]
+    crc32: int | None = None  # of the bytes written, when the OutputLayout asked for it
 
     @property
     def size(self) -> int:
