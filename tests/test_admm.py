@@ -360,3 +360,45 @@ def test_grid_training_trains_on_the_grid_with_float_shadows():
     model(data()[0])
     state = snap_to_grid(model, config)
     assert same_bits(state, decode(encode(model.state_dict(), config=config)))
+
+
+# --- bad input, bfloat16 and ties through snap_to_grid ----------------------------------------------
+
+def test_admm_names_bad_arguments_and_weights():
+    with pytest.raises(TypeError, match="target must be a Target"):
+        ADMM(make_net(), 0.5)
+    model = make_net()
+    with torch.no_grad():
+        model.hidden.weight[0, 0] = float("nan")
+    with pytest.raises(ValueError, match="^hidden.weight: holds NaN or infinite values"):
+        ADMM(model, TARGET)
+
+
+def test_structure_checks_its_kinds_grids():
+    model = make_net()
+    with pytest.raises(ValueError, match=r"hidden.weight: kinds grid \(3, 3\) does not match a 24x128 matrix"):
+        Structure(model, {"hidden.weight": np.zeros((3, 3), np.uint8)}, {"hidden.weight": (2, 4)})
+    with pytest.raises(ValueError, match="values other than the block kinds"):
+        Structure(model, {"hidden.weight": np.full((12, 32), 7, np.uint8)}, {"hidden.weight": (2, 4)})
+    with pytest.raises(KeyError, match="not a parameter"):
+        Structure(model, {"nothing.weight": np.zeros((1, 1), np.uint8)}, {"nothing.weight": (2, 4)})
+
+
+def test_snap_to_grid_keeps_bfloat16_and_ties_for_the_encoder():
+    from nncodec_unify.codec.tensors import BFloat16Array
+
+    model = nn.Sequential(nn.Linear(16, 16), nn.Linear(16, 16)).bfloat16()
+    model[1].weight = model[0].weight
+    config = EncoderConfig(qp=-56)
+    state = snap_to_grid(model, config)
+    assert isinstance(state["0.weight"], BFloat16Array) and state["1.weight"] is state["0.weight"]
+    stream = encode(state, config=config)
+    assert len(stream) == len(encode(model.state_dict(), config=config))  # coded as bfloat16, once
+    decoded = decode(stream)  # the tie's second name comes right after its first
+    assert same_bits(state, {name: decoded[name] for name in state})
+
+
+def test_targets_take_numpy_integers_for_block_sides():
+    assert Target(block=(np.int64(2), 4)).block == (2, 4)
+    with pytest.raises(ValueError, match="block must be two integers"):
+        Target(block=(2.0, 4))

@@ -333,3 +333,123 @@ class TestDistill:
         for name, param in student.named_parameters():
             assert state[name].tobytes() == param.detach().numpy().tobytes(), name  # already on the grid
         assert same_bits(state, decode(encode(state, config=coding)))
+
+
+# --- models users bring: ties, a bare layer, keyword calls, bad weights, bad arguments ---------------
+
+CONFIG = CalibrationConfig(target=Target(0.25, 0.25, block=(2, 4)), iterations=4, coding=EncoderConfig(qp=QP))
+
+
+class TiedHead(nn.Module):
+    """An embedding and an output layer sharing one weight (as language models tie them)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.emb = nn.Embedding(32, 16)
+        self.mix = nn.Linear(16, 16)
+        self.out = nn.Linear(16, 32, bias=False)
+        self.out.weight = self.emb.weight
+
+    def forward(self, ids):
+        return self.out(torch.relu(self.mix(self.emb(ids))))
+
+
+class SharedLayers(nn.Module):
+    """Two layers sharing one weight matrix (ALBERT-style)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(1)
+        self.a, self.b = nn.Linear(16, 16), nn.Linear(16, 16)
+        self.b.weight = self.a.weight
+
+    def forward(self, x):
+        return self.b(torch.relu(self.a(x)))
+
+
+def test_a_tied_weight_is_reported_under_its_state_dict_name_and_its_structure_holds():
+    model = TiedHead()
+    report = calibrate(model, [torch.randint(0, 32, (4, 6)) for _ in range(3)], CONFIG)
+    assert sorted(report.kinds) == ["emb.weight", "mix.weight"]
+    structure = report.structure(model)
+    assert structure.holds()
+    assert model.out.weight is model.emb.weight
+    state = snap_to_grid(model, CONFIG.coding)
+    assert state["out.weight"] is state["emb.weight"]  # one array: coded once
+    assert len(encode(state, config=CONFIG.coding)) == len(encode(model.state_dict(), config=CONFIG.coding))
+
+
+def test_a_weight_shared_by_two_layers_is_calibrated_once():
+    model = SharedLayers()
+    report = calibrate(model, [torch.randn(32, 16) for _ in range(2)], CONFIG)
+    assert [layer.name for layer in report.layers] == ["a.weight"]
+    assert report.skipped == (("b", "shares its weight a.weight with 'a', calibrated there"),)
+    assert report.structure(model).holds()
+
+
+def test_a_model_that_is_one_layer_uses_the_state_dict_names():
+    model = nn.Linear(8, 8)
+    report = calibrate(model, [torch.randn(32, 8)], CONFIG)
+    assert list(report.kinds) == ["weight"] and report.layers[0].name == "weight"
+    assert report.structure(model).holds()
+    excluded = calibrate(nn.Linear(8, 8), [torch.randn(32, 8)],
+                         CalibrationConfig(target=Target(0.25, 0.25), rules=(("weight", None),)))
+    assert excluded.layers == () and excluded.skipped == (("", "excluded by a rule"),)
+
+
+def test_a_layer_called_with_a_keyword_input_is_calibrated():
+    class Keyword(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a = nn.Linear(8, 8)
+
+        def forward(self, x):
+            return self.a(input=x)
+
+    report = calibrate(Keyword(), [torch.randn(32, 8)], CONFIG)
+    assert [layer.name for layer in report.layers] == ["a.weight"]
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_weights_that_are_not_finite_are_refused_with_the_layers_name(bad):
+    model = nn.Sequential(nn.Linear(8, 8, bias=False), nn.Linear(8, 8))
+    with torch.no_grad():
+        model[1].weight[0, 0] = bad
+    with pytest.raises(ValueError, match=r"^1\.weight: the weight holds NaN or infinite values"):
+        calibrate(model, [torch.randn(16, 8)], CONFIG)
+
+
+def test_a_layer_the_encoder_would_code_raw_is_left_alone():
+    model = nn.Sequential(nn.Linear(8, 8, bias=False), nn.Linear(8, 8))
+    with torch.no_grad():
+        model[0].weight[0, 0] = 1e5
+    before = model[0].weight.detach().clone()
+    report = calibrate(model, [torch.randn(16, 8)], CalibrationConfig(target=None, iterations=2,
+                                                                          coding=EncoderConfig(qp=-64)))
+    assert report.skipped[0][0] == "0" and report.skipped[0][1].startswith("coded RAW: its largest weight is beyond")
+    assert torch.equal(model[0].weight.detach(), before)
+
+
+@pytest.mark.parametrize("call, error, message", [
+    (lambda m, b: calibrate(m, b, Target(0.1, 0.1)), TypeError, "config must be a CalibrationConfig"),
+    (lambda m, b: calibrate(m, None), TypeError, "batches must be an iterable"),
+    (lambda m, b: CalibrationConfig(target=(0.1, 0.1)), TypeError, "target must be a Target"),
+    (lambda m, b: CalibrationConfig(rules=[("*", 0.5)]), TypeError, "rules must be"),
+    (lambda m, b: CalibrationConfig(damping=float("inf")), ValueError, "damping must be positive and finite"),
+])
+def test_bad_arguments_are_named(call, error, message):
+    with pytest.raises(error, match=message):
+        call(nn.Linear(8, 8), [torch.randn(4, 8)])
+
+
+def test_distill_refuses_float16_and_empty_input_and_restores_the_teachers_mode():
+    student = nn.Sequential(nn.Linear(8, 8))
+    teacher = nn.Sequential(nn.Linear(8, 8))
+    teacher.train()
+    distill(student, teacher, [torch.randn(4, 8)], structure=None)
+    assert teacher.training
+    with pytest.raises(ValueError, match="at least one batch"):
+        distill(student, teacher, [], structure=None)
+    with pytest.raises(ValueError, match=r"^0\.weight: float16 parameters"):
+        distill(nn.Sequential(nn.Linear(8, 8)).half(), teacher.half(), [torch.randn(4, 8).half()], structure=None)

@@ -68,10 +68,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..codec.blocks import matrix_shape
+from ..codec.blocks import grid_shape, matrix_shape
 from ..codec.config import EncoderConfig
 from ..codec.format import BlockKind, CodingMode, DType
 from ..codec.quant import MAX_LEVEL, dequantize, quantize, step_size
+from ..codec.tensors import BFloat16Array
 from .unify import Target, plan_kinds, project, selected_targets
 
 __all__ = ["ADMM", "GridTraining", "Structure", "same_bits", "snap_to_grid", "structure_from_weights", "unwrap"]
@@ -115,6 +116,9 @@ class ADMM:
                  rescale_dual: bool = True) -> None:
         if not rho > 0 or not rho_growth >= 1 or not rho_max >= rho:
             raise ValueError(f"need rho > 0, rho_growth >= 1 and rho_max >= rho; got {rho}, {rho_growth}, {rho_max}")
+        for argument, value in (("target", target), ("budget", budget)):
+            if value is not None and not isinstance(value, Target):
+                raise TypeError(f"{argument} must be a Target or None, got {value!r}")
         self.model = unwrap(model)
         named = dict(self.model.named_parameters())
         default = target if target is not None else (budget if budget is not None else Target())
@@ -237,8 +241,16 @@ class Structure:
         named = dict(self.model.named_parameters())
         self.masks: dict[str, _Masks] = {}
         for name, grid in kinds.items():
+            if name not in named:
+                raise KeyError(f"{name}: not a parameter of the model (names are those of named_parameters())")
             param, block = named[name], tuple(blocks[name])
             rows, cols = matrix_shape(tuple(param.shape))
+            grid = np.asarray(grid)
+            if grid.shape != grid_shape(rows, cols, *block):
+                raise ValueError(f"{name}: kinds grid {grid.shape} does not match a {rows}x{cols} matrix in {block} "
+                                 f"blocks (needs {grid_shape(rows, cols, *block)})")
+            if grid.size and (grid.min() < 0 or grid.max() > max(BlockKind)):
+                raise ValueError(f"{name}: kinds grid holds values other than the block kinds 0..{max(BlockKind)}")
             grid_t = torch.from_numpy(np.asarray(grid, dtype=np.int64)).to(param.device)
             element = _block_expand(grid_t, block, rows, cols)
             with torch.no_grad():
@@ -339,16 +351,25 @@ def snap_to_grid(model: torch.nn.Module | Mapping[str, torch.Tensor], config: En
 
     Each tensor is quantized as :func:`nncodec_unify.encode` with ``config`` will quantize it
     (its qp from ``config.coding_for``; RAW-coded tensors are left alone) and replaced by the
-    exact reconstruction ``float32(level) * float32(step)``. Returns ``{name: numpy array}`` of
-    the whole state (``names`` restricts it), ready for ``encode(state, config=config)``, whose
-    decoding is bit-identical to the model as it now is.
+    exact reconstruction ``float32(level) * float32(step)``. Returns ``{name: array}`` of the
+    whole state (``names`` restricts it), ready for ``encode(state, config=config)``, whose
+    decoding is bit-identical to the model as it now is: numpy arrays, a bfloat16 tensor as a
+    :class:`~nncodec_unify.codec.tensors.BFloat16Array` (so that it is coded as bfloat16), and
+    tensors that share their data (tied weights) as one array under each name (so that it is
+    coded once; snapped with the first name's coding).
     """
     config = config or EncoderConfig()
     state = unwrap(model).state_dict() if isinstance(model, torch.nn.Module) else dict(model)
     wanted = set(names) if names is not None else None
-    out: dict[str, np.ndarray] = {}
+    out: dict[str, object] = {}
+    arrays: dict[tuple, object] = {}  # by the tensor's place in memory: tied tensors are one array
     for name, tensor in state.items():
         if wanted is not None and name not in wanted:
+            continue
+        place = (tensor.device, tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tuple(tensor.shape),
+                 tuple(tensor.stride()), tensor.dtype) if tensor.numel() else None
+        if place in arrays:
+            out[name] = arrays[place]
             continue
         dtype = _TORCH_TO_DTYPE.get(tensor.dtype)
         if dtype is not None:
@@ -358,6 +379,10 @@ def snap_to_grid(model: torch.nn.Module | Mapping[str, torch.Tensor], config: En
                 if snapped is not None:
                     tensor.copy_(torch.from_numpy(np.ascontiguousarray(snapped)).reshape(tensor.shape))
         out[name] = _to_numpy(tensor).copy()
+        if tensor.dtype == torch.bfloat16:  # exact: a bfloat16 value is a float32 with 16 zero low bits
+            out[name] = BFloat16Array((np.ascontiguousarray(out[name]).view(np.uint32) >> 16).astype(np.uint16))
+        if place is not None:
+            arrays[place] = out[name]
     return out
 
 
@@ -412,10 +437,17 @@ class GridTraining:
 
 
 def same_bits(left: Mapping[str, np.ndarray], right: Mapping[str, np.ndarray]) -> bool:
-    """Whether two ``{name: array}`` states hold the same names, shapes, dtypes and bytes."""
+    """Whether two ``{name: array}`` states hold the same names, shapes, dtypes and bytes (a
+    :class:`~nncodec_unify.codec.tensors.BFloat16Array` compared as the float32 values it
+    holds, which is how :func:`nncodec_unify.decode` gives bfloat16 tensors)."""
     if list(left) != list(right):
         return False
-    return all(a.shape == right[n].shape and a.dtype == right[n].dtype
-               and np.ascontiguousarray(a).tobytes() == np.ascontiguousarray(right[n]).tobytes()
-               for n, a in left.items())
+
+    def values(array) -> np.ndarray:
+        if isinstance(array, BFloat16Array):
+            return (array.bits.astype(np.uint32) << 16).view(np.float32)
+        return np.ascontiguousarray(array)
+
+    return all(values(a).shape == values(right[n]).shape and values(a).dtype == values(right[n]).dtype
+               and values(a).tobytes() == values(right[n]).tobytes() for n, a in left.items())
 

@@ -22,7 +22,7 @@ a unit mean diagonal and damped (``H + damping * I``, as GPTQ):
   eigendecomposition of ``D^-1/2 H D^-1/2`` per layer;
 * ``Z``-step: the projection of ``W + U`` onto ``S`` in the metric ``D = diag(H)`` (each input
   column weighted by its energy, so a block fed by strong inputs is expensive to prune):
-  the exact joint block selection of :mod:`nncodec_unify.unify` at the layer's counts of
+  the exact joint block selection of :mod:`nncodec_unify.method.unify` at the layer's counts of
   pruned and unified blocks, weighted unified magnitudes, then rounding onto the codec's grid
   (dense levels one by one, one level per unified block: the nearest grid point of that
   structure in that metric);
@@ -36,20 +36,25 @@ the calibration data that stops right after the group (sequential, as SparseGPT/
 of earlier layers are seen and compensated by later ones). Memory: one group's Gram matrices
 (``in x in`` float64 each).
 
-Targets: a :class:`~nncodec_unify.unify.Target` for every layer (``target``), overridden by
+Targets: a :class:`~nncodec_unify.method.unify.Target` for every layer (``target``), overridden by
 ``rules`` (glob on the weight's name, e.g. ``"encoder.layer.0.*.weight"``), or a global
 ``budget`` whose ratios count the blocks of all calibrated layers together and are spread over
 layers by each block's weighted cost relative to its layer's output energy (measured once on
-the original model). ``coding`` is the :class:`~nncodec_unify.config.EncoderConfig` the model
+the original model). ``coding`` is the :class:`~nncodec_unify.codec.config.EncoderConfig` the model
 will be encoded with: its qp (per tensor, rules included) defines the grid. After
 :func:`calibrate`, ``encode(snap_to_grid(model, coding), config=coding)`` decodes to exactly
 the calibrated weights.
 
 Example::
 
-    from nncodec_unify.calibrate import CalibrationConfig, calibrate
+    from nncodec_unify import EncoderConfig, encode
+    from nncodec_unify.method.admm import snap_to_grid
+    from nncodec_unify.method.calibrate import CalibrationConfig, calibrate
+    from nncodec_unify.method.unify import Target
+
+    coding = EncoderConfig(qp=-22)
     report = calibrate(model, batches, CalibrationConfig(
-        target=Target(prune_ratio=0.2, unify_ratio=0.4, block=(4, 4)), coding=EncoderConfig(qp=-22)))
+        target=Target(prune_ratio=0.2, unify_ratio=0.4, block=(4, 4)), coding=coding))
     print("\\n".join(report.lines()))
     state = snap_to_grid(model, coding)          # weights are already on the grid; buffers too
     stream = encode(state, config=coding)
@@ -57,8 +62,11 @@ Example::
 ``batches`` is a re-iterable (a list) of model inputs: a tensor is called as ``model(x)``, a
 tuple or list as ``model(*x)``, a dict as ``model(**x)``. Padding positions of sequence models
 count as inputs; batch texts of similar length (or without padding) for the cleanest Gram
-matrices. Grouped convolutions and layers the model never calls are left as they are and
-listed in the report.
+matrices. Grouped convolutions, layers the model never calls, layers whose levels would not
+fit the codec's range at their qp (the encoder codes those RAW) and every use of a weight after
+its first (a weight shared by several layers is calibrated once, on its first layer's inputs;
+names are those of ``model.named_parameters()``, so a tied weight is reported under its first
+name) are left as they are and listed in the report. Weights that are not finite are refused.
 """
 
 from __future__ import annotations
@@ -119,14 +127,27 @@ class CalibrationConfig:
     asymmetric: bool = True
 
     def __post_init__(self) -> None:
+        for field in ("target", "budget"):
+            if getattr(self, field) is not None and not isinstance(getattr(self, field), Target):
+                raise TypeError(f"{field} must be a Target or None, got {getattr(self, field)!r}")
+        if not isinstance(self.coding, EncoderConfig):
+            raise TypeError(f"coding must be an EncoderConfig, got {self.coding!r}")
+        rules = tuple(tuple(rule) if isinstance(rule, (tuple, list)) else rule for rule in self.rules)
+        for rule in rules:
+            if not (isinstance(rule, tuple) and len(rule) == 2 and isinstance(rule[0], str)
+                    and (rule[1] is None or isinstance(rule[1], Target))):
+                raise TypeError(f"rules must be (glob, Target or None) pairs, got {rule!r}")
+        object.__setattr__(self, "rules", rules)
         if not isinstance(self.iterations, int) or self.iterations < 0:
             raise ValueError(f"iterations must be a non-negative integer, got {self.iterations!r}")
         if not self.rho > 0 or not self.rho_growth >= 1:
             raise ValueError(f"need rho > 0 and rho_growth >= 1, got {self.rho}, {self.rho_growth}")
         if not 0.0 <= self.reselect <= 1.0:
             raise ValueError(f"reselect must be in [0, 1], got {self.reselect}")
-        if not self.damping > 0:
-            raise ValueError(f"damping must be positive, got {self.damping}")
+        if not (self.damping > 0 and math.isfinite(self.damping)):
+            raise ValueError(f"damping must be positive and finite, got {self.damping}")
+        if not (math.isfinite(self.rho) and math.isfinite(self.rho_growth)):
+            raise ValueError(f"rho and rho_growth must be finite, got {self.rho}, {self.rho_growth}")
 
     def target_for(self, name: str) -> tuple[bool, Target | None]:
         """``(calibrated, target)`` for the weight ``name``."""
@@ -349,6 +370,15 @@ def _unsupported(module: nn.Module) -> str | None:
     return None
 
 
+def _layer_input(name: str, args: tuple, kwargs: dict) -> torch.Tensor:
+    """The input a layer was called with, positionally or as ``input=``."""
+    if args:
+        return args[0]
+    if "input" in kwargs:
+        return kwargs["input"]
+    raise ValueError(f"{name or 'the model'}: called without an input tensor (positional or input=)")
+
+
 def collect_layers(model: nn.Module, batch) -> list[list[str]]:
     """Calibratable layers (module names) in the order one forward pass calls them, grouped:
     consecutive calls that read the same input tensor form one group (query/key/value)."""
@@ -358,7 +388,8 @@ def collect_layers(model: nn.Module, batch) -> list[list[str]]:
     for name, module in model.named_modules():
         if isinstance(module, CALIBRATED_TYPES):
             handles.append(module.register_forward_pre_hook(
-                lambda mod, args, name=name: calls.append((name, args[0]))))
+                lambda mod, args, kwargs, name=name: calls.append((name, _layer_input(name, args, kwargs))),
+                with_kwargs=True))
     try:
         with torch.no_grad():
             call_model(model, batch)
@@ -432,13 +463,14 @@ def _capture(model: nn.Module, modules: Mapping[str, nn.Module], batch, stop_ear
     with ``stop_early`` it ends once all of them have been called."""
     pending = set(modules)
 
-    def hook(module, args, name):
-        sink(name, _layer_rows(module, args[0]))
+    def hook(module, args, kwargs, name):
+        sink(name, _layer_rows(module, _layer_input(name, args, kwargs)))
         pending.discard(name)
         if stop_early and not pending:
             raise _Stop
 
-    handles = [m.register_forward_pre_hook(lambda mod, args, name=name: hook(mod, args, name))
+    handles = [m.register_forward_pre_hook(lambda mod, args, kwargs, name=name: hook(mod, args, kwargs, name),
+                                           with_kwargs=True)
                for name, m in modules.items()]
     try:
         with torch.no_grad():
@@ -511,9 +543,17 @@ def calibrate(model: nn.Module, batches: Iterable, config: CalibrationConfig | N
     ``config.coding`` and in the structure reported; their biases (when ``bias_correction``)
     absorb the mean output shift. ``progress`` receives one line per layer.
     """
-    config = config or CalibrationConfig()
+    config = CalibrationConfig() if config is None else config
+    if not isinstance(config, CalibrationConfig):
+        raise TypeError(f"config must be a CalibrationConfig, got {type(config).__name__}")
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     started = time.perf_counter()
-    batches = list(batches)  # several passes are made
+    try:
+        batches = list(batches)  # several passes are made
+    except TypeError:
+        raise TypeError(f"batches must be an iterable of model inputs (e.g. a list of batches), "
+                        f"got {type(batches).__name__}") from None
     if not batches:
         raise ValueError("calibrate needs at least one batch of inputs")
     bare = unwrap(model)
@@ -521,23 +561,40 @@ def calibrate(model: nn.Module, batches: Iterable, config: CalibrationConfig | N
     bare.eval()
     modules = dict(bare.named_modules())
     groups = collect_layers(bare, batches[0])
+    # a layer's weight under its state_dict name; a weight several layers share, under its first
+    first_names: dict[int, str] = {}
+    for parameter_name, parameter in bare.named_parameters():
+        first_names.setdefault(id(parameter), parameter_name)
+    weight_names = {name: first_names.get(id(m.weight), f"{name}.weight" if name else "weight")
+                    for name, m in modules.items() if isinstance(m, CALIBRATED_TYPES)}
     # the target of every layer: the original model's outputs on the original inputs
     original = copy.deepcopy(bare) if config.sequential and config.asymmetric else None
     skipped: list[tuple[str, str]] = []
     plan: list[list[str]] = []
     targets: dict[str, Target | None] = {}
+    calibrated_by: dict[int, str] = {}  # id(weight) -> the layer that calibrates it
     for group in groups:
         kept = []
         for name in group:
-            why = _unsupported(modules[name])
-            calibrated, target = config.target_for(f"{name}.weight")
+            module, weight_name = modules[name], weight_names[name]
+            why = _unsupported(module)
+            calibrated, target = config.target_for(weight_name)
             if why is None and not calibrated:
                 why = "excluded by a rule"
-            if why is None and _grid_step(config, f"{name}.weight", modules[name].weight) is None:
+            if why is None and id(module.weight) in calibrated_by:
+                why = f"shares its weight {weight_name} with {calibrated_by[id(module.weight)]!r}, calibrated there"
+            if why is None and not bool(torch.isfinite(module.weight).all()):
+                raise ValueError(f"{weight_name}: the weight holds NaN or infinite values; calibration needs "
+                                 "finite weights")
+            step = _grid_step(config, weight_name, module.weight) if why is None else None
+            if why is None and step is None:
                 why = "coded RAW by the coding config"
+            if why is None and float(module.weight.detach().abs().max()) / step >= MAX_LEVEL:
+                why = f"coded RAW: its largest weight is beyond {MAX_LEVEL} steps of {step:g}"
             if why is not None:
                 skipped.append((name, why))
                 continue
+            calibrated_by[id(module.weight)] = name
             targets[name] = target
             kept.append(name)
         if kept:
@@ -553,7 +610,7 @@ def calibrate(model: nn.Module, batches: Iterable, config: CalibrationConfig | N
         target = targets[name]
         rows, cols = modules[name].weight.shape[0], modules[name].weight[0].numel()
         counts[name] = None if target is None else target.counts(math.prod(grid_shape(rows, cols, *target.block)))
-    budgeted = [n for n in names if config.in_budget(f"{n}.weight")] if config.budget is not None else []
+    budgeted = [n for n in names if config.in_budget(weight_names[n])] if config.budget is not None else []
     if budgeted:
         # the budget is spread once, on the original model's inputs (one forward pass)
         stats = _gather(bare, {n: modules[n] for n in budgeted}, batches, stop_early=False)
@@ -582,7 +639,7 @@ def calibrate(model: nn.Module, batches: Iterable, config: CalibrationConfig | N
             s = stats[name]
             has_bias = getattr(module, "bias", None) is not None and config.bias_correction
             moments = s.moments(centred=has_bias)
-            step = _grid_step(config, f"{name}.weight", weight)
+            step = _grid_step(config, weight_names[name], weight)
             solved, kinds, info = solve_layer(w0, moments["gram"], block=blocks[name], counts=counts[name], step=step,
                                               iterations=config.iterations, rho=config.rho,
                                               rho_growth=config.rho_growth, damping=config.damping,
@@ -598,10 +655,10 @@ def calibrate(model: nn.Module, batches: Iterable, config: CalibrationConfig | N
             # magnitude 0 counted as pruned; the report counts kinds as the codec derives them
             kinds = kinds.copy()
             kinds[(kinds == BlockKind.UNIFIED) & (block_costs(solved, blocks[name]).abs_sum == 0)] = BlockKind.PRUNED
-            kinds_out[name + ".weight"] = kinds
+            kinds_out[weight_names[name]] = kinds
             block_counts = np.bincount(kinds_from_values(solved, blocks[name]).ravel(), minlength=3)
             seconds = time.perf_counter() - layer_started + gather_seconds / len(group)
-            report = LayerReport(name + ".weight", tuple(weight.shape), blocks[name],
+            report = LayerReport(weight_names[name], tuple(weight.shape), blocks[name],
                                  (int(block_counts[BlockKind.PRUNED]), int(block_counts[BlockKind.UNIFIED]),
                                   int(block_counts[BlockKind.DENSE])),
                                  info["plain_error"], info["error"], info["best_iteration"], s.rows, seconds)
@@ -611,7 +668,7 @@ def calibrate(model: nn.Module, batches: Iterable, config: CalibrationConfig | N
                          f"error {report.plain_error:.4f} -> {report.error:.4f} ({seconds:.1f} s)")
     bare.train(was_training)
     return CalibrationReport(tuple(reports), tuple(skipped), kinds_out,
-                             {name + ".weight": blocks[name] for name in names}, time.perf_counter() - started)
+                             {weight_names[name]: blocks[name] for name in names}, time.perf_counter() - started)
 
 
 def kinds_from_values(matrix: np.ndarray, block: tuple[int, int]) -> np.ndarray:

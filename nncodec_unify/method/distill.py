@@ -1,13 +1,13 @@
 """Short distillation after calibration, with the micro-structure and the codec's grid kept exactly.
 
-The optional end-to-end stage after :func:`nncodec_unify.calibrate.calibrate`: the original
+The optional end-to-end stage after :func:`nncodec_unify.method.calibrate.calibrate`: the original
 model is the teacher, the compressed model the student, the loss compares their outputs on
 unlabelled inputs (mean squared error by default; pass ``loss`` for e.g. ``1 - cosine`` of
 sentence embeddings). During the whole stage
 
-* the structure holds exactly (:class:`nncodec_unify.admm.Structure`: pruned weights stay 0,
+* the structure holds exactly (:class:`nncodec_unify.method.admm.Structure`: pruned weights stay 0,
   each unified block trains one shared magnitude and keeps its signs), and
-* the weights stay on the codec's grid (:class:`nncodec_unify.admm.GridTraining`: forward and
+* the weights stay on the codec's grid (:class:`nncodec_unify.method.admm.GridTraining`: forward and
   backward on the grid, updates on float shadows),
 
 so after it ``encode(snap_to_grid(model, coding), config=coding)`` decodes to exactly the model
@@ -42,22 +42,37 @@ def distill(student: nn.Module, teacher: nn.Module, batches: Iterable, *, struct
     """Fine-tune ``student`` towards ``teacher``'s outputs, structure and grid kept; in place.
 
     ``batches`` is re-iterated every epoch (a list), each batch called as in
-    :func:`~nncodec_unify.calibrate.calibrate`; ``output`` maps a model's output to the tensor
+    :func:`~nncodec_unify.method.calibrate.calibrate`; ``output`` maps a model's output to the tensor
     compared (default: the output itself, or its first element when a tuple); ``loss(student,
     teacher)`` defaults to the mean squared error. Adam with a cosine learning-rate decay over
     all steps, in eval mode (no dropout; BatchNorm statistics frozen). ``structure`` is the
     structure to keep (``report.structure(model)`` after calibration; ``None`` keeps only the
-    grid). Returns the mean loss of every epoch.
+    grid). Returns the mean loss of every epoch. The teacher is run in eval mode and left in
+    the mode it came in. float16 students are refused: Adam's steps underflow in float16 and
+    every weight becomes NaN (distil in float32 or bfloat16).
     """
     if epochs < 0 or not lr > 0:
         raise ValueError(f"need epochs >= 0 and lr > 0, got {epochs}, {lr}")
-    batches = list(batches)
+    try:
+        batches = list(batches)
+    except TypeError:
+        raise TypeError(f"batches must be an iterable of model inputs, got {type(batches).__name__}") from None
+    if not batches:
+        raise ValueError("distill needs at least one batch of inputs")
+    half = [name for name, p in unwrap(student).named_parameters() if p.dtype == torch.float16]
+    if half:
+        raise ValueError(f"{half[0]}: float16 parameters cannot be trained with Adam here (its steps underflow); "
+                         "convert the student to float32 or bfloat16 first")
     coding = coding or EncoderConfig()
     loss = loss or nn.functional.mse_loss
     output = output or (lambda out: out[0] if isinstance(out, (tuple, list)) else out)
+    teacher_was_training = teacher.training
     teacher.eval()
-    with torch.no_grad():
-        targets = [output(call_model(teacher, batch)).detach() for batch in batches]
+    try:
+        with torch.no_grad():
+            targets = [output(call_model(teacher, batch)).detach() for batch in batches]
+    finally:
+        teacher.train(teacher_was_training)
     optimizer = torch.optim.Adam(unwrap(student).parameters(), lr=lr)
     if structure is not None:
         structure.attach(optimizer)

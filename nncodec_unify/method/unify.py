@@ -58,6 +58,7 @@ import dataclasses
 import fnmatch
 import heapq
 import math
+import operator
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -95,8 +96,11 @@ class Target:
                              f"{self.prune_ratio} + {self.unify_ratio}")
         if self.unify_threshold is not None and not 0.0 <= self.unify_threshold <= 1.0:
             raise ValueError(f"unify_threshold must be in [0, 1], got {self.unify_threshold}")
-        block = tuple(self.block)
-        if len(block) != 2 or not all(isinstance(side, int) and 1 <= side <= 255 for side in block):
+        try:
+            block = tuple(operator.index(side) for side in self.block)  # numpy integers too, not floats
+        except TypeError:
+            raise ValueError(f"block must be two integers in 1..255, got {self.block!r}") from None
+        if len(block) != 2 or not all(1 <= side <= 255 for side in block):
             raise ValueError(f"block must be two integers in 1..255, got {self.block!r}")
         object.__setattr__(self, "block", block)
 
@@ -341,6 +345,9 @@ def plan_kinds(arrays: Mapping[str, np.ndarray], targets: Mapping[str, Target], 
     if normalize not in ("none", "rms"):
         raise ValueError(f"normalize must be 'none' or 'rms', got {normalize!r}")
     names = [name for name in arrays if name in targets]
+    for name in names:
+        if not np.isfinite(arrays[name]).all():
+            raise ValueError(f"{name}: holds NaN or infinite values; blocks cannot be chosen by cost")
     if budget is None:
         return {name: select_kinds(arrays[name], targets[name]) for name in names}
     if not names:
