@@ -43,7 +43,7 @@ from .codec.checkpoint import (
 from .codec.config import EncoderConfig, TensorRule
 from .codec.decoder import decode_tensors, describe
 from .codec.errors import BitstreamError, EncodeError, LimitExceededError, NncodecError
-from .codec.format import DTYPE_NAMES, CodingMode, Limits
+from .codec.format import DTYPE_NAMES, FLOAT_DTYPES, CodingMode, Limits
 from .codec.memory import FileMapping
 from .codec.quant import step_size
 from .codec import termination
@@ -156,8 +156,9 @@ def build_parser() -> argparse.ArgumentParser:
     encode.add_argument("output", help="the stream to write (.nnu), or - for stdout (then the summary goes to stderr)")
     encode.add_argument("--qp", type=int, default=EncoderConfig.qp,
                         help="quantization parameter of >=2-D float tensors (step 2**(qp/4); default %(default)s = 2**-8)")
-    encode.add_argument("--vector-qp", type=int, default=EncoderConfig.vector_qp,
-                        help="qp of 1-D and 0-D float tensors (default %(default)s)")
+    encode.add_argument("--vector-qp", type=int, default=None,
+                        help=f"qp of 1-D and 0-D float tensors (default {EncoderConfig.vector_qp}; with a rate "
+                             f"target, {EncoderConfig.vector_qp - EncoderConfig.qp} from the qp searched, unless given)")
     encode.add_argument("--block", type=_block, default=EncoderConfig.block, metavar="RxC",
                         help="block shape of UNIFIED tensors (default 4x4)")
     encode.add_argument("--mode", type=_pattern_value, action="append", default=[], metavar="PATTERN=MODE",
@@ -183,8 +184,9 @@ def build_parser() -> argparse.ArgumentParser:
                           "at equal error, but a format 2.0 stream that any 2.x decoder reads")
     rdo.add_argument("--no-rdo", action="store_true",
                      help="round every weight to the nearest level (error <= half a step; implies --no-dq)")
-    rdo.add_argument("--rdo-lambda", type=float, default=EncoderConfig.rdo_lambda, metavar="C",
-                     help="lambda = C x step**2 (default %(default)s; larger trades more error for fewer bits)")
+    rdo.add_argument("--rdo-lambda", type=float, default=None, metavar="C",
+                     help=f"lambda = C x step**2 (default {EncoderConfig.rdo_lambda}; larger trades more error "
+                          "for fewer bits)")
     rdo.add_argument("--no-rdo-blocks", action="store_true",
                      help="keep block kinds as the levels fall instead of choosing them by cost")
     rate = encode.add_argument_group("rate control (searches the qp, starting from --qp; rule qps stay fixed)")
@@ -212,7 +214,8 @@ def build_parser() -> argparse.ArgumentParser:
     encode.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     encode.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
     encode.add_argument("--report", metavar="FILE.json", default=None,
-                        help="also write the summary and every tensor's coding, size and error to FILE.json")
+                        help="also write the summary and every tensor's coding, size and error to FILE.json "
+                             "(- : to stdout, in place of the summary)")
     encode.add_argument("-f", "--force", action="store_true", help="overwrite the output if it exists")
 
     decode = commands.add_parser("decode", help="decode a stream into .pt or .safetensors")
@@ -300,7 +303,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(str(exc), EXIT_USAGE)
     except FileExistsError as exc:
         return _fail(str(exc), EXIT_EXISTS)
-    except (FileNotFoundError, IsADirectoryError, PermissionError) as exc:
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError) as exc:
         return _fail(str(exc) if not exc.filename else f"{exc.filename}: {exc.strerror}", EXIT_IO)
     except EncodeError as exc:
         return _fail(f"cannot encode: {exc}", EXIT_ENCODE)
@@ -384,10 +387,14 @@ def _config(args: argparse.Namespace) -> EncoderConfig:
         except argparse.ArgumentTypeError as exc:
             raise UsageError(f"--tensor-block: {exc}") from None
     try:
-        return EncoderConfig(qp=args.qp, vector_qp=args.vector_qp, block=args.block, rules=tuple(rules),
-                             use_contexts=not args.no_contexts, rdo=not args.no_rdo, rdo_lambda=args.rdo_lambda,
+        rdo_lambda = EncoderConfig.rdo_lambda if args.rdo_lambda is None else args.rdo_lambda
+        vector_qp = EncoderConfig.vector_qp if args.vector_qp is None else args.vector_qp
+        if args.vector_qp is None and _rate_target(args) is not None:  # the result must not depend on the start
+            vector_qp = args.qp + (EncoderConfig.vector_qp - EncoderConfig.qp)
+        return EncoderConfig(qp=args.qp, vector_qp=vector_qp, block=args.block, rules=tuple(rules),
+                             use_contexts=not args.no_contexts, rdo=not args.no_rdo, rdo_lambda=rdo_lambda,
                              rdo_blocks=not args.no_rdo_blocks, dependent=not args.no_dq,
-                             dependent_lambda=args.rdo_lambda, digests=not args.no_digests)
+                             dependent_lambda=rdo_lambda, digests=not args.no_digests)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
 
@@ -397,17 +404,21 @@ def _encode(args: argparse.Namespace) -> int:
     from .codec.memory import keep_large_blocks_mapped
 
     keep_large_blocks_mapped()
+    if args.input == "-":
+        raise UsageError("weights cannot be read from stdin: give a .pt/.safetensors file or a model folder")
+    if args.no_rdo and args.rdo_lambda is not None:
+        raise UsageError("--rdo-lambda sets the rate-distortion trade-off, which --no-rdo turns off: give one")
     config = _config(args)
     if args.output != "-" and _same_file(args.input, args.output):
         raise UsageError("input and output are the same file")
     if args.output != "-" and os.path.exists(args.output) and not args.force:
         raise FileExistsError(f"{args.output}: already exists (use -f to overwrite)")
-    if args.output == "-" and args.report == "-":
-        raise UsageError("--report - would mix the report into the stream on stdout")
+    _check_report_path(args)
     tensors, checkpoint_notes = load_checkpoint(args.input, key=args.key, strip_prefixes=tuple(args.strip_prefix))
     attachments, attachment_notes = [], []
     if os.path.isdir(args.input) and not args.no_attach:
-        attachments, attachment_notes = folder_attachments(args.input)
+        own_files = [path for path in (args.output, args.report) if path not in (None, "-")]
+        attachments, attachment_notes = folder_attachments(args.input, leave_out=own_files)
     projection = _project(tensors, args, config) if _projection_asked(args) else None
     if projection is not None:
         tensors = projection[0]
@@ -436,7 +447,8 @@ def _encode(args: argparse.Namespace) -> int:
         say = (lambda line: None) if args.json or args.quiet else (lambda line: print(line, file=sys.stderr))
         if attachments:
             raise UsageError("rate control does not carry a folder's files yet: add --no-attach")
-        controlled = encode_to_target(tensors, target, config=config, progress=say, workers=workers)
+        controlled = encode_to_target(tensors, target, config=config, progress=say, workers=workers,
+                                      keep_vector_qp=args.vector_qp is not None)
         if args.output == "-":
             sys.stdout.buffer.write(controlled.result.data)
             sys.stdout.buffer.flush()
@@ -454,15 +466,46 @@ def _encode(args: argparse.Namespace) -> int:
     summary["workers"] = workers
     if target is not None:
         summary["rate_control"] = {"target": target.describe(), **controlled.to_dict()}
+        matrices = [r for r in reports if len(r.shape) >= 2 and r.dtype in FLOAT_DTYPES]
+        if matrices and not any(r.qp == controlled.chosen.qp for r in matrices):
+            summary["notes"].append(f"rate control moved only the vector qp: no tensor of 2 or more dimensions is "
+                                    f"coded at the searched qp {controlled.chosen.qp} (rules or RAW coding set theirs)")
     if projection is not None:
         summary["projection"] = projection[1].to_dict()
     if args.report is not None:
         report = dict(summary, tensor_reports=[_tensor_report(r) for r in reports])
+        if args.report == "-":  # the report, in place of the summary, on stdout
+            print(json.dumps(report, indent=1))
+            return EXIT_OK
         write_bytes(args.report, (json.dumps(report, indent=1) + "\n").encode("utf-8"), overwrite=True)
     # with the stream on stdout, the summary goes to stderr
     with contextlib.redirect_stdout(sys.stderr) if args.output == "-" else contextlib.nullcontext():
         _print_encoded(args, summary, projection, target, controlled if target is not None else None)
     return EXIT_OK
+
+
+def _check_report_path(args: argparse.Namespace) -> None:
+    """Refuse, before anything is encoded, a --report that could not be written or would
+    replace the input or the stream: ``-`` (stdout) with the stream on stdout, the input or
+    output file itself, a folder, a path in a folder that does not exist."""
+    report = args.report
+    if report is None:
+        return
+    if report == "-":
+        if args.output == "-":
+            raise UsageError("--report - would mix the report into the stream on stdout")
+        return
+    if _same_file(args.input, report) or (args.output != "-" and (
+            os.path.abspath(report) == os.path.abspath(args.output) or _same_file(args.output, report))):
+        raise UsageError(f"--report {report}: is the {'input' if _same_file(args.input, report) else 'output'} "
+                         "file; give the report its own name")
+    if os.path.isdir(report):
+        raise UsageError(f"--report {report}: is a folder; give a file name")
+    folder = os.path.dirname(os.path.abspath(report))
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(f"--report {report}: {folder}: no such directory")
+    if not os.access(folder, os.W_OK):
+        raise PermissionError(f"--report {report}: {folder}: not writable")
 
 
 class _Counting:
@@ -680,6 +723,11 @@ def _read_stream(path: str) -> bytes | FileMapping:
 def _decode(args: argparse.Namespace) -> int:
     if args.output != "-" and _same_file(args.input, args.output):
         raise UsageError("input and output are the same file")
+    if args.output != "-" and not is_folder_target(args.output):
+        try:
+            checkpoint_format(args.output)
+        except CheckpointError as exc:  # a wrong name on the command line, not a bad input file
+            raise UsageError(str(exc)) from None
     if args.output != "-" and os.path.exists(args.output) and not args.force and not is_folder_target(args.output):
         raise FileExistsError(f"{args.output}: already exists (use -f to overwrite)")
     limits = _output_limits(args)
@@ -696,7 +744,8 @@ def _decode(args: argparse.Namespace) -> int:
     if is_folder_target(args.output):
         count, parameters, files = decode_to_folder(data, args.output, limits=limits, progress=progress,
                                                     overwrite=args.force, max_shard_bytes=args.max_shard_size,
-                                                    verify=not args.no_verify, workers=workers)
+                                                    verify=not args.no_verify, workers=workers,
+                                                    source=None if args.input == "-" else args.input)
         _print_decoded(args, count, parameters, files)
         return EXIT_OK
     if checkpoint_format(args.output) == "safetensors":  # tensor by tensor: memory holds one tensor
@@ -775,7 +824,9 @@ def _print_decoded(args: argparse.Namespace, count: int, parameters: int, files:
 
 def _info(args: argparse.Namespace) -> int:
     data = _read_stream(args.input)
-    header, tensors = describe(data, with_blocks=True)
+    files: list = []
+    header, tensors = describe(data, with_blocks=True, files=files)
+    attached = [{"path": f.path, "bytes": len(f.content)} for f in files]
     rows = [{"name": t.name, "dtype": DTYPE_NAMES[t.dtype], "shape": list(t.shape),
              "mode": t.coding_mode.name.lower(), "qp": t.qp,
              "step": float(step_size(t.qp, t.qp_density)) if t.qp is not None else None,
@@ -790,7 +841,7 @@ def _info(args: argparse.Namespace) -> int:
         if header.version_major >= 4 else None
     if args.json:
         print(json.dumps({"version": f"{header.version_major}.{header.version_minor}", "bytes": len(data),
-                          "model_digest": digest, "tensors": rows}))
+                          "model_digest": digest, "tensors": rows, "attached_files": attached}))
         return EXIT_OK
     print(f"{args.input}: nncodec_unify stream, format {header.version_major}.{header.version_minor}, "
           f"{len(data):,} bytes, {len(tensors)} tensors")
@@ -816,6 +867,8 @@ def _info(args: argparse.Namespace) -> int:
         print("  " + "  ".join(cells).rstrip())
     if digest is not None:
         print(f"  model digest (SHA-256): {digest} (as stored; `nncodec verify` checks the tensors)")
+    for item in attached:
+        print(f"  attached file: {_shown(item['path'])} ({item['bytes']:,} bytes; decoding into a folder writes it)")
     return EXIT_OK
 
 
@@ -823,3 +876,7 @@ def _conform(args: argparse.Namespace) -> int:
     from .codec.conform import main as conform_main
 
     return EXIT_FAILURES if conform_main([args.directory]) else EXIT_OK
+
+
+if __name__ == "__main__":  # python -m nncodec_unify.cli, as python -m nncodec_unify
+    sys.exit(main())

@@ -12,10 +12,11 @@ import contextlib
 import itertools
 import math
 import os
+import re
 import sys
 import tempfile
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -108,14 +109,18 @@ MAX_ATTACHMENT_BYTES = 16 << 20  # a model folder's config and tokenizer files a
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".h5", ".msgpack", ".onnx", ".gguf")
 
 
-def folder_attachments(folder: str | os.PathLike) -> tuple[list[AttachedFile], list[str]]:
+def folder_attachments(folder: str | os.PathLike, *, leave_out: Iterable[str | os.PathLike] = ()
+                       ) -> tuple[list[AttachedFile], list[str]]:
     """The files of a model folder to carry beside its weights (config, tokenizer, README):
-    every regular, non-hidden file in it or its subfolders that is not a weight file or a
-    shard index, up to 16 MiB each; symbolic links to files (a Hugging Face cache) are read,
-    linked folders not entered. Returns the attachments, sorted by path, and notes on the
-    files left out."""
+    every regular, non-hidden file in it or its subfolders that is not a weight file, a
+    shard index or a stream (``.nnu``: an earlier encoding's output, which would otherwise be
+    carried inside the next), up to 16 MiB each; symbolic links to files (a Hugging Face
+    cache) are read, linked folders not entered. ``leave_out`` names further files not to
+    carry (the encoder's own outputs: its report). Returns the attachments, sorted by path,
+    and notes on the files left out."""
     folder = Path(folder)
     attached, notes = [], []
+    excluded = [Path(path) for path in leave_out]
     for root, folders, names in os.walk(folder):
         folders[:] = sorted(f for f in folders if not f.startswith(".") and not (Path(root) / f).is_symlink())
         for name in sorted(names):
@@ -124,6 +129,9 @@ def folder_attachments(folder: str | os.PathLike) -> tuple[list[AttachedFile], l
             if name.startswith(".") or name.endswith(_WEIGHT_SUFFIXES) or name.endswith(".index.json"):
                 continue
             if not path.is_file():
+                continue
+            if name.endswith(".nnu") or any(_same_path(path, other) for other in excluded):
+                notes.append(f"{relative}: not attached (a stream or report of the encoder)")
                 continue
             size = path.stat().st_size
             problem = check_attachment_path(relative)
@@ -422,7 +430,10 @@ def atomic_output(path: Path, *, overwrite: bool) -> Iterator[str]:
         raise IsADirectoryError(f"{path}: is a directory")
     if not path.parent.is_dir():
         raise FileNotFoundError(f"{path.parent}: no such directory")
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+    try:
+        descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+    except OSError as exc:  # name the output asked for, not the temporary file's random name
+        raise type(exc)(exc.errno, f"cannot write there ({exc.strerror})", str(path)) from None
     os.close(descriptor)
     try:
         yield temporary
@@ -492,7 +503,7 @@ def decode_file(source: str | os.PathLike, target: str | os.PathLike, *, limits=
     if is_folder_target(target):
         data = read_stream(source)
         model = decode_tensors(data, limits=limits, verify=verify, workers=workers)
-        decode_to_folder(data, target, limits=limits, overwrite=overwrite, model=model)
+        decode_to_folder(data, target, limits=limits, overwrite=overwrite, model=model, source=source)
         return model
     checkpoint_format(target)
     if Path(target).exists() and not overwrite:
@@ -725,15 +736,19 @@ def is_folder_target(path: str | os.PathLike) -> bool:
 def decode_to_folder(data: bytes, target: str | os.PathLike, *, limits=None, progress=None,
                      overwrite: bool = False, max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES,
                      model: DecodedModel | None = None, verify: bool = True,
-                     workers: int = 1) -> tuple[int, int, int]:
+                     workers: int = 1, source: str | os.PathLike | None = None) -> tuple[int, int, int]:
     """Decode a stream into a model folder: ``model.safetensors`` (written tensor by tensor;
     shards and their index, as transformers writes them, when the tensors exceed
     ``max_shard_bytes``) and the stream's attached files (§5.7) at their paths, so that
     ``transformers``' ``from_pretrained`` loads it when the config was attached. Built in a temporary folder
     beside ``target`` and moved into place file by file at the end: nothing partial is left.
     A non-empty existing ``target`` needs ``overwrite``. ``model``, the stream already
-    decoded, saves decoding it again. ``verify`` and ``workers`` as for :func:`decode`. Returns tensors,
-    parameters, files."""
+    decoded, saves decoding it again. ``verify`` and ``workers`` as for :func:`decode`. With
+    ``overwrite``, weight files of an earlier model in ``target`` that this one does not write
+    (``model.safetensors`` beside new shards, or shards and their index beside a new single
+    file) are removed, so that the folder loads the new model and only it. ``source``, the
+    stream file, is never written over (a stream kept inside the folder it decodes to).
+    Returns tensors, parameters, files."""
     from .decoder import describe
 
     target = Path(target)
@@ -749,6 +764,11 @@ def decode_to_folder(data: bytes, target: str | os.PathLike, *, limits=None, pro
     clash = [attached.path for attached in files if attached.path in written]
     if clash:
         raise CheckpointError(f"{target}: the stream attaches {clash[0]!r}, which the weights are written to")
+    if source is not None:
+        for relative in sorted(written | {attached.path for attached in files}):
+            if _same_path(source, target / relative):
+                raise CheckpointError(f"{target / relative}: decoding would write over the stream being decoded "
+                                      f"({source}); decode into another folder")
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
@@ -764,6 +784,7 @@ def decode_to_folder(data: bytes, target: str | os.PathLike, *, limits=None, pro
             path.write_bytes(attached.content)
         termination.check()  # as atomic_output: no folder is completed after SIGTERM
         if not target.exists():
+            os.chmod(staging, 0o777 & ~_umask())  # mkdtemp made it private
             os.replace(staging, target)
         else:
             for path in sorted(staging.rglob("*")):
@@ -771,12 +792,24 @@ def decode_to_folder(data: bytes, target: str | os.PathLike, *, limits=None, pro
                     destination = target / path.relative_to(staging)
                     destination.parent.mkdir(parents=True, exist_ok=True)
                     os.replace(path, destination)
+            for stale in _weight_files(target) - written:  # an earlier model's: it would load instead, or beside
+                (target / stale).unlink()
     finally:
         if staging.exists():
             import shutil
 
             shutil.rmtree(staging, ignore_errors=True)
     return count, parameters, len(files)
+
+
+_SHARD_NAME = re.compile(r"model-\d{5}-of-\d{5}\.safetensors")
+
+
+def _weight_files(folder: Path) -> set[str]:
+    """The safetensors weight files that this package writes into a model folder and that
+    ``from_pretrained`` reads: ``model.safetensors``, its shards and their index."""
+    return {path.name for path in folder.iterdir() if path.is_file() and (
+        path.name in ("model.safetensors", SAFETENSORS_INDEX) or _SHARD_NAME.fullmatch(path.name))}
 
 
 def _same_path(a: str | os.PathLike, b: str | os.PathLike) -> bool:

@@ -23,11 +23,51 @@ from pathlib import Path
 import numpy as np
 
 from .decoder import decode_tensors
-from .errors import BitstreamError, ChecksumError, LimitExceededError, TruncatedError, UnsupportedVersionError
+from .errors import (BitstreamError, ChecksumError, LimitExceededError, NncodecError, TruncatedError,
+                     UnsupportedVersionError)
 from . import integrity
 from .format import DTYPE_BY_NAME, Limits
 
 GROUPS = ("valid", "invalid")
+
+
+class ManifestError(NncodecError):
+    """A conformance group's ``manifest.json`` is not what the suite format says."""
+
+
+def read_manifest(path: Path) -> list[dict]:
+    """The stream entries of a group's manifest, checked: a JSON object whose ``streams`` is a
+    list of objects, each naming a ``.nnu`` file of the group's own folder (a bare file name)
+    and giving either its ``tensors`` or its ``error``. Raises ManifestError otherwise."""
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ManifestError(f"{path}: not a JSON manifest ({exc})") from None
+    streams = manifest.get("streams") if isinstance(manifest, dict) else None
+    if not isinstance(streams, list):
+        raise ManifestError(f"{path}: needs an object with a list of \"streams\"")
+    for number, entry in enumerate(streams):
+        where = f"{path}: streams[{number}]"
+        if not isinstance(entry, dict) or not isinstance(entry.get("file"), str):
+            raise ManifestError(f"{where}: needs a \"file\" name")
+        name = entry["file"]
+        if name in ("", ".", "..") or "/" in name or "\\" in name:
+            raise ManifestError(f"{where}: {name!r} is not a file name in the group's folder")
+        if ("tensors" in entry) == ("error" in entry):
+            raise ManifestError(f"{where} ({name}): needs either \"tensors\" or \"error\"")
+        if "tensors" in entry:
+            tensors = entry["tensors"]
+            if not isinstance(tensors, list) or not all(
+                    isinstance(t, dict) and isinstance(t.get("name"), str) and t.get("dtype") in DTYPE_BY_NAME
+                    and isinstance(t.get("shape"), list) and isinstance(t.get("sha256"), str) for t in tensors):
+                raise ManifestError(f"{where} ({name}): \"tensors\" must list objects with name, dtype, shape "
+                                    "and sha256")
+        elif not (isinstance(entry["error"], dict) and isinstance(entry["error"].get("category"), str)
+                  and isinstance(entry["error"].get("element"), str)):
+            raise ManifestError(f"{where} ({name}): \"error\" needs a category and an element")
+        if entry.get("limits") is not None and not isinstance(entry["limits"], dict):
+            raise ManifestError(f"{where} ({name}): \"limits\" must be an object")
+    return streams
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,7 +101,10 @@ def canonical_bytes(array: np.ndarray, dtype_name: str) -> bytes:
 def check_stream(data: bytes, entry: dict, group: str) -> FileResult:
     """Decode one stream and compare with its manifest ``entry``."""
     name = entry["file"]
-    limits = Limits(**entry["limits"]) if entry.get("limits") else None
+    try:
+        limits = Limits(**entry["limits"]) if entry.get("limits") else None
+    except (TypeError, ValueError) as exc:
+        raise ManifestError(f"{name}: bad \"limits\" in the manifest ({exc})") from None
     try:
         model = decode_tensors(data, limits=limits)
     except BitstreamError as exc:
@@ -95,10 +138,9 @@ def check_group(folder: str | Path, group: str | None = None) -> list[FileResult
     manifest_path = folder / "manifest.json"
     if not manifest_path.is_file():
         raise FileNotFoundError(f"{manifest_path}: no such file (not a conformance group)")
-    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
     results = []
     listed = set()
-    for entry in manifest["streams"]:
+    for entry in read_manifest(manifest_path):
         listed.add(entry["file"])
         path = folder / entry["file"]
         if not path.is_file():
@@ -114,6 +156,8 @@ def check_group(folder: str | Path, group: str | None = None) -> list[FileResult
 def check_suite(directory: str | Path) -> list[FileResult]:
     """Check a suite directory (holding ``valid/`` and ``invalid/``) or a single group directory."""
     directory = Path(directory)
+    if directory.exists() and not directory.is_dir():
+        raise NotADirectoryError(f"{directory}: not a directory (give a suite folder, or its valid/ or invalid/)")
     if not directory.is_dir():
         raise FileNotFoundError(f"{directory}: no such directory")
     if (directory / "manifest.json").is_file():

@@ -1,7 +1,9 @@
 """Rate control: find the qp that meets a size, bits-per-parameter or error target.
 
-The search moves the default qps (``qp`` and ``vector_qp`` together, keeping their gap); qps
-that rules set for particular tensors stay as given. Stream size falls and error grows
+The search moves the default qps (``qp`` and ``vector_qp`` together, keeping their gap, or
+``qp`` alone with ``keep_vector_qp``); qps that rules set for particular tensors stay as given,
+and a target that no searched tensor can move (every tensor's qp set by a rule; an error
+target without a float tensor of 2 or more dimensions whose qp is searched) is refused. Stream size falls and error grows
 monotonically with qp in practice, so the answer is a boundary: the finest qp whose stream
 fits a size target, or the coarsest qp whose error stays within an error target. A first
 encode predicts the answer (about one bit per quantized parameter per 4 qp, error in
@@ -84,34 +86,44 @@ _MAX_TRIALS = 40  # a bisection over the whole qp range needs about 16
 
 
 def encode_to_target(tensors: Mapping[str, object], target: RateTarget, *, config: EncoderConfig | None = None,
-                     progress: Callable[[str], None] | None = None, workers: int = 1) -> RateControlResult:
+                     progress: Callable[[str], None] | None = None, workers: int = 1,
+                     keep_vector_qp: bool = False) -> RateControlResult:
     """Encode ``tensors`` at the qp that meets ``target`` best (see the module docstring).
 
-    ``config`` gives everything but the default qps, and the search starts from its ``qp``.
-    ``progress(line)`` hears of each trial. Raises :class:`EncodeError` when no qp in the
-    format's range meets the target (the message names the closest reachable figure).
+    ``config`` gives everything but the default qps, and the search starts from its ``qp``;
+    ``vector_qp`` follows at ``config``'s gap, or stays as ``config`` has it with
+    ``keep_vector_qp``. ``progress(line)`` hears of each trial. Raises :class:`EncodeError`
+    when no qp in the format's range meets the target (the message names the closest
+    reachable figure), or when the searched qps move nothing the target measures.
     """
     config = EncoderConfig() if config is None else config
     gap = config.vector_qp - config.qp
     trials: dict[int, tuple[Trial, EncodeResult]] = {}
 
+    def vector_qp_for(qp: int) -> int:
+        return config.vector_qp if keep_vector_qp else qp + gap
+
     def valid(qp: int) -> bool:
-        return qp_is_valid(qp, config.qp_density) and qp_is_valid(qp + gap, config.qp_density)
+        return qp_is_valid(qp, config.qp_density) and qp_is_valid(vector_qp_for(qp), config.qp_density)
 
     def attempt(qp: int) -> Trial:
         if qp not in trials:
             if len(trials) >= _MAX_TRIALS:
                 raise EncodeError(f"rate control: no answer after {_MAX_TRIALS} encodes")
-            trial_config = dataclasses.replace(config, qp=qp, vector_qp=qp + gap)
+            trial_config = dataclasses.replace(config, qp=qp, vector_qp=vector_qp_for(qp))
             result = encode_with_report(tensors, config=trial_config, measure_error=True, workers=workers)
-            trials[qp] = (_measure(qp, qp + gap, result), result)
+            trials[qp] = (_measure(qp, vector_qp_for(qp), result), result)
             if progress is not None:
                 trial = trials[qp][0]
                 progress(f"rate control: qp {qp}: {trial.size_bytes:,} bytes, {trial.bits_per_param:.3f} "
                          f"bits/parameter, RMSE {trial.rmse:.4g}")
         return trials[qp][0]
 
+    if not valid(config.qp):
+        raise EncodeError(f"rate control: the starting qp {config.qp} (vector qp {vector_qp_for(config.qp)}) "
+                          "is outside the format's range")
     first = attempt(config.qp)
+    _check_searchable(trials[config.qp][1], target, config, keep_vector_qp)
     # u = direction * qp: meeting the target is monotone in u, and the answer is the lowest u
     # that meets it (the finest qp within a size, the coarsest within an error)
     direction = 1 if target.rmse is None else -1
@@ -154,12 +166,36 @@ def encode_to_target(tensors: Mapping[str, object], target: RateTarget, *, confi
     qp = direction * hi
     chosen, result = trials[qp]
     ordered = tuple(t for t, _ in trials.values())
-    return RateControlResult(result, dataclasses.replace(config, qp=qp, vector_qp=qp + gap), chosen, ordered)
+    return RateControlResult(result, dataclasses.replace(config, qp=qp, vector_qp=vector_qp_for(qp)), chosen, ordered)
+
+
+def _check_searchable(result: EncodeResult, target: RateTarget, config: EncoderConfig, keep_vector_qp: bool) -> None:
+    """Raise EncodeError where moving the searched qps changes nothing the target measures:
+    every quantized tensor has its qp from a rule, or (an error target) no float tensor of 2
+    or more dimensions has its qp searched."""
+    moved = dataclasses.replace(config, qp=config.qp + 1,
+                                vector_qp=config.vector_qp + (0 if keep_vector_qp else 1))
+
+    def searched(report) -> bool:
+        ndim = len(report.shape)
+        return (report.qp is not None and report.dtype in FLOAT_DTYPES
+                and config.coding_for(report.name, report.dtype, ndim).qp
+                != moved.coding_for(report.name, report.dtype, ndim).qp)
+
+    followers = [report for report in result.reports if searched(report)]
+    if not followers:
+        raise EncodeError("rate control: no tensor's qp is searched (rules set every quantized tensor's qp), "
+                          "so no target can be met by it")
+    if target.rmse is not None and not any(len(report.shape) >= 2 for report in followers):
+        raise EncodeError("rate control: an error target measures float tensors of 2 or more dimensions, and "
+                          "none has its qp searched here")
 
 
 def _edge(u: int, usable: Callable[[int], bool], inside: int) -> int:
     """The usable value nearest to ``u`` on the way back to ``inside`` (usable): a qp or a
-    signed qp, whichever the predicate ``usable`` takes."""
+    signed qp, whichever the predicate ``usable`` takes. Far-off values (a prediction from an
+    absurd target) are first brought within the format's qp range, the rest is walked."""
+    u = max(-65536, min(65536, u)) if abs(u - inside) > 65536 else u
     while not usable(u) and u != inside:
         u += 1 if u < inside else -1
     return u

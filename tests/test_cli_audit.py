@@ -1,0 +1,174 @@
+"""Defects a new-user audit of the CLI found (2026-12-03), each pinned: --report never replaces
+the input or the stream and is checked before encoding, absurd rate targets finish, the rate
+search does not depend on its starting qp and refuses targets it cannot move, a folder does not
+carry its own streams, decoding into a folder never writes over its stream and removes an
+earlier model's weight files, a malformed conformance manifest is one line."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import nncodec_unify as nu
+from nncodec_unify import DType
+from nncodec_unify.cli import EXIT_BAD_INPUT, EXIT_ENCODE, EXIT_IO, EXIT_OK, EXIT_USAGE, main
+from nncodec_unify.codec.safetensors_io import read_safetensors, write_safetensors
+
+
+@pytest.fixture()
+def weights(tmp_path):
+    rng = np.random.default_rng(0)
+    path = tmp_path / "small.safetensors"
+    with open(path, "wb") as file:
+        write_safetensors(file, [("w1", rng.normal(0, 0.05, (64, 64)).astype(np.float32), DType.FLOAT32),
+                                 ("b1", rng.normal(0, 0.05, 64).astype(np.float32), DType.FLOAT32)])
+    return path
+
+
+def error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("nncodec: error: ")
+    return err[0]
+
+
+@pytest.mark.parametrize("which", ["input", "output"])
+def test_a_report_never_replaces_the_input_or_the_stream(tmp_path, weights, capsys, which):
+    before = weights.read_bytes()
+    report = weights if which == "input" else tmp_path / "o.nnu"
+    assert main(["encode", str(weights), str(tmp_path / "o.nnu"), "--report", str(report)]) == EXIT_USAGE
+    assert f"is the {which} file" in error_line(capsys)
+    assert weights.read_bytes() == before and not (tmp_path / "o.nnu").exists()
+
+
+@pytest.mark.parametrize("report, code, message", [("nodir/r.json", EXIT_IO, "no such directory"),
+                                                   (".", EXIT_USAGE, "is a folder")])
+def test_a_report_that_cannot_be_written_is_refused_before_encoding(tmp_path, weights, capsys, report, code, message):
+    assert main(["encode", str(weights), str(tmp_path / "o.nnu"), "--report", str(tmp_path / report)]) == code
+    assert message in error_line(capsys)
+    assert not (tmp_path / "o.nnu").exists()
+
+
+def test_report_dash_prints_the_report_on_stdout(tmp_path, weights, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["encode", str(weights), str(tmp_path / "o.nnu"), "--report", "-"]) == EXIT_OK
+    report = json.loads(capsys.readouterr().out)
+    assert report["output"].endswith("o.nnu") and len(report["tensor_reports"]) == 2
+    assert not (tmp_path / "-").exists()
+
+
+@pytest.mark.parametrize("option", [["--target-size", "100000000000"], ["--target-size", "99999999999999999999"],
+                                    ["--target-bits-per-param", "1e12"]])
+def test_absurd_rate_targets_finish_at_once(tmp_path, weights, option):
+    run = subprocess.run([sys.executable, "-m", "nncodec_unify", "encode", "-q", str(weights), str(tmp_path / "o.nnu"),
+                          *option], capture_output=True, timeout=120, env={**os.environ, "OPENBLAS_NUM_THREADS": "1"})
+    assert run.returncode == EXIT_OK, run.stderr
+
+
+def test_the_rate_search_does_not_depend_on_its_start_and_keeps_a_given_vector_qp(tmp_path, weights, capsys):
+    chosen = []
+    for start in ([], ["--qp", "-20"], ["--qp", "-40"]):
+        assert main(["encode", "--json", "-f", str(weights), str(tmp_path / "o.nnu"), "--target-size", "3000",
+                     *start]) == EXIT_OK
+        control = json.loads(capsys.readouterr().out)["rate_control"]
+        chosen.append((control["qp"], control["vector_qp"], control["bytes"]))
+    assert len(set(chosen)) == 1 and chosen[0][2] <= 3000
+    assert main(["encode", "--json", "-f", str(weights), str(tmp_path / "o.nnu"), "--target-size", "3000",
+                 "--vector-qp", "-60"]) == EXIT_OK
+    assert json.loads(capsys.readouterr().out)["rate_control"]["vector_qp"] == -60
+
+
+def test_rate_targets_the_search_cannot_move_are_refused(tmp_path, weights, capsys):
+    vectors = tmp_path / "vectors.safetensors"
+    with open(vectors, "wb") as file:
+        write_safetensors(file, [("b", np.linspace(-1, 1, 50, dtype=np.float32), DType.FLOAT32)])
+    assert main(["encode", "-q", str(vectors), str(tmp_path / "o.nnu"), "--target-rmse", "1e-9"]) == EXIT_ENCODE
+    assert "measures float tensors of 2 or more dimensions" in error_line(capsys)
+    assert main(["encode", "-q", str(weights), str(tmp_path / "o.nnu"), "--tensor-qp", "*=-20",
+                 "--target-size", "3000"]) == EXIT_ENCODE
+    assert "no tensor's qp is searched" in error_line(capsys)
+    assert not (tmp_path / "o.nnu").exists()
+    assert main(["encode", "--json", str(weights), str(tmp_path / "o.nnu"), "--tensor-qp", "w*=-20",
+                 "--target-size", "3000"]) == EXIT_OK
+    assert any("moved only the vector qp" in note for note in json.loads(capsys.readouterr().out)["notes"])
+
+
+def test_a_folder_does_not_carry_its_own_streams_and_decoding_never_writes_over_the_stream(tmp_path, weights, capsys):
+    folder = tmp_path / "hf"
+    folder.mkdir()
+    (folder / "model.safetensors").write_bytes(weights.read_bytes())
+    (folder / "config.json").write_text('{"a": 1}')
+    stream = folder / "out.nnu"
+    assert main(["encode", "-q", str(folder), str(stream)]) == EXIT_OK
+    first = stream.read_bytes()
+    capsys.readouterr()
+    assert main(["encode", "--json", "-f", str(folder), str(stream)]) == EXIT_OK
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["attached_files"] == ["config.json"] and stream.read_bytes() == first
+    # a stream that carries a file at its own path (made with an older encoder) is not decoded over itself
+    from nncodec_unify.codec import checkpoint
+    from nncodec_unify.codec.syntax import AttachedFile
+
+    import io
+
+    from nncodec_unify.codec.encoder import encode_to_file
+
+    buffer = io.BytesIO()
+    encode_to_file(dict(read_safetensors(weights)), buffer, attachments=[AttachedFile("x.nnu", b"not a stream")])
+    data = buffer.getvalue()
+    (folder / "x.nnu").write_bytes(data)
+    before = (folder / "x.nnu").read_bytes()
+    with pytest.raises(checkpoint.CheckpointError, match="would write over the stream being decoded"):
+        checkpoint.decode_to_folder(data, folder, overwrite=True, source=folder / "x.nnu")
+    assert (folder / "x.nnu").read_bytes() == before
+
+
+def test_decoding_over_a_model_folder_removes_the_earlier_models_weight_files(tmp_path, weights, capsys):
+    stream = tmp_path / "m.nnu"
+    assert main(["encode", "-q", str(weights), str(stream)]) == EXIT_OK
+    folder = tmp_path / "out"
+    assert main(["decode", "-q", str(stream), str(folder) + "/"]) == EXIT_OK
+    assert sorted(p.name for p in folder.iterdir()) == ["model.safetensors"]
+    assert oct(folder.stat().st_mode & 0o777) == oct(0o777 & ~_umask())
+    assert main(["decode", "-q", "-f", "--max-shard-size", "10000", str(stream), str(folder)]) == EXIT_OK
+    assert sorted(p.name for p in folder.iterdir()) == ["model-00001-of-00002.safetensors",
+                                                        "model-00002-of-00002.safetensors",
+                                                        "model.safetensors.index.json"]
+    assert main(["decode", "-q", "-f", str(stream), str(folder)]) == EXIT_OK
+    assert sorted(p.name for p in folder.iterdir()) == ["model.safetensors"]
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+@pytest.mark.parametrize("manifest, message", [
+    ("{bad", "not a JSON manifest"), ("[]", 'list of "streams"'), ('{"streams": null}', 'list of "streams"'),
+    ('{"streams": [{"file": "a.nnu"}]}', 'needs either "tensors" or "error"'),
+    ('{"streams": [{"file": "../../a.nnu", "tensors": []}]}', "is not a file name in the group's folder"),
+])
+def test_a_malformed_conformance_manifest_is_one_line(tmp_path, capsys, manifest, message):
+    (tmp_path / "manifest.json").write_text(manifest)
+    assert main(["conform", str(tmp_path)]) == EXIT_BAD_INPUT
+    assert message in error_line(capsys)
+
+
+def test_small_usage_errors_are_named(tmp_path, weights, capsys):
+    stream = tmp_path / "m.nnu"
+    assert main(["encode", "-q", str(weights), str(stream)]) == EXIT_OK
+    assert main(["decode", str(stream), str(tmp_path / "noext")]) == EXIT_USAGE
+    assert "unknown weight file extension" in error_line(capsys)
+    assert main(["encode", "--no-rdo", "--rdo-lambda", "5", str(weights), str(tmp_path / "x.nnu")]) == EXIT_USAGE
+    assert "--no-rdo" in error_line(capsys)
+    assert main(["decode", str(stream), "/proc/nothing/x.safetensors"]) == EXIT_IO
+    assert ".partial" not in error_line(capsys)
+    assert main(["info", str(stream)]) == EXIT_OK
+    capsys.readouterr()
+    run = subprocess.run([sys.executable, "-m", "nncodec_unify.cli", "--help"], capture_output=True, timeout=60)
+    assert run.returncode == 0 and b"encode" in run.stdout
