@@ -748,17 +748,23 @@ def _decode(args: argparse.Namespace) -> int:
                                                     source=None if args.input == "-" else args.input)
         _print_decoded(args, count, parameters, files)
         return EXIT_OK
+    files: list = []
     if checkpoint_format(args.output) == "safetensors":  # tensor by tensor: memory holds one tensor
         count, parameters = decode_to_safetensors(data, args.output, limits=limits, progress=progress,
-                                                  overwrite=args.force, verify=not args.no_verify, workers=workers)
+                                                  overwrite=args.force, verify=not args.no_verify, workers=workers,
+                                                  files=files)
     elif checkpoint_format(args.output) == "pt":  # also tensor by tensor (torch.save's archive, then its storages)
         count, parameters = decode_to_pt(data, args.output, limits=limits, progress=progress,
-                                         overwrite=args.force, verify=not args.no_verify, workers=workers)
+                                         overwrite=args.force, verify=not args.no_verify, workers=workers, files=files)
     else:  # .npz: numpy writes the whole state_dict at once
         model = decode_tensors(data, limits=limits, progress=progress, verify=not args.no_verify, workers=workers)
         save_decoded(args.output, model, overwrite=args.force)
         count, parameters = len(model.tensors), sum(t.array.size for t in model.tensors)
     _print_decoded(args, count, parameters, 0)
+    if files and not args.json:
+        print(f"  note: the stream also carries {len(files)} attached file(s) ({', '.join(_shown(f.path) for f in files[:3])}"
+              f"{', ...' if len(files) > 3 else ''}), which a weight file has no place for: decode into a folder "
+              "(a path ending in /) to get them", file=sys.stderr)
     return EXIT_OK
 
 

@@ -172,3 +172,16 @@ def test_small_usage_errors_are_named(tmp_path, weights, capsys):
     capsys.readouterr()
     run = subprocess.run([sys.executable, "-m", "nncodec_unify.cli", "--help"], capture_output=True, timeout=60)
     assert run.returncode == 0 and b"encode" in run.stdout
+
+
+@pytest.mark.parametrize("output", ["w.safetensors", "w.pt"])
+def test_decoding_into_a_weight_file_says_the_attached_files_stay_behind(tmp_path, weights, capsys, output):
+    pytest.importorskip("torch") if output.endswith(".pt") else None
+    folder = tmp_path / "hf"
+    folder.mkdir()
+    (folder / "model.safetensors").write_bytes(weights.read_bytes())
+    (folder / "config.json").write_text('{"a": 1}')
+    assert main(["encode", "-q", str(folder), str(tmp_path / "m.nnu")]) == EXIT_OK
+    capsys.readouterr()
+    assert main(["decode", "-q", str(tmp_path / "m.nnu"), str(tmp_path / output)]) == EXIT_OK
+    assert "carries 1 attached file(s) (config.json)" in capsys.readouterr().err

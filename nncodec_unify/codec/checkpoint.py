@@ -531,26 +531,30 @@ def read_stream(path: str | os.PathLike) -> bytes | FileMapping:
 
 
 def decode_to_safetensors(data: bytes, target: str | os.PathLike, *, limits=None, progress=None,
-                          overwrite: bool = False, verify: bool = True, workers: int = 1) -> tuple[int, int]:
+                          overwrite: bool = False, verify: bool = True, workers: int = 1,
+                          files: list[AttachedFile] | None = None) -> tuple[int, int]:
     """Decode the stream ``data`` into the safetensors file ``target`` one tensor at a time:
     the header comes from the tensor headers (:func:`describe`), then each tensor is decoded,
     written and let go, so memory holds the stream and one tensor. Atomic like every output.
     Returns the number of tensors and of parameters. ``verify`` and ``workers`` as for
-    :func:`decode`."""
-    infos = _safetensors_infos(data, limits)
+    :func:`decode`; the stream's attached files, which a weight file has no place for, are
+    appended to ``files`` when it is given."""
+    infos = _safetensors_infos(data, limits, files)
     with atomic_output(Path(target), overwrite=overwrite) as temporary:
         return len(infos), _decode_into_files(data, [(temporary, infos)], limits, progress, verify, workers)
 
 
 def decode_to_pt(data: bytes, target: str | os.PathLike, *, limits=None, progress=None,
-                 overwrite: bool = False, verify: bool = True, workers: int = 1) -> tuple[int, int]:
+                 overwrite: bool = False, verify: bool = True, workers: int = 1,
+                 files: list[AttachedFile] | None = None) -> tuple[int, int]:
     """Decode the stream ``data`` into the ``.pt`` file ``target`` one tensor at a time:
     ``torch.save`` writes the archive with the storages' bytes left out, then each tensor is
     decoded and written into its storage record (by the worker that decodes it when large;
     :mod:`.torch_archive`), so memory holds the stream and one tensor. Tied names stay one
     storage. Where that archive cannot be made (torch before 2.5, a big-endian machine) the
     whole state_dict is decoded and saved at once. Atomic like every output. Returns the
-    number of tensors and of parameters. ``verify`` and ``workers`` as for :func:`decode`."""
+    number of tensors and of parameters. ``verify``, ``workers`` and ``files`` as for
+    :func:`decode_to_safetensors`."""
     from .decoder import decode_tensors, describe, iter_decoded
     from .torch_archive import start_archive
 
@@ -558,7 +562,7 @@ def decode_to_pt(data: bytes, target: str | os.PathLike, *, limits=None, progres
         import torch  # noqa: F401  (only to fail early and clearly)
     except ImportError:
         raise MissingDependencyError(f"{target}: writing .pt files needs torch (write .safetensors instead)") from None
-    _, infos = describe(data, limits=limits)
+    _, infos = describe(data, limits=limits, files=files)
     with atomic_output(Path(target), overwrite=overwrite) as temporary:
         archive = start_archive(temporary, [(i.name, i.shape, i.dtype, i.alias_of) for i in infos])
         if archive is None:
@@ -600,11 +604,12 @@ def decode_to_safetensors_file(data: bytes, file, *, limits=None, progress=None,
     return len(infos), _stream_tensors(infos, tensors, file)
 
 
-def _safetensors_infos(data: bytes, limits) -> list:
-    """The tensors a stream decodes to (:func:`describe`), checked to be writable as safetensors."""
+def _safetensors_infos(data: bytes, limits, files: list[AttachedFile] | None = None) -> list:
+    """The tensors a stream decodes to (:func:`describe`; attached files appended to
+    ``files``), checked to be writable as safetensors."""
     from .decoder import describe
 
-    _, infos = describe(data, limits=limits)
+    _, infos = describe(data, limits=limits, files=files)
     if any(info.name == SAFETENSORS_RESERVED for info in infos):
         raise CheckpointError(f"a tensor is named {SAFETENSORS_RESERVED!r}, which safetensors reserves; "
                               "write a .pt file instead")
