@@ -402,3 +402,10 @@ def test_targets_take_numpy_integers_for_block_sides():
     assert Target(block=(np.int64(2), 4)).block == (2, 4)
     with pytest.raises(ValueError, match="block must be two integers"):
         Target(block=(2.0, 4))
+
+
+def test_same_bits_compares_by_name_not_by_order():
+    a, b = np.arange(3, dtype=np.float32), np.ones(2, dtype=np.float32)
+    assert same_bits({"x": a, "y": b}, {"y": b.copy(), "x": a.copy()})
+    assert not same_bits({"x": a, "y": b}, {"x": a, "z": b})
+    assert not same_bits({"x": a}, {"x": a.astype(np.float64)})

@@ -453,3 +453,23 @@ def test_distill_refuses_float16_and_empty_input_and_restores_the_teachers_mode(
         distill(student, teacher, [], structure=None)
     with pytest.raises(ValueError, match=r"^0\.weight: float16 parameters"):
         distill(nn.Sequential(nn.Linear(8, 8)).half(), teacher.half(), [torch.randn(4, 8).half()], structure=None)
+
+
+def test_parametrized_weights_are_left_alone_and_not_taken_for_shared_ones():
+    from torch.nn.utils import parametrize
+
+    class Scale(nn.Module):
+        def forward(self, x):
+            return x * 1.0
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 16), nn.ReLU(), nn.Linear(16, 8))
+    parametrize.register_parametrization(model[0], "weight", Scale())
+    parametrize.register_parametrization(model[2], "weight", Scale())
+    before = {name: t.clone() for name, t in model.state_dict().items()}
+    report = calibrate(model, [torch.randn(64, 16)], CONFIG)
+    assert [layer.name for layer in report.layers] == ["4.weight"]
+    assert [name for name, _ in report.skipped] == ["0", "2"]
+    assert all("computed from other tensors" in why for _, why in report.skipped)
+    for name in ("0.bias", "2.bias", "0.parametrizations.weight.original", "2.parametrizations.weight.original"):
+        assert torch.equal(model.state_dict()[name], before[name])

@@ -185,3 +185,14 @@ def test_decoding_into_a_weight_file_says_the_attached_files_stay_behind(tmp_pat
     capsys.readouterr()
     assert main(["decode", "-q", str(tmp_path / "m.nnu"), str(tmp_path / output)]) == EXIT_OK
     assert "carries 1 attached file(s) (config.json)" in capsys.readouterr().err
+
+
+def test_removing_an_earlier_models_files_never_removes_the_stream_being_decoded(tmp_path, weights):
+    stream = tmp_path / "m.nnu"
+    assert main(["encode", "-q", str(weights), str(stream)]) == EXIT_OK
+    folder = tmp_path / "d"
+    folder.mkdir()
+    kept = folder / "model-00001-of-00003.safetensors"  # a stream under a shard's name, in the folder
+    kept.write_bytes(stream.read_bytes())
+    assert main(["decode", "-q", "-f", str(kept), str(folder)]) == EXIT_OK
+    assert kept.read_bytes() == stream.read_bytes() and (folder / "model.safetensors").exists()

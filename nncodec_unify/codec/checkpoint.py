@@ -798,7 +798,8 @@ def decode_to_folder(data: bytes, target: str | os.PathLike, *, limits=None, pro
                     destination.parent.mkdir(parents=True, exist_ok=True)
                     os.replace(path, destination)
             for stale in _weight_files(target) - written:  # an earlier model's: it would load instead, or beside
-                (target / stale).unlink()
+                if source is None or not _same_path(source, target / stale):  # never the stream being decoded
+                    (target / stale).unlink()
     finally:
         if staging.exists():
             import shutil

@@ -437,10 +437,12 @@ class GridTraining:
 
 
 def same_bits(left: Mapping[str, np.ndarray], right: Mapping[str, np.ndarray]) -> bool:
-    """Whether two ``{name: array}`` states hold the same names, shapes, dtypes and bytes (a
-    :class:`~nncodec_unify.codec.tensors.BFloat16Array` compared as the float32 values it
-    holds, which is how :func:`nncodec_unify.decode` gives bfloat16 tensors)."""
-    if list(left) != list(right):
+    """Whether two ``{name: array}`` states hold the same names, and under each name the same
+    shape, dtype and bytes (a :class:`~nncodec_unify.codec.tensors.BFloat16Array` compared as
+    the float32 values it holds, which is how :func:`nncodec_unify.decode` gives bfloat16
+    tensors). The order of the names does not matter: a decoded tied tensor's second name
+    comes right after its first."""
+    if len(left) != len(right) or set(left) != set(right):
         return False
 
     def values(array) -> np.ndarray:

@@ -578,6 +578,10 @@ def calibrate(model: nn.Module, batches: Iterable, config: CalibrationConfig | N
         for name in group:
             module, weight_name = modules[name], weight_names[name]
             why = _unsupported(module)
+            if why is None and "weight" not in module._parameters and "weight" not in module._buffers:
+                # computed on each access (parametrize, weight_norm): writing it would change nothing
+                # but the bias correction would still shift the bias
+                why = "its weight is computed from other tensors (a parametrization or weight_norm)"
             calibrated, target = config.target_for(weight_name)
             if why is None and not calibrated:
                 why = "excluded by a rule"
