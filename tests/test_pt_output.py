@@ -99,3 +99,14 @@ def test_data_pkl_is_read_without_running_anything():
 
     with pytest.raises(pickle.UnpicklingError, match="builtins.print"):
         torch_archive._StorageKeys(__import__("io").BytesIO(pickle.dumps({"w": Evil()}))).load()
+
+
+def test_the_fallback_and_save_decoded_write_the_same_file_every_time(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch_archive, "start_archive", lambda path, tensors: None)
+    data = nu.encode(every_kind())
+    for name in ("a.pt", "b.pt"):
+        checkpoint.decode_to_pt(data, tmp_path / name)
+    assert (tmp_path / "a.pt").read_bytes() == (tmp_path / "b.pt").read_bytes()
+    for name in ("c.pt", "d.pt"):
+        checkpoint.save_decoded(tmp_path / name, nu.decode_tensors(data))
+    assert (tmp_path / "c.pt").read_bytes() == (tmp_path / "d.pt").read_bytes()

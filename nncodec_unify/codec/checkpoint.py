@@ -407,7 +407,8 @@ def save_decoded(path: str | os.PathLike, model: DecodedModel, *, overwrite: boo
         raise MissingDependencyError(f"{path}: writing .pt files needs torch (write .safetensors instead)") from None
     tensors = torch_tensors(model.tensors)
     with atomic_output(path, overwrite=overwrite) as temporary:
-        torch.save(tensors, temporary)
+        with open(temporary, "wb") as file:  # a file object: the archive's folder is "archive", not a random name
+            torch.save(tensors, file)
 
 
 def write_bytes(path: str | os.PathLike, data: bytes, *, overwrite: bool = False) -> None:
@@ -567,7 +568,8 @@ def decode_to_pt(data: bytes, target: str | os.PathLike, *, limits=None, progres
         archive = start_archive(temporary, [(i.name, i.shape, i.dtype, i.alias_of) for i in infos])
         if archive is None:
             model = decode_tensors(data, limits=limits, progress=progress, verify=verify, workers=workers)
-            torch.save(torch_tensors(model.tensors), temporary)
+            with open(temporary, "wb") as file:
+                torch.save(torch_tensors(model.tensors), file)
             return len(model.tensors), sum(t.array.size for t in model.tensors)
         output = None
         if workers > 1 and hasattr(os, "pwrite"):
