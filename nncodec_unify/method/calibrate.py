@@ -62,7 +62,8 @@ Example::
 ``batches`` is a re-iterable (a list) of model inputs: a tensor is called as ``model(x)``, a
 tuple or list as ``model(*x)``, a dict as ``model(**x)``. Padding positions of sequence models
 count as inputs; batch texts of similar length (or without padding) for the cleanest Gram
-matrices. Grouped convolutions, layers the model never calls, layers whose levels would not
+matrices. Grouped convolutions, layers whose weight is computed (a parametrization,
+``weight_norm``), layers the model never calls, layers whose levels would not
 fit the codec's range at their qp (the encoder codes those RAW) and every use of a weight after
 its first (a weight shared by several layers is calibrated once, on its first layer's inputs;
 names are those of ``model.named_parameters()``, so a tied weight is reported under its first
