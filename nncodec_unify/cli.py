@@ -760,7 +760,7 @@ def _decode(args: argparse.Namespace) -> int:
         model = decode_tensors(data, limits=limits, progress=progress, verify=not args.no_verify, workers=workers)
         save_decoded(args.output, model, overwrite=args.force)
         count, parameters = len(model.tensors), sum(t.array.size for t in model.tensors)
-    _print_decoded(args, count, parameters, 0)
+    _print_decoded(args, count, parameters, 0, len(files))
     if files and not args.json:
         print(f"  note: the stream also carries {len(files)} attached file(s) ({', '.join(_shown(f.path) for f in files[:3])}"
               f"{', ...' if len(files) > 3 else ''}), which a weight file has no place for: decode into a folder "
@@ -819,10 +819,10 @@ def _verify(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _print_decoded(args: argparse.Namespace, count: int, parameters: int, files: int) -> None:
+def _print_decoded(args: argparse.Namespace, count: int, parameters: int, files: int, left_out: int = 0) -> None:
     if args.json:
         print(json.dumps({"input": args.input, "output": args.output, "tensors": count, "parameters": parameters,
-                          "attached_files": files}))
+                          "attached_files": files, "attached_files_not_written": left_out}))
     else:
         attached = f", {files} attached files" if files else ""
         print(f"{args.input} -> {args.output}: {count} tensors, {parameters:,} parameters{attached}")

@@ -367,7 +367,8 @@ def test_decode_json_and_every_positional_has_help(tmp_path, capsys):
     assert main(["decode", str(tmp_path / "m.nnu"), str(tmp_path / "o.safetensors"), "--json"]) == EXIT_OK
     assert json.loads(capsys.readouterr().out) == {"input": str(tmp_path / "m.nnu"),
                                                   "output": str(tmp_path / "o.safetensors"), "tensors": 1,
-                                                  "parameters": 16, "attached_files": 0}
+                                                  "parameters": 16, "attached_files": 0,
+                                                  "attached_files_not_written": 0}
     from nncodec_unify.cli import build_parser
 
     parser = build_parser()

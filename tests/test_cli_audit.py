@@ -185,6 +185,9 @@ def test_decoding_into_a_weight_file_says_the_attached_files_stay_behind(tmp_pat
     capsys.readouterr()
     assert main(["decode", "-q", str(tmp_path / "m.nnu"), str(tmp_path / output)]) == EXIT_OK
     assert "carries 1 attached file(s) (config.json)" in capsys.readouterr().err
+    assert main(["decode", "--json", "-f", str(tmp_path / "m.nnu"), str(tmp_path / output)]) == EXIT_OK
+    summary = json.loads(capsys.readouterr().out)
+    assert (summary["attached_files"], summary["attached_files_not_written"]) == (0, 1)
 
 
 def test_removing_an_earlier_models_files_never_removes_the_stream_being_decoded(tmp_path, weights):
