@@ -405,10 +405,16 @@ def save_decoded(path: str | os.PathLike, model: DecodedModel, *, overwrite: boo
         import torch
     except ImportError:
         raise MissingDependencyError(f"{path}: writing .pt files needs torch (write .safetensors instead)") from None
-    tensors = torch_tensors(model.tensors)
     with atomic_output(path, overwrite=overwrite) as temporary:
-        with open(temporary, "wb") as file:  # a file object: the archive's folder is "archive", not a random name
-            torch.save(tensors, file)
+        _torch_save(torch, model, temporary)
+
+
+def _torch_save(torch, model: DecodedModel, path: str) -> None:
+    """``torch.save`` of ``model``'s tensors (ties kept) into ``path``, through a file object:
+    the archive's folder is then "archive" rather than the (temporary) file's random name, so
+    the same model gives the same file."""
+    with open(path, "wb") as file:
+        torch.save(torch_tensors(model.tensors), file)
 
 
 def write_bytes(path: str | os.PathLike, data: bytes, *, overwrite: bool = False) -> None:
@@ -568,27 +574,22 @@ def decode_to_pt(data: bytes, target: str | os.PathLike, *, limits=None, progres
         archive = start_archive(temporary, [(i.name, i.shape, i.dtype, i.alias_of) for i in infos])
         if archive is None:
             model = decode_tensors(data, limits=limits, progress=progress, verify=verify, workers=workers)
-            with open(temporary, "wb") as file:
-                torch.save(torch_tensors(model.tensors), file)
+            _torch_save(torch, model, temporary)
             return len(model.tensors), sum(t.array.size for t in model.tensors)
-        output = None
-        if workers > 1 and hasattr(os, "pwrite"):
-            output = OutputLayout({name: (temporary, offset) for name, offset in archive.places.items()}, crc32=True)
+        output = _worker_layout({name: (temporary, offset) for name, offset in archive.places.items()}, workers,
+                                crc32=True)
         tensors = iter_decoded(data, limits=limits, progress=progress, verify=verify, workers=workers, output=output)
-        parameters = 0
         with open(temporary, "r+b") as file:
-            for info in infos:  # not zip(): its tuple would hold a tensor while the next is decoded
-                tensor = next(tensors)
-                assert (tensor.name, tensor.array.shape) == (info.name, info.shape)  # the same stream, parsed twice
+
+            def write(tensor) -> None:
+                if tensor.alias_of is not None:  # an alias's storage is its tensor's
+                    return
                 if isinstance(tensor.array, WrittenArray):
-                    if tensor.alias_of is None:
-                        archive.written_elsewhere(tensor.name, tensor.array.crc32)
-                elif tensor.alias_of is None:  # an alias's storage is its tensor's
+                    archive.written_elsewhere(tensor.name, tensor.array.crc32)
+                else:
                     archive.write(file, tensor.name, tensor.array, tensor.dtype)
-                parameters += tensor.array.size
-                del tensor
-        if next(tensors, None) is not None:  # also runs the end-of-stream checks
-            raise AssertionError("the stream holds more tensors than its headers describe")
+
+            parameters = _each_tensor(infos, tensors, write)
         archive.finish()
     return len(infos), parameters
 
@@ -640,41 +641,53 @@ def _decode_into_files(data: bytes, files, limits, progress, verify: bool, worke
 
 
 def _output_layout(files, workers: int) -> OutputLayout | None:
-    """Where workers write large tensors themselves (:class:`~.workers.OutputLayout`), for
-    ``files`` of ``(path, infos, data starts)``; None with one process or without
-    positional writes (Windows)."""
+    """Where workers write large tensors themselves, for ``files`` of ``(path, infos, data
+    starts)`` (see :func:`_worker_layout`)."""
+    return _worker_layout({info.name: (os.fspath(path), start) for path, infos, starts in files
+                           for info, start in zip(infos, starts, strict=True)}, workers)
+
+
+def _worker_layout(places: Mapping[str, tuple[str, int]], workers: int, *, crc32: bool = False
+                   ) -> OutputLayout | None:
+    """The :class:`~.workers.OutputLayout` of ``places`` (each name's file and data offset);
+    None with one process or without positional writes (Windows)."""
     if workers <= 1 or not hasattr(os, "pwrite"):
         return None
-    return OutputLayout({info.name: (os.fspath(path), start)
-                         for path, infos, starts in files for info, start in zip(infos, starts, strict=True)})
+    return OutputLayout(dict(places), crc32=crc32)
 
 
-def _stream_tensors(infos, tensors, file, starts: list[int] | None = None) -> int:
-    """The data of ``tensors`` (an iterator of decoded tensors, one per info, possibly decoded
-    as they are asked for) after their header; returns the parameters. Each tensor is let go
-    before the next one is asked for. With ``starts`` (where each tensor's data starts in
-    ``file``) a tensor a worker wrote itself (:class:`~.workers.WrittenArray`) is skipped,
-    and each other one written at its start."""
+def _each_tensor(infos, tensors, write) -> int:
+    """``write(tensor)`` for each of ``tensors`` (an iterator of decoded tensors, one per
+    info, possibly decoded as they are asked for), then the check that none is left (which
+    also runs a decoding iterator's end-of-stream checks); returns the parameters. Each
+    tensor is let go before the next one is asked for."""
     parameters = 0
-    for index, info in enumerate(infos):  # not zip(): its result tuple would hold a tensor while the next is decoded
+    for info in infos:  # not zip(): its result tuple would hold a tensor while the next is decoded
         tensor = next(tensors)
-        if starts is not None:
-            file.seek(starts[index])
-        parameters += _write_tensor(file, info, tensor)
+        assert (tensor.name, tensor.array.shape) == (info.name, info.shape)  # the same stream, parsed twice
+        write(tensor)
+        parameters += tensor.array.size
         del tensor
-    if next(tensors, None) is not None:  # also runs the end-of-stream checks of a decoding iterator
+    if next(tensors, None) is not None:
         raise AssertionError("the stream holds more tensors than its headers describe")
     return parameters
 
 
-def _write_tensor(file, info, tensor) -> int:
-    """Write one decoded tensor's safetensors bytes (none where a worker wrote them); returns
-    its element count."""
-    assert (tensor.name, tensor.array.shape) == (info.name, info.shape)  # the same stream, parsed twice
-    if not isinstance(tensor.array, WrittenArray):
-        for piece in tensor_pieces(tensor.array, tensor.dtype):  # bfloat16 converted a piece at a time
-            file.write(piece)
-    return tensor.array.size
+def _stream_tensors(infos, tensors, file, starts: list[int] | None = None) -> int:
+    """The data of ``tensors`` after their header (see :func:`_each_tensor`); returns the
+    parameters. With ``starts`` (where each tensor's data starts in ``file``) a tensor a
+    worker wrote itself (:class:`~.workers.WrittenArray`) is skipped, and each other one
+    written at its start."""
+    where = iter(starts) if starts is not None else None
+
+    def write(tensor) -> None:
+        if where is not None:
+            file.seek(next(where))
+        if not isinstance(tensor.array, WrittenArray):
+            for piece in tensor_pieces(tensor.array, tensor.dtype):  # bfloat16 converted a piece at a time
+                file.write(piece)
+
+    return _each_tensor(infos, tensors, write)
 
 
 DEFAULT_MAX_SHARD_BYTES = 5 * 10**9  # transformers' default max_shard_size, "5GB"

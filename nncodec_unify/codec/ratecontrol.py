@@ -195,7 +195,7 @@ def _edge(u: int, usable: Callable[[int], bool], inside: int) -> int:
     """The usable value nearest to ``u`` on the way back to ``inside`` (usable): a qp or a
     signed qp, whichever the predicate ``usable`` takes. Far-off values (a prediction from an
     absurd target) are first brought within the format's qp range, the rest is walked."""
-    u = max(-65536, min(65536, u)) if abs(u - inside) > 65536 else u
+    u = max(-65536, min(65536, u))  # beyond every qp the format allows (±32768 plus a gap)
     while not usable(u) and u != inside:
         u += 1 if u < inside else -1
     return u
