@@ -13,7 +13,7 @@ structured path. ``--dtype`` stores the tensors as float16, bfloat16, or int8 / 
 (a quantized model's, coded losslessly), where the memory rule is hardest: per byte of the
 largest tensor there are four times the elements of a float32 one.
 
-    python tools/bench_scale.py [--scale 0.5] [--workers 2] [--structured] [--dtype int8] [--keep DIR]
+    python tools/bench_scale.py [--scale 0.5] [--workers 2] [--repeat 3] [--structured] [--dtype int8] [--keep DIR]
                                 [-- extra encode options]
 """
 
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -131,6 +132,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--scale", type=float, default=1.0, help="side-length factor (1.0: ~2.1 GB)")
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--repeat", type=int, default=3, help="rounds of all runs; figures are medians (default 3)")
     parser.add_argument("--structured", action="store_true",
                         help="matrices with the method's structure: a third of the 4x4 blocks each pruned, unified, dense")
     parser.add_argument("--dtype", choices=DTYPES, default="float32",
@@ -146,33 +148,46 @@ def main(argv=None) -> int:
 
 
 def measure(folder: Path, args: argparse.Namespace) -> int:
-    """The benchmark with its files in ``folder``."""
-    model, stream, back = folder / "model.safetensors", folder / "model.nnu", folder / "back.safetensors"
+    """The benchmark with its files in ``folder``: each round encodes and decodes with one
+    worker, then with ``--workers``, every run into a file that does not exist yet (replacing
+    a 2 GB file costs the kernel 0.3 s of freeing pages, which would burden only the second
+    run); figures are the medians over ``--repeat`` rounds, memory the largest peak."""
+    model = folder / "model.safetensors"
     total, largest = make_model(model, args.scale, structure=args.structured, dtype=args.dtype)
     parameters = total // np.dtype(np.uint16 if args.dtype == "bfloat16" else args.dtype).itemsize
     print(f"model ({args.dtype}{', structured' if args.structured else ''}): {total / 2**20:,.0f} MiB, "
-          f"{parameters:,} parameters, largest tensor {largest / 2**20:,.0f} MiB")
+          f"{parameters:,} parameters, largest tensor {largest / 2**20:,.0f} MiB; {args.repeat} round(s), medians")
     budget = 1.5 * largest / 2**20 + 200
-    seconds, peak, _ = run(["encode", str(model), str(stream), "-f", "-q", "--workers", "1", *args.extra])
-    print(f"encode, 1 worker: {seconds:.1f} s, {parameters / seconds / 1e6:.2f} M parameters/s, peak RSS "
-          f"{peak:,.0f} MiB (budget 1.5 x largest + 200 = {budget:,.0f} MiB: {'met' if peak <= budget else 'NOT met'}); "
-          f"{stream.stat().st_size:,} bytes")
-    single = stream.read_bytes()
-    seconds_decode, peak, _ = run(["decode", str(stream), str(back), "-f", "-q", "--workers", "1"])
-    print(f"decode: {seconds_decode:.1f} s, {parameters / seconds_decode / 1e6:.2f} M parameters/s, peak RSS "
-          f"{peak:,.0f} MiB ({'met' if peak <= budget else 'NOT met'})")
-    if args.workers > 1:
-        parallel, parent, worker = run(["encode", str(model), str(stream), "-f", "-q", "--workers", str(args.workers),
-                                        *args.extra])
-        same = stream.read_bytes() == single
-        print(f"encode, {args.workers} workers: {parallel:.1f} s, {seconds / parallel:.2f}x faster, "
-              f"identical bytes: {same}; peak RSS {parent:,.0f} MiB in the parent, at most {worker:,.0f} MiB "
-              f"in a worker")
-        decoded = _digest(back)
-        parallel, parent, worker = run(["decode", str(stream), str(back), "-f", "-q", "--workers", str(args.workers)])
-        print(f"decode, {args.workers} workers: {parallel:.1f} s, {seconds_decode / parallel:.2f}x faster, "
-              f"identical output: {_digest(back) == decoded}; peak RSS {parent:,.0f} MiB in the parent, at most "
-              f"{worker:,.0f} MiB in a worker")
+    counts = [1] + ([args.workers] if args.workers > 1 else [])
+    times = {(job, count): [] for job in ("encode", "decode") for count in counts}
+    peaks = {key: [0.0, 0.0, 0.0] for key in times}  # the process, the parent, the largest worker
+    outputs = {}
+    for _ in range(args.repeat):
+        for count in counts:
+            stream, back = folder / f"model.w{count}.nnu", folder / f"back.w{count}.safetensors"
+            for job, source, target, extra in (("encode", model, stream, args.extra), ("decode", stream, back, [])):
+                target.unlink(missing_ok=True)
+                seconds, peak, worker = run([job, str(source), str(target), "-q", "--workers", str(count), *extra])
+                times[job, count].append(seconds)
+                peaks[job, count] = [max(a, b) for a, b in zip(peaks[job, count], (peak, peak, worker))]
+                digest = _digest(target)
+                if outputs.setdefault((job, count), digest) != digest:
+                    sys.exit(f"{job} with {count} worker(s) gave different bytes from one round to the next")
+    encode_s, decode_s = (statistics.median(times[job, 1]) for job in ("encode", "decode"))
+    stream_bytes = (folder / "model.w1.nnu").stat().st_size
+    for job, seconds in (("encode", encode_s), ("decode", decode_s)):
+        peak = peaks[job, 1][0]
+        print(f"{job}, 1 worker: {seconds:.1f} s, {parameters / seconds / 1e6:.2f} M parameters/s, peak RSS "
+              f"{peak:,.0f} MiB (budget 1.5 x largest + 200 = {budget:,.0f} MiB: "
+              f"{'met' if peak <= budget else 'NOT met'})" + (f"; {stream_bytes:,} bytes" if job == "encode" else ""))
+    for count in counts[1:]:
+        for job, single in (("encode", encode_s), ("decode", decode_s)):
+            parallel = statistics.median(times[job, count])
+            ratios = ", ".join(f"{a / b:.2f}" for a, b in zip(times[job, 1], times[job, count]))
+            same = outputs[job, count] == outputs[job, 1]
+            print(f"{job}, {count} workers: {parallel:.1f} s, {single / parallel:.2f}x faster (rounds: {ratios}), "
+                  f"identical {'bytes' if job == 'encode' else 'output'}: {same}; peak RSS "
+                  f"{peaks[job, count][1]:,.0f} MiB in the parent, at most {peaks[job, count][2]:,.0f} MiB in a worker")
     return 0
 
 

@@ -70,7 +70,7 @@ from .syntax import (
     read_unit,
 )
 from .tensors import bfloat16_bits_to_float32
-from .memory import FileMapping, read_through, release_pages
+from .memory import FileChangedError, FileMapping, MappedSlice, read_through, release_pages
 from .safetensors_io import write_tensor_at
 from .workers import (BUFFERED_BYTES, SPILL_BYTES, OutputLayout, WrittenArray, process_pool, spill,
                       spill_folder, unspill)
@@ -308,7 +308,7 @@ def _decoded_units(data: bytes, limits: Limits, progress, verify: bool, workers:
 
         def submit(reader: ByteReader, header: TensorHeader, limits: Limits, version_major: int) -> _Pending:
             start = reader.offset
-            payload = data[start:start + reader.remaining]
+            payload = _worker_payload(data, start, reader.remaining)
             reader.skip_to_end()  # the worker reads it, and checks that it ends there
             output_bytes = header.element_count * np.dtype(DTYPE_NUMPY[header.dtype]).itemsize
             if output is not None and output_bytes >= SPILL_BYTES:
@@ -393,17 +393,36 @@ def _must_wait(pending: collections.deque[_Pending], workers: int) -> bool:
     return running >= 2 * workers or waiting >= BUFFERED_BYTES
 
 
-def _decode_payload(payload: bytes, origin: int, header: TensorHeader, limits: Limits, version_major: int,
-                    verify: bool, folder: str | None = None, output: OutputLayout | None = None) -> DecodedTensor:
+def _worker_payload(data, start: int, length: int) -> bytes | MappedSlice:
+    """What a worker is sent to decode ``data[start:start + length]``: a large payload of a
+    stream file that still has its name as a :class:`~.memory.MappedSlice`, which the worker
+    maps from the file itself (the bytes are neither copied here nor sent through the pool's
+    pipe: 0.3 s of a 2 GB model's start-up was the first payload's trip); else the bytes."""
+    if (isinstance(data, FileMapping) and data.identity is not None and length >= SPILL_BYTES
+            and data.identity.still_names_it()):
+        return MappedSlice(data.identity, start, "|u1", (length,))
+    return data[start:start + length]
+
+
+def _decode_payload(payload: bytes | MappedSlice, origin: int, header: TensorHeader, limits: Limits,
+                    version_major: int, verify: bool, folder: str | None = None,
+                    output: OutputLayout | None = None) -> DecodedTensor:
     """:func:`decode_tensor_payload` in a worker process: ``payload`` is the tensor unit's
-    payload after its header, which starts at stream offset ``origin`` (errors name stream
-    offsets, as in one process). A large array, once checked against its content digest,
-    is written into ``output`` at its name's and aliases' offsets (a
-    :class:`~.workers.WrittenArray` goes back) or else goes back through a file in
-    ``folder`` (:func:`~.workers.spill`)."""
+    payload after its header (its bytes, or where they are in the stream file), which starts
+    at stream offset ``origin`` (errors name stream offsets, as in one process). A large
+    array, once checked against its content digest, is written into ``output`` at its name's
+    and aliases' offsets (a :class:`~.workers.WrittenArray` goes back) or else goes back
+    through a file in ``folder`` (:func:`~.workers.spill`)."""
+    if isinstance(payload, MappedSlice):
+        try:
+            payload = payload.load()
+        except FileChangedError as exc:
+            raise NncodecError(f"cannot read the stream again in a worker process: {exc}") from None
     reader = ByteReader(payload, origin=origin)
     tensor = decode_tensor_payload(reader, header, limits, version_major, verify=verify)
     reader.expect_end("tensor_payload")
+    if isinstance(payload, np.ndarray):  # the mapped payload's pages: read again from the file if needed
+        release_pages(payload)
     if output is not None and tensor.array.nbytes >= SPILL_BYTES:
         names = (header.name, *(header.aliases or ()))
         crc = write_tensor_at([output.places[name] for name in names], tensor.array, tensor.dtype, crc32=output.crc32)
