@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import os
 from pathlib import Path
 
 import numpy as np
@@ -341,6 +342,51 @@ def test_a_mapped_stream_decodes_as_its_bytes(thread_pool):
     assert outcome(mapped(path), 3) == outcome(path.read_bytes(), 1)
 
 
+def test_workers_map_large_payloads_of_a_stream_file_themselves(thread_pool, monkeypatch):
+    """From a mapped stream file, a worker gets where a large payload is (a MappedSlice of a
+    few hundred bytes), not its bytes, and maps it itself: every conformance stream gives the
+    tensors, or the error, of one process."""
+    from nncodec_unify.codec.memory import MappedSlice
+
+    monkeypatch.setattr(decoder, "MAPPED_PAYLOAD_BYTES", 1)  # every payload by reference
+    sent = []
+    real = decoder._decode_payload
+
+    def recording(payload, *rest):
+        sent.append(type(payload) if isinstance(payload, MappedSlice) or len(payload) else "empty")
+        return real(payload, *rest)
+
+    monkeypatch.setattr(decoder, "_decode_payload", recording)
+    for path in sorted(SUITE.glob("*/*.nnu")):
+        if path.stat().st_size:
+            assert outcome(mapped(path), 2) == outcome(path.read_bytes(), 1), path.name
+    assert MappedSlice in sent and set(sent) <= {MappedSlice, "empty"}  # an empty payload is no use to map
+    sent.clear()
+    outcome((SUITE / "valid" / "003-dense-tiny.nnu").read_bytes(), 2)  # bytes, not a file: the bytes are sent
+    assert sent and set(sent) == {bytes}
+
+
+def test_a_stream_file_changed_before_a_worker_maps_it_is_a_clear_error(tmp_path, thread_pool, monkeypatch):
+    """A stream file replaced or rewritten after the parent mapped it is not decoded from the
+    new bytes: the worker refuses it, naming the file."""
+    from nncodec_unify.codec import memory
+
+    monkeypatch.setattr(decoder, "MAPPED_PAYLOAD_BYTES", 1)
+    monkeypatch.setattr(memory, "_MAPPED", {})
+    path = tmp_path / "m.nnu"
+    path.write_bytes(nu.encode({"w": np.linspace(-1, 1, 600, dtype=np.float32).reshape(20, 30)}))
+    stream = mapped(path)
+    real = decoder._decode_payload
+
+    def touched_first(payload, *rest):
+        os.utime(path, ns=(0, 0))  # another modification time: not the file the parent mapped
+        return real(payload, *rest)
+
+    monkeypatch.setattr(decoder, "_decode_payload", touched_first)
+    with pytest.raises(nu.NncodecError, match=r"cannot read the stream again in a worker process: .*m\.nnu changed"):
+        nu.decode_tensors(stream, workers=2)
+
+
 def test_a_mapped_stream_is_let_go_unit_by_unit(tmp_path):
     """Decoding a mapped stream leaves little of it resident (Linux's /proc/self/smaps counts
     a mapping's pages): each unit's pages are dropped once it is read, so a stream of
@@ -544,11 +590,14 @@ def test_workers_write_large_tensors_into_the_safetensors_output_themselves(tmp_
     assert (tmp_path / "two.safetensors").read_bytes() == (tmp_path / "one.safetensors").read_bytes()
 
 
-def test_real_workers_write_into_the_output_and_a_pipe_gets_every_byte_from_the_parent(tmp_path):
-    """The same through the CLI with real processes, and on stdout (no positional writes
-    into a pipe: the parent writes everything)."""
+def test_real_workers_write_into_the_output_and_a_pipe_gets_every_byte_from_the_parent(tmp_path, monkeypatch):
+    """The same through the CLI with real processes, from the stream's bytes and from a
+    mapped stream file (whose large payloads the workers map themselves), and on stdout (no
+    positional writes into a pipe: the parent writes everything)."""
     import subprocess
     import sys
+
+    from nncodec_unify.codec import checkpoint
 
     stream = tmp_path / "m.nnu"
     stream.write_bytes(nu.encode(_large_mixed_model()))
@@ -557,6 +606,10 @@ def test_real_workers_write_into_the_output_and_a_pipe_gets_every_byte_from_the_
                      str(tmp_path / f"w{workers_option}.safetensors")]) == EXIT_OK
     expected = (tmp_path / "w1.safetensors").read_bytes()
     assert (tmp_path / "w2.safetensors").read_bytes() == expected
+    monkeypatch.setattr(checkpoint, "MAP_STREAMS_FROM", 1)
+    monkeypatch.setattr(decoder, "MAPPED_PAYLOAD_BYTES", 1)
+    assert main(["decode", "-q", "--workers", "2", str(stream), str(tmp_path / "mapped.safetensors")]) == EXIT_OK
+    assert (tmp_path / "mapped.safetensors").read_bytes() == expected
     piped = subprocess.run([sys.executable, "-m", "nncodec_unify", "decode", "-q", "--workers", "2", str(stream), "-"],
                            capture_output=True, check=True, timeout=120)
     assert piped.stdout == expected

@@ -393,12 +393,15 @@ def _must_wait(pending: collections.deque[_Pending], workers: int) -> bool:
     return running >= 2 * workers or waiting >= BUFFERED_BYTES
 
 
+MAPPED_PAYLOAD_BYTES = 1 << 16  # a worker maps payloads this large from the stream file itself
+
+
 def _worker_payload(data, start: int, length: int) -> bytes | MappedSlice:
     """What a worker is sent to decode ``data[start:start + length]``: a large payload of a
     stream file that still has its name as a :class:`~.memory.MappedSlice`, which the worker
     maps from the file itself (the bytes are neither copied here nor sent through the pool's
     pipe: 0.3 s of a 2 GB model's start-up was the first payload's trip); else the bytes."""
-    if (isinstance(data, FileMapping) and data.identity is not None and length >= SPILL_BYTES
+    if (isinstance(data, FileMapping) and data.identity is not None and length >= MAPPED_PAYLOAD_BYTES
             and data.identity.still_names_it()):
         return MappedSlice(data.identity, start, "|u1", (length,))
     return data[start:start + length]
