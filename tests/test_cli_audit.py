@@ -152,6 +152,9 @@ def _umask() -> int:
     ("{bad", "not a JSON manifest"), ("[]", 'list of "streams"'), ('{"streams": null}', 'list of "streams"'),
     ('{"streams": [{"file": "a.nnu"}]}', 'needs either "tensors" or "error"'),
     ('{"streams": [{"file": "../../a.nnu", "tensors": []}]}', "is not a file name in the group's folder"),
+    ('{"streams": [{"file": "a.nnu", "tensors": []}, {"file": "a.nnu", "tensors": []}]}', "listed a second time"),
+    ('{"streams": [{"file": "a.nnu", "error": {"category": "bad_luck", "element": "crc32"}}]}',
+     "error category 'bad_luck' is not one of spec"),
 ])
 def test_a_malformed_conformance_manifest_is_one_line(tmp_path, capsys, manifest, message):
     (tmp_path / "manifest.json").write_text(manifest)

@@ -29,6 +29,7 @@ from . import integrity
 from .format import DTYPE_BY_NAME, Limits
 
 GROUPS = ("valid", "invalid")
+CATEGORIES = ("malformed", "truncated", "checksum", "unsupported_version", "limit")  # spec §3.6
 
 
 class ManifestError(NncodecError):
@@ -37,8 +38,9 @@ class ManifestError(NncodecError):
 
 def read_manifest(path: Path) -> list[dict]:
     """The stream entries of a group's manifest, checked: a JSON object whose ``streams`` is a
-    list of objects, each naming a ``.nnu`` file of the group's own folder (a bare file name)
-    and giving either its ``tensors`` or its ``error``. Raises ManifestError otherwise."""
+    list of objects, each naming a ``.nnu`` file of the group's own folder (a bare file name,
+    listed once) and giving either its ``tensors`` or its ``error`` (a category of spec §3.6
+    and an element). Raises ManifestError otherwise."""
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -46,6 +48,7 @@ def read_manifest(path: Path) -> list[dict]:
     streams = manifest.get("streams") if isinstance(manifest, dict) else None
     if not isinstance(streams, list):
         raise ManifestError(f"{path}: needs an object with a list of \"streams\"")
+    names: set[str] = set()
     for number, entry in enumerate(streams):
         where = f"{path}: streams[{number}]"
         if not isinstance(entry, dict) or not isinstance(entry.get("file"), str):
@@ -53,6 +56,9 @@ def read_manifest(path: Path) -> list[dict]:
         name = entry["file"]
         if name in ("", ".", "..") or "/" in name or "\\" in name:
             raise ManifestError(f"{where}: {name!r} is not a file name in the group's folder")
+        if name in names:  # it would be checked, and counted, twice
+            raise ManifestError(f"{where}: {name!r} is listed a second time")
+        names.add(name)
         if ("tensors" in entry) == ("error" in entry):
             raise ManifestError(f"{where} ({name}): needs either \"tensors\" or \"error\"")
         if "tensors" in entry:
@@ -65,6 +71,9 @@ def read_manifest(path: Path) -> list[dict]:
         elif not (isinstance(entry["error"], dict) and isinstance(entry["error"].get("category"), str)
                   and isinstance(entry["error"].get("element"), str)):
             raise ManifestError(f"{where} ({name}): \"error\" needs a category and an element")
+        elif entry["error"]["category"] not in CATEGORIES:  # no decoder could ever match it
+            raise ManifestError(f"{where} ({name}): error category {entry['error']['category']!r} is not one "
+                                f"of spec §3.6's ({', '.join(CATEGORIES)})")
         if entry.get("limits") is not None and not isinstance(entry["limits"], dict):
             raise ManifestError(f"{where} ({name}): \"limits\" must be an object")
     return streams
