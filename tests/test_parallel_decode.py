@@ -7,6 +7,7 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import os
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +32,10 @@ def outcome(data: bytes, workers: int):
 
 @pytest.fixture
 def thread_pool(monkeypatch):
-    """Workers as threads: the scheduling of decoder._decoded_units without starting processes."""
+    """Workers as threads: the scheduling of decoder._decoded_units without starting processes.
+    The mappings the "workers" make of stream files are closed afterwards (a worker process's
+    go with it; here they would pile up in the test process, a descriptor each)."""
+    from nncodec_unify.codec import memory
 
     @contextlib.contextmanager
     def pool(workers):
@@ -39,6 +43,11 @@ def thread_pool(monkeypatch):
             yield executor
 
     monkeypatch.setattr(decoder, "process_pool", pool)
+    monkeypatch.setattr(memory, "_MAPPED", {})
+    yield
+    for mapping in memory._MAPPED.values():
+        with contextlib.suppress(BufferError):  # a test may still hold a view of it
+            mapping.close()
 
 
 @pytest.mark.parametrize("buffered, spill_bytes", [(decoder.BUFFERED_BYTES, workers.SPILL_BYTES), (1, 1)])
@@ -343,9 +352,9 @@ def test_a_mapped_stream_decodes_as_its_bytes(thread_pool):
 
 
 def test_workers_map_large_payloads_of_a_stream_file_themselves(thread_pool, monkeypatch):
-    """From a mapped stream file, a worker gets where a large payload is (a MappedSlice of a
-    few hundred bytes), not its bytes, and maps it itself: every conformance stream gives the
-    tensors, or the error, of one process."""
+    """From a mapped stream file, a worker gets where a large payload's unit is (a reference
+    of a few hundred bytes, and the CRC-32 the parent checked), not its bytes, and maps it
+    itself: every conformance stream gives the tensors, or the error, of one process."""
     from nncodec_unify.codec.memory import MappedSlice
 
     monkeypatch.setattr(decoder, "MAPPED_PAYLOAD_BYTES", 1)  # every payload by reference
@@ -353,7 +362,10 @@ def test_workers_map_large_payloads_of_a_stream_file_themselves(thread_pool, mon
     real = decoder._decode_payload
 
     def recording(payload, *rest):
-        sent.append(type(payload) if isinstance(payload, MappedSlice) or len(payload) else "empty")
+        if isinstance(payload, decoder._CheckedUnit):
+            sent.append(type(payload.source))
+        else:
+            sent.append("empty" if not len(payload) else bytes)
         return real(payload, *rest)
 
     monkeypatch.setattr(decoder, "_decode_payload", recording)
@@ -366,25 +378,64 @@ def test_workers_map_large_payloads_of_a_stream_file_themselves(thread_pool, mon
     assert sent and set(sent) == {bytes}
 
 
-def test_a_stream_file_changed_before_a_worker_maps_it_is_a_clear_error(tmp_path, thread_pool, monkeypatch):
-    """A stream file replaced or rewritten after the parent mapped it is not decoded from the
-    new bytes: the worker refuses it, naming the file."""
-    from nncodec_unify.codec import memory
+def test_a_stream_file_written_in_place_while_workers_decode_it_is_found(tmp_path, thread_pool, monkeypatch):
+    """Bytes a worker maps are checked against the CRC-32 the parent checked: a stream file
+    written in place meanwhile (the same size, even with its modification time put back) is
+    refused, naming the file, never decoded from the new bytes."""
+    from nncodec_unify.codec.memory import FileChangedError
 
     monkeypatch.setattr(decoder, "MAPPED_PAYLOAD_BYTES", 1)
-    monkeypatch.setattr(memory, "_MAPPED", {})
     path = tmp_path / "m.nnu"
     path.write_bytes(nu.encode({"w": np.linspace(-1, 1, 600, dtype=np.float32).reshape(20, 30)}))
     stream = mapped(path)
     real = decoder._decode_payload
 
-    def touched_first(payload, *rest):
-        os.utime(path, ns=(0, 0))  # another modification time: not the file the parent mapped
+    def written_first(payload, *rest):
+        status = os.stat(path)
+        with open(path, "r+b") as file:  # one byte of the coded data, the CRC left as it was
+            file.seek(len(stream) // 2)  # inside the tensor unit, the largest
+            byte = file.read(1)
+            file.seek(-1, os.SEEK_CUR)
+            file.write(bytes([byte[0] ^ 0xFF]))
+        os.utime(path, ns=(status.st_atime_ns, status.st_mtime_ns))
         return real(payload, *rest)
 
-    monkeypatch.setattr(decoder, "_decode_payload", touched_first)
-    with pytest.raises(nu.NncodecError, match=r"cannot read the stream again in a worker process: .*m\.nnu changed"):
+    monkeypatch.setattr(decoder, "_decode_payload", written_first)
+    with pytest.raises(FileChangedError, match="changed while it was decoded") as caught:
         nu.decode_tensors(stream, workers=2)
+    assert caught.value.filename == str(path)
+
+
+@pytest.mark.parametrize("change", ["replace", "unlink", "touch"])
+def test_a_stream_file_moved_or_replaced_while_workers_decode_it_decodes_from_the_parents_mapping(
+        tmp_path, thread_pool, monkeypatch, change):
+    """A worker that cannot map the file the parent mapped (replaced, removed, its time
+    changed) gets the unit's bytes from the parent instead, as one process would decode it."""
+    monkeypatch.setattr(decoder, "MAPPED_PAYLOAD_BYTES", 1)
+    weights = {f"w{i}": np.linspace(-i, 1, 600, dtype=np.float32).reshape(20, 30) for i in range(3)}
+    path = tmp_path / "m.nnu"
+    path.write_bytes(nu.encode(weights))
+    stream = mapped(path)
+    real = decoder._decode_payload
+
+    once = threading.Lock()
+
+    def changed_first(payload, *rest):
+        if once.acquire(blocking=False):  # the first job to start changes the file; the others see it changed
+            if change == "replace":
+                (tmp_path / "other.nnu").write_bytes(nu.encode({"x": np.zeros(3, np.float32)}))
+                os.replace(tmp_path / "other.nnu", path)
+            elif change == "unlink":
+                path.unlink()
+            else:
+                os.utime(path, ns=(0, 0))
+        return real(payload, *rest)
+
+    monkeypatch.setattr(decoder, "_decode_payload", changed_first)
+    decoded = nu.decode_tensors(stream, workers=2)
+    assert [t.name for t in decoded.tensors] == list(weights)
+    for tensor in decoded.tensors:
+        assert np.abs(tensor.array - weights[tensor.name]).max() < 1e-2
 
 
 def test_a_mapped_stream_is_let_go_unit_by_unit(tmp_path):

@@ -56,9 +56,9 @@ def read_manifest(path: Path) -> list[dict]:
         name = entry["file"]
         if name in ("", ".", "..") or "/" in name or "\\" in name:
             raise ManifestError(f"{where}: {name!r} is not a file name in the group's folder")
-        if name in names:  # it would be checked, and counted, twice
+        if name.casefold() in names:  # checked, and counted, twice (on a case-blind file system too)
             raise ManifestError(f"{where}: {name!r} is listed a second time")
-        names.add(name)
+        names.add(name.casefold())
         if ("tensors" in entry) == ("error" in entry):
             raise ManifestError(f"{where} ({name}): needs either \"tensors\" or \"error\"")
         if "tensors" in entry:

@@ -10,10 +10,12 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import dataclasses
+import errno
 import functools
 import hashlib
 import itertools
 import math
+import zlib
 from collections.abc import Callable, Iterator
 
 import numpy as np
@@ -35,6 +37,8 @@ from .format import (
     DIGEST_SIZE,
     INTEGRITY_MAJOR,
     VERSION_MAJOR,
+    UNIT_CRC_SIZE,
+    UNIT_HEADER_SIZE,
     OffsetMode,
     UnitType,
 )
@@ -308,13 +312,19 @@ def _decoded_units(data: bytes, limits: Limits, progress, verify: bool, workers:
 
         def submit(reader: ByteReader, header: TensorHeader, limits: Limits, version_major: int) -> _Pending:
             start = reader.offset
-            payload = _worker_payload(data, start, reader.remaining)
+            payload = _worker_payload(data, reader)
+            job = (start, header, limits, version_major, verify, folder, output)
+            retry = None
+            if isinstance(payload, _CheckedUnit):  # moved or replaced meanwhile: the parent's mapping still holds it
+                window = reader.window
+
+                def retry():
+                    return pool.submit(_decode_payload, _checked_unit(data, window, start, by_reference=False), *job)
             reader.skip_to_end()  # the worker reads it, and checks that it ends there
             output_bytes = header.element_count * np.dtype(DTYPE_NUMPY[header.dtype]).itemsize
             if output is not None and output_bytes >= SPILL_BYTES:
                 output_bytes = 0  # the worker writes it out: waiting, it holds nothing
-            return _Pending(pool.submit(_decode_payload, payload, start, header, limits, version_major, verify,
-                                        folder, output), header.name, output_bytes)
+            return _Pending(pool.submit(_decode_payload, payload, *job), header.name, output_bytes, retry=retry)
 
         tensor_count = 0
         delivered = 0
@@ -366,12 +376,21 @@ class _Pending:
     output_bytes: int
     alias_of: str | None = None
     opened: list = dataclasses.field(default_factory=list, compare=False, repr=False)  # the result, its array unspilled; shared by aliases
+    retry: Callable[[], concurrent.futures.Future] | None = dataclasses.field(default=None, compare=False, repr=False)
 
     def result(self) -> DecodedTensor:
         """The decoded tensor (waiting for it); a worker's error is raised here. An array the
-        worker spilled to a file is mapped once, for the tensor and its aliases alike."""
+        worker spilled to a file is mapped once, for the tensor and its aliases alike. A job
+        whose worker could not map the stream file as the parent did is sent again once,
+        as bytes from the parent's mapping (``retry``), which are still checked against the
+        unit's CRC."""
         if not self.opened:
-            tensor = self.future.result()
+            try:
+                tensor = self.future.result()
+            except FileChangedError:
+                if self.retry is None:
+                    raise
+                tensor = self.retry().result()
             self.opened.append(dataclasses.replace(tensor, array=unspill(tensor.array)))
         tensor = self.opened[0]
         return tensor if self.alias_of is None else dataclasses.replace(tensor, name=self.name, alias_of=self.alias_of)
@@ -396,36 +415,80 @@ def _must_wait(pending: collections.deque[_Pending], workers: int) -> bool:
 MAPPED_PAYLOAD_BYTES = 1 << 16  # a worker maps payloads this large from the stream file itself
 
 
-def _worker_payload(data, start: int, length: int) -> bytes | MappedSlice:
-    """What a worker is sent to decode ``data[start:start + length]``: a large payload of a
-    stream file that still has its name as a :class:`~.memory.MappedSlice`, which the worker
-    maps from the file itself (the bytes are neither copied here nor sent through the pool's
-    pipe: 0.3 s of a 2 GB model's start-up was the first payload's trip); else the bytes."""
-    if (isinstance(data, FileMapping) and data.identity is not None and length >= MAPPED_PAYLOAD_BYTES
+@dataclasses.dataclass(frozen=True)
+class _CheckedUnit:
+    """A tensor unit for a worker to decode, with the CRC-32 the parent checked it against:
+    ``source`` is the unit from its first byte up to its CRC, as bytes or as a
+    :class:`~.memory.MappedSlice` of the stream file that the worker maps itself; the
+    payload's coded data starts ``skip`` bytes in. The worker decodes only bytes with that
+    CRC: a stream file written in place while it is decoded is found, not decoded."""
+
+    source: bytes | MappedSlice
+    skip: int
+    crc32: int
+    path: str
+
+    def coded_data(self):
+        """The unit's coded data, its CRC checked. Raises :class:`~.memory.FileChangedError`
+        (naming the stream file) when the file cannot be mapped as it was, or the bytes are
+        not those the parent checked."""
+        unit = self.source
+        if isinstance(unit, MappedSlice):
+            try:
+                unit = unit.load()
+            except FileChangedError:
+                raise FileChangedError(errno.ESTALE, "the stream file was moved, replaced or changed while it "
+                                       "was decoded", self.path) from None
+        if zlib.crc32(unit) != self.crc32:
+            if isinstance(unit, np.ndarray):
+                release_pages(unit)
+            raise FileChangedError(errno.ESTALE, "the stream file changed while it was decoded (a unit's bytes "
+                                   "are not those checked)", self.path)
+        return unit[self.skip:]
+
+
+def _worker_payload(data, reader: ByteReader) -> bytes | _CheckedUnit:
+    """What a worker is sent to decode the rest of the tensor payload ``reader`` reads: for a
+    large payload of a stream file that still has its name, a :class:`_CheckedUnit` whose
+    worker maps the unit from the file itself (the bytes are neither copied here nor sent
+    through the pool's pipe: 0.3 s of a 2 GB model's start-up was the first payload's
+    trip); else the bytes, taken now, just after the parent checked the unit's CRC."""
+    start, end = reader.offset, reader.window[1]
+    if (isinstance(data, FileMapping) and data.identity is not None and end - start >= MAPPED_PAYLOAD_BYTES
             and data.identity.still_names_it()):
-        return MappedSlice(data.identity, start, "|u1", (length,))
-    return data[start:start + length]
+        return _checked_unit(data, reader.window, start, by_reference=True)
+    return data[start:end]
 
 
-def _decode_payload(payload: bytes | MappedSlice, origin: int, header: TensorHeader, limits: Limits,
+def _checked_unit(data: FileMapping, window: tuple[int, int], coded_start: int, *,
+                  by_reference: bool) -> _CheckedUnit:
+    """The :class:`_CheckedUnit` of the tensor payload at ``window`` of the mapped stream
+    ``data`` whose coded data starts at ``coded_start``: its unit by reference, or (when
+    ``by_reference`` is False) as bytes copied now."""
+    unit_start, end = window[0] - UNIT_HEADER_SIZE, window[1]
+    crc = int.from_bytes(data[end:end + UNIT_CRC_SIZE], "little")  # what read_unit checked
+    source = (MappedSlice(data.identity, unit_start, "|u1", (end - unit_start,)) if by_reference
+              else data[unit_start:end])
+    return _CheckedUnit(source, coded_start - unit_start, crc, data.identity.path)
+
+
+def _decode_payload(payload: bytes | _CheckedUnit, origin: int, header: TensorHeader, limits: Limits,
                     version_major: int, verify: bool, folder: str | None = None,
                     output: OutputLayout | None = None) -> DecodedTensor:
     """:func:`decode_tensor_payload` in a worker process: ``payload`` is the tensor unit's
-    payload after its header (its bytes, or where they are in the stream file), which starts
-    at stream offset ``origin`` (errors name stream offsets, as in one process). A large
-    array, once checked against its content digest, is written into ``output`` at its name's
-    and aliases' offsets (a :class:`~.workers.WrittenArray` goes back) or else goes back
-    through a file in ``folder`` (:func:`~.workers.spill`)."""
-    if isinstance(payload, MappedSlice):
-        try:
-            payload = payload.load()
-        except FileChangedError as exc:
-            raise NncodecError(f"cannot read the stream again in a worker process: {exc}") from None
-    reader = ByteReader(payload, origin=origin)
-    tensor = decode_tensor_payload(reader, header, limits, version_major, verify=verify)
-    reader.expect_end("tensor_payload")
-    if isinstance(payload, np.ndarray):  # the mapped payload's pages: read again from the file if needed
-        release_pages(payload)
+    payload after its header (its bytes, or its :class:`_CheckedUnit`), which starts at stream
+    offset ``origin`` (errors name stream offsets, as in one process). A large array, once
+    checked against its content digest, is written into ``output`` at its name's and
+    aliases' offsets (a :class:`~.workers.WrittenArray` goes back) or else goes back through a
+    file in ``folder`` (:func:`~.workers.spill`)."""
+    data = payload.coded_data() if isinstance(payload, _CheckedUnit) else payload
+    try:
+        reader = ByteReader(data, origin=origin)
+        tensor = decode_tensor_payload(reader, header, limits, version_major, verify=verify)
+        reader.expect_end("tensor_payload")
+    finally:
+        if isinstance(data, np.ndarray):  # a mapped unit's pages: read again from the file if needed
+            release_pages(data)
     if output is not None and tensor.array.nbytes >= SPILL_BYTES:
         names = (header.name, *(header.aliases or ()))
         crc = write_tensor_at([output.places[name] for name in names], tensor.array, tensor.dtype, crc32=output.crc32)

@@ -81,7 +81,8 @@ class FileIdentity:
         if not isinstance(name, (str, bytes, os.PathLike)):  # e.g. opened from a descriptor
             return None
         status = os.fstat(file.fileno())
-        return cls(os.path.abspath(os.fsdecode(name)), status.st_dev, status.st_ino, status.st_size,
+        # realpath: /dev/fd/N and /proc/self/fd/N name the file in this process only
+        return cls(os.path.realpath(os.fsdecode(name)), status.st_dev, status.st_ino, status.st_size,
                    status.st_mtime_ns)
 
 
