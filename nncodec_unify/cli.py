@@ -409,6 +409,8 @@ def _encode(args: argparse.Namespace) -> int:
     if args.no_rdo and args.rdo_lambda is not None:
         raise UsageError("--rdo-lambda sets the rate-distortion trade-off, which --no-rdo turns off: give one")
     config = _config(args)
+    if args.output != "-" and (args.output.endswith(("/", os.sep)) or os.path.isdir(args.output)):
+        raise UsageError(f"{args.output}: the stream is one file; give its path, not a folder's")
     if args.output != "-" and _same_file(args.input, args.output):
         raise UsageError("input and output are the same file")
     if args.output != "-" and os.path.exists(args.output) and not args.force:

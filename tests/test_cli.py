@@ -87,11 +87,12 @@ def test_errors_are_one_line_with_distinct_codes_and_leave_no_file(tmp_path, cap
     (tmp_path / "bad.nnu").write_bytes(b"\x89NNU\r\n\x1a\n\x02\x00\x00\x00\x01")
     assert main(["decode", str(tmp_path / "bad.nnu"), str(tmp_path / "o.pt")]) == EXIT_BAD_INPUT
     assert main(["encode", "a.pt", "b.nnu", "--block", "4by4"]) == EXIT_USAGE
+    (tmp_path / "x.txt").write_text("weights?")
     assert main(["encode", str(tmp_path / "x.txt"), str(tmp_path / "o.nnu")]) == EXIT_BAD_INPUT
     err = capsys.readouterr().err
     assert all(line.startswith("nncodec: error: ") for line in err.strip().splitlines())
     assert len(err.strip().splitlines()) == 4 and "Traceback" not in err
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.nnu"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.nnu", "x.txt"]
 
 
 def test_pickled_module_is_refused_with_a_fix(tmp_path, capsys):

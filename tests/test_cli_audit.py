@@ -202,3 +202,34 @@ def test_removing_an_earlier_models_files_never_removes_the_stream_being_decoded
     kept.write_bytes(stream.read_bytes())
     assert main(["decode", "-q", "-f", str(kept), str(folder)]) == EXIT_OK
     assert kept.read_bytes() == stream.read_bytes() and (folder / "model.safetensors").exists()
+
+
+def test_paths_that_are_not_what_the_command_needs_are_named(tmp_path, weights, capsys):
+    """A mistyped input is 'no such file or folder' (exit 3, not an unknown extension); a
+    stream output that names a folder is refused; a folder output needs its parent (as a
+    file output does) and is not a regular file; a bare name hints at the trailing /."""
+    assert main(["encode", str(tmp_path / "bert-folderr"), str(tmp_path / "o.nnu")]) == EXIT_IO
+    assert "no such file or folder" in error_line(capsys)
+    assert main(["encode", str(weights), str(tmp_path / "newout") + "/"]) == EXIT_USAGE
+    assert "the stream is one file" in error_line(capsys) and not (tmp_path / "newout").exists()
+    stream = tmp_path / "m.nnu"
+    assert main(["encode", "-q", str(weights), str(stream)]) == EXIT_OK
+    capsys.readouterr()
+    assert main(["decode", str(stream), str(tmp_path / "newdir")]) == EXIT_USAGE
+    assert "a path ending in / for a model folder" in error_line(capsys)
+    assert main(["decode", str(stream), str(tmp_path / "missing" / "deeper") + "/"]) == EXIT_IO
+    assert "no such folder to make the output folder in" in error_line(capsys)
+    assert not (tmp_path / "missing").exists()
+    (tmp_path / "afile").write_text("x")
+    assert main(["decode", str(stream), str(tmp_path / "afile") + "/"]) == EXIT_IO
+    assert "exists and is not a folder" in error_line(capsys)
+
+
+def test_a_dtype_the_codec_does_not_code_is_an_encode_error_from_either_file_type(tmp_path, capsys):
+    """float8 in a well-formed safetensors file is 'cannot encode' (exit 5), as from a .pt
+    file, not 'not a readable safetensors file' (exit 4)."""
+    header = json.dumps({"w": {"dtype": "F8_E4M3", "shape": [2, 3], "data_offsets": [0, 6]}}).encode()
+    path = tmp_path / "f8.safetensors"
+    path.write_bytes(len(header).to_bytes(8, "little") + header + bytes(6))
+    assert main(["encode", str(path), str(tmp_path / "f8.nnu")]) == EXIT_ENCODE
+    assert "cannot encode" in error_line(capsys) and not (tmp_path / "f8.nnu").exists()

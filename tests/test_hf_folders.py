@@ -63,8 +63,52 @@ def test_attachments_can_be_left_out_and_folders_without_weights_are_refused(tmp
         load_folder(tmp_path / "empty")
     index = tmp_path / "m" / "model.safetensors.index.json"
     index.write_text(json.dumps({"weight_map": {"w": "../elsewhere.safetensors"}}))
+    (tmp_path / "m" / "model.safetensors").rename(tmp_path / "m" / "model-00001-of-00001.safetensors")
     with pytest.raises(CheckpointError, match="is not a file in"):
         load_folder(tmp_path / "m")
+
+
+def _sharded(bert, folder):
+    """``bert`` saved as several safetensors shards with their index."""
+    bert.save_pretrained(folder, max_shard_size="20KB")
+    index = folder / "model.safetensors.index.json"
+    assert index.is_file()
+    return index
+
+
+def test_a_folder_is_read_from_the_files_from_pretrained_reads(tmp_path, bert):
+    """model.safetensors comes before a shard index, as in transformers; every tensor of the
+    listed shards is read, listed in weight_map or not; weight files that from_pretrained
+    does not read are named in the notes, not silently passed over."""
+    from safetensors.numpy import load_file, save_file
+
+    folder = tmp_path / "m"
+    index = _sharded(bert, folder)
+    single = {name: value.detach().numpy() + 1 for name, value in bert.state_dict().items()}
+    save_file(single, folder / "model.safetensors")
+    (folder / "adapter_model.safetensors").write_bytes((folder / "model.safetensors").read_bytes())
+    assert main(["encode", "-q", str(folder), str(tmp_path / "a.nnu"), "--json"]) == EXIT_OK
+    decoded = nu.decode((tmp_path / "a.nnu").read_bytes())
+    loaded = transformers.BertModel.from_pretrained(folder).state_dict()
+    name = "pooler.dense.bias"
+    assert np.allclose(decoded[name], loaded[name].numpy(), atol=1e-3) and np.allclose(decoded[name], single[name],
+                                                                                      atol=1e-3)
+    notes = nu.codec.checkpoint.folder_attachments(folder)[1]
+    assert any(n.startswith("adapter_model.safetensors: neither encoded nor attached") for n in notes)
+    assert any(n.startswith("model-00001-of-") for n in notes)  # the shards, which the single file overrides
+
+    (folder / "model.safetensors").unlink()
+    weight_map = json.loads(index.read_text())
+    shard = weight_map["weight_map"].pop("embeddings.LayerNorm.bias")
+    index.write_text(json.dumps(weight_map))
+    assert "embeddings.LayerNorm.bias" in load_folder(folder)  # in its shard, though the index forgot it
+    assert sorted(load_folder(folder)) == sorted(bert.state_dict())
+    extra = load_file(folder / shard)
+    other = next(s for s in set(weight_map["weight_map"].values()) if s != shard)
+    moved = dict(load_file(folder / other), **{"embeddings.LayerNorm.bias": extra["embeddings.LayerNorm.bias"]})
+    save_file(moved, folder / other)
+    with pytest.raises(CheckpointError, match="is in two shards"):
+        load_folder(folder)
 
 
 def test_decoding_into_a_non_empty_folder_needs_force(tmp_path, bert, capsys):

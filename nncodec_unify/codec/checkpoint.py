@@ -9,6 +9,7 @@ clobbers an existing one unless ``overwrite`` was asked for.
 from __future__ import annotations
 
 import contextlib
+import errno
 import itertools
 import math
 import os
@@ -23,13 +24,14 @@ import numpy as np
 
 from . import termination
 from .decoder import DecodedModel, torch_tensors
-from .errors import NncodecError
+from .errors import EncodeError, NncodecError
 from .format import DTYPE_ITEMSIZE, DType
 from .memory import FileMapping, map_file, mapped_regions
 from .syntax import AttachedFile, check_attachment_path
 from .safetensors_io import (
     METADATA,
     SafetensorsError,
+    UnsupportedDtypeError,
     read_safetensors,
     tensor_pieces,
     write_safetensors,
@@ -60,7 +62,7 @@ def checkpoint_format(path: str | os.PathLike) -> str:
     if suffix == ".npz":
         return "npz"
     raise CheckpointError(f"{path}: unknown weight file extension {suffix!r} (use .pt, .pth, .safetensors or, "
-                          "for output, .npz)")
+                          "for output, .npz; a path ending in / for a model folder)")
 
 
 def load_tensors(path: str | os.PathLike) -> Mapping[str, object]:
@@ -70,9 +72,11 @@ def load_tensors(path: str | os.PathLike) -> Mapping[str, object]:
     path = Path(path)
     if path.is_dir():
         return load_folder(path)
+    if not path.exists():  # before the extension: a mistyped folder name has none
+        raise FileNotFoundError(f"{path}: no such file or folder")
     kind = checkpoint_format(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file")
+        raise FileNotFoundError(f"{path}: not a regular file")
     if kind == "safetensors":
         return _load_safetensors(path)
     return _load_torch(path)
@@ -83,24 +87,36 @@ TORCH_INDEX = "pytorch_model.bin.index.json"
 
 
 def load_folder(folder: str | os.PathLike) -> Mapping[str, object]:
-    """The weights of a Hugging Face model folder, in the order its files list them:
-    ``model.safetensors``, or shards named by ``model.safetensors.index.json``, or (read with
-    ``weights_only``) ``pytorch_model.bin`` or its shards by ``pytorch_model.bin.index.json``.
-    Safetensors shards are read a tensor at a time."""
+    """The weights of a Hugging Face model folder, from the files ``transformers`` loads, in
+    its order of preference (:func:`weight_files`): ``model.safetensors``, or the shards
+    named by ``model.safetensors.index.json`` (every tensor they hold, shard by shard), or
+    (read with ``weights_only``) ``pytorch_model.bin`` or its shards. Safetensors shards are
+    read a tensor at a time."""
     folder = Path(folder)
-    if (folder / SAFETENSORS_INDEX).is_file():
+    files = weight_files(folder)
+    if files[0].name == "model.safetensors":
+        return _load_safetensors(files[0])
+    if files[0].name.endswith(".safetensors"):
         weight_map = _shards_of(folder / SAFETENSORS_INDEX)
-        opened = {shard: _load_safetensors(folder / shard) for shard in dict.fromkeys(weight_map.values())}
-        return _Shards({name: opened[shard] for name, shard in weight_map.items()})
-    if (folder / "model.safetensors").is_file():
-        return _load_safetensors(folder / "model.safetensors")
-    if (folder / TORCH_INDEX).is_file():
-        loaded: dict[str, object] = {}
-        for shard in dict.fromkeys(_shards_of(folder / TORCH_INDEX).values()):
-            loaded.update(_load_torch(folder / shard))
-        return loaded
-    if (folder / "pytorch_model.bin").is_file():
-        return _load_torch(folder / "pytorch_model.bin")
+        return _Shards({file.name: _load_safetensors(file) for file in files}, weight_map)
+    loaded: dict[str, object] = {}
+    for file in files:
+        loaded.update(_load_torch(file))
+    return loaded
+
+
+def weight_files(folder: str | os.PathLike) -> list[Path]:
+    """The weight files of a Hugging Face model folder that ``transformers``'
+    ``from_pretrained`` reads, in the order it prefers them: ``model.safetensors``; else the
+    shards ``model.safetensors.index.json`` names; else ``pytorch_model.bin``; else the
+    shards ``pytorch_model.bin.index.json`` names. Raises CheckpointError for a folder with
+    none of them, or an index that names a file not in the folder."""
+    folder = Path(folder)
+    for single, index in (("model.safetensors", SAFETENSORS_INDEX), ("pytorch_model.bin", TORCH_INDEX)):
+        if (folder / single).is_file():
+            return [folder / single]
+        if (folder / index).is_file():
+            return [folder / shard for shard in dict.fromkeys(_shards_of(folder / index).values())]
     raise CheckpointError(f"{folder}: no model weights in this folder (model.safetensors, sharded "
                           f"model-*.safetensors with {SAFETENSORS_INDEX}, or pytorch_model.bin)")
 
@@ -121,12 +137,21 @@ def folder_attachments(folder: str | os.PathLike, *, leave_out: Iterable[str | o
     folder = Path(folder)
     attached, notes = [], []
     excluded = [Path(path) for path in leave_out]
+    try:
+        read = {path.name for path in weight_files(folder)}
+    except CheckpointError:
+        read = set()
     for root, folders, names in os.walk(folder):
         folders[:] = sorted(f for f in folders if not f.startswith(".") and not (Path(root) / f).is_symlink())
         for name in sorted(names):
             path = Path(root) / name
             relative = path.relative_to(folder).as_posix()
-            if name.startswith(".") or name.endswith(_WEIGHT_SUFFIXES) or name.endswith(".index.json"):
+            if name.startswith(".") or name.endswith(".index.json"):
+                continue
+            if name.endswith(_WEIGHT_SUFFIXES):
+                if not (relative in read and Path(root) == folder):  # e.g. an adapter, an ONNX export, unused shards
+                    notes.append(f"{relative}: neither encoded nor attached (a weight file from_pretrained does "
+                                 "not read)")
                 continue
             if not path.is_file():
                 continue
@@ -159,15 +184,23 @@ def _shards_of(index: Path) -> dict[str, str]:
 
 
 class _Shards(Mapping):
-    """Tensors spread over safetensors shards: each name read from its own shard on lookup.
-    Built from ``{tensor name: the shard's SafetensorsFile}``; a name the index lists but its
-    shard lacks is an error when the folder is opened, not halfway through an encode."""
+    """Tensors spread over safetensors shards, as ``transformers`` loads them: every tensor
+    of every shard, shard by shard, each read from its own shard on lookup. Built from
+    ``{shard file name: its SafetensorsFile}`` and the index's ``weight_map``; a name the
+    index places in a shard that lacks it, or a name in two shards, is an error when the
+    folder is opened, not halfway through an encode."""
 
-    def __init__(self, files: dict[str, Mapping]):
-        for name, shard in files.items():
-            if name not in shard:
-                raise CheckpointError(f"tensor {name!r}: the index names a shard that does not hold it")
-        self._files = files
+    def __init__(self, shards: dict[str, Mapping], weight_map: Mapping[str, str]):
+        self._files: dict[str, Mapping] = {}
+        for shard, tensors in shards.items():
+            for name in tensors:
+                if name in self._files:
+                    raise CheckpointError(f"tensor {name!r} is in two shards ({weight_map.get(name, shard)!r} "
+                                          f"and {shard!r})")
+                self._files[name] = tensors
+        for name, shard in weight_map.items():
+            if name not in shards[shard]:
+                raise CheckpointError(f"tensor {name!r}: the index names a shard that does not hold it ({shard!r})")
 
     def __getitem__(self, name: str) -> object:
         return self._files[name][name]
@@ -183,6 +216,8 @@ def _load_safetensors(path: Path) -> dict[str, object]:
     """Memory-mapped numpy arrays (bfloat16 as BFloat16Array): no torch (safetensors_io.py)."""
     try:
         return read_safetensors(path)
+    except UnsupportedDtypeError as exc:  # as a .pt input's float8 tensor is
+        raise EncodeError(str(exc)) from None
     except SafetensorsError as exc:
         raise CheckpointError(f"not a readable safetensors file: {exc}") from None
 
@@ -773,7 +808,9 @@ def decode_to_folder(data: bytes, target: str | os.PathLike, *, limits=None, pro
 
     target = Path(target)
     if target.exists() and not target.is_dir():
-        raise CheckpointError(f"{target}: exists and is not a folder")
+        raise NotADirectoryError(errno.ENOTDIR, "exists and is not a folder", str(target))
+    if not target.parent.is_dir():  # the folder is made; its parents must be there, as for a file output
+        raise FileNotFoundError(errno.ENOENT, "no such folder to make the output folder in", str(target.parent))
     if target.is_dir() and any(target.iterdir()) and not overwrite:
         raise FileExistsError(f"{target}: folder exists and is not empty (use -f to overwrite its files)")
     files: list[AttachedFile] = []
@@ -789,7 +826,6 @@ def decode_to_folder(data: bytes, target: str | os.PathLike, *, limits=None, pro
             if _same_path(source, target / relative):
                 raise CheckpointError(f"{target / relative}: decoding would write over the stream being decoded "
                                       f"({source}); decode into another folder")
-    target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
         weights = ([(staging / name, shard) for name, shard in zip(_shard_names(plan), plan, strict=True)]

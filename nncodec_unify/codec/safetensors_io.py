@@ -39,6 +39,10 @@ class SafetensorsError(NncodecError, ValueError):
     """A file that is not a well-formed safetensors file."""
 
 
+class UnsupportedDtypeError(SafetensorsError):
+    """A tensor of a dtype the codec does not code (float8, say): the file may be well formed."""
+
+
 class SafetensorsFile(Mapping):
     """The tensors of a safetensors file by name, in file order, each a read-only view of the
     memory-mapped file (numpy arrays, 0-dim shapes kept; bfloat16 as :class:`BFloat16Array`).
@@ -124,7 +128,7 @@ def _entry(path: Path, name: str, info: object, data_size: int) -> tuple[str, tu
         raise SafetensorsError(f"{where}: entry lacks dtype, shape or data_offsets")
     kind, shape, offsets = info["dtype"], info["shape"], info["data_offsets"]
     if kind not in _NUMPY_OF:
-        raise SafetensorsError(f"{where}: dtype {kind!r} is not supported")
+        raise UnsupportedDtypeError(f"{where}: dtype {kind!r} is not supported (only {', '.join(_NUMPY_OF)})")
     if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0
                                               for d in shape):
         raise SafetensorsError(f"{where}: shape {shape!r} is not a list of non-negative integers")
