@@ -266,6 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
     conform = commands.add_parser("conform", help="check the decoder against a conformance suite "
                                   "(a directory with valid/ and invalid/)")
     conform.add_argument("directory", help="e.g. conformance/")
+    conform.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
     return parser
 
 
@@ -334,10 +335,11 @@ def _fail(message: str, code: int) -> int:
     return code
 
 
-def _progress_printer(args: argparse.Namespace, what: str):
-    """A ``progress(done, total, name)`` reporter on stderr for ``what`` (tensors encoded or
-    decoded): a tqdm bar when tqdm is installed, else a counter line; None when stderr is not a
-    terminal, with --quiet, or with --json (whose stdout must stay one JSON object)."""
+def _progress_printer(args: argparse.Namespace, what: str, unit: str = "tensor"):
+    """A ``progress(done, total, name)`` reporter on stderr for ``what`` (``unit``s: tensors
+    encoded or decoded, streams checked): a tqdm bar when tqdm is installed, else a counter
+    line; None when stderr is not a terminal, with --quiet, or with --json (whose stdout must
+    stay one JSON object)."""
     if getattr(args, "quiet", False) or getattr(args, "json", False) or not sys.stderr.isatty():
         return None
     try:
@@ -350,7 +352,7 @@ def _progress_printer(args: argparse.Namespace, what: str):
         nonlocal bar
         if tqdm is not None:
             if bar is None:
-                bar = tqdm(total=total, desc=what, unit="tensor", file=sys.stderr, leave=False)
+                bar = tqdm(total=total, desc=what, unit=unit, file=sys.stderr, leave=False)
             bar.set_postfix_str(name[:40], refresh=False)
             bar.update(done + 1 - bar.n)
             if done + 1 >= total:
@@ -360,6 +362,38 @@ def _progress_printer(args: argparse.Namespace, what: str):
               file=sys.stderr, flush=True)
 
     return report
+
+
+class _EpochBars:
+    """Training epochs as tqdm bars on stderr, one per phase (the demo's dense, ADMM and
+    fine-tuning epochs); lines go above the bar (``write``)."""
+
+    def __init__(self, tqdm):
+        self._tqdm, self._bar, self._phase = tqdm, None, None
+
+    def __call__(self, phase: str, done: int, total: int) -> None:
+        if phase != self._phase:
+            self.close()
+            self._bar = self._tqdm(total=total, desc=f"{phase} epochs", unit="epoch", file=sys.stderr, leave=False)
+            self._phase = phase
+        self._bar.update(done - self._bar.n)
+
+    def write(self, line: str) -> None:
+        self._tqdm.write(line, file=sys.stderr)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar, self._phase = None, None
+
+
+def _epoch_bars() -> _EpochBars | None:
+    """:class:`_EpochBars` when tqdm is installed (else the demo's lines alone)."""
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return None
+    return _EpochBars(tqdm)
 
 
 def _same_file(a: str, b: str) -> bool:
@@ -446,11 +480,11 @@ def _encode(args: argparse.Namespace) -> int:
     else:
         from .codec.ratecontrol import encode_to_target
 
-        say = (lambda line: None) if args.json or args.quiet else (lambda line: print(line, file=sys.stderr))
-        if attachments:
-            raise UsageError("rate control does not carry a folder's files yet: add --no-attach")
+        # each trial on a terminal, like progress; the choice is in the summary either way
+        shown = not (args.json or args.quiet) and sys.stderr.isatty()
+        say = (lambda line: print(line, file=sys.stderr)) if shown else None
         controlled = encode_to_target(tensors, target, config=config, progress=say, workers=workers,
-                                      keep_vector_qp=args.vector_qp is not None)
+                                      keep_vector_qp=args.vector_qp is not None, attachments=attachments)
         if args.output == "-":
             sys.stdout.buffer.write(controlled.result.data)
             sys.stdout.buffer.flush()
@@ -628,8 +662,13 @@ def _demo(args: argparse.Namespace) -> int:
         raise UsageError(f"--epochs must be at least 1, got {args.epochs}")
     # progress (each training epoch) on a terminal, or when asked; never with --quiet or --json
     verbose = not args.quiet and (args.verbose or (sys.stderr.isatty() and not args.json))
-    result = run_demo(epochs=args.epochs, seed=args.seed,
-                      progress=(lambda line: print(line, file=sys.stderr, flush=True)) if verbose else None)
+    bars = _epoch_bars() if verbose and sys.stderr.isatty() else None
+    say = (bars.write if bars else (lambda line: print(line, file=sys.stderr, flush=True))) if verbose else None
+    try:
+        result = run_demo(epochs=args.epochs, seed=args.seed, progress=say, epoch_progress=bars)
+    finally:
+        if bars:
+            bars.close()
     if args.json:
         print(json.dumps(result))
         return EXIT_OK
@@ -883,7 +922,8 @@ def _info(args: argparse.Namespace) -> int:
 def _conform(args: argparse.Namespace) -> int:
     from .codec.conform import main as conform_main
 
-    return EXIT_FAILURES if conform_main([args.directory]) else EXIT_OK
+    progress = _progress_printer(args, "conform", unit="stream")
+    return EXIT_FAILURES if conform_main([args.directory], progress=progress) else EXIT_OK
 
 
 if __name__ == "__main__":  # python -m nncodec_unify.cli, as python -m nncodec_unify

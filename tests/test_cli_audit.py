@@ -233,3 +233,18 @@ def test_a_dtype_the_codec_does_not_code_is_an_encode_error_from_either_file_typ
     path.write_bytes(len(header).to_bytes(8, "little") + header + bytes(6))
     assert main(["encode", str(path), str(tmp_path / "f8.nnu")]) == EXIT_ENCODE
     assert "cannot encode" in error_line(capsys) and not (tmp_path / "f8.nnu").exists()
+
+
+def test_conform_reports_its_progress_over_the_whole_suite(tmp_path):
+    """check_suite's progress hears of every listed stream, counted over both groups."""
+    from pathlib import Path
+
+    from nncodec_unify.codec.conform import check_suite
+
+    suite = Path(__file__).resolve().parents[1] / "conformance"
+    heard = []
+    results = check_suite(suite, progress=lambda done, total, name: heard.append((done, total, name)))
+    assert [done for done, _, _ in heard] == list(range(len(results)))
+    assert {total for _, total, _ in heard} == {len(results)}
+    assert heard[0][2].startswith("valid/") and heard[-1][2].startswith("invalid/")
+    assert main(["conform", "-q", str(suite / "valid")]) == EXIT_OK

@@ -14,7 +14,11 @@ torch.set_num_threads(1)
 
 def test_demo_runs_end_to_end_and_reports_the_decoded_model():
     lines: list[str] = []
-    result = run_demo(epochs=3, admm_epochs=2, finetune_epochs=1, progress=lines.append)
+    ticks = []
+    result = run_demo(epochs=3, admm_epochs=2, finetune_epochs=1, progress=lines.append,
+                      epoch_progress=lambda *tick: ticks.append(tick))
+    assert ticks == [("dense", 1, 3), ("dense", 2, 3), ("dense", 3, 3), ("ADMM", 1, 2), ("ADMM", 2, 2),
+                     ("fine-tune", 1, 1)]  # every epoch, for a progress bar
     json.dumps(result)  # the CLI's --json prints it as one object
     for key in ("dense_accuracy", "compressed_accuracy", "bitstream_bytes", "compression_ratio", "bit_exact"):
         assert key in result

@@ -147,3 +147,16 @@ def test_large_models_are_decoded_into_shards_with_an_index(tmp_path, bert):
         if name in decoded:
             assert np.array_equal(value.numpy(), decoded[name]), name
     assert main(["decode", str(tmp_path / "m.nnu"), str(tmp_path / "x") + "/", "--max-shard-size", "lots"]) == 2
+
+
+def test_rate_control_carries_a_folders_files_and_counts_them(tmp_path, bert, capsys):
+    """--target-size on a model folder: the stream holds config.json too (the size counts it),
+    decodes to a folder from_pretrained loads; the trials are not listed off a terminal."""
+    bert.save_pretrained(tmp_path / "m")
+    target = 60_000
+    assert main(["encode", str(tmp_path / "m"), str(tmp_path / "m.nnu"), "--target-size", str(target)]) == EXIT_OK
+    assert "rate control: qp" not in capsys.readouterr().err
+    data = (tmp_path / "m.nnu").read_bytes()
+    assert len(data) <= target and [f.path for f in nu.decode_tensors(data).files] == ["config.json"]
+    assert main(["decode", "-q", str(tmp_path / "m.nnu"), str(tmp_path / "out") + "/"]) == EXIT_OK
+    transformers.BertModel.from_pretrained(tmp_path / "out")

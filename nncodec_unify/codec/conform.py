@@ -17,7 +17,7 @@ import dataclasses
 import hashlib
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -140,16 +140,19 @@ def check_stream(data: bytes, entry: dict, group: str) -> FileResult:
     return FileResult(group, name, True, f"{len(got)} tensor{'s' if len(got) != 1 else ''} match")
 
 
-def check_group(folder: str | Path, group: str | None = None) -> list[FileResult]:
-    """Check every stream listed in ``folder/manifest.json``, and flag streams it does not list."""
+def check_group(folder: str | Path, group: str | None = None, *,
+                progress: Callable[[int, int, str], None] | None = None) -> list[FileResult]:
+    """Check every stream listed in ``folder/manifest.json``, and flag streams it does not
+    list. ``progress(done, total, name)`` hears of each listed stream as it is taken up."""
     folder = Path(folder)
     group = group or folder.name
-    manifest_path = folder / "manifest.json"
-    if not manifest_path.is_file():
-        raise FileNotFoundError(f"{manifest_path}: no such file (not a conformance group)")
+    manifest_path = _manifest_of(folder)
     results = []
     listed = set()
-    for entry in read_manifest(manifest_path):
+    entries = read_manifest(manifest_path)
+    for done, entry in enumerate(entries):
+        if progress is not None:
+            progress(done, len(entries), f"{group}/{entry['file']}")
         listed.add(entry["file"])
         path = folder / entry["file"]
         if not path.is_file():
@@ -162,31 +165,46 @@ def check_group(folder: str | Path, group: str | None = None) -> list[FileResult
     return results
 
 
-def check_suite(directory: str | Path) -> list[FileResult]:
-    """Check a suite directory (holding ``valid/`` and ``invalid/``) or a single group directory."""
+def _manifest_of(folder: Path) -> Path:
+    manifest_path = folder / "manifest.json"
+    if not manifest_path.is_file():
+        raise FileNotFoundError(f"{manifest_path}: no such file (not a conformance group)")
+    return manifest_path
+
+
+def check_suite(directory: str | Path, *,
+                progress: Callable[[int, int, str], None] | None = None) -> list[FileResult]:
+    """Check a suite directory (holding ``valid/`` and ``invalid/``) or a single group
+    directory; ``progress(done, total, name)`` hears of each listed stream, counted over the
+    whole suite."""
     directory = Path(directory)
     if directory.exists() and not directory.is_dir():
         raise NotADirectoryError(f"{directory}: not a directory (give a suite folder, or its valid/ or invalid/)")
     if not directory.is_dir():
         raise FileNotFoundError(f"{directory}: no such directory")
     if (directory / "manifest.json").is_file():
-        return check_group(directory)
+        return check_group(directory, progress=progress)
     groups = [g for g in GROUPS if (directory / g).is_dir()]
     if not groups:
         raise FileNotFoundError(f"{directory}: holds neither valid/ nor invalid/ nor a manifest.json")
+    sizes = [len(read_manifest(_manifest_of(directory / group))) for group in groups]
     results: list[FileResult] = []
-    for group in groups:
-        results += check_group(directory / group, group)
+    for number, group in enumerate(groups):
+        before = sum(sizes[:number])
+        counted = None if progress is None else (
+            lambda done, _, name, before=before: progress(before + done, sum(sizes), name))
+        results += check_group(directory / group, group, progress=counted)
     return results
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """``nncodec conform DIR``: one line per stream on stdout, then a summary; 1 if any failed."""
+def main(argv: Sequence[str] | None = None, *, progress: Callable[[int, int, str], None] | None = None) -> int:
+    """``nncodec conform DIR``: one line per stream on stdout, then a summary; 1 if any
+    failed. ``progress`` as for :func:`check_suite`."""
     args = list(sys.argv[1:] if argv is None else argv)
     if len(args) != 1:
         print("usage: nncodec conform DIR", file=sys.stderr)
         return 2
-    results = check_suite(args[0])
+    results = check_suite(args[0], progress=progress)
     for result in results:
         print(result.line())
     failed = sum(not r.passed for r in results)

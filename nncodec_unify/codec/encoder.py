@@ -103,17 +103,18 @@ def encode(tensors: Mapping[str, object], *, config: EncoderConfig | None = None
 def encode_with_report(tensors: Mapping[str, object], *, config: EncoderConfig | None = None,
                        measure_error: bool = False,
                        progress: Callable[[int, int, str], None] | None = None,
-                       workers: int = 1) -> EncodeResult:
+                       workers: int = 1, attachments: Sequence[AttachedFile] = ()) -> EncodeResult:
     """Like :func:`encode`, also returning a :class:`TensorReport` per tensor.
 
     ``measure_error`` computes each quantized tensor's maximum absolute error (costs a
     reconstruction). ``progress(done, total, name)`` is called as tensors are taken up.
     ``workers > 1`` codes tensors in that many processes (constriction holds the GIL, so
     threads would not help); the stream is byte-identical to a single-process run.
+    ``attachments`` are carried as in :func:`encode_to_file`.
     """
     buffer = io.BytesIO()
     reports = encode_to_file(tensors, buffer, config=config, measure_error=measure_error, progress=progress,
-                             workers=workers)
+                             workers=workers, attachments=attachments)
     return EncodeResult(buffer.getvalue(), reports)
 
 

@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 from .config import EncoderConfig
 from .encoder import EncodeResult, encode_with_report
 from .errors import EncodeError
 from .format import FLOAT_DTYPES
 from .quant import qp_is_valid
+from .syntax import AttachedFile
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,12 +88,13 @@ _MAX_TRIALS = 40  # a bisection over the whole qp range needs about 16
 
 def encode_to_target(tensors: Mapping[str, object], target: RateTarget, *, config: EncoderConfig | None = None,
                      progress: Callable[[str], None] | None = None, workers: int = 1,
-                     keep_vector_qp: bool = False) -> RateControlResult:
+                     keep_vector_qp: bool = False, attachments: Sequence[AttachedFile] = ()) -> RateControlResult:
     """Encode ``tensors`` at the qp that meets ``target`` best (see the module docstring).
 
     ``config`` gives everything but the default qps, and the search starts from its ``qp``;
     ``vector_qp`` follows at ``config``'s gap, or stays as ``config`` has it with
-    ``keep_vector_qp``. ``progress(line)`` hears of each trial. Raises :class:`EncodeError`
+    ``keep_vector_qp``. ``attachments`` (a model folder's files) are carried in every trial,
+    so a size target counts them. ``progress(line)`` hears of each trial. Raises :class:`EncodeError`
     when no qp in the format's range meets the target (the message names the closest
     reachable figure), or when the searched qps move nothing the target measures.
     """
@@ -111,7 +113,8 @@ def encode_to_target(tensors: Mapping[str, object], target: RateTarget, *, confi
             if len(trials) >= _MAX_TRIALS:
                 raise EncodeError(f"rate control: no answer after {_MAX_TRIALS} encodes")
             trial_config = dataclasses.replace(config, qp=qp, vector_qp=vector_qp_for(qp))
-            result = encode_with_report(tensors, config=trial_config, measure_error=True, workers=workers)
+            result = encode_with_report(tensors, config=trial_config, measure_error=True, workers=workers,
+                                        attachments=attachments)
             trials[qp] = (_measure(qp, vector_qp_for(qp), result), result)
             if progress is not None:
                 trial = trials[qp][0]

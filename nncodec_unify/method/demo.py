@@ -112,17 +112,21 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
 
 def run_demo(*, epochs: int = 30, admm_epochs: int | None = None, finetune_epochs: int | None = None,
              seed: int = 0, prune_ratio: float = 0.8, unify_ratio: float = 0.17, block: tuple[int, int] = (4, 4),
-             qp: int = -24, vector_qp: int = -32, progress: Callable[[str], None] | None = None) -> dict:
+             qp: int = -24, vector_qp: int = -32, progress: Callable[[str], None] | None = None,
+             epoch_progress: Callable[[str, int, int], None] | None = None) -> dict:
     """Train, compress, decode and evaluate; see the module docstring for the returned keys.
 
     ``epochs`` is the dense training; ADMM runs ``admm_epochs`` (default ``epochs``) and the
     masked fine-tuning ``finetune_epochs`` (default ``max(1, epochs // 2)``). ``prune_ratio`` and
     ``unify_ratio`` are a global budget over the blocks of all weight matrices (the rest stay
     dense); ``qp`` and ``vector_qp`` are the codec's quantization of the weight matrices (step
-    2**-6 by default) and of the biases (2**-8).
+    2**-6 by default) and of the biases (2**-8). ``progress(line)`` hears of the phases (and
+    of every tenth epoch), ``epoch_progress(phase, done, total)`` of every epoch ("dense",
+    "ADMM", "fine-tune"), as a progress bar wants it.
     """
     started = time.perf_counter()
     say = progress or (lambda _line: None)
+    tick = epoch_progress or (lambda _phase, _done, _total: None)
     admm_epochs = epochs if admm_epochs is None else admm_epochs
     finetune_epochs = max(1, epochs // 2) if finetune_epochs is None else finetune_epochs
     torch.manual_seed(seed)
@@ -136,6 +140,7 @@ def run_demo(*, epochs: int = 30, admm_epochs: int | None = None, finetune_epoch
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
     for epoch in range(epochs):
         loss = train_epoch(model, optimizer, x_train, y_train, batch_size=batch, generator=generator)
+        tick("dense", epoch + 1, epochs)
         if epoch == epochs - 1 or epoch % 10 == 9:
             say(f"dense epoch {epoch + 1}/{epochs}: loss {loss:.4f}")
     dense_accuracy = evaluate(model, x_test, y_test)
@@ -148,6 +153,7 @@ def run_demo(*, epochs: int = 30, admm_epochs: int | None = None, finetune_epoch
     for epoch in range(admm_epochs):
         train_epoch(model, optimizer, x_train, y_train, batch_size=batch, generator=generator)
         stats = admm.update()
+        tick("ADMM", epoch + 1, admm_epochs)
         if epoch == admm_epochs - 1 or epoch % 10 == 9:
             say(f"ADMM epoch {epoch + 1}/{admm_epochs}: ||W - Z|| / ||W|| = {stats['primal']:.4f}, "
                 f"rho = {stats['rho']:.3g}")
@@ -156,8 +162,9 @@ def run_demo(*, epochs: int = 30, admm_epochs: int | None = None, finetune_epoch
 
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     structure.attach(optimizer)
-    for _ in range(finetune_epochs):
+    for epoch in range(finetune_epochs):
         train_epoch(model, optimizer, x_train, y_train, batch_size=batch, generator=generator)
+        tick("fine-tune", epoch + 1, finetune_epochs)
     config = EncoderConfig(qp=qp, vector_qp=vector_qp, block=block)
     state = snap_to_grid(model, config)
     say(f"fine-tuned {finetune_epochs} epochs and snapped to the grid: accuracy "
