@@ -694,6 +694,8 @@ def _summary(source: str, target: str, reports, size: int) -> dict:
     blocks = [r.block_counts for r in reports if r.block_counts]
     return {
         "input": source, "output": target, "tensors": len(reports), "parameters": parameters,
+        "tensor_names": sum(1 + len(r.aliases) for r in reports),  # as decode, info and verify count them
+        "parameters_by_name": sum((1 + len(r.aliases)) * int(_count(r.shape)) for r in reports),
         "original_bytes": original, "compressed_bytes": size,
         "compression_ratio": original / size if size else 0.0,
         "bits_per_parameter": 8 * size / parameters if parameters else 0.0,
@@ -726,11 +728,21 @@ def _count(shape) -> int:
     return count
 
 
+def _tied_names(summary: dict) -> str:
+    """How a summary's counts relate to the names decoding gives, when tied names were coded
+    once (decode, info and verify count every name)."""
+    aliases = summary["tensor_names"] - summary["tensors"]
+    if not aliases:
+        return ""
+    return (f", as stored; with the {aliases} tied name{'s' if aliases > 1 else ''} coded once: "
+            f"{summary['tensor_names']} tensors, {summary['parameters_by_name']:,} parameters")
+
+
 def _print_summary(summary: dict) -> None:
     print(f"{summary['input']} -> {summary['output']}: {summary['original_bytes']:,} -> "
           f"{summary['compressed_bytes']:,} bytes, ratio {summary['compression_ratio']:.2f}x, "
           f"{summary['bits_per_parameter']:.3f} bits/parameter ({summary['tensors']} tensors, "
-          f"{summary['parameters']:,} parameters)")
+          f"{summary['parameters']:,} parameters" + _tied_names(summary) + ")")
     for mode, kind in summary["by_mode"].items():
         error = f", max abs error {kind['max_abs_error']:.3g}" if mode != "raw" else ", lossless"
         print(f"  {mode:<8} {kind['tensors']:>5} tensors  {kind['original_bytes']:>14,} -> "

@@ -8,6 +8,7 @@ communication of their own. Each rank saves what it ends with; the test compares
 from __future__ import annotations
 
 import os
+import sys
 import time
 
 import numpy as np
@@ -77,8 +78,20 @@ def _worker(rank: int, store: str, out_dir: str) -> None:
         torch.save({"Z": admm.Z, "U": admm.U, "rho": admm.rho, "kinds": admm.kinds, "state": state,
                     "holds": structure.holds(), "losses": local_losses},
                    os.path.join(out_dir, f"rank{rank}.pt"))
+        dist.barrier()  # see _exit_now
     finally:
         dist.destroy_process_group()
+    _exit_now()
+
+
+def _exit_now() -> None:
+    """End a rank that succeeded. Every rank has passed the barrier, so no collective was in
+    flight when the group went (a rank that tore gloo down while its peer still talked to it
+    aborted now and then: "terminate called without an active exception", SIGABRT); leave
+    without the interpreter's exit-time destructors, which can race gloo's threads too."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def run_ranks(worker, tmp_path) -> None:
@@ -142,8 +155,10 @@ def _distill_worker(rank: int, store: str, out_dir: str) -> None:
     dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=WORLD_SIZE)
     try:
         _distill_run(rank, os.path.join(out_dir, f"distill{rank}.pt"))
+        dist.barrier()  # see _exit_now
     finally:
         dist.destroy_process_group()
+    _exit_now()
 
 
 def test_distillation_under_ddp_matches_one_process(tmp_path):

@@ -162,3 +162,19 @@ def test_hugging_face_tied_model_round_trips(tmp_path):
     with torch.no_grad():
         ours, theirs = loaded(ids).logits, bert(ids).logits
     assert torch.nn.functional.cosine_similarity(ours.flatten(), theirs.flatten(), dim=0) > 0.999
+
+
+def test_the_encode_summary_says_how_its_counts_meet_the_names_decoding_gives(tmp_path, capsys):
+    """The encoder counts what it stores; decoding counts every name. With a tie the summary
+    gives both, so the two commands' figures can be told apart."""
+    torch.save(TiedModel().state_dict(), tmp_path / "m.pt")
+    assert main(["encode", str(tmp_path / "m.pt"), str(tmp_path / "m.nnu")]) == EXIT_OK
+    line = capsys.readouterr().out.splitlines()[0]
+    assert main(["decode", "--json", str(tmp_path / "m.nnu"), str(tmp_path / "back.safetensors")]) == EXIT_OK
+    decoded = json.loads(capsys.readouterr().out)
+    assert f"with the 1 tied name coded once: {decoded['tensors']} tensors, {decoded['parameters']:,} parameters" \
+        in line
+    assert main(["encode", "-f", "--json", str(tmp_path / "m.pt"), str(tmp_path / "m.nnu")]) == EXIT_OK
+    summary = json.loads(capsys.readouterr().out)
+    assert (summary["tensor_names"], summary["parameters_by_name"]) == (decoded["tensors"], decoded["parameters"])
+    assert summary["tensors"] == decoded["tensors"] - 1

@@ -148,9 +148,12 @@ def torch_tensor(tensor: DecodedTensor):
     Imports torch: for the encoder's and trainer's side, never reached when decoding to numpy."""
     import torch
 
+    if tensor.dtype == DType.BFLOAT16:  # from the bit patterns: a float32 -> bfloat16 cast rewrites NaN payloads
+        widened = np.asarray(tensor.array, dtype=np.float32, order="C")  # not ascontiguousarray: 0-dim stays 0-dim
+        bits = (widened.view(np.uint32) >> 16).astype(np.uint16).reshape(-1)
+        return torch.from_numpy(bits.view(np.int16)).view(torch.bfloat16).reshape(widened.shape)
     array = np.array(tensor.array, copy=True)  # owned and writable: torch shares its memory
-    value = torch.from_numpy(array) if array.ndim else torch.tensor(array)
-    return value.to(torch.bfloat16) if tensor.dtype == DType.BFLOAT16 else value  # exact
+    return torch.from_numpy(array) if array.ndim else torch.tensor(array)
 
 
 def decode_tensors(data: bytes, *, limits: Limits | None = None,
