@@ -483,8 +483,15 @@ def _encode(args: argparse.Namespace) -> int:
         # each trial on a terminal, like progress; the choice is in the summary either way
         shown = not (args.json or args.quiet) and sys.stderr.isatty()
         say = (lambda line: print(line, file=sys.stderr)) if shown else None
-        controlled = encode_to_target(tensors, target, config=config, progress=say, workers=workers,
-                                      keep_vector_qp=args.vector_qp is not None, attachments=attachments)
+        try:
+            controlled = encode_to_target(tensors, target, config=config, progress=say, workers=workers,
+                                          keep_vector_qp=args.vector_qp is not None, attachments=attachments)
+        except EncodeError as exc:
+            if not attachments:
+                raise
+            carried = sum(len(attached.content) for attached in attachments)
+            raise EncodeError(f"{exc} (the folder's attached files alone take {carried:,} bytes of it; "
+                              "--no-attach leaves them out)") from None
         if args.output == "-":
             sys.stdout.buffer.write(controlled.result.data)
             sys.stdout.buffer.flush()

@@ -160,3 +160,37 @@ def test_rate_control_carries_a_folders_files_and_counts_them(tmp_path, bert, ca
     assert len(data) <= target and [f.path for f in nu.decode_tensors(data).files] == ["config.json"]
     assert main(["decode", "-q", str(tmp_path / "m.nnu"), str(tmp_path / "out") + "/"]) == EXIT_OK
     transformers.BertModel.from_pretrained(tmp_path / "out")
+
+
+def test_torch_shards_get_the_checks_safetensors_shards_get_and_shards_may_sit_in_a_subfolder(tmp_path):
+    """pytorch_model.bin shards: a tensor in two shards, or one the index places in a shard
+    that lacks it, is refused (it was taken from the last shard / dropped); the error names
+    both shards. A shard in a subfolder of the model folder is read, as transformers does."""
+    folder = tmp_path / "bin"
+    folder.mkdir()
+    torch.save({"v": torch.ones(2), "w": torch.zeros(2)}, folder / "a.bin")
+    torch.save({"w": torch.ones(2)}, folder / "b.bin")
+    index = folder / "pytorch_model.bin.index.json"
+    index.write_text(json.dumps({"weight_map": {"v": "a.bin", "w": "b.bin"}}))
+    with pytest.raises(CheckpointError, match=r"tensor 'w' is in two shards \('a.bin' and 'b.bin'\)"):
+        load_folder(folder)
+    torch.save({"v": torch.ones(2)}, folder / "a.bin")
+    index.write_text(json.dumps({"weight_map": {"v": "a.bin", "w": "./a.bin"}}))
+    with pytest.raises(CheckpointError, match="names a shard that does not hold it"):
+        load_folder(folder)
+
+    from safetensors.numpy import save_file
+
+    nested = tmp_path / "nested"
+    (nested / "s").mkdir(parents=True)
+    save_file({"v": np.ones(2, np.float32)}, nested / "s" / "a.safetensors")
+    (nested / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {"v": "s/a.safetensors"}}))
+    assert list(load_folder(nested)) == ["v"]
+    assert not [n for n in nu.codec.checkpoint.folder_attachments(nested)[1] if "s/a.safetensors" in n]
+
+
+def test_a_size_target_the_attached_files_alone_exceed_says_so(tmp_path, bert, capsys):
+    bert.save_pretrained(tmp_path / "m")
+    (tmp_path / "m" / "tokenizer.json").write_text("x" * 50_000)
+    assert main(["encode", str(tmp_path / "m"), str(tmp_path / "m.nnu"), "--target-size", "30000"]) == 5
+    assert "--no-attach leaves them out" in capsys.readouterr().err

@@ -406,6 +406,35 @@ def test_a_stream_file_written_in_place_while_workers_decode_it_is_found(tmp_pat
     assert caught.value.filename == str(path)
 
 
+@pytest.mark.parametrize("verify", [True, False])
+def test_a_stream_file_overwritten_with_another_valid_stream_is_not_decoded_from_it(tmp_path, thread_pool,
+                                                                                     monkeypatch, verify):
+    """`cp other.nnu m.nnu` while workers decode m.nnu: the same inode, new bytes with valid
+    CRCs. The worker cannot map the file as it was; the unit's bytes the parent then sends
+    are checked against the CRC it checked at first, not the new one: the file is named, no
+    tensor of the other stream comes back (nor a content-digest error blaming the stream)."""
+    from nncodec_unify.codec.memory import FileChangedError
+
+    monkeypatch.setattr(decoder, "MAPPED_PAYLOAD_BYTES", 1)
+    weights = np.linspace(-1, 1, 600, dtype=np.float32).reshape(20, 30)
+    first, other = nu.encode({"w": weights}), nu.encode({"w": -weights})
+    assert len(first) == len(other)
+    path = tmp_path / "m.nnu"
+    path.write_bytes(first)
+    stream = mapped(path)
+    real = decoder._decode_payload
+
+    def overwritten_first(payload, *rest):
+        with open(path, "r+b") as file:
+            file.write(other)
+        return real(payload, *rest)
+
+    monkeypatch.setattr(decoder, "_decode_payload", overwritten_first)
+    with pytest.raises(FileChangedError, match="changed while it was decoded") as caught:
+        nu.decode_tensors(stream, workers=2, verify=verify)
+    assert caught.value.filename == str(path)
+
+
 @pytest.mark.parametrize("change", ["replace", "unlink", "touch"])
 def test_a_stream_file_moved_or_replaced_while_workers_decode_it_decodes_from_the_parents_mapping(
         tmp_path, thread_pool, monkeypatch, change):

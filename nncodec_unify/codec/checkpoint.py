@@ -96,13 +96,14 @@ def load_folder(folder: str | os.PathLike) -> Mapping[str, object]:
     files = weight_files(folder)
     if files[0].name == "model.safetensors":
         return _load_safetensors(files[0])
-    if files[0].name.endswith(".safetensors"):
-        weight_map = _shards_of(folder / SAFETENSORS_INDEX)
-        return _Shards({file.name: _load_safetensors(file) for file in files}, weight_map)
-    loaded: dict[str, object] = {}
-    for file in files:
-        loaded.update(_load_torch(file))
-    return loaded
+    if files[0].name == "pytorch_model.bin":
+        return _load_torch(files[0])
+    safetensors = files[0].name.endswith(".safetensors")
+    weight_map = _shards_of(folder / (SAFETENSORS_INDEX if safetensors else TORCH_INDEX))
+    shards = {file.relative_to(folder).as_posix(): (_load_safetensors(file) if safetensors else _load_torch(file))
+              for file in files}
+    sharded = _Shards(shards, weight_map)
+    return sharded if safetensors else {name: sharded[name] for name in sharded}
 
 
 def weight_files(folder: str | os.PathLike) -> list[Path]:
@@ -138,7 +139,7 @@ def folder_attachments(folder: str | os.PathLike, *, leave_out: Iterable[str | o
     attached, notes = [], []
     excluded = [Path(path) for path in leave_out]
     try:
-        read = {path.name for path in weight_files(folder)}
+        read = {path.relative_to(folder).as_posix() for path in weight_files(folder)}
     except CheckpointError:
         read = set()
     for root, folders, names in os.walk(folder):
@@ -149,7 +150,7 @@ def folder_attachments(folder: str | os.PathLike, *, leave_out: Iterable[str | o
             if name.startswith(".") or name.endswith(".index.json"):
                 continue
             if name.endswith(_WEIGHT_SUFFIXES):
-                if not (relative in read and Path(root) == folder):  # e.g. an adapter, an ONNX export, unused shards
+                if relative not in read:  # e.g. an adapter, an ONNX export, unused shards
                     notes.append(f"{relative}: neither encoded nor attached (a weight file from_pretrained does "
                                  "not read)")
                 continue
@@ -178,13 +179,15 @@ def _shards_of(index: Path) -> dict[str, str]:
     if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
         raise CheckpointError(f"{index}: weight_map must map tensor names to shard file names")
     for shard in set(weight_map.values()):
-        if Path(shard).name != shard or not (index.parent / shard).is_file():
+        path = index.parent / shard
+        inside = not Path(shard).is_absolute() and ".." not in Path(shard).parts and "\\" not in shard
+        if not inside or not path.is_file():  # a subfolder is fine, as for transformers; outside it is not
             raise CheckpointError(f"{index}: shard {shard!r} is not a file in {index.parent}")
     return weight_map
 
 
 class _Shards(Mapping):
-    """Tensors spread over safetensors shards, as ``transformers`` loads them: every tensor
+    """Tensors spread over shards, as ``transformers`` loads them: every tensor
     of every shard, shard by shard, each read from its own shard on lookup. Built from
     ``{shard file name: its SafetensorsFile}`` and the index's ``weight_map``; a name the
     index places in a shard that lacks it, or a name in two shards, is an error when the
@@ -192,14 +195,15 @@ class _Shards(Mapping):
 
     def __init__(self, shards: dict[str, Mapping], weight_map: Mapping[str, str]):
         self._files: dict[str, Mapping] = {}
+        seen_in: dict[str, str] = {}
         for shard, tensors in shards.items():
             for name in tensors:
-                if name in self._files:
-                    raise CheckpointError(f"tensor {name!r} is in two shards ({weight_map.get(name, shard)!r} "
-                                          f"and {shard!r})")
+                if name in seen_in:
+                    raise CheckpointError(f"tensor {name!r} is in two shards ({seen_in[name]!r} and {shard!r})")
+                seen_in[name] = shard
                 self._files[name] = tensors
         for name, shard in weight_map.items():
-            if name not in shards[shard]:
+            if name not in shards[Path(shard).as_posix()]:  # "./a.safetensors" is "a.safetensors"
                 raise CheckpointError(f"tensor {name!r}: the index names a shard that does not hold it ({shard!r})")
 
     def __getitem__(self, name: str) -> object:
@@ -810,6 +814,9 @@ def decode_to_folder(data: bytes, target: str | os.PathLike, *, limits=None, pro
     if target.exists() and not target.is_dir():
         raise NotADirectoryError(errno.ENOTDIR, "exists and is not a folder", str(target))
     if not target.parent.is_dir():  # the folder is made; its parents must be there, as for a file output
+        if target.parent.exists():
+            raise NotADirectoryError(errno.ENOTDIR, "not a folder, so the output folder cannot be made in it",
+                                     str(target.parent))
         raise FileNotFoundError(errno.ENOENT, "no such folder to make the output folder in", str(target.parent))
     if target.is_dir() and any(target.iterdir()) and not overwrite:
         raise FileExistsError(f"{target}: folder exists and is not empty (use -f to overwrite its files)")

@@ -319,10 +319,11 @@ def _decoded_units(data: bytes, limits: Limits, progress, verify: bool, workers:
             job = (start, header, limits, version_major, verify, folder, output)
             retry = None
             if isinstance(payload, _CheckedUnit):  # moved or replaced meanwhile: the parent's mapping still holds it
-                window = reader.window
+                window, crc = reader.window, payload.crc32
 
-                def retry():
-                    return pool.submit(_decode_payload, _checked_unit(data, window, start, by_reference=False), *job)
+                def retry():  # the CRC checked at first: the parent's mapping may hold other bytes by now
+                    copy = _checked_unit(data, window, start, by_reference=False, crc=crc)
+                    return pool.submit(_decode_payload, copy, *job)
             reader.skip_to_end()  # the worker reads it, and checks that it ends there
             output_bytes = header.element_count * np.dtype(DTYPE_NUMPY[header.dtype]).itemsize
             if output is not None and output_bytes >= SPILL_BYTES:
@@ -390,7 +391,7 @@ class _Pending:
         if not self.opened:
             try:
                 tensor = self.future.result()
-            except FileChangedError:
+            except _MappingLost:
                 if self.retry is None:
                     raise
                 tensor = self.retry().result()
@@ -418,6 +419,12 @@ def _must_wait(pending: collections.deque[_Pending], workers: int) -> bool:
 MAPPED_PAYLOAD_BYTES = 1 << 16  # a worker maps payloads this large from the stream file itself
 
 
+class _MappingLost(FileChangedError):
+    """A worker could not map the stream file as the parent had it (moved, replaced,
+    removed): the parent's own mapping may still hold the unit, unlike a file whose bytes
+    changed."""
+
+
 @dataclasses.dataclass(frozen=True)
 class _CheckedUnit:
     """A tensor unit for a worker to decode, with the CRC-32 the parent checked it against:
@@ -440,8 +447,8 @@ class _CheckedUnit:
             try:
                 unit = unit.load()
             except FileChangedError:
-                raise FileChangedError(errno.ESTALE, "the stream file was moved, replaced or changed while it "
-                                       "was decoded", self.path) from None
+                raise _MappingLost(errno.ESTALE, "the stream file was moved, replaced or changed while it "
+                                   "was decoded", self.path) from None
         if zlib.crc32(unit) != self.crc32:
             if isinstance(unit, np.ndarray):
                 release_pages(unit)
@@ -464,12 +471,14 @@ def _worker_payload(data, reader: ByteReader) -> bytes | _CheckedUnit:
 
 
 def _checked_unit(data: FileMapping, window: tuple[int, int], coded_start: int, *,
-                  by_reference: bool) -> _CheckedUnit:
+                  by_reference: bool, crc: int | None = None) -> _CheckedUnit:
     """The :class:`_CheckedUnit` of the tensor payload at ``window`` of the mapped stream
     ``data`` whose coded data starts at ``coded_start``: its unit by reference, or (when
-    ``by_reference`` is False) as bytes copied now."""
+    ``by_reference`` is False) as bytes copied now; ``crc`` is the CRC-32 the parent checked
+    (by default the unit's, read now, just after read_unit checked it)."""
     unit_start, end = window[0] - UNIT_HEADER_SIZE, window[1]
-    crc = int.from_bytes(data[end:end + UNIT_CRC_SIZE], "little")  # what read_unit checked
+    if crc is None:
+        crc = int.from_bytes(data[end:end + UNIT_CRC_SIZE], "little")
     source = (MappedSlice(data.identity, unit_start, "|u1", (end - unit_start,)) if by_reference
               else data[unit_start:end])
     return _CheckedUnit(source, coded_start - unit_start, crc, data.identity.path)
