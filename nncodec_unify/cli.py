@@ -29,19 +29,16 @@ from .codec.checkpoint import (
     MissingDependencyError,
     atomic_output,
     checkpoint_format,
-    decode_to_folder,
-    decode_to_pt,
+    decode_into,
     load_checkpoint,
-    decode_to_safetensors,
     decode_to_safetensors_file,
     folder_attachments,
     is_folder_target,
     read_stream,
-    save_decoded,
     write_bytes,
 )
 from .codec.config import EncoderConfig, TensorRule
-from .codec.decoder import decode_tensors, describe
+from .codec.decoder import describe
 from .codec.errors import BitstreamError, EncodeError, LimitExceededError, NncodecError
 from .codec.format import DTYPE_NAMES, FLOAT_DTYPES, CodingMode, Limits
 from .codec.memory import FileMapping
@@ -801,29 +798,14 @@ def _decode(args: argparse.Namespace) -> int:
         with contextlib.redirect_stdout(sys.stderr):
             _print_decoded(args, count, parameters, 0)
         return EXIT_OK
-    if is_folder_target(args.output):
-        count, parameters, files = decode_to_folder(data, args.output, limits=limits, progress=progress,
-                                                    overwrite=args.force, max_shard_bytes=args.max_shard_size,
-                                                    verify=not args.no_verify, workers=workers,
-                                                    source=None if args.input == "-" else args.input)
-        _print_decoded(args, count, parameters, files)
-        return EXIT_OK
-    files: list = []
-    if checkpoint_format(args.output) == "safetensors":  # tensor by tensor: memory holds one tensor
-        count, parameters = decode_to_safetensors(data, args.output, limits=limits, progress=progress,
-                                                  overwrite=args.force, verify=not args.no_verify, workers=workers,
-                                                  files=files)
-    elif checkpoint_format(args.output) == "pt":  # also tensor by tensor (torch.save's archive, then its storages)
-        count, parameters = decode_to_pt(data, args.output, limits=limits, progress=progress,
-                                         overwrite=args.force, verify=not args.no_verify, workers=workers, files=files)
-    else:  # .npz: numpy writes the whole state_dict at once
-        model = decode_tensors(data, limits=limits, progress=progress, verify=not args.no_verify, workers=workers)
-        save_decoded(args.output, model, overwrite=args.force)
-        count, parameters = len(model.tensors), sum(t.array.size for t in model.tensors)
-    _print_decoded(args, count, parameters, 0, len(files))
-    if files and not args.json:
-        print(f"  note: the stream also carries {len(files)} attached file(s) ({', '.join(_shown(f.path) for f in files[:3])}"
-              f"{', ...' if len(files) > 3 else ''}), which a weight file has no place for: decode into a folder "
+    written = decode_into(data, args.output, limits=limits, progress=progress, overwrite=args.force,
+                          verify=not args.no_verify, workers=workers, max_shard_bytes=args.max_shard_size,
+                          source=None if args.input == "-" else args.input)
+    left_out = written.attached_files_not_written
+    _print_decoded(args, written.tensors, written.parameters, written.attached_files, len(left_out))
+    if left_out and not args.json:
+        print(f"  note: the stream also carries {len(left_out)} attached file(s) ({', '.join(_shown(f) for f in left_out[:3])}"
+              f"{', ...' if len(left_out) > 3 else ''}), which a weight file has no place for: decode into a folder "
               "(a path ending in /) to get them", file=sys.stderr)
     return EXIT_OK
 

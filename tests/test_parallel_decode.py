@@ -173,6 +173,7 @@ def test_a_worker_that_dies_is_one_line_and_no_output(tmp_path, monkeypatch, cap
     from concurrent.futures.process import BrokenProcessPool
 
     from nncodec_unify import cli
+    from nncodec_unify.codec import checkpoint
 
     stream = tmp_path / "m.nnu"
     stream.write_bytes(nu.encode({"w": np.ones((4, 4), np.float32)}))
@@ -180,7 +181,7 @@ def test_a_worker_that_dies_is_one_line_and_no_output(tmp_path, monkeypatch, cap
     def broken(*args, **kwargs):
         raise BrokenProcessPool("A process in the process pool was terminated abruptly")
 
-    monkeypatch.setattr(cli, "decode_to_safetensors", broken)
+    monkeypatch.setattr(checkpoint, "decode_to_safetensors", broken)
     assert main(["decode", "--workers", "2", str(stream), str(tmp_path / "out.safetensors")]) == cli.EXIT_IO
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "worker process ended abruptly" in err and "Traceback" not in err

@@ -9,6 +9,7 @@ clobbers an existing one unless ``overwrite`` was asked for.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import itertools
 import math
@@ -25,7 +26,7 @@ import numpy as np
 from . import termination
 from .decoder import DecodedModel, torch_tensors
 from .errors import EncodeError, NncodecError
-from .format import DTYPE_ITEMSIZE, DType
+from .format import DTYPE_ITEMSIZE
 from .memory import FileMapping, map_file, mapped_regions
 from .syntax import AttachedFile, check_attachment_path
 from .safetensors_io import (
@@ -539,9 +540,10 @@ def encode_file(source: str | os.PathLike, target: str | os.PathLike, *, config=
 def decode_file(source: str | os.PathLike, target: str | os.PathLike, *, limits=None,
                 overwrite: bool = False, verify: bool = True, workers: int = 1) -> DecodedModel:
     """Decode the stream file ``source`` into ``target``: .pt/.pth, .safetensors or a model
-    folder (a path ending in a separator, or an existing folder: :func:`decode_to_folder`).
-    ``verify=False`` skips the content digests' comparison, ``workers`` > 1 decodes in that
-    many processes (see :func:`decode`)."""
+    folder (a path ending in a separator, or an existing folder: :func:`decode_to_folder`),
+    and return the decoded model, which is then held in memory whole; :func:`decode_to_file`
+    writes tensor by tensor and returns counts. ``verify=False`` skips the content digests'
+    comparison, ``workers`` > 1 decodes in that many processes (see :func:`decode`)."""
     from .decoder import decode_tensors
 
     if _same_path(source, target):
@@ -559,6 +561,68 @@ def decode_file(source: str | os.PathLike, target: str | os.PathLike, *, limits=
     model = decode_tensors(read_stream(source), limits=limits, verify=verify, workers=workers)
     save_decoded(target, model, overwrite=overwrite)
     return model
+
+
+DEFAULT_MAX_SHARD_BYTES = 5 * 10**9  # transformers' default max_shard_size, "5GB"
+
+
+@dataclasses.dataclass(frozen=True)
+class DecodedFiles:
+    """What decoding into files wrote: the tensors and parameters (every name counted, an
+    alias's too), the attached files written (into a model folder), and the paths of those a
+    weight file had no place for."""
+
+    tensors: int
+    parameters: int
+    attached_files: int = 0
+    attached_files_not_written: tuple[str, ...] = ()
+
+
+def decode_to_file(source: str | os.PathLike, target: str | os.PathLike, *, limits=None, progress=None,
+                   overwrite: bool = False, verify: bool = True, workers: int = 1,
+                   max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES) -> DecodedFiles:
+    """Decode the stream file ``source`` into ``target`` as ``nncodec decode`` does: tensor
+    by tensor, so memory holds the stream's pages in use and the tensors being decoded, never
+    the model (unlike :func:`decode_file`, which returns it). ``target`` is a model folder (a
+    path ending in a separator, or an existing folder), ``.safetensors``, ``.pt`` or
+    ``.npz`` (which numpy writes at once, holding the model); atomic like every output.
+    ``progress(done, total, name)``, ``verify``, ``workers`` and ``limits`` as for
+    :func:`~.decoder.decode_tensors`."""
+    if _same_path(source, target):
+        raise CheckpointError(f"{target}: input and output are the same file")
+    if not Path(source).is_file():  # not a FIFO or /dev/zero, which would never end
+        raise FileNotFoundError(f"{source}: no such file (or not a regular file)")
+    return decode_into(read_stream(source), target, limits=limits, progress=progress, overwrite=overwrite,
+                       verify=verify, workers=workers, max_shard_bytes=max_shard_bytes, source=source)
+
+
+def decode_into(data, target: str | os.PathLike, *, limits=None, progress=None, overwrite: bool = False,
+                verify: bool = True, workers: int = 1, max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES,
+                source: str | os.PathLike | None = None) -> DecodedFiles:
+    """:func:`decode_to_file` for the stream ``data`` (bytes, or a mapping of the stream file
+    ``source``, which a folder output must not write over)."""
+    if is_folder_target(target):
+        count, parameters, written = decode_to_folder(data, target, limits=limits, progress=progress,
+                                                      overwrite=overwrite, max_shard_bytes=max_shard_bytes,
+                                                      verify=verify, workers=workers, source=source)
+        return DecodedFiles(count, parameters, written)
+    kind = checkpoint_format(target)
+    if Path(target).exists() and not overwrite:
+        raise FileExistsError(f"{target}: already exists (use -f to overwrite)")
+    files: list[AttachedFile] = []
+    options = dict(limits=limits, progress=progress, overwrite=overwrite, verify=verify, workers=workers, files=files)
+    if kind == "safetensors":
+        count, parameters = decode_to_safetensors(data, target, **options)
+    elif kind == "pt":  # torch.save's archive, then its storages
+        count, parameters = decode_to_pt(data, target, **options)
+    else:  # .npz: numpy writes the whole state_dict at once
+        from .decoder import decode_tensors
+
+        model = decode_tensors(data, limits=limits, progress=progress, verify=verify, workers=workers)
+        save_decoded(target, model, overwrite=overwrite)
+        count, parameters = len(model.tensors), sum(t.array.size for t in model.tensors)
+        files = list(model.files)
+    return DecodedFiles(count, parameters, 0, tuple(f.path for f in files))
 
 
 MAP_STREAMS_FROM = 32 << 20  # larger stream files are memory-mapped, not read into memory
@@ -729,7 +793,6 @@ def _stream_tensors(infos, tensors, file, starts: list[int] | None = None) -> in
     return _each_tensor(infos, tensors, write)
 
 
-DEFAULT_MAX_SHARD_BYTES = 5 * 10**9  # transformers' default max_shard_size, "5GB"
 
 
 def _shard_plan(infos, max_shard_bytes: int) -> list[list]:
