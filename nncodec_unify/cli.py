@@ -452,9 +452,9 @@ def _encode(args: argparse.Namespace) -> int:
     if os.path.isdir(args.input) and not args.no_attach:
         own_files = [path for path in (args.output, args.report) if path not in (None, "-")]
         attachments, attachment_notes = folder_attachments(args.input, leave_out=own_files)
-    projection = _project(tensors, args, config) if _projection_asked(args) else None
-    if projection is not None:
-        tensors = projection[0]
+    projected = _project(tensors, args, config) if _projection_asked(args) else None
+    if projected is not None:
+        tensors = projected
     workers = _auto_workers(args.input, len(tensors)) if args.workers == "auto" else args.workers
     target = _rate_target(args)
     if target is None:  # units go to the output as they are coded: the stream is never held whole
@@ -510,8 +510,8 @@ def _encode(args: argparse.Namespace) -> int:
         if matrices and not any(r.qp == controlled.chosen.qp for r in matrices):
             summary["notes"].append(f"rate control moved only the vector qp: no tensor of 2 or more dimensions is "
                                     f"coded at the searched qp {controlled.chosen.qp} (rules or RAW coding set theirs)")
-    if projection is not None:
-        summary["projection"] = projection[1].to_dict()
+    if projected is not None:
+        summary["projection"] = projected.report().to_dict()
     if args.report is not None:
         report = dict(summary, tensor_reports=[_tensor_report(r) for r in reports])
         if args.report == "-":  # the report, in place of the summary, on stdout
@@ -520,7 +520,7 @@ def _encode(args: argparse.Namespace) -> int:
         write_bytes(args.report, (json.dumps(report, indent=1) + "\n").encode("utf-8"), overwrite=True)
     # with the stream on stdout, the summary goes to stderr
     with contextlib.redirect_stdout(sys.stderr) if args.output == "-" else contextlib.nullcontext():
-        _print_encoded(args, summary, projection, target, controlled if target is not None else None)
+        _print_encoded(args, summary, projected, target, controlled if target is not None else None)
     return EXIT_OK
 
 
@@ -567,7 +567,7 @@ def _print_encoded(args, summary: dict, projection, target, controlled) -> None:
         print(json.dumps(summary))
     else:
         if projection is not None:
-            for line in projection[1].lines():
+            for line in projection.report().lines():
                 print(line)
         if target is not None:
             chosen = controlled.chosen
@@ -624,37 +624,44 @@ def _projection_asked(args: argparse.Namespace) -> bool:
 
 
 def _project(tensors, args: argparse.Namespace, config: EncoderConfig):
-    """Apply the post-training projection; bfloat16 tensors stay bfloat16 (no torch needed).
+    """The post-training projection, applied as the encoder reads each tensor (memory holds
+    one projected tensor, not the model); bfloat16 tensors stay bfloat16 (no torch needed).
     Tensors that a rule codes RAW are left exactly as they are: the user asked to keep them.
-    Tied weights are projected once and stay tied (one array under each name)."""
+    Tied weights are projected once and stay tied. Returns the mapping to encode; its
+    ``report()`` is complete once the encoder has read every tensor."""
     from .codec.quant import round_to_bfloat16
-    from .codec.tensors import BFloat16Array, find_ties, float32_to_bfloat16_bits, to_numpy
-    from .method.posttrain import project_tensors
+    from .codec.tensors import BFloat16Array, find_ties, float32_to_bfloat16_bits, to_numpy, to_source
+    from .method.posttrain import project_lazily
 
     ties = find_ties(tensors)
-    arrays, bfloat16, kept = {}, set(), []
+    bfloat16, kept = set(), []
     for name, value in tensors.items():
         if name in ties:
             continue
-        array, dtype = to_numpy(name, value)
-        arrays[name] = array
+        dtype = to_source(name, value)[1]  # bfloat16 not widened: no copy of the tensor is kept
         if dtype.name == "BFLOAT16":
             bfloat16.add(name)
-        coding = config.coding_for(name, dtype, array.ndim)
+        coding = config.coding_for(name, dtype, len(getattr(value, "shape", ())))
         if coding.mode == CodingMode.RAW and coding.explicit_mode:
             kept.append(name)
+
+    def read(name: str, value) -> np.ndarray:
+        return to_numpy(name, value)[0]
+
+    def restore(name: str, projected: np.ndarray):
+        if name not in bfloat16:
+            return projected
+        values = np.ascontiguousarray(projected, dtype=np.float32)
+        return BFloat16Array(float32_to_bfloat16_bits(round_to_bfloat16(values)))
+
     try:
-        projected, report = project_tensors(
-            arrays, prune_ratio=args.prune_ratio, unify_ratio=args.unify_ratio,
+        return project_lazily(
+            tensors, prune_ratio=args.prune_ratio, unify_ratio=args.unify_ratio,
             unify_threshold=args.unify_threshold, block=args.block, global_budget=args.global_budget,
             exclude=tuple(args.exclude) + tuple(glob.escape(name) for name in kept),
-            exclude_first_last=args.exclude_first_last)
+            exclude_first_last=args.exclude_first_last, read=read, restore=restore, ties=ties)
     except ValueError as exc:
         raise UsageError(f"projection: {exc}") from None
-    for name in bfloat16:
-        values = np.ascontiguousarray(projected[name], dtype=np.float32)
-        projected[name] = BFloat16Array(float32_to_bfloat16_bits(round_to_bfloat16(values)))
-    return {name: projected[ties.get(name, name)] for name in tensors}, report
 
 
 def _demo(args: argparse.Namespace) -> int:

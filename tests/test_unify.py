@@ -332,3 +332,35 @@ def test_posttrain_result_is_coded_compactly_and_exactly():
     decoded = decode(result.data)
     for name in ("conv.weight", "fc.weight"):
         assert np.max(np.abs(decoded[name] - projected[name])) <= 2.0 ** -9
+
+
+def test_a_lazy_projection_holds_one_projected_tensor_and_matches_the_eager_one():
+    """project_lazily projects each tensor when it is read: the same values and report as
+    project_tensors, with a traced peak of about one tensor's working set while reading a
+    model tensor by tensor (project_tensors holds the projected model); declared ties give
+    the very projection of their name, and find_ties sees them."""
+    import tracemalloc
+
+    from nncodec_unify.codec.tensors import find_ties
+    from nncodec_unify.method.posttrain import project_lazily, project_tensors
+
+    rng = np.random.default_rng(5)
+    model = {f"l{i}.weight": rng.laplace(0, 0.02, (256, 512)).astype(np.float32) for i in range(24)}  # 12 MiB
+    options = dict(prune_ratio=0.3, unify_ratio=0.2, block=(4, 4))
+    eager, report = project_tensors(model, **options)
+    lazy = project_lazily(model, **options)
+    tracemalloc.start()
+    try:
+        for name in lazy:
+            assert np.array_equal(lazy[name], eager[name]), name
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 6 << 20, peak  # one 0.5 MiB tensor's float64 working set, not 12 MiB of projections
+    assert [(d.name, d.blocks) for d in lazy.report().tensors] == [(d.name, d.blocks) for d in report.tensors]
+    assert lazy.report().relative_error == pytest.approx(report.relative_error, rel=1e-12)
+
+    tied = {"a": model["l0.weight"], "b": model["l0.weight"], "c": model["l1.weight"]}
+    projected = project_lazily(tied, ties={"b": "a"}, **options)
+    assert find_ties(projected) == {"b": "a"} and projected["a"] is projected["b"]
+    assert [d.name for d in projected.report().tensors] == ["a"]

@@ -128,9 +128,11 @@ def find_ties(tensors) -> dict[str, str]:
     """``{alias: target}`` for the tensors of the dict ``tensors`` that are an earlier
     tensor under another name (equal :func:`storage_key`): each alias maps to the first name
     of its storage. Only a dict is searched, because its values are alive while it is; a
-    lazily read mapping (a safetensors file, whose format has no shared tensors) has none."""
+    lazily read mapping (a safetensors file, whose format has no shared tensors) has none,
+    unless it declares them in a ``ties`` attribute of the same form (a lazy projection of a
+    tied model does)."""
     if not isinstance(tensors, dict):
-        return {}
+        return dict(getattr(tensors, "ties", None) or {})
     first: dict[tuple, str] = {}
     ties: dict[str, str] = {}
     for name, value in tensors.items():

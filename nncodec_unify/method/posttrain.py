@@ -47,14 +47,15 @@ from __future__ import annotations
 import dataclasses
 import fnmatch
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
 from ..codec.format import BlockKind
+from ..codec.memory import release_pages
 from .unify import Target, plan_kinds, project
 
-__all__ = ["ProjectionReport", "TensorDistortion", "project_tensors"]
+__all__ = ["ProjectedTensors", "ProjectionReport", "TensorDistortion", "project_lazily", "project_tensors"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -136,13 +137,17 @@ class ProjectionReport:
 
 def _selected(tensors: Mapping[str, np.ndarray], exclude: Sequence[str], only: Sequence[str] | None,
               exclude_first_last: bool) -> list[str]:
-    names = [name for name, array in tensors.items()
-             if np.asarray(array).ndim >= 2 and np.issubdtype(np.asarray(array).dtype, np.floating)
+    names = [name for name, array in tensors.items() if _floating_matrix(array)
              and not any(fnmatch.fnmatchcase(name, p) for p in exclude)
              and (only is None or any(fnmatch.fnmatchcase(name, p) for p in only))]
     if exclude_first_last and names:
         names = names[1:-1]
     return names
+
+
+def _floating_matrix(value) -> bool:
+    array = np.asarray(value)
+    return array.ndim >= 2 and np.issubdtype(array.dtype, np.floating)
 
 
 def project_tensors(tensors: Mapping[str, np.ndarray], *, prune_ratio: float = 0.0, unify_ratio: float = 0.0,
@@ -161,29 +166,132 @@ def project_tensors(tensors: Mapping[str, np.ndarray], *, prune_ratio: float = 0
     >>> report.blocks, round(report.relative_error, 4)
     ((1, 1, 0), 0.3377)
     """
+    projected = project_lazily(tensors, prune_ratio=prune_ratio, unify_ratio=unify_ratio,
+                               unify_threshold=unify_threshold, block=block, global_budget=global_budget,
+                               normalize=normalize, exclude=exclude, only=only,
+                               exclude_first_last=exclude_first_last)
+    out = {name: projected[name] for name in tensors}
+    return out, projected.report()
+
+
+def project_lazily(tensors: Mapping[str, object], *, prune_ratio: float = 0.0, unify_ratio: float = 0.0,
+                   unify_threshold: float | None = None, block: tuple[int, int] = (4, 4),
+                   global_budget: bool = False, normalize: str = "none", exclude: Sequence[str] = (),
+                   only: Sequence[str] | None = None, exclude_first_last: bool = False,
+                   read: Callable[[str, object], np.ndarray] | None = None,
+                   restore: Callable[[str, np.ndarray], object] | None = None,
+                   ties: Mapping[str, str] | None = None) -> ProjectedTensors:
+    """:func:`project_tensors` for a model that does not fit in memory twice: the block
+    kinds are planned reading one tensor at a time (holding one byte a block; a global budget
+    also holds each block's costs), and a :class:`ProjectedTensors` projects each tensor when
+    it is read. ``read(name, value)`` gives a value as a numpy array (by default
+    ``np.asarray``; a bfloat16 tensor widened, say), ``restore(name, projected)`` the stored
+    form back; ``ties`` (``{alias: name}``) name the aliases, which give their name's
+    projection. Options and errors as for :func:`project_tensors`."""
+    read = read or (lambda _name, value: np.asarray(value))
     target = Target(prune_ratio=prune_ratio, unify_ratio=unify_ratio, unify_threshold=unify_threshold,
                     block=tuple(block))
-    names = _selected(tensors, exclude, only, exclude_first_last)
-    arrays = {name: np.asarray(tensors[name]) for name in names}
-    for name, array in arrays.items():
-        if not np.isfinite(array).all():
-            raise ValueError(f"tensor {name!r} holds nan or inf: it cannot be projected (exclude it)")
-    kinds = plan_kinds(arrays, {name: target for name in names}, budget=target if global_budget else None,
+    ties = dict(ties or {})
+    readable = {name: value for name, value in tensors.items() if name not in ties}
+    names = _selected(_Reading(readable, read), exclude, only, exclude_first_last)
+    planned = _Reading({name: readable[name] for name in names}, read, finite=True)
+    kinds = plan_kinds(planned, {name: target for name in names}, budget=target if global_budget else None,
                        normalize=normalize)
-    out: dict[str, np.ndarray] = {}
-    reports = []
-    for name, value in tensors.items():
-        if name not in kinds:
-            out[name] = value
-            continue
-        array = arrays[name]
-        projected = project(array, kinds[name], target.block)
-        difference = projected.astype(np.float64) - array.astype(np.float64)
-        counts = np.bincount(kinds[name].ravel(), minlength=3)
-        reports.append(TensorDistortion(
-            name, tuple(array.shape), target.block,
-            (int(counts[BlockKind.PRUNED]), int(counts[BlockKind.UNIFIED]), int(counts[BlockKind.DENSE])),
-            float(np.sum(difference * difference)), float(np.sum(array.astype(np.float64) ** 2)),
-            float(np.max(np.abs(difference))) if difference.size else 0.0))
-        out[name] = projected
-    return out, ProjectionReport(tuple(reports))
+    planned.let_go()
+    return ProjectedTensors(tensors, kinds, target.block, read=read, restore=restore, ties=ties)
+
+
+class _Reading(Mapping):
+    """``values`` read as numpy arrays on access (``read``), one at a time; with ``finite``, a
+    tensor holding nan or inf is a ValueError naming it. The pages of a memory-mapped input
+    tensor are let go when the next one is read (:meth:`let_go` for the last), so a pass over
+    a mapped model leaves none of it resident."""
+
+    def __init__(self, values: Mapping[str, object], read, *, finite: bool = False):
+        self._values, self._read, self._finite = values, read, finite
+        self._last: np.ndarray | None = None
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        self.let_go()
+        array = self._read(name, self._values[name])
+        self._last = array
+        if self._finite and not np.isfinite(array).all():
+            raise ValueError(f"tensor {name!r} holds nan or inf: it cannot be projected (exclude it)")
+        return array
+
+    def let_go(self) -> None:
+        """Let the system drop the pages of the array read last, if it views a mapped file."""
+        if self._last is not None:
+            release_pages(self._last)
+            self._last = None
+
+    def __iter__(self):
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+
+class ProjectedTensors(Mapping):
+    """The tensors with each planned one projected when it is read, so that one projected
+    tensor at a time is alive (the encoder reads them in turn), not a projected model; the
+    distortion of each is recorded as it is projected (:meth:`report`). ``ties`` (``{alias:
+    name}``) are declared to the encoder, which codes an alias once with its name
+    (:func:`~nncodec_unify.codec.tensors.find_ties`); an alias gives the very projection its
+    name gave last, or projects it again. Built by :func:`project_lazily`."""
+
+    def __init__(self, tensors: Mapping[str, object], kinds: Mapping[str, np.ndarray], block: tuple[int, int], *,
+                 read, restore=None, ties: Mapping[str, str] | None = None):
+        self._tensors, self._kinds, self._block = tensors, dict(kinds), block
+        self._read, self._restore = read, restore or (lambda _name, projected: projected)
+        self.ties = dict(ties or {})
+        self._targets = set(self.ties.values())
+        self._last: tuple[str, object] | None = None  # a tied name's projection, for its aliases
+        self._distortions: dict[str, TensorDistortion] = {}
+
+    def __getitem__(self, name: str) -> object:
+        source = self.ties.get(name, name)
+        if self._last is not None and self._last[0] == source:
+            return self._last[1]
+        value = self._tensors[source]
+        if source not in self._kinds:
+            return value
+        array = self._read(source, value)
+        kinds = self._kinds[source]
+        projected = project(array, kinds, self._block)
+        self._distortions[source] = _distortion(source, array, projected, kinds, self._block)
+        release_pages(array)  # a mapped input's pages: the projection is what is encoded
+        result = self._restore(source, projected)
+        if source in self._targets:
+            self._last = (source, result)
+        return result
+
+    def __iter__(self):
+        return iter(self._tensors)
+
+    def __len__(self) -> int:
+        return len(self._tensors)
+
+    def report(self) -> ProjectionReport:
+        """The distortion of every tensor projected so far, in the tensors' order."""
+        return ProjectionReport(tuple(self._distortions[name] for name in self._tensors if name in self._distortions))
+
+
+def _distortion(name: str, array: np.ndarray, projected: np.ndarray, kinds: np.ndarray,
+                block: tuple[int, int]) -> TensorDistortion:
+    counts = np.bincount(kinds.ravel(), minlength=3)
+    squared_error = energy = largest = 0.0
+    flat_array, flat_projected = array.reshape(-1), projected.reshape(-1)
+    for start in range(0, flat_array.size, _PIECE):  # float64 a piece at a time, not three tensor-sized copies
+        original = flat_array[start:start + _PIECE].astype(np.float64)
+        difference = flat_projected[start:start + _PIECE].astype(np.float64) - original
+        squared_error += float(np.dot(difference, difference))
+        energy += float(np.dot(original, original))
+        largest = max(largest, float(np.max(np.abs(difference))))
+    return TensorDistortion(
+        name, tuple(array.shape), block,
+        (int(counts[BlockKind.PRUNED]), int(counts[BlockKind.UNIFIED]), int(counts[BlockKind.DENSE])),
+        squared_error, energy, largest)
+
+
+_PIECE = 1 << 18  # elements of the distortion's float64 pieces
