@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import fnmatch
 import glob
 import json
 import os
@@ -207,7 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
     projection.add_argument("--exclude", action="append", default=[], metavar="PATTERN",
                             help="leave tensors matching PATTERN unprojected (repeatable)")
     projection.add_argument("--exclude-first-last", action="store_true",
-                            help="leave the first and last weight matrices unprojected")
+                            help="leave the first and last weight matrices (in the input's order: a .pt file's module order, a safetensors file's name order) unprojected; the summary names them")
     encode.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     encode.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
     encode.add_argument("--report", metavar="FILE.json", default=None,
@@ -512,6 +513,7 @@ def _encode(args: argparse.Namespace) -> int:
                                     f"coded at the searched qp {controlled.chosen.qp} (rules or RAW coding set theirs)")
     if projected is not None:
         summary["projection"] = projected.report().to_dict()
+        summary["notes"] += projected.notes
     if args.report is not None:
         report = dict(summary, tensor_reports=[_tensor_report(r) for r in reports])
         if args.report == "-":  # the report, in place of the summary, on stdout
@@ -620,7 +622,13 @@ def _rate_target(args: argparse.Namespace):
 def _projection_asked(args: argparse.Namespace) -> bool:
     if args.unify_ratio and args.unify_threshold is not None:
         raise UsageError("--unify-ratio and --unify-threshold are alternatives: give one")
-    return bool(args.prune_ratio or args.unify_ratio or args.unify_threshold is not None)
+    asked = bool(args.prune_ratio or args.unify_ratio or args.unify_threshold is not None)
+    shaping = [option for option, given in (("--global-budget", args.global_budget), ("--exclude", args.exclude),
+                                            ("--exclude-first-last", args.exclude_first_last)) if given]
+    if shaping and not asked:
+        raise UsageError(f"{shaping[0]} shapes the projection, which --prune-ratio, --unify-ratio or "
+                         "--unify-threshold asks for: give one of them")
+    return asked
 
 
 def _project(tensors, args: argparse.Namespace, config: EncoderConfig):
@@ -654,14 +662,22 @@ def _project(tensors, args: argparse.Namespace, config: EncoderConfig):
         values = np.ascontiguousarray(projected, dtype=np.float32)
         return BFloat16Array(float32_to_bfloat16_bits(round_to_bfloat16(values)))
 
+    # an excluded name keeps its values, so the tensor it is tied to is not projected either
+    tied_out = {target for alias, target in ties.items()
+                if any(fnmatch.fnmatchcase(alias, pattern) for pattern in args.exclude)}
     try:
-        return project_lazily(
+        projected = project_lazily(
             tensors, prune_ratio=args.prune_ratio, unify_ratio=args.unify_ratio,
             unify_threshold=args.unify_threshold, block=args.block, global_budget=args.global_budget,
-            exclude=tuple(args.exclude) + tuple(glob.escape(name) for name in kept),
+            exclude=tuple(args.exclude) + tuple(glob.escape(name) for name in [*kept, *sorted(tied_out)]),
             exclude_first_last=args.exclude_first_last, read=read, restore=restore, ties=ties)
     except ValueError as exc:
         raise UsageError(f"projection: {exc}") from None
+    projected.notes = [f"{target}: not projected: --exclude names a tied name of it" for target in sorted(tied_out)]
+    if projected.first_last:
+        projected.notes.append(f"--exclude-first-last left out {' and '.join(projected.first_last)} (the first "
+                               "and last weight matrices in the input's order)")
+    return projected
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -785,6 +801,8 @@ def _read_stream(path: str) -> bytes | FileMapping:
 
 
 def _decode(args: argparse.Namespace) -> int:
+    if args.output == "-" and sys.stdout.isatty():  # as gzip and zstd refuse
+        raise UsageError("refusing to write a binary safetensors file to a terminal: redirect it, or give a file")
     if args.output != "-" and _same_file(args.input, args.output):
         raise UsageError("input and output are the same file")
     if args.output != "-" and not is_folder_target(args.output):
@@ -810,6 +828,9 @@ def _decode(args: argparse.Namespace) -> int:
                           source=None if args.input == "-" else args.input)
     left_out = written.attached_files_not_written
     _print_decoded(args, written.tensors, written.parameters, written.attached_files, len(left_out))
+    if not args.json:
+        for note in written.notes:
+            print(f"  note: {note}", file=sys.stderr)
     if left_out and not args.json:
         print(f"  note: the stream also carries {len(left_out)} attached file(s) ({', '.join(_shown(f) for f in left_out[:3])}"
               f"{', ...' if len(left_out) > 3 else ''}), which a weight file has no place for: decode into a folder "

@@ -278,3 +278,38 @@ def test_decode_to_file_writes_what_the_cli_writes_without_holding_the_model(tmp
     assert (summary.tensors, summary.parameters, summary.attached_files) == (16, 16 * 512 * 512, 0)
     with pytest.raises(FileExistsError):
         nu.decode_to_file(stream, tmp_path / "api.safetensors")
+
+
+def test_projection_options_without_a_ratio_and_binary_on_a_terminal_are_usage_errors(tmp_path, weights, capsys,
+                                                                                       monkeypatch):
+    for option in ("--global-budget", "--exclude-first-last"):
+        assert main(["encode", str(weights), str(tmp_path / "o.nnu"), option]) == EXIT_USAGE
+        assert f"{option} shapes the projection" in error_line(capsys)
+    stream = tmp_path / "m.nnu"
+    assert main(["encode", "-q", str(weights), str(stream)]) == EXIT_OK
+    capsys.readouterr()
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+    assert main(["decode", str(stream), "-"]) == EXIT_USAGE
+    assert "refusing to write a binary safetensors file to a terminal" in error_line(capsys)
+
+
+def test_exclude_first_last_names_what_it_left_out(tmp_path, capsys):
+    path = tmp_path / "layers.safetensors"
+    rng = np.random.default_rng(2)
+    with open(path, "wb") as file:
+        write_safetensors(file, [(f"l{i}.weight", rng.normal(0, 0.05, (16, 16)).astype(np.float32), DType.FLOAT32)
+                                 for i in (0, 1, 2)])
+    assert main(["encode", str(path), str(tmp_path / "o.nnu"), "--prune-ratio", "0.5", "--exclude-first-last",
+                 "--json"]) == EXIT_OK
+    summary = json.loads(capsys.readouterr().out)
+    assert any(note.startswith("--exclude-first-last left out l0.weight and l2.weight") for note in summary["notes"])
+    assert [t["name"] for t in summary["projection"]["tensors"]] == ["l1.weight"]
+
+
+def test_bfloat16_written_to_npz_is_noted(tmp_path, capsys):
+    from nncodec_unify.codec.tensors import BFloat16Array
+
+    stream = tmp_path / "m.nnu"
+    stream.write_bytes(nu.encode({"b": BFloat16Array(np.array([0x3F80, 0x4000], np.uint16))}))
+    assert main(["decode", str(stream), str(tmp_path / "o.npz")]) == EXIT_OK
+    assert "1 bfloat16 tensor(s) written as their exact float32 values" in capsys.readouterr().err

@@ -178,3 +178,17 @@ def test_the_encode_summary_says_how_its_counts_meet_the_names_decoding_gives(tm
     summary = json.loads(capsys.readouterr().out)
     assert (summary["tensor_names"], summary["parameters_by_name"]) == (decoded["tensors"], decoded["parameters"])
     assert summary["tensors"] == decoded["tensors"] - 1
+
+
+def test_excluding_a_tied_name_keeps_the_tensor_it_shares_unprojected(tmp_path, capsys):
+    """--exclude 'head*' on a model whose head is the embedding: the head keeps its values,
+    so the embedding is not projected either, and the summary says why."""
+    model = TiedModel()
+    torch.save(model.state_dict(), tmp_path / "m.pt")
+    assert main(["encode", str(tmp_path / "m.pt"), str(tmp_path / "m.nnu"), "--qp", "-48", "--prune-ratio", "0.5",
+                 "--exclude", "head*", "--json"]) == EXIT_OK
+    summary = json.loads(capsys.readouterr().out)
+    assert "embed.weight: not projected: --exclude names a tied name of it" in summary["notes"]
+    assert [t["name"] for t in summary["projection"]["tensors"]] == ["mid.weight"]
+    decoded = nu.decode((tmp_path / "m.nnu").read_bytes())
+    assert np.count_nonzero(decoded["head.weight"] == 0) < 5  # not half pruned

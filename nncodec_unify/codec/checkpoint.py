@@ -26,7 +26,7 @@ import numpy as np
 from . import termination
 from .decoder import DecodedModel, torch_tensors
 from .errors import EncodeError, NncodecError
-from .format import DTYPE_ITEMSIZE
+from .format import DTYPE_ITEMSIZE, DType
 from .memory import FileMapping, map_file, mapped_regions
 from .syntax import AttachedFile, check_attachment_path
 from .safetensors_io import (
@@ -576,6 +576,7 @@ class DecodedFiles:
     parameters: int
     attached_files: int = 0
     attached_files_not_written: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()  # what the output could not keep as the stream has it
 
 
 def decode_to_file(source: str | os.PathLike, target: str | os.PathLike, *, limits=None, progress=None,
@@ -620,8 +621,11 @@ def decode_into(data, target: str | os.PathLike, *, limits=None, progress=None, 
 
         model = decode_tensors(data, limits=limits, progress=progress, verify=verify, workers=workers)
         save_decoded(target, model, overwrite=overwrite)
-        count, parameters = len(model.tensors), sum(t.array.size for t in model.tensors)
-        files = list(model.files)
+        widened = sum(t.dtype == DType.BFLOAT16 for t in model.tensors)
+        notes = (f"{widened} bfloat16 tensor(s) written as their exact float32 values (numpy has no bfloat16; "
+                 ".safetensors and .pt keep them bfloat16)",) if widened else ()
+        return DecodedFiles(len(model.tensors), sum(t.array.size for t in model.tensors), 0,
+                            tuple(f.path for f in model.files), notes)
     return DecodedFiles(count, parameters, 0, tuple(f.path for f in files))
 
 

@@ -193,12 +193,16 @@ def project_lazily(tensors: Mapping[str, object], *, prune_ratio: float = 0.0, u
                     block=tuple(block))
     ties = dict(ties or {})
     readable = {name: value for name, value in tensors.items() if name not in ties}
-    names = _selected(_Reading(readable, read), exclude, only, exclude_first_last)
+    candidates = _selected(_Reading(readable, read), exclude, only, False)
+    names = candidates[1:-1] if exclude_first_last else candidates
     planned = _Reading({name: readable[name] for name in names}, read, finite=True)
     kinds = plan_kinds(planned, {name: target for name in names}, budget=target if global_budget else None,
                        normalize=normalize)
     planned.let_go()
-    return ProjectedTensors(tensors, kinds, target.block, read=read, restore=restore, ties=ties)
+    projected = ProjectedTensors(tensors, kinds, target.block, read=read, restore=restore, ties=ties)
+    if exclude_first_last and candidates:
+        projected.first_last = tuple(dict.fromkeys((candidates[0], candidates[-1])))
+    return projected
 
 
 class _Reading(Mapping):
@@ -248,6 +252,8 @@ class ProjectedTensors(Mapping):
         self._targets = set(self.ties.values())
         self._last: tuple[str, object] | None = None  # a tied name's projection, for its aliases
         self._distortions: dict[str, TensorDistortion] = {}
+        self.first_last: tuple[str, ...] = ()  # the tensors exclude_first_last left out
+        self.notes: list[str] = []  # what the caller wants said about the projection
 
     def __getitem__(self, name: str) -> object:
         source = self.ties.get(name, name)
