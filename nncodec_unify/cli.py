@@ -355,6 +355,7 @@ def _progress_printer(args: argparse.Namespace, what: str, unit: str = "tensor")
             bar.update(done + 1 - bar.n)
             if done + 1 >= total:
                 bar.close()
+                bar = None  # a next pass (a rate-control trial) gets a bar of its own
             return
         print(f"\r{what} [{done + 1}/{total}] {name[:60]:<60}", end="" if done + 1 < total else "\n",
               file=sys.stderr, flush=True)
@@ -483,7 +484,8 @@ def _encode(args: argparse.Namespace) -> int:
         say = (lambda line: print(line, file=sys.stderr)) if shown else None
         try:
             controlled = encode_to_target(tensors, target, config=config, progress=say, workers=workers,
-                                          keep_vector_qp=args.vector_qp is not None, attachments=attachments)
+                                          keep_vector_qp=args.vector_qp is not None, attachments=attachments,
+                                          tensor_progress=_progress_printer(args, "rate control"))
         except EncodeError as exc:
             if not attachments:
                 raise

@@ -88,13 +88,15 @@ _MAX_TRIALS = 40  # a bisection over the whole qp range needs about 16
 
 def encode_to_target(tensors: Mapping[str, object], target: RateTarget, *, config: EncoderConfig | None = None,
                      progress: Callable[[str], None] | None = None, workers: int = 1,
-                     keep_vector_qp: bool = False, attachments: Sequence[AttachedFile] = ()) -> RateControlResult:
+                     keep_vector_qp: bool = False, attachments: Sequence[AttachedFile] = (),
+                     tensor_progress: Callable[[int, int, str], None] | None = None) -> RateControlResult:
     """Encode ``tensors`` at the qp that meets ``target`` best (see the module docstring).
 
     ``config`` gives everything but the default qps, and the search starts from its ``qp``;
     ``vector_qp`` follows at ``config``'s gap, or stays as ``config`` has it with
     ``keep_vector_qp``. ``attachments`` (a model folder's files) are carried in every trial,
-    so a size target counts them. ``progress(line)`` hears of each trial. Raises :class:`EncodeError`
+    so a size target counts them. ``progress(line)`` hears of each trial,
+    ``tensor_progress(done, total, name)`` of each tensor within it. Raises :class:`EncodeError`
     when no qp in the format's range meets the target (the message names the closest
     reachable figure), or when the searched qps move nothing the target measures.
     """
@@ -114,7 +116,7 @@ def encode_to_target(tensors: Mapping[str, object], target: RateTarget, *, confi
                 raise EncodeError(f"rate control: no answer after {_MAX_TRIALS} encodes")
             trial_config = dataclasses.replace(config, qp=qp, vector_qp=vector_qp_for(qp))
             result = encode_with_report(tensors, config=trial_config, measure_error=True, workers=workers,
-                                        attachments=attachments)
+                                        attachments=attachments, progress=tensor_progress)
             trials[qp] = (_measure(qp, vector_qp_for(qp), result), result)
             if progress is not None:
                 trial = trials[qp][0]
