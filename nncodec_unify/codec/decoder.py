@@ -319,11 +319,7 @@ def _decoded_units(data: bytes, limits: Limits, progress, verify: bool, workers:
             job = (start, header, limits, version_major, verify, folder, output)
             retry = None
             if isinstance(payload, _CheckedUnit):  # moved or replaced meanwhile: the parent's mapping still holds it
-                window, crc = reader.window, payload.crc32
-
-                def retry():  # the CRC checked at first: the parent's mapping may hold other bytes by now
-                    copy = _checked_unit(data, window, start, by_reference=False, crc=crc)
-                    return pool.submit(_decode_payload, copy, *job)
+                retry = functools.partial(_resend, pool, data, reader.window, start, payload.crc32, job)
             reader.skip_to_end()  # the worker reads it, and checks that it ends there
             output_bytes = header.element_count * np.dtype(DTYPE_NUMPY[header.dtype]).itemsize
             if output is not None and output_bytes >= SPILL_BYTES:
@@ -482,6 +478,13 @@ def _checked_unit(data: FileMapping, window: tuple[int, int], coded_start: int, 
     source = (MappedSlice(data.identity, unit_start, "|u1", (end - unit_start,)) if by_reference
               else data[unit_start:end])
     return _CheckedUnit(source, coded_start - unit_start, crc, data.identity.path)
+
+
+def _resend(pool, data: FileMapping, window: tuple[int, int], coded_start: int, crc: int, job: tuple):
+    """Submit a unit again, as bytes copied from the parent's mapping of the stream file,
+    checked against the CRC-32 the parent checked at first (the mapping may hold other bytes
+    by now): a future of :func:`_decode_payload`."""
+    return pool.submit(_decode_payload, _checked_unit(data, window, coded_start, by_reference=False, crc=crc), *job)
 
 
 def _decode_payload(payload: bytes | _CheckedUnit, origin: int, header: TensorHeader, limits: Limits,
