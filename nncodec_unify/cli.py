@@ -208,7 +208,8 @@ def build_parser() -> argparse.ArgumentParser:
     projection.add_argument("--exclude", action="append", default=[], metavar="PATTERN",
                             help="leave tensors matching PATTERN unprojected (repeatable)")
     projection.add_argument("--exclude-first-last", action="store_true",
-                            help="leave the first and last weight matrices (in the input's order: a .pt file's module order, a safetensors file's name order) unprojected; the summary names them")
+                            help="leave the first and last weight matrices unprojected, in the input's order (a "
+                            ".pt file's module order, a safetensors file's name order); the summary names them")
     encode.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     encode.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
     encode.add_argument("--report", metavar="FILE.json", default=None,
@@ -442,7 +443,7 @@ def _encode(args: argparse.Namespace) -> int:
     if args.no_rdo and args.rdo_lambda is not None:
         raise UsageError("--rdo-lambda sets the rate-distortion trade-off, which --no-rdo turns off: give one")
     config = _config(args)
-    if args.output != "-" and (args.output.endswith(("/", os.sep)) or os.path.isdir(args.output)):
+    if args.output != "-" and is_folder_target(args.output):
         raise UsageError(f"{args.output}: the stream is one file; give its path, not a folder's")
     if args.output != "-" and _same_file(args.input, args.output):
         raise UsageError("input and output are the same file")
@@ -454,7 +455,7 @@ def _encode(args: argparse.Namespace) -> int:
     if os.path.isdir(args.input) and not args.no_attach:
         own_files = [path for path in (args.output, args.report) if path not in (None, "-")]
         attachments, attachment_notes = folder_attachments(args.input, leave_out=own_files)
-    projected = _project(tensors, args, config) if _projection_asked(args) else None
+    projected, projection_notes = _project(tensors, args, config) if _projection_asked(args) else (None, [])
     if projected is not None:
         tensors = projected
     workers = _auto_workers(args.input, len(tensors)) if args.workers == "auto" else args.workers
@@ -487,9 +488,9 @@ def _encode(args: argparse.Namespace) -> int:
                                           keep_vector_qp=args.vector_qp is not None, attachments=attachments,
                                           tensor_progress=_progress_printer(args, "rate control"))
         except EncodeError as exc:
-            if not attachments:
-                raise
             carried = sum(len(attached.content) for attached in attachments)
+            if target.size_bytes is None or carried < target.size_bytes / 10:  # the files are not the reason
+                raise
             raise EncodeError(f"{exc} (the folder's attached files alone take {carried:,} bytes of it; "
                               "--no-attach leaves them out)") from None
         if args.output == "-":
@@ -515,7 +516,7 @@ def _encode(args: argparse.Namespace) -> int:
                                     f"coded at the searched qp {controlled.chosen.qp} (rules or RAW coding set theirs)")
     if projected is not None:
         summary["projection"] = projected.report().to_dict()
-        summary["notes"] += projected.notes
+        summary["notes"] += projection_notes
     if args.report is not None:
         report = dict(summary, tensor_reports=[_tensor_report(r) for r in reports])
         if args.report == "-":  # the report, in place of the summary, on stdout
@@ -637,8 +638,8 @@ def _project(tensors, args: argparse.Namespace, config: EncoderConfig):
     """The post-training projection, applied as the encoder reads each tensor (memory holds
     one projected tensor, not the model); bfloat16 tensors stay bfloat16 (no torch needed).
     Tensors that a rule codes RAW are left exactly as they are: the user asked to keep them.
-    Tied weights are projected once and stay tied. Returns the mapping to encode; its
-    ``report()`` is complete once the encoder has read every tensor."""
+    Tied weights are projected once and stay tied. Returns the mapping to encode (its
+    ``report()`` is complete once the encoder has read every tensor) and notes for the summary."""
     from .codec.quant import round_to_bfloat16
     from .codec.tensors import BFloat16Array, find_ties, float32_to_bfloat16_bits, to_numpy, to_source
     from .method.posttrain import project_lazily
@@ -675,11 +676,11 @@ def _project(tensors, args: argparse.Namespace, config: EncoderConfig):
             exclude_first_last=args.exclude_first_last, read=read, restore=restore, ties=ties)
     except ValueError as exc:
         raise UsageError(f"projection: {exc}") from None
-    projected.notes = [f"{target}: not projected: --exclude names a tied name of it" for target in sorted(tied_out)]
+    notes = [f"{target}: not projected: --exclude names a tied name of it" for target in sorted(tied_out)]
     if projected.first_last:
-        projected.notes.append(f"--exclude-first-last left out {' and '.join(projected.first_last)} (the first "
-                               "and last weight matrices in the input's order)")
-    return projected
+        notes.append(f"--exclude-first-last left out {' and '.join(projected.first_last)} (the first and last "
+                     "weight matrices in the input's order)")
+    return projected, notes
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -723,7 +724,7 @@ def _summary(source: str, target: str, reports, size: int) -> dict:
     blocks = [r.block_counts for r in reports if r.block_counts]
     return {
         "input": source, "output": target, "tensors": len(reports), "parameters": parameters,
-        "tensor_names": sum(1 + len(r.aliases) for r in reports),  # as decode, info and verify count them
+        "tensors_by_name": sum(1 + len(r.aliases) for r in reports),  # as decode, info and verify count them
         "parameters_by_name": sum((1 + len(r.aliases)) * int(_count(r.shape)) for r in reports),
         "original_bytes": original, "compressed_bytes": size,
         "compression_ratio": original / size if size else 0.0,
@@ -757,21 +758,21 @@ def _count(shape) -> int:
     return count
 
 
-def _tied_names(summary: dict) -> str:
+def _tied_names_clause(summary: dict) -> str:
     """How a summary's counts relate to the names decoding gives, when tied names were coded
     once (decode, info and verify count every name)."""
-    aliases = summary["tensor_names"] - summary["tensors"]
+    aliases = summary["tensors_by_name"] - summary["tensors"]
     if not aliases:
         return ""
     return (f", as stored; with the {aliases} tied name{'s' if aliases > 1 else ''} coded once: "
-            f"{summary['tensor_names']} tensors, {summary['parameters_by_name']:,} parameters")
+            f"{summary['tensors_by_name']} tensors, {summary['parameters_by_name']:,} parameters")
 
 
 def _print_summary(summary: dict) -> None:
     print(f"{summary['input']} -> {summary['output']}: {summary['original_bytes']:,} -> "
           f"{summary['compressed_bytes']:,} bytes, ratio {summary['compression_ratio']:.2f}x, "
           f"{summary['bits_per_parameter']:.3f} bits/parameter ({summary['tensors']} tensors, "
-          f"{summary['parameters']:,} parameters" + _tied_names(summary) + ")")
+          f"{summary['parameters']:,} parameters" + _tied_names_clause(summary) + ")")
     for mode, kind in summary["by_mode"].items():
         error = f", max abs error {kind['max_abs_error']:.3g}" if mode != "raw" else ", lossless"
         print(f"  {mode:<8} {kind['tensors']:>5} tensors  {kind['original_bytes']:>14,} -> "
@@ -828,8 +829,8 @@ def _decode(args: argparse.Namespace) -> int:
     written = decode_into(data, args.output, limits=limits, progress=progress, overwrite=args.force,
                           verify=not args.no_verify, workers=workers, max_shard_bytes=args.max_shard_size,
                           source=None if args.input == "-" else args.input)
-    left_out = written.attached_files_not_written
-    _print_decoded(args, written.tensors, written.parameters, written.attached_files, len(left_out))
+    left_out = written.attached_left_out
+    _print_decoded(args, written.tensor_count, written.parameter_count, written.attached_written, len(left_out))
     if not args.json:
         for note in written.notes:
             print(f"  note: {note}", file=sys.stderr)

@@ -275,7 +275,7 @@ def test_decode_to_file_writes_what_the_cli_writes_without_holding_the_model(tmp
     assert (tmp_path / "api.safetensors").read_bytes() == (tmp_path / "cli.safetensors").read_bytes()
     assert held > 16 << 20 and held - streamed > 12 << 20, (streamed, held)
     summary = nu.decode_to_file(stream, f"{tmp_path}/out/")
-    assert (summary.tensors, summary.parameters, summary.attached_files) == (16, 16 * 512 * 512, 0)
+    assert (summary.tensor_count, summary.parameter_count, summary.attached_written) == (16, 16 * 512 * 512, 0)
     with pytest.raises(FileExistsError):
         nu.decode_to_file(stream, tmp_path / "api.safetensors")
 

@@ -176,7 +176,7 @@ def test_the_encode_summary_says_how_its_counts_meet_the_names_decoding_gives(tm
         in line
     assert main(["encode", "-f", "--json", str(tmp_path / "m.pt"), str(tmp_path / "m.nnu")]) == EXIT_OK
     summary = json.loads(capsys.readouterr().out)
-    assert (summary["tensor_names"], summary["parameters_by_name"]) == (decoded["tensors"], decoded["parameters"])
+    assert (summary["tensors_by_name"], summary["parameters_by_name"]) == (decoded["tensors"], decoded["parameters"])
     assert summary["tensors"] == decoded["tensors"] - 1
 
 

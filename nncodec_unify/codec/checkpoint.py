@@ -221,7 +221,7 @@ def _load_safetensors(path: Path) -> dict[str, object]:
     """Memory-mapped numpy arrays (bfloat16 as BFloat16Array): no torch (safetensors_io.py)."""
     try:
         return read_safetensors(path)
-    except UnsupportedDtypeError as exc:  # as a .pt input's float8 tensor is
+    except UnsupportedDtypeError as exc:  # a dtype we cannot code: "cannot encode", as for a .pt input
         raise EncodeError(str(exc)) from None
     except SafetensorsError as exc:
         raise CheckpointError(f"not a readable safetensors file: {exc}") from None
@@ -572,10 +572,10 @@ class DecodedFiles:
     alias's too), the attached files written (into a model folder), and the paths of those a
     weight file had no place for."""
 
-    tensors: int
-    parameters: int
-    attached_files: int = 0
-    attached_files_not_written: tuple[str, ...] = ()
+    tensor_count: int
+    parameter_count: int
+    attached_written: int = 0  # attached files written (into a model folder)
+    attached_left_out: tuple[str, ...] = ()  # the paths of those a weight file had no place for
     notes: tuple[str, ...] = ()  # what the output could not keep as the stream has it
 
 
@@ -795,8 +795,6 @@ def _stream_tensors(infos, tensors, file, starts: list[int] | None = None) -> in
                 file.write(piece)
 
     return _each_tensor(infos, tensors, write)
-
-
 
 
 def _shard_plan(infos, max_shard_bytes: int) -> list[list]:

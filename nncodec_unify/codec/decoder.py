@@ -73,7 +73,7 @@ from .syntax import (
     read_tensor_header,
     read_unit,
 )
-from .tensors import bfloat16_bits_to_float32
+from .tensors import bfloat16_bits_to_float32, float32_to_bfloat16_bits
 from .memory import FileChangedError, FileMapping, MappedSlice, read_through, release_pages
 from .safetensors_io import write_tensor_at
 from .workers import (BUFFERED_BYTES, SPILL_BYTES, OutputLayout, WrittenArray, process_pool, spill,
@@ -149,9 +149,8 @@ def torch_tensor(tensor: DecodedTensor):
     import torch
 
     if tensor.dtype == DType.BFLOAT16:  # from the bit patterns: a float32 -> bfloat16 cast rewrites NaN payloads
-        widened = np.asarray(tensor.array, dtype=np.float32, order="C")  # not ascontiguousarray: 0-dim stays 0-dim
-        bits = (widened.view(np.uint32) >> 16).astype(np.uint16).reshape(-1)
-        return torch.from_numpy(bits.view(np.int16)).view(torch.bfloat16).reshape(widened.shape)
+        bits = float32_to_bfloat16_bits(tensor.array)
+        return torch.from_numpy(bits.reshape(-1).view(np.int16)).view(torch.bfloat16).reshape(bits.shape)
     array = np.array(tensor.array, copy=True)  # owned and writable: torch shares its memory
     return torch.from_numpy(array) if array.ndim else torch.tensor(array)
 
@@ -375,7 +374,8 @@ class _Pending:
     name: str
     output_bytes: int
     alias_of: str | None = None
-    opened: list = dataclasses.field(default_factory=list, compare=False, repr=False)  # the result, its array unspilled; shared by aliases
+    # the result, its array unspilled; shared by aliases
+    opened: list = dataclasses.field(default_factory=list, compare=False, repr=False)
     retry: Callable[[], concurrent.futures.Future] | None = dataclasses.field(default=None, compare=False, repr=False)
 
     def result(self) -> DecodedTensor:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import sys
+import typing
 
 import numpy as np
 
@@ -124,15 +125,23 @@ def storage_key(value) -> tuple | None:
     return None
 
 
+@typing.runtime_checkable
+class DeclaresTies(typing.Protocol):
+    """A lazily read mapping of tensors that knows which names share a tensor: ``ties`` is
+    ``{alias: first name}`` (a lazy projection of a tied model is one)."""
+
+    @property
+    def ties(self) -> dict[str, str]: ...
+
+
 def find_ties(tensors) -> dict[str, str]:
     """``{alias: target}`` for the tensors of the dict ``tensors`` that are an earlier
     tensor under another name (equal :func:`storage_key`): each alias maps to the first name
     of its storage. Only a dict is searched, because its values are alive while it is; a
     lazily read mapping (a safetensors file, whose format has no shared tensors) has none,
-    unless it declares them in a ``ties`` attribute of the same form (a lazy projection of a
-    tied model does)."""
+    unless it declares them (:class:`DeclaresTies`)."""
     if not isinstance(tensors, dict):
-        return dict(getattr(tensors, "ties", None) or {})
+        return dict(tensors.ties) if isinstance(tensors, DeclaresTies) else {}
     first: dict[tuple, str] = {}
     ties: dict[str, str] = {}
     for name, value in tensors.items():

@@ -135,19 +135,28 @@ class ProjectionReport:
         return out
 
 
-def _selected(tensors: Mapping[str, np.ndarray], exclude: Sequence[str], only: Sequence[str] | None,
-              exclude_first_last: bool) -> list[str]:
-    names = [name for name, array in tensors.items() if _floating_matrix(array)
-             and not any(fnmatch.fnmatchcase(name, p) for p in exclude)
-             and (only is None or any(fnmatch.fnmatchcase(name, p) for p in only))]
-    if exclude_first_last and names:
-        names = names[1:-1]
-    return names
+def _selected(tensors: Mapping[str, object], exclude: Sequence[str], only: Sequence[str] | None,
+              is_floating_matrix=None) -> list[str]:
+    is_floating_matrix = is_floating_matrix or _floating_matrix
+    return [name for name, value in tensors.items() if is_floating_matrix(value)
+            and not any(fnmatch.fnmatchcase(name, p) for p in exclude)
+            and (only is None or any(fnmatch.fnmatchcase(name, p) for p in only))]
 
 
 def _floating_matrix(value) -> bool:
-    array = np.asarray(value)
-    return array.ndim >= 2 and np.issubdtype(array.dtype, np.floating)
+    """Whether ``value`` (a numpy array, a BFloat16Array or a torch tensor) is a floating-point
+    tensor of at least 2 dimensions, judged on its shape and dtype without reading it."""
+    from ..codec.tensors import BFloat16Array
+
+    if isinstance(value, BFloat16Array):
+        return len(value.shape) >= 2
+    shape, dtype = getattr(value, "shape", None), getattr(value, "dtype", None)
+    if shape is None or dtype is None:
+        value = np.asarray(value)
+        shape, dtype = value.shape, value.dtype
+    if not isinstance(dtype, np.dtype):  # a torch dtype
+        return len(shape) >= 2 and bool(getattr(dtype, "is_floating_point", False))
+    return len(shape) >= 2 and np.issubdtype(dtype, np.floating)
 
 
 def project_tensors(tensors: Mapping[str, np.ndarray], *, prune_ratio: float = 0.0, unify_ratio: float = 0.0,
@@ -193,16 +202,15 @@ def project_lazily(tensors: Mapping[str, object], *, prune_ratio: float = 0.0, u
                     block=tuple(block))
     ties = dict(ties or {})
     readable = {name: value for name, value in tensors.items() if name not in ties}
-    candidates = _selected(_Reading(readable, read), exclude, only, False)
+    candidates = _selected(readable, exclude, only, _floating_matrix)  # on shape and dtype: nothing read
     names = candidates[1:-1] if exclude_first_last else candidates
     planned = _Reading({name: readable[name] for name in names}, read, finite=True)
     kinds = plan_kinds(planned, {name: target for name in names}, budget=target if global_budget else None,
                        normalize=normalize)
     planned.let_go()
-    projected = ProjectedTensors(tensors, kinds, target.block, read=read, restore=restore, ties=ties)
-    if exclude_first_last and candidates:
-        projected.first_last = tuple(dict.fromkeys((candidates[0], candidates[-1])))
-    return projected
+    first_last = tuple(dict.fromkeys((candidates[0], candidates[-1]))) if exclude_first_last and candidates else ()
+    return ProjectedTensors(tensors, kinds, target.block, read=read, restore=restore, ties=ties,
+                            first_last=first_last)
 
 
 class _Reading(Mapping):
@@ -245,18 +253,27 @@ class ProjectedTensors(Mapping):
     name gave last, or projects it again. Built by :func:`project_lazily`."""
 
     def __init__(self, tensors: Mapping[str, object], kinds: Mapping[str, np.ndarray], block: tuple[int, int], *,
-                 read, restore=None, ties: Mapping[str, str] | None = None):
+                 read, restore=None, ties: Mapping[str, str] | None = None, first_last: tuple[str, ...] = ()):
         self._tensors, self._kinds, self._block = tensors, dict(kinds), block
         self._read, self._restore = read, restore or (lambda _name, projected: projected)
-        self.ties = dict(ties or {})
-        self._targets = set(self.ties.values())
+        self._ties = dict(ties or {})
+        self._targets = set(self._ties.values())
         self._last: tuple[str, object] | None = None  # a tied name's projection, for its aliases
         self._distortions: dict[str, TensorDistortion] = {}
-        self.first_last: tuple[str, ...] = ()  # the tensors exclude_first_last left out
-        self.notes: list[str] = []  # what the caller wants said about the projection
+        self._first_last = first_last
+
+    @property
+    def ties(self) -> dict[str, str]:
+        """``{alias: name}``: the names that share a tensor (:class:`~nncodec_unify.codec.tensors.DeclaresTies`)."""
+        return dict(self._ties)
+
+    @property
+    def first_last(self) -> tuple[str, ...]:
+        """The tensors ``exclude_first_last`` left unprojected (empty without it)."""
+        return self._first_last
 
     def __getitem__(self, name: str) -> object:
-        source = self.ties.get(name, name)
+        source = self._ties.get(name, name)
         if self._last is not None and self._last[0] == source:
             return self._last[1]
         value = self._tensors[source]
