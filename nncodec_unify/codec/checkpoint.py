@@ -93,18 +93,13 @@ def load_folder(folder: str | os.PathLike) -> Mapping[str, object]:
     named by ``model.safetensors.index.json`` (every tensor they hold, shard by shard), or
     (read with ``weights_only``) ``pytorch_model.bin`` or its shards. Safetensors shards are
     read a tensor at a time."""
-    folder = Path(folder)
-    files = weight_files(folder)
-    if files[0].name == "model.safetensors":
-        return _load_safetensors(files[0])
-    if files[0].name == "pytorch_model.bin":
-        return _load_torch(files[0])
-    safetensors = files[0].name.endswith(".safetensors")
-    weight_map = _shards_of(folder / (SAFETENSORS_INDEX if safetensors else TORCH_INDEX))
-    shards = {file.relative_to(folder).as_posix(): (_load_safetensors(file) if safetensors else _load_torch(file))
-              for file in files}
-    sharded = _Shards(shards, weight_map)
-    return sharded if safetensors else {name: sharded[name] for name in sharded}
+    layout = _weight_layout(Path(folder))
+    load = _load_safetensors if layout.safetensors else _load_torch
+    if layout.weight_map is None:
+        return load(layout.files[0])
+    sharded = _Shards({file.relative_to(layout.folder).as_posix(): load(file) for file in layout.files},
+                      layout.weight_map)
+    return sharded if layout.safetensors else {name: sharded[name] for name in sharded}
 
 
 def weight_files(folder: str | os.PathLike) -> list[Path]:
@@ -113,14 +108,33 @@ def weight_files(folder: str | os.PathLike) -> list[Path]:
     shards ``model.safetensors.index.json`` names; else ``pytorch_model.bin``; else the
     shards ``pytorch_model.bin.index.json`` names. Raises CheckpointError for a folder with
     none of them, or an index that names a file not in the folder."""
-    folder = Path(folder)
-    for single, index in (("model.safetensors", SAFETENSORS_INDEX), ("pytorch_model.bin", TORCH_INDEX)):
+    return list(_weight_layout(Path(folder)).files)
+
+
+@dataclasses.dataclass(frozen=True)
+class _WeightLayout:
+    """How a model folder stores its weights: the files, whether they are safetensors, and
+    the shard index's weight_map (None for a single file)."""
+
+    folder: Path
+    files: tuple[Path, ...]
+    safetensors: bool
+    weight_map: dict[str, str] | None
+
+
+def _weight_layout(folder: Path) -> _WeightLayout:
+    """:func:`weight_files`' choice, with what loading needs to know about it."""
+    for single, index, safetensors in (("model.safetensors", SAFETENSORS_INDEX, True),
+                                       ("pytorch_model.bin", TORCH_INDEX, False)):
         if (folder / single).is_file():
-            return [folder / single]
+            return _WeightLayout(folder, (folder / single,), safetensors, None)
         if (folder / index).is_file():
-            return [folder / shard for shard in dict.fromkeys(_shards_of(folder / index).values())]
+            weight_map = _shards_of(folder / index)
+            files = tuple(folder / shard for shard in dict.fromkeys(weight_map.values()))
+            return _WeightLayout(folder, files, safetensors, weight_map)
     raise CheckpointError(f"{folder}: no model weights in this folder (model.safetensors, sharded "
-                          f"model-*.safetensors with {SAFETENSORS_INDEX}, or pytorch_model.bin)")
+                          f"model-*.safetensors with {SAFETENSORS_INDEX}, pytorch_model.bin, or its shards "
+                          f"with {TORCH_INDEX})")
 
 
 MAX_ATTACHMENT_BYTES = 16 << 20  # a model folder's config and tokenizer files are far smaller
@@ -546,8 +560,7 @@ def decode_file(source: str | os.PathLike, target: str | os.PathLike, *, limits=
     comparison, ``workers`` > 1 decodes in that many processes (see :func:`decode`)."""
     from .decoder import decode_tensors
 
-    if _same_path(source, target):
-        raise CheckpointError(f"{target}: input and output are the same file")
+    _check_decode_paths(source, target)
     if is_folder_target(target):
         data = read_stream(source)
         model = decode_tensors(data, limits=limits, verify=verify, workers=workers)
@@ -556,8 +569,6 @@ def decode_file(source: str | os.PathLike, target: str | os.PathLike, *, limits=
     checkpoint_format(target)
     if Path(target).exists() and not overwrite:
         raise FileExistsError(f"{target}: already exists (use -f to overwrite)")
-    if not Path(source).is_file():  # not a FIFO or /dev/zero, which read_bytes would never finish
-        raise FileNotFoundError(f"{source}: no such file (or not a regular file)")
     model = decode_tensors(read_stream(source), limits=limits, verify=verify, workers=workers)
     save_decoded(target, model, overwrite=overwrite)
     return model
@@ -589,12 +600,17 @@ def decode_to_file(source: str | os.PathLike, target: str | os.PathLike, *, limi
     ``.npz`` (which numpy writes at once, holding the model); atomic like every output.
     ``progress(done, total, name)``, ``verify``, ``workers`` and ``limits`` as for
     :func:`~.decoder.decode_tensors`."""
+    _check_decode_paths(source, target)
+    return decode_into(read_stream(source), target, limits=limits, progress=progress, overwrite=overwrite,
+                       verify=verify, workers=workers, max_shard_bytes=max_shard_bytes, source=source)
+
+
+def _check_decode_paths(source: str | os.PathLike, target: str | os.PathLike) -> None:
+    """A stream file to decode that is a regular file and not the output."""
     if _same_path(source, target):
         raise CheckpointError(f"{target}: input and output are the same file")
     if not Path(source).is_file():  # not a FIFO or /dev/zero, which would never end
         raise FileNotFoundError(f"{source}: no such file (or not a regular file)")
-    return decode_into(read_stream(source), target, limits=limits, progress=progress, overwrite=overwrite,
-                       verify=verify, workers=workers, max_shard_bytes=max_shard_bytes, source=source)
 
 
 def decode_into(data, target: str | os.PathLike, *, limits=None, progress=None, overwrite: bool = False,

@@ -141,18 +141,22 @@ def check_stream(data: bytes, entry: dict, group: str) -> FileResult:
 
 
 def check_group(folder: str | Path, group: str | None = None, *,
-                progress: Callable[[int, int, str], None] | None = None) -> list[FileResult]:
-    """Check every stream listed in ``folder/manifest.json``, and flag streams it does not
-    list. ``progress(done, total, name)`` hears of each listed stream as it is taken up."""
+                progress: Callable[[int, int, str], None] | None = None,
+                entries: list[dict] | None = None, counted: tuple[int, int] | None = None) -> list[FileResult]:
+    """Check every stream listed in ``folder/manifest.json`` (its ``entries``, when the caller
+    has read them), and flag streams it does not list. ``progress(done, total, name)`` hears
+    of each listed stream as it is taken up, counted from ``counted`` = (streams before this
+    group, streams in all) when given."""
     folder = Path(folder)
     group = group or folder.name
-    manifest_path = _manifest_of(folder)
     results = []
     listed = set()
-    entries = read_manifest(manifest_path)
+    if entries is None:
+        entries = read_manifest(_manifest_of(folder))
+    before, total = counted or (0, len(entries))
     for done, entry in enumerate(entries):
         if progress is not None:
-            progress(done, len(entries), f"{group}/{entry['file']}")
+            progress(before + done, total, f"{group}/{entry['file']}")
         listed.add(entry["file"])
         path = folder / entry["file"]
         if not path.is_file():
@@ -187,13 +191,13 @@ def check_suite(directory: str | Path, *,
     groups = [g for g in GROUPS if (directory / g).is_dir()]
     if not groups:
         raise FileNotFoundError(f"{directory}: holds neither valid/ nor invalid/ nor a manifest.json")
-    sizes = [len(read_manifest(_manifest_of(directory / group))) for group in groups]
+    manifests = [read_manifest(_manifest_of(directory / group)) for group in groups]
+    total = sum(map(len, manifests))
     results: list[FileResult] = []
-    for number, group in enumerate(groups):
-        before = sum(sizes[:number])
-        counted = None if progress is None else (
-            lambda done, _, name, before=before: progress(before + done, sum(sizes), name))
-        results += check_group(directory / group, group, progress=counted)
+    before = 0
+    for group, entries in zip(groups, manifests, strict=True):
+        results += check_group(directory / group, group, progress=progress, entries=entries, counted=(before, total))
+        before += len(entries)
     return results
 
 
