@@ -24,15 +24,9 @@ class ByteReader:
 
     def __init__(self, data: bytes | memoryview, start: int = 0, end: int | None = None, *, origin: int = 0):
         self._data = memoryview(data).cast("B") if not isinstance(data, bytes) else data
-        self._start = start
         self._pos = start
         self._end = len(data) if end is None else end
         self._origin = origin
-
-    @property
-    def window(self) -> tuple[int, int]:
-        """This reader's window in ``data``: where it starts and ends (not counting ``origin``)."""
-        return self._start, self._end
 
     @property
     def offset(self) -> int:

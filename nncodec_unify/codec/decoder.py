@@ -37,8 +37,6 @@ from .format import (
     DIGEST_SIZE,
     INTEGRITY_MAJOR,
     VERSION_MAJOR,
-    UNIT_CRC_SIZE,
-    UNIT_HEADER_SIZE,
     OffsetMode,
     UnitType,
 )
@@ -61,6 +59,7 @@ from .syntax import (
     FileHeader,
     StreamEnd,
     TensorHeader,
+    Unit,
     read_block_shape,
     read_file_header,
     read_model_header,
@@ -207,7 +206,8 @@ def describe(data: bytes, *, limits: Limits | None = None, with_blocks: bool = F
     block) to count its pruned, unified and dense blocks. Attached files (§5.7) are appended
     to ``files`` when it is given.
     """
-    def header_only(reader: ByteReader, header: TensorHeader, limits: Limits, version_major: int) -> TensorInfo:
+    def header_only(reader: ByteReader, header: TensorHeader, limits: Limits, version_major: int,
+                    _unit: Unit) -> TensorInfo:
         size = reader.remaining
         qp = density = block = counts = None
         dependent = False
@@ -243,8 +243,8 @@ def _block_counts(reader: ByteReader, header: TensorHeader, block: tuple[int, in
 def _walk(data: bytes, limits: Limits, on_tensor, progress=None,
           files: list[AttachedFile] | None = None) -> tuple[FileHeader, list]:
     """§4: the file header, then units until the end of the data. ``on_tensor(reader,
-    tensor_header, limits, version_major)`` handles each tensor unit's payload after its
-    header; attached files go to ``files`` (checked either way)."""
+    tensor_header, limits, version_major, unit)`` handles each tensor unit's payload after its
+    header (``unit``: where the unit is, and its checked CRC); attached files go to ``files`` (checked either way)."""
     units = _walk_units(data, limits, on_tensor, progress, files)
     header = next(units)
     return header, list(units)
@@ -308,17 +308,22 @@ def _decoded_units(data: bytes, limits: Limits, progress, verify: bool, workers:
     worker processes, which write large ones into ``output`` if given (see
     :func:`iter_decoded`)."""
     if workers <= 1:
-        yield from _walk_units(data, limits, functools.partial(decode_tensor_payload, verify=verify), progress, files)
+        def decode_here(reader: ByteReader, header: TensorHeader, limits: Limits, version_major: int,
+                        _unit: Unit) -> DecodedTensor:
+            return decode_tensor_payload(reader, header, limits, version_major, verify=verify)
+
+        yield from _walk_units(data, limits, decode_here, progress, files)
         return
     with spill_folder() as folder, process_pool(workers) as pool:
 
-        def submit(reader: ByteReader, header: TensorHeader, limits: Limits, version_major: int) -> _Pending:
+        def submit(reader: ByteReader, header: TensorHeader, limits: Limits, version_major: int,
+                   unit: Unit) -> _Pending:
             start = reader.offset
-            payload = _worker_payload(data, reader)
+            payload = _worker_payload(data, unit, start)
             job = (start, header, limits, version_major, verify, folder, output)
             retry = None
             if isinstance(payload, _CheckedUnit):  # moved or replaced meanwhile: the parent's mapping still holds it
-                retry = functools.partial(_resend, pool, data, reader.window, start, payload.crc32, job)
+                retry = functools.partial(_resend, pool, data, unit, start, job)
             reader.skip_to_end()  # the worker reads it, and checks that it ends there
             output_bytes = header.element_count * np.dtype(DTYPE_NUMPY[header.dtype]).itemsize
             if output is not None and output_bytes >= SPILL_BYTES:
@@ -453,38 +458,35 @@ class _CheckedUnit:
         return unit[self.skip:]
 
 
-def _worker_payload(data, reader: ByteReader) -> bytes | _CheckedUnit:
-    """What a worker is sent to decode the rest of the tensor payload ``reader`` reads: for a
-    large payload of a stream file that still has its name, a :class:`_CheckedUnit` whose
-    worker maps the unit from the file itself (the bytes are neither copied here nor sent
-    through the pool's pipe: 0.3 s of a 2 GB model's start-up was the first payload's
-    trip); else the bytes, taken now, just after the parent checked the unit's CRC."""
-    start, end = reader.offset, reader.window[1]
-    if (isinstance(data, FileMapping) and data.identity is not None and end - start >= MAPPED_PAYLOAD_BYTES
+def _worker_payload(data, unit: Unit, coded_start: int) -> bytes | _CheckedUnit:
+    """What a worker is sent to decode the tensor ``unit`` from ``coded_start`` (where its
+    coded data begins, after the tensor header): for a large payload of a stream file that
+    still has its name, a :class:`_CheckedUnit` whose worker maps the unit from the file
+    itself (the bytes are neither copied here nor sent through the pool's pipe: 0.3 s of a
+    2 GB model's start-up was the first payload's trip); else the bytes, taken now, just
+    after the parent checked the unit's CRC."""
+    end = unit.payload_offset + unit.payload_length
+    if (isinstance(data, FileMapping) and data.identity is not None and end - coded_start >= MAPPED_PAYLOAD_BYTES
             and data.identity.still_names_it()):
-        return _checked_unit(data, reader.window, start, by_reference=True)
-    return data[start:end]
+        return _checked_unit(data, unit, coded_start, by_reference=True)
+    return data[coded_start:end]
 
 
-def _checked_unit(data: FileMapping, window: tuple[int, int], coded_start: int, *,
-                  by_reference: bool, crc: int | None = None) -> _CheckedUnit:
-    """The :class:`_CheckedUnit` of the tensor payload at ``window`` of the mapped stream
-    ``data`` whose coded data starts at ``coded_start``: its unit by reference, or (when
-    ``by_reference`` is False) as bytes copied now; ``crc`` is the CRC-32 the parent checked
-    (by default the unit's, read now, just after read_unit checked it)."""
-    unit_start, end = window[0] - UNIT_HEADER_SIZE, window[1]
-    if crc is None:
-        crc = int.from_bytes(data[end:end + UNIT_CRC_SIZE], "little")
-    source = (MappedSlice(data.identity, unit_start, "|u1", (end - unit_start,)) if by_reference
-              else data[unit_start:end])
-    return _CheckedUnit(source, coded_start - unit_start, crc, data.identity.path)
+def _checked_unit(data: FileMapping, unit: Unit, coded_start: int, *, by_reference: bool) -> _CheckedUnit:
+    """The :class:`_CheckedUnit` of the tensor ``unit`` of the mapped stream ``data`` whose
+    coded data starts at ``coded_start``: the unit by reference, or (when ``by_reference`` is
+    False) as bytes copied now, with the CRC-32 read_unit checked."""
+    end = unit.payload_offset + unit.payload_length
+    source = (MappedSlice(data.identity, unit.offset, "|u1", (end - unit.offset,)) if by_reference
+              else data[unit.offset:end])
+    return _CheckedUnit(source, coded_start - unit.offset, unit.crc, data.identity.path)
 
 
-def _resend(pool, data: FileMapping, window: tuple[int, int], coded_start: int, crc: int, job: tuple):
+def _resend(pool, data: FileMapping, unit: Unit, coded_start: int, job: tuple):
     """Submit a unit again, as bytes copied from the parent's mapping of the stream file,
     checked against the CRC-32 the parent checked at first (the mapping may hold other bytes
     by now): a future of :func:`_decode_payload`."""
-    return pool.submit(_decode_payload, _checked_unit(data, window, coded_start, by_reference=False, crc=crc), *job)
+    return pool.submit(_decode_payload, _checked_unit(data, unit, coded_start, by_reference=False), *job)
 
 
 def _decode_payload(payload: bytes | _CheckedUnit, origin: int, header: TensorHeader, limits: Limits,
@@ -563,7 +565,7 @@ def _walk_units(data: bytes, limits: Limits, on_tensor, progress=None,
                     offset=unit.payload_offset)
             if progress is not None:
                 progress(results, tensor_count, tensor_header.name)
-            result = on_tensor(payload, tensor_header, limits, header.version_major)
+            result = on_tensor(payload, tensor_header, limits, header.version_major, unit)
             payload.expect_end("tensor_payload")
             if integrity:
                 records += [(name, tensor_header.dtype, tensor_header.shape, tensor_header.content_digest)

@@ -89,6 +89,7 @@ class Unit:
     payload_offset: int
     payload_length: int
     offset: int
+    crc: int = 0  # unit_crc, as read_unit checked it
 
     @property
     def ancillary(self) -> bool:
@@ -119,7 +120,7 @@ def read_unit(reader: ByteReader, data: bytes) -> Unit:
     if crc != actual:
         raise ChecksumError(f"CRC-32 mismatch (stored {crc:#010x}, computed {actual:#010x})",
                             element="unit_crc", offset=crc_at)
-    return Unit(unit_type, flags, payload_offset, length, start)
+    return Unit(unit_type, flags, payload_offset, length, start, crc)
 
 
 def unit_pieces(unit_type: int, payload: bytes, *, ancillary: bool = False) -> tuple[bytes, bytes, bytes]:
