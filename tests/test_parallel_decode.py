@@ -379,19 +379,37 @@ def test_workers_map_large_payloads_of_a_stream_file_themselves(thread_pool, mon
     assert sent and set(sent) == {bytes}
 
 
-def test_a_stream_file_written_in_place_while_workers_decode_it_is_found(tmp_path, thread_pool, monkeypatch):
+@pytest.fixture
+def before_first_job(monkeypatch):
+    """``before_first_job(action)``: ``action()`` runs once, as the first worker job starts
+    (workers are threads here: the thread_pool fixture), every payload going by reference."""
+    monkeypatch.setattr(decoder, "MAPPED_PAYLOAD_BYTES", 1)
+    real = decoder._decode_payload
+
+    def install(action) -> None:
+        once = threading.Lock()
+
+        def first_changes(payload, *rest):
+            if once.acquire(blocking=False):
+                action()
+            return real(payload, *rest)
+
+        monkeypatch.setattr(decoder, "_decode_payload", first_changes)
+
+    return install
+
+
+def test_a_stream_file_written_in_place_while_workers_decode_it_is_found(tmp_path, thread_pool, before_first_job):
     """Bytes a worker maps are checked against the CRC-32 the parent checked: a stream file
     written in place meanwhile (the same size, even with its modification time put back) is
     refused, naming the file, never decoded from the new bytes."""
     from nncodec_unify.codec.memory import FileChangedError
 
-    monkeypatch.setattr(decoder, "MAPPED_PAYLOAD_BYTES", 1)
     path = tmp_path / "m.nnu"
     path.write_bytes(nu.encode({"w": np.linspace(-1, 1, 600, dtype=np.float32).reshape(20, 30)}))
     stream = mapped(path)
-    real = decoder._decode_payload
 
-    def written_first(payload, *rest):
+    def write_one_byte() -> None:
         status = os.stat(path)
         with open(path, "r+b") as file:  # one byte of the coded data, the CRC left as it was
             file.seek(len(stream) // 2)  # inside the tensor unit, the largest
@@ -399,9 +417,8 @@ def test_a_stream_file_written_in_place_while_workers_decode_it_is_found(tmp_pat
             file.seek(-1, os.SEEK_CUR)
             file.write(bytes([byte[0] ^ 0xFF]))
         os.utime(path, ns=(status.st_atime_ns, status.st_mtime_ns))
-        return real(payload, *rest)
 
-    monkeypatch.setattr(decoder, "_decode_payload", written_first)
+    before_first_job(write_one_byte)
     with pytest.raises(FileChangedError, match="changed while it was decoded") as caught:
         nu.decode_tensors(stream, workers=2)
     assert caught.value.filename == str(path)
@@ -409,28 +426,25 @@ def test_a_stream_file_written_in_place_while_workers_decode_it_is_found(tmp_pat
 
 @pytest.mark.parametrize("verify", [True, False])
 def test_a_stream_file_overwritten_with_another_valid_stream_is_not_decoded_from_it(tmp_path, thread_pool,
-                                                                                     monkeypatch, verify):
+                                                                                     before_first_job, verify):
     """`cp other.nnu m.nnu` while workers decode m.nnu: the same inode, new bytes with valid
     CRCs. The worker cannot map the file as it was; the unit's bytes the parent then sends
     are checked against the CRC it checked at first, not the new one: the file is named, no
     tensor of the other stream comes back (nor a content-digest error blaming the stream)."""
     from nncodec_unify.codec.memory import FileChangedError
 
-    monkeypatch.setattr(decoder, "MAPPED_PAYLOAD_BYTES", 1)
     weights = np.linspace(-1, 1, 600, dtype=np.float32).reshape(20, 30)
     first, other = nu.encode({"w": weights}), nu.encode({"w": -weights})
     assert len(first) == len(other)
     path = tmp_path / "m.nnu"
     path.write_bytes(first)
     stream = mapped(path)
-    real = decoder._decode_payload
 
-    def overwritten_first(payload, *rest):
-        with open(path, "r+b") as file:
+    def overwrite() -> None:
+        with open(path, "r+b") as file:  # in place, never shorter: a mapping of a truncated file faults
             file.write(other)
-        return real(payload, *rest)
 
-    monkeypatch.setattr(decoder, "_decode_payload", overwritten_first)
+    before_first_job(overwrite)
     with pytest.raises(FileChangedError, match="changed while it was decoded") as caught:
         nu.decode_tensors(stream, workers=2, verify=verify)
     assert caught.value.filename == str(path)
@@ -438,30 +452,20 @@ def test_a_stream_file_overwritten_with_another_valid_stream_is_not_decoded_from
 
 @pytest.mark.parametrize("change", ["replace", "unlink", "touch"])
 def test_a_stream_file_moved_or_replaced_while_workers_decode_it_decodes_from_the_parents_mapping(
-        tmp_path, thread_pool, monkeypatch, change):
+        tmp_path, thread_pool, before_first_job, change):
     """A worker that cannot map the file the parent mapped (replaced, removed, its time
     changed) gets the unit's bytes from the parent instead, as one process would decode it."""
-    monkeypatch.setattr(decoder, "MAPPED_PAYLOAD_BYTES", 1)
     weights = {f"w{i}": np.linspace(-i, 1, 600, dtype=np.float32).reshape(20, 30) for i in range(3)}
     path = tmp_path / "m.nnu"
     path.write_bytes(nu.encode(weights))
     stream = mapped(path)
-    real = decoder._decode_payload
 
-    once = threading.Lock()
+    def replace() -> None:
+        (tmp_path / "other.nnu").write_bytes(nu.encode({"x": np.zeros(3, np.float32)}))
+        os.replace(tmp_path / "other.nnu", path)
 
-    def changed_first(payload, *rest):
-        if once.acquire(blocking=False):  # the first job to start changes the file; the others see it changed
-            if change == "replace":
-                (tmp_path / "other.nnu").write_bytes(nu.encode({"x": np.zeros(3, np.float32)}))
-                os.replace(tmp_path / "other.nnu", path)
-            elif change == "unlink":
-                path.unlink()
-            else:
-                os.utime(path, ns=(0, 0))
-        return real(payload, *rest)
-
-    monkeypatch.setattr(decoder, "_decode_payload", changed_first)
+    before_first_job({"replace": replace, "unlink": path.unlink, "touch": lambda: os.utime(path, ns=(0, 0)),
+                      }[change])
     decoded = nu.decode_tensors(stream, workers=2)
     assert [t.name for t in decoded.tensors] == list(weights)
     for tensor in decoded.tensors:
