@@ -135,10 +135,8 @@ class ProjectionReport:
         return out
 
 
-def _selected(tensors: Mapping[str, object], exclude: Sequence[str], only: Sequence[str] | None,
-              is_floating_matrix=None) -> list[str]:
-    is_floating_matrix = is_floating_matrix or _floating_matrix
-    return [name for name, value in tensors.items() if is_floating_matrix(value)
+def _selected(tensors: Mapping[str, object], exclude: Sequence[str], only: Sequence[str] | None) -> list[str]:
+    return [name for name, value in tensors.items() if _floating_matrix(value)
             and not any(fnmatch.fnmatchcase(name, p) for p in exclude)
             and (only is None or any(fnmatch.fnmatchcase(name, p) for p in only))]
 
@@ -202,9 +200,9 @@ def project_lazily(tensors: Mapping[str, object], *, prune_ratio: float = 0.0, u
                     block=tuple(block))
     ties = dict(ties or {})
     readable = {name: value for name, value in tensors.items() if name not in ties}
-    candidates = _selected(readable, exclude, only, _floating_matrix)  # on shape and dtype: nothing read
+    candidates = _selected(readable, exclude, only)  # on shape and dtype: nothing read
     names = candidates[1:-1] if exclude_first_last else candidates
-    planned = _Reading({name: readable[name] for name in names}, read, finite=True)
+    planned = _Reading({name: readable[name] for name in names}, read)
     kinds = plan_kinds(planned, {name: target for name in names}, budget=target if global_budget else None,
                        normalize=normalize)
     planned.let_go()
@@ -214,22 +212,21 @@ def project_lazily(tensors: Mapping[str, object], *, prune_ratio: float = 0.0, u
 
 
 class _Reading(Mapping):
-    """``values`` read as numpy arrays on access (``read``), one at a time; with ``finite``, a
-    tensor holding nan or inf is a ValueError naming it. The pages of a memory-mapped input
-    tensor are let go when the next one is read (:meth:`let_go` for the last), so a pass over
-    a mapped model leaves none of it resident."""
+    """``values`` read as numpy arrays on access (``read``), one at a time (plan_kinds reads
+    each once); a tensor holding nan or inf is a ValueError naming it. The pages of a
+    memory-mapped input tensor are let go when the next one is read (:meth:`let_go` for the
+    last), so a pass over a mapped model leaves none of it resident."""
 
-    def __init__(self, values: Mapping[str, object], read, *, finite: bool = False):
-        self._values, self._read, self._finite = values, read, finite
+    def __init__(self, values: Mapping[str, object], read):
+        self._values, self._read = values, read
         self._last: np.ndarray | None = None
 
     def __getitem__(self, name: str) -> np.ndarray:
         self.let_go()
-        array = self._read(name, self._values[name])
-        self._last = array
-        if self._finite and not np.isfinite(array).all():
+        self._last = self._read(name, self._values[name])
+        if not np.isfinite(self._last).all():
             raise ValueError(f"tensor {name!r} holds nan or inf: it cannot be projected (exclude it)")
-        return array
+        return self._last
 
     def let_go(self) -> None:
         """Let the system drop the pages of the array read last, if it views a mapped file."""

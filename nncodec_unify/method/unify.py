@@ -345,14 +345,18 @@ def plan_kinds(arrays: Mapping[str, np.ndarray], targets: Mapping[str, Target], 
     if normalize not in ("none", "rms"):
         raise ValueError(f"normalize must be 'none' or 'rms', got {normalize!r}")
     names = [name for name in arrays if name in targets]
-    for name in names:
-        if not np.isfinite(arrays[name]).all():
+
+    def finite(name: str) -> np.ndarray:  # each array read once (``arrays`` may read it lazily)
+        array = arrays[name]
+        if not np.isfinite(array).all():
             raise ValueError(f"{name}: holds NaN or infinite values; blocks cannot be chosen by cost")
+        return array
+
     if budget is None:
-        return {name: select_kinds(arrays[name], targets[name]) for name in names}
+        return {name: select_kinds(finite(name), targets[name]) for name in names}
     if not names:
         return {}
-    costs = {name: block_costs(arrays[name], targets[name].block) for name in names}
+    costs = {name: block_costs(finite(name), targets[name].block) for name in names}
     prunes, unifies = [], []
     for name in names:
         scale = 1.0
