@@ -16,6 +16,7 @@ from .codec.errors import (
     EncodeError,
     LimitExceededError,
     NncodecError,
+    OutputExistsError,
     TruncatedError,
     UnsupportedVersionError,
 )
@@ -27,7 +28,7 @@ __version__ = "0.5.0"
 __all__ = [
     "BitstreamError", "BlockKind", "ChecksumError", "CodingMode", "DType", "DecodedFiles", "DecodedModel",
     "DecodedTensor", "EncodeError", "EncodeResult", "EncoderConfig", "LimitExceededError", "Limits",
-    "NncodecError", "TensorReport", "TensorRule", "TruncatedError", "UnsupportedVersionError",
+    "NncodecError", "OutputExistsError", "TensorReport", "TensorRule", "TruncatedError", "UnsupportedVersionError",
     "VERSION_MAJOR", "VERSION_MINOR", "decode", "decode_file", "decode_tensors", "decode_to_file", "encode", "encode_file",
     "encode_with_report", "model_digest_of",
 ]

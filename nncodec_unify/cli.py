@@ -40,7 +40,7 @@ from .codec.checkpoint import (
 )
 from .codec.config import EncoderConfig, TensorRule
 from .codec.decoder import describe
-from .codec.errors import BitstreamError, EncodeError, LimitExceededError, NncodecError
+from .codec.errors import BitstreamError, EncodeError, LimitExceededError, NncodecError, OutputExistsError
 from .codec.format import DTYPE_NAMES, FLOAT_DTYPES, CodingMode, Limits
 from .codec.memory import FileMapping
 from .codec.quant import step_size
@@ -301,6 +301,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_BROKEN_PIPE
     except UsageError as exc:
         return _fail(str(exc), EXIT_USAGE)
+    except OutputExistsError as exc:
+        return _fail(f"{exc.filename}: {exc.detail} (use -f to overwrite)", EXIT_EXISTS)
     except FileExistsError as exc:
         return _fail(str(exc), EXIT_EXISTS)
     except (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError) as exc:
@@ -448,7 +450,7 @@ def _encode(args: argparse.Namespace) -> int:
     if args.output != "-" and _same_file(args.input, args.output):
         raise UsageError("input and output are the same file")
     if args.output != "-" and os.path.exists(args.output) and not args.force:
-        raise FileExistsError(f"{args.output}: already exists (use -f to overwrite)")
+        raise OutputExistsError(args.output)
     _check_report_path(args)
     tensors, checkpoint_notes = load_checkpoint(args.input, key=args.key, strip_prefixes=tuple(args.strip_prefix))
     attachments, attachment_notes = [], []
@@ -814,7 +816,7 @@ def _decode(args: argparse.Namespace) -> int:
         except CheckpointError as exc:  # a wrong name on the command line, not a bad input file
             raise UsageError(str(exc)) from None
     if args.output != "-" and os.path.exists(args.output) and not args.force and not is_folder_target(args.output):
-        raise FileExistsError(f"{args.output}: already exists (use -f to overwrite)")
+        raise OutputExistsError(args.output)
     limits = _output_limits(args)
     data, progress = _read_stream(args.input), _progress_printer(args, "decoding")
     # the tensor count is not known before a pass over the stream: assume enough of them

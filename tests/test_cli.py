@@ -119,9 +119,16 @@ def test_file_helpers_round_trip_and_refuse_overwrite(tmp_path, state_dict):
     torch.save(state_dict, tmp_path / "m.pt")
     result = nu.encode_file(tmp_path / "m.pt", tmp_path / "m.nnu")
     assert (tmp_path / "m.nnu").read_bytes() == result.data
-    with pytest.raises(FileExistsError):
+    # the library names its own argument, not the command line's -f
+    with pytest.raises(nu.OutputExistsError, match=r"m\.nnu: already exists \(pass overwrite=True to replace it\)$"):
         nu.encode_file(tmp_path / "m.pt", tmp_path / "m.nnu")
     model = nu.decode_file(tmp_path / "m.nnu", tmp_path / "back.safetensors")
+    with pytest.raises(FileExistsError, match="pass overwrite=True"):
+        nu.decode_to_file(tmp_path / "m.nnu", tmp_path / "back.safetensors")
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "folder" / "x").write_text("x")
+    with pytest.raises(nu.OutputExistsError, match="folder: folder exists and is not empty \\(pass overwrite=True"):
+        nu.decode_to_file(tmp_path / "m.nnu", tmp_path / "folder")
     assert [t.name for t in model.tensors] == list(state_dict)
     assert (tmp_path / "back.safetensors").stat().st_size > 0
 

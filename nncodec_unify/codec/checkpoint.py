@@ -25,7 +25,7 @@ import numpy as np
 
 from . import termination
 from .decoder import DecodedModel, torch_tensors
-from .errors import EncodeError, NncodecError
+from .errors import EncodeError, NncodecError, OutputExistsError
 from .format import DTYPE_ITEMSIZE, DType
 from .memory import FileMapping, map_file, mapped_regions
 from .syntax import AttachedFile, check_attachment_path
@@ -481,12 +481,12 @@ def write_bytes(path: str | os.PathLike, data: bytes, *, overwrite: bool = False
 def atomic_output(path: Path, *, overwrite: bool) -> Iterator[str]:
     """Yield a temporary path beside ``path``; on success rename it to ``path``.
 
-    Raises FileExistsError if ``path`` exists and ``overwrite`` is false. On any failure the
+    Raises :class:`OutputExistsError` (a FileExistsError) if ``path`` exists and ``overwrite`` is false. On any failure the
     temporary file is removed and ``path`` is untouched.
     """
     path = Path(path)
     if path.exists() and not overwrite:
-        raise FileExistsError(f"{path}: already exists (use -f to overwrite)")
+        raise OutputExistsError(path)
     if path.is_dir():
         raise IsADirectoryError(f"{path}: is a directory")
     if not path.parent.is_dir():
@@ -518,10 +518,10 @@ def _rename_no_clobber(temporary: str, path: Path) -> None:
     try:
         os.link(temporary, path)
     except FileExistsError:
-        raise FileExistsError(f"{path}: already exists (use -f to overwrite)") from None
+        raise OutputExistsError(path) from None
     except OSError:  # a file system without hard links: check, then rename
         if path.exists():
-            raise FileExistsError(f"{path}: already exists (use -f to overwrite)") from None
+            raise OutputExistsError(path) from None
         os.replace(temporary, path)
         return
     os.unlink(temporary)
@@ -541,7 +541,7 @@ def encode_file(source: str | os.PathLike, target: str | os.PathLike, *, config=
     if _same_path(source, target):
         raise CheckpointError(f"{target}: input and output are the same file")
     if Path(target).exists() and not overwrite:
-        raise FileExistsError(f"{target}: already exists (use -f to overwrite)")
+        raise OutputExistsError(target)
     from .encoder import EncodeResult, encode_to_file
 
     attachments = folder_attachments(source)[0] if Path(source).is_dir() else []
@@ -568,7 +568,7 @@ def decode_file(source: str | os.PathLike, target: str | os.PathLike, *, limits=
         return model
     checkpoint_format(target)
     if Path(target).exists() and not overwrite:
-        raise FileExistsError(f"{target}: already exists (use -f to overwrite)")
+        raise OutputExistsError(target)
     model = decode_tensors(read_stream(source), limits=limits, verify=verify, workers=workers)
     save_decoded(target, model, overwrite=overwrite)
     return model
@@ -625,7 +625,7 @@ def decode_into(data, target: str | os.PathLike, *, limits=None, progress=None, 
         return DecodedFiles(count, parameters, written)
     kind = checkpoint_format(target)
     if Path(target).exists() and not overwrite:
-        raise FileExistsError(f"{target}: already exists (use -f to overwrite)")
+        raise OutputExistsError(target)
     files: list[AttachedFile] = []
     options = dict(limits=limits, progress=progress, overwrite=overwrite, verify=verify, workers=workers, files=files)
     if kind == "safetensors":
@@ -900,7 +900,7 @@ def decode_to_folder(data: bytes, target: str | os.PathLike, *, limits=None, pro
                                      str(target.parent))
         raise FileNotFoundError(errno.ENOENT, "no such folder to make the output folder in", str(target.parent))
     if target.is_dir() and any(target.iterdir()) and not overwrite:
-        raise FileExistsError(f"{target}: folder exists and is not empty (use -f to overwrite its files)")
+        raise OutputExistsError(target, "folder exists and is not empty")
     files: list[AttachedFile] = []
     _, infos = describe(data, limits=limits, files=files)
     plan = _shard_plan(infos, max_shard_bytes)

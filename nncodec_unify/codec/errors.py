@@ -8,6 +8,8 @@ encoder end in :class:`EncodeError`.
 
 from __future__ import annotations
 
+import errno
+
 
 class NncodecError(Exception):
     """Base class of every error this package raises on purpose."""
@@ -57,3 +59,16 @@ class LimitExceededError(BitstreamError):
 
 class EncodeError(NncodecError, ValueError):
     """The encoder cannot represent its input with the options it was given."""
+
+
+class OutputExistsError(NncodecError, FileExistsError):
+    """An output file or folder exists and overwriting it was not asked for (``overwrite=True``
+    in the library, ``-f`` on the command line). ``filename`` is the output's path and
+    ``detail`` says what is in the way."""
+
+    def __init__(self, path, detail: str = "already exists") -> None:
+        super().__init__(errno.EEXIST, detail, str(path))
+        self.detail = detail
+
+    def __str__(self) -> str:
+        return f"{self.filename}: {self.detail} (pass overwrite=True to replace it)"
