@@ -409,3 +409,59 @@ def test_same_bits_compares_by_name_not_by_order():
     assert same_bits({"x": a, "y": b}, {"y": b.copy(), "x": a.copy()})
     assert not same_bits({"x": a, "y": b}, {"x": a, "z": b})
     assert not same_bits({"x": a}, {"x": a.astype(np.float64)})
+
+
+# --- ADMM in a weighted metric (importance) ----------------------------------------------------------
+
+def test_importance_weights_the_penalty_its_gradient_and_the_projection():
+    model = make_net()
+    rng = np.random.default_rng(4)
+    columns = rng.uniform(0.5, 4.0, size=(1, 128))
+    admm = ADMM(model, TARGET, rho=0.3, importance={"hidden.weight": columns})
+    weights = columns / columns.mean()  # scaled to mean 1
+    with torch.no_grad():
+        for u in admm.U.values():
+            u.normal_()
+    expected = 0.0
+    for name, param in admm.params.items():
+        difference = (param.detach() - admm.Z[name] + admm.U[name]).double().numpy()
+        scale = weights.reshape(1, -1) if name == "hidden.weight" else 1.0
+        expected += 0.15 * float((scale * difference.reshape(difference.shape[0], -1) ** 2).sum())
+    penalty = admm.penalty()
+    assert float(penalty.detach()) == pytest.approx(expected, rel=1e-6)
+    penalty.backward()
+    hidden = admm.params["hidden.weight"]
+    gradient = 0.3 * (hidden - admm.Z["hidden.weight"] + admm.U["hidden.weight"]).detach() * torch.from_numpy(weights).float()
+    assert torch.allclose(hidden.grad, gradient, atol=1e-6)
+    # the projection is the weighted one: kinds by weighted cost, magnitudes weighted means
+    array = hidden.detach().double().numpy()
+    kinds = select_kinds(array, TARGET, weights)
+    assert np.array_equal(admm.kinds["hidden.weight"], kinds)
+    assert np.allclose(admm.Z["hidden.weight"].numpy(), project(array, kinds, TARGET.block, weights), atol=1e-6)
+
+
+def test_uniform_importance_is_plain_admm():
+    plain, weighted = make_net(), make_net()
+    admm_plain = ADMM(plain, TARGET, budget=TARGET, rho=0.2)
+    admm_weighted = ADMM(weighted, TARGET, budget=TARGET, rho=0.2,
+                         importance={"hidden.weight": np.full((1, 128), 7.0), "out.weight": 3.0})
+    for admm, model in ((admm_plain, plain), (admm_weighted, weighted)):
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+        admm.attach(optimizer)
+        _train(model, admm, optimizer, use_penalty=False)
+    for name in admm_plain.params:
+        assert np.array_equal(admm_plain.kinds[name], admm_weighted.kinds[name])
+        assert torch.allclose(admm_plain.Z[name], admm_weighted.Z[name], atol=1e-6)
+        assert torch.allclose(admm_plain.params[name], admm_weighted.params[name], atol=1e-6)
+
+
+@pytest.mark.parametrize("importance, message", [
+    ({"conv.bias": np.ones(8)}, "importance names 'conv.bias', which is not a constrained parameter"),
+    ({"hidden.weight": np.ones((1, 7))}, r"importance of hidden.weight: shape \(1, 7\) does not broadcast to its matrix view \(24, 128\)"),
+    ({"hidden.weight": -np.ones((1, 128))}, "importance of hidden.weight: weights must be finite, non-negative and not all 0"),
+    ({"hidden.weight": np.zeros((24, 1))}, "not all 0"),
+    ({"hidden.weight": np.full((1, 128), np.nan)}, "finite"),
+])
+def test_importance_is_checked(importance, message):
+    with pytest.raises(ValueError, match=message):
+        ADMM(make_net(), TARGET, importance=importance)

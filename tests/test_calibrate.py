@@ -10,7 +10,8 @@ from torch import nn
 from nncodec_unify import EncoderConfig, decode, encode
 from nncodec_unify.method.admm import same_bits, snap_to_grid
 from nncodec_unify.codec.blocks import expand_blocks
-from nncodec_unify.method.calibrate import CalibrationConfig, _layer_rows, calibrate, collect_layers, solve_layer
+from nncodec_unify.method.calibrate import (CalibrationConfig, _layer_rows, calibrate, collect_layers, input_energies,
+                                           solve_layer)
 from nncodec_unify.method.distill import distill
 from nncodec_unify.codec.format import BlockKind
 from nncodec_unify.codec.quant import step_size
@@ -473,3 +474,34 @@ def test_parametrized_weights_are_left_alone_and_not_taken_for_shared_ones():
     assert all("computed from other tensors" in why for _, why in report.skipped)
     for name in ("0.bias", "2.bias", "0.parametrizations.weight.original", "2.parametrizations.weight.original"):
         assert torch.equal(model.state_dict()[name], before[name])
+
+
+# --- input energies (the metric for ADMM(importance=)) ------------------------------------------------
+
+class _ConvThenLinear(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = nn.Conv2d(2, 3, 3, padding=1, stride=2)
+        self.fc = nn.Linear(3 * 3 * 3, 4)
+        self.unused = nn.Linear(4, 4)
+
+    def forward(self, x):
+        return self.fc(torch.relu(self.conv(x)).flatten(1))
+
+
+def test_input_energies_are_the_mean_square_of_each_input_column():
+    model = _ConvThenLinear()
+    batches = [torch.randn(5, 2, 6, 6, generator=torch.Generator().manual_seed(s)) for s in range(3)]
+    energies = input_energies(model, batches, ["conv.weight", "fc.weight"])
+    x = torch.cat(batches)
+    patches = nn.functional.unfold(x, 3, padding=1, stride=2).transpose(1, 2).reshape(-1, 2 * 9).double()
+    assert energies["conv.weight"].shape == (1, 18)
+    assert np.allclose(energies["conv.weight"], (patches ** 2).mean(0).numpy()[None, :])
+    with torch.no_grad():
+        hidden = torch.relu(model.conv(x)).flatten(1).double()
+    assert np.allclose(energies["fc.weight"], (hidden ** 2).mean(0).numpy()[None, :])
+    with pytest.raises(ValueError, match="^the batches never called unused.weight$"):
+        input_energies(model, batches)
+    with pytest.raises(ValueError, match="^fc.bias: not the weight of an nn.Linear"):
+        input_energies(model, batches, ["fc.bias"])

@@ -18,6 +18,7 @@ from nncodec_unify.method.unify import (
     block_costs,
     plan_kinds,
     project,
+    project_arrays,
     projection_cost,
     select_blocks,
     select_kinds,
@@ -364,3 +365,31 @@ def test_a_lazy_projection_holds_one_projected_tensor_and_matches_the_eager_one(
     projected = project_lazily(tied, ties={"b": "a"}, **options)
     assert find_ties(projected) == {"b": "a"} and projected["a"] is projected["b"]
     assert [d.name for d in projected.report().tensors] == ["a"]
+
+
+@pytest.mark.parametrize("global_budget", [False, True])
+def test_weights_steer_the_plan_and_the_magnitudes(global_budget):
+    rng = np.random.default_rng(11)
+    matrix = rng.normal(size=(4, 16))  # four 4x4 blocks side by side
+    matrix[:, 12:] *= 0.1  # the last block is the weakest ...
+    weights = np.ones((1, 16))
+    weights[0, 12:] = 1e4  # ... but its input columns are strong
+    target = Target(prune_ratio=0.25, unify_ratio=0.0, block=(4, 4))
+    budget = target if global_budget else None
+    plain = plan_kinds({"w": matrix}, {"w": target}, budget=budget)["w"]
+    weighted = plan_kinds({"w": matrix}, {"w": target}, budget=budget, weights={"w": weights})["w"]
+    assert plain[0, 3] == PRUNED and weighted[0, 3] != PRUNED
+    assert np.count_nonzero(weighted == PRUNED) == 1
+    # a tensor the weights do not name is planned as before
+    other = plan_kinds({"w": matrix}, {"w": target}, budget=budget, weights={"v": weights})["w"]
+    assert np.array_equal(other, plain)
+
+
+def test_project_arrays_weights_the_unified_magnitude():
+    values = np.array([[1.0, -3.0, 2.0, 4.0]])
+    weights = np.array([[0.0, 0.0, 0.0, 1.0]])
+    target = Target(prune_ratio=0.0, unify_ratio=1.0, block=(1, 4))
+    projected, kinds = project_arrays({"w": values, "b": np.ones(3)}, {"w": target}, weights={"w": weights})
+    assert kinds["w"].tolist() == [[UNIFIED]]
+    assert projected["w"].tolist() == [[4.0, -4.0, 4.0, 4.0]]  # the magnitude of the only weighted element
+    assert projected["b"].tolist() == [1.0, 1.0, 1.0]

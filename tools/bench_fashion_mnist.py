@@ -132,7 +132,7 @@ from torch import nn
 
 from nncodec_unify import CodingMode, EncoderConfig, TensorRule, decode, encode_with_report
 from nncodec_unify.method.admm import ADMM, GridTraining, same_bits, snap_to_grid, structure_from_weights
-from nncodec_unify.method.calibrate import CalibrationConfig, calibrate
+from nncodec_unify.method.calibrate import CalibrationConfig, calibrate, input_energies
 from nncodec_unify.method.distill import distill as distill_outputs
 from nncodec_unify.codec.format import BlockKind
 from nncodec_unify.method.unify import Target, plan_kinds
@@ -184,6 +184,7 @@ class Settings:
     vector_qp: int = -24  # biases (step 2**-6)
     qp_rules: tuple[tuple[str, int], ...] = ()  # (glob on tensor names, qp): per-tensor qp overrides
     normalize: str = "none"  # the global budget's cost scale per layer: "none" or "rms" (plan_kinds)
+    importance: str = "none"  # ADMM's metric: "none" or "input" (each input column weighted by E[x^2], calibration_images)
     distill: float = 0.0  # weight of distillation from the dense model in every phase after it (0.7 cost 0.3 point)
     augment: bool = False  # random horizontal flips and shifts of up to 2 pixels in every phase after the dense model
     temperature: float = 4.0  # of the distillation
@@ -399,9 +400,15 @@ def run_job(task: tuple[int, Job]) -> dict:
             teacher = torch.cat([model(x_train[i:i + 2000]) for i in range(0, len(x_train), 2000)])
     if job.method == "admm":
         budget = Target(prune_ratio=job.prune_ratio, unify_ratio=job.unify_ratio, block=job.block)
+        importance = None
+        if settings.importance == "input":
+            images = x_train[:settings.calibration_images]
+            importance = input_energies(model, [images[i:i + 256] for i in range(0, len(images), 256)], names)
+        elif settings.importance != "none":
+            raise ValueError(f"importance must be 'none' or 'input', got {settings.importance!r}")
         admm = ADMM(model, budget, rules=[(name, None) for name in settings.free], budget=budget,
-                    normalize=settings.normalize, rho=settings.rho, rho_growth=settings.rho_growth,
-                    rho_max=settings.rho_max)
+                    normalize=settings.normalize, importance=importance, rho=settings.rho,
+                    rho_growth=settings.rho_growth, rho_max=settings.rho_max)
         assert list(admm.params) == names
         optimizer = torch.optim.Adam(model.parameters(), lr=settings.admm_lr)
         admm.attach(optimizer)

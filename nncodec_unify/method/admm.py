@@ -107,11 +107,19 @@ class ADMM:
     parameter). With a global ``budget`` (a :class:`Target` whose ratios count all constrained
     blocks together), the blocks to prune and unify are chosen across layers by cost
     (:func:`nncodec_unify.unify.plan_kinds`); each parameter keeps its own target's block shape.
+
+    ``importance`` maps constrained parameter names to non-negative weights broadcastable to
+    the parameter's matrix view, e.g. one per input column as ``(1, cols)`` (the energy
+    ``E[x_j^2]`` of the layer's inputs, :func:`nncodec_unify.calibrate.input_energies`): ADMM
+    then runs in the weighted distance ``sum w (W - Z)^2`` (each tensor's weights scaled to mean
+    1): the penalty and its gradient are weighted, and the projection chooses blocks and unified
+    magnitudes by weighted cost, so blocks that feed strong inputs are kept first.
     """
 
     def __init__(self, model: torch.nn.Module, target: Target | None = None, *,
                  rules: Sequence[tuple[str, Target | None]] = (), exclude_first_last: bool = False,
                  budget: Target | None = None, normalize: str = "none",
+                 importance: Mapping[str, np.ndarray] | None = None,
                  rho: float = 1e-3, rho_growth: float = 1.3, rho_max: float = 1.0,
                  rescale_dual: bool = True) -> None:
         if not rho > 0 or not rho_growth >= 1 or not rho_max >= rho:
@@ -127,29 +135,60 @@ class ADMM:
         self.params = {name: named[name] for name in self.targets}
         self.budget, self.normalize = budget, normalize
         self.rho, self.rho_growth, self.rho_max, self.rescale_dual = rho, rho_growth, rho_max, rescale_dual
+        self.importance = self._element_weights(importance or {})
+        self._penalty_weights = {name: torch.from_numpy(np.ascontiguousarray(w.reshape(self.params[name].shape)))
+                                 .to(device=self.params[name].device, dtype=self.params[name].dtype)
+                                 for name, w in self.importance.items()}
         self.kinds: dict[str, np.ndarray] = {}
         with torch.no_grad():
             self.Z = self._project({name: p.detach() for name, p in self.params.items()})
             self.U = {name: torch.zeros_like(p) for name, p in self.params.items()}
 
+    def _element_weights(self, importance: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """``importance`` checked and broadcast to each matrix view, float64, scaled to mean 1."""
+        out = {}
+        for name, weights in importance.items():
+            if name not in self.params:
+                raise ValueError(f"importance names {name!r}, which is not a constrained parameter "
+                                 f"(constrained: {', '.join(self.params) or 'none'})")
+            shape = matrix_shape(tuple(self.params[name].shape))
+            try:
+                element = np.broadcast_to(np.asarray(weights, dtype=np.float64), shape)
+            except ValueError:
+                raise ValueError(f"importance of {name}: shape {np.shape(weights)} does not broadcast to its "
+                                 f"matrix view {shape}") from None
+            if not np.isfinite(element).all() or (element < 0).any() or not element.any():
+                raise ValueError(f"importance of {name}: weights must be finite, non-negative and not all 0")
+            out[name] = element / element.mean()
+        return out
+
     def _project(self, tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         arrays = {name: _to_numpy(t) for name, t in tensors.items()}
-        self.kinds = plan_kinds(arrays, self.targets, budget=self.budget, normalize=self.normalize)
-        return {name: _from_numpy(project(arrays[name], self.kinds[name], self.targets[name].block), tensors[name])
+        self.kinds = plan_kinds(arrays, self.targets, budget=self.budget, normalize=self.normalize,
+                                weights=self.importance)
+        return {name: _from_numpy(project(arrays[name], self.kinds[name], self.targets[name].block,
+                                          self.importance.get(name)), tensors[name])
                 for name in tensors}
 
+    def _weighted(self, name: str, difference: torch.Tensor) -> torch.Tensor:
+        weights = self._penalty_weights.get(name)
+        return difference if weights is None else difference * weights
+
     def penalty(self) -> torch.Tensor:
-        """``sum rho/2 ||W - Z + U||^2`` over the constrained parameters, differentiable in W."""
+        """``sum rho/2 ||W - Z + U||^2`` over the constrained parameters (weighted by the
+        importance, if any), differentiable in W."""
         total = torch.zeros(())
         for name, param in self.params.items():
-            total = total + ((param - self.Z[name] + self.U[name]) ** 2).sum()  # promotes to the widest dtype
+            difference = param - self.Z[name] + self.U[name]
+            total = total + (self._weighted(name, difference) * difference).sum()  # promotes to the widest dtype
         return 0.5 * self.rho * total
 
     @torch.no_grad()
     def add_penalty_grad_(self) -> None:
-        """Add ``rho (W - Z + U)`` to each constrained parameter's ``.grad`` (the penalty's gradient)."""
+        """Add ``rho (W - Z + U)`` (times the importance, if any) to each constrained parameter's
+        ``.grad`` (the penalty's gradient)."""
         for name, param in self.params.items():
-            term = self.rho * (param - self.Z[name] + self.U[name])
+            term = self.rho * self._weighted(name, param - self.Z[name] + self.U[name])
             if param.grad is None:
                 param.grad = term.clone()
             else:

@@ -91,7 +91,7 @@ from ..codec.quant import MAX_LEVEL, dequantize, quantize, step_size
 from .unify import Target, block_costs, select_blocks, select_counts
 
 __all__ = ["CalibrationConfig", "CalibrationReport", "LayerReport", "calibrate", "call_model", "collect_layers",
-           "kinds_from_values", "solve_layer"]
+           "input_energies", "kinds_from_values", "solve_layer"]
 
 CALIBRATED_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d)
 
@@ -499,6 +499,41 @@ def _gather(model: nn.Module, modules: Mapping[str, nn.Module], batches: Sequenc
         _capture(model, modules, batch, stop_early,
                  lambda name, rows, targets=targets: stats[name].add(rows, targets.get(name)))
     return stats
+
+
+def input_energies(model: nn.Module, batches: Iterable, names: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+    """The energy ``E[x_j^2]`` of every input column of each ``nn.Linear`` / ``nn.Conv1d`` /
+    ``nn.Conv2d`` weight (im2col columns for convolutions), over all rows the layer reads in one
+    forward pass of each batch: ``{"<module>.weight": array of shape (1, cols)}``, float64.
+
+    ``names`` (weight names) limits the layers; a name that is not such a layer's weight, or a
+    layer the batches never call, is a ValueError. This is the diagonal of the layer-wise
+    objective ``||X W^T||^2``, the metric calibration projects in; pass it to
+    ``ADMM(importance=...)`` to train in the same metric."""
+    model = unwrap(model)
+    layers = {f"{name}.weight": module for name, module in model.named_modules() if isinstance(module, CALIBRATED_TYPES)}
+    wanted = list(layers) if names is None else list(names)
+    for name in wanted:
+        if name not in layers:
+            raise ValueError(f"{name}: not the weight of an nn.Linear, nn.Conv1d or nn.Conv2d of the model")
+        problem = _unsupported(layers[name])
+        if problem is not None:
+            raise ValueError(f"{name}: {problem} is not supported")
+    modules = {name: layers[name] for name in wanted}
+    sums: dict[str, torch.Tensor] = {}
+    counts = dict.fromkeys(wanted, 0)
+
+    def add(name: str, rows: torch.Tensor) -> None:
+        rows = rows.detach().double()
+        sums[name] = sums.get(name, 0) + (rows * rows).sum(0).cpu()
+        counts[name] += rows.shape[0]
+
+    for batch in batches:
+        _capture(model, modules, batch, stop_early=False, sink=add)
+    never = [name for name in wanted if counts[name] == 0]
+    if never:
+        raise ValueError(f"the batches never called {', '.join(never)}")
+    return {name: (sums[name] / counts[name]).numpy()[None, :] for name in wanted}
 
 
 # --- the flow ---------------------------------------------------------------------------------------

@@ -333,15 +333,19 @@ def selected_targets(names: Sequence[str], shapes: Mapping[str, tuple[int, ...]]
 
 
 def plan_kinds(arrays: Mapping[str, np.ndarray], targets: Mapping[str, Target], *,
-               budget: Target | None = None, normalize: str = "none") -> dict[str, np.ndarray]:
+               budget: Target | None = None, normalize: str = "none",
+               weights: Mapping[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
     """Block kinds grid for every tensor named in ``targets``.
 
     Per tensor by default, each at its own target's ratios. With a global ``budget`` its ratios
     (or threshold) apply to the total number of blocks of all these tensors (each keeps its own
     target's block shape, the per-tensor ratios are ignored) and the exact selection runs over
     the union of their blocks, comparing absolute squared distances (``normalize="none"``) or
-    distances divided by each tensor's mean square weight (``"rms"``).
+    distances divided by each tensor's mean square weight (``"rms"``). ``weights`` maps names
+    to non-negative element weights broadcastable to the tensor's matrix view: those tensors'
+    distances are weighted (:func:`block_costs`); tensors not in it are unweighted.
     """
+    weights = weights or {}
     if normalize not in ("none", "rms"):
         raise ValueError(f"normalize must be 'none' or 'rms', got {normalize!r}")
     names = [name for name in arrays if name in targets]
@@ -353,10 +357,10 @@ def plan_kinds(arrays: Mapping[str, np.ndarray], targets: Mapping[str, Target], 
         return array
 
     if budget is None:
-        return {name: select_kinds(finite(name), targets[name]) for name in names}
+        return {name: select_kinds(finite(name), targets[name], weights.get(name)) for name in names}
     if not names:
         return {}
-    costs = {name: block_costs(finite(name), targets[name].block) for name in names}
+    costs = {name: block_costs(finite(name), targets[name].block, weights.get(name)) for name in names}
     prunes, unifies = [], []
     for name in names:
         scale = 1.0
@@ -382,12 +386,15 @@ def plan_kinds(arrays: Mapping[str, np.ndarray], targets: Mapping[str, Target], 
 
 def project_arrays(arrays: Mapping[str, np.ndarray], targets: Mapping[str, Target], *,
                    budget: Target | None = None, normalize: str = "none",
+                   weights: Mapping[str, np.ndarray] | None = None,
                    ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """Project every tensor named in ``targets`` (see :func:`plan_kinds`); others pass unchanged.
+    """Project every tensor named in ``targets`` (see :func:`plan_kinds`, whose ``weights`` also
+    weight the unified magnitudes here); others pass unchanged.
 
     Returns ``(projected, kinds)``.
     """
-    kinds = plan_kinds(arrays, targets, budget=budget, normalize=normalize)
-    projected = {name: project(array, kinds[name], targets[name].block) if name in kinds else array
+    weights = weights or {}
+    kinds = plan_kinds(arrays, targets, budget=budget, normalize=normalize, weights=weights)
+    projected = {name: project(array, kinds[name], targets[name].block, weights.get(name)) if name in kinds else array
                  for name, array in arrays.items()}
     return projected, kinds
