@@ -130,13 +130,13 @@ def test_worker_processes_report_payload_errors_where_one_process_does(tmp_path,
     weights["steps"] = np.arange(7, dtype=np.int64)
     stream = tmp_path / "m.nnu"
     stream.write_bytes(nu.encode(weights))
-    for workers in ("1", "2"):
-        assert main(["decode", "-q", "--workers", workers, str(stream), str(tmp_path / f"w{workers}.safetensors")]) \
+    for count in ("1", "2"):
+        assert main(["decode", "-q", "--workers", count, str(stream), str(tmp_path / f"w{count}.safetensors")]) \
             == EXIT_OK
     assert (tmp_path / "w1.safetensors").read_bytes() == (tmp_path / "w2.safetensors").read_bytes()
     (tmp_path / "bad.nnu").write_bytes(with_bad_digests(stream.read_bytes(), {2, 4}))
-    for workers in ("1", "2"):  # the same one line (safetensors output checks the framing first), no file
-        assert main(["decode", "-q", "--workers", workers, str(tmp_path / "bad.nnu"), str(tmp_path / "bad.safetensors")]) \
+    for count in ("1", "2"):  # the same one line (safetensors output checks the framing first), no file
+        assert main(["decode", "-q", "--workers", count, str(tmp_path / "bad.nnu"), str(tmp_path / "bad.safetensors")]) \
             == EXIT_BAD_INPUT
         assert not (tmp_path / "bad.safetensors").exists()
     errors = capsys.readouterr().err.splitlines()
@@ -209,8 +209,8 @@ def test_progress_counts_the_tensors_as_they_come_out_of_the_workers(thread_pool
     weights["tied"] = weights["t3"]
     data = nu.encode(weights)
     seen = {1: [], 3: []}
-    for workers, calls in seen.items():
-        names = [t.name for t in decoder.iter_decoded(data, workers=workers,
+    for count, calls in seen.items():
+        names = [t.name for t in decoder.iter_decoded(data, workers=count,
                                                        progress=lambda *call, calls=calls: calls.append(call))]
     assert seen[3] == seen[1] == [(i, 9, f"t{i}") for i in range(9)]
     assert "tied" in names
@@ -762,3 +762,35 @@ def test_real_workers_write_the_same_pt_file(tmp_path):
     for workers_option in ("1", "2"):
         assert main(["decode", "-q", "--workers", workers_option, str(stream), str(tmp_path / f"w{workers_option}.pt")]) == EXIT_OK
     assert (tmp_path / "w2.pt").read_bytes() == (tmp_path / "w1.pt").read_bytes()
+
+
+def test_workers_from_a_script_on_standard_input_are_refused_before_any_process(tmp_path):
+    """Spawned workers re-run the main script; ``python - < script`` has none to re-run. The
+    library says so (and what to do) instead of a broken pool and children's tracebacks."""
+    import subprocess
+    import sys
+
+    stream = tmp_path / "m.nnu"
+    stream.write_bytes(nu.encode({"w": np.ones((4, 4), np.float32)}))
+    script = (f"import nncodec_unify as nu\n"
+              f"nu.decode_to_file({str(stream)!r}, {str(tmp_path / 'out.safetensors')!r}, workers=2)\n")
+    result = subprocess.run([sys.executable, "-"], input=script, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        "ValueError: workers=2: worker processes are started by re-running the main script, and '<stdin>' is not "
+        "a file (a script read from standard input?); run the script from a file, or pass workers=1")
+    assert "BrokenProcessPool" not in result.stderr and "spawn_main" not in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.nnu"]
+
+
+def test_a_pool_broken_in_the_library_says_what_to_check():
+    from concurrent.futures.process import BrokenProcessPool
+
+    with pytest.raises(BrokenProcessPool, match="worker process ended abruptly.*workers=1"):
+        with workers.process_pool(1) as pool:
+            pool.submit(_exit_worker).result()
+
+
+def _exit_worker():
+    """A job that kills its worker process (module level: spawned workers import it by name)."""
+    os._exit(3)

@@ -34,14 +34,39 @@ def process_pool(workers: int) -> Iterator[_Pool]:
     (:func:`_stop`) rather than waiting for their tensors (seconds for a large one)."""
     import concurrent.futures
     import multiprocessing
+    from concurrent.futures.process import BrokenProcessPool
 
+    unimportable = _unimportable_main_script()
+    if unimportable is not None:
+        raise ValueError(f"workers={workers}: worker processes are started by re-running the main script, and "
+                         f"{unimportable!r} is not a file (a script read from standard input?); run the script "
+                         f"from a file, or pass workers=1")
     context = multiprocessing.get_context("spawn")
     with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_init) as executor:
         try:
             yield _Pool(executor)
+        except BrokenProcessPool as exc:
+            _stop(executor)
+            raise BrokenProcessPool(
+                "a worker process ended abruptly: killed (out of memory?), or it could not start because the "
+                "main script starts workers outside `if __name__ == \"__main__\":` (spawned processes re-run "
+                "it); pass workers=1 to code in this process") from exc
         except BaseException:  # a tensor failed or the consumer stopped: no job's result is wanted
             _stop(executor)
             raise
+
+
+def _unimportable_main_script() -> str | None:
+    """The main script's path when a spawned process could not run it (``python - < script``
+    gives ``<stdin>``), else None: a main module imported by name (``python -m``), an
+    interactive session or ``python -c`` (no file) are all fine."""
+    main = sys.modules.get("__main__")
+    if getattr(getattr(main, "__spec__", None), "name", None):
+        return None
+    path = getattr(main, "__file__", None)
+    if path is None or os.path.isfile(path):
+        return None
+    return path
 
 
 def _stop(executor) -> None:
