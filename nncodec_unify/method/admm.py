@@ -54,7 +54,8 @@ tensors live on the parameters' devices.
 
 Distributed: under ``DistributedDataParallel`` the parameters are identical on every rank
 after each step, and the projection (numpy, float64, ties broken by position) is
-deterministic, so ``Z`` and ``U`` stay identical without communication. Pass the DDP-wrapped
+deterministic, so ``Z`` and ``U`` stay identical without communication (with ``importance``,
+pass every rank the same weights: compute them on the same batches). Pass the DDP-wrapped
 or the bare module; names are those of the bare module.
 """
 
