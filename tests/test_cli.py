@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import copy
+import errno
 import io
 import json
+import pickle
 
 import numpy as np
 import pytest
@@ -129,6 +132,11 @@ def test_file_helpers_round_trip_and_refuse_overwrite(tmp_path, state_dict):
     (tmp_path / "folder" / "x").write_text("x")
     with pytest.raises(nu.OutputExistsError, match="folder: folder exists and is not empty \\(pass overwrite=True"):
         nu.decode_to_file(tmp_path / "m.nnu", tmp_path / "folder")
+    # it crosses process boundaries (pickle) and copies whole, as the other errors do
+    error = nu.OutputExistsError(tmp_path / "x.nnu", "is in the way")
+    for clone in (pickle.loads(pickle.dumps(error)), copy.copy(error)):
+        assert type(clone) is nu.OutputExistsError and str(clone) == str(error)
+        assert (clone.filename, clone.detail, clone.errno) == (str(tmp_path / "x.nnu"), "is in the way", errno.EEXIST)
     assert [t.name for t in model.tensors] == list(state_dict)
     assert (tmp_path / "back.safetensors").stat().st_size > 0
 

@@ -72,3 +72,6 @@ class OutputExistsError(NncodecError, FileExistsError):
 
     def __str__(self) -> str:
         return f"{self.filename}: {self.detail} (pass overwrite=True to replace it)"
+
+    def __reduce__(self):  # path and detail survive the trip from a worker process (and copy.copy)
+        return type(self), (self.filename, self.detail)

@@ -48,9 +48,10 @@ def process_pool(workers: int) -> Iterator[_Pool]:
         except BrokenProcessPool as exc:
             _stop(executor)
             raise BrokenProcessPool(
-                "a worker process ended abruptly: killed (out of memory?), or it could not start because the "
-                "main script starts workers outside `if __name__ == \"__main__\":` (spawned processes re-run "
-                "it); pass workers=1 to code in this process") from exc
+                f"{exc} Was a worker killed (out of memory?), could it not start (the main script starts "
+                f"workers outside `if __name__ == \"__main__\":`, and spawned processes re-run it), or could "
+                f"its result not be unpickled (see the exception this one was raised from)? workers=1 codes "
+                f"in this process") from exc
         except BaseException:  # a tensor failed or the consumer stopped: no job's result is wanted
             _stop(executor)
             raise
