@@ -465,3 +465,26 @@ def test_uniform_importance_is_plain_admm():
 def test_importance_is_checked(importance, message):
     with pytest.raises(ValueError, match=message):
         ADMM(make_net(), TARGET, importance=importance)
+
+
+def test_importance_in_half_precision_and_the_weighted_distance():
+    model = make_net().to(torch.bfloat16)
+    columns = np.ones((1, 128))
+    columns[0, 0] = 1e6  # scaled to mean 1 it is ~1e5: beyond float16, and rounded in bfloat16
+    admm = ADMM(model, TARGET, rho=0.3, importance={"hidden.weight": columns})
+    assert admm._penalty_weights["hidden.weight"].dtype == torch.float32
+    x, y = data()
+    loss_of(model, x.to(torch.bfloat16), y).backward()
+    admm.add_penalty_grad_()
+    assert all(p.grad.dtype == torch.bfloat16 and torch.isfinite(p.grad).all() for p in admm.params.values())
+    # the primal residual is measured in the same metric: W = Z but in column 0, which dominates it
+    with torch.no_grad():
+        admm.Z = {name: torch.ones_like(p) for name, p in admm.params.items()}
+        for p in admm.params.values():
+            p.fill_(1.0)
+        model.hidden.weight[:, 0] = 0.0
+    weights = columns / columns.mean()
+    apart = 24 * weights[0, 0]
+    together = sum(p.numel() for n, p in admm.params.items() if n != "hidden.weight") + 24 * (weights.sum() - weights[0, 0])
+    assert admm.distance() == pytest.approx(np.sqrt(apart / together), rel=1e-3)
+    assert admm.distance() > 1  # unweighted it would be sqrt(24 / 2000-odd)

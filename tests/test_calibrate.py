@@ -483,25 +483,39 @@ class _ConvThenLinear(nn.Module):
         super().__init__()
         torch.manual_seed(0)
         self.conv = nn.Conv2d(2, 3, 3, padding=1, stride=2)
+        self.norm = nn.BatchNorm2d(3)
+        self.drop = nn.Dropout(0.5)
         self.fc = nn.Linear(3 * 3 * 3, 4)
         self.unused = nn.Linear(4, 4)
 
     def forward(self, x):
-        return self.fc(torch.relu(self.conv(x)).flatten(1))
+        return self.fc(self.drop(torch.relu(self.norm(self.conv(x))).flatten(1)))
 
 
 def test_input_energies_are_the_mean_square_of_each_input_column():
     model = _ConvThenLinear()
     batches = [torch.randn(5, 2, 6, 6, generator=torch.Generator().manual_seed(s)) for s in range(3)]
+    model.train()
+    before = {name: value.clone() for name, value in model.norm.state_dict().items()}
     energies = input_energies(model, batches, ["conv.weight", "fc.weight"])
+    # eval mode while measuring (no dropout, batch-norm statistics untouched), then the mode is back
+    assert model.training and all(torch.equal(before[n], v) for n, v in model.norm.state_dict().items())
+    assert all(np.array_equal(energies[n], again) for n, again in input_energies(model, batches, list(energies)).items())
+    model.eval()
     x = torch.cat(batches)
     patches = nn.functional.unfold(x, 3, padding=1, stride=2).transpose(1, 2).reshape(-1, 2 * 9).double()
+    with torch.no_grad():
+        # the columns are in the order of the weight's matrix view: the patches reproduce the convolution
+        out = patches @ model.conv.weight.double().reshape(3, -1).T + model.conv.bias.double()  # (n * 9, 3)
+        assert torch.allclose(out.reshape(15, 9, 3).transpose(1, 2), model.conv(x).double().reshape(15, 3, 9),
+                              atol=1e-5)
+        hidden = torch.relu(model.norm(model.conv(x))).flatten(1).double()
     assert energies["conv.weight"].shape == (1, 18)
     assert np.allclose(energies["conv.weight"], (patches ** 2).mean(0).numpy()[None, :])
-    with torch.no_grad():
-        hidden = torch.relu(model.conv(x)).flatten(1).double()
     assert np.allclose(energies["fc.weight"], (hidden ** 2).mean(0).numpy()[None, :])
+    # without names: every layer the batches call; named explicitly, one they never call is an error
+    assert list(input_energies(model, batches)) == ["conv.weight", "fc.weight"]
     with pytest.raises(ValueError, match="^the batches never called unused.weight$"):
-        input_energies(model, batches)
+        input_energies(model, batches, ["fc.weight", "unused.weight"])
     with pytest.raises(ValueError, match="^fc.bias: not the weight of an nn.Linear"):
         input_energies(model, batches, ["fc.bias"])

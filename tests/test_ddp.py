@@ -2,7 +2,7 @@
 
 Every rank trains on its own shard of the data; DDP averages the gradients, so the parameters
 stay identical, and the projection is deterministic, so Z and U stay identical too without any
-communication of their own. Each rank saves what it ends with; the test compares them bit for bit.
+communication of their own (but for the importance weights, which ADMM takes from rank 0). Each rank saves what it ends with; the test compares them bit for bit.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from torch import nn
 
 from nncodec_unify import EncoderConfig
 from nncodec_unify.method.admm import ADMM, snap_to_grid
+from nncodec_unify.method.calibrate import input_energies
 from nncodec_unify.method.unify import Target
 
 torch.set_num_threads(1)
@@ -50,7 +51,9 @@ def _worker(rank: int, store: str, out_dir: str) -> None:
         x = torch.randn(256, 1, 8, 8, generator=data)
         y = torch.randint(0, 4, (256,), generator=data)
         target = Target(prune_ratio=0.5, unify_ratio=0.3, block=(2, 4))
-        admm = ADMM(model, target, rho=0.05, rho_growth=1.3, rho_max=2.0)
+        # each rank measures the importance on its own shard; ADMM takes rank 0's on every rank
+        importance = input_energies(model, [x[:64]])
+        admm = ADMM(model, target, rho=0.05, rho_growth=1.3, rho_max=2.0, importance=importance)
         optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
         local_losses = []
         for step in range(40):
@@ -76,6 +79,7 @@ def _worker(rank: int, store: str, out_dir: str) -> None:
             optimizer.step()
         state = snap_to_grid(model, EncoderConfig(block=(2, 4)))
         torch.save({"Z": admm.Z, "U": admm.U, "rho": admm.rho, "kinds": admm.kinds, "state": state,
+                    "measured": importance, "importance": admm.importance,
                     "holds": structure.holds(), "losses": local_losses},
                    os.path.join(out_dir, f"rank{rank}.pt"))
         dist.barrier()  # see _exit_now
@@ -120,6 +124,10 @@ def test_ranks_end_with_identical_z_u_and_weights(tmp_path):
         assert first["U"][name].abs().sum() > 0
         assert np.array_equal(first["kinds"][name], second["kinds"][name])
     assert first["rho"] == second["rho"] == pytest.approx(0.05 * 1.3 ** 8)  # 8 updates
+    assert list(first["importance"]) == ["conv.weight", "fc1.weight", "fc2.weight"]
+    for name, weights in first["importance"].items():
+        assert not np.array_equal(first["measured"][name], second["measured"][name])  # the shards' differ ...
+        assert np.array_equal(weights, second["importance"][name])  # ... rank 0's rules
     assert list(first["state"]) == list(second["state"])
     for name, array in first["state"].items():
         assert array.tobytes() == second["state"][name].tobytes(), name

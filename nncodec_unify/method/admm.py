@@ -137,9 +137,13 @@ class ADMM:
         self.budget, self.normalize = budget, normalize
         self.rho, self.rho_growth, self.rho_max, self.rescale_dual = rho, rho_growth, rho_max, rescale_dual
         self.importance = self._element_weights(importance or {})
-        self._penalty_weights = {name: torch.from_numpy(np.ascontiguousarray(w.reshape(self.params[name].shape)))
-                                 .to(device=self.params[name].device, dtype=self.params[name].dtype)
-                                 for name, w in self.importance.items()}
+        if self.importance and torch.distributed.is_available() and torch.distributed.is_initialized():
+            self.importance = self._from_rank_zero(self.importance)
+        # float32 at least: a half-precision weight could overflow, or round away from the projection's metric
+        self._penalty_weights = {
+            name: torch.from_numpy(np.ascontiguousarray(w.reshape(self.params[name].shape))).to(
+                device=self.params[name].device, dtype=torch.promote_types(self.params[name].dtype, torch.float32))
+            for name, w in self.importance.items()}
         self.kinds: dict[str, np.ndarray] = {}
         with torch.no_grad():
             self.Z = self._project({name: p.detach() for name, p in self.params.items()})
@@ -161,6 +165,17 @@ class ADMM:
             if not np.isfinite(element).all() or (element < 0).any() or not element.any():
                 raise ValueError(f"importance of {name}: weights must be finite, non-negative and not all 0")
             out[name] = element / element.mean()
+        return out
+
+    def _from_rank_zero(self, importance: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Rank 0's weights on every rank of the process group: energies measured on different
+        devices or shards can differ in the last bits, and a tie decided differently would part
+        the ranks' Z for good (every rank must name the same parameters)."""
+        out = {}
+        for name in sorted(importance):
+            tensor = torch.from_numpy(np.ascontiguousarray(importance[name])).to(self.params[name].device)
+            torch.distributed.broadcast(tensor, src=0)
+            out[name] = tensor.cpu().numpy()
         return out
 
     def _project(self, tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -189,7 +204,7 @@ class ADMM:
         """Add ``rho (W - Z + U)`` (times the importance, if any) to each constrained parameter's
         ``.grad`` (the penalty's gradient)."""
         for name, param in self.params.items():
-            term = self.rho * self._weighted(name, param - self.Z[name] + self.U[name])
+            term = (self.rho * self._weighted(name, param - self.Z[name] + self.U[name])).to(param.dtype)
             if param.grad is None:
                 param.grad = term.clone()
             else:
@@ -203,7 +218,7 @@ class ADMM:
     def update(self) -> dict[str, float]:
         """One ADMM dual step: ``Z <- Proj(W + U)``, ``U <- U + W - Z``, then grow ``rho``.
 
-        Returns ``primal`` (``||W - Z|| / ||W||`` over all constrained parameters, after the
+        Returns ``primal`` (:meth:`distance`: ``||W - Z|| / ||W||`` over all constrained parameters, after the
         update) and ``rho`` (the new value).
         """
         self.Z = self._project({n: p.detach() + self.U[n] for n, p in self.params.items()})
@@ -219,9 +234,13 @@ class ADMM:
 
     @torch.no_grad()
     def distance(self) -> float:
-        """``||W - Z|| / ||W||`` over all constrained parameters."""
-        num = sum(float(((p - self.Z[n]).double() ** 2).sum()) for n, p in self.params.items())
-        den = sum(float((p.double() ** 2).sum()) for p in self.params.values())
+        """``||W - Z|| / ||W||`` over all constrained parameters, in the metric ADMM runs in
+        (weighted by the importance, where given)."""
+        num = den = 0.0
+        for name, param in self.params.items():
+            difference, value = (param - self.Z[name]).double(), param.double()
+            num += float((self._weighted(name, difference) * difference).sum())
+            den += float((self._weighted(name, value) * value).sum())
         return math.sqrt(num / den) if den > 0 else 0.0
 
     @torch.no_grad()

@@ -503,16 +503,23 @@ def _gather(model: nn.Module, modules: Mapping[str, nn.Module], batches: Sequenc
 
 def input_energies(model: nn.Module, batches: Iterable, names: Sequence[str] | None = None) -> dict[str, np.ndarray]:
     """The energy ``E[x_j^2]`` of every input column of each ``nn.Linear`` / ``nn.Conv1d`` /
-    ``nn.Conv2d`` weight (im2col columns for convolutions), over all rows the layer reads in one
-    forward pass of each batch: ``{"<module>.weight": array of shape (1, cols)}``, float64.
+    ``nn.Conv2d`` weight (im2col columns for convolutions, in the order of the weight's matrix
+    view), over all rows the layer reads in one forward pass of each batch:
+    ``{"<module>.weight": array of shape (1, cols)}``, float64.
 
-    ``names`` (weight names) limits the layers; a name that is not such a layer's weight, or a
-    layer the batches never call, is a ValueError. This is the diagonal of the layer-wise
-    objective ``||X W^T||^2``, the metric calibration projects in; pass it to
-    ``ADMM(importance=...)`` to train in the same metric."""
-    model = unwrap(model)
-    layers = {f"{name}.weight": module for name, module in model.named_modules() if isinstance(module, CALIBRATED_TYPES)}
-    wanted = list(layers) if names is None else list(names)
+    The model runs in eval mode (no dropout, batch-norm statistics left alone) and is put back
+    in the mode it was in. ``names`` (weight names) picks the layers, and each must be a
+    supported layer the batches call (else ValueError); without it, every such layer the
+    batches call, leaving out the ones they do not (a pooler) and grouped convolutions.
+
+    This is the diagonal of the uncentred layer-wise objective ``||X W^T||^2``; calibration
+    projects in the same diagonal of the centred inputs for layers with a bias. Pass it to
+    ``ADMM(importance=...)``, which scales each layer's weights to mean 1: the metric then
+    says which columns of a layer matter, not which layer does."""
+    bare = unwrap(model)
+    layers = {f"{name}.weight": module for name, module in bare.named_modules() if isinstance(module, CALIBRATED_TYPES)}
+    explicit = names is not None
+    wanted = list(names) if explicit else [name for name, module in layers.items() if _unsupported(module) is None]
     for name in wanted:
         if name not in layers:
             raise ValueError(f"{name}: not the weight of an nn.Linear, nn.Conv1d or nn.Conv2d of the model")
@@ -528,12 +535,17 @@ def input_energies(model: nn.Module, batches: Iterable, names: Sequence[str] | N
         sums[name] = sums.get(name, 0) + (rows * rows).sum(0).cpu()
         counts[name] += rows.shape[0]
 
-    for batch in batches:
-        _capture(model, modules, batch, stop_early=False, sink=add)
+    was_training = bare.training
+    bare.eval()
+    try:
+        for batch in batches:
+            _capture(bare, modules, batch, stop_early=False, sink=add)
+    finally:
+        bare.train(was_training)
     never = [name for name in wanted if counts[name] == 0]
-    if never:
+    if never and explicit:
         raise ValueError(f"the batches never called {', '.join(never)}")
-    return {name: (sums[name] / counts[name]).numpy()[None, :] for name in wanted}
+    return {name: (sums[name] / counts[name]).numpy()[None, :] for name in wanted if counts[name]}
 
 
 # --- the flow ---------------------------------------------------------------------------------------
