@@ -6,7 +6,7 @@ unification/pruning method and its training, torch side). The public API below i
 codec's; the decode path (``decode``, ``decode_tensors``) never imports torch.
 """
 
-from .codec.checkpoint import DecodedFiles, decode_file, decode_to_file, encode_file
+from .codec.checkpoint import DecodedFiles, EncodedFile, decode_file, decode_to_file, encode_file
 from .codec.config import EncoderConfig, TensorRule
 from .codec.decoder import DecodedModel, DecodedTensor, decode, decode_tensors
 from .codec.encoder import EncodeResult, TensorReport, encode, encode_with_report
@@ -27,7 +27,7 @@ __version__ = "0.5.0"
 
 __all__ = [
     "BitstreamError", "BlockKind", "ChecksumError", "CodingMode", "DType", "DecodedFiles", "DecodedModel",
-    "DecodedTensor", "EncodeError", "EncodeResult", "EncoderConfig", "LimitExceededError", "Limits",
+    "DecodedTensor", "EncodeError", "EncodeResult", "EncodedFile", "EncoderConfig", "LimitExceededError", "Limits",
     "NncodecError", "OutputExistsError", "TensorReport", "TensorRule", "TruncatedError", "UnsupportedVersionError",
     "VERSION_MAJOR", "VERSION_MINOR", "decode", "decode_file", "decode_tensors", "decode_to_file", "encode", "encode_file",
     "encode_with_report", "model_digest_of",

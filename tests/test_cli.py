@@ -118,6 +118,39 @@ def test_same_input_and_output_is_refused(tmp_path, state_dict):
     assert torch.load(tmp_path / "m.pt", weights_only=True).keys() == state_dict.keys()
 
 
+def test_encode_file_writes_unit_by_unit_and_never_holds_the_stream(tmp_path):
+    """nu.encode_file returns the file's size and reports, not its bytes (read on access), takes
+    progress and workers like the CLI, and writes the same stream whichever it is given."""
+    import tracemalloc
+
+    from safetensors.numpy import save_file
+
+    rng = np.random.default_rng(0)
+    # many small tensors: a stream large against the work of coding any one of them
+    save_file({f"layer{i}.weight": rng.normal(0, 0.05, (64, 96)).astype(np.float32) for i in range(400)},
+              str(tmp_path / "m.safetensors"))
+    save_file({f"w{i}": rng.normal(0, 0.05, (64, 96)).astype(np.float32) for i in range(2)},
+              str(tmp_path / "small.safetensors"))
+    nu.encode_file(tmp_path / "small.safetensors", tmp_path / "small.nnu")  # lazy imports (numpy.ma), once
+    tracemalloc.start()
+    try:
+        calls = []
+        result = nu.encode_file(tmp_path / "m.safetensors", tmp_path / "one.nnu",
+                                progress=lambda done, total, name: calls.append((done, total, name)))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    size = (tmp_path / "one.nnu").stat().st_size
+    assert isinstance(result, nu.EncodedFile) and result.path == tmp_path / "one.nnu"
+    assert result.stream_bytes == size > 1 << 20 and len(result.reports) == 400
+    assert peak < 0.75 * size, (peak, size)  # it held the whole stream (read back) before
+    assert calls == [(i, 400, report.name) for i, report in enumerate(result.reports)]
+    assert result.data == (tmp_path / "one.nnu").read_bytes()
+    assert all(report.max_abs_error > 0 for report in result.reports)
+    two = nu.encode_file(tmp_path / "m.safetensors", tmp_path / "two.nnu", workers=2)
+    assert (tmp_path / "two.nnu").read_bytes() == result.data and two.reports == result.reports
+
+
 def test_file_helpers_round_trip_and_refuse_overwrite(tmp_path, state_dict):
     torch.save(state_dict, tmp_path / "m.pt")
     result = nu.encode_file(tmp_path / "m.pt", tmp_path / "m.nnu")

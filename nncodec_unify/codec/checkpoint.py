@@ -533,22 +533,43 @@ def _umask() -> int:
     return mask
 
 
+@dataclasses.dataclass(frozen=True)
+class EncodedFile:
+    """What :func:`encode_file` wrote: the stream file, its size in bytes and a
+    :class:`~nncodec_unify.encoder.TensorReport` per tensor coded. ``data`` reads the whole
+    stream back from the file on each access, for code written against ``EncodeResult``."""
+
+    path: Path
+    stream_bytes: int
+    reports: tuple
+
+    @property
+    def data(self) -> bytes:
+        """The stream's bytes, read from ``path`` (the whole stream in memory)."""
+        return self.path.read_bytes()
+
+
 def encode_file(source: str | os.PathLike, target: str | os.PathLike, *, config=None,
-                overwrite: bool = False):
+                overwrite: bool = False, progress=None, workers: int = 1) -> EncodedFile:
     """Encode the weight file or model folder ``source`` into the stream file ``target``
-    (a folder's other files attached, §5.7), written unit by unit; returns the
-    :class:`~nncodec_unify.encoder.EncodeResult` (stream bytes and per-tensor reports)."""
+    (a folder's other files attached, §5.7) as ``nncodec encode`` does: written unit by unit,
+    atomically, so memory holds the tensors being coded, never the stream or the model.
+    ``progress(done, total, name)`` and ``workers`` as for
+    :func:`~nncodec_unify.encoder.encode_with_report` (workers are spawned processes: a
+    script must start them under ``if __name__ == "__main__":``). Each report carries the
+    tensor's maximum quantization error. Returns an :class:`EncodedFile`."""
     if _same_path(source, target):
         raise CheckpointError(f"{target}: input and output are the same file")
     if Path(target).exists() and not overwrite:
         raise OutputExistsError(target)
-    from .encoder import EncodeResult, encode_to_file
+    from .encoder import encode_to_file
 
     attachments = folder_attachments(source)[0] if Path(source).is_dir() else []
     with atomic_output(Path(target), overwrite=overwrite) as temporary, open(temporary, "wb") as file:
-        reports = encode_to_file(load_tensors(source), file, config=config, measure_error=True,
-                                 attachments=attachments)
-    return EncodeResult(Path(target).read_bytes(), reports)
+        reports = encode_to_file(load_tensors(source), file, config=config, measure_error=True, progress=progress,
+                                 workers=workers, attachments=attachments)
+        size = file.tell()
+    return EncodedFile(Path(target), size, reports)
 
 
 def decode_file(source: str | os.PathLike, target: str | os.PathLike, *, limits=None,
