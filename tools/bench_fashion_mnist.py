@@ -112,6 +112,16 @@ out differently (validation 91.28 / 91.50 %; 91.54 / 91.22 % here): float roundi
 between CPUs and training amplifies it, so a difference below about 0.7 point between two runs
 on different machines says nothing.
 
+The whole default list re-run on 2026-12-04 on that machine (``python tools/bench_fashion_mnist.py
+--out DIR``, 19.6 min on 2 workers; medians of the two seeds' test drops): ADMM 4x4 45.6x at 1.41
+points, 52.9x at 2.01, 55.1x at 2.29, 59.3x at 2.57; block pruning 41.8x at 0.60 (1.17 / 0.02),
+56.1x at 1.90, 67.6x at 3.14; unstructured 40.2x at 1.02, 52.1x at 2.07, 63.6x at 3.51;
+calibrated (no labels) 21.3x at 0.98, and with distillation 21.1x at 0.43, 32.0x at 1.93. ADMM
+that prunes only (``--job admm:4x4:0.94:0 --job admm:4x4:0.9:0``): 56.0x at 2.04 / 2.03, and
+42.5x at 1.16 / 0.60 (validation 1.08 / 0.92). Every method reaches the same frontier: about
+one point near 42x and two near 56x, whatever the mix of unified and pruned blocks; on
+LeNet-5 at these ratios unification buys nothing over block pruning with the same fine-tuning.
+
 **The 60x target is not met**: at 55-60x the drop is about 2 points. Where the bytes go in a
 55x stream (4,460 bytes): the content digests 398 (9 %), fc3 (840 weights, left dense) 723,
 conv1 233, the five biases 590 (mostly their headers), conv2, fc1 and fc2 (60,216 weights)
