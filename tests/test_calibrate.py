@@ -519,3 +519,26 @@ def test_input_energies_are_the_mean_square_of_each_input_column():
         input_energies(model, batches, ["fc.weight", "unused.weight"])
     with pytest.raises(ValueError, match="^fc.bias: not the weight of an nn.Linear"):
         input_energies(model, batches, ["fc.bias"])
+
+
+def test_input_energies_of_a_tied_weight_go_under_its_first_name_for_admm():
+    class TiedHead(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            torch.manual_seed(0)
+            self.emb = nn.Embedding(16, 8)
+            self.mid = nn.Linear(8, 8)
+            self.head = nn.Linear(8, 16, bias=False)
+            self.head.weight = self.emb.weight
+
+        def forward(self, ids):
+            return self.head(torch.relu(self.mid(self.emb(ids))))
+
+    from nncodec_unify.method.admm import ADMM
+
+    model = TiedHead()
+    batches = [torch.randint(0, 16, (4, 5), generator=torch.Generator().manual_seed(s)) for s in range(2)]
+    energies = input_energies(model, batches)
+    assert list(energies) == ["mid.weight", "emb.weight"] and energies["emb.weight"].shape == (1, 8)
+    admm = ADMM(model, Target(prune_ratio=0.5, block=(2, 2)), importance=energies)
+    assert set(admm.importance) == {"emb.weight", "mid.weight"}

@@ -501,11 +501,23 @@ def _gather(model: nn.Module, modules: Mapping[str, nn.Module], batches: Sequenc
     return stats
 
 
+def _weight_names(model: nn.Module) -> dict[str, str]:
+    """Each calibratable layer's weight under its ``named_parameters()`` name, by module name:
+    a weight several layers share (tied), under its first name, as the state dict has it."""
+    first_names: dict[int, str] = {}
+    for parameter_name, parameter in model.named_parameters():
+        first_names.setdefault(id(parameter), parameter_name)
+    return {name: first_names.get(id(module.weight), f"{name}.weight" if name else "weight")
+            for name, module in model.named_modules() if isinstance(module, CALIBRATED_TYPES)}
+
+
 def input_energies(model: nn.Module, batches: Iterable, names: Sequence[str] | None = None) -> dict[str, np.ndarray]:
     """The energy ``E[x_j^2]`` of every input column of each ``nn.Linear`` / ``nn.Conv1d`` /
     ``nn.Conv2d`` weight (im2col columns for convolutions, in the order of the weight's matrix
     view), over all rows the layer reads in one forward pass of each batch:
-    ``{"<module>.weight": array of shape (1, cols)}``, float64.
+    ``{weight name: array of shape (1, cols)}``, float64, under the names of
+    ``model.named_parameters()`` (a weight several layers share: its first name, measured on
+    the first of those layers), as ``ADMM`` names the parameters it constrains.
 
     The model runs in eval mode (no dropout, batch-norm statistics left alone) and is put back
     in the mode it was in. ``names`` (weight names) picks the layers, and each must be a
@@ -517,7 +529,10 @@ def input_energies(model: nn.Module, batches: Iterable, names: Sequence[str] | N
     ``ADMM(importance=...)``, which scales each layer's weights to mean 1: the metric then
     says which columns of a layer matter, not which layer does."""
     bare = unwrap(model)
-    layers = {f"{name}.weight": module for name, module in bare.named_modules() if isinstance(module, CALIBRATED_TYPES)}
+    by_module_name = dict(bare.named_modules())
+    layers: dict[str, nn.Module] = {}  # a tied weight: the first layer that has it
+    for module_name, weight_name in _weight_names(bare).items():
+        layers.setdefault(weight_name, by_module_name[module_name])
     explicit = names is not None
     wanted = list(names) if explicit else [name for name, module in layers.items() if _unsupported(module) is None]
     for name in wanted:
@@ -609,12 +624,7 @@ def calibrate(model: nn.Module, batches: Iterable, config: CalibrationConfig | N
     bare.eval()
     modules = dict(bare.named_modules())
     groups = collect_layers(bare, batches[0])
-    # a layer's weight under its state_dict name; a weight several layers share, under its first
-    first_names: dict[int, str] = {}
-    for parameter_name, parameter in bare.named_parameters():
-        first_names.setdefault(id(parameter), parameter_name)
-    weight_names = {name: first_names.get(id(m.weight), f"{name}.weight" if name else "weight")
-                    for name, m in modules.items() if isinstance(m, CALIBRATED_TYPES)}
+    weight_names = _weight_names(bare)
     # the target of every layer: the original model's outputs on the original inputs
     original = copy.deepcopy(bare) if config.sequential and config.asymmetric else None
     skipped: list[tuple[str, str]] = []
