@@ -2,6 +2,7 @@
 and decoded into a folder that transformers' from_pretrained loads."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -121,6 +122,72 @@ def test_decoding_into_a_non_empty_folder_needs_force(tmp_path, bert, capsys):
     assert main(["decode", str(tmp_path / "m.nnu"), str(tmp_path / "out"), "-f"]) == EXIT_OK
     assert (tmp_path / "out" / "keep.txt").read_text() == "mine" and (tmp_path / "out" / "config.json").exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out.")]  # no staging left behind
+    assert not [p for p in (tmp_path / "out").iterdir() if p.name.startswith(".nncodec-")]
+
+
+def _folder_stream(tmp_path):
+    """A stream of a folder with weights, config.json and tokenizer/vocab.txt attached."""
+    from safetensors.numpy import save_file
+
+    folder = tmp_path / "m"
+    (folder / "tokenizer").mkdir(parents=True)
+    save_file({"w": np.ones((8, 8), np.float32)}, str(folder / "model.safetensors"))
+    (folder / "config.json").write_text("{}")
+    (folder / "tokenizer" / "vocab.txt").write_text("a b c")
+    nu.encode_file(folder, tmp_path / "m.nnu")
+    return tmp_path / "m.nnu"
+
+
+@pytest.mark.parametrize("in_the_way", ["file where a folder goes", "folder where a file goes"])
+def test_a_decode_into_a_folder_that_could_not_be_completed_writes_nothing(tmp_path, in_the_way, capsys):
+    stream = _folder_stream(tmp_path)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "config.json").write_text("old config")
+    (out / "model.safetensors").write_text("old weights")
+    if in_the_way == "file where a folder goes":
+        (out / "tokenizer").write_text("a file")
+        blamed = out / "tokenizer"
+    else:
+        (out / "tokenizer" / "vocab.txt").mkdir(parents=True)
+        blamed = out / "tokenizer" / "vocab.txt"
+    before = sorted((p.relative_to(out), p.is_file() and p.read_bytes()) for p in out.rglob("*"))
+    assert main(["decode", str(stream), str(out), "-f"]) != EXIT_OK
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(blamed) in err and "Traceback" not in err
+    # nothing replaced: not the config, not the weights (before, both were, then the move stopped)
+    assert sorted((p.relative_to(out), p.is_file() and p.read_bytes()) for p in out.rglob("*")) == before
+    with pytest.raises(CheckpointError, match="decode into another folder"):
+        nu.decode_to_file(stream, out, overwrite=True)
+
+
+def test_an_existing_folder_is_filled_from_inside_it(tmp_path, monkeypatch):
+    """A folder that exists is built inside itself, so a mount point, or a folder whose parent
+    cannot be written, is filled too (the staging folder was made beside it: EXDEV, EACCES)."""
+    import tempfile
+
+    from nncodec_unify.codec import checkpoint
+
+    stream = _folder_stream(tmp_path)
+    out = tmp_path / "out"
+    out.mkdir()
+    made = []
+    real_mkdtemp = tempfile.mkdtemp
+
+    def mkdtemp(*args, dir=None, **kwargs):
+        made.append(Path(dir))
+        if Path(dir) == tmp_path:  # the parent: as if it were read-only
+            raise PermissionError(13, "Permission denied")
+        return real_mkdtemp(*args, dir=dir, **kwargs)
+
+    monkeypatch.setattr(checkpoint.tempfile, "mkdtemp", mkdtemp)
+    nu.decode_to_file(stream, out)
+    assert made == [out]
+    assert sorted(str(p.relative_to(out)) for p in out.rglob("*")) == [
+        "config.json", "model.safetensors", "tokenizer", "tokenizer/vocab.txt"]
+    with pytest.raises(PermissionError, match=r"cannot build the output folder there \(Permission denied\)"):
+        nu.decode_to_file(stream, f"{tmp_path / 'new'}/")  # a new folder is made beside: its parent must be writable
+    assert not (tmp_path / "new").exists()
 
 
 def test_the_api_encodes_and_decodes_folders_too(tmp_path, bert):

@@ -18,7 +18,7 @@ import re
 import sys
 import tempfile
 import warnings
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -901,8 +901,11 @@ def decode_to_folder(data: bytes, target: str | os.PathLike, *, limits=None, pro
     """Decode a stream into a model folder: ``model.safetensors`` (written tensor by tensor;
     shards and their index, as transformers writes them, when the tensors exceed
     ``max_shard_bytes``) and the stream's attached files (§5.7) at their paths, so that
-    ``transformers``' ``from_pretrained`` loads it when the config was attached. Built in a temporary folder
-    beside ``target`` and moved into place file by file at the end: nothing partial is left.
+    ``transformers``' ``from_pretrained`` loads it when the config was attached. Built in a
+    temporary folder (inside ``target`` when it exists, else beside it) and moved into place
+    at the end: nothing partial is left, and a decode that could not put every file in place
+    (a folder where a file goes, a file where a folder goes) is refused before anything is
+    written.
     A non-empty existing ``target`` needs ``overwrite``. ``model``, the stream already
     decoded, saves decoding it again. ``verify`` and ``workers`` as for :func:`decode`. With
     ``overwrite``, weight files of an earlier model in ``target`` that this one does not write
@@ -930,12 +933,15 @@ def decode_to_folder(data: bytes, target: str | os.PathLike, *, limits=None, pro
     clash = [attached.path for attached in files if attached.path in written]
     if clash:
         raise CheckpointError(f"{target}: the stream attaches {clash[0]!r}, which the weights are written to")
+    destinations = sorted(written | {attached.path for attached in files})
     if source is not None:
-        for relative in sorted(written | {attached.path for attached in files}):
+        for relative in destinations:
             if _same_path(source, target / relative):
                 raise CheckpointError(f"{target / relative}: decoding would write over the stream being decoded "
                                       f"({source}); decode into another folder")
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    if target.is_dir():
+        _check_destinations(target, destinations)
+    staging = _staging_folder(target)
     try:
         weights = ([(staging / name, shard) for name, shard in zip(_shard_names(plan), plan, strict=True)]
                    if sharded else [(staging / "model.safetensors", infos)])
@@ -966,6 +972,33 @@ def decode_to_folder(data: bytes, target: str | os.PathLike, *, limits=None, pro
 
             shutil.rmtree(staging, ignore_errors=True)
     return count, parameters, len(files)
+
+
+def _check_destinations(target: Path, destinations: Sequence[str]) -> None:
+    """Refuse, before anything is written, a decode into the existing folder ``target`` that
+    could not put every file in place (so that it never stops half way, leaving a mix of the
+    old model and the new): a folder where a file goes, or a file where a folder goes."""
+    for relative in destinations:
+        path = target / relative
+        for parent in list(Path(relative).parents)[-2::-1]:  # outermost first, "." left out
+            if (target / parent).exists() and not (target / parent).is_dir():
+                raise CheckpointError(f"{target / parent}: a file, where the decoded model puts the folder of "
+                                      f"{relative}; remove it or decode into another folder")
+        if path.is_dir() and not path.is_symlink():  # a link is replaced, not what it points to
+            raise CheckpointError(f"{path}: a folder, where the decoded model puts the file {relative}; "
+                                  "remove it or decode into another folder")
+
+
+def _staging_folder(target: Path) -> Path:
+    """A new private folder to build the model folder ``target`` in: inside ``target`` when it
+    exists (a mount point, or a folder whose parent is not writable, can still be filled;
+    its files are then moved into place one by one), else beside it (then renamed whole)."""
+    inside = target.is_dir()
+    try:
+        return Path(tempfile.mkdtemp(prefix=".nncodec-" if inside else f".{target.name[:200]}.",
+                                     dir=target if inside else target.parent))
+    except OSError as exc:
+        raise OSError(exc.errno, f"cannot build the output folder there ({exc.strerror})", str(target)) from None
 
 
 _SHARD_NAME = re.compile(r"model-\d{5}-of-\d{5}\.safetensors")
