@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import fnmatch
 import glob
 import json
@@ -215,7 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
     encode.add_argument("--report", metavar="FILE.json", default=None,
                         help="also write the summary and every tensor's coding, size and error to FILE.json "
                              "(- : to stdout, in place of the summary)")
-    encode.add_argument("-f", "--force", action="store_true", help="overwrite the output if it exists")
+    encode.add_argument("-f", "--force", action="store_true", help="overwrite the output (and --report) if it exists")
 
     decode = commands.add_parser("decode", help="decode a stream into .pt or .safetensors")
     decode.add_argument("input", help="the stream to decode (.nnu), or - to read it from stdin")
@@ -318,7 +319,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (CheckpointError, NncodecError) as exc:
         return _fail(str(exc), EXIT_BAD_INPUT)
     except OSError as exc:
-        return _fail(f"{exc.filename or ''}: {exc.strerror or exc}", EXIT_IO)
+        where = exc.filename
+        if where is None and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):  # a write to stdout
+            where = "standard output" if getattr(args, "output", None) == "-" else getattr(args, "output", "")
+        return _fail(f"{where or ''}: {exc.strerror or exc}", EXIT_IO)
     except MemoryError:
         return _fail("out of memory (for a stream, lower --max-output-bytes to refuse it up front)", EXIT_IO)
     except BrokenExecutor:
@@ -440,6 +444,8 @@ def _encode(args: argparse.Namespace) -> int:
     from .codec.memory import keep_large_blocks_mapped
 
     keep_large_blocks_mapped()
+    if args.output == "-":
+        _standard("output")
     if args.input == "-":
         raise UsageError("weights cannot be read from stdin: give a .pt/.safetensors file or a model folder")
     if args.no_rdo and args.rdo_lambda is not None:
@@ -524,7 +530,7 @@ def _encode(args: argparse.Namespace) -> int:
         if args.report == "-":  # the report, in place of the summary, on stdout
             print(json.dumps(report, indent=1))
             return EXIT_OK
-        write_bytes(args.report, (json.dumps(report, indent=1) + "\n").encode("utf-8"), overwrite=True)
+        write_bytes(args.report, (json.dumps(report, indent=1) + "\n").encode("utf-8"), overwrite=args.force)
     # with the stream on stdout, the summary goes to stderr
     with contextlib.redirect_stdout(sys.stderr) if args.output == "-" else contextlib.nullcontext():
         _print_encoded(args, summary, projected, target, controlled if target is not None else None)
@@ -548,6 +554,8 @@ def _check_report_path(args: argparse.Namespace) -> None:
                          "file; give the report its own name")
     if os.path.isdir(report):
         raise UsageError(f"--report {report}: is a folder; give a file name")
+    if os.path.lexists(report) and not args.force:  # as for the stream: an existing file needs -f
+        raise OutputExistsError(report)
     folder = os.path.dirname(os.path.abspath(report))
     if not os.path.isdir(folder):
         raise FileNotFoundError(f"--report {report}: {folder}: no such directory")
@@ -794,10 +802,19 @@ def _shown(text: str) -> str:
     return text if text.isprintable() else repr(text)[1:-1]
 
 
+def _standard(which: str):
+    """``sys.stdin`` or ``sys.stdout`` (``which``: "input" or "output"), refusing one the shell
+    closed (``>&-``: Python then has None in its place)."""
+    stream = sys.stdin if which == "input" else sys.stdout
+    if stream is None:
+        raise UsageError(f"standard {which} is closed: give a file instead of -")
+    return stream
+
+
 def _read_stream(path: str) -> bytes | FileMapping:
     """The stream at ``path`` (``-``: stdin), mapped when large (:func:`read_stream`)."""
     if path == "-":  # a pipe
-        return sys.stdin.buffer.read()
+        return _standard("input").buffer.read()
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path}: no such file")
     if not os.path.isfile(path):
@@ -806,7 +823,7 @@ def _read_stream(path: str) -> bytes | FileMapping:
 
 
 def _decode(args: argparse.Namespace) -> int:
-    if args.output == "-" and sys.stdout.isatty():  # as gzip and zstd refuse
+    if args.output == "-" and _standard("output").isatty():  # as gzip and zstd refuse
         raise UsageError("refusing to write a binary safetensors file to a terminal: redirect it, or give a file")
     if args.output != "-" and _same_file(args.input, args.output):
         raise UsageError("input and output are the same file")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import errno
 import os
 import pathlib
+import re
 
 import numpy as np
 import pytest
@@ -197,6 +198,63 @@ def test_outputs_get_the_usual_permissions(tmp_path):
     assert (tmp_path / "b.nnu").stat().st_mode & 0o777 == 0o600
 
 
+def test_a_replaced_file_keeps_its_permissions_and_long_names_fit(tmp_path, stream):
+    """-f keeps a private file private (it became 0644); a name near the system's 255-byte
+    limit can be written (the temporary name beside it had 18 bytes more)."""
+    target = tmp_path / "private.safetensors"
+    target.write_bytes(b"old")
+    target.chmod(0o600)
+    decode_file(stream, target, overwrite=True)
+    assert target.stat().st_mode & 0o777 == 0o600 and target.read_bytes() != b"old"
+    long_name = tmp_path / ("x" * 245 + ".nnu")
+    write_bytes(long_name, b"x")
+    assert long_name.read_bytes() == b"x" and _files(tmp_path) == {stream.name, target.name, long_name.name}
+
+
+def test_a_full_disk_names_the_output(tmp_path, stream, capsys):
+    """ENOSPC names no file when a write fails: the error names the output (it said ": No space
+    left on device"), in the library and the CLI, and nothing is left."""
+    with pytest.raises(OSError, match="No space left") as caught, atomic_output(tmp_path / "o.nnu", overwrite=False):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    assert caught.value.filename == str(tmp_path / "o.nnu") and _files(tmp_path) == {stream.name}
+    import subprocess
+    import sys
+
+    with open("/dev/full", "wb") as full:
+        result = subprocess.run([sys.executable, "-m", "nncodec_unify", "decode", "-q", str(stream), "-"],
+                                stdout=full, stderr=subprocess.PIPE, text=True, timeout=120)
+    assert result.returncode == EXIT_IO
+    assert _one_line(result.stderr) == "nncodec: error: standard output: No space left on device"
+
+
+@pytest.mark.parametrize("argv", [["decode", "IN", "-"], ["encode", "W", "-"], ["decode", "-", "OUT"]])
+def test_a_closed_standard_stream_is_one_line(tmp_path, stream, argv):
+    import subprocess
+    import sys
+
+    torch.save({"w": torch.ones(3, 3)}, tmp_path / "w.pt")
+    names = {"IN": str(stream), "W": str(tmp_path / "w.pt"), "OUT": str(tmp_path / "o.safetensors")}
+    closed = "0" if argv[1] == "-" else "1"
+    command = " ".join([sys.executable, "-m", "nncodec_unify", *(names.get(a, a) for a in argv), f"{closed}>&-"])
+    result = subprocess.run(command, shell=True, capture_output=True, text=True, timeout=120)
+    which = "input" if closed == "0" else "output"
+    assert result.returncode == EXIT_USAGE
+    assert _one_line(result.stderr) == f"nncodec: error: standard {which} is closed: give a file instead of -"
+    assert _files(tmp_path) == {stream.name, "w.pt"}
+
+
+def test_an_existing_report_needs_force(tmp_path, capsys):
+    torch.save({"w": torch.ones(3, 3)}, tmp_path / "w.pt")
+    (tmp_path / "r.json").write_text("keep me")
+    assert main(["encode", str(tmp_path / "w.pt"), str(tmp_path / "w.nnu"), "--report", str(tmp_path / "r.json")]) \
+        == EXIT_EXISTS
+    assert "r.json: already exists (use -f to overwrite)" in _one_line(capsys.readouterr().err)
+    assert (tmp_path / "r.json").read_text() == "keep me" and not (tmp_path / "w.nnu").exists()
+    assert main(["encode", "-q", str(tmp_path / "w.pt"), str(tmp_path / "w.nnu"), "--report", str(tmp_path / "r.json"),
+                 "-f"]) == EXIT_OK
+    assert (tmp_path / "r.json").read_text().startswith("{")
+
+
 def test_a_missing_output_folder_is_named(tmp_path, stream, capsys):
     assert main(["decode", str(stream), str(tmp_path / "no" / "such" / "o.pt")]) == EXIT_IO
     message = _one_line(capsys.readouterr().err)
@@ -270,3 +328,24 @@ def test_info_prints_names_with_control_characters_escaped(tmp_path, capsys):
     # title, table header, one row per tensor, the model digest
     assert len(out.strip().splitlines()) == 3 + len(names)
     assert "ünïcode" in out and "\\x1b[2J" in out and "two\\nlines" in out
+
+
+@pytest.mark.parametrize("workers", [0, -1, 1.5, True, "2"])
+def test_workers_must_be_a_whole_number_of_at_least_one(tmp_path, stream, workers):
+    message = rf"^workers must be a whole number of at least 1, got {re.escape(repr(workers))}$"
+    with pytest.raises(ValueError, match=message):
+        nu.decode(stream.read_bytes(), workers=workers)
+    with pytest.raises(ValueError, match=message):
+        nu.encode_with_report({"w": np.ones((4, 4), np.float32)}, workers=workers)
+    with pytest.raises(ValueError, match=message):
+        nu.decode_to_file(stream, tmp_path / "o.safetensors", workers=workers)
+    assert _files(tmp_path) == {stream.name}
+
+
+def test_encode_file_into_a_folder_path_is_refused_for_what_it_is(tmp_path, stream):
+    torch.save({"w": torch.ones(3, 3)}, tmp_path / "w.pt")
+    (tmp_path / "out").mkdir()
+    for target in (f"{tmp_path / 'new'}/", tmp_path / "out"):
+        with pytest.raises(CheckpointError, match="the stream is one file; give its path, not a folder's"):
+            encode_file(tmp_path / "w.pt", target, overwrite=True)
+    assert _files(tmp_path) == {stream.name, "w.pt", "out"}

@@ -15,6 +15,7 @@ import itertools
 import math
 import os
 import re
+import stat
 import sys
 import tempfile
 import warnings
@@ -39,7 +40,7 @@ from .safetensors_io import (
     write_safetensors_header,
 )
 from .tensors import BFloat16Array
-from .workers import OutputLayout, WrittenArray
+from .workers import OutputLayout, WrittenArray, check_workers
 
 STATE_DICT_KEYS = ("state_dict", "model_state_dict", "model", "module", "weights")
 SAFETENSORS_RESERVED = METADATA
@@ -491,8 +492,8 @@ def atomic_output(path: Path, *, overwrite: bool) -> Iterator[str]:
         raise IsADirectoryError(f"{path}: is a directory")
     if not path.parent.is_dir():
         raise FileNotFoundError(f"{path.parent}: no such directory")
-    try:
-        descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+    try:  # the name cut short: a name near the system's limit still leaves room for the suffixes
+        descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name[:200]}.", suffix=".partial", dir=path.parent)
     except OSError as exc:  # name the output asked for, not the temporary file's random name
         raise type(exc)(exc.errno, f"cannot write there ({exc.strerror})", str(path)) from None
     os.close(descriptor)
@@ -501,15 +502,33 @@ def atomic_output(path: Path, *, overwrite: bool) -> Iterator[str]:
         termination.check()  # never complete an output after SIGTERM, even if its exception was lost
         with open(temporary, "rb+") as handle:
             os.fsync(handle.fileno())
-        os.chmod(temporary, 0o666 & ~_umask())  # mkstemp makes 0600; give what open() would
+        os.chmod(temporary, _output_mode(path))
         if overwrite:
             os.replace(temporary, path)
         else:
             _rename_no_clobber(temporary, path)
+    except OSError as exc:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+        if exc.filename is None and exc.errno in _FULL:  # a full disk: say which output it was
+            raise type(exc)(exc.errno, exc.strerror, str(path)) from exc
+        raise
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temporary)
         raise
+
+
+_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}  # write errors that name no file when they happen
+
+
+def _output_mode(path: Path) -> int:
+    """The permissions of a new output: those of the regular file it replaces (``-f`` keeps a
+    private file private), else what ``open()`` would give (mkstemp makes 0600)."""
+    with contextlib.suppress(OSError):
+        if path.is_file() and not path.is_symlink():
+            return stat.S_IMODE(path.stat().st_mode)
+    return 0o666 & ~_umask()
 
 
 def _rename_no_clobber(temporary: str, path: Path) -> None:
@@ -560,6 +579,8 @@ def encode_file(source: str | os.PathLike, target: str | os.PathLike, *, config=
     tensor's maximum quantization error. Returns an :class:`EncodedFile`."""
     if _same_path(source, target):
         raise CheckpointError(f"{target}: input and output are the same file")
+    if is_folder_target(target):
+        raise CheckpointError(f"{target}: the stream is one file; give its path, not a folder's")
     if Path(target).exists() and not overwrite:
         raise OutputExistsError(target)
     from .encoder import encode_to_file
@@ -579,6 +600,7 @@ def decode_file(source: str | os.PathLike, target: str | os.PathLike, *, limits=
     and return the decoded model, which is then held in memory whole; :func:`decode_to_file`
     writes tensor by tensor and returns counts. ``verify=False`` skips the content digests'
     comparison, ``workers`` > 1 decodes in that many processes (see :func:`decode`)."""
+    check_workers(workers)
     from .decoder import decode_tensors
 
     _check_decode_paths(source, target)
@@ -639,6 +661,7 @@ def decode_into(data, target: str | os.PathLike, *, limits=None, progress=None, 
                 source: str | os.PathLike | None = None) -> DecodedFiles:
     """:func:`decode_to_file` for the stream ``data`` (bytes, or a mapping of the stream file
     ``source``, which a folder output must not write over)."""
+    check_workers(workers)
     if is_folder_target(target):
         count, parameters, written = decode_to_folder(data, target, limits=limits, progress=progress,
                                                       overwrite=overwrite, max_shard_bytes=max_shard_bytes,
@@ -966,6 +989,10 @@ def decode_to_folder(data: bytes, target: str | os.PathLike, *, limits=None, pro
             for stale in _weight_files(target) - written:  # an earlier model's: it would load instead, or beside
                 if source is None or not _same_path(source, target / stale):  # never the stream being decoded
                     (target / stale).unlink()
+    except OSError as exc:
+        if exc.filename is None and exc.errno in _FULL:  # a full disk: say which output it was
+            raise type(exc)(exc.errno, exc.strerror, str(target)) from exc
+        raise
     finally:
         if staging.exists():
             import shutil

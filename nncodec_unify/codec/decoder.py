@@ -75,7 +75,7 @@ from .syntax import (
 from .tensors import bfloat16_bits_to_float32, float32_to_bfloat16_bits
 from .memory import FileChangedError, FileMapping, MappedSlice, read_through, release_pages
 from .safetensors_io import write_tensor_at
-from .workers import (BUFFERED_BYTES, SPILL_BYTES, OutputLayout, WrittenArray, process_pool, spill,
+from .workers import (BUFFERED_BYTES, SPILL_BYTES, OutputLayout, WrittenArray, check_workers, process_pool, spill,
                       spill_folder, unspill)
 
 
@@ -307,6 +307,7 @@ def _decoded_units(data: bytes, limits: Limits, progress, verify: bool, workers:
     alias's under its own name) in stream order, decoded here or, with ``workers`` > 1, in
     worker processes, which write large ones into ``output`` if given (see
     :func:`iter_decoded`)."""
+    check_workers(workers)
     if workers <= 1:
         def decode_here(reader: ByteReader, header: TensorHeader, limits: Limits, version_major: int,
                         _unit: Unit) -> DecodedTensor:

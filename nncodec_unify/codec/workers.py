@@ -26,6 +26,12 @@ SPILL_BYTES = 1 << 20  # results at least this large come back through a file (s
 _THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
 
+def check_workers(workers) -> None:
+    """Refuse a ``workers`` argument that is not a whole number of at least 1 (ValueError)."""
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"workers must be a whole number of at least 1, got {workers!r}")
+
+
 @contextlib.contextmanager
 def process_pool(workers: int) -> Iterator[_Pool]:
     """A pool of ``workers`` spawned processes (a ``concurrent.futures.ProcessPoolExecutor``
