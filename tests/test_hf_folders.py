@@ -261,3 +261,17 @@ def test_a_size_target_the_attached_files_alone_exceed_says_so(tmp_path, bert, c
     (tmp_path / "m" / "tokenizer.json").write_text("x" * 50_000)
     assert main(["encode", str(tmp_path / "m"), str(tmp_path / "m.nnu"), "--target-size", "30000"]) == 5
     assert "--no-attach leaves them out" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("options", [["--no-digests", "--no-dq"], ["--no-digests", "--no-rdo"], ["--no-digests"]])
+def test_a_folder_without_digests_decodes_whatever_the_quantization(tmp_path, options):
+    """Attached files raise a stream without digests to format 3.1, whose tensors have the
+    3.x quant_params (a quant_flags byte): with scalar levels they were written in the 2.x
+    layout, and the stream did not decode ("reserved quant_flags bits set")."""
+    stream = _folder_stream(tmp_path)  # makes tmp_path/m
+    assert main(["encode", "-q", str(tmp_path / "m"), str(tmp_path / "plain.nnu"), "-f", *options]) == EXIT_OK
+    assert (tmp_path / "plain.nnu").read_bytes()[8:10] == bytes([3, 1])  # version 3.1
+    assert main(["verify", "-q", str(tmp_path / "plain.nnu")]) == EXIT_OK
+    decoded = nu.decode_to_file(tmp_path / "plain.nnu", f"{tmp_path / 'out'}/")
+    assert decoded.attached_written == 2 and (tmp_path / "out" / "tokenizer" / "vocab.txt").read_text() == "a b c"
+    assert stream.exists()

@@ -48,7 +48,7 @@ class TensorCoding:
 
     @property
     def digests(self) -> bool:
-        """Whether the tensor header carries a content digest (format 4.0, spec §5.2)."""
+        """Whether the tensor header carries a content digest (formats 4.0 and 5.0, spec §5.2)."""
         return self.stream_major >= INTEGRITY_MAJOR
 
 
@@ -58,30 +58,36 @@ class EncoderConfig:
 
     Defaults: float tensors with >= 2 dims are coded UNIFIED at ``qp`` in ``block`` blocks;
     1-D and 0-dim float tensors DENSE at the finer ``vector_qp``. Integer tensors take the same
-    modes losslessly (step 1, any ``qp`` ignored) and fall back to RAW when that is smaller or
-    their values exceed 31 bits; bool tensors are RAW.
+    modes losslessly (step 1, any ``qp`` ignored) and fall back to RAW when that is no larger
+    or their values exceed 31 bits; bool tensors are RAW.
     A float tensor that cannot be quantized (nan/inf, levels out of range) falls back to RAW
     unless a rule asked for its mode explicitly, which is then an :class:`EncodeError`.
     ``use_contexts=False`` codes every plane with one context and no column offsets: faster
     to encode, a little larger.
 
-    ``rdo`` (default on; off means plain rounding to the nearest level, scalar, in a 2.0
-    stream) picks each float level by rate-distortion cost, ``D + lambda * R``
-    with ``lambda = rdo_lambda * step**2``, instead of rounding to the nearest (the error of a
-    weight may then reach a whole step, or the weight itself where zero is cheaper);
+    ``rdo`` (default on; off means plain rounding to the nearest level, scalar levels, so
+    with ``digests=False`` a 2.0 stream) picks each float level by rate-distortion cost,
+    ``D + lambda * R`` with ``lambda = rdo_lambda * step**2``, instead of rounding to the
+    nearest (the error of a weight may then reach a whole step, or the weight itself where
+    zero is cheaper);
     ``rdo_blocks`` also chooses each UNIFIED block's kind (dense, unified, pruned) that way.
     Small float tensors are stored RAW when that is no larger (unless a rule asked for a mode).
 
     ``dependent`` (default on) quantizes float tensors dependently (spec §7.1.2): a trellis
     search with ``lambda = dependent_lambda * step**2`` picks levels that two interleaved
-    quantizers read, about 3 % fewer bytes than scalar levels at equal error; the stream is
-    then format 3.0. Off, tensors are quantized by scalar levels and the stream is 2.0, which
-    every 2.x decoder reads. Tensors whose values lie on the grid are coded losslessly either way.
+    quantizers read, about 3 % fewer bytes than scalar levels at equal error. Off
+    (``--no-dq``), tensors are quantized by scalar levels. Tensors whose values lie on the
+    grid are coded losslessly either way. Only with ``digests=False`` (``--no-digests``) does
+    this choice set the format: 3.0 with dependent quantization (which needs ``rdo``), 2.0
+    (which every 2.x decoder reads) with scalar levels; with digests the stream is 4.0 or 5.0
+    either way (see :attr:`stream_major`).
 
-    ``digests`` (default on) makes the stream format 4.0: each tensor carries the SHA-256 of
-    its decoded bytes, which the decoder checks, and a final STREAM_END unit binds the units'
-    order and every byte (spec §5.8, §7.4); 0.02 % larger on all-MiniLM-L6-v2. Off, the
-    stream is 2.0 or 3.0 (3.1 with attached files) as above, for decoders older than 4.0.
+    ``digests`` (default on) makes the stream format 4.0, or 5.0 when the tensors hold tied
+    weights (coded once, the other names as aliases, spec §5.2): each tensor carries the
+    SHA-256 of its decoded bytes, which the decoder checks, and a final STREAM_END unit binds
+    the units' order and every byte (spec §5.8, §7.4); 0.02 % larger on all-MiniLM-L6-v2.
+    Off (``--no-digests``), the stream is 2.0 or 3.0 as above (3.1 with attached files), for
+    decoders older than 4.0, and tied weights are coded once per name.
     """
 
     qp: int = DEFAULT_QP
@@ -99,8 +105,9 @@ class EncoderConfig:
 
     @property
     def stream_major(self) -> int:
-        """The major version the encoder writes (spec §10): 4 with digests; without, 3 when
-        tensors may use dependent quantization, else 2, which every 2.x decoder reads."""
+        """The major version the encoder writes (spec §10): 4 with digests (the encoder
+        raises it to 5 for a model with tied weights); without, 3 when tensors may use
+        dependent quantization, else 2, which every 2.x decoder reads."""
         if self.digests:
             return INTEGRITY_MAJOR
         return DEPENDENT_MAJOR if self.dependent and self.rdo else PLAIN_MAJOR

@@ -60,7 +60,7 @@ from .syntax import (
     write_tensor_header,
     unit_pieces,
 )
-from .workers import BUFFERED_BYTES, process_pool
+from .workers import BUFFERED_BYTES, check_workers, process_pool
 from .tensors import BFloat16Array, bfloat16_bits_to_float32, find_ties, float32_to_bfloat16_bits, to_source
 
 
@@ -95,7 +95,13 @@ def encode(tensors: Mapping[str, object], *, config: EncoderConfig | None = None
     >>> import numpy as np
     >>> stream = encode({"w": np.zeros((2, 2), np.float32)})
     >>> stream[:4], len(stream)
-    (b'\\x89NNU', 66)
+    (b'\\x89NNU', 176)
+
+    The default stream carries digests (format 4.0: 32 bytes per tensor and a STREAM_END
+    unit); without them it is format 3.0 and smaller:
+
+    >>> len(encode({"w": np.zeros((2, 2), np.float32)}, config=EncoderConfig(digests=False)))
+    66
     """
     return encode_with_report(tensors, config=config).data
 
@@ -127,14 +133,16 @@ def encode_to_file(tensors: Mapping[str, object], file, *, config: EncoderConfig
     :func:`encode_with_report`; returns the reports. The bytes are those of :func:`encode`.
     ``attachments`` (a model's config and tokenizer files) go in ancillary ATTACHED_FILE
     units after the model header (§5.7), which makes a stream without digests format 3.1.
-    With digests (the default, format 4.0) the stream ends with a STREAM_END unit (§5.8) that
-    holds the unit count, the model digest and the SHA-256 of every byte written before it.
+    With digests (the default: format 4.0, or 5.0 when ``tensors`` hold tied weights) the
+    stream ends with a STREAM_END unit (§5.8) that holds the unit count, the model digest and
+    the SHA-256 of every byte written before it.
     """
     config = EncoderConfig() if config is None else config
     if not isinstance(config, EncoderConfig):
         raise EncodeError(f"config must be an EncoderConfig, got {type(config).__name__}")
     if not isinstance(tensors, Mapping):
         raise EncodeError(f"expected a mapping of names to tensors, got {type(tensors).__name__}")
+    check_workers(workers)
 
     stream_hash = hashlib.sha256() if config.digests else None
     units = 0
@@ -169,6 +177,7 @@ def encode_to_file(tensors: Mapping[str, object], file, *, config: EncoderConfig
     version = (major, VERSION_MINOR)
     if attachments and version < ATTACHMENT_VERSION:  # 3.0 decoders skip the ancillary units
         version = ATTACHMENT_VERSION
+        major = version[0]  # the tensors' syntax follows the header's version (quant_flags from 3.0)
     write_file_header(start, FileHeader(*version))
     write(start.getvalue())
     header = ByteWriter()
@@ -278,9 +287,10 @@ def _jobs(tensors: Mapping[str, object], config: EncoderConfig, measure_error: b
             raise EncodeError(f"tensor {name!r}: cannot read its values as an array ({detail})") from None
         _check_shape(name, array.shape)
         coding = config.coding_for(name, dtype, len(array.shape))
+        if coding.stream_major != major:
+            coding = dataclasses.replace(coding, stream_major=major)
         aliases = None
         if major >= ALIAS_MAJOR:
-            coding = dataclasses.replace(coding, stream_major=major)
             aliases = tuple(aliases_of.get(name, ()))
             for alias in aliases:
                 _check_name(alias)
@@ -641,7 +651,7 @@ def _write_levels(writer: ByteWriter, levels: np.ndarray, mode: CodingMode, codi
 def _encode_integer_tensor(name: str, array: np.ndarray, dtype: DType, coding: TensorCoding,
                            use_contexts: bool, aliases: tuple[str, ...] | None) -> tuple[bytes, TensorReport]:
     """An integer tensor in DENSE or UNIFIED mode, losslessly (step 1, §7.1.1), or RAW when
-    its values exceed 31 bits or RAW is smaller (unless the mode was asked for)."""
+    its values exceed 31 bits or RAW is no larger (unless the mode was asked for)."""
     original_bytes = array.size * DTYPE_ITEMSIZE[dtype]
     fits = array.size == 0 or (int(array.min()) >= -MAX_LEVEL and int(array.max()) <= MAX_LEVEL)
     if not fits and coding.explicit_mode:

@@ -82,8 +82,24 @@ def model_digest(records: Iterable[tuple[str, DType, tuple[int, ...], bytes]]) -
 def model_digest_of(tensors: Mapping[str, object]) -> bytes:
     """The model digest (spec §5.8) of ``{name: array}`` in mapping order — numpy arrays or
     torch tensors, as :func:`nncodec_unify.encode` takes them. Equal to the digest a stream of
-    these tensors carries when it codes them losslessly (RAW, or values on the grid), and to
-    ``decode_tensors(stream).model_digest`` of any stream, so a deployment can pin a model.
+    these tensors carries when it codes them losslessly (RAW, or values on the grid).
+
+    Of the tensors decoded from a stream ``s`` of format 4.0 or 5.0 it gives the digest ``s``
+    carries, ``decode_tensors(s).model_digest`` (None for 2.x and 3.x streams, which carry
+    none), so a deployment can pin a model — provided the tensors keep their stored dtypes:
+    always for ``decode(s, framework="pt")``, but for ``decode(s)`` (numpy) only when ``s``
+    holds no bfloat16 tensor, as :func:`~.decoder.decode` widens bfloat16 to float32 and the
+    digest then hashes float32 values under dtype float32:
+
+    >>> import numpy as np, nncodec_unify as nu
+    >>> from nncodec_unify.codec.tensors import BFloat16Array
+    >>> s = nu.encode({"w": np.ones((2, 2), np.float32)})
+    >>> model_digest_of(nu.decode(s)) == nu.decode_tensors(s).model_digest
+    True
+    >>> s = nu.encode({"w": BFloat16Array(np.full((2, 2), 0x3F80, np.uint16))})  # bfloat16 ones
+    >>> model_digest_of(nu.decode(s)) == nu.decode_tensors(s).model_digest
+    False
+
     Tied weights are where a stream puts them (format 5.0): each alias right after the first
     name of its tensor."""
     ties = find_ties(tensors)

@@ -1,6 +1,7 @@
 """ADMM towards micro-structured unification and pruning, masked fine-tuning, snap to grid.
 
-This module plugs into **your** training loop; it owns no loop (DESIGN §6). The recipe:
+This module plugs into **your** training loop and owns no loop: it adds a penalty term or
+gradient hooks to the loop you have. The recipe:
 
 1. ``admm = ADMM(model, Target(prune_ratio=0.6, unify_ratio=0.3, block=(4, 4)))`` picks the
    constrained parameters (by default every parameter with >= 2 dimensions; ``rules`` override
@@ -30,9 +31,9 @@ This module plugs into **your** training loop; it owns no loop (DESIGN §6). The
    derives kinds from the levels, so that costs nothing.)
 
 Choosing ``rho``: it is the weight of the pull towards the set. With SGD a start of 1e-4 to 1e-2
-is usual; with Adam, whose steps do not scale with the gradient, start at 0.05 to 0.5 (DESIGN
-§6: lower starts collapsed the accuracy at the hard projection of LeNet-5 on MNIST; the digits
-demo uses 0.05, the Fashion-MNIST benchmark 0.2). Grow it by 1.1 to 2 per update.
+is usual; with Adam, whose steps do not scale with the gradient, start at 0.05 to 0.5 (lower
+starts collapsed the accuracy at the hard projection of LeNet-5 on MNIST; the digits demo uses
+0.05, the Fashion-MNIST benchmark 0.2). Grow it by 1.1 to 2 per update.
 
 Example (a few lines inside your own loop)::
 
@@ -107,11 +108,11 @@ class ADMM:
     ``(glob, Target or None)`` pairs on parameter names, later ones winning (``None`` frees a
     parameter). With a global ``budget`` (a :class:`Target` whose ratios count all constrained
     blocks together), the blocks to prune and unify are chosen across layers by cost
-    (:func:`nncodec_unify.unify.plan_kinds`); each parameter keeps its own target's block shape.
+    (:func:`nncodec_unify.method.unify.plan_kinds`); each parameter keeps its own target's block shape.
 
     ``importance`` maps constrained parameter names to non-negative weights broadcastable to
     the parameter's matrix view, e.g. one per input column as ``(1, cols)`` (the energy
-    ``E[x_j^2]`` of the layer's inputs, :func:`nncodec_unify.calibrate.input_energies`): ADMM
+    ``E[x_j^2]`` of the layer's inputs, :func:`nncodec_unify.method.calibrate.input_energies`): ADMM
     then runs in the weighted distance ``sum w (W - Z)^2`` (each tensor's weights scaled to mean
     1): the penalty and its gradient are weighted, and the projection chooses blocks and unified
     magnitudes by weighted cost, so blocks that feed strong inputs are kept first.
@@ -377,7 +378,7 @@ def _top_left(matrix: torch.Tensor, block: tuple[int, int]) -> torch.Tensor:
 
 def structure_from_weights(model: torch.nn.Module, kinds: Mapping[str, np.ndarray],
                            blocks: Mapping[str, tuple[int, int]]) -> Structure:
-    """Project the named parameters onto ``kinds`` (as :func:`nncodec_unify.unify.project`) and
+    """Project the named parameters onto ``kinds`` (as :func:`nncodec_unify.method.unify.project`) and
     return the :class:`Structure` that keeps them there: a structure chosen without ADMM, e.g.
     for magnitude-pruning baselines."""
     named = dict(unwrap(model).named_parameters())

@@ -1,14 +1,15 @@
 """Post-training unification and pruning: project the weights without any training data.
 
 For users who have a trained model and no data: every selected weight tensor is projected onto
-the unified/pruned structure at least squared distance (:mod:`nncodec_unify.unify`), and the
-distortion this caused is reported. Encoding the result with the same block shape then codes
+the unified/pruned structure at least squared distance (:mod:`nncodec_unify.method.unify`), and
+the distortion this caused is reported. Encoding the result with the same block shape then codes
 the chosen blocks as pruned or unified (the encoder derives block kinds from the levels).
 
-CLI wiring (``nncodec encode IN OUT --prune-ratio P --unify-ratio U --unify-threshold T
---block RxC --global-budget``)::
+What ``nncodec encode IN OUT --prune-ratio P --unify-ratio U --unify-threshold T --block RxC
+--global-budget`` does, with the whole model in memory (the CLI itself calls
+:func:`project_lazily`, the same projection one tensor at a time)::
 
-    from nncodec_unify.posttrain import project_tensors
+    from nncodec_unify.method.posttrain import project_tensors
     projected, report = project_tensors(tensors, prune_ratio=P, unify_ratio=U, unify_threshold=T,
                                         block=(R, C), global_budget=True)
     for line in report.lines():

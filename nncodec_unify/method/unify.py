@@ -1,8 +1,8 @@
-"""Projection onto the unified/pruned set and least-cost block selection (DESIGN §5).
+"""Projection onto the unified/pruned set and least-cost block selection.
 
-A tensor is viewed as a matrix (:func:`nncodec_unify.blocks.matrix_shape`) and tiled into
-blocks (:func:`nncodec_unify.blocks.grid_shape`; edge blocks may be partial), the same view the
-codec uses. Each block ``v`` of ``n`` weights becomes one of
+A tensor is viewed as a matrix (:func:`nncodec_unify.codec.blocks.matrix_shape`) and tiled
+into blocks (:func:`nncodec_unify.codec.blocks.grid_shape`; edge blocks may be partial), the
+same view the codec uses. Each block ``v`` of ``n`` weights becomes one of
 
 * **pruned**: all zero; squared distance ``p_b = ||v||^2``;
 * **unified**: ``sign(v) * mean(|v|)``, the nearest point with all magnitudes equal; squared
@@ -166,7 +166,7 @@ def block_costs(array: np.ndarray, block: tuple[int, int], weights: np.ndarray |
     ``count = sum w``, so :attr:`BlockCosts.unify` and :attr:`BlockCosts.mean_abs` give the
     weighted unification cost and the weighted mean magnitude, which is the nearest common
     magnitude in that distance. Layer-wise calibration weighs each input column by its
-    energy ``E[x_j^2]`` (:mod:`nncodec_unify.calibrate`).
+    energy ``E[x_j^2]`` (:mod:`nncodec_unify.method.calibrate`).
     """
     matrix = _as_matrix(array).astype(np.float64)
     rows, cols = matrix.shape
