@@ -655,7 +655,7 @@ def _project(tensors, args: argparse.Namespace, config: EncoderConfig):
     from .method.posttrain import project_lazily
 
     ties = find_ties(tensors)
-    bfloat16, kept = set(), []
+    bfloat16, kept, blocks = set(), [], {}
     for name, value in tensors.items():
         if name in ties:
             continue
@@ -665,6 +665,7 @@ def _project(tensors, args: argparse.Namespace, config: EncoderConfig):
         coding = config.coding_for(name, dtype, len(getattr(value, "shape", ())))
         if coding.mode == CodingMode.RAW and coding.explicit_mode:
             kept.append(name)
+        blocks[name] = coding.block  # projected in the blocks it is coded in (--tensor-block)
 
     def read(name: str, value) -> np.ndarray:
         return to_numpy(name, value)[0]
@@ -683,7 +684,7 @@ def _project(tensors, args: argparse.Namespace, config: EncoderConfig):
             tensors, prune_ratio=args.prune_ratio, unify_ratio=args.unify_ratio,
             unify_threshold=args.unify_threshold, block=args.block, global_budget=args.global_budget,
             exclude=tuple(args.exclude) + tuple(glob.escape(name) for name in [*kept, *sorted(tied_out)]),
-            exclude_first_last=args.exclude_first_last, read=read, restore=restore, ties=ties)
+            exclude_first_last=args.exclude_first_last, read=read, restore=restore, ties=ties, blocks=blocks)
     except ValueError as exc:
         raise UsageError(f"projection: {exc}") from None
     notes = [f"{target}: not projected: --exclude names a tied name of it" for target in sorted(tied_out)]

@@ -192,6 +192,30 @@ def test_post_training_projection_prunes_and_unifies_and_reports_distortion(tmp_
     assert (tmp_path / "m.nnu").stat().st_size < 0.5 * plain.stat().st_size
 
 
+@pytest.mark.parametrize("global_budget", [[], ["--global-budget"]])
+def test_the_projection_uses_each_tensors_coding_block(tmp_path, capsys, global_budget):
+    """--tensor-block: a tensor is projected in the blocks it is coded in (it was projected in
+    --block's, and coded in its own, which kept almost none of its unified or pruned blocks)."""
+    torch.manual_seed(2)
+    torch.save({"l1.weight": torch.randn(32, 64), "l2.weight": torch.randn(32, 64)}, tmp_path / "m.pt")
+    assert main(["encode", "-q", str(tmp_path / "m.pt"), str(tmp_path / "m.nnu"), "--prune-ratio", "0.5",
+                 "--unify-ratio", "0.3", "--tensor-block", "l1.*=8x8", *global_budget]) == EXIT_OK
+    model = nu.decode_tensors((tmp_path / "m.nnu").read_bytes())
+    uniform, blocks = {}, {}
+    for tensor in model.tensors:
+        rows, cols = (8, 8) if tensor.name == "l1.weight" else (4, 4)
+        values = tensor.array.reshape(32 // rows, rows, 64 // cols, cols).transpose(0, 2, 1, 3)
+        magnitudes = np.abs(values.reshape(32 // rows, 64 // cols, -1))
+        uniform[tensor.name] = int((magnitudes.max(-1) == magnitudes.min(-1)).sum())  # pruned or unified
+        blocks[tensor.name] = magnitudes.shape[0] * magnitudes.shape[1]
+    # 80 % of the coded blocks pruned or unified: in each tensor, or (a global budget counts
+    # blocks, and the 8x8 ones cost more) over both
+    if global_budget:
+        assert sum(uniform.values()) >= 0.79 * sum(blocks.values()), uniform
+    else:
+        assert all(uniform[name] >= 0.79 * blocks[name] for name in blocks), uniform
+
+
 def test_bad_projection_options_are_usage_errors(tmp_path, capsys):
     torch.save({"a.weight": torch.randn(8, 8)}, tmp_path / "m.pt")
     assert main(["encode", str(tmp_path / "m.pt"), str(tmp_path / "m.nnu"), "--prune-ratio", "0.8",

@@ -188,28 +188,32 @@ def project_lazily(tensors: Mapping[str, object], *, prune_ratio: float = 0.0, u
                    only: Sequence[str] | None = None, exclude_first_last: bool = False,
                    read: Callable[[str, object], np.ndarray] | None = None,
                    restore: Callable[[str, np.ndarray], object] | None = None,
-                   ties: Mapping[str, str] | None = None) -> ProjectedTensors:
+                   ties: Mapping[str, str] | None = None,
+                   blocks: Mapping[str, tuple[int, int]] | None = None) -> ProjectedTensors:
     """:func:`project_tensors` for a model that does not fit in memory twice: the block
     kinds are planned reading one tensor at a time (holding one byte a block; a global budget
     also holds each block's costs), and a :class:`ProjectedTensors` projects each tensor when
     it is read. ``read(name, value)`` gives a value as a numpy array (by default
     ``np.asarray``; a bfloat16 tensor widened, say), ``restore(name, projected)`` the stored
     form back; ``ties`` (``{alias: name}``) name the aliases, which give their name's
-    projection. Options and errors as for :func:`project_tensors`."""
+    projection; ``blocks`` (``{name: (rows, cols)}``) gives tensors a block shape of their
+    own (the one they will be coded with, e.g. ``--tensor-block``), the others taking
+    ``block``. Options and errors as for :func:`project_tensors`."""
     read = read or (lambda _name, value: np.asarray(value))
     target = Target(prune_ratio=prune_ratio, unify_ratio=unify_ratio, unify_threshold=unify_threshold,
                     block=tuple(block))
+    blocks = {name: tuple(shape) for name, shape in (blocks or {}).items()}
     ties = dict(ties or {})
     readable = {name: value for name, value in tensors.items() if name not in ties}
     candidates = _selected(readable, exclude, only)  # on shape and dtype: nothing read
     names = candidates[1:-1] if exclude_first_last else candidates
     planned = _Reading({name: readable[name] for name in names}, read)
-    kinds = plan_kinds(planned, {name: target for name in names}, budget=target if global_budget else None,
-                       normalize=normalize)
+    targets = {name: dataclasses.replace(target, block=blocks[name]) if name in blocks else target for name in names}
+    kinds = plan_kinds(planned, targets, budget=target if global_budget else None, normalize=normalize)
     planned.let_go()
     first_last = tuple(dict.fromkeys((candidates[0], candidates[-1]))) if exclude_first_last and candidates else ()
-    return ProjectedTensors(tensors, kinds, target.block, read=read, restore=restore, ties=ties,
-                            first_last=first_last)
+    return ProjectedTensors(tensors, kinds, {name: targets[name].block for name in names}, read=read,
+                            restore=restore, ties=ties, first_last=first_last)
 
 
 class _Reading(Mapping):
@@ -248,11 +252,13 @@ class ProjectedTensors(Mapping):
     distortion of each is recorded as it is projected (:meth:`report`). ``ties`` (``{alias:
     name}``) are declared to the encoder, which codes an alias once with its name
     (:func:`~nncodec_unify.codec.tensors.find_ties`); an alias gives the very projection its
-    name gave last, or projects it again. Built by :func:`project_lazily`."""
+    name gave last, or projects it again. ``blocks`` gives each planned tensor's block shape.
+    Built by :func:`project_lazily`."""
 
-    def __init__(self, tensors: Mapping[str, object], kinds: Mapping[str, np.ndarray], block: tuple[int, int], *,
-                 read, restore=None, ties: Mapping[str, str] | None = None, first_last: tuple[str, ...] = ()):
-        self._tensors, self._kinds, self._block = tensors, dict(kinds), block
+    def __init__(self, tensors: Mapping[str, object], kinds: Mapping[str, np.ndarray],
+                 blocks: Mapping[str, tuple[int, int]], *, read, restore=None, ties: Mapping[str, str] | None = None,
+                 first_last: tuple[str, ...] = ()):
+        self._tensors, self._kinds, self._blocks = tensors, dict(kinds), dict(blocks)
         self._read, self._restore = read, restore or (lambda _name, projected: projected)
         self._ties = dict(ties or {})
         self._targets = set(self._ties.values())
@@ -279,8 +285,9 @@ class ProjectedTensors(Mapping):
             return value
         array = self._read(source, value)
         kinds = self._kinds[source]
-        projected = project(array, kinds, self._block)
-        self._distortions[source] = _distortion(source, array, projected, kinds, self._block)
+        block = self._blocks[source]
+        projected = project(array, kinds, block)
+        self._distortions[source] = _distortion(source, array, projected, kinds, block)
         release_pages(array)  # a mapped input's pages: the projection is what is encoded
         result = self._restore(source, projected)
         if source in self._targets:
