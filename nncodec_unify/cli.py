@@ -141,7 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"nncodec_unify {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    encode = commands.add_parser("encode", help="encode a .pt/.pth/.safetensors file into a stream")
+    encode = commands.add_parser("encode", help="encode a .pt/.pth/.safetensors file or a model folder into a stream")
     encode.add_argument("input", help="a .pt/.pth state_dict (or checkpoint holding one), .safetensors, or a "
                         "Hugging Face model folder (model.safetensors, shards + index, or pytorch_model.bin)")
     encode.add_argument("--key", default=None, metavar="KEY",
@@ -218,7 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "(- : to stdout, in place of the summary)")
     encode.add_argument("-f", "--force", action="store_true", help="overwrite the output (and --report) if it exists")
 
-    decode = commands.add_parser("decode", help="decode a stream into .pt or .safetensors")
+    decode = commands.add_parser("decode", help="decode a stream into .pt, .safetensors, .npz or a model folder")
     decode.add_argument("input", help="the stream to decode (.nnu), or - to read it from stdin")
     decode.add_argument("output", help="ends in .pt/.pth, .safetensors or .npz; - for safetensors on stdout; or a "
                         "folder (ending in /): "
@@ -243,7 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="train a small CNN on real digits, unify+prune with ADMM, "
                                "encode, decode and evaluate the decoded model")
     demo.add_argument("--json", action="store_true", help="print the figures as one JSON object")
-    demo.add_argument("--epochs", type=int, default=30, help="dense training epochs (default %(default)s)")
+    demo.add_argument("--epochs", type=int, default=30, help="dense training epochs, also the ADMM epochs; the fine-tuning runs half as many (default %(default)s)")
     demo.add_argument("--seed", type=int, default=0, help="seed of the data split and training (default %(default)s)")
     demo.add_argument("--verbose", action="store_true", help="progress on stderr even when it is not a terminal")
     demo.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")

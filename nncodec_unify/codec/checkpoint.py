@@ -55,7 +55,8 @@ class MissingDependencyError(CheckpointError):
 
 
 def checkpoint_format(path: str | os.PathLike) -> str:
-    """'pt' or 'safetensors' by the file's extension; CheckpointError otherwise."""
+    """'pt' (.pt, .pth, .bin), 'safetensors' or 'npz' by the file's extension;
+    CheckpointError otherwise (.npz is written, never read, by this package)."""
     suffix = Path(path).suffix.lower()
     if suffix in (".pt", ".pth", ".bin"):
         return "pt"
@@ -555,7 +556,7 @@ def _umask() -> int:
 @dataclasses.dataclass(frozen=True)
 class EncodedFile:
     """What :func:`encode_file` wrote: the stream file, its size in bytes and a
-    :class:`~nncodec_unify.encoder.TensorReport` per tensor coded. ``data`` reads the whole
+    :class:`~nncodec_unify.codec.encoder.TensorReport` per tensor coded. ``data`` reads the whole
     stream back from the file on each access, for code written against ``EncodeResult``."""
 
     path: Path
@@ -574,7 +575,7 @@ def encode_file(source: str | os.PathLike, target: str | os.PathLike, *, config=
     (a folder's other files attached, §5.7) as ``nncodec encode`` does: written unit by unit,
     atomically, so memory holds the tensors being coded, never the stream or the model.
     ``progress(done, total, name)`` and ``workers`` as for
-    :func:`~nncodec_unify.encoder.encode_with_report` (workers are spawned processes: a
+    :func:`~nncodec_unify.codec.encoder.encode_with_report` (workers are spawned processes: a
     script must start them under ``if __name__ == "__main__":``). Each report carries the
     tensor's maximum quantization error. Returns an :class:`EncodedFile`."""
     if _same_path(source, target):
@@ -595,7 +596,7 @@ def encode_file(source: str | os.PathLike, target: str | os.PathLike, *, config=
 
 def decode_file(source: str | os.PathLike, target: str | os.PathLike, *, limits=None,
                 overwrite: bool = False, verify: bool = True, workers: int = 1) -> DecodedModel:
-    """Decode the stream file ``source`` into ``target``: .pt/.pth, .safetensors or a model
+    """Decode the stream file ``source`` into ``target``: .pt/.pth, .safetensors, .npz or a model
     folder (a path ending in a separator, or an existing folder: :func:`decode_to_folder`),
     and return the decoded model, which is then held in memory whole; :func:`decode_to_file`
     writes tensor by tensor and returns counts. ``verify=False`` skips the content digests'

@@ -203,7 +203,7 @@ class CalibrationReport:
     seconds: float
 
     def structure(self, model: nn.Module) -> Structure:
-        """The :class:`~nncodec_unify.admm.Structure` of the calibrated weights, to keep exactly
+        """The :class:`~nncodec_unify.method.admm.Structure` of the calibrated weights, to keep exactly
         during fine-tuning (see :func:`distill`)."""
         return Structure(model, self.kinds, self.blocks)
 

@@ -7,7 +7,7 @@ evaluates the **decoded** weights.
 
 CLI wiring::
 
-    from nncodec_unify.demo import run_demo
+    from nncodec_unify.method.demo import run_demo
     result = run_demo(progress=lambda line: print(line, file=sys.stderr))
 
 ``run_demo(*, epochs=30, admm_epochs=None, finetune_epochs=None, seed=0, prune_ratio=0.8,
