@@ -281,6 +281,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         print(f"nncodec: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    with _printable_paths():
+        return _run(args)
+
+
+@contextlib.contextmanager
+def _printable_paths():
+    """stdout and stderr write what they cannot encode as backslash escapes while the command
+    runs: a file name that is not valid UTF-8 (its bytes kept as lone surrogates) would
+    otherwise raise UnicodeEncodeError in a summary or an error line, after the output was
+    written."""
+    changed = []
+    for stream in (sys.stdout, sys.stderr):
+        if stream is not None and hasattr(stream, "reconfigure") and getattr(stream, "errors", None) == "strict":
+            with contextlib.suppress(Exception):
+                stream.reconfigure(errors="backslashreplace")
+                changed.append(stream)
+    try:
+        yield
+    finally:
+        for stream in changed:
+            with contextlib.suppress(Exception):
+                stream.reconfigure(errors="strict")
+
+
+def _run(args: argparse.Namespace) -> int:
+    """The chosen command's handler, with the exit statuses and one-line errors of :func:`main`."""
     handler = {"encode": _encode, "decode": _decode, "verify": _verify, "info": _info, "demo": _demo,
                "conform": _conform}[args.command]
     previous = {}
@@ -336,7 +362,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _fail(message: str, code: int) -> int:
-    print(f"nncodec: error: {message}", file=sys.stderr)
+    print(f"nncodec: error: {_shown(message)}", file=sys.stderr)  # one line, whatever a path holds
     return code
 
 
@@ -780,7 +806,7 @@ def _tied_names_clause(summary: dict) -> str:
 
 
 def _print_summary(summary: dict) -> None:
-    print(f"{summary['input']} -> {summary['output']}: {summary['original_bytes']:,} -> "
+    print(f"{_shown(summary['input'])} -> {_shown(summary['output'])}: {summary['original_bytes']:,} -> "
           f"{summary['compressed_bytes']:,} bytes, ratio {summary['compression_ratio']:.2f}x, "
           f"{summary['bits_per_parameter']:.3f} bits/parameter ({summary['tensors']} tensors, "
           f"{summary['parameters']:,} parameters" + _tied_names_clause(summary) + ")")
@@ -903,7 +929,8 @@ def _verify(args: argparse.Namespace) -> int:
         else:
             proof = (f"format {result['format']} carries no digests: structure and CRCs checked, the decoded "
                      "values cannot be proven")
-        print(f"{args.input}: OK, format {result['format']}, {count} tensors, {parameters:,} parameters; {proof}")
+        print(f"{_shown(args.input)}: OK, format {result['format']}, {count} tensors, {parameters:,} parameters; "
+              f"{proof}")
         if digest is not None:
             print(f"  model digest (SHA-256): {digest}")
     if mismatch:
@@ -918,7 +945,7 @@ def _print_decoded(args: argparse.Namespace, count: int, parameters: int, files:
                           "attached_files": files, "attached_files_not_written": left_out}))
     else:
         attached = f", {files} attached files" if files else ""
-        print(f"{args.input} -> {args.output}: {count} tensors, {parameters:,} parameters{attached}")
+        print(f"{_shown(args.input)} -> {_shown(args.output)}: {count} tensors, {parameters:,} parameters{attached}")
 
 
 def _info(args: argparse.Namespace) -> int:
@@ -942,7 +969,7 @@ def _info(args: argparse.Namespace) -> int:
         print(json.dumps({"version": f"{header.version_major}.{header.version_minor}", "bytes": len(data),
                           "model_digest": digest, "tensors": rows, "attached_files": attached}))
         return EXIT_OK
-    print(f"{args.input}: nncodec_unify stream, format {header.version_major}.{header.version_minor}, "
+    print(f"{_shown(args.input)}: nncodec_unify stream, format {header.version_major}.{header.version_minor}, "
           f"{len(data):,} bytes, {len(tensors)} tensors")
     table = [("name", "dtype", "shape", "coding", "bytes", "bits/param", "pruned/unified/dense")]
     for row in rows:

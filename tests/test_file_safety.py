@@ -349,3 +349,29 @@ def test_encode_file_into_a_folder_path_is_refused_for_what_it_is(tmp_path, stre
         with pytest.raises(CheckpointError, match="the stream is one file; give its path, not a folder's"):
             encode_file(tmp_path / "w.pt", target, overwrite=True)
     assert _files(tmp_path) == {stream.name, "w.pt", "out"}
+
+
+def test_file_names_that_are_not_utf8_or_hold_newlines_are_printed_escaped(tmp_path):
+    """Under a UTF-8 locale (strict stdout), a name with bytes that are not UTF-8 raised
+    UnicodeEncodeError in the summary, after the output was written; a newline in a name could
+    fake a line of output."""
+    import subprocess
+    import sys
+
+    from safetensors.numpy import save_file
+
+    folder = os.fsencode(str(tmp_path))
+    weights = os.path.join(folder, b"bad\xff.safetensors")
+    save_file({"w": np.ones((4, 4), np.float32)}, weights.decode("utf-8", "surrogateescape"))
+    environment = {**os.environ, "PYTHONIOENCODING": "utf-8"}
+    for argv in ([b"encode", weights, os.path.join(folder, b"bad\xff.nnu")],
+                 [b"info", os.path.join(folder, b"bad\xff.nnu")],
+                 [b"decode", os.path.join(folder, b"bad\xff.nnu"), os.path.join(folder, b"out\xff.safetensors")]):
+        result = subprocess.run([os.fsencode(sys.executable), b"-m", b"nncodec_unify", *argv], capture_output=True,
+                                env=environment, timeout=120)
+        assert result.returncode == EXIT_OK and b"Traceback" not in result.stderr, result.stderr
+        assert b"bad\\udcff" in result.stdout
+    result = subprocess.run([sys.executable, "-m", "nncodec_unify", "info", str(tmp_path / "no\nnncodec: error: x")],
+                            capture_output=True, text=True, env=environment, timeout=120)
+    assert result.returncode != EXIT_OK and _one_line(result.stderr).startswith("nncodec: error: ")
+    assert "no\\nnncodec: error: x" in result.stderr
