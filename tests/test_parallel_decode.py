@@ -230,6 +230,31 @@ def test_workers_start_single_threaded_and_leave_the_callers_environment_alone(m
         assert seen == "1" and not any(name in os.environ for name in _THREAD_VARIABLES)
 
 
+def _sigint_state():
+    """In a worker: whether SIGINT is blocked, and its handler."""
+    import signal
+
+    return signal.SIGINT in signal.pthread_sigmask(signal.SIG_BLOCK, []), signal.getsignal(signal.SIGINT)
+
+
+@pytest.mark.skipif(not hasattr(__import__("signal"), "pthread_sigmask"), reason="POSIX signal masks")
+def test_workers_are_born_with_ctrl_c_held_back_and_then_die_of_it_quietly():
+    """A Ctrl-C during a worker's start-up (its imports) printed a KeyboardInterrupt traceback
+    from the worker: SIGINT is blocked while workers are started, so they inherit it blocked,
+    and each unblocks it with the default action once started. The caller's mask is restored."""
+    import signal
+
+    from nncodec_unify.codec.workers import _child_environment, process_pool
+
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, [])
+    with _child_environment():
+        assert signal.SIGINT in signal.pthread_sigmask(signal.SIG_BLOCK, [])
+    assert signal.pthread_sigmask(signal.SIG_BLOCK, []) == before
+    with process_pool(1) as pool:
+        assert pool.submit(_sigint_state).result() == (False, signal.SIG_DFL)
+    assert signal.pthread_sigmask(signal.SIG_BLOCK, []) == before
+
+
 def test_leaving_the_pool_on_an_error_stops_the_running_jobs_instead_of_waiting_for_them():
     """A failed tensor, Ctrl-C or SIGTERM leaves the pool at once: the workers are terminated
     rather than left to finish their tensors (seconds for a large one), and none is left

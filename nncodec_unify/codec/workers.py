@@ -113,30 +113,38 @@ def _processes_of(executor) -> list:
 
 class _Pool:
     """Submits jobs to an executor whose processes start, when a job needs one, with one
-    BLAS/OpenMP thread (:func:`_single_threaded_children`). The variables are set only while a
-    job is submitted, which is when the executor starts its processes: a paused iterator
-    leaves the caller's environment as it was."""
+    BLAS/OpenMP thread and Ctrl-C held back (:func:`_child_environment`). Both are set only
+    while a job is submitted, which is when the executor starts its processes: a paused
+    iterator leaves the caller's environment as it was."""
 
     def __init__(self, executor):
         self._executor = executor
 
     def submit(self, function, *args):
         """``executor.submit(function, *args)``: a future."""
-        with _single_threaded_children():
+        with _child_environment():
             return self._executor.submit(function, *args)
 
 
 @contextlib.contextmanager
-def _single_threaded_children():
+def _child_environment():
     """Spawned workers start with one BLAS/OpenMP thread each unless the user chose otherwise:
     numpy reads these when it is imported, and N workers with a thread per core each crawl
-    (all-MiniLM-L6-v2 with 2 workers on 2 cores: 10.8 s with OpenBLAS's default, 6.6 s with 1)."""
+    (all-MiniLM-L6-v2 with 2 workers on 2 cores: 10.8 s with OpenBLAS's default, 6.6 s with 1).
+    And SIGINT is blocked while they are started, so that they inherit it blocked: a Ctrl-C
+    during a worker's start-up (its imports) waits until :func:`_worker_init` lets the worker
+    die of it quietly, instead of printing a KeyboardInterrupt traceback. In the caller a
+    blocked Ctrl-C is delivered when the job is submitted, not lost."""
     added = [name for name in _THREAD_VARIABLES if name not in os.environ]
     for name in added:
         os.environ[name] = "1"
+    masked = hasattr(signal, "pthread_sigmask")
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT}) if masked else None
     try:
         yield
     finally:
+        if masked:
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
         for name in added:
             os.environ.pop(name, None)
 
@@ -145,6 +153,8 @@ def _worker_init() -> None:
     # Ctrl-C reaches the whole process group: a worker stops at once and quietly (the parent
     # reports it), rather than finishing its tensor or printing a traceback of its own
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+    if hasattr(signal, "pthread_sigmask"):  # blocked since the start (_child_environment); one pending ends it now
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     if "torch" in sys.modules:  # two processes with two torch threads each crawl on 2 cores
         sys.modules["torch"].set_num_threads(1)
     keep_large_blocks_mapped()
