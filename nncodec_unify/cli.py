@@ -35,6 +35,7 @@ from .codec.checkpoint import (
     load_checkpoint,
     decode_to_safetensors_file,
     folder_attachments,
+    input_missing,
     is_folder_target,
     read_stream,
     write_bytes,
@@ -471,7 +472,7 @@ def _encode(args: argparse.Namespace) -> int:
 
     keep_large_blocks_mapped()
     if args.output == "-":
-        _standard("output")
+        _stdout_apart_from(args.input)
     if args.input == "-":
         raise UsageError("weights cannot be read from stdin: give a .pt/.safetensors file or a model folder")
     if args.no_rdo and args.rdo_lambda is not None:
@@ -838,18 +839,30 @@ def _standard(which: str):
     return stream
 
 
+def _stdout_apart_from(source: str) -> None:
+    """Refuse a standard output that is closed, or that is the input file itself (``- 1<>
+    in.safetensors``, ``>> in.nnu``), which writing would destroy as it is read (as cat
+    refuses "input file is output file")."""
+    stdout = _standard("output")
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        if source != "-" and os.path.isfile(source) and os.path.samestat(os.fstat(stdout.fileno()), os.stat(source)):
+            raise UsageError(f"standard output is the input file {source}: give the output its own file")
+
+
 def _read_stream(path: str) -> bytes | FileMapping:
     """The stream at ``path`` (``-``: stdin), mapped when large (:func:`read_stream`)."""
     if path == "-":  # a pipe
         return _standard("input").buffer.read()
     if not os.path.exists(path):
-        raise FileNotFoundError(f"{path}: no such file")
+        raise input_missing(path)
     if not os.path.isfile(path):
         raise IsADirectoryError(f"{path}: not a regular file")
     return read_stream(path)
 
 
 def _decode(args: argparse.Namespace) -> int:
+    if args.output == "-":
+        _stdout_apart_from(args.input)
     if args.output == "-" and _standard("output").isatty():  # as gzip and zstd refuse
         raise UsageError("refusing to write a binary safetensors file to a terminal: redirect it, or give a file")
     if args.output != "-" and _same_file(args.input, args.output):

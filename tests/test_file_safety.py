@@ -375,3 +375,36 @@ def test_file_names_that_are_not_utf8_or_hold_newlines_are_printed_escaped(tmp_p
                             capture_output=True, text=True, env=environment, timeout=120)
     assert result.returncode != EXIT_OK and _one_line(result.stderr).startswith("nncodec: error: ")
     assert "no\\nnncodec: error: x" in result.stderr
+
+
+def test_standard_output_that_is_the_input_file_is_refused(tmp_path, stream):
+    """`- 1<> in` or `- >> in` would write over the input as it is read."""
+    import subprocess
+    import sys
+
+    torch.save({"w": torch.ones(3, 3)}, tmp_path / "w.pt")
+    kept = {path: path.read_bytes() for path in (tmp_path / "w.pt", stream)}
+    for command, source in ((f"encode {tmp_path / 'w.pt'} - 1<> {tmp_path / 'w.pt'}", tmp_path / "w.pt"),
+                            (f"decode {stream} - >> {stream}", stream)):
+        result = subprocess.run(f"{sys.executable} -m nncodec_unify {command}", shell=True, capture_output=True,
+                                text=True, timeout=120)
+        assert result.returncode == EXIT_USAGE
+        assert _one_line(result.stderr) == (f"nncodec: error: standard output is the input file {source}: give the "
+                                            "output its own file")
+    assert {path: path.read_bytes() for path in kept} == kept
+
+
+def test_an_input_name_that_cannot_be_looked_up_says_why(tmp_path, capsys):
+    """A loop of links or a name too long said "no such file"."""
+    (tmp_path / "a").symlink_to(tmp_path / "b")
+    (tmp_path / "b").symlink_to(tmp_path / "a")
+    long_name = str(tmp_path / ("y" * 300))
+    for argv, reason in ((["decode", str(tmp_path / "a"), str(tmp_path / "o.safetensors")], "Too many levels"),
+                         (["encode", str(tmp_path / "a"), str(tmp_path / "o.nnu")], "Too many levels"),
+                         (["decode", long_name, str(tmp_path / "o.safetensors")], "File name too long"),
+                         (["decode", str(tmp_path / "none.nnu"), str(tmp_path / "o.safetensors")], "no such file")):
+        assert main(argv) == EXIT_IO
+        assert reason in _one_line(capsys.readouterr().err)
+    with pytest.raises(OSError, match="Too many levels of symbolic links"):
+        nu.decode_to_file(tmp_path / "a", tmp_path / "o.safetensors")
+    assert _files(tmp_path) == {"a", "b"}

@@ -68,6 +68,19 @@ def checkpoint_format(path: str | os.PathLike) -> str:
                           "for output, .npz; a path ending in / for a model folder)")
 
 
+def input_missing(path: str | os.PathLike, what: str = "file") -> OSError:
+    """The error for an input ``path`` that does not exist as ``what``: "no such {what}" when
+    nothing is there, the system's own reason when the name cannot be looked up (a loop of
+    links, a name too long, a folder that cannot be searched): "no such file" would hide it."""
+    try:
+        os.stat(path)
+    except FileNotFoundError:
+        return FileNotFoundError(f"{path}: no such {what}")
+    except OSError as exc:
+        return type(exc)(exc.errno, exc.strerror, str(path))
+    return FileNotFoundError(f"{path}: no such {what}")
+
+
 def load_tensors(path: str | os.PathLike) -> Mapping[str, object]:
     """Tensors of a ``.pt``/``.pth`` state_dict (or a checkpoint dict holding one), a
     ``.safetensors`` file or a Hugging Face model folder (:func:`load_folder`), by name.
@@ -76,7 +89,7 @@ def load_tensors(path: str | os.PathLike) -> Mapping[str, object]:
     if path.is_dir():
         return load_folder(path)
     if not path.exists():  # before the extension: a mistyped folder name has none
-        raise FileNotFoundError(f"{path}: no such file or folder")
+        raise input_missing(path, "file or folder")
     kind = checkpoint_format(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: not a regular file")
@@ -653,8 +666,10 @@ def _check_decode_paths(source: str | os.PathLike, target: str | os.PathLike) ->
     """A stream file to decode that is a regular file and not the output."""
     if _same_path(source, target):
         raise CheckpointError(f"{target}: input and output are the same file")
+    if not Path(source).exists():
+        raise input_missing(source)
     if not Path(source).is_file():  # not a FIFO or /dev/zero, which would never end
-        raise FileNotFoundError(f"{source}: no such file (or not a regular file)")
+        raise FileNotFoundError(f"{source}: not a regular file")
 
 
 def decode_into(data, target: str | os.PathLike, *, limits=None, progress=None, overwrite: bool = False,
