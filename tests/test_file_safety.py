@@ -408,3 +408,34 @@ def test_an_input_name_that_cannot_be_looked_up_says_why(tmp_path, capsys):
     with pytest.raises(OSError, match="Too many levels of symbolic links"):
         nu.decode_to_file(tmp_path / "a", tmp_path / "o.safetensors")
     assert _files(tmp_path) == {"a", "b"}
+
+
+def test_a_full_disk_under_torch_save_is_named_as_such(tmp_path, stream, monkeypatch):
+    """torch.save turned the write's ENOSPC into RuntimeError('unexpected pos ...')."""
+    real_open = open
+
+    class Full:
+        def __init__(self, file):
+            self._file, self._written = file, 0
+
+        def write(self, data):
+            self._written += len(data)
+            if self._written > 100:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            return self._file.write(data)
+
+        def __getattr__(self, name):
+            return getattr(self._file, name)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self._file.close()
+
+    monkeypatch.setattr(checkpoint, "open", lambda path, mode="r", *a, **k: Full(real_open(path, mode, *a, **k))
+                        if mode == "wb" else real_open(path, mode, *a, **k), raising=False)
+    with pytest.raises(OSError, match="No space left on device") as caught:
+        decode_file(stream, tmp_path / "o.pt")
+    assert caught.value.errno == errno.ENOSPC and caught.value.filename == str(tmp_path / "o.pt")
+    assert _files(tmp_path) == {stream.name}

@@ -483,7 +483,32 @@ def _torch_save(torch, model: DecodedModel, path: str) -> None:
     the archive's folder is then "archive" rather than the (temporary) file's random name, so
     the same model gives the same file."""
     with open(path, "wb") as file:
-        torch.save(torch_tensors(model.tensors), file)
+        recorder = _WriteErrors(file)
+        try:
+            torch.save(torch_tensors(model.tensors), recorder)
+        except RuntimeError:
+            if recorder.error is not None:  # torch says "unexpected pos ..."; the write said why
+                raise recorder.error from None
+            raise
+
+
+class _WriteErrors:
+    """A binary file whose ``write`` remembers the OSError it raised: ``torch.save`` turns it
+    into a RuntimeError that does not say why (a full disk reads "unexpected pos 1728 vs
+    1622")."""
+
+    def __init__(self, file):
+        self._file, self.error = file, None
+
+    def write(self, data) -> int:
+        try:
+            return self._file.write(data)
+        except OSError as exc:
+            self.error = exc
+            raise
+
+    def __getattr__(self, name: str):
+        return getattr(self._file, name)
 
 
 def write_bytes(path: str | os.PathLike, data: bytes, *, overwrite: bool = False) -> None:
