@@ -495,6 +495,37 @@ def _encode(args: argparse.Namespace) -> int:
         tensors = projected
     workers = _auto_workers(args.input, len(tensors)) if args.workers == "auto" else args.workers
     target = _rate_target(args)
+    controlled = None
+
+    def finish(reports, size: int, header: bytes) -> tuple[dict, dict | None]:
+        """The summary of the stream just written and the --report's content (None without
+        one). A --report file is written here, before the stream is committed: a report that
+        cannot be written (a full disk) leaves neither file behind."""
+        summary = _summary(args.input, args.output, reports, size)
+        summary["attached_files"] = [attached.path for attached in attachments]
+        summary["notes"] += checkpoint_notes + attachment_notes + _unmatched_rules(args, reports)
+        summary["rdo"] = {"lambda": config.rdo_lambda, "blocks": config.rdo_blocks} if config.rdo else None
+        summary["dependent_quantization"] = config.dependent
+        summary["format"] = f"{header[8]}.{header[9]}"  # the version the encoder chose
+        summary["model_digest"] = _model_digest_hex(model_records(reports))
+        summary["workers"] = workers
+        if controlled is not None:
+            summary["rate_control"] = {"target": target.describe(), **controlled.to_dict()}
+            matrices = [r for r in reports if len(r.shape) >= 2 and r.dtype in FLOAT_DTYPES]
+            if matrices and not any(r.qp == controlled.chosen.qp for r in matrices):
+                summary["notes"].append(f"rate control moved only the vector qp: no tensor of 2 or more dimensions "
+                                        f"is coded at the searched qp {controlled.chosen.qp} (rules or RAW coding "
+                                        "set theirs)")
+        if projected is not None:
+            summary["projection"] = projected.report().to_dict()
+            summary["notes"] += projection_notes
+        report = None
+        if args.report is not None:
+            report = dict(summary, tensor_reports=[_tensor_report(r) for r in reports])
+            if args.report != "-":
+                write_bytes(args.report, (json.dumps(report, indent=1) + "\n").encode("utf-8"), overwrite=args.force)
+        return summary, report
+
     if target is None:  # units go to the output as they are coded: the stream is never held whole
         def encode_into(file) -> _Counting:
             counting = _Counting(file)
@@ -508,10 +539,11 @@ def _encode(args: argparse.Namespace) -> int:
         if args.output == "-":  # a pipe: written as coded (a failure midway leaves the reader a cut stream)
             written = encode_into(sys.stdout.buffer)
             sys.stdout.buffer.flush()
+            summary, report = finish(reports, written.count, written.head)
         else:
             with atomic_output(Path(args.output), overwrite=args.force) as temporary, open(temporary, "wb") as file:
                 written = encode_into(file)
-        size, header = written.count, written.head
+                summary, report = finish(reports, written.count, written.head)  # the report first: see finish
     else:
         from .codec.ratecontrol import encode_to_target
 
@@ -528,36 +560,18 @@ def _encode(args: argparse.Namespace) -> int:
                 raise
             raise EncodeError(f"{exc} (the folder's attached files alone take {carried:,} bytes of it; "
                               "--no-attach leaves them out)") from None
+        data = controlled.result.data
         if args.output == "-":
-            sys.stdout.buffer.write(controlled.result.data)
+            sys.stdout.buffer.write(data)
             sys.stdout.buffer.flush()
+            summary, report = finish(controlled.result.reports, len(data), data[:10])
         else:
-            write_bytes(args.output, controlled.result.data, overwrite=args.force)
-        reports, size = controlled.result.reports, len(controlled.result.data)
-        header = controlled.result.data[:10]
-    summary = _summary(args.input, args.output, reports, size)
-    summary["attached_files"] = [attached.path for attached in attachments]
-    summary["notes"] += checkpoint_notes + attachment_notes + _unmatched_rules(args, reports)
-    summary["rdo"] = {"lambda": config.rdo_lambda, "blocks": config.rdo_blocks} if config.rdo else None
-    summary["dependent_quantization"] = config.dependent
-    summary["format"] = f"{header[8]}.{header[9]}"  # the version the encoder chose
-    summary["model_digest"] = _model_digest_hex(model_records(reports))
-    summary["workers"] = workers
-    if target is not None:
-        summary["rate_control"] = {"target": target.describe(), **controlled.to_dict()}
-        matrices = [r for r in reports if len(r.shape) >= 2 and r.dtype in FLOAT_DTYPES]
-        if matrices and not any(r.qp == controlled.chosen.qp for r in matrices):
-            summary["notes"].append(f"rate control moved only the vector qp: no tensor of 2 or more dimensions is "
-                                    f"coded at the searched qp {controlled.chosen.qp} (rules or RAW coding set theirs)")
-    if projected is not None:
-        summary["projection"] = projected.report().to_dict()
-        summary["notes"] += projection_notes
-    if args.report is not None:
-        report = dict(summary, tensor_reports=[_tensor_report(r) for r in reports])
-        if args.report == "-":  # the report, in place of the summary, on stdout
-            print(json.dumps(report, indent=1))
-            return EXIT_OK
-        write_bytes(args.report, (json.dumps(report, indent=1) + "\n").encode("utf-8"), overwrite=args.force)
+            with atomic_output(Path(args.output), overwrite=args.force) as temporary:
+                Path(temporary).write_bytes(data)
+                summary, report = finish(controlled.result.reports, len(data), data[:10])
+    if args.report == "-":  # the report, in place of the summary, on stdout
+        print(json.dumps(report, indent=1))
+        return EXIT_OK
     # with the stream on stdout, the summary goes to stderr
     with contextlib.redirect_stdout(sys.stderr) if args.output == "-" else contextlib.nullcontext():
         _print_encoded(args, summary, projected, target, controlled if target is not None else None)

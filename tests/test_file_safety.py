@@ -439,3 +439,21 @@ def test_a_full_disk_under_torch_save_is_named_as_such(tmp_path, stream, monkeyp
         decode_file(stream, tmp_path / "o.pt")
     assert caught.value.errno == errno.ENOSPC and caught.value.filename == str(tmp_path / "o.pt")
     assert _files(tmp_path) == {stream.name}
+
+
+@pytest.mark.parametrize("rate_control", [[], ["--target-size", "400"]])
+def test_a_report_that_cannot_be_written_leaves_no_stream_either(tmp_path, monkeypatch, capsys, rate_control):
+    """The report is written before the stream is committed (the stream was left behind when
+    the report hit a full disk, with exit 3)."""
+    from nncodec_unify import cli
+
+    torch.save({"w": torch.randn(16, 16)}, tmp_path / "w.pt")
+
+    def full(path, data, *, overwrite=False):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+    monkeypatch.setattr(cli, "write_bytes", full)
+    assert main(["encode", "-q", str(tmp_path / "w.pt"), str(tmp_path / "w.nnu"), "--report", str(tmp_path / "r.json"),
+                 *rate_control]) == EXIT_IO
+    assert _one_line(capsys.readouterr().err) == f"nncodec: error: {tmp_path / 'r.json'}: No space left on device"
+    assert _files(tmp_path) == {"w.pt"}
