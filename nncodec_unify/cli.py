@@ -43,7 +43,9 @@ from .codec.checkpoint import (
 from .codec.config import EncoderConfig, TensorRule
 from .codec.decoder import describe
 from .codec.errors import BitstreamError, EncodeError, LimitExceededError, NncodecError, OutputExistsError
-from .codec.format import DTYPE_NAMES, FLOAT_DTYPES, CodingMode, Limits
+from .codec.bitio import ByteReader
+from .codec.format import DTYPE_NAMES, FILE_HEADER_SIZE, FLOAT_DTYPES, CodingMode, Limits
+from .codec.syntax import read_file_header
 from .codec.memory import FileMapping
 from .codec.quant import step_size
 from .codec import termination
@@ -865,8 +867,12 @@ def _stdout_apart_from(source: str) -> None:
 
 def _read_stream(path: str) -> bytes | FileMapping:
     """The stream at ``path`` (``-``: stdin), mapped when large (:func:`read_stream`)."""
-    if path == "-":  # a pipe
-        return _standard("input").buffer.read()
+    if path == "-":  # a pipe: its file header is checked first, so that what is not a stream
+        stdin = _standard("input").buffer  # (/dev/zero, which never ends) is refused at once
+        head = stdin.read(FILE_HEADER_SIZE)
+        if len(head) == FILE_HEADER_SIZE:  # a shorter one is the decoder's to report (truncated)
+            read_file_header(ByteReader(head))
+        return head + stdin.read()
     if not os.path.exists(path):
         raise input_missing(path)
     if not os.path.isfile(path):

@@ -457,3 +457,17 @@ def test_a_report_that_cannot_be_written_leaves_no_stream_either(tmp_path, monke
                  *rate_control]) == EXIT_IO
     assert _one_line(capsys.readouterr().err) == f"nncodec: error: {tmp_path / 'r.json'}: No space left on device"
     assert _files(tmp_path) == {"w.pt"}
+
+
+def test_a_pipe_that_is_not_a_stream_is_refused_at_its_first_bytes(tmp_path):
+    """`decode - < /dev/zero` read until memory ran out: the file header is checked first."""
+    import subprocess
+    import sys
+
+    with open("/dev/zero", "rb") as zeros:
+        result = subprocess.run([sys.executable, "-m", "nncodec_unify", "decode", "-", str(tmp_path / "o.safetensors")],
+                                stdin=zeros, capture_output=True, text=True, timeout=60)
+    assert result.returncode == EXIT_BAD_INPUT
+    assert _one_line(result.stderr) == ("nncodec: error: -: invalid stream: magic at byte 0: not an nncodec_unify "
+                                        "stream (bad magic number)")
+    assert _files(tmp_path) == set()
