@@ -42,13 +42,18 @@ def test_non_finite_values_in_an_explicit_quantized_mode_are_refused(mode):
         nu.encode({"w": np.array([[1.0, np.nan]], np.float32)}, config=_explicit(mode))
 
 
-def test_levels_beyond_2_to_the_31_fall_back_to_raw_or_are_refused():
-    values = np.array([[3.0e38, -1.0]], np.float32)
-    (report,) = encode_with_report({"w": values}).reports
-    assert report.mode == CodingMode.RAW and "2**31" in report.note
-    for mode in QUANTIZED:
-        with pytest.raises(EncodeError, match="2\\*\\*31"):
-            nu.encode({"w": values}, config=_explicit(mode))
+def test_levels_beyond_what_float32_holds_exactly_fall_back_to_raw_or_are_refused():
+    """Float levels stop at 2**24 (the decoder's float32 product, §7.1, holds no more exactly)."""
+    for values in (np.array([[3.0e38, -1.0]], np.float32), np.array([[2.0 ** 24 * 2.0 ** -8, 0.0]], np.float32)):
+        (report,) = encode_with_report({"w": values}).reports
+        assert report.mode == CodingMode.RAW and "2**24" in report.note
+        for mode in QUANTIZED:
+            with pytest.raises(EncodeError, match="2\\*\\*24"):
+                nu.encode({"w": values}, config=_explicit(mode))
+    just_below = np.array([[(2.0 ** 24 - 1) * 2.0 ** -8, -1.0]], np.float32)
+    # the largest level below the limit is quantized (an explicit mode is allowed), on the grid: exactly
+    assert nu.decode(nu.encode({"w": just_below}, config=_explicit(CodingMode.DENSE)))["w"].tobytes() == \
+        just_below.tobytes()
 
 
 @pytest.mark.parametrize("qp", [-496, -200, 0, 200, 411])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 from hypothesis import given
@@ -238,3 +240,48 @@ def test_unsigned_tensors_around_a_zero_point_get_column_offsets(dtype, zero_poi
     assert nu.decode(data)["w"].tobytes() == unsigned.tobytes()
     assert choose_column_offsets(unsigned) is not None
     assert len(data) < 1.02 * len(nu.encode({"w": signed.astype(np.int16)}))
+
+
+# --- values the float32 reconstruction (§7.1) cannot give back within a step -------------------------
+
+def test_float16_that_a_coarse_step_would_rebuild_as_infinity_is_coded_raw():
+    """65504 at a step of 40 rounds to level 1638, which rebuilds 65520: inf in float16."""
+    x = (np.random.default_rng(3).standard_normal((64, 64)) * 1000).astype(np.float16)
+    x[0, :5] = 65504
+    for config in (EncoderConfig(qp=21, rdo=False), EncoderConfig(qp=21)):
+        result = nu.encode_with_report({"w": x}, config=config, measure_error=True)
+        report = result.reports[0]
+        assert report.mode == CodingMode.RAW and "float16's range" in report.note
+        assert nu.decode(result.data)["w"].tobytes() == x.tobytes()
+    with pytest.raises(nu.EncodeError, match="tensor 'w': cannot code in DENSE mode: .* beyond float16's range"):
+        nu.encode({"w": x}, config=EncoderConfig(qp=21, rules=(TensorRule("w", mode=CodingMode.DENSE),)))
+
+
+@pytest.mark.parametrize("values, qp", [
+    (2000 + np.random.default_rng(0).random(256), None),  # a float64 running_var: levels beyond 2**24 at the vector step
+    ((np.arange(256) + 2.0 ** 25) * 2.0 ** -14, None),  # on the float64 grid, not on the float32 product's
+    (np.where(np.arange(256) % 2 == 0, 3.5e38, -1e38).reshape(16, 16), 400),  # beyond float32 (IndexError or inf)
+])
+def test_float64_values_the_float32_product_cannot_hold_are_coded_raw(values, qp):
+    base = EncoderConfig() if qp is None else EncoderConfig(qp=qp)
+    for config in (base, dataclasses.replace(base, rdo=False), dataclasses.replace(base, dependent=False)):
+        result = nu.encode_with_report({"v": values}, config=config)
+        assert result.reports[0].mode == CodingMode.RAW
+        assert nu.decode(result.data)["v"].tobytes() == values.tobytes()
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_half_precision_snapped_onto_the_grid_is_coded_losslessly_by_default(dtype):
+    """snap_to_grid rounds the float32 product to the tensor's type; the trellis re-quantized
+    such a tensor (on_grid compared the product in float64), so 20 % of it came back changed."""
+    step = step_size(-31, EncoderConfig().qp_density)
+    levels = np.random.default_rng(4).integers(-3000, 3000, size=(16, 16))
+    values = dequantize(levels, step, DType.FLOAT16 if dtype == "float16" else DType.BFLOAT16)
+    if dtype == "float16":
+        decoded = nu.decode(nu.encode({"w": values}, config=EncoderConfig(qp=-31)))["w"]
+        assert decoded.dtype == np.float16 and decoded.tobytes() == values.tobytes()
+    else:
+        torch = pytest.importorskip("torch")
+        tensor = torch.from_numpy(values).to(torch.bfloat16)
+        decoded = nu.decode(nu.encode({"w": tensor}, config=EncoderConfig(qp=-31)), framework="pt")["w"]
+        assert torch.equal(decoded.view(torch.int16), tensor.view(torch.int16))

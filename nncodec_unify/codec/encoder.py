@@ -372,7 +372,7 @@ def encode_tensor(name: str, array: np.ndarray | BFloat16Array, dtype: DType, co
     original_bytes = array.size * DTYPE_ITEMSIZE[dtype]
     mode, note = coding.mode, ""
     if mode != CodingMode.RAW:
-        problem = _unquantizable(array, coding)
+        problem = _unquantizable(array, coding, dtype)
         if problem:
             if coding.explicit_mode:
                 raise EncodeError(f"tensor {name!r}: cannot code in {mode.name} mode: {problem}")
@@ -385,7 +385,7 @@ def encode_tensor(name: str, array: np.ndarray | BFloat16Array, dtype: DType, co
     if mode == CodingMode.RAW:
         return _raw_payload(name, array, dtype, coding, raw_report, aliases)
     step = step_size(coding.qp, coding.qp_density)
-    choice = choose_levels(array, step, mode, coding, use_contexts)
+    choice = choose_levels(array, step, mode, coding, use_contexts, dtype)
     # from here on the levels stand for the values: a memory-mapped input's pages can go (a
     # RAW fallback or the error measurement reads them from the file again)
     _release(array)
@@ -529,13 +529,16 @@ def _extremes(source: np.ndarray | BFloat16Array) -> tuple[float, float]:
     return float(np.min(lows)), float(np.max(highs))
 
 
-def on_grid(array: np.ndarray | BFloat16Array, levels: np.ndarray, step: np.float32) -> bool:
-    """Whether ``levels * step`` rebuilds ``array`` exactly: a tensor trained onto this grid,
-    which the encoder codes losslessly rather than trading its values for bits."""
+def on_grid(array: np.ndarray | BFloat16Array, levels: np.ndarray, step: np.float32, dtype: DType) -> bool:
+    """Whether the decoder's reconstruction of ``levels`` (§7.1: a float32 product, then the
+    tensor's float type ``dtype``) rebuilds ``array`` exactly: a tensor trained onto this grid
+    (``snap_to_grid``), which the encoder codes losslessly rather than trading its values for
+    bits. Compared in ``dtype``, so a float16 or bfloat16 value snapped by rounding the
+    product is on the grid, and a float64 value that the float32 product cannot hold is not."""
     levels = levels.reshape(-1)
     for start, stop in _chunks(array.size):
-        rebuilt = np.multiply(levels[start:stop], np.float32(step), dtype=np.float64)
-        if not np.array_equal(rebuilt, _flat_values(array, start, stop).astype(np.float64, copy=False)):
+        rebuilt = dequantize(levels[start:stop], step, dtype)
+        if not np.array_equal(rebuilt, _flat_values(array, start, stop)):
             return False
     return True
 
@@ -553,7 +556,7 @@ def _nearest(array: np.ndarray | BFloat16Array, step: np.float32) -> np.ndarray:
 
 
 def choose_levels(array: np.ndarray | BFloat16Array, step: np.float32, mode: CodingMode, coding: TensorCoding,
-                  use_contexts: bool) -> LevelChoice:
+                  use_contexts: bool, dtype: DType | None = None) -> LevelChoice:
     """The levels (the array's shape, see :func:`_level_dtype`) of a float tensor in DENSE or
     UNIFIED mode.
 
@@ -569,7 +572,8 @@ def choose_levels(array: np.ndarray | BFloat16Array, step: np.float32, mode: Cod
     cache) again, and the tensor's values are never resident beside its levels.
     """
     nearest = _nearest(array, step)  # |level| < 2**31 was checked by the caller
-    if coding.rdo_lambda <= 0 or array.size == 0 or on_grid(array, nearest, step):
+    dtype = _float_type(array) if dtype is None else dtype
+    if coding.rdo_lambda <= 0 or array.size == 0 or on_grid(array, nearest, step, dtype):
         return LevelChoice(nearest)
     matrix = nearest.reshape(matrix_shape(nearest.shape))
     kinds = block_kinds(np.abs(matrix), *coding.block) if mode == CodingMode.UNIFIED else None
@@ -686,16 +690,39 @@ def _encode_integer_tensor(name: str, array: np.ndarray, dtype: DType, coding: T
                              0.0, None, note, content_digest=digest, aliases=aliases or ())
 
 
-def _unquantizable(array: np.ndarray | BFloat16Array, coding: TensorCoding) -> str:
+def _unquantizable(array: np.ndarray | BFloat16Array, coding: TensorCoding, dtype: DType) -> str:
+    """Why the float tensor ``array`` of ``dtype`` cannot be quantized at ``coding``'s qp
+    within the documented error, or "": values that are not finite; levels beyond 2**24,
+    which the decoder's float32 reconstruction (§7.1) does not hold exactly (the error would
+    grow with the level); or a largest magnitude whose reconstruction, up to two steps above
+    it, could overflow the tensor's type (float16 at a coarse qp rebuilt 65504 as inf)."""
     if array.size == 0:
         return ""
     low, high = _extremes(array)  # nan if any is (no full-size temporary)
     if not (np.isfinite(high) and np.isfinite(low)):
         return "it holds nan or inf"
     largest = max(high, -low)
-    if largest / float(step_size(coding.qp, coding.qp_density)) >= MAX_LEVEL:
-        return f"its largest magnitude {largest:g} needs levels beyond 2**31 at qp {coding.qp}"
+    step = float(step_size(coding.qp, coding.qp_density))
+    if largest / step >= MAX_EXACT_LEVEL:
+        return (f"its largest magnitude {largest:g} needs levels beyond 2**24 at qp {coding.qp}, which float32 "
+                "reconstruction does not hold exactly")
+    if largest + 2 * step >= _LARGEST_REBUILT[dtype]:  # RDO and the trellis may go past the nearest level
+        return f"its largest magnitude {largest:g} could be rebuilt beyond {dtype.name.lower()}'s range at qp {coding.qp}"
     return ""
+
+
+MAX_EXACT_LEVEL = 1 << 24  # float32 holds every integer up to here, so level * step rounds once
+# rebuilt values at or beyond these round to infinity in the tensor's type (float64's come
+# from a float32 product, so float32's limit holds for it too)
+_LARGEST_REBUILT = {DType.FLOAT16: 65520.0, DType.BFLOAT16: float(np.finfo(np.float32).max),
+                    DType.FLOAT32: float(np.finfo(np.float32).max), DType.FLOAT64: float(np.finfo(np.float32).max)}
+
+
+def _float_type(array: np.ndarray | BFloat16Array) -> DType:
+    """The float DType of a float tensor as the encoder holds it."""
+    if isinstance(array, BFloat16Array):
+        return DType.BFLOAT16
+    return {np.dtype(np.float16): DType.FLOAT16, np.dtype(np.float64): DType.FLOAT64}.get(array.dtype, DType.FLOAT32)
 
 
 def _raw_bytes(array: np.ndarray | BFloat16Array, dtype: DType) -> bytes:
