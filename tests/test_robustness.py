@@ -252,3 +252,32 @@ def test_column_medians_a_few_rows_at_a_time_are_the_lower_medians(seed, monkeyp
     expected = np.sort(sample.astype(np.int64), axis=0)[(rows - 1) // 2]
     expected[np.abs(expected) > encoder._MEDIAN_RANGE] = 0
     assert encoder._column_medians(sample).tolist() == expected.tolist()
+
+
+@pytest.mark.parametrize("bits", [np.array([1.5, 2.7]), np.array([-1, 70000])])
+def test_bfloat16_bits_that_are_not_16_bit_integers_are_refused(bits):
+    """They were cast silently (1.5 became the bits 1)."""
+    from nncodec_unify.codec.tensors import BFloat16Array
+
+    with pytest.raises(EncodeError, match="^tensor 'w': BFloat16Array bits must be 16-bit integers"):
+        nu.encode({"w": BFloat16Array(bits)})
+    signed = np.array([0x3F80, -0x4080], np.int16)  # 1.0 and -1.0 as signed 16-bit patterns
+    assert nu.decode(nu.encode({"w": BFloat16Array(signed)}))["w"].tolist() == [1.0, -1.0]
+
+
+def test_a_tensor_whose_shape_cannot_be_read_is_one_line():
+    torch = pytest.importorskip("torch")
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        nested = torch.nested.nested_tensor([torch.randn(2), torch.randn(3)])
+    with pytest.raises(EncodeError, match="^tensor 'w': cannot read its shape"):
+        nu.encode({"w": nested})
+
+
+@pytest.mark.parametrize("field", ["use_contexts", "rdo", "rdo_blocks", "dependent", "digests"])
+@pytest.mark.parametrize("value", ["no", None, 0])
+def test_switches_of_the_encoder_config_must_be_booleans(field, value):
+    with pytest.raises(EncodeError, match=f"^{field} must be True or False, got {value!r}$"):
+        EncoderConfig(**{field: value})

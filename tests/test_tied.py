@@ -192,3 +192,15 @@ def test_excluding_a_tied_name_keeps_the_tensor_it_shares_unprojected(tmp_path, 
     assert [t["name"] for t in summary["projection"]["tensors"]] == ["mid.weight"]
     decoded = nu.decode((tmp_path / "m.nnu").read_bytes())
     assert np.count_nonzero(decoded["head.weight"] == 0) < 5  # not half pruned
+
+
+def test_a_tied_name_that_a_rule_codes_otherwise_is_coded_on_its_own():
+    """A rule on the alias (RAW here) was ignored: the alias came back lossy, as its target."""
+    w = np.random.default_rng(0).standard_normal((8, 8)).astype(np.float32)
+    config = nu.EncoderConfig(rules=(nu.TensorRule("v", mode=nu.CodingMode.RAW),))
+    result = nu.encode_with_report({"w": w, "v": w}, config=config)
+    assert [(r.name, r.mode.name, r.aliases) for r in result.reports] == [("w", "UNIFIED", ()), ("v", "RAW", ())]
+    assert nu.decode(result.data)["v"].tobytes() == w.tobytes()
+    # a rule that matches both names keeps them tied
+    both = nu.EncoderConfig(rules=(nu.TensorRule("*", qp=-20),))
+    assert [r.aliases for r in nu.encode_with_report({"w": w, "v": w}, config=both).reports] == [("v",)]

@@ -123,6 +123,9 @@ class EncoderConfig:
                 raise EncodeError(f"{field} {value!r} is outside the format's range "
                                   f"at qp_density {self.qp_density}")
         _check_block(self.block)
+        for field in ("use_contexts", "rdo", "rdo_blocks", "dependent", "digests"):
+            if not isinstance(getattr(self, field), (bool, np.bool_)):  # "no" would read as True
+                raise EncodeError(f"{field} must be True or False, got {getattr(self, field)!r}")
         for field in ("rdo_lambda", "dependent_lambda"):
             value = getattr(self, field)
             if not isinstance(value, (int, float, np.floating)) or isinstance(value, bool) \
@@ -139,6 +142,12 @@ class EncoderConfig:
                 raise EncodeError(f"rule {rule.pattern!r}: qp {rule.qp!r} is outside the format's range")
             if rule.block is not None:
                 _check_block(rule.block)
+
+    def same_rules(self, name: str, other: str) -> bool:
+        """Whether the same rules match ``name`` and ``other``: then one tensor under either
+        name gets the same coding (tied names are coded once only then)."""
+        return all(fnmatch.fnmatchcase(name, rule.pattern) == fnmatch.fnmatchcase(other, rule.pattern)
+                   for rule in self.rules)
 
     def coding_for(self, name: str, dtype: DType, ndim: int) -> TensorCoding:
         """Resolve the coding of tensor ``name`` from the defaults and the matching rules."""

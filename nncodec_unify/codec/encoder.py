@@ -166,8 +166,10 @@ def encode_to_file(tensors: Mapping[str, object], file, *, config: EncoderConfig
             raise EncodeError(f"attached file {path!r}: {problem}")
     if len(set(paths)) != len(paths):
         raise EncodeError("two attached files have the same path")
-    # tied weights are coded once, their other names in the tensor's header (format 5.0)
-    ties = find_ties(tensors) if config.digests else {}
+    # tied weights are coded once, their other names in the tensor's header (format 5.0); a
+    # name that a rule codes otherwise (--mode, --tensor-qp, --tensor-block) is coded on its own
+    ties = {alias: target for alias, target in (find_ties(tensors) if config.digests else {}).items()
+            if config.same_rules(alias, target)}
     aliases_of: dict[str, list[str]] = {}
     for alias, target in ties.items():
         aliases_of.setdefault(target, []).append(alias)
@@ -274,7 +276,11 @@ def _jobs(tensors: Mapping[str, object], config: EncoderConfig, measure_error: b
         _check_name(name)
         if name in ties:
             continue
-        declared = getattr(value, "shape", None)
+        try:
+            declared = getattr(value, "shape", None)
+        except (TypeError, ValueError, RuntimeError, NotImplementedError) as exc:  # a nested torch tensor
+            detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise EncodeError(f"tensor {name!r}: cannot read its shape ({detail})") from None
         if isinstance(declared, tuple):  # before converting: a broadcast view may be huge
             _check_shape(name, tuple(int(dim) for dim in declared))
         try:

@@ -53,7 +53,12 @@ def to_source(name: str, value) -> tuple[np.ndarray | BFloat16Array, DType]:
     :class:`BFloat16Array` of C-contiguous native uint16 (a view where the value allows), for
     a caller that widens a piece at a time or only for as long as it needs the values."""
     if isinstance(value, BFloat16Array):
-        return BFloat16Array(np.asarray(value.bits, dtype=np.uint16, order="C")), DType.BFLOAT16  # 0-dim kept
+        bits = np.asarray(value.bits)
+        if bits.dtype.kind not in "ui" or bits.dtype.itemsize != 2:  # a float or a wider int would be cast
+            raise EncodeError(f"tensor {name!r}: BFloat16Array bits must be 16-bit integers (uint16), "
+                              f"got {bits.dtype}")
+        return BFloat16Array(np.asarray(bits.view(np.uint16) if bits.dtype.kind == "i" else bits, dtype=np.uint16,
+                                        order="C")), DType.BFLOAT16  # 0-dim kept
     if type(value).__module__.split(".")[0] == "torch":
         return _torch_source(name, value)
     array = np.asarray(value)
