@@ -488,3 +488,16 @@ def test_importance_in_half_precision_and_the_weighted_distance():
     together = sum(p.numel() for n, p in admm.params.items() if n != "hidden.weight") + 24 * (weights.sum() - weights[0, 0])
     assert admm.distance() == pytest.approx(np.sqrt(apart / together), rel=1e-3)
     assert admm.distance() > 1  # unweighted it would be sqrt(24 / 2000-odd)
+
+
+def test_a_frozen_parameter_gets_no_penalty_gradient_and_stays_put():
+    """The hook set .grad on a parameter with requires_grad False, and the optimizer stepped it."""
+    model = make_net()
+    model.hidden.weight.requires_grad_(False)
+    frozen = model.hidden.weight.detach().clone()
+    admm = ADMM(model, TARGET, rho=0.5)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    admm.attach(optimizer)
+    _train(model, admm, optimizer, use_penalty=False, steps=3)
+    assert model.hidden.weight.grad is None and torch.equal(model.hidden.weight, frozen)
+    assert model.out.weight.grad is not None

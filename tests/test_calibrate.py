@@ -542,3 +542,24 @@ def test_input_energies_of_a_tied_weight_go_under_its_first_name_for_admm():
     assert list(energies) == ["mid.weight", "emb.weight"] and energies["emb.weight"].shape == (1, 8)
     admm = ADMM(model, Target(prune_ratio=0.5, block=(2, 2)), importance=energies)
     assert set(admm.importance) == {"emb.weight", "mid.weight"}
+
+
+def test_one_calibration_row_or_constant_inputs_do_not_break_the_metric():
+    """With one row every input is constant: float32 sums left its variance at a rounding
+    error of either sign, and a negative one crashed ('weights must be non-negative')."""
+    for seed in range(6):
+        torch.manual_seed(seed)
+        model = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 8)).eval()
+        report = calibrate(model, [torch.randn(1, 16)], CalibrationConfig(
+            target=Target(prune_ratio=0.3), coding=EncoderConfig(qp=-24)))
+        assert all(layer.blocks[0] > 0 for layer in report.layers)
+        assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+@pytest.mark.parametrize("where", ["target", "budget", "rule"])
+def test_unify_threshold_is_refused_rather_than_ignored(where):
+    threshold = Target(prune_ratio=0.1, unify_threshold=0.5)
+    options = {"target": {"target": threshold}, "budget": {"budget": threshold},
+               "rule": {"rules": (("*", threshold),)}}[where]
+    with pytest.raises(ValueError, match="^calibration takes unify_ratio, not unify_threshold"):
+        CalibrationConfig(coding=EncoderConfig(), **options)

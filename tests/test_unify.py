@@ -393,3 +393,15 @@ def test_project_arrays_weights_the_unified_magnitude():
     assert kinds["w"].tolist() == [[UNIFIED]]
     assert projected["w"].tolist() == [[4.0, -4.0, 4.0, 4.0]]  # the magnitude of the only weighted element
     assert projected["b"].tolist() == [1.0, 1.0, 1.0]
+
+
+def test_project_tensors_keeps_tied_weights_tied_and_counts_them_once():
+    from nncodec_unify.method.posttrain import project_tensors
+
+    rng = np.random.default_rng(12)
+    shared = rng.normal(size=(8, 8)).astype(np.float32)
+    tensors = {"emb": shared, "mid": rng.normal(size=(8, 8)).astype(np.float32), "head": shared}
+    out, report = project_tensors(tensors, prune_ratio=0.25, unify_threshold=0.4, global_budget=True)
+    assert out["head"] is out["emb"]
+    assert [t.name for t in report.tensors] == ["emb", "mid"]
+    assert sum(t.blocks[0] for t in report.tensors) == 2  # a quarter of the 8 blocks of emb and mid, not of 12

@@ -203,8 +203,11 @@ class ADMM:
     @torch.no_grad()
     def add_penalty_grad_(self) -> None:
         """Add ``rho (W - Z + U)`` (times the importance, if any) to each constrained parameter's
-        ``.grad`` (the penalty's gradient)."""
+        ``.grad`` (the penalty's gradient); a frozen parameter (``requires_grad`` False) is left
+        alone, as it would be by the loss (a ``.grad`` set on it would make the optimizer step it)."""
         for name, param in self.params.items():
+            if not param.requires_grad:
+                continue
             term = (self.rho * self._weighted(name, param - self.Z[name] + self.U[name])).to(param.dtype)
             if param.grad is None:
                 param.grad = term.clone()

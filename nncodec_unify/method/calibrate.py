@@ -149,6 +149,11 @@ class CalibrationConfig:
             raise ValueError(f"damping must be positive and finite, got {self.damping}")
         if not (math.isfinite(self.rho) and math.isfinite(self.rho_growth)):
             raise ValueError(f"rho and rho_growth must be finite, got {self.rho}, {self.rho_growth}")
+        targets = [self.target, self.budget, *(target for _, target in rules)]
+        if any(target is not None and target.unify_threshold is not None for target in targets):
+            # the layer-wise solver works to counts of pruned and unified blocks
+            raise ValueError("calibration takes unify_ratio, not unify_threshold (it would be ignored): "
+                             "give each Target a unify_ratio")
 
     def target_for(self, name: str) -> tuple[bool, Target | None]:
         """``(calibrated, target)`` for the weight ``name``."""
@@ -451,11 +456,22 @@ class _Statistics:
             out["cross"] = self.cross.numpy() / rows
             out["target_gram"] = self.target_gram.numpy() / rows
         if centred:
-            out["gram"] = out["gram"] - np.outer(mean, mean)
+            out["gram"] = _variances_clipped(out["gram"] - np.outer(mean, mean))
             if out["cross"] is not None:
                 out["cross"] = out["cross"] - np.outer(mean, out["target_mean"])
-                out["target_gram"] = out["target_gram"] - np.outer(out["target_mean"], out["target_mean"])
+                out["target_gram"] = _variances_clipped(out["target_gram"]
+                                                        - np.outer(out["target_mean"], out["target_mean"]))
         return out
+
+
+def _variances_clipped(covariance: np.ndarray) -> np.ndarray:
+    """``covariance`` with its diagonal at least 0: an input that is constant over the
+    calibration rows (one row, or a previous layer pruned whole) has a variance that float32
+    sums leave at a rounding error of either sign, and a negative one made the metric
+    negative (``weights must be non-negative``)."""
+    diagonal = np.einsum("ii->i", covariance)  # a writable view of the diagonal
+    np.maximum(diagonal, 0.0, out=diagonal)
+    return covariance
 
 
 def _capture(model: nn.Module, modules: Mapping[str, nn.Module], batch, stop_early: bool,

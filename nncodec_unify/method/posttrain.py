@@ -54,6 +54,7 @@ import numpy as np
 
 from ..codec.format import BlockKind
 from ..codec.memory import release_pages
+from ..codec.tensors import find_ties
 from .unify import Target, plan_kinds, project
 
 __all__ = ["ProjectedTensors", "ProjectionReport", "TensorDistortion", "project_lazily", "project_tensors"]
@@ -174,11 +175,14 @@ def project_tensors(tensors: Mapping[str, np.ndarray], *, prune_ratio: float = 0
     >>> report.blocks, round(report.relative_error, 4)
     ((1, 1, 0), 0.3377)
     """
+    ties = find_ties(tensors)  # a tied weight is projected once (counted once in a budget) and stays tied
     projected = project_lazily(tensors, prune_ratio=prune_ratio, unify_ratio=unify_ratio,
                                unify_threshold=unify_threshold, block=block, global_budget=global_budget,
                                normalize=normalize, exclude=exclude, only=only,
-                               exclude_first_last=exclude_first_last)
-    out = {name: projected[name] for name in tensors}
+                               exclude_first_last=exclude_first_last, ties=ties)
+    out = {}
+    for name in tensors:
+        out[name] = out[ties[name]] if name in ties else projected[name]
     return out, projected.report()
 
 
