@@ -501,3 +501,14 @@ def test_a_frozen_parameter_gets_no_penalty_gradient_and_stays_put():
     _train(model, admm, optimizer, use_penalty=False, steps=3)
     assert model.hidden.weight.grad is None and torch.equal(model.hidden.weight, frozen)
     assert model.out.weight.grad is not None
+
+
+def test_loading_a_state_copies_it():
+    model = make_net()
+    admm = ADMM(model, TARGET, rho=0.3)
+    saved = admm.state_dict()
+    kept = {name: u.clone() for name, u in saved["U"].items()}
+    again = ADMM(make_net(), TARGET, rho=0.3)
+    again.load_state_dict(saved)
+    again.update()
+    assert all(torch.equal(saved["U"][name], kept[name]) for name in kept)  # the checkpoint is untouched

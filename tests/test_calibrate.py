@@ -563,3 +563,11 @@ def test_unify_threshold_is_refused_rather_than_ignored(where):
                "rule": {"rules": (("*", threshold),)}}[where]
     with pytest.raises(ValueError, match="^calibration takes unify_ratio, not unify_threshold"):
         CalibrationConfig(coding=EncoderConfig(), **options)
+
+
+def test_calibration_inputs_that_are_not_finite_are_named():
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2)).eval()
+    batches = [torch.randn(3, 4), torch.tensor([[float("nan"), 0.0, 0.0, 0.0]])]
+    with pytest.raises(ValueError, match=r"^0: its inputs hold NaN or infinite values \(calibration batch 1\)$"):
+        calibrate(model, batches, CalibrationConfig(target=Target(prune_ratio=0.5, block=(2, 2)),
+                                                    coding=EncoderConfig(qp=-24)))

@@ -261,8 +261,9 @@ class ADMM:
                 "rho": self.rho}
 
     def load_state_dict(self, state: Mapping) -> None:
-        self.Z = {n: state["Z"][n].to(self.params[n]) for n in self.params}
-        self.U = {n: state["U"][n].to(self.params[n]) for n in self.params}
+        """Restore Z, U and rho from :meth:`state_dict` (copies: updates never write into ``state``)."""
+        self.Z = {n: state["Z"][n].to(self.params[n], copy=True) for n in self.params}
+        self.U = {n: state["U"][n].to(self.params[n], copy=True) for n in self.params}
         self.rho = float(state["rho"])
 
 

@@ -507,13 +507,18 @@ def _gather(model: nn.Module, modules: Mapping[str, nn.Module], batches: Sequenc
                                torch.zeros(m.weight[0].numel(), dtype=torch.float64))
              for name, m in modules.items()}
     original_modules = dict(original.named_modules()) if original is not None else {}
-    for batch in batches:
+    def add(name: str, rows: torch.Tensor, targets: dict[str, torch.Tensor], index: int) -> None:
+        if not bool(torch.isfinite(rows).all()):  # named here, not as a negative metric much later
+            raise ValueError(f"{name}: its inputs hold NaN or infinite values (calibration batch {index})")
+        stats[name].add(rows, targets.get(name))
+
+    for index, batch in enumerate(batches):
         targets: dict[str, torch.Tensor] = {}
         if original is not None:
             _capture(original, {n: original_modules[n] for n in modules}, batch, stop_early,
                      lambda name, rows, targets=targets: targets.setdefault(name, rows))
         _capture(model, modules, batch, stop_early,
-                 lambda name, rows, targets=targets: stats[name].add(rows, targets.get(name)))
+                 lambda name, rows, targets=targets, index=index: add(name, rows, targets, index))
     return stats
 
 

@@ -10,8 +10,10 @@ sentence embeddings). During the whole stage
 * the weights stay on the codec's grid (:class:`nncodec_unify.method.admm.GridTraining`: forward and
   backward on the grid, updates on float shadows),
 
-so after it ``encode(snap_to_grid(model, coding), config=coding)`` decodes to exactly the model
-that was evaluated.
+so after it ``encode(snap_to_grid(model, coding), config=coding)`` decodes to exactly the
+weights that were trained. Float buffers (batch-norm running statistics) are not trained onto
+the grid: ``snap_to_grid`` rounds them, so evaluate the model after snapping (or snap before
+distilling, when they no longer change) to evaluate exactly what decodes.
 
 Distributed: pass the ``DistributedDataParallel``-wrapped student and give every rank its own
 shard of the batches (equal sizes); DDP averages the gradients, the hooks act on the bare
