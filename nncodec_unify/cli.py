@@ -22,8 +22,6 @@ from collections.abc import Sequence
 from concurrent.futures import BrokenExecutor
 from pathlib import Path
 
-import numpy as np
-
 from . import __version__
 from .codec.checkpoint import (
     DEFAULT_MAX_SHARD_BYTES,
@@ -693,31 +691,19 @@ def _project(tensors, args: argparse.Namespace, config: EncoderConfig):
     Tensors that a rule codes RAW are left exactly as they are: the user asked to keep them.
     Tied weights are projected once and stay tied. Returns the mapping to encode (its
     ``report()`` is complete once the encoder has read every tensor) and notes for the summary."""
-    from .codec.quant import round_to_bfloat16
-    from .codec.tensors import BFloat16Array, find_ties, float32_to_bfloat16_bits, to_numpy, to_source
+    from .codec.tensors import find_ties, to_source
     from .method.posttrain import project_lazily
 
     ties = find_ties(tensors)
-    bfloat16, kept, blocks = set(), [], {}
+    kept, blocks = [], {}
     for name, value in tensors.items():
         if name in ties:
             continue
         dtype = to_source(name, value)[1]  # bfloat16 not widened: no copy of the tensor is kept
-        if dtype.name == "BFLOAT16":
-            bfloat16.add(name)
         coding = config.coding_for(name, dtype, len(getattr(value, "shape", ())))
         if coding.mode == CodingMode.RAW and coding.explicit_mode:
             kept.append(name)
         blocks[name] = coding.block  # projected in the blocks it is coded in (--tensor-block)
-
-    def read(name: str, value) -> np.ndarray:
-        return to_numpy(name, value)[0]
-
-    def restore(name: str, projected: np.ndarray):
-        if name not in bfloat16:
-            return projected
-        values = np.ascontiguousarray(projected, dtype=np.float32)
-        return BFloat16Array(float32_to_bfloat16_bits(round_to_bfloat16(values)))
 
     # an excluded name keeps its values, so the tensor it is tied to is not projected either
     tied_out = {target for alias, target in ties.items()
@@ -727,7 +713,7 @@ def _project(tensors, args: argparse.Namespace, config: EncoderConfig):
             tensors, prune_ratio=args.prune_ratio, unify_ratio=args.unify_ratio,
             unify_threshold=args.unify_threshold, block=args.block, global_budget=args.global_budget,
             exclude=tuple(args.exclude) + tuple(glob.escape(name) for name in [*kept, *sorted(tied_out)]),
-            exclude_first_last=args.exclude_first_last, read=read, restore=restore, ties=ties, blocks=blocks)
+            exclude_first_last=args.exclude_first_last, ties=ties, blocks=blocks)
     except ValueError as exc:
         raise UsageError(f"projection: {exc}") from None
     notes = [f"{target}: not projected: --exclude names a tied name of it" for target in sorted(tied_out)]

@@ -405,3 +405,20 @@ def test_project_tensors_keeps_tied_weights_tied_and_counts_them_once():
     assert out["head"] is out["emb"]
     assert [t.name for t in report.tensors] == ["emb", "mid"]
     assert sum(t.blocks[0] for t in report.tensors) == 2  # a quarter of the 8 blocks of emb and mid, not of 12
+
+
+def test_project_tensors_takes_bfloat16_and_gives_it_back_as_bfloat16():
+    """bfloat16 (torch, or the package's BFloat16Array) failed with a TypeError from np.asarray."""
+    torch = pytest.importorskip("torch")
+    import nncodec_unify as nu
+    from nncodec_unify.codec.tensors import BFloat16Array
+    from nncodec_unify.method.posttrain import project_tensors
+
+    torch.manual_seed(0)
+    source = torch.randn(8, 8).bfloat16()
+    bits = BFloat16Array(source.view(torch.int16).numpy().view(np.uint16))
+    for value in (source, bits):
+        out, report = project_tensors({"w": value}, prune_ratio=0.5, block=(2, 2))
+        assert isinstance(out["w"], BFloat16Array) and report.blocks == (8, 0, 8)
+        decoded = nu.decode_tensors(nu.encode(out))
+        assert decoded.tensors[0].dtype.name == "BFLOAT16"

@@ -203,6 +203,8 @@ def project_lazily(tensors: Mapping[str, object], *, prune_ratio: float = 0.0, u
     projection; ``blocks`` (``{name: (rows, cols)}``) gives tensors a block shape of their
     own (the one they will be coded with, e.g. ``--tensor-block``), the others taking
     ``block``. Options and errors as for :func:`project_tensors`."""
+    if read is None and restore is None:
+        read, restore = _widening_bfloat16()
     read = read or (lambda _name, value: np.asarray(value))
     target = Target(prune_ratio=prune_ratio, unify_ratio=unify_ratio, unify_threshold=unify_threshold,
                     block=tuple(block))
@@ -218,6 +220,31 @@ def project_lazily(tensors: Mapping[str, object], *, prune_ratio: float = 0.0, u
     first_last = tuple(dict.fromkeys((candidates[0], candidates[-1]))) if exclude_first_last and candidates else ()
     return ProjectedTensors(tensors, kinds, {name: targets[name].block for name in names}, read=read,
                             restore=restore, ties=ties, first_last=first_last)
+
+
+def _widening_bfloat16():
+    """The default ``read`` and ``restore``: any tensor the encoder takes (numpy, torch, a
+    BFloat16Array) read as a numpy array, bfloat16 widened exactly to float32, and a bfloat16
+    tensor's projection given back as bfloat16 bits (:class:`BFloat16Array`), rounded to
+    nearest even: its dtype is kept, as the encoder stores it."""
+    from ..codec.quant import round_to_bfloat16
+    from ..codec.tensors import BFloat16Array, float32_to_bfloat16_bits, to_numpy
+
+    bfloat16: set[str] = set()
+
+    def read(name: str, value) -> np.ndarray:
+        array, dtype = to_numpy(name, value)
+        if dtype.name == "BFLOAT16":
+            bfloat16.add(name)
+        return array
+
+    def restore(name: str, projected: np.ndarray):
+        if name not in bfloat16:
+            return projected
+        values = np.ascontiguousarray(projected, dtype=np.float32)
+        return BFloat16Array(float32_to_bfloat16_bits(round_to_bfloat16(values)))
+
+    return read, restore
 
 
 class _Reading(Mapping):
