@@ -512,3 +512,9 @@ def test_loading_a_state_copies_it():
     again.load_state_dict(saved)
     again.update()
     assert all(torch.equal(saved["U"][name], kept[name]) for name in kept)  # the checkpoint is untouched
+
+
+def test_a_rule_that_matches_no_parameter_warns():
+    with pytest.warns(UserWarning, match="^rule 'hiden.weight' matches no tensor name$"):
+        admm = ADMM(make_net(), TARGET, rules=[("hiden.weight", None)])  # a typo: hidden stays constrained
+    assert "hidden.weight" in admm.params

@@ -571,3 +571,20 @@ def test_calibration_inputs_that_are_not_finite_are_named():
     with pytest.raises(ValueError, match=r"^0: its inputs hold NaN or infinite values \(calibration batch 1\)$"):
         calibrate(model, batches, CalibrationConfig(target=Target(prune_ratio=0.5, block=(2, 2)),
                                                     coding=EncoderConfig(qp=-24)))
+
+
+def test_distill_of_a_model_that_returns_a_dict_says_to_pass_output():
+    class Returns(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.layer = nn.Linear(4, 4)
+
+        def forward(self, x):
+            return {"y": self.layer(x)}
+
+    torch.manual_seed(0)
+    teacher, student = Returns(), Returns()
+    with pytest.raises(TypeError, match="^the model returns dict, not a tensor: pass output="):
+        distill(student, teacher, [torch.randn(2, 4)], epochs=1, structure=None)
+    assert len(distill(student, teacher, [torch.randn(2, 4)], epochs=1, structure=None,
+                       output=lambda out: out["y"])) == 1

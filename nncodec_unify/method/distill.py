@@ -36,6 +36,16 @@ from ..codec.config import EncoderConfig
 __all__ = ["distill"]
 
 
+def _first_tensor(out) -> torch.Tensor:
+    """The default ``output``: the model's output itself, or its first element when a tuple or
+    list; anything else (a dict, a transformers ModelOutput) needs ``output=`` to say which."""
+    value = out[0] if isinstance(out, (tuple, list)) else out
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"the model returns {type(out).__name__}, not a tensor: pass output= to say what to compare "
+                        "(e.g. output=lambda out: out.last_hidden_state)")
+    return value
+
+
 def distill(student: nn.Module, teacher: nn.Module, batches: Iterable, *, structure: Structure | None,
             coding: EncoderConfig | None = None, epochs: int = 1, lr: float = 1e-4,
             loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
@@ -67,7 +77,7 @@ def distill(student: nn.Module, teacher: nn.Module, batches: Iterable, *, struct
                          "convert the student to float32 or bfloat16 first")
     coding = coding or EncoderConfig()
     loss = loss or nn.functional.mse_loss
-    output = output or (lambda out: out[0] if isinstance(out, (tuple, list)) else out)
+    output = output or _first_tensor
     teacher_was_training = teacher.training
     teacher.eval()
     try:

@@ -59,6 +59,7 @@ import fnmatch
 import heapq
 import math
 import operator
+import warnings
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -317,18 +318,24 @@ def selected_targets(names: Sequence[str], shapes: Mapping[str, tuple[int, ...]]
     pairs; later rules win; ``None`` leaves a matching tensor unconstrained and a Target
     constrains it (even a 1-D one). ``exclude_first_last`` leaves out the first and the last
     tensor, in ``names`` order, that the defaults would constrain (a network's input and
-    output layers are usually the most sensitive).
+    output layers are usually the most sensitive). A rule whose pattern matches no name
+    warns (UserWarning): a mistyped pattern would silently leave its layers as they were.
     """
     default_names = [name for name in names if len(shapes[name]) >= 2] if default is not None else []
     skipped = {default_names[0], default_names[-1]} if exclude_first_last and default_names else set()
     targets: dict[str, Target] = {}
+    matched: set[str] = set()
     for name in names:
         target = default if name in default_names and name not in skipped else None
         for pattern, rule_target in rules:
             if fnmatch.fnmatchcase(name, pattern):
                 target = rule_target
+                matched.add(pattern)
         if target is not None:
             targets[name] = target
+    for pattern in dict.fromkeys(pattern for pattern, _ in rules):
+        if pattern not in matched:  # a typo would leave what it meant unconstrained, or constrained
+            warnings.warn(f"rule {pattern!r} matches no tensor name", stacklevel=3)
     return targets
 
 
