@@ -281,3 +281,16 @@ def test_a_tensor_whose_shape_cannot_be_read_is_one_line():
 def test_switches_of_the_encoder_config_must_be_booleans(field, value):
     with pytest.raises(EncodeError, match=f"^{field} must be True or False, got {value!r}$"):
         EncoderConfig(**{field: value})
+
+
+def test_an_empty_shape_whose_other_dims_no_decoder_could_represent():
+    """(0, 2**31, 2**30) has no element, but numpy cannot make the array: the reference decoder
+    failed with numpy's 'array is too big' (not an error of §3.6). Spec revision 5.0.1 bounds
+    the non-zero dims by max_elements_per_tensor (conformance invalid/248); the encoder refuses
+    such a shape, and Limits refuses a max_ndim above numpy's 64 dimensions."""
+    torch = pytest.importorskip("torch")  # numpy cannot even make the input
+    with pytest.raises(EncodeError, match="an empty shape .* whose other dims multiply beyond"):
+        nu.encode({"w": torch.empty((0, 1 << 31, 1 << 30))})
+    assert nu.decode(nu.encode({"w": np.zeros((0, (1 << 32) - 1), np.float32)}))["w"].shape == (0, (1 << 32) - 1)
+    with pytest.raises(ValueError, match="max_ndim cannot exceed 64"):
+        nu.Limits(max_ndim=65)

@@ -41,7 +41,7 @@ from nncodec_unify.codec.errors import BitstreamError
 from nncodec_unify.codec.format import DType, Limits
 from nncodec_unify.codec.quant import dependent_magnitudes, dequantize, step_size, to_output_type
 
-SPEC_REVISION = "5.0.0"
+SPEC_REVISION = "5.0.1"
 FORMAT_VERSION = "5.0"
 VERSION_MAJOR = 2  # the major version of a stream unless a case says otherwise
 INTEGRITY_MAJOR = 4  # content_digest in tensor_header (§5.2) and the STREAM_END unit (§5.8)
@@ -2753,6 +2753,11 @@ def alias_invalid_cases() -> list[Case]:
     add("v5-relabelled-4-0-empty-model", "the 4.0 stream of an empty model (no tensor header to misread) with "
         "version_major changed to 5: only the stream digest, which covers the file header, differs",
         ["4.1", "5.8", "10"], empty[:8] + b"\x05" + empty[9:], ("checksum", "stream_digest"))
+    # §8 (document revision 5.0.1): an empty tensor's other dims are bounded too
+    add("limit-empty-extent", "an empty float32 RAW tensor of shape (0, 2**31, 2**30): no element, but its "
+        "non-zero dims multiply to 2**61, above the default max_elements_per_tensor (no decoder could "
+        "represent the array)", ["5.2", "8"], v5([T("w", "float32", (0, 1 << 31, 1 << 30), RAW, b"")]).bytes(),
+        ("limit", "dims"))
     return cases
 
 

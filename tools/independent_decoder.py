@@ -389,6 +389,11 @@ def read_tensor_header(payload: Window, lim: dict, major: int) -> dict:
         element_count *= d
     if element_count > lim["max_elements_per_tensor"]:
         raise limit_error("dims", f"{element_count} elements")
+    extent = 1
+    for d in dims:
+        extent *= d if d else 1
+    if extent > lim["max_elements_per_tensor"]:  # §8: an empty tensor's non-zero dims too
+        raise limit_error("dims", f"non-zero dims multiply to {extent}")
     fields = payload.data[start:payload.pos]  # dtype … dims, as stored
     mode = payload.u8("coding_mode")
     if mode not in MODE_NAMES:

@@ -364,6 +364,9 @@ def _check_shape(name: str, shape: tuple[int, ...]) -> None:
         raise EncodeError(f"tensor {name!r}: a dimension of {shape} does not fit in 32 bits")
     if int(np.prod(shape, dtype=object)) > DEFAULT_LIMITS.max_elements_per_tensor:
         raise EncodeError(f"tensor {name!r} has more than {DEFAULT_LIMITS.max_elements_per_tensor} elements")
+    if int(np.prod([dim for dim in shape if dim], dtype=object)) > DEFAULT_LIMITS.max_elements_per_tensor:
+        raise EncodeError(f"tensor {name!r}: an empty shape {shape} whose other dims multiply beyond "
+                          f"{DEFAULT_LIMITS.max_elements_per_tensor} (decoders refuse it, spec §8)")
 
 
 def encode_tensor(name: str, array: np.ndarray | BFloat16Array, dtype: DType, coding: TensorCoding, *,

@@ -157,8 +157,9 @@ class Limits:
             value = getattr(self, field.name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"Limits.{field.name} must be a positive integer, got {value!r}")
-        if self.max_ndim > 255:
-            raise ValueError("Limits.max_ndim cannot exceed 255 (the field is one byte)")
+        if self.max_ndim > 64:  # the format allows 255 (one byte); an integrator MAY tighten it (§8)
+            raise ValueError("Limits.max_ndim cannot exceed 64 in this decoder (numpy arrays have at most 64 "
+                             "dimensions)")
         if self.max_name_length > 65535:
             raise ValueError("Limits.max_name_length cannot exceed 65535 (the field is u16)")
 

@@ -8,6 +8,7 @@ numbers refer to ``spec/bitstream.md``.
 from __future__ import annotations
 
 import dataclasses
+import math
 import zlib
 
 import numpy as np
@@ -211,6 +212,11 @@ def read_tensor_header(reader: ByteReader, limits: Limits, version_major: int = 
         raise LimitExceededError(
             f"shape {shape} has {count} elements, over the limit of {limits.max_elements_per_tensor}",
             element="dims", offset=dims_at)
+    extent = math.prod(dim for dim in shape if dim)  # an empty tensor's other dims (§8)
+    if extent > limits.max_elements_per_tensor:
+        raise LimitExceededError(
+            f"empty shape {shape}: its non-zero dims multiply to {extent}, over the limit of "
+            f"{limits.max_elements_per_tensor}", element="dims", offset=dims_at)
     at = reader.offset
     mode_value = reader.u8("coding_mode")
     try:
