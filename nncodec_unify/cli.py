@@ -503,6 +503,7 @@ def _encode(args: argparse.Namespace) -> int:
         cannot be written (a full disk) leaves neither file behind."""
         summary = _summary(args.input, args.output, reports, size)
         summary["attached_files"] = [attached.path for attached in attachments]
+        summary["attached_bytes"] = sum(len(attached.content) for attached in attachments)
         summary["notes"] += checkpoint_notes + attachment_notes + _unmatched_rules(args, reports)
         summary["rdo"] = {"lambda": config.rdo_lambda, "blocks": config.rdo_blocks} if config.rdo else None
         summary["dependent_quantization"] = config.dependent
@@ -519,6 +520,8 @@ def _encode(args: argparse.Namespace) -> int:
         if projected is not None:
             summary["projection"] = projected.report().to_dict()
             summary["notes"] += projection_notes
+            summary["notes"].append("the errors above are the coding's, against the projected weights; the "
+                                    "projection's own distortion (against the input) is in the projection table")
         report = None
         if args.report is not None:
             report = dict(summary, tensor_reports=[_tensor_report(r) for r in reports])
@@ -682,6 +685,9 @@ def _projection_asked(args: argparse.Namespace) -> bool:
     if shaping and not asked:
         raise UsageError(f"{shaping[0]} shapes the projection, which --prune-ratio, --unify-ratio or "
                          "--unify-threshold asks for: give one of them")
+    if asked and args.target_rmse is not None:  # it would be met on the projected weights only
+        raise UsageError("--target-rmse measures the coding's error, not the projection's, which is larger: with "
+                         "a projection give --target-size or --target-bits-per-param")
     return asked
 
 
@@ -817,6 +823,9 @@ def _print_summary(summary: dict) -> None:
         error = f", max abs error {kind['max_abs_error']:.3g}" if mode != "raw" else ", lossless"
         print(f"  {mode:<8} {kind['tensors']:>5} tensors  {kind['original_bytes']:>14,} -> "
               f"{kind['coded_bytes']:>12,} bytes{error}")
+    if summary.get("attached_files"):  # their bytes are in the stream's size, so in the ratio
+        print(f"  attached {len(summary['attached_files']):>5} files  {summary['attached_bytes']:>14,} bytes "
+              "(the folder's config and tokenizer files; counted in the size and ratio above)")
     blocks = summary["blocks"]
     if any(blocks.values()):
         print(f"  blocks: {blocks['pruned']:,} pruned, {blocks['unified']:,} unified, {blocks['dense']:,} dense")

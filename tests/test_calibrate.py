@@ -573,18 +573,20 @@ def test_calibration_inputs_that_are_not_finite_are_named():
                                                     coding=EncoderConfig(qp=-24)))
 
 
-def test_distill_of_a_model_that_returns_a_dict_says_to_pass_output():
+def test_distill_compares_the_first_value_of_a_mapping_and_names_what_it_cannot_compare():
+    """A transformers model returns a ModelOutput (a mapping): the README's distill call failed
+    with an AttributeError about .detach."""
     class Returns(nn.Module):
-        def __init__(self) -> None:
+        def __init__(self, wrap) -> None:
             super().__init__()
-            self.layer = nn.Linear(4, 4)
+            self.layer, self.wrap = nn.Linear(4, 4), wrap
 
         def forward(self, x):
-            return {"y": self.layer(x)}
+            return self.wrap(self.layer(x))
 
     torch.manual_seed(0)
-    teacher, student = Returns(), Returns()
-    with pytest.raises(TypeError, match="^the model returns dict, not a tensor: pass output="):
-        distill(student, teacher, [torch.randn(2, 4)], epochs=1, structure=None)
-    assert len(distill(student, teacher, [torch.randn(2, 4)], epochs=1, structure=None,
-                       output=lambda out: out["y"])) == 1
+    as_dict = lambda y: {"y": y, "other": None}  # noqa: E731
+    assert len(distill(Returns(as_dict), Returns(as_dict), [torch.randn(2, 4)], epochs=1, structure=None)) == 1
+    as_text = lambda y: "text"  # noqa: E731
+    with pytest.raises(TypeError, match="^the model returns str, not a tensor: pass output="):
+        distill(Returns(as_text), Returns(as_text), [torch.randn(2, 4)], epochs=1, structure=None)

@@ -275,3 +275,14 @@ def test_a_folder_without_digests_decodes_whatever_the_quantization(tmp_path, op
     decoded = nu.decode_to_file(tmp_path / "plain.nnu", f"{tmp_path / 'out'}/")
     assert decoded.attached_written == 2 and (tmp_path / "out" / "tokenizer" / "vocab.txt").read_text() == "a b c"
     assert stream.exists()
+
+
+def test_the_summary_says_what_the_attached_files_take_of_the_size(tmp_path, capsys):
+    _folder_stream(tmp_path)  # makes tmp_path/m (weights, config.json, tokenizer/vocab.txt)
+    assert main(["encode", "-q", str(tmp_path / "m"), str(tmp_path / "again.nnu"), "--json"]) == EXIT_OK
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["attached_files"] == ["config.json", "tokenizer/vocab.txt"] and summary["attached_bytes"] == 7
+    assert main(["encode", "-q", str(tmp_path / "m"), str(tmp_path / "text.nnu")]) == EXIT_OK
+    line = [line for line in capsys.readouterr().out.splitlines() if line.startswith("  attached")]
+    assert line and line[0].split() == ["attached", "2", "files", "7", "bytes", "(the", "folder's", "config", "and",
+                                        "tokenizer", "files;", "counted", "in", "the", "size", "and", "ratio", "above)"]

@@ -24,7 +24,7 @@ the result matches one process on the whole batches up to float rounding.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 
 import torch
 from torch import nn
@@ -37,9 +37,13 @@ __all__ = ["distill"]
 
 
 def _first_tensor(out) -> torch.Tensor:
-    """The default ``output``: the model's output itself, or its first element when a tuple or
-    list; anything else (a dict, a transformers ModelOutput) needs ``output=`` to say which."""
-    value = out[0] if isinstance(out, (tuple, list)) else out
+    """The default ``output``: the model's output itself, its first element when a tuple or
+    list, or its first value when a mapping (a dict; a transformers ModelOutput, whose first
+    field is ``last_hidden_state`` or ``logits``); anything else needs ``output=``."""
+    if isinstance(out, Mapping):
+        value = next(iter(out.values()), None)
+    else:
+        value = out[0] if isinstance(out, (tuple, list)) else out
     if not isinstance(value, torch.Tensor):
         raise TypeError(f"the model returns {type(out).__name__}, not a tensor: pass output= to say what to compare "
                         "(e.g. output=lambda out: out.last_hidden_state)")
@@ -55,7 +59,8 @@ def distill(student: nn.Module, teacher: nn.Module, batches: Iterable, *, struct
 
     ``batches`` is re-iterated every epoch (a list), each batch called as in
     :func:`~nncodec_unify.method.calibrate.calibrate`; ``output`` maps a model's output to the tensor
-    compared (default: the output itself, or its first element when a tuple); ``loss(student,
+    compared (default: the output itself, its first element when a tuple, or its first value when a
+    mapping such as a transformers ModelOutput); ``loss(student,
     teacher)`` defaults to the mean squared error. Adam with a cosine learning-rate decay over
     all steps, in eval mode (no dropout; BatchNorm statistics frozen). ``structure`` is the
     structure to keep (``report.structure(model)`` after calibration; ``None`` keeps only the
