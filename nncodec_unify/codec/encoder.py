@@ -41,7 +41,8 @@ from .memory import FileChangedError, MappedSlice, release_pages
 from .planes import encode_plane
 from .rdo import _PlaneRates, optimize_dense, optimize_unified
 from .trellis import trellis_magnitudes
-from .quant import MAX_LEVEL, dequantize, dequantize_dependent, level_type, quantize, step_size, zigzag
+from .quant import (MAX_LEVEL, dequantize, dequantize_dependent, exact_dependent_magnitudes, level_type, quantize,
+                    step_size, zigzag)
 from .syntax import (
     AttachedFile,
     FileHeader,
@@ -582,13 +583,20 @@ def choose_levels(array: np.ndarray | BFloat16Array, step: np.float32, mode: Cod
     """
     nearest = _nearest(array, step)  # |level| < 2**31 was checked by the caller
     dtype = _float_type(array) if dtype is None else dtype
-    if coding.rdo_lambda <= 0 or array.size == 0 or on_grid(array, nearest, step, dtype):
+    if coding.rdo_lambda <= 0 or array.size == 0:
         return LevelChoice(nearest)
+    grid = on_grid(array, nearest, step, dtype)
     matrix = nearest.reshape(matrix_shape(nearest.shape))
     kinds = block_kinds(np.abs(matrix), *coding.block) if mode == CodingMode.UNIFIED else None
     # blocks that are unified at the nearest levels (a projected or ADMM-trained tensor) keep
     # that structure only with scalar levels: dependent quantization reads each element anew
     structured = kinds is not None and np.count_nonzero(kinds == BlockKind.UNIFIED) > _STRUCTURED_SHARE * kinds.size
+    if grid:
+        # coded losslessly; by dependently quantized levels when some give exactly these values (a
+        # tensor decoded from such a stream: its scalar levels cost 18 % more on all-MiniLM-L6-v2)
+        exact = (_exact_dependent_levels(nearest) if coding.dependent and not structured and nearest.any()
+                 else None)  # all zero: the same levels either way, and no quant_flags needed
+        return LevelChoice(nearest) if exact is None else LevelChoice(exact, dependent=True, use_offsets=False)
     if coding.dependent and not structured:
         del nearest, matrix  # the trellis's memory is for its own levels
         return _choose_dependent(array, step, use_contexts, coding)
@@ -611,6 +619,21 @@ def choose_levels(array: np.ndarray | BFloat16Array, step: np.float32, mode: Cod
         levels = np.clip(levels, -MAX_LEVEL, MAX_LEVEL, out=levels)
     levels = levels.astype(level_type(max(int(levels.max()), -int(levels.min()))), copy=False).reshape(array.shape)
     return LevelChoice(levels, offsets, classes if use_contexts else None)
+
+
+def _exact_dependent_levels(nearest: np.ndarray) -> np.ndarray | None:
+    """Dependently quantized levels (§7.1.2) whose values are exactly those of the scalar
+    levels ``nearest`` (the same shape and type), or None when there are none: worked out a
+    chunk at a time (whole segments) by :func:`quant.exact_dependent_magnitudes`."""
+    flat = nearest.reshape(-1)
+    levels = np.empty_like(flat)
+    for start, stop in _chunks(flat.size):
+        part = flat[start:stop]
+        magnitudes = exact_dependent_magnitudes(np.abs(part.astype(np.int64)))
+        if magnitudes is None:
+            return None
+        levels[start:stop] = np.where(part < 0, -magnitudes, magnitudes)
+    return levels.reshape(nearest.shape)
 
 
 def _choose_dependent(array: np.ndarray | BFloat16Array, step: np.float32, use_contexts: bool,

@@ -193,6 +193,29 @@ def dependent_quantizers(magnitudes: np.ndarray) -> np.ndarray:
     return second.reshape(-1)[:count].view(bool)
 
 
+def exact_dependent_magnitudes(multiples: np.ndarray) -> np.ndarray | None:
+    """The magnitudes of a dependently quantized scan (flat, scan order, starting at a segment's
+    start) whose reconstruction multiples (:func:`dependent_magnitudes`) are exactly
+    ``multiples`` (non-negative integers), int64; None when there are none. Each position's
+    quantizer is set by the parities before it in its segment: quantizer 0 holds the even
+    multiples, quantizer 1 the odd ones, both hold 0, so the magnitudes follow one by one (a
+    tensor decoded from a dependently quantized stream has them: the ones it was coded with)."""
+    count = multiples.size
+    segments = -(-count // DQ_SEGMENT)
+    grid = np.zeros((segments, DQ_SEGMENT), np.int64)
+    grid.reshape(-1)[:count] = multiples.reshape(-1)
+    out = np.empty_like(grid)
+    quantizer = [np.zeros(segments, np.int64), np.zeros(segments, np.int64)]  # for the next even, odd position
+    for position in range(DQ_SEGMENT):
+        wanted, q = grid[:, position], quantizer[position % 2]
+        if np.any((wanted != 0) & ((wanted & 1) != q)):  # an odd multiple under quantizer 0, or an even one under 1
+            return None
+        chosen = (wanted + q) >> 1  # 2m with quantizer 0, 2m - 1 with quantizer 1; 0 either way for 0
+        out[:, position] = chosen
+        quantizer[1 - position % 2] ^= chosen & 1
+    return out.reshape(-1)[:count]
+
+
 def dependent_magnitudes(magnitudes: np.ndarray) -> np.ndarray:
     """The reconstruction multiples of a dependently quantized scan's magnitudes ``m`` (flat,
     scan order): ``2m`` with quantizer 0, ``2m - 1`` with quantizer 1 (0 stays 0), int64."""
