@@ -606,7 +606,7 @@ def unzigzag(v: int) -> int:
 
 
 def read_quant_params(payload: Window, major: int) -> tuple[int, int, bool]:
-    """§6.1: qp, qp_density and (formats 3.x and 4.x) whether the tensor is dependently quantized."""
+    """§6.1: qp, qp_density and (formats 3.x, 4.x and 5.x) whether the tensor is dependently quantized."""
     qp = payload.i16("qp")
     density = payload.u8("qp_density")
     if density > 4:
