@@ -2758,6 +2758,16 @@ def alias_invalid_cases() -> list[Case]:
         "non-zero dims multiply to 2**61, above the default max_elements_per_tensor (no decoder could "
         "represent the array)", ["5.2", "8"], v5([T("w", "float32", (0, 1 << 31, 1 << 30), RAW, b"")]).bytes(),
         ("limit", "dims"))
+    # §5.2, §5.7, §8 (document revision 5.0.1): attached files' bytes are output too
+    eight = T("w", "int8", (8,), RAW, bytes(8))
+    add("limit-total-output-attached-file-then-tensor", "an attached file of 60 bytes, then a RAW int8 tensor of "
+        "8 bytes, with max_total_output_bytes 63: the file's bytes count towards the tensor's check",
+        ["5.2", "5.7", "8"], v5([eight], extra_units={0: [attached("a.txt", b"x" * 60)]}).bytes(),
+        ("limit", "dims"), {"max_total_output_bytes": 63})
+    add("limit-total-output-attached-file", "an attached file of 64 bytes with max_total_output_bytes 63, then a "
+        "tensor of 8 bytes: the file alone exceeds it", ["5.7", "8"],
+        v5([eight], extra_units={0: [attached("a.txt", b"x" * 64)]}).bytes(), ("limit", "content"),
+        {"max_total_output_bytes": 63})
     return cases
 
 
