@@ -2768,6 +2768,13 @@ def alias_invalid_cases() -> list[Case]:
         "tensor of 8 bytes: the file alone exceeds it", ["5.7", "8"],
         v5([eight], extra_units={0: [attached("a.txt", b"x" * 64)]}).bytes(), ("limit", "content"),
         {"max_total_output_bytes": 63})
+    add("attached-file-total-output", "format 3.1: an attached file of 64 bytes with max_total_output_bytes 63",
+        ["5.7", "8"], stream([eight], extra_units={0: [attached("a.txt", b"x" * 64)]}, major=3, minor=1).bytes(),
+        ("limit", "content"), {"max_total_output_bytes": 63})
+    add("v4-attached-file-total-output", "an attached file of 64 bytes with max_total_output_bytes 63",
+        ["5.7", "8"], assemble(stream_units([eight], major=4, extra_units={0: [attached("a.txt", b"x" * 64)]}),
+                               major=4).bytes(),
+        ("limit", "content"), {"max_total_output_bytes": 63})
     return cases
 
 
