@@ -471,3 +471,20 @@ def test_a_pipe_that_is_not_a_stream_is_refused_at_its_first_bytes(tmp_path):
     assert _one_line(result.stderr) == ("nncodec: error: -: invalid stream: magic at byte 0: not an nncodec_unify "
                                         "stream (bad magic number)")
     assert _files(tmp_path) == set()
+
+
+def test_the_library_file_functions_name_the_stream_in_their_errors(tmp_path):
+    """A batch of decode_to_file calls told which syntax element failed, not in which file."""
+    import pickle
+
+    bad = tmp_path / "bad.nnu"
+    bad.write_bytes(b"not a stream at all")
+    for decode in (nu.decode_to_file, decode_file):
+        with pytest.raises(nu.BitstreamError) as caught:
+            decode(bad, tmp_path / "o.safetensors")
+        error = caught.value
+        assert str(error) == f"{bad}: magic at byte 0: not an nncodec_unify stream (bad magic number)"
+        assert (error.element, error.offset, error.source) == ("magic", 0, str(bad))
+        copy = pickle.loads(pickle.dumps(error))
+        assert type(copy) is type(error) and str(copy) == str(error)
+    assert _files(tmp_path) == {"bad.nnu"}

@@ -26,7 +26,7 @@ import numpy as np
 
 from . import termination
 from .decoder import DecodedModel, torch_tensors
-from .errors import EncodeError, NncodecError, OutputExistsError
+from .errors import BitstreamError, EncodeError, NncodecError, OutputExistsError
 from .format import DTYPE_ITEMSIZE, DType
 from .memory import FileMapping, map_file, mapped_regions
 from .syntax import AttachedFile, check_attachment_path
@@ -643,17 +643,30 @@ def decode_file(source: str | os.PathLike, target: str | os.PathLike, *, limits=
     from .decoder import decode_tensors
 
     _check_decode_paths(source, target)
-    if is_folder_target(target):
-        data = read_stream(source)
-        model = decode_tensors(data, limits=limits, verify=verify, workers=workers)
-        decode_to_folder(data, target, limits=limits, overwrite=overwrite, model=model, source=source)
+    with _naming_the_stream(source):
+        if is_folder_target(target):
+            data = read_stream(source)
+            model = decode_tensors(data, limits=limits, verify=verify, workers=workers)
+            decode_to_folder(data, target, limits=limits, overwrite=overwrite, model=model, source=source)
+            return model
+        checkpoint_format(target)
+        if Path(target).exists() and not overwrite:
+            raise OutputExistsError(target)
+        model = decode_tensors(read_stream(source), limits=limits, verify=verify, workers=workers)
+        save_decoded(target, model, overwrite=overwrite)
         return model
-    checkpoint_format(target)
-    if Path(target).exists() and not overwrite:
-        raise OutputExistsError(target)
-    model = decode_tensors(read_stream(source), limits=limits, verify=verify, workers=workers)
-    save_decoded(target, model, overwrite=overwrite)
-    return model
+
+
+@contextlib.contextmanager
+def _naming_the_stream(source: str | os.PathLike) -> Iterator[None]:
+    """A :class:`BitstreamError` raised inside names the stream file ``source`` (the library's
+    file functions; the CLI names it itself)."""
+    try:
+        yield
+    except BitstreamError as exc:
+        if exc.source is not None:
+            raise
+        raise exc.in_file(source) from None
 
 
 DEFAULT_MAX_SHARD_BYTES = 5 * 10**9  # transformers' default max_shard_size, "5GB"
@@ -683,8 +696,9 @@ def decode_to_file(source: str | os.PathLike, target: str | os.PathLike, *, limi
     ``progress(done, total, name)``, ``verify``, ``workers`` and ``limits`` as for
     :func:`~.decoder.decode_tensors`."""
     _check_decode_paths(source, target)
-    return decode_into(read_stream(source), target, limits=limits, progress=progress, overwrite=overwrite,
-                       verify=verify, workers=workers, max_shard_bytes=max_shard_bytes, source=source)
+    with _naming_the_stream(source):
+        return decode_into(read_stream(source), target, limits=limits, progress=progress, overwrite=overwrite,
+                           verify=verify, workers=workers, max_shard_bytes=max_shard_bytes, source=source)
 
 
 def _check_decode_paths(source: str | os.PathLike, target: str | os.PathLike) -> None:

@@ -19,26 +19,35 @@ class BitstreamError(NncodecError, ValueError):
     """A stream that does not conform to spec/bitstream.md.
 
     ``element`` is the syntax element's name as the spec writes it, ``offset`` the byte offset
-    in the stream at which the element starts (or ``None`` when not known).
+    in the stream at which the element starts (or ``None`` when not known), ``source`` the
+    stream file's path when a function given one raised it (the message then starts with it).
     """
 
-    def __init__(self, message: str, *, element: str | None = None, offset: int | None = None):
+    def __init__(self, message: str, *, element: str | None = None, offset: int | None = None,
+                 source: str | None = None):
         self.detail = message
         self.element = element
         self.offset = offset
+        self.source = source
         where = []
         if element is not None:
             where.append(element)
         if offset is not None:
             where.append(f"at byte {offset}")
-        super().__init__(f"{' '.join(where)}: {message}" if where else message)
+        text = f"{' '.join(where)}: {message}" if where else message
+        super().__init__(f"{source}: {text}" if source is not None else text)
 
-    def __reduce__(self):  # element and offset survive the trip from a worker process
-        return _rebuild, (type(self), self.detail, self.element, self.offset)
+    def in_file(self, source) -> BitstreamError:
+        """The same error (type, element, offset), naming the stream file ``source``."""
+        return type(self)(self.detail, element=self.element, offset=self.offset, source=str(source))
+
+    def __reduce__(self):  # element, offset and source survive the trip from a worker process
+        return _rebuild, (type(self), self.detail, self.element, self.offset, self.source)
 
 
-def _rebuild(kind: type, detail: str, element: str | None, offset: int | None) -> BitstreamError:
-    return kind(detail, element=element, offset=offset)
+def _rebuild(kind: type, detail: str, element: str | None, offset: int | None,
+             source: str | None = None) -> BitstreamError:
+    return kind(detail, element=element, offset=offset, source=source)
 
 
 class TruncatedError(BitstreamError):
