@@ -2455,6 +2455,28 @@ def invalid_cases() -> list[Case]:
         with_file(attached("config", b"", path_length=40)), ("truncated", "path"))
     cases += integrity_invalid_cases(dense, unified)
     cases += alias_invalid_cases()
+    # document revision 5.0.1, after the 5.0 streams so that no earlier stream is renumbered:
+    # §5.7, §8: an attached file's bytes are output too, in 3.1 and 4.0 streams as in 5.0 (alias_invalid_cases)
+    eight = T("w", "int8", (8,), RAW, bytes(8))
+    add("attached-file-total-output", "format 3.1: an attached file of 64 bytes with max_total_output_bytes 63",
+        ["5.7", "8"], stream([eight], extra_units={0: [attached("a.txt", b"x" * 64)]}, major=3, minor=1).bytes(),
+        ("limit", "content"), {"max_total_output_bytes": 63})
+    add("v4-attached-file-total-output", "format 4.0: an attached file of 64 bytes with max_total_output_bytes 63",
+        ["5.7", "8"], assemble(stream_units([eight], major=4, extra_units={0: [attached("a.txt", b"x" * 64)]}),
+                               major=4).bytes(),
+        ("limit", "content"), {"max_total_output_bytes": 63})
+    # §6.1 (document revision 5.0.1): quant_flags is read, and its reserved bits checked, before an integer's qp
+    integer = T("w", "int16", (2, 3), DENSE, levels=[1, -2, 0, 3, 0, -1], qp=1, quant_flags=0,
+                planes={"dense_levels": PlaneOptions(q=2)})
+    add("integer-qp-1-quant-flags-2", "format 3.0: DENSE int16 at qp 1 with quant_flags 2 (two defects): the "
+        "reserved bit is found first", ["6.1", "7.1.1"],
+        stream([dataclasses.replace(integer, quant_flags=2)], major=3).bytes(), ("malformed", "quant_flags"))
+    add("integer-qp-1-cut-before-quant-flags", "format 3.0: DENSE int16 at qp 1 whose payload ends where "
+        "quant_flags belongs: quant_flags is read before the integer's qp is checked", ["6.1", "3.5", "7.1.1"],
+        cut_inside(stream([integer], major=3), "quant_flags", keep=0), ("truncated", "quant_flags"))
+    add("integer-qp-1-quant-flags-1", "format 3.0: DENSE int16 at qp 1 with quant_flags 1 (two defects): the "
+        "qp is checked before the integer's quant_flags", ["6.1", "7.1.1"],
+        stream([dataclasses.replace(integer, quant_flags=1)], major=3).bytes(), ("malformed", "qp"))
     return cases
 
 
@@ -2768,13 +2790,6 @@ def alias_invalid_cases() -> list[Case]:
         "tensor of 8 bytes: the file alone exceeds it", ["5.7", "8"],
         v5([eight], extra_units={0: [attached("a.txt", b"x" * 64)]}).bytes(), ("limit", "content"),
         {"max_total_output_bytes": 63})
-    add("attached-file-total-output", "format 3.1: an attached file of 64 bytes with max_total_output_bytes 63",
-        ["5.7", "8"], stream([eight], extra_units={0: [attached("a.txt", b"x" * 64)]}, major=3, minor=1).bytes(),
-        ("limit", "content"), {"max_total_output_bytes": 63})
-    add("v4-attached-file-total-output", "an attached file of 64 bytes with max_total_output_bytes 63",
-        ["5.7", "8"], assemble(stream_units([eight], major=4, extra_units={0: [attached("a.txt", b"x" * 64)]}),
-                               major=4).bytes(),
-        ("limit", "content"), {"max_total_output_bytes": 63})
     return cases
 
 
