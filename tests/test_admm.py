@@ -518,3 +518,13 @@ def test_a_rule_that_matches_no_parameter_warns():
     with pytest.warns(UserWarning, match="^rule 'hiden.weight' matches no tensor name$"):
         admm = ADMM(make_net(), TARGET, rules=[("hiden.weight", None)])  # a typo: hidden stays constrained
     assert "hidden.weight" in admm.params
+
+
+def test_a_keep_dense_rule_is_outside_a_global_budget():
+    """ADMM counted a rule's Target() in the global budget and pruned its tensor; calibration
+    (in_budget) leaves it out."""
+    admm = ADMM(make_net(), TARGET, budget=TARGET, rules=[("hidden.weight", Target())])
+    assert "hidden.weight" in admm.params
+    assert (admm.kinds["hidden.weight"] == DENSE).all()
+    others = np.concatenate([admm.kinds[name].ravel() for name in admm.params if name != "hidden.weight"])
+    assert np.count_nonzero(others == PRUNED) == round(TARGET.prune_ratio * others.size)

@@ -108,7 +108,9 @@ class ADMM:
     ``(glob, Target or None)`` pairs on parameter names, later ones winning (``None`` frees a
     parameter). With a global ``budget`` (a :class:`Target` whose ratios count all constrained
     blocks together), the blocks to prune and unify are chosen across layers by cost
-    (:func:`nncodec_unify.method.unify.plan_kinds`); each parameter keeps its own target's block shape.
+    (:func:`nncodec_unify.method.unify.plan_kinds`); each parameter keeps its own target's block shape,
+    and a rule's ``Target()`` (no pruning, no unification) keeps its parameter dense, outside
+    the budget (as calibration does).
 
     ``importance`` maps constrained parameter names to non-negative weights broadcastable to
     the parameter's matrix view, e.g. one per input column as ``(1, cols)`` (the energy
@@ -181,8 +183,13 @@ class ADMM:
 
     def _project(self, tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         arrays = {name: _to_numpy(t) for name, t in tensors.items()}
-        self.kinds = plan_kinds(arrays, self.targets, budget=self.budget, normalize=self.normalize,
-                                weights=self.importance)
+        # a rule's Target() (no pruning, no unification) keeps its tensor dense, outside a global
+        # budget, as calibration's in_budget does
+        kept = {name for name, target in self.targets.items()
+                if not (target.prune_ratio or target.unify_ratio or target.unify_threshold is not None)}
+        self.kinds = plan_kinds({n: a for n, a in arrays.items() if n not in kept}, self.targets, budget=self.budget,
+                                normalize=self.normalize, weights=self.importance)
+        self.kinds.update(plan_kinds({n: a for n, a in arrays.items() if n in kept}, self.targets))
         return {name: _from_numpy(project(arrays[name], self.kinds[name], self.targets[name].block,
                                           self.importance.get(name)), tensors[name])
                 for name in tensors}
