@@ -286,3 +286,12 @@ def test_the_summary_says_what_the_attached_files_take_of_the_size(tmp_path, cap
     line = [line for line in capsys.readouterr().out.splitlines() if line.startswith("  attached")]
     assert line and line[0].split() == ["attached", "2", "files", "7", "bytes", "(the", "folder's", "config", "and",
                                         "tokenizer", "files;", "counted", "in", "the", "size", "and", "ratio", "above)"]
+
+
+def test_a_staging_folder_a_killed_decode_left_does_not_make_the_folder_non_empty(tmp_path):
+    stream = _folder_stream(tmp_path)
+    (tmp_path / "out" / ".nncodec-abc123" / "tokenizer").mkdir(parents=True)  # as SIGKILL mid-decode leaves it
+    nu.decode_to_file(stream, tmp_path / "out")
+    assert (tmp_path / "out" / "config.json").read_text() == "{}"
+    with pytest.raises(nu.OutputExistsError, match="folder exists and is not empty"):
+        nu.decode_to_file(stream, tmp_path / "out")  # the decoded files do count

@@ -4,6 +4,8 @@ model."""
 
 from __future__ import annotations
 
+import dataclasses
+import re
 import tracemalloc
 
 import numpy as np
@@ -43,17 +45,36 @@ def test_non_finite_values_in_an_explicit_quantized_mode_are_refused(mode):
 
 
 def test_levels_beyond_what_float32_holds_exactly_fall_back_to_raw_or_are_refused():
-    """Float levels stop at 2**24 (the decoder's float32 product, §7.1, holds no more exactly)."""
-    for values in (np.array([[3.0e38, -1.0]], np.float32), np.array([[2.0 ** 24 * 2.0 ** -8, 0.0]], np.float32)):
-        (report,) = encode_with_report({"w": values}).reports
-        assert report.mode == CodingMode.RAW and "2**24" in report.note
+    """Float levels stop at 2**24 where the decoder's float32 product (§7.1) would round them:
+    float64 values, or any value over a step that is not a power of two (qp -31). A float32
+    value over a power-of-two step is a whole number of steps that float32 holds, and values
+    that a step above them would take past float32's range are RAW too."""
+    odd_step = _explicit(CodingMode.DENSE, qp=-31)
+    cases = ((np.array([[2.0 ** 25 * 2.0 ** -8, 0.0]], np.float32), EncoderConfig(qp=-31), "2**24"),
+             (np.array([[2.0 ** 25 * 2.0 ** -8, 0.0]], np.float64), EncoderConfig(), "2**24"),
+             (np.array([[np.finfo(np.float32).max, -1.0]], np.float32), EncoderConfig(qp=400), "float32's range"),
+             (np.array([[3.0e38, -1.0]], np.float32), EncoderConfig(), "2**31"))
+    for values, config, reason in cases:
+        (report,) = encode_with_report({"w": values}, config=config).reports
+        assert report.mode == CodingMode.RAW and reason in report.note
         for mode in QUANTIZED:
-            with pytest.raises(EncodeError, match="2\\*\\*24"):
-                nu.encode({"w": values}, config=_explicit(mode))
-    just_below = np.array([[(2.0 ** 24 - 1) * 2.0 ** -8, -1.0]], np.float32)
-    # the largest level below the limit is quantized (an explicit mode is allowed), on the grid: exactly
-    assert nu.decode(nu.encode({"w": just_below}, config=_explicit(CodingMode.DENSE)))["w"].tobytes() == \
-        just_below.tobytes()
+            with pytest.raises(EncodeError, match=re.escape(reason)):
+                nu.encode({"w": values}, config=dataclasses.replace(_explicit(mode), qp=config.qp))
+    # below the limit, or float32 over a power-of-two step: quantized, on the grid, exactly
+    for values, config in ((np.array([[(2.0 ** 24 - 1) * 1.25 * 2.0 ** -8, -1.25 * 2.0 ** -8]], np.float32), odd_step),
+                           (np.array([[2.0 ** 30 * 2.0 ** -8, -1.0]], np.float32), _explicit(CodingMode.DENSE))):
+        assert nu.decode(nu.encode({"w": values}, config=config))["w"].tobytes() == values.tobytes()
+
+
+def test_float32_beyond_2_to_the_24_levels_over_a_power_of_two_step_is_still_quantized():
+    """A float32 running_var of 3,000 needs levels past 2**24 at the vector step 2**-14: it was
+    moved to RAW (and refused under --mode dense) though float32 rebuilds it exactly."""
+    rng = np.random.default_rng(0)
+    running_var = (rng.random(256) * 3000).astype(np.float32)
+    result = encode_with_report({"bn.running_var": running_var}, config=EncoderConfig(rdo=False), measure_error=True)
+    assert result.reports[0].mode == CodingMode.DENSE
+    assert result.reports[0].max_abs_error <= 2.0 ** -15  # half the vector step
+    assert nu.encode({"v": running_var}, config=_explicit(CodingMode.DENSE))
 
 
 @pytest.mark.parametrize("qp", [-496, -200, 0, 200, 411])

@@ -1001,7 +1001,9 @@ def decode_to_folder(data: bytes, target: str | os.PathLike, *, limits=None, pro
             raise NotADirectoryError(errno.ENOTDIR, "not a folder, so the output folder cannot be made in it",
                                      str(target.parent))
         raise FileNotFoundError(errno.ENOENT, "no such folder to make the output folder in", str(target.parent))
-    if target.is_dir() and any(target.iterdir()) and not overwrite:
+    # a staging folder that a killed decode left behind does not count: it is never written over
+    if target.is_dir() and not overwrite and any(not path.name.startswith(_STAGING_PREFIX)
+                                                 for path in target.iterdir()):
         raise OutputExistsError(target, "folder exists and is not empty")
     files: list[AttachedFile] = []
     _, infos = describe(data, limits=limits, files=files)
@@ -1071,13 +1073,16 @@ def _check_destinations(target: Path, destinations: Sequence[str]) -> None:
                                   "remove it or decode into another folder")
 
 
+_STAGING_PREFIX = ".nncodec-"  # a staging folder inside an existing output folder
+
+
 def _staging_folder(target: Path) -> Path:
     """A new private folder to build the model folder ``target`` in: inside ``target`` when it
     exists (a mount point, or a folder whose parent is not writable, can still be filled;
     its files are then moved into place one by one), else beside it (then renamed whole)."""
     inside = target.is_dir()
     try:
-        return Path(tempfile.mkdtemp(prefix=".nncodec-" if inside else f".{target.name[:200]}.",
+        return Path(tempfile.mkdtemp(prefix=_STAGING_PREFIX if inside else f".{target.name[:200]}.",
                                      dir=target if inside else target.parent))
     except OSError as exc:
         raise OSError(exc.errno, f"cannot build the output folder there ({exc.strerror})", str(target)) from None

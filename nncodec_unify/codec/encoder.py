@@ -11,6 +11,7 @@ import collections
 import dataclasses
 import hashlib
 import io
+import math
 import typing
 from collections.abc import Callable, Mapping, Sequence
 
@@ -726,7 +727,8 @@ def _unquantizable(array: np.ndarray | BFloat16Array, coding: TensorCoding, dtyp
     """Why the float tensor ``array`` of ``dtype`` cannot be quantized at ``coding``'s qp
     within the documented error, or "": values that are not finite; levels beyond 2**24,
     which the decoder's float32 reconstruction (§7.1) does not hold exactly (the error would
-    grow with the level); or a largest magnitude whose reconstruction, up to two steps above
+    grow with the level), unless the tensor is float32 or narrower and the step a power of two
+    (its values are then whole numbers of steps that float32 holds); or a largest magnitude whose reconstruction, up to two steps above
     it, could overflow the tensor's type (float16 at a coarse qp rebuilt 65504 as inf)."""
     if array.size == 0:
         return ""
@@ -735,7 +737,12 @@ def _unquantizable(array: np.ndarray | BFloat16Array, coding: TensorCoding, dtyp
         return "it holds nan or inf"
     largest = max(high, -low)
     step = float(step_size(coding.qp, coding.qp_density))
-    if largest / step >= MAX_EXACT_LEVEL:
+    # a float32 (or narrower) value over a power-of-two step is a whole number of steps with its
+    # low bits zero beyond 2**24, which float32 holds; float64 values and other steps are not
+    exact_beyond = dtype != DType.FLOAT64 and math.frexp(step)[0] == 0.5
+    if largest / step >= MAX_LEVEL:  # the format's limit (§6.4)
+        return f"its largest magnitude {largest:g} needs levels beyond 2**31 at qp {coding.qp}"
+    if largest / step >= MAX_EXACT_LEVEL and not exact_beyond:
         return (f"its largest magnitude {largest:g} needs levels beyond 2**24 at qp {coding.qp}, which float32 "
                 "reconstruction does not hold exactly")
     if largest + 2 * step >= _LARGEST_REBUILT[dtype]:  # RDO and the trellis may go past the nearest level
