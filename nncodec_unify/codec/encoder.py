@@ -587,6 +587,8 @@ def choose_levels(array: np.ndarray | BFloat16Array, step: np.float32, mode: Cod
     if coding.rdo_lambda <= 0 or array.size == 0:
         return LevelChoice(nearest)
     grid = on_grid(array, nearest, step, dtype)
+    if grid and not coding.dependent:  # coded losslessly, by these levels
+        return LevelChoice(nearest)
     matrix = nearest.reshape(matrix_shape(nearest.shape))
     kinds = block_kinds(np.abs(matrix), *coding.block) if mode == CodingMode.UNIFIED else None
     # blocks that are unified at the nearest levels (a projected or ADMM-trained tensor) keep
@@ -595,7 +597,7 @@ def choose_levels(array: np.ndarray | BFloat16Array, step: np.float32, mode: Cod
     if grid:
         # coded losslessly; by dependently quantized levels when some give exactly these values (a
         # tensor decoded from such a stream: its scalar levels cost 18 % more on all-MiniLM-L6-v2)
-        exact = (_exact_dependent_levels(nearest) if coding.dependent and not structured and nearest.any()
+        exact = (_exact_dependent_levels(nearest) if not structured and nearest.any()
                  else None)  # all zero: the same levels either way, and no quant_flags needed
         return LevelChoice(nearest) if exact is None else LevelChoice(exact, dependent=True, use_offsets=False)
     if coding.dependent and not structured:
