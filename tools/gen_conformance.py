@@ -1696,6 +1696,14 @@ def valid_cases() -> list[Case]:
         extra_units={1: [ancillary(STREAM_END, plain_end.payload.bytes())]}, major=3, minor=1)
     cases += integrity_valid_cases(unified_levels, specials32)
     cases += alias_valid_cases(unified_levels)
+    # §5.7 (added after revision 5.0.1): the longest path the rules allow, and every printable ASCII
+    # character they do not exclude
+    allowed = "".join(chr(c) for c in range(0x20, 0x7F) if chr(c) not in "/\\:")
+    add("attached-file-path-limits", "format 3.1: attached files at a path of 8 components, and a name holding "
+        "every printable ASCII character but '/', '\\' and ':' (a space, '..' inside a name, a leading '.')",
+        ["5.7"], [T("w", "int8", (2,), RAW, ints([1, -1], 1, True))],
+        extra_units={0: [attached("a/b/c/d/e/f/g/h.txt", b"eight"), attached("d/." + allowed + "..", b"")]},
+        major=3, minor=1)
     return cases
 
 
@@ -2477,6 +2485,29 @@ def invalid_cases() -> list[Case]:
     add("integer-qp-1-quant-flags-1", "format 3.0: DENSE int16 at qp 1 with quant_flags 1 (two defects): the "
         "qp is checked before the integer's quant_flags", ["6.1", "7.1.1"],
         stream([dataclasses.replace(integer, quant_flags=1)], major=3).bytes(), ("malformed", "qp"))
+    # §5.7 path rules and §6.5/§6.6 plane rules that had no stream of their own (added after revision 5.0.1)
+    for slug, path, what in [("nine-components", "a/b/c/d/e/f/g/h/i", "9 components (at most 8)"),
+                             ("dot-component", "a/./b", "the component '.'"),
+                             ("backslash", "a\\b", "a backslash"),
+                             ("colon", "c:config.json", "a colon"),
+                             ("delete-character", "a\x7fb", "the character U+007F"),
+                             ("empty", "", "path_length 0 (no component)")]:
+        add(f"attached-file-path-{slug}", f"format 3.1: an attached file path with {what}", ["5.7"],
+            with_file(attached(path, b"")), ("malformed", "path"))
+    add("block-map-frequency-bits-0", "frequency_bits 0 in the block map's magnitude table", ["5.6", "6.6"],
+        patch(uw, "block_map.magnitude_table[0].frequency_bits", b"\x00"),
+        ("malformed", "block_map.magnitude_table[0].frequency_bits"))
+    add("truncated-in-block-map-words", "the payload ends inside block_map.words", ["5.6", "6.5", "3.5"],
+        cut_inside(uw, "block_map.words"), ("truncated", "block_map.word_count"))
+    add("unified-magnitudes-direct-bits-9", "unified_magnitudes.direct_bits 9", ["5.6", "6.5"],
+        patch(uw, "unified_magnitudes.direct_bits", b"\x09"), ("malformed", "unified_magnitudes.direct_bits"))
+    add("unified-magnitudes-alphabet-zero", "alphabet_size 0 in the unified magnitudes' table", ["5.6", "6.6"],
+        patch(uw, "unified_magnitudes.magnitude_table[0].alphabet_size", b"\x00\x00"),
+        ("malformed", "unified_magnitudes.magnitude_table[0].alphabet_size"))
+    add("column-offsets-row-class-count-0", "column_offsets.row_class_count 0", ["6.5", "6.10"],
+        patch(ow, "column_offsets.row_class_count", b"\x00"), ("malformed", "column_offsets.row_class_count"))
+    add("column-offsets-mantissa-bits-3", "column_offsets.mantissa_bits 3 with direct_bits 2", ["6.5", "6.10"],
+        patch(ow, "column_offsets.mantissa_bits", b"\x03"), ("malformed", "column_offsets.mantissa_bits"))
     return cases
 
 
@@ -3006,8 +3037,9 @@ UNIFIED and PRUNED blocks, column offsets, every `qp_density`, scalars and empty
 `integer-*`, `dense-int32-qp-minus-32` and `*-mode-for-bool` invalid streams.
 
 Format 3.0 adds dependent quantization (`quant_flags`, spec §6.1, §7.1.2: `valid/*-dq-*.nnu` and the
-`quant-flags-*` invalid streams), format 3.1 the `ATTACHED_FILE` unit (§5.7: `valid/*-attached-files.nnu`
-and the `attached-file-*` invalid streams).
+`quant-flags-*` invalid streams), format 3.1 the `ATTACHED_FILE` unit (§5.7: `valid/*-attached-files.nnu`,
+`valid/*-attached-file-path-limits.nnu` (8 components, every allowed ASCII character) and the
+`attached-file-*` invalid streams, one per path rule).
 
 ## Checking a decoder
 
