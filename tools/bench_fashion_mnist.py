@@ -218,6 +218,7 @@ class Settings:
     distill: float = 0.0  # weight of distillation from the dense model in every phase after it (0.7 cost 0.3 point)
     augment: bool = False  # random horizontal flips and shifts of up to 2 pixels in every phase after the dense model
     temperature: float = 4.0  # of the distillation
+    budget_ramp: float = 0.0  # ADMM's budget grows over this fraction of its updates (cubic, from none), 0: fixed
     rho: float = 0.2
     rho_growth: float = 1.2
     rho_max: float = 10.0
@@ -446,9 +447,18 @@ def run_job(task: tuple[int, Job]) -> dict:
         every = max(1, -(-len(x_train) // settings.batch_size) // settings.updates_per_epoch)
         steps = [0]
 
+        ramp_updates = settings.budget_ramp * settings.admm_epochs * settings.updates_per_epoch
+        if ramp_updates > 0:  # start from an empty budget: Z = W (the targets keep their ratios, so no tensor is freed)
+            admm.budget = Target(block=job.block)
+            admm.Z = {name: param.detach().clone() for name, param in admm.params.items()}
+
         def after_step() -> None:
             steps[0] += 1
             if steps[0] % every == 0:
+                if ramp_updates > 0:  # gradual pruning's cubic schedule (Zhu & Gupta 2017) on the budget
+                    reached = 1 - (1 - min(1.0, (steps[0] // every) / ramp_updates)) ** 3
+                    admm.budget = Target(prune_ratio=job.prune_ratio * reached, unify_ratio=job.unify_ratio * reached,
+                                         block=job.block)
                 admm.update()
 
         for _ in range(settings.admm_epochs):

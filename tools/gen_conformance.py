@@ -41,7 +41,7 @@ from nncodec_unify.codec.errors import BitstreamError
 from nncodec_unify.codec.format import DType, Limits
 from nncodec_unify.codec.quant import dependent_magnitudes, dequantize, step_size, to_output_type
 
-SPEC_REVISION = "5.0.1"
+SPEC_REVISION = "5.0.2"
 FORMAT_VERSION = "5.0"
 VERSION_MAJOR = 2  # the major version of a stream unless a case says otherwise
 INTEGRITY_MAJOR = 4  # content_digest in tensor_header (§5.2) and the STREAM_END unit (§5.8)
@@ -1696,7 +1696,7 @@ def valid_cases() -> list[Case]:
         extra_units={1: [ancillary(STREAM_END, plain_end.payload.bytes())]}, major=3, minor=1)
     cases += integrity_valid_cases(unified_levels, specials32)
     cases += alias_valid_cases(unified_levels)
-    # §5.7 (added after revision 5.0.1): the longest path the rules allow, and every printable ASCII
+    # §5.7 (document revision 5.0.2): the longest path the rules allow, and every printable ASCII
     # character they do not exclude
     allowed = "".join(chr(c) for c in range(0x20, 0x7F) if chr(c) not in "/\\:")
     add("attached-file-path-limits", "format 3.1: attached files at a path of 8 components, and a name holding "
@@ -2485,7 +2485,7 @@ def invalid_cases() -> list[Case]:
     add("integer-qp-1-quant-flags-1", "format 3.0: DENSE int16 at qp 1 with quant_flags 1 (two defects): the "
         "qp is checked before the integer's quant_flags", ["6.1", "7.1.1"],
         stream([dataclasses.replace(integer, quant_flags=1)], major=3).bytes(), ("malformed", "qp"))
-    # §5.7 path rules and §6.5/§6.6 plane rules that had no stream of their own (added after revision 5.0.1)
+    # §5.7 path rules and §6.5/§6.6 plane rules that had no stream of their own (document revision 5.0.2)
     for slug, path, what in [("nine-components", "a/b/c/d/e/f/g/h/i", "9 components (at most 8)"),
                              ("dot-component", "a/./b", "the component '.'"),
                              ("backslash", "a\\b", "a backslash"),
