@@ -5,9 +5,10 @@ Target: **>= 60x whole-stream compression at <= 1.0 point accuracy drop** agains
 on every seed (stretch: 80x). Each job runs once per seed (``--seeds``, default 0,1), each seed
 with its own dense model; the tables give every seed and the median.
 
-Methods, all coded by the same codec at the same quantization (qp -20, a step of 2**-5, for the
-weight matrices; vector_qp -24, a step of 2**-6, for the biases), all evaluated on the **decoded**
-weights, all with the same training budget after the dense model:
+Methods, all coded by the same codec at the same quantization (qp -16, a step of 2**-4, for the
+weight matrices but fc3, which takes qp -12, a step of 2**-3; vector_qp -16 for the biases), all
+evaluated on the **decoded** weights, all with the same training budget after the dense model
+(ADMM: 10 epochs, then 20 of fine-tuning; the others: 30 of fine-tuning):
 
 * ``dense``: the baseline model, and the same model through the codec without any pruning;
 * ``admm``: ADMM towards micro-structured unification + pruning (global budget over the weight
@@ -30,6 +31,37 @@ Settings are chosen on a validation split: 5,000 training images held out by a f
 permutation (VALIDATION_SEED), never trained on; the dense models train on the other 55,000.
 The target is judged on t10k, which no choice reads. Each row also gives its stream size
 without content digests (``bytes_without_digests``: a format 3 stream, CRC-32 per unit only).
+
+**The defaults changed on 2026-12-04** (evening): qp -16 for the weight matrices (was -20), qp -12
+for fc3 (was -20), vector_qp -16 (was -24) and 20 fine-tuning epochs (was 10). Every figure below
+dated earlier was measured with the old defaults; the commands that produced them now need
+``--set qp=-20 --set vector_qp=-24 --set "qp_rules=()" --set finetune_epochs=10``. The change was
+chosen on the validation split (drops in points on validation, then test, seeds 0 / 1; ``--seeds
+0,1 --job admm:4x4:P:U`` with the ``--set`` options of each row on the old defaults; 2-core AMD
+EPYC, dense models of validation 91.54 / 91.22 %, about 2-4 min a row on 2 workers):
+
+| ``--set`` (old defaults otherwise) | P / U | ratio | validation drop | test drop |
+|---|---|---|---|---|
+| (none: the old defaults) | 0.8 / 0.16 | 45.6x / 45.5x | 1.78 / 1.48 | 1.65 / 1.18 |
+| ``distill=0.5 temperature=2.0`` | 0.8 / 0.16 | 45.3x / 45.5x | 2.06 / 1.62 | 1.54 / 1.18 |
+| ``finetune_epochs=20`` | 0.8 / 0.16 | 44.7x / 44.9x | 1.58 / 0.92 | 1.19 / 0.87 |
+| ``finetune_epochs=40`` | 0.8 / 0.16 | 44.1x / 44.1x | 1.84 / 1.20 | 1.22 / 0.85 |
+| ``admm_epochs=20 finetune_epochs=20`` | 0.8 / 0.16 | 44.5x / 44.9x | 1.96 / 1.16 | 1.15 / 1.05 |
+| ``finetune_epochs=20 budget_ramp=0.5`` (the budget grows over the first half of ADMM) | 0.8 / 0.16 | 45.1x / 44.9x | 1.68 / 0.98 | 1.22 / 0.81 |
+| fc3 at qp -12, ``vector_qp=-16`` | 0.8 / 0.16 | 47.9x / 48.0x | 1.84 / 1.52 | 1.71 / 1.29 |
+| the same, 20 epochs, fc3 -8, conv1 -16 | 0.8 / 0.16 | 48.5x / 48.3x | 2.12 / 1.70 | 1.60 / 1.16 |
+| **the new defaults** (``qp=-16``, fc3 -12, ``vector_qp=-16``, 20 epochs) | 0.75 / 0.2 | 45.6x / 45.5x | 1.72 / 1.00 | 1.02 / 0.67 |
+| the new defaults | 0.8 / 0.16 | 52.8x / 52.7x | 1.98 / 2.08 | 1.66 / 1.22 |
+| the new defaults | 0.85 / 0.12 | 59.9x / 59.9x | 2.84 / 2.00 | 2.37 / 1.56 |
+| the new defaults, conv1 and conv2 at qp -20 | 0.8 / 0.16 | 50.5x / 50.3x | 2.16 / 1.58 | 1.48 / 1.04 |
+| the new defaults at ``qp=-12`` | 0.8 / 0.16 | 57.8x / 58.0x | 3.60 / 2.40 | 2.80 / 1.97 |
+
+On the old defaults at 59.2-59.5x (P=0.9 U=0.07) the drops were 3.32 / 2.48 on validation and
+3.00 / 2.15 on test: the new defaults move the front by about half a point (or about 10 % of
+ratio), no more. A coarser grid costs ADMM's unified blocks almost nothing (16 sign bits and a
+magnitude each) and frees bytes for more of them; qp -12 is too coarse for fc1's small
+magnitudes. Distillation, 40 epochs and a growing budget gain nothing over the seeds' spread
+(about half a point).
 
 Measured 2026-12-03 (streams with content digests; dense: validation 91.28 / 91.50 %, test
 90.50 / 90.65 % on seeds 0 / 1), ``--only "admm 4x4 P=0.87 U=0.1" --only "admm 4x4 P=0.8
@@ -174,7 +206,7 @@ MEAN, STD = 0.2860, 0.3530
 # the rest stay dense. A dense block costs ~3x a unified one (~60 vs ~20 bits at qp -20), so only
 # 3-4 % are kept; around 60x every extra percent of dense blocks costs ~10 % of the stream.
 ADMM_TARGETS = {
-    (4, 4): [(0.8, 0.16), (0.85, 0.12), (0.87, 0.1), (0.9, 0.07)],
+    (4, 4): [(0.75, 0.2), (0.8, 0.16), (0.85, 0.12), (0.87, 0.1)],
 }
 BLOCK_PRUNE_RATIOS = [0.9, 0.94, 0.96]  # 4x4 blocks
 UNSTRUCTURED_RATIOS = [0.95, 0.97, 0.98]
@@ -203,15 +235,16 @@ class LeNet5(nn.Module):
 class Settings:
     dense_epochs: int = 15
     admm_epochs: int = 10
-    finetune_epochs: int = 10
+    finetune_epochs: int = 20  # 10 until 2026-12-04 (see the docstring)
     admm_lr: float = 1e-3
     finetune_lr: float = 2e-3
     grid_training: bool = True  # quantization-aware fine-tuning (GridTraining), in every method
     free: tuple[str, ...] = ("conv1.weight", "fc3.weight")  # weight matrices left dense, in every method
     batch_size: int = 128
-    qp: int = -20  # weight matrices (step 2**-5; -24 cost ~9 % more bytes and no accuracy here)
-    vector_qp: int = -24  # biases (step 2**-6)
-    qp_rules: tuple[tuple[str, int], ...] = ()  # (glob on tensor names, qp): per-tensor qp overrides
+    qp: int = -16  # weight matrices (step 2**-4; -20 until 2026-12-04, -12 lost a point: see the docstring)
+    vector_qp: int = -16  # biases (step 2**-4; -24 until 2026-12-04)
+    # (glob on tensor names, qp): per-tensor qp overrides; fc3 (left dense) on a coarser grid
+    qp_rules: tuple[tuple[str, int], ...] = (("fc3.weight", -12),)
     normalize: str = "none"  # the global budget's cost scale per layer: "none" or "rms" (plan_kinds)
     importance: str = "none"  # ADMM's metric: "none" or "input" (each input column weighted by E[x^2], calibration_images)
     importance_power: float = 1.0  # ... the weights are E[x^2] ** importance_power
