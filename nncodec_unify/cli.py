@@ -43,6 +43,7 @@ from .codec.decoder import describe
 from .codec.errors import BitstreamError, EncodeError, LimitExceededError, NncodecError, OutputExistsError
 from .codec.bitio import ByteReader
 from .codec.format import DTYPE_NAMES, FILE_HEADER_SIZE, FLOAT_DTYPES, CodingMode, Limits
+from .codec.layout import OVERHEAD_CATEGORIES, stream_layout
 from .codec.syntax import read_file_header
 from .codec.memory import FileMapping
 from .codec.quant import step_size
@@ -263,6 +264,9 @@ def build_parser() -> argparse.ArgumentParser:
     info = commands.add_parser("info", help="show a stream's version and tensors")
     info.add_argument("input", help="the stream to describe (.nnu), or - to read it from stdin")
     info.add_argument("--json", action="store_true", help="print one JSON object")
+    info.add_argument("--bytes", action="store_true",
+                      help="also show where the bytes go (headers, digests, tables, coded values, signs), in all "
+                           "and per tensor; decodes and verifies the whole stream (about twice a decode's time)")
 
     conform = commands.add_parser("conform", help="check the decoder against a conformance suite "
                                   "(a directory with valid/ and invalid/)")
@@ -993,9 +997,14 @@ def _info(args: argparse.Namespace) -> int:
              "alias_of": t.alias_of} for t in tensors]
     digest = _model_digest_hex([(t.name, t.dtype, t.shape, t.content_digest) for t in tensors]) \
         if header.version_major >= 4 else None
+    layout = stream_layout(data) if args.bytes else None
     if args.json:
-        print(json.dumps({"version": f"{header.version_major}.{header.version_minor}", "bytes": len(data),
-                          "model_digest": digest, "tensors": rows, "attached_files": attached}))
+        summary = {"version": f"{header.version_major}.{header.version_minor}", "bytes": len(data),
+                   "model_digest": digest, "tensors": rows, "attached_files": attached}
+        if layout is not None:
+            summary["layout"] = {"bytes": layout.bytes,
+                                 "tensors": [{"name": t.name, "bytes": t.bytes} for t in layout.tensors]}
+        print(json.dumps(summary))
         return EXIT_OK
     print(f"{_shown(args.input)}: nncodec_unify stream, format {header.version_major}.{header.version_minor}, "
           f"{len(data):,} bytes, {len(tensors)} tensors")
@@ -1023,7 +1032,20 @@ def _info(args: argparse.Namespace) -> int:
         print(f"  model digest (SHA-256): {digest} (as stored; `nncodec verify` checks the tensors)")
     for item in attached:
         print(f"  attached file: {_shown(item['path'])} ({item['bytes']:,} bytes; decoding into a folder writes it)")
+    if layout is not None:
+        _print_layout(layout)
     return EXIT_OK
+
+
+def _print_layout(layout) -> None:
+    """``info --bytes``: the stream's bytes by category, then the overhead that codes no value."""
+    print("  where the bytes go (the stream decoded and verified):")
+    width = max(len(category) for category in layout.bytes)
+    for category, count in layout.bytes.items():
+        print(f"    {category:<{width}}  {count:>12,}  {100 * count / layout.total:5.1f} %")
+    overhead = sum(layout.bytes.get(category, 0) for category in OVERHEAD_CATEGORIES)
+    print(f"    overhead ({', '.join(OVERHEAD_CATEGORIES)}): {overhead:,} bytes "
+          f"({100 * overhead / layout.total:.1f} %); per tensor with --json")
 
 
 def _conform(args: argparse.Namespace) -> int:
