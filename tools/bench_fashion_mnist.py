@@ -164,7 +164,8 @@ distillation from the dense model (0.7: 0.3 point worse) did not pay.
 
 Data: the Debian package ``dataset-fashion-mnist`` (``apt-get install -y dataset-fashion-mnist``,
 IDX files under /usr/share/datasets/fashion-mnist/). Output: tables on stdout, the figures as
-JSON and a plot (PNG, needs matplotlib) under tools/out/. Jobs run in ``--workers`` processes of
+JSON and a plot (PNG, needs matplotlib) under tools/out/ (``--out``), and every row's stream under
+its streams/ folder (``nncodec info --bytes FILE`` shows where its bytes go). Jobs run in ``--workers`` processes of
 one thread each; a job takes ~5.5 min on one thread (~14 s per epoch here), so the full list (10
 jobs x 2 seeds) takes about 110 min on one worker, about 55 min on two.
 
@@ -427,7 +428,20 @@ def code_and_check(model, settings: Settings, data, blocks: list[tuple[int, int]
     return {"accuracy": accuracy(rebuilt, data.x_test, data.y_test),
             "val_accuracy": accuracy(rebuilt, data.x_val, data.y_val), "bytes": len(stream),
             "ratio": fp32_bytes / len(stream), "bytes_without_digests": without, "bit_exact": same_bits(state, decoded), "coding": coding,
-            "tensor_bytes": {report.name: report.coded_bytes for report in result.reports}}
+            "tensor_bytes": {report.name: report.coded_bytes for report in result.reports}, "stream": stream}
+
+
+def _saved(row: dict, label: str, seed: int, streams: Path | None = None) -> dict:
+    """``row`` without its stream, which is written to ``streams`` (or the worker's folder) as
+    ``LABEL_sSEED.nnu`` (spaces and '=' as '_'), for ``nncodec info --bytes`` and decoding; the
+    row names the file."""
+    stream, folder = row.pop("stream"), streams or _STREAMS
+    if folder is not None:
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / (label.replace(" ", "_").replace("=", "") + f"_s{seed}.nnu")
+        path.write_bytes(stream)
+        row["stream_file"] = str(path)
+    return row
 
 
 # --- jobs ------------------------------------------------------------------------------------------
@@ -435,10 +449,12 @@ def code_and_check(model, settings: Settings, data, blocks: list[tuple[int, int]
 _DATA = None
 _DENSE: dict[int, dict] = {}
 _SETTINGS = None
+_STREAMS: Path | None = None  # where each row's stream is written (``--out``/streams)
 
 
-def _init_worker(settings: Settings, dense_paths: dict[int, str]) -> None:
-    global _DATA, _DENSE, _SETTINGS
+def _init_worker(settings: Settings, dense_paths: dict[int, str], streams: Path | None = None) -> None:
+    global _DATA, _DENSE, _SETTINGS, _STREAMS
+    _STREAMS = streams
     torch.set_num_threads(1)
     _SETTINGS = settings
     _DATA = load_data(settings.subset, settings.validation)
@@ -521,7 +537,7 @@ def run_job(task: tuple[int, Job]) -> dict:
            "blocks": {"pruned": int(counts[BlockKind.PRUNED]), "unified": int(counts[BlockKind.UNIFIED]),
                       "dense": int(counts[BlockKind.DENSE])},
            "weight_sparsity": zero_weights / weight_count}
-    row.update(code_and_check(model, settings, data, code_blocks, try_dense_mode))
+    row.update(_saved(code_and_check(model, settings, data, code_blocks, try_dense_mode), job.label, seed))
     row["seconds"] = round(time.perf_counter() - started, 1)
     return row
 
@@ -557,7 +573,7 @@ def run_calibrated(seed: int, job: Job, settings: Settings, data, model, names: 
            "blocks": {"pruned": int(counts[BlockKind.PRUNED]), "unified": int(counts[BlockKind.UNIFIED]),
                       "dense": int(counts[BlockKind.DENSE])},
            "weight_sparsity": zero_weights / weight_count, "calibration_seconds": round(report.seconds, 1)}
-    row.update(code_and_check(model, settings, data, [job.block], False))
+    row.update(_saved(code_and_check(model, settings, data, [job.block], False), job.label, seed))
     row["seconds"] = round(time.perf_counter() - started, 1)
     return row
 
@@ -816,7 +832,7 @@ def main(argv: list[str] | None = None) -> int:
                                 "test": accuracy(dense, data.x_test, data.y_test)}
         rows.append({"method": "dense", "label": "dense fp32", "seed": seed, "accuracy": dense_accuracy[seed]["test"],
                      "val_accuracy": dense_accuracy[seed]["val"], "bytes": fp32_bytes, "ratio": 1.0})
-        coded = code_and_check(dense, seeded, data, [(4, 4)], True)
+        coded = _saved(code_and_check(dense, seeded, data, [(4, 4)], True), "dense-coded", seed, args.out / "streams")
         rows.append({"method": "dense-coded", "label": f"dense through the codec (qp {settings.qp})", "seed": seed,
                      **coded})
         print(f"dense accuracy, seed {seed}: validation {100 * dense_accuracy[seed]['val']:.2f}%, "
@@ -827,7 +843,8 @@ def main(argv: list[str] | None = None) -> int:
         jobs = [job for job in jobs if any(text in job.label for text in args.only)]
     tasks = [(seed, job) for job in jobs for seed in seeds]
     context = multiprocessing.get_context("spawn")
-    with context.Pool(args.workers, initializer=_init_worker, initargs=(settings, dense_paths)) as pool:
+    with context.Pool(args.workers, initializer=_init_worker,
+                      initargs=(settings, dense_paths, args.out / "streams")) as pool:
         for done, row in enumerate(pool.imap_unordered(run_job, tasks), start=1):
             print(f"[{done}/{len(tasks)}] {row['label']} (seed {row['seed']}): validation "
                   f"{100 * row['val_accuracy']:.2f}% (drop {drop_of(row, dense_accuracy, 'val'):.2f}), test "
