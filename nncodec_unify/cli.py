@@ -266,7 +266,8 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("--json", action="store_true", help="print one JSON object")
     info.add_argument("--bytes", action="store_true",
                       help="also show where the bytes go (headers, digests, tables, coded values, signs), in all "
-                           "and per tensor; decodes and verifies the whole stream (about twice a decode's time)")
+                           "(per tensor unit with --json; an alias's bytes are its tensor's); decodes and verifies "
+                           "the whole stream (about twice a decode's time)")
 
     conform = commands.add_parser("conform", help="check the decoder against a conformance suite "
                                   "(a directory with valid/ and invalid/)")

@@ -95,17 +95,23 @@ def test_no_digests_writes_format_3_with_dq_and_format_2_without():
 def test_no_digests_and_every_tensor_raw_writes_format_2():
     """Spec §10: the lowest version whose features the stream uses; RAW tensors have no quant_params."""
     values = {"w": _laplace((8, 8)), "b": np.arange(4, dtype=np.float32)}
-    raw = TensorRule("*", mode=CodingMode.RAW)
-    data = nu.encode(values, config=EncoderConfig(digests=False, rules=(raw,)))
+
+    def major(*rules: TensorRule, digests: bool = False) -> int:
+        return nu.encode(values, config=EncoderConfig(digests=digests, rules=rules))[8]
+
+    raw, dense = CodingMode.RAW, CodingMode.DENSE
+    data = nu.encode(values, config=EncoderConfig(digests=False, rules=(TensorRule("*", mode=raw),)))
     assert data[8:10] == bytes((2, 0))
-    assert all(t.coding_mode == CodingMode.RAW for t in describe(data)[1])
+    assert all(t.coding_mode == raw for t in describe(data)[1])
     assert nu.decode(data)["w"].tobytes() == values["w"].tobytes()
-    # a later rule that codes some tensors otherwise may use dependent quantization: 3.0
-    later = (raw, TensorRule("w", mode=CodingMode.DENSE))
-    assert nu.encode(values, config=EncoderConfig(digests=False, rules=later))[8] == 3
-    # a RAW rule for some names only is not every tensor
-    assert nu.encode(values, config=EncoderConfig(digests=False, rules=(TensorRule("b", mode=CodingMode.RAW),)))[8] == 3
-    assert nu.encode(values, config=EncoderConfig(rules=(raw,)))[8] == 4  # digests: 4.0 whatever the modes
+    # every tensor RAW by the last rule that matches it, whatever the rules' order or patterns
+    assert major(TensorRule("*", mode=raw), TensorRule("w", mode=raw)) == 2
+    assert major(TensorRule("*", mode=raw), TensorRule("zzz", mode=dense)) == 2  # matches no tensor
+    assert major(TensorRule("w", mode=raw), TensorRule("b", mode=raw)) == 2
+    # a tensor coded otherwise may use dependent quantization: 3.0
+    assert major(TensorRule("*", mode=raw), TensorRule("w", mode=dense)) == 3
+    assert major(TensorRule("b", mode=raw)) == 3
+    assert major(TensorRule("*", mode=raw), digests=True) == 4  # digests: 4.0 whatever the modes
 
 
 def test_an_explicit_dense_mode_is_dependently_quantized_too():

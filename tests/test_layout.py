@@ -11,7 +11,9 @@ import pytest
 import nncodec_unify as nu
 from nncodec_unify import CodingMode, EncoderConfig, TensorRule
 from nncodec_unify.cli import EXIT_BAD_INPUT, EXIT_OK, main
+from nncodec_unify.codec.decoder import describe
 from nncodec_unify.codec.errors import BitstreamError, ChecksumError
+from nncodec_unify.codec.format import DTYPE_ITEMSIZE, Limits
 from nncodec_unify.codec.layout import CATEGORIES, OVERHEAD_CATEGORIES, category_of, stream_layout
 
 SUITE = Path(__file__).resolve().parent.parent / "conformance" / "valid"
@@ -24,20 +26,41 @@ def _model(rng: np.random.Generator) -> dict[str, np.ndarray]:
             "steps": np.array([3, -1, 7], dtype=np.int64)}
 
 
+def _expected(data: bytes, limits: Limits) -> dict[str, int]:
+    """Some categories' bytes computed from the spec and describe(), independently of layout.py."""
+    files: list = []
+    header, infos = describe(data, limits=limits, files=files)
+    stored = [t for t in infos if t.alias_of is None]
+    aliases = {t.name: [a.name for a in infos if a.alias_of == t.name] for t in stored}
+    major = header.version_major
+    expected = {
+        # §5.2: name_length, name, dtype, ndim, dims, coding_mode; (5.x) alias_count and each alias
+        "tensor headers": sum(2 + len(t.name.encode()) + 1 + 1 + 4 * len(t.shape) + 1 for t in stored)
+        + (sum(2 + sum(2 + len(a.encode()) for a in aliases[t.name]) for t in stored) if major >= 5 else 0),
+        # §5.2 content_digest per tensor unit, §5.8 model and stream digests
+        "digests": 32 * len(stored) + 64 if major >= 4 else 0,
+        "RAW values": sum(int(np.prod(t.shape, dtype=np.int64)) * DTYPE_ITEMSIZE[t.dtype]
+                          for t in stored if t.coding_mode == CodingMode.RAW),
+        "attached files": sum(2 + len(f.path.encode()) + len(f.content) for f in files),
+    }
+    return expected
+
+
 def test_every_valid_conformance_stream_is_accounted_to_the_byte():
     manifest = json.loads((SUITE / "manifest.json").read_text())
     for entry in manifest["streams"]:
-        if entry.get("limits"):
-            continue
         data = (SUITE / entry["file"]).read_bytes()
-        layout = stream_layout(data)
-        assert layout.total == len(data) == sum(layout.bytes.values()), entry["file"]
-        assert set(layout.bytes) <= set(CATEGORIES)
+        limits = Limits(**entry.get("limits", {}))
+        layout = stream_layout(data, limits=limits)
+        assert sum(layout.bytes.values()) == len(data)
+        for category, count in _expected(data, limits).items():
+            assert layout.bytes.get(category, 0) == count, (entry["file"], category)
         stored = [t for t in entry["tensors"] if "alias_of" not in t]  # an alias has no unit of its own
         assert [t.name for t in layout.tensors] == [t["name"] for t in stored], entry["file"]
-        for tensor in layout.tensors:
-            assert all(count > 0 for count in tensor.bytes.values())
-            assert sum(tensor.bytes.values()) <= layout.total
+        # the tensor units hold every byte of a tensor category (the rest is in other units)
+        for category in ("tensor headers", "coding parameters", "plane fields", "frequency tables", "sign bits",
+                         "dense levels", "block map", "RAW values"):
+            assert sum(t.bytes.get(category, 0) for t in layout.tensors) == layout.bytes.get(category, 0)
 
 
 def test_categories_of_a_coded_stream_match_its_syntax():

@@ -817,6 +817,8 @@ def main(argv: list[str] | None = None) -> int:
         settings = dataclasses.replace(settings, dense_epochs=1, admm_epochs=1, finetune_epochs=1, subset=4000)
     for text in args.set:
         settings = parse_setting(settings, text)
+    if not 0 <= settings.budget_ramp <= 1:
+        parser.error(f"budget_ramp must be a fraction of ADMM's updates, 0 to 1; got {settings.budget_ramp}")
     seeds = [int(seed) for seed in args.seeds.split(",")]
     args.out.mkdir(parents=True, exist_ok=True)
     name = "bench_fashion_mnist" + ("_quick" if args.quick else "") + (f"_{args.tag}" if args.tag else "")

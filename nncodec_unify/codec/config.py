@@ -107,19 +107,20 @@ class EncoderConfig:
     def stream_major(self) -> int:
         """The major version the encoder writes (spec §10): 4 with digests (the encoder
         raises it to 5 for a model with tied weights); without, 3 when tensors may use
-        dependent quantization, else 2, which every 2.x decoder reads (also when the rules
-        code every tensor RAW, so that no tensor has quantization parameters at all)."""
+        dependent quantization, else 2, which every 2.x decoder reads (the encoder also
+        writes 2 when the rules code every tensor of the model RAW: :meth:`raw_by_rules`)."""
         if self.digests:
             return INTEGRITY_MAJOR
-        return DEPENDENT_MAJOR if self.dependent and self.rdo and not self._all_raw() else PLAIN_MAJOR
+        return DEPENDENT_MAJOR if self.dependent and self.rdo else PLAIN_MAJOR
 
-    def _all_raw(self) -> bool:
-        """Whether every tensor is coded RAW whatever its name: the last rule that sets a mode
-        sets RAW for the pattern ``*`` (later rules win, so none overrides it)."""
-        for rule in reversed(self.rules):
-            if rule.mode is not None:
-                return rule.pattern == "*" and rule.mode == CodingMode.RAW
-        return False
+    def raw_by_rules(self, name: str) -> bool:
+        """Whether the rules code tensor ``name`` RAW whatever its dtype and shape (the last
+        matching rule that sets a mode sets RAW)."""
+        mode = None
+        for rule in self.rules:
+            if rule.mode is not None and fnmatch.fnmatchcase(name, rule.pattern):
+                mode = rule.mode
+        return mode == CodingMode.RAW
 
     def __post_init__(self) -> None:
         # Invalid options raise EncodeError (a ValueError) here, not a TypeError deep in the

@@ -27,9 +27,11 @@ from .format import (
     ALIAS_MAJOR,
     ATTACHMENT_VERSION,
     DEFAULT_LIMITS,
+    DEPENDENT_MAJOR,
     DIGEST_SIZE,
     DTYPE_ITEMSIZE,
     FLOAT_DTYPES,
+    PLAIN_MAJOR,
     VERSION_MINOR,
     BlockKind,
     CodingMode,
@@ -177,6 +179,8 @@ def encode_to_file(tensors: Mapping[str, object], file, *, config: EncoderConfig
         aliases_of.setdefault(target, []).append(alias)
     major = ALIAS_MAJOR if ties else config.stream_major
     names = [name for name in tensors if name not in ties]
+    if major == DEPENDENT_MAJOR and all(config.raw_by_rules(name) for name in names):
+        major = PLAIN_MAJOR  # spec §10: the lowest version; RAW tensors have no quant_params
     start = ByteWriter()
     version = (major, VERSION_MINOR)
     if attachments and version < ATTACHMENT_VERSION:  # 3.0 decoders skip the ancillary units
