@@ -51,7 +51,8 @@ EPYC, dense models of validation 91.54 / 91.22 %, about 2-4 min a row on 2 worke
 | fc3 at qp -12, ``vector_qp=-16`` | 0.8 / 0.16 | 47.9x / 48.0x | 1.84 / 1.52 | 1.71 / 1.29 |
 | the same, 20 epochs, fc3 -8, conv1 -16 | 0.8 / 0.16 | 48.5x / 48.3x | 2.12 / 1.70 | 1.60 / 1.16 |
 | **the new defaults** (``qp=-16``, fc3 -12, ``vector_qp=-16``, 20 epochs) | 0.75 / 0.2 | 45.6x / 45.5x | 1.72 / 1.00 | 1.02 / 0.67 |
-| the new defaults | 0.8 / 0.16 | 52.8x / 52.7x | 1.98 / 2.08 | 1.66 / 1.22 |
+| the new defaults (from the full run below) | 0.8 / 0.16 | 51.6x / 51.5x | 1.50 / 1.86 | 1.54 / 1.53 |
+| the new defaults, fc3 at qp -8 | 0.8 / 0.16 | 52.8x / 52.7x | 1.98 / 2.08 | 1.66 / 1.22 |
 | the new defaults | 0.85 / 0.12 | 59.9x / 59.9x | 2.84 / 2.00 | 2.37 / 1.56 |
 | the new defaults, conv1 and conv2 at qp -20 | 0.8 / 0.16 | 50.5x / 50.3x | 2.16 / 1.58 | 1.48 / 1.04 |
 | the new defaults at ``qp=-12`` | 0.8 / 0.16 | 57.8x / 58.0x | 3.60 / 2.40 | 2.80 / 1.97 |
