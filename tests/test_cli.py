@@ -61,7 +61,7 @@ def test_safetensors_in_and_out(tmp_path, state_dict):
 def test_info_json_lists_tensors(tmp_path, state_dict, capsys):
     torch.save(state_dict, tmp_path / "m.pt")
     main(["encode", str(tmp_path / "m.pt"), str(tmp_path / "m.nnu"), "--mode", "*.bias=raw",
-          "--tensor-qp", "3.*=-20", "--json"])
+          "--mode", "0.weight=unified", "--tensor-qp", "3.*=-20", "--json"])
     summary = json.loads(capsys.readouterr().out)
     assert summary["compressed_bytes"] == (tmp_path / "m.nnu").stat().st_size
     assert main(["info", str(tmp_path / "m.nnu"), "--json"]) == EXIT_OK
@@ -73,6 +73,8 @@ def test_info_json_lists_tensors(tmp_path, state_dict, capsys):
     assert by_name["0.bias"]["mode"] == "raw"
     assert by_name["3.weight"]["qp"] == -20 and by_name["0.weight"]["qp"] == -32
     assert by_name["0.weight"]["block"] == [4, 4] and by_name["0.weight"]["shape"] == [8, 3, 3, 3]
+    # without a mode asked for, a matrix whose blocks all came out dense is coded DENSE (no block map)
+    assert by_name["3.weight"]["mode"] == "dense" and by_name["3.weight"]["block"] is None
 
 
 def test_existing_output_needs_force(tmp_path, state_dict, capsys):

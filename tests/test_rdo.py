@@ -118,8 +118,20 @@ def test_small_float_tensors_fall_back_to_raw_when_smaller():
     result = encode_with_report(values)
     reports = {r.name: r for r in result.reports}
     assert reports["bias"].mode == CodingMode.RAW and "no larger" in reports["bias"].note
-    assert reports["w"].mode == CodingMode.UNIFIED
+    assert reports["w"].mode == CodingMode.DENSE  # coded, not RAW (no block came out structured: DENSE)
     assert nu.decode(result.data)["bias"].tobytes() == values["bias"].tobytes()
+
+
+def test_a_matrix_without_structured_blocks_is_coded_dense_with_the_same_values():
+    """An all-dense UNIFIED payload codes the same levels as DENSE mode with a block map and
+    empty unified planes on top: the encoder writes DENSE, unless the mode was asked for."""
+    values = {"w": _laplace((32, 32))}
+    dense = encode_with_report(values)
+    asked = encode_with_report(values, config=EncoderConfig(rules=(TensorRule("w", mode=CodingMode.UNIFIED),)))
+    assert dense.reports[0].mode == CodingMode.DENSE and asked.reports[0].mode == CodingMode.UNIFIED
+    assert asked.reports[0].block_counts[:2] == (0, 0)  # no pruned, no unified block
+    assert len(dense.data) < len(asked.data)
+    assert nu.decode(dense.data)["w"].tobytes() == nu.decode(asked.data)["w"].tobytes()
 
 
 def test_small_float16_vectors_are_never_larger_than_raw():

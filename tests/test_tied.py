@@ -199,7 +199,7 @@ def test_a_tied_name_that_a_rule_codes_otherwise_is_coded_on_its_own():
     w = np.random.default_rng(0).standard_normal((8, 8)).astype(np.float32)
     config = nu.EncoderConfig(rules=(nu.TensorRule("v", mode=nu.CodingMode.RAW),))
     result = nu.encode_with_report({"w": w, "v": w}, config=config)
-    assert [(r.name, r.mode.name, r.aliases) for r in result.reports] == [("w", "UNIFIED", ()), ("v", "RAW", ())]
+    assert [(r.name, r.mode.name, r.aliases) for r in result.reports] == [("w", "DENSE", ()), ("v", "RAW", ())]
     assert nu.decode(result.data)["v"].tobytes() == w.tobytes()
     # a rule that matches both names keeps them tied
     both = nu.EncoderConfig(rules=(nu.TensorRule("*", qp=-20),))
