@@ -179,7 +179,7 @@ the same machine; ratio, validation drops, test drops, seeds 0 / 1): P=0.92 57.2
 ADMM that prunes only is the best setting at 60x, so (0.93, 0) replaced (0.87, 0.1) in the
 standard list after the full run above. These streams were coded before be09133, which codes
 an all-dense matrix (conv1, fc3) in DENSE mode: 58 bytes less; re-run after it, P=0.93 gives
-62.2x / 61.7x at the same drops (``nncodec info --bytes`` on its stream: 3,968 bytes, of which
+62.2x / 61.7x at the same drops (``nncodec info --bytes`` on seed 0's stream: 3,969 bytes, of which
 1,147 (28.9 %) code no value: digests 384, plane fields 252, tensor headers 224, unit framing
 and file header 140, frequency tables 96, coding parameters 51).
 
