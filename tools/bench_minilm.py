@@ -101,7 +101,7 @@ def main(argv=None) -> int:
           f"{sum(v.size for v in matrices.values()):,} parameters")
     rows = [
         # nearest levels (--no-rdo), as NNR without trellis: the entropy coders compared alone
-        measure(">=2-D at qp -32 (step 2^-8), UNIFIED 4x4", matrices, EncoderConfig(qp=-32, rdo=False), args.repeat),
+        measure(">=2-D at qp -32 (step 2^-8), default modes", matrices, EncoderConfig(qp=-32, rdo=False), args.repeat),
         measure(">=2-D at qp -32, no contexts", matrices, EncoderConfig(qp=-32, use_contexts=False, rdo=False),
                 args.repeat),
         measure("whole model, every float at qp -32 (as NNR)", model,
