@@ -832,8 +832,9 @@ def _print_summary(summary: dict) -> None:
         print(f"  attached {len(summary['attached_files']):>5} files  {summary['attached_bytes']:>14,} bytes "
               "(the folder's config and tokenizer files; counted in the size and ratio above)")
     blocks = summary["blocks"]
-    if any(blocks.values()):
-        print(f"  blocks: {blocks['pruned']:,} pruned, {blocks['unified']:,} unified, {blocks['dense']:,} dense")
+    if blocks["pruned"] or blocks["unified"]:  # matrices without structure are coded DENSE, with no block grid
+        print(f"  blocks: {blocks['pruned']:,} pruned, {blocks['unified']:,} unified, {blocks['dense']:,} dense "
+              f"(in the {summary['by_mode']['unified']['tensors']} UNIFIED tensors)")
     if summary.get("model_digest"):
         print(f"  model digest (SHA-256): {summary['model_digest']}")
     for note in summary["notes"]:

@@ -134,6 +134,20 @@ def test_a_matrix_without_structured_blocks_is_coded_dense_with_the_same_values(
     assert nu.decode(dense.data)["w"].tobytes() == nu.decode(asked.data)["w"].tobytes()
 
 
+def test_an_integer_matrix_without_structured_blocks_is_coded_dense_too():
+    rng = np.random.default_rng(5)
+    plain = rng.integers(-300, 300, size=(16, 64)).astype(np.int32)  # no block of equal magnitudes
+    structured = plain.copy()
+    structured[:8, :32] = 0  # 16 of 64 blocks pruned
+    result = encode_with_report({"plain": plain, "structured": structured})
+    modes = {r.name: r.mode for r in result.reports}
+    assert modes == {"plain": CodingMode.DENSE, "structured": CodingMode.UNIFIED}
+    decoded = nu.decode(result.data)
+    assert decoded["plain"].tobytes() == plain.tobytes() and decoded["structured"].tobytes() == structured.tobytes()
+    asked = encode_with_report({"plain": plain}, config=EncoderConfig(rules=(TensorRule("*", mode=CodingMode.UNIFIED),)))
+    assert asked.reports[0].mode == CodingMode.UNIFIED and len(asked.data) > len(encode_with_report({"plain": plain}).data)
+
+
 def test_small_float16_vectors_are_never_larger_than_raw():
     for size in (1, 2, 5, 17, 64):
         values = np.linspace(-1, 1, size).astype(np.float16)

@@ -56,7 +56,8 @@ class TensorCoding:
 class EncoderConfig:
     """Options of :func:`nncodec_unify.encode`.
 
-    Defaults: float tensors with >= 2 dims are coded UNIFIED at ``qp`` in ``block`` blocks;
+    Defaults: float tensors with >= 2 dims are coded UNIFIED at ``qp`` in ``block`` blocks
+    (DENSE when at most 1 % of the blocks come out pruned or unified, unless a rule asks for a mode);
     1-D and 0-dim float tensors DENSE at the finer ``vector_qp``. Integer tensors take the same
     modes losslessly (step 1, any ``qp`` ignored) and fall back to RAW when that is no larger
     or their values exceed 31 bits; bool tensors are RAW.

@@ -509,7 +509,7 @@ def _few_structured_blocks(levels: np.ndarray, block: tuple[int, int]) -> bool:
     those blocks save, and it would mask the dense plane, which rules out column offsets and
     costs the decoder a slower path. With no structured block at all the two modes code the
     same levels, and DENSE saves the block map, the empty unified planes and the block shape
-    (about 30 bytes a tensor: 1,120 bytes on all-MiniLM-L6-v2, 58 on LeNet-5's conv1 and fc3)."""
+    (about 30 bytes a tensor: 1,148 bytes on all-MiniLM-L6-v2, 58 on LeNet-5's conv1 and fc3)."""
     matrix = levels.reshape(matrix_shape(levels.shape))
     if matrix.size == 0:
         return False
@@ -709,8 +709,6 @@ def _encode_integer_tensor(name: str, array: np.ndarray, dtype: DType, coding: T
     write_tensor_header(raw_header, dataclasses.replace(header, coding_mode=CodingMode.RAW))
     raw_size = len(raw_header.getvalue()) + original_bytes  # the RAW payload is built only if chosen
     if fits:
-        writer = ByteWriter()
-        write_tensor_header(writer, header)
         coding = dataclasses.replace(coding, qp=0)
         bound = max(-int(array.min()), int(array.max())) if array.size else 0
         # the narrowest level type; the values themselves where they already are one, or where
@@ -719,11 +717,16 @@ def _encode_integer_tensor(name: str, array: np.ndarray, dtype: DType, coding: T
             levels = array.astype(np.uint32, copy=False) if array.dtype.itemsize > 4 else array
         else:
             levels = array.astype(level_type(bound), copy=False)
-        block_counts = _write_levels(writer, levels, coding.mode, coding, use_contexts)
+        mode = coding.mode
+        if mode == CodingMode.UNIFIED and not coding.explicit_mode and _few_structured_blocks(levels, coding.block):
+            mode = CodingMode.DENSE  # as for float tensors: no block map for (next to) no structure
+        writer = ByteWriter()
+        write_tensor_header(writer, dataclasses.replace(header, coding_mode=mode))
+        block_counts = _write_levels(writer, levels, mode, coding, use_contexts)
         del levels
         coded = writer.getvalue()
         if coding.explicit_mode or len(coded) < raw_size:
-            return coded, TensorReport(name, dtype, tuple(array.shape), coding.mode, 0, original_bytes,
+            return coded, TensorReport(name, dtype, tuple(array.shape), mode, 0, original_bytes,
                                        len(coded), 0.0, block_counts, content_digest=digest, aliases=aliases or ())
     raw = _raw_tensor(name, dtype, tuple(array.shape), _raw_bytes(array, dtype), digest, aliases)
     note = "coded RAW: its values need more than 31 bits" if not fits else ""
