@@ -662,6 +662,14 @@ def _unmatched_rules(args: argparse.Namespace, reports) -> list[str]:
         for pattern, _ in getattr(args, option):
             if not any(fnmatch.fnmatchcase(name, pattern) for name in names):
                 notes.append(f"--{option.replace('_', '-')} {pattern}=...: the pattern matches no tensor")
+    # a block shape for a matrix whose blocks all came out dense: it was coded DENSE, without blocks
+    explicit = [pattern for pattern, _ in args.mode]
+    for pattern, _ in args.tensor_block:
+        for report in reports:
+            if (fnmatch.fnmatchcase(report.name, pattern) and report.mode == CodingMode.DENSE and len(report.shape) >= 2
+                    and not any(fnmatch.fnmatchcase(report.name, mode_pattern) for mode_pattern in explicit)):
+                notes.append(f"--tensor-block {pattern}=...: {report.name} was coded DENSE, with no block grid (at "
+                             f"most 1 % of its blocks came out pruned or unified; --mode {report.name}=unified keeps it)")
     return notes
 
 

@@ -534,3 +534,17 @@ def test_workers_auto_uses_processes_only_for_large_inputs(tmp_path, capsys, mon
     for bad in ("0", "many"):
         assert main(["encode", str(tmp_path / "m.safetensors"), str(tmp_path / "x.nnu"), "--workers", bad]) == 2
         assert "--workers" in capsys.readouterr().err
+
+
+def test_a_tensor_block_for_a_matrix_coded_dense_is_noted(tmp_path, capsys):
+    """A block shape has no effect on a matrix without structured blocks (coded DENSE): the
+    summary says so, and an explicit --mode keeps the block grid."""
+    values = {"w": torch.from_numpy(np.random.default_rng(0).laplace(0, 0.05, (32, 32)).astype(np.float32))}
+    torch.save(values, tmp_path / "m.pt")
+    assert main(["encode", str(tmp_path / "m.pt"), str(tmp_path / "m.nnu"), "--tensor-block", "w=8x8", "--json"]) == EXIT_OK
+    notes = json.loads(capsys.readouterr().out)["notes"]
+    assert any("w was coded DENSE, with no block grid" in note for note in notes)
+    assert main(["encode", str(tmp_path / "m.pt"), str(tmp_path / "m.nnu"), "-f", "--tensor-block", "w=8x8",
+                 "--mode", "w=unified", "--json"]) == EXIT_OK
+    summary = json.loads(capsys.readouterr().out)
+    assert not any("no block grid" in note for note in summary["notes"]) and "unified" in summary["by_mode"]
