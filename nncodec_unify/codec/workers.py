@@ -99,11 +99,25 @@ def _stop(executor) -> None:
         if writer is not None:
             with contextlib.suppress(Exception):
                 writer.close()
-        if manager is None:
-            return
+        if manager is None or manager.ident is None:
+            # the executor's thread never started (a signal came while the pool was starting its
+            # workers): nothing else reaps them, and join() on that thread would raise
+            for process in running:
+                with contextlib.suppress(Exception):
+                    process.join(10)
+            if not any(_alive(process) for process in running):
+                return
+            continue
         manager.join(10)
         if not manager.is_alive():
             return
+
+
+def _alive(process) -> bool:
+    try:
+        return process.is_alive()
+    except Exception:  # a process object that never started, or one from another parent
+        return False
 
 
 def _processes_of(executor) -> list:
