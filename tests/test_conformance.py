@@ -380,3 +380,37 @@ def test_tied_weights_stored_once_have_the_model_digest_of_a_4_0_stream_storing_
     assert (tied_data[8], untied_data[8]) == (5, 4) and len(tied_data) < len(untied_data)
     assert [t["name"] for t in tied["tensors"]] == [t["name"] for t in untied["tensors"]]
     assert tied_data[-68:-36] == untied_data[-68:-36]
+
+
+def test_both_decoders_must_reproduce_the_listed_attached_files(tmp_path):
+    """The valid manifest lists each stream's attached files (revision 5.0.2): a path, a size or
+    a content hash that differs, a file left out or one too many fails the stream."""
+    independent = _load_tool("independent_decoder")
+    manifest = _manifest("valid")
+    with_files = [entry for entry in manifest["streams"] if entry.get("attached_files")]
+    assert len(with_files) >= 4 and any(len(e["attached_files"]) >= 3 for e in with_files)
+    entry = with_files[0]
+    data = (SUITE / "valid" / entry["file"]).read_bytes()
+    assert conform.check_stream(data, entry, "valid").passed
+    assert independent.check_entry(SUITE / "valid", entry) is None
+    first = entry["attached_files"][0]
+    for changed in ({**first, "path": first["path"] + "x"}, {**first, "bytes": first["bytes"] + 1},
+                    {**first, "sha256": "0" * 64}):
+        wrong = {**entry, "attached_files": [changed] + entry["attached_files"][1:]}
+        assert not conform.check_stream(data, wrong, "valid").passed
+        assert independent.check_entry(SUITE / "valid", wrong) is not None
+    for files in (entry["attached_files"][1:], entry["attached_files"] + [first], []):
+        wrong = {**entry, "attached_files": files}
+        assert not conform.check_stream(data, wrong, "valid").passed
+        assert "attached files" in independent.check_entry(SUITE / "valid", wrong)
+    # a 3.0 stream's type 3 units are unknown ancillary units: no attached file is listed
+    skipped = [e for e in manifest["streams"] if e["file"].endswith("type-3-ancillary-before-3-1.nnu")]
+    assert len(skipped) == 1 and "attached_files" not in skipped[0]
+    skipped_data = (SUITE / "valid" / skipped[0]["file"]).read_bytes()
+    assert skipped_data[8:10] == bytes((3, 0)) and b"config.json" in skipped_data
+    assert conform.check_stream(skipped_data, skipped[0], "valid").passed
+    assert not conform.check_stream(skipped_data, {**skipped[0], "attached_files": [first]}, "valid").passed
+    bad = {**manifest, "streams": [{**entry, "attached_files": [{"path": 1}]}]}
+    (tmp_path / "manifest.json").write_text(json.dumps(bad), encoding="utf-8")
+    with pytest.raises(conform.ManifestError, match="attached_files"):
+        conform.read_manifest(tmp_path / "manifest.json")

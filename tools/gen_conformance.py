@@ -983,6 +983,25 @@ def stream(tensors: list[T], *, extra_units: dict[int, list[Unit]] | None = None
     return assemble(units, **kw)
 
 
+def attached_files_of(data: bytes) -> list[dict]:
+    """The attached files (§5.7) of a valid stream, read from its unit framing alone: every
+    ancillary unit of type 3 in a stream of version 3.1 or later, in order, as the manifest
+    lists them (path, size and SHA-256 of the content)."""
+    major, minor = data[8], data[9]
+    files: list[dict] = []
+    at = 12
+    while at < len(data):
+        unit_type, flags, length = data[at], data[at + 1], int.from_bytes(data[at + 2:at + 6], "little")
+        payload = data[at + 6:at + 6 + length]
+        if unit_type == 3 and flags & 1 and (major, minor) >= (3, 1):
+            path_length = int.from_bytes(payload[:2], "little")
+            content = payload[2 + path_length:]
+            files.append({"path": payload[2:2 + path_length].decode("utf-8"), "bytes": len(content),
+                          "sha256": hashlib.sha256(content).hexdigest()})
+        at += 6 + length + 4
+    return files
+
+
 def _unit_start(w: W, offset: int) -> int:
     """The offset of the unit of ``w`` that holds byte ``offset``."""
     return max(f.offset for f in w.fields if f.element == "unit_type" and f.offset <= offset)
@@ -1704,6 +1723,10 @@ def valid_cases() -> list[Case]:
         ["5.7"], [T("w", "int8", (2,), RAW, ints([1, -1], 1, True))],
         extra_units={0: [attached("a/b/c/d/e/f/g/h.txt", b"eight"), attached("d/." + allowed + "..", b"")]},
         major=3, minor=1)
+    add("type-3-ancillary-before-3-1", "format 3.0: an ancillary unit of type 3 holding a well-formed attached_file "
+        "payload: type 3 is unknown before 3.1 (§4.3 rule 8), so the unit is skipped and no file is presented",
+        ["4.3", "5.7", "10"], [T("w", "int8", (2,), RAW, ints([1, -1], 1, True))],
+        extra_units={0: [attached("config.json", b"{}")]}, major=3, minor=0)
     return cases
 
 
@@ -2893,6 +2916,14 @@ def verify(case: Case, group: str) -> dict:
         if got != expected:
             raise AssertionError(f"{case.slug}: the reference decoder disagrees:\n{got}\n{expected}")
         entry["tensors"] = expected
+        files = attached_files_of(case.data)
+        decoded_files = [{"path": f.path, "bytes": len(f.content), "sha256": hashlib.sha256(f.content).hexdigest()}
+                         for f in model.files]
+        if decoded_files != files:
+            raise AssertionError(f"{case.slug}: the reference decoder's attached files disagree:\n{decoded_files}\n"
+                                 f"{files}")
+        if files:
+            entry["attached_files"] = files
     else:
         try:
             decode_tensors(case.data, limits=limits)
@@ -3038,7 +3069,8 @@ UNIFIED and PRUNED blocks, column offsets, every `qp_density`, scalars and empty
 
 Format 3.0 adds dependent quantization (`quant_flags`, spec §6.1, §7.1.2: `valid/*-dq-*.nnu` and the
 `quant-flags-*` invalid streams), format 3.1 the `ATTACHED_FILE` unit (§5.7: `valid/*-attached-files.nnu`,
-`valid/*-attached-file-path-limits.nnu` (8 components, every allowed ASCII character) and the
+`valid/*-attached-file-path-limits.nnu` (8 components, every allowed ASCII character),
+`valid/*-type-3-ancillary-before-3-1.nnu` (the same unit in a 3.0 stream: skipped) and the
 `attached-file-*` invalid streams, one per path rule).
 
 ## Checking a decoder
@@ -3047,7 +3079,9 @@ Format 3.0 adds dependent quantization (`quant_flags`, spec §6.1, §7.1.2: `val
     python tools/independent_decoder.py --suite conformance/  # the decoder written from the spec
 
 A decoder passes a valid stream when it decodes it into exactly the listed tensors, in order, with
-the same names, dtypes, shapes and canonical-byte hashes; it passes an invalid stream when it rejects
+the same names, dtypes, shapes and canonical-byte hashes, and (from revision 5.0.2) into exactly the
+listed `attached_files` (path, size and SHA-256 of the content, in stream order; an entry without
+the key has none: a 3.0 stream's type 3 units are unknown and skipped); it passes an invalid stream when it rejects
 it with the listed category and element (spec §3.6). A decoder that cannot name them can still check
 that it rejects every invalid stream, but conformance needs both. Entries with `limits` are decoded
 with those limits (spec §8). A decoder that can skip the comparison of content digests (spec §7.4)
@@ -3061,7 +3095,8 @@ where their descriptions say "two defects").
  "streams": [{"file": "001-empty-model.nnu", "description": "...", "sections": ["4.1"],
               "limits": {"max_tensor_count": 3},
               "tensors": [{"name": "w", "dtype": "float32", "shape": [2, 2],
-                           "coding_mode": "dense", "sha256": "..."}]},
+                           "coding_mode": "dense", "sha256": "..."}],
+              "attached_files": [{"path": "config.json", "bytes": 2, "sha256": "..."}]},
              {"file": "...", "error": {"category": "truncated", "element": "payload_length"}}]}
 ```
 

@@ -195,9 +195,9 @@ DQ_SEGMENT = 64  # §7.1.2: the state restarts every 64 positions of the scan
 DQ_NEXT_STATE = ((0, 2), (2, 0), (1, 3), (3, 1))  # §7.1.2: [state][level parity]
 
 
-def decode(data: bytes, limits: dict | None = None) -> list[Tensor]:
+def decode(data: bytes, limits: dict | None = None, files: list | None = None) -> list[Tensor]:
     """§4: the whole stream. Returns the tensors in stream order, each (5.x) followed by its
-    alias names (§4.3)."""
+    alias names (§4.3); appends each attached file (§5.7) to ``files`` as (path, content)."""
     lim = dict(DEFAULT_LIMITS)
     lim.update(limits or {})
     data = bytes(data)
@@ -249,7 +249,10 @@ def decode(data: bytes, limits: dict | None = None) -> list[Tensor]:
             if path in paths:
                 raise malformed("path", f"a second attached file {path!r}")
             paths.add(path)
-            output_bytes += payload.remaining  # the content counts as output (§8)
+            content = payload.take(payload.remaining, "content")
+            output_bytes += len(content)  # the content counts as output (§8)
+            if files is not None:
+                files.append((path, content))
             if output_bytes > lim["max_total_output_bytes"]:
                 raise limit_error("content", "total output size exceeds max_total_output_bytes")
         elif unit_type == 4 and stream_end:  # rule 5, §5.8
@@ -926,8 +929,9 @@ def check_suite(directory: Path, *, verbose: bool = True) -> int:
 
 def check_entry(folder: Path, entry: dict) -> str | None:
     data = (folder / entry["file"]).read_bytes()
+    files: list = []
     try:
-        tensors = decode(data, entry.get("limits"))
+        tensors = decode(data, entry.get("limits"), files)
     except DecodeError as exc:
         if "error" not in entry:
             return f"rejected: {exc}"
@@ -944,6 +948,10 @@ def check_entry(folder: Path, entry: dict) -> str | None:
             if g != w:
                 return f"tensor {w['name']!r}: expected {w}, got {g}"
         return f"{len(got)} tensors decoded, {len(want)} expected"
+    got_files = [{"path": path, "bytes": len(content), "sha256": hashlib.sha256(content).hexdigest()}
+                 for path, content in files]
+    if got_files != entry.get("attached_files", []):
+        return f"attached files: expected {entry.get('attached_files', [])}, got {got_files}"
     return None
 
 

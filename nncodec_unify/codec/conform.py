@@ -2,7 +2,8 @@
 
 A suite directory holds ``valid/`` and ``invalid/``, each with a ``manifest.json``. A valid
 stream passes when it decodes into exactly the listed tensors (name, dtype, shape and the
-SHA-256 of the canonical bytes, in order); an invalid stream passes when the decoder rejects
+SHA-256 of the canonical bytes, in order) and attached files (path, size and SHA-256 of the
+content, in order; none when the entry lists none); an invalid stream passes when the decoder rejects
 it with the listed error category and element. Either group directory may also be given
 alone.
 
@@ -76,6 +77,11 @@ def read_manifest(path: Path) -> list[dict]:
                                 f"of spec §3.6's ({', '.join(CATEGORIES)})")
         if entry.get("limits") is not None and not isinstance(entry["limits"], dict):
             raise ManifestError(f"{where} ({name}): \"limits\" must be an object")
+        files = entry.get("attached_files", [])
+        if not isinstance(files, list) or not all(
+                isinstance(f, dict) and isinstance(f.get("path"), str) and isinstance(f.get("bytes"), int)
+                and isinstance(f.get("sha256"), str) for f in files):
+            raise ManifestError(f"{where} ({name}): \"attached_files\" must list objects with path, bytes and sha256")
     return streams
 
 
@@ -137,7 +143,13 @@ def check_stream(data: bytes, entry: dict, group: str) -> FileResult:
         if g != w:
             fields = ", ".join(k for k in w if g[k] != w[k])
             return FileResult(group, name, False, f"tensor {w['name']!r}: {fields} differ (got {g}, expected {w})")
-    return FileResult(group, name, True, f"{len(got)} tensor{'s' if len(got) != 1 else ''} match")
+    got_files = [{"path": f.path, "bytes": len(f.content), "sha256": hashlib.sha256(f.content).hexdigest()}
+                 for f in model.files]
+    want_files = entry.get("attached_files", [])
+    if got_files != want_files:
+        return FileResult(group, name, False, f"attached files: got {got_files}, expected {want_files}")
+    files = f", {len(got_files)} attached file{'s' if len(got_files) != 1 else ''}" if got_files else ""
+    return FileResult(group, name, True, f"{len(got)} tensor{'s' if len(got) != 1 else ''} match{files}")
 
 
 def check_group(folder: str | Path, group: str | None = None, *,
