@@ -532,7 +532,23 @@ def _encode(args: argparse.Namespace) -> int:
             report = dict(summary, tensor_reports=[_tensor_report(r) for r in reports])
             if args.report != "-":
                 write_bytes(args.report, (json.dumps(report, indent=1) + "\n").encode("utf-8"), overwrite=args.force)
+                report_written.append(Path(args.report))
         return summary, report
+
+    report_written: list[Path] = []
+
+    @contextlib.contextmanager
+    def committed_with_report(path: Path):
+        """``atomic_output(path)``; when the stream cannot be committed after the --report was
+        written (a failed rename), the report goes too: it would describe a stream that is not there."""
+        try:
+            with atomic_output(path, overwrite=args.force) as temporary:
+                yield temporary
+        except BaseException:
+            for written_report in report_written:
+                with contextlib.suppress(OSError):
+                    written_report.unlink()
+            raise
 
     if target is None:  # units go to the output as they are coded: the stream is never held whole
         def encode_into(file) -> _Counting:
@@ -549,7 +565,7 @@ def _encode(args: argparse.Namespace) -> int:
             sys.stdout.buffer.flush()
             summary, report = finish(reports, written.count, written.head)
         else:
-            with atomic_output(Path(args.output), overwrite=args.force) as temporary, open(temporary, "wb") as file:
+            with committed_with_report(Path(args.output)) as temporary, open(temporary, "wb") as file:
                 written = encode_into(file)
                 summary, report = finish(reports, written.count, written.head)  # the report first: see finish
     else:
@@ -574,7 +590,7 @@ def _encode(args: argparse.Namespace) -> int:
             sys.stdout.buffer.flush()
             summary, report = finish(controlled.result.reports, len(data), data[:10])
         else:
-            with atomic_output(Path(args.output), overwrite=args.force) as temporary:
+            with committed_with_report(Path(args.output)) as temporary:
                 Path(temporary).write_bytes(data)
                 summary, report = finish(controlled.result.reports, len(data), data[:10])
     if args.report == "-":  # the report, in place of the summary, on stdout

@@ -488,3 +488,25 @@ def test_the_library_file_functions_name_the_stream_in_their_errors(tmp_path):
         copy = pickle.loads(pickle.dumps(error))
         assert type(copy) is type(error) and str(copy) == str(error)
     assert _files(tmp_path) == {"bad.nnu"}
+
+
+@pytest.mark.parametrize("rate_control", [[], ["--target-size", "400"]])
+def test_a_stream_that_cannot_be_committed_takes_its_report_along(tmp_path, monkeypatch, capsys, rate_control):
+    """The report is written before the stream is committed; when the commit itself fails (a
+    rename refused), the report went on describing a stream that was not there."""
+    from nncodec_unify.codec import checkpoint
+
+    torch.save({"w": torch.randn(16, 16)}, tmp_path / "w.pt")
+
+    real = checkpoint._rename_no_clobber
+
+    def refused(temporary, path):  # the stream's rename only: the report is committed first
+        if pathlib.Path(path).suffix == ".nnu":
+            raise OSError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+        return real(temporary, path)
+
+    monkeypatch.setattr(checkpoint, "_rename_no_clobber", refused)
+    assert main(["encode", "-q", str(tmp_path / "w.pt"), str(tmp_path / "w.nnu"), "--report", str(tmp_path / "r.json"),
+                 *rate_control]) == EXIT_IO
+    assert _one_line(capsys.readouterr().err) == f"nncodec: error: {tmp_path / 'w.nnu'}: Permission denied"
+    assert _files(tmp_path) == {"w.pt"}
