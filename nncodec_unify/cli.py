@@ -502,6 +502,8 @@ def _encode(args: argparse.Namespace) -> int:
     target = _rate_target(args)
     controlled = None
 
+    report_written: list[Path] = []  # the --report file, once finish() has written it
+
     def finish(reports, size: int, header: bytes) -> tuple[dict, dict | None]:
         """The summary of the stream just written and the --report's content (None without
         one). A --report file is written here, before the stream is committed: a report that
@@ -534,8 +536,6 @@ def _encode(args: argparse.Namespace) -> int:
                 write_bytes(args.report, (json.dumps(report, indent=1) + "\n").encode("utf-8"), overwrite=args.force)
                 report_written.append(Path(args.report))
         return summary, report
-
-    report_written: list[Path] = []
 
     @contextlib.contextmanager
     def committed_with_report(path: Path):
